@@ -9,6 +9,47 @@ var (
 	// ErrInvalidID: a client id, group name or job id is not a subject token
 	// of 1 to 64 characters from [A-Za-z0-9_-].
 	ErrInvalidID = errors.New("invalid id")
-	// ErrInvalidTarget: a target has an unknown kind, or a name where none is allowed.
+	// ErrInvalidTarget: a target has an unknown kind, or a name where none is
+	// allowed, or a job has no target.
 	ErrInvalidTarget = errors.New("invalid target")
+	// ErrTimeWindow: the offer, mandatory and expiry times are out of order
+	// (offer_after <= mandatory_after < expire_after) or missing.
+	ErrTimeWindow = errors.New("invalid time window")
+	// ErrEmptyArgv: a command line has no program to run.
+	ErrEmptyArgv = errors.New("empty argv")
+	// ErrInvalidArgv: an argument of a command line contains a NUL byte.
+	ErrInvalidArgv = errors.New("invalid argv")
+	// ErrTimeout: a command line's timeout is missing, negative or over 24h.
+	ErrTimeout = errors.New("invalid timeout")
+	// ErrBackgroundNotAutomated: a background (service-only) command line is
+	// not marked automated.
+	ErrBackgroundNotAutomated = errors.New("background command line must be automated")
+	// ErrPlatform: a platform is not "os/arch" with known names or "*".
+	ErrPlatform = errors.New("invalid platform")
+	// ErrExitCode: a success exit code is outside 0..4294967295.
+	ErrExitCode = errors.New("invalid success exit code")
+	// ErrMaxAttempts: max_attempts is outside 1..100.
+	ErrMaxAttempts = errors.New("invalid max attempts")
+	// ErrTooLarge: an event's data, or a field of it, is larger than allowed.
+	ErrTooLarge = errors.New("too large")
+	// ErrMissingAttribute: a required CloudEvents attribute is missing or
+	// does not have the value pcm requires.
+	ErrMissingAttribute = errors.New("missing or invalid CloudEvents attribute")
+	// ErrUnknownType: the event type is not one pcm knows.
+	ErrUnknownType = errors.New("unknown event type")
+	// ErrMalformed: the message is not a CloudEvent pcm can read (not JSON,
+	// truncated, wrong field types, contradicting headers).
+	ErrMalformed = errors.New("malformed event")
+	// ErrSchema: the event's data does not satisfy the JSON schema of its type.
+	ErrSchema = errors.New("data does not match schema")
+	// ErrInvalidState: a status has an unknown state or runner, or fields that
+	// do not fit its state.
+	ErrInvalidState = errors.New("invalid status")
+	// ErrInvalidPackage: a package reference is incomplete or its sha256 is
+	// not 64 hex digits.
+	ErrInvalidPackage = errors.New("invalid package reference")
 )
+
+// ErrUnexpectedType: a known event type arrived where another was expected,
+// such as a status published on a jobs subject.
+var ErrUnexpectedType = errors.New("unexpected event type")

@@ -1,0 +1,233 @@
+package events
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/binding/format"
+	"github.com/cloudevents/sdk-go/v2/binding/spec"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+)
+
+// ContentTypeCloudEvents is the Content-Type of a structured-mode message.
+const ContentTypeCloudEvents = "application/cloudevents+json"
+
+// Header names used on the wire.
+const (
+	HeaderContentType = "Content-Type"
+	// HeaderMsgID is JetStream's de-duplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+	// binaryPrefix starts the header of each attribute in binary mode.
+	binaryPrefix = "ce-"
+	// maxBodySize bounds a message body before it is parsed at all.
+	maxBodySize = 2 * MaxDataSize
+)
+
+// binarySpecs knows the ce- prefixed attribute names of binary mode.
+var binarySpecs = spec.WithPrefix(binaryPrefix)
+
+// NewMsg encodes ev as a NATS message on subject in the CloudEvents NATS
+// binding's structured content mode: the body is the JSON event and the
+// Content-Type header says so. msgID, when not empty, is set as Nats-Msg-Id so
+// JetStream stores a retried publish once.
+func NewMsg(subject string, ev event.Event, msgID string) (*nats.Msg, error) {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding event %s: %v", ErrMalformed, ev.ID(), err)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = body
+	msg.Header.Set(HeaderContentType, ContentTypeCloudEvents)
+	if msgID != "" {
+		msg.Header.Set(HeaderMsgID, msgID)
+	}
+	return msg, nil
+}
+
+// Decode reads a CloudEvent from a NATS message's header and body, in
+// structured mode (the body is the JSON event) or in binary mode (ce-*
+// headers carry the attributes, the body is the data). It checks the
+// attributes pcm requires (ValidateAttributes) but not the data: the Parse
+// functions do that. Every failure wraps ErrMalformed, ErrTooLarge,
+// ErrMissingAttribute or ErrUnknownType.
+func Decode(header nats.Header, body []byte) (event.Event, error) {
+	if len(body) > maxBodySize {
+		return event.Event{}, fmt.Errorf("%w: message body is %d bytes: the limit is %d", ErrTooLarge, len(body), maxBodySize)
+	}
+	m, err := newNATSMessage(header, body)
+	if err != nil {
+		return event.Event{}, err
+	}
+	ev, err := binding.ToEvent(context.Background(), m)
+	if err != nil {
+		return event.Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if m.encoding == binding.EncodingStructured {
+		if err := m.checkHeadersAgree(ev); err != nil {
+			return event.Event{}, err
+		}
+	}
+	if err := ValidateAttributes(*ev); err != nil {
+		return event.Event{}, err
+	}
+	return *ev, nil
+}
+
+// StructuredJSON returns the JSON form of the event a message carries: the
+// body itself, byte for byte, for a structured-mode message; the event
+// re-encoded for a binary-mode one.
+func StructuredJSON(header nats.Header, body []byte) ([]byte, error) {
+	if !isBinary(header) {
+		return body, nil
+	}
+	ev, err := Decode(header, body)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(ev)
+}
+
+// natsMessage adapts a NATS message to the SDK's binding.MessageReader.
+type natsMessage struct {
+	header   nats.Header
+	body     []byte
+	encoding binding.Encoding
+	version  spec.Version
+}
+
+func isBinary(header nats.Header) bool {
+	return headerValue(header, binaryPrefix+"specversion") != ""
+}
+
+func newNATSMessage(header nats.Header, body []byte) (*natsMessage, error) {
+	m := &natsMessage{header: header, body: body}
+	ct := headerValue(header, HeaderContentType)
+	if isBinary(header) {
+		if strings.HasPrefix(ct, ContentTypeCloudEvents) {
+			return nil, fmt.Errorf("%w: ce-specversion header (binary mode) contradicts Content-Type %s (structured mode)", ErrMalformed, ct)
+		}
+		m.encoding = binding.EncodingBinary
+		m.version = binarySpecs.Version(headerValue(header, binaryPrefix+"specversion"))
+		if m.version == nil {
+			return nil, fmt.Errorf("%w: ce-specversion %q: pcm speaks CloudEvents 1.0", ErrMissingAttribute, headerValue(header, binaryPrefix+"specversion"))
+		}
+		return m, nil
+	}
+	if ct != "" && !strings.HasPrefix(ct, ContentTypeCloudEvents) {
+		return nil, fmt.Errorf("%w: Content-Type %q without ce- headers: send %s (structured mode) or ce- headers (binary mode)", ErrMalformed, ct, ContentTypeCloudEvents)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, fmt.Errorf("%w: empty message body: a structured-mode message carries the JSON event", ErrMalformed)
+	}
+	m.encoding = binding.EncodingStructured
+	return m, nil
+}
+
+// headerValue reads a header case-insensitively (NATS headers keep case).
+func headerValue(header nats.Header, name string) string {
+	if v := header.Get(name); v != "" {
+		return v
+	}
+	for k, vs := range header {
+		if strings.EqualFold(k, name) && len(vs) > 0 {
+			return vs[0]
+		}
+	}
+	return ""
+}
+
+// checkHeadersAgree refuses a structured message whose ce- headers say
+// something else than its body.
+func (m *natsMessage) checkHeadersAgree(ev *event.Event) error {
+	v1 := binarySpecs.Version(event.CloudEventsVersionV1)
+	for k, vs := range m.header {
+		lk := strings.ToLower(k)
+		if !strings.HasPrefix(lk, binaryPrefix) || len(vs) == 0 {
+			continue
+		}
+		var got any
+		if attr := v1.Attribute(lk); attr != nil {
+			got = attr.Get(ev.Context)
+		} else {
+			got = ev.Extensions()[strings.TrimPrefix(lk, binaryPrefix)]
+		}
+		if got == nil || fmt.Sprint(got) != vs[0] {
+			return fmt.Errorf("%w: header %s=%q contradicts the event body (%v)", ErrMalformed, k, vs[0], got)
+		}
+	}
+	return nil
+}
+
+func (m *natsMessage) ReadEncoding() binding.Encoding { return m.encoding }
+
+func (m *natsMessage) ReadStructured(ctx context.Context, w binding.StructuredWriter) error {
+	if m.encoding != binding.EncodingStructured {
+		return binding.ErrNotStructured
+	}
+	return w.SetStructuredEvent(ctx, format.JSON, bytes.NewReader(m.body))
+}
+
+func (m *natsMessage) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
+	if m.encoding != binding.EncodingBinary {
+		return binding.ErrNotBinary
+	}
+	for k, vs := range m.header {
+		lk := strings.ToLower(k)
+		if len(vs) == 0 {
+			continue
+		}
+		switch {
+		case lk == strings.ToLower(HeaderContentType):
+			if err := w.SetAttribute(m.version.AttributeFromKind(spec.DataContentType), vs[0]); err != nil {
+				return err
+			}
+		case strings.HasPrefix(lk, binaryPrefix):
+			if attr := m.version.Attribute(lk); attr != nil {
+				if err := w.SetAttribute(attr, vs[0]); err != nil {
+					return err
+				}
+			} else if err := w.SetExtension(strings.TrimPrefix(lk, binaryPrefix), vs[0]); err != nil {
+				return err
+			}
+		}
+	}
+	if len(m.body) > 0 {
+		return w.SetData(io.NopCloser(bytes.NewReader(m.body)))
+	}
+	return nil
+}
+
+func (m *natsMessage) Finish(error) error { return nil }
+
+// GetAttribute implements binding.MessageMetadataReader for binary mode.
+func (m *natsMessage) GetAttribute(k spec.Kind) (spec.Attribute, any) {
+	if m.version == nil {
+		return nil, nil
+	}
+	attr := m.version.AttributeFromKind(k)
+	if attr == nil {
+		return nil, nil
+	}
+	if k == spec.DataContentType {
+		return attr, nilIfEmpty(headerValue(m.header, HeaderContentType))
+	}
+	return attr, nilIfEmpty(headerValue(m.header, attr.PrefixedName()))
+}
+
+// GetExtension implements binding.MessageMetadataReader for binary mode.
+func (m *natsMessage) GetExtension(name string) any {
+	return nilIfEmpty(headerValue(m.header, binaryPrefix+name))
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
