@@ -1,0 +1,228 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+// Defaults applied by Publish to fields left zero.
+const (
+	// DefaultExpiry is how long after offer_after a job expires when no
+	// expire_after is given.
+	DefaultExpiry = 7 * 24 * time.Hour
+	// DefaultTimeout is a command line's timeout when none is given.
+	DefaultTimeout = time.Hour
+	// defaultRequestTimeout bounds a call whose ctx has no deadline.
+	defaultRequestTimeout = 10 * time.Second
+)
+
+// Config configures a Publisher.
+type Config struct {
+	// Name identifies the publisher in the events' source
+	// (/pcm/publisher/<name>); a valid id. Default "pcm".
+	Name string
+	// Now returns the current time; default time.Now. For tests.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Name == "" {
+		c.Name = "pcm"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if err := events.ValidID("publisher name", c.Name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	return nil
+}
+
+// Publisher publishes and cancels jobs.
+type Publisher struct {
+	js  jetstream.JetStream
+	cfg Config
+
+	mu        sync.Mutex
+	retention time.Duration // PCM_JOBS max age, read once; 0 = unlimited
+	haveInfo  bool
+}
+
+// New returns a Publisher publishing through js.
+func New(js jetstream.JetStream, cfg Config) (*Publisher, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Publisher{js: js, cfg: cfg}, nil
+}
+
+// Name is the publisher's name, as it appears in the events' source.
+func (p *Publisher) Name() string { return p.cfg.Name }
+
+// Prepare applies the defaults to job (a new sortable job id, offer_after
+// now, expire_after a week later, a one-hour timeout) and checks every rule,
+// the clock and the jobs stream's retention, without sending anything. It
+// returns the job as it would be published.
+func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
+	now := p.cfg.Now().UTC()
+	if job.JobID == "" {
+		job.JobID = ulid.Make().String()
+	}
+	if job.OfferAfter.IsZero() {
+		job.OfferAfter = now
+	}
+	if job.ExpireAfter.IsZero() {
+		job.ExpireAfter = job.OfferAfter.Add(DefaultExpiry)
+		if job.MandatoryAfter != nil && !job.MandatoryAfter.Before(job.ExpireAfter) {
+			job.ExpireAfter = job.MandatoryAfter.Add(DefaultExpiry)
+		}
+	}
+	if job.Command.Timeout == 0 {
+		job.Command.Timeout = events.Duration(DefaultTimeout)
+	}
+	if job.Command.Background {
+		job.Command.Automated = true
+	}
+	if err := job.Validate(); err != nil {
+		return job, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	if !job.ExpireAfter.After(now) {
+		return job, fmt.Errorf("%w: expire_after %s is not in the future: give a later --expire-after",
+			ErrExpired, job.ExpireAfter.Format(time.RFC3339))
+	}
+	retention, err := p.jobsRetention(ctx)
+	if err != nil {
+		return job, err
+	}
+	if retention > 0 && job.ExpireAfter.Sub(now) > retention {
+		return job, fmt.Errorf("%w: expire_after %s is %s from now but %s keeps jobs for %s: expire earlier, or provision a longer --jobs-max-age",
+			ErrBeyondRetention, job.ExpireAfter.Format(time.RFC3339), job.ExpireAfter.Sub(now).Round(time.Hour),
+			events.StreamJobs, retention)
+	}
+	return job, nil
+}
+
+// Publish validates job (see Prepare), then publishes its offer once per
+// target, each with a Nats-Msg-Id derived from the job id and the target so
+// a retried publish is stored once. It returns the job id. When some targets
+// were stored and one failed, the error is a *PartialError saying which.
+func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (string, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	job, err := p.Prepare(ctx, job)
+	if err != nil {
+		return job.JobID, err
+	}
+	ev, err := events.NewJobOffered(p.cfg.Name, job)
+	if err != nil {
+		return job.JobID, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	return job.JobID, p.publishToTargets(ctx, job.JobID, job.Targets, func(t events.Target) string {
+		return offerMsgID(job.JobID, t)
+	}, ev)
+}
+
+// Cancel publishes a pcm.job.cancelled.v1 for jobID to the targets of its
+// offer, which it finds in the jobs stream. Agents that have not started the
+// job report it cancelled and never run it.
+func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	if err := events.ValidID("job id", jobID); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	offer, err := FindOffer(ctx, p.js, jobID)
+	if err != nil {
+		return err
+	}
+	c := events.JobCancelled{JobID: jobID, Reason: reason, Targets: offer.Job.Targets}
+	ev, err := events.NewJobCancelled(p.cfg.Name, c)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	return p.publishToTargets(ctx, jobID, c.Targets, func(t events.Target) string {
+		return cancelMsgID(jobID, t)
+	}, ev)
+}
+
+// offerMsgID is the Nats-Msg-Id of a job's offer to one target.
+func offerMsgID(job string, t events.Target) string { return "offer." + job + "." + t.String() }
+
+// cancelMsgID is the Nats-Msg-Id of a job's cancellation to one target:
+// cancelling twice stores one cancellation.
+func cancelMsgID(job string, t events.Target) string { return "cancel." + job + "." + t.String() }
+
+func (p *Publisher) publishToTargets(ctx context.Context, jobID string, targets []events.Target,
+	msgID func(events.Target) string, ev event.Event) error {
+	var stored []events.Target
+	targets = dedupeTargets(targets)
+	for i, t := range targets {
+		msg, err := events.NewMsg(events.JobSubject(t), ev, msgID(t))
+		if err == nil {
+			_, err = p.js.PublishMsg(ctx, msg)
+		}
+		if err != nil {
+			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				err = fmt.Errorf("%w: no stream answered on %s: run pcm broker provision (%w)", ErrNotProvisioned, events.JobSubject(t), err)
+			}
+			if len(stored) == 0 && i == 0 {
+				return fmt.Errorf("%w: job %s to %s: %w", ErrPublish, jobID, t, err)
+			}
+			return &PartialError{JobID: jobID, Stored: stored, Failed: t, NotSent: targets[i+1:], Err: err}
+		}
+		stored = append(stored, t)
+	}
+	return nil
+}
+
+func dedupeTargets(ts []events.Target) []events.Target {
+	seen := map[events.Target]bool{}
+	out := make([]events.Target, 0, len(ts))
+	for _, t := range ts {
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// jobsRetention reads PCM_JOBS's max age once.
+func (p *Publisher) jobsRetention(ctx context.Context) (time.Duration, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.haveInfo {
+		return p.retention, nil
+	}
+	s, err := p.js.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return 0, fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)
+		}
+		return 0, fmt.Errorf("%w: reading %s: %w", ErrPublish, events.StreamJobs, err)
+	}
+	p.retention = s.CachedInfo().Config.MaxAge
+	p.haveInfo = true
+	return p.retention, nil
+}
+
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, defaultRequestTimeout)
+}
