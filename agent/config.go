@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/agent/runner"
+	"github.com/pcm-project/pcm/events"
+)
+
+// Defaults of Config.
+const (
+	DefaultHeartbeat = 30 * time.Second
+	DefaultLease     = 15 * time.Second
+)
+
+// FaultPoint names a dangerous instant at which a test may crash the agent.
+type FaultPoint string
+
+// The fault points, in the order a run passes them.
+const (
+	// FaultAfterStart: the command runs and its start is journaled.
+	FaultAfterStart FaultPoint = "after-start"
+	// FaultAfterFinish: the command finished and its final status is
+	// journaled, not yet published.
+	FaultAfterFinish FaultPoint = "after-finish"
+	// FaultAfterPublish: the final status is persisted on the broker, the
+	// offer is not yet acked.
+	FaultAfterPublish FaultPoint = "after-publish"
+)
+
+// Config configures a Service.
+type Config struct {
+	// ClientID is this client's id (a subject token).
+	ClientID string
+	// Groups are reported in the inventory; the enrollment decides which
+	// group subjects the consumer receives.
+	Groups []string
+	// StateDir holds the journal, job working directories and logs.
+	StateDir string
+	// Host name reported in statuses; default os.Hostname.
+	Host string
+	// OS and Arch of this client for the platform filter; default the
+	// running binary's.
+	OS, Arch string
+	// Version of the agent, reported in statuses and the inventory.
+	Version string
+	// Runner runs commands; default runner.NewExec().
+	Runner runner.Runner
+	// Heartbeat is how often the inventory is refreshed; default 30s.
+	Heartbeat time.Duration
+	// Lease of the service-versus-desktop lock; default 15s.
+	Lease time.Duration
+	// NoSync turns off the journal's fsync (benchmarks only).
+	NoSync bool
+	// Fault, when set, is called at each FaultPoint (tests crash there).
+	Fault func(FaultPoint)
+	// Logger; nil means no logs.
+	Logger *zap.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Host == "" {
+		c.Host, _ = os.Hostname()
+	}
+	if c.OS == "" {
+		c.OS = runtime.GOOS
+	}
+	if c.Arch == "" {
+		c.Arch = runtime.GOARCH
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Runner == nil {
+		c.Runner = runner.NewExec()
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.Lease <= 0 {
+		c.Lease = DefaultLease
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if err := events.ValidID("client id", c.ClientID); err != nil {
+		return fmt.Errorf("%w: %w (set --client-id)", ErrInvalidConfig, err)
+	}
+	for _, g := range c.Groups {
+		if err := events.ValidID("group", g); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+	}
+	if c.StateDir == "" {
+		return fmt.Errorf("%w: state dir is empty: set --state-dir", ErrInvalidConfig)
+	}
+	if c.Lease < time.Second {
+		return fmt.Errorf("%w: lease %s is shorter than 1s, the broker's smallest TTL", ErrInvalidConfig, c.Lease)
+	}
+	return nil
+}
+
+// Platform is os/arch.
+func (c Config) Platform() string { return c.OS + "/" + c.Arch }

@@ -1,0 +1,228 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/agent/journal"
+	"github.com/pcm-project/pcm/agent/lock"
+	"github.com/pcm-project/pcm/agent/runner"
+	"github.com/pcm-project/pcm/events"
+)
+
+// execute runs a due job: for each attempt it checks the broker for a final
+// status (no rerun), takes the lock, checks again, journals the start, runs,
+// journals the final status, publishes it, releases the lock; after the last
+// attempt it acks the offer.
+func (s *Service) execute(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record) {
+	log := s.log.With(zap.String("job", job.JobID))
+	for ctx.Err() == nil {
+		last, seq, err := s.lastStatus(ctx, job.JobID)
+		if err != nil {
+			log.Warn("cannot read the job's last status, not running it now", zap.Error(err))
+			_ = msg.NakWithDelay(retryLater)
+			return
+		}
+		if jobOver(last, job) {
+			s.adopt(ctx, msg, job, last, seq)
+			return
+		}
+		lease := s.takeLock(ctx, msg, job)
+		if lease == nil {
+			return // shutting down; the offer comes back
+		}
+		// The desktop may have run the job while the service waited.
+		last, seq, err = s.lastStatus(ctx, job.JobID)
+		if err != nil || jobOver(last, job) {
+			s.release(lease)
+			if err != nil {
+				_ = msg.NakWithDelay(retryLater)
+			} else {
+				s.adopt(ctx, msg, job, last, seq)
+			}
+			return
+		}
+		attempt := rec.Attempt + 1
+		if last != nil && last.State.Final() && last.State != events.StateRejected && last.Attempt >= attempt {
+			attempt = last.Attempt + 1
+		}
+		over, ok := s.runAttempt(ctx, msg, job, &rec, attempt, lease)
+		s.release(lease)
+		if !ok {
+			return
+		}
+		if over {
+			s.ack(ctx, msg)
+			return
+		}
+		log.Info("attempt failed, retrying", zap.Int("attempt", attempt), zap.Int("max_attempts", job.Attempts()))
+	}
+}
+
+// runAttempt runs one attempt under lease. ok is false when the attempt's
+// outcome could not be settled now (the offer stays unacked and comes back);
+// over says the job is finished on this client.
+func (s *Service) runAttempt(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec *journal.Record, attempt int, lease *lock.Lease) (over, ok bool) {
+	log := s.log.With(zap.String("job", job.JobID), zap.Int("attempt", attempt))
+	select {
+	case <-lease.Lost():
+		log.Warn("lost the lock before starting; not starting new work")
+		_ = msg.NakWithDelay(retryLater)
+		return false, false
+	default:
+	}
+	*rec = journal.Record{JobID: job.JobID, Phase: journal.PhaseStarted, Attempt: attempt, AckSubject: msg.Reply(),
+		Cancelled: rec.Cancelled, CancelReason: rec.CancelReason}
+	if _, err := s.journal.Put(*rec); err != nil {
+		if errors.Is(err, journal.ErrAlreadyDone) {
+			log.Info("job finished meanwhile (desktop); not running it")
+			s.ack(ctx, msg)
+			return true, false
+		}
+		log.Error("cannot journal the start (disk full?): refusing to start the job; it comes back", zap.Error(err))
+		_ = msg.NakWithDelay(30 * time.Second)
+		return false, false
+	}
+	dir := filepath.Join(s.cfg.StateDir, "jobs", job.JobID)
+	spec := runner.Spec{
+		JobID: job.JobID, ClientID: s.cfg.ClientID, Attempt: attempt,
+		Argv: job.Command.Argv, Shell: job.Command.Shell,
+		Dir: filepath.Join(dir, "work"), LogPath: filepath.Join(dir, "output.log"),
+		Timeout: time.Duration(job.Command.Timeout),
+	}
+	stopKeepAlive := s.keepAlive(ctx, msg)
+	s.setCurrent(job.JobID)
+	log.Info("running job", zap.Strings("argv", job.Command.Argv), zap.Uint64("lock_revision", lease.Revision()))
+	res, runErr := s.cfg.Runner.Run(ctx, spec, func(pid int) {
+		st := s.newStatus(job.JobID, events.StateStarted, attempt, job.Attempts())
+		st.PID = pid
+		st.LockRevision = lease.Revision()
+		now := time.Now().UTC()
+		st.StartedAt = &now
+		s.publishAsync(st)
+		s.fault(FaultAfterStart)
+	})
+	s.setCurrent("")
+	stopKeepAlive()
+	if errors.Is(runErr, runner.ErrCancelled) && ctx.Err() != nil {
+		// The agent is stopping: the journal says started, and the next
+		// start reports this attempt as failed.
+		log.Warn("agent stopping: the running job was killed")
+		return false, false
+	}
+	state, reason := outcome(job, res, runErr)
+	over = !state.Retryable() || attempt >= job.Attempts()
+	st := s.newStatus(job.JobID, state, attempt, job.Attempts())
+	st.Reason = reason
+	st.PID = res.PID
+	st.OutputTail = res.OutputTail
+	st.LockRevision = lease.Revision()
+	if runErr == nil {
+		code := res.ExitCode
+		st.ExitCode = &code
+	}
+	if !res.StartedAt.IsZero() {
+		a, b := res.StartedAt.UTC(), res.FinishedAt.UTC()
+		st.StartedAt, st.FinishedAt = &a, &b
+	}
+	out, err := s.outgoing(st, over)
+	if err != nil {
+		log.Error("cannot encode the final status", zap.Error(err))
+		return false, false
+	}
+	rec.Phase = journal.PhaseFinished
+	rec.ExitCode = res.ExitCode
+	rec.PID = res.PID
+	rec.FinalState = string(state)
+	if _, err := s.journal.Put(*rec, out...); err != nil {
+		// The run happened but its status cannot be journaled: publish it
+		// directly rather than lose it.
+		log.Error("cannot journal the final status; publishing it directly", zap.Error(err))
+		if err := s.publishStatus(ctx, st); err != nil {
+			log.Error("final status lost: neither journaled nor published", zap.Error(err))
+			return false, false
+		}
+		return over, true
+	}
+	log.Info("job finished", zap.String("state", string(state)), zap.Int("exit_code", res.ExitCode), zap.String("reason", reason))
+	s.fault(FaultAfterFinish)
+	if !s.report(ctx, job.JobID) {
+		return false, false
+	}
+	return over, true
+}
+
+// outcome maps a run's result to a final state and a reason.
+func outcome(job events.JobOffered, res runner.Result, err error) (events.State, string) {
+	switch {
+	case err != nil:
+		return events.StateFailed, "could not run the command: " + err.Error()
+	case res.TimedOut:
+		return events.StateTimedOut, fmt.Sprintf("killed after its timeout of %s", job.Command.Timeout)
+	case job.Command.Succeeded(res.ExitCode):
+		return events.StateSucceeded, ""
+	case res.ExitCode < 0:
+		return events.StateFailed, "killed by a signal"
+	default:
+		return events.StateFailed, fmt.Sprintf("exit code %d is not a success code", res.ExitCode)
+	}
+}
+
+// takeLock waits for the client's lock while keeping the offer alive. It
+// returns nil when ctx ends.
+func (s *Service) takeLock(ctx context.Context, msg jetstream.Msg, job events.JobOffered) *lock.Lease {
+	stop := s.keepAlive(ctx, msg)
+	defer stop()
+	info := lock.Info{Holder: lock.HolderService, PID: pid, User: s.user, Host: s.cfg.Host, JobID: job.JobID, Since: time.Now().UTC()}
+	lease, err := s.locker.Acquire(ctx, info, func(h lock.Info) {
+		s.log.Info("job waits: the lock is held by the other face", zap.String("job", job.JobID),
+			zap.String("holder", string(h.Holder)), zap.String("holder_job", h.JobID), zap.Time("since", h.Since))
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("cannot take the lock", zap.Error(err))
+			_ = msg.NakWithDelay(retryLater)
+		}
+		return nil
+	}
+	return lease
+}
+
+func (s *Service) release(lease *lock.Lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := lease.Release(ctx); err != nil {
+		s.log.Warn("releasing the lock", zap.Error(err))
+	}
+}
+
+// keepAlive tells the broker the offer is in progress every third of the
+// ack wait, until the returned stop is called.
+func (s *Service) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func()) {
+	every := s.ackWait / 3
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = msg.InProgress()
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
+}

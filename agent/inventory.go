@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/agent/journal"
+	"github.com/pcm-project/pcm/events"
+)
+
+// Info is the inventory the agent publishes in PCM_AGENTS.
+func (s *Service) Info() events.AgentInfo {
+	return events.AgentInfo{
+		ClientID: s.cfg.ClientID, Host: s.cfg.Host, OS: s.cfg.OS, Arch: s.cfg.Arch,
+		Groups: s.cfg.Groups, Version: s.cfg.Version, PID: pid,
+		StartedAt: s.started.UTC(), LastSeen: time.Now().UTC(),
+		Heartbeat: events.Duration(s.cfg.Heartbeat), CurrentJob: s.current.Load().(string),
+	}
+}
+
+// heartbeatLoop writes the inventory at start, every heartbeat, and when
+// the running job changes. It is the agent's only periodic work.
+func (s *Service) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		b, err := json.Marshal(s.Info())
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+			_, err = s.agents.Put(pctx, s.cfg.ClientID, b)
+			cancel()
+		}
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug("heartbeat not written", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.beat:
+		}
+	}
+}
+
+// watchDesktopStatuses listens (push, no polling) to this client's statuses
+// and settles an offer held for the desktop as soon as the desktop reports
+// a final status that ends it.
+func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
+	return s.nc.Subscribe(events.StatusSubjectsOfClient(s.cfg.ClientID), func(m *nats.Msg) {
+		ev, err := events.Decode(m.Header, m.Data)
+		if err != nil {
+			return
+		}
+		st, err := events.ParseJobStatus(ev)
+		if err != nil || st.Runner != events.RunnerDesktop || !st.State.Final() || st.State.Retryable() || st.State == events.StateRejected {
+			return
+		}
+		rec, ok, err := s.journal.Get(st.JobID)
+		if err != nil || !ok || rec.Phase != journal.PhaseReceived || rec.AckSubject == "" {
+			return
+		}
+		rec.Phase = journal.PhaseDone
+		rec.Attempt = st.Attempt
+		rec.FinalState = string(st.State)
+		if _, err := s.journal.Put(rec); err != nil {
+			return
+		}
+		s.log.Info("the desktop ran the job; acking its offer", zap.String("job", st.JobID), zap.String("state", string(st.State)), zap.String("user", st.User))
+		s.ackRecorded(context.Background(), st.JobID)
+	})
+}

@@ -1,0 +1,195 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/agent/journal"
+	"github.com/pcm-project/pcm/events"
+)
+
+// publishTimeout bounds one status publish waiting for its PubAck.
+const publishTimeout = 5 * time.Second
+
+// newStatus starts a status of this client's service face.
+func (s *Service) newStatus(jobID string, state events.State, attempt, maxAttempts int) events.JobStatus {
+	return events.JobStatus{
+		JobID: jobID, ClientID: s.cfg.ClientID, Host: s.cfg.Host, State: state,
+		Attempt: max(attempt, 1), MaxAttempts: maxAttempts, Runner: events.RunnerService, User: s.user,
+		AgentVersion: s.cfg.Version, Platform: s.cfg.Platform(),
+	}
+}
+
+// statusMsg encodes a status as a NATS message with its Nats-Msg-Id.
+func statusMsg(st events.JobStatus) (*nats.Msg, error) {
+	ev, err := events.NewJobStatus(st)
+	if err != nil {
+		return nil, err
+	}
+	return events.NewMsg(events.StatusSubject(st.ClientID, st.JobID), ev, ev.ID())
+}
+
+// outgoing turns a status into a journal outbox entry. final marks the
+// status that ends the job on this client.
+func (s *Service) outgoing(st events.JobStatus, final bool) ([]journal.Outgoing, error) {
+	msg, err := statusMsg(st)
+	if err != nil {
+		return nil, err
+	}
+	return []journal.Outgoing{{
+		JobID: st.JobID, Subject: msg.Subject, MsgID: msg.Header.Get(events.HeaderMsgID),
+		Header: map[string]string{events.HeaderContentType: events.ContentTypeCloudEvents},
+		Data:   msg.Data, Final: final,
+	}}, nil
+}
+
+// publishStatus publishes a status now and waits for its PubAck.
+func (s *Service) publishStatus(ctx context.Context, st events.JobStatus) error {
+	msg, err := statusMsg(st)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	_, err = s.js.PublishMsg(pctx, msg)
+	return err
+}
+
+// publishAsync publishes a non-final status without waiting (started).
+func (s *Service) publishAsync(st events.JobStatus) {
+	msg, err := statusMsg(st)
+	if err != nil {
+		s.log.Warn("cannot encode a status", zap.Error(err))
+		return
+	}
+	if _, err := s.js.PublishMsgAsync(msg); err != nil {
+		s.log.Debug("started status not sent", zap.Error(err))
+	}
+}
+
+// report publishes the outbox until jobID has nothing left in it, retrying
+// while the broker is unreachable. It returns false only when ctx ends
+// first: the status then waits in the journal.
+func (s *Service) report(ctx context.Context, jobID string) bool {
+	b := newBackoff()
+	for {
+		err := s.flush(ctx)
+		if err == nil {
+			pending, perr := s.journal.Pending(jobID)
+			if perr == nil && len(pending) == 0 {
+				return true
+			}
+		}
+		d := b.delay()
+		s.log.Warn("status not persisted yet; it waits in the journal", zap.String("job", jobID), zap.Error(err), zap.Duration("retry_in", d))
+		if !sleep(ctx, d) {
+			return false
+		}
+	}
+}
+
+// flush publishes the outbox in order, each entry with its Nats-Msg-Id,
+// waiting for the PubAck before marking it sent. After a final status is
+// persisted, the offer is acked through the ack subject the journal kept.
+func (s *Service) flush(ctx context.Context) error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	pending, err := s.journal.Pending("")
+	if err != nil {
+		return err
+	}
+	for _, o := range pending {
+		msg := nats.NewMsg(o.Subject)
+		msg.Data = o.Data
+		for k, v := range o.Header {
+			msg.Header.Set(k, v)
+		}
+		msg.Header.Set(events.HeaderMsgID, o.MsgID)
+		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		ack, err := s.js.PublishMsg(pctx, msg)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("publishing status %s: %w", o.MsgID, err)
+		}
+		if err := s.journal.MarkSent(o.Seq, ack.Sequence); err != nil {
+			return err
+		}
+		if o.Final {
+			s.fault(FaultAfterPublish)
+			s.ackRecorded(ctx, o.JobID)
+		}
+	}
+	return nil
+}
+
+// ackRecorded acks the last delivery of jobID's offer through the ack
+// subject kept in the journal (the offer may have been delivered to an
+// earlier life of the agent).
+func (s *Service) ackRecorded(ctx context.Context, jobID string) {
+	rec, ok, err := s.journal.Get(jobID)
+	if err != nil || !ok || rec.AckSubject == "" {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if _, err := s.nc.RequestWithContext(actx, rec.AckSubject, []byte("+ACK")); err != nil {
+		s.log.Debug("ack through the journal not confirmed; the offer is acked when it comes back", zap.String("job", jobID), zap.Error(err))
+	}
+}
+
+// reportLoop flushes the outbox when asked, when the connection comes back,
+// and on a backoff while anything is left in it.
+func (s *Service) reportLoop(ctx context.Context) {
+	reconnected := s.nc.StatusChanged(nats.CONNECTED)
+	defer s.nc.RemoveStatusListener(reconnected)
+	b := newBackoff()
+	for {
+		var retry <-chan time.Time
+		if err := s.flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d := b.delay()
+			s.log.Debug("outbox not flushed", zap.Error(err), zap.Duration("retry_in", d))
+			retry = time.After(d)
+		} else {
+			b.reset()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		case <-reconnected:
+		case <-retry:
+		}
+	}
+}
+
+// lastStatus returns the last status of jobID on this client and its stream
+// sequence; nil when there is none.
+func (s *Service) lastStatus(ctx context.Context, jobID string) (*events.JobStatus, uint64, error) {
+	gctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	raw, err := s.status.GetLastMsgForSubject(gctx, events.StatusSubject(s.cfg.ClientID, jobID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	ev, err := events.Decode(raw.Header, raw.Data)
+	if err == nil {
+		var st events.JobStatus
+		if st, err = events.ParseJobStatus(ev); err == nil {
+			return &st, raw.Sequence, nil
+		}
+	}
+	s.log.Warn("ignoring an unreadable status on the broker", zap.String("subject", raw.Subject), zap.Error(err))
+	return nil, 0, nil
+}

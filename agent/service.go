@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/agent/journal"
+	"github.com/pcm-project/pcm/agent/lock"
+	"github.com/pcm-project/pcm/events"
+)
+
+// Service is the unattended face of an agent (pcm agent).
+type Service struct {
+	cfg  Config
+	log  *zap.Logger
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	user string
+
+	journal *journal.Journal
+	locker  *lock.Locker
+	status  jetstream.Stream
+	agents  jetstream.KeyValue
+	ackWait time.Duration
+
+	flushMu sync.Mutex
+	kick    chan struct{} // wakes the reporter
+	beat    chan struct{} // wakes the heartbeat
+	ready   chan struct{}
+	current atomic.Value // string: the job running now
+	started time.Time
+
+	seen, kept atomic.Int64 // offers before and after the platform filter
+}
+
+// New returns a Service that talks to the broker over nc (see
+// ConnectOptions for how to dial it).
+func New(nc *nats.Conn, cfg Config) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: jetstream: %w", ErrInvalidConfig, err)
+	}
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	s := &Service{
+		cfg: cfg, log: cfg.Logger.Named("service").With(zap.String("client", cfg.ClientID)),
+		nc: nc, js: js, user: name,
+		kick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
+	}
+	s.current.Store("")
+	return s, nil
+}
+
+// Ready is closed once the service is bound to its consumer and handling
+// offers.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// JournalPath is where the service keeps its journal.
+func JournalPath(stateDir string) string { return filepath.Join(stateDir, "journal.db") }
+
+// Run opens the journal, resumes what a previous run left, waits for the
+// broker, and handles offers until ctx is cancelled. It returns nil after a
+// cancel, and an error when it cannot work at all (journal unusable, client
+// not enrolled).
+func (s *Service) Run(ctx context.Context) error {
+	s.started = time.Now()
+	j, err := journal.Open(JournalPath(s.cfg.StateDir), journal.Options{NoSync: s.cfg.NoSync})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrJournal, err)
+	}
+	s.journal = j
+	defer j.Close()
+	if err := s.resume(); err != nil {
+		return err
+	}
+	cons, err := s.bind(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { s.reportLoop(ctx) })
+	wg.Go(func() { s.heartbeatLoop(ctx) })
+	sub, err := s.watchDesktopStatuses()
+	if err != nil {
+		s.log.Warn("cannot watch the desktop's statuses; jobs it runs are acked when they come back", zap.Error(err))
+	}
+	s.log.Info("agent ready", zap.String("platform", s.cfg.Platform()), zap.Strings("groups", s.cfg.Groups),
+		zap.String("consumer", events.ConsumerName(s.cfg.ClientID)), zap.Duration("ack_wait", s.ackWait))
+	close(s.ready)
+	s.consume(ctx, cons)
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+	wg.Wait()
+	return nil
+}
+
+// bind waits for the broker and looks up the client's consumer, the status
+// stream and the buckets.
+func (s *Service) bind(ctx context.Context) (jetstream.Consumer, error) {
+	b := newBackoff()
+	for {
+		cons, err := s.bindOnce(ctx)
+		if err == nil || errors.Is(err, ErrNotEnrolled) {
+			return cons, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		d := b.delay()
+		s.log.Warn("waiting for the broker", zap.Error(err), zap.Duration("retry_in", d))
+		if !sleep(ctx, d) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	name := events.ConsumerName(s.cfg.ClientID)
+	cons, err := s.js.Consumer(ctx, events.StreamJobs, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("%w: %s has no consumer %s on %s: run pcm enroll %s --group ... (or start the agent with --enroll)",
+			ErrNotEnrolled, s.cfg.ClientID, name, events.StreamJobs, s.cfg.ClientID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.status, err = s.js.Stream(ctx, events.StreamStatus); err != nil {
+		return nil, err
+	}
+	if s.agents, err = s.js.KeyValue(ctx, events.BucketAgents); err != nil {
+		return nil, err
+	}
+	kv, err := s.js.KeyValue(ctx, events.BucketLocks)
+	if err != nil {
+		return nil, err
+	}
+	if s.locker, err = lock.New(s.js, kv, lock.Config{Client: s.cfg.ClientID, Lease: s.cfg.Lease, Logger: s.cfg.Logger}); err != nil {
+		return nil, err
+	}
+	s.ackWait = cons.CachedInfo().Config.AckWait
+	return cons, nil
+}
+
+// consume fetches one offer at a time and handles it, until ctx ends.
+func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
+	b := newBackoff()
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		if err == nil {
+			for msg := range batch.Messages() {
+				s.handle(ctx, msg)
+			}
+			err = batch.Error()
+		}
+		cancel()
+		switch {
+		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoMessages), ctx.Err() != nil:
+			b.reset()
+		default:
+			d := b.delay()
+			s.log.Debug("fetch failed, retrying", zap.Error(err), zap.Duration("retry_in", d))
+			sleep(ctx, d)
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *Service) setCurrent(job string) {
+	s.current.Store(job)
+	select {
+	case s.beat <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) fault(p FaultPoint) {
+	if s.cfg.Fault != nil {
+		s.cfg.Fault(p)
+	}
+}
+
+// pid is this process's id (a var for readability in statuses).
+var pid = os.Getpid()

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/publisher"
+)
+
+// faultEnv names the test-only variable that crashes the agent (SIGKILL of
+// itself) at a fault point: after-start, after-finish or after-publish.
+const faultEnv = "PCM_TEST_FAULT_POINT"
+
+// agentFlags configure the service face.
+type agentFlags struct {
+	clientID, stateDir string
+	groups             []string
+	enroll             bool
+	heartbeat, lease   time.Duration
+	ackWait            time.Duration
+}
+
+func (f *agentFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.clientID, "client-id", defaultClientID(), "this client's id (default: the host name, sanitized)")
+	cmd.Flags().StringSliceVar(&f.groups, "groups", nil, "groups of this client, comma-separated (used with --enroll, and reported in the inventory)")
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory of the journal, job directories and logs (default: per user and client)")
+	cmd.Flags().DurationVar(&f.heartbeat, "heartbeat", agent.DefaultHeartbeat, "how often the inventory in PCM_AGENTS is refreshed")
+	cmd.Flags().DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
+	cmd.Flags().DurationVar(&f.ackWait, "ack-wait", publisher.DefaultAckWait, "with --enroll: redeliver an unacked offer after this long")
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var f agentFlags
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the agent's service face: receive this client's jobs, run them, report statuses",
+		Long: `Runs unattended with the rights it was started with. It consumes this client's durable
+consumer, runs mandatory automated jobs at their time (background ones included), reports a
+status for each, and keeps its inventory in PCM_AGENTS. It reconnects forever; final statuses
+produced while the broker is away wait in its journal.
+
+The client must be enrolled (pcm enroll CLIENT --group G). On an open broker, --enroll lets the
+agent enroll itself with --groups.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nc, err := nats.Connect(g.url, agent.ConnectOptions("pcm agent "+f.clientID)...)
+			if err != nil {
+				return fmt.Errorf("connecting to %s: %w", g.url, err)
+			}
+			defer nc.Close()
+			return runAgent(cmd.Context(), g.log, nc, f)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&f.enroll, "enroll", false, "enroll this client itself with --groups (open brokers only)")
+	return cmd
+}
+
+// runAgent runs the service face on nc until ctx ends.
+func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags) error {
+	if f.stateDir == "" {
+		f.stateDir = defaultStateDir(f.clientID)
+	}
+	if f.enroll {
+		if err := enrollSelf(ctx, nc, f); err != nil {
+			return err
+		}
+	}
+	svc, err := agent.New(nc, agent.Config{
+		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
+		Heartbeat: f.heartbeat, Lease: f.lease, Fault: faultFromEnv(log), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("starting agent", zap.String("client", f.clientID), zap.String("state_dir", f.stateDir), zap.String("url", nc.ConnectedUrl()))
+	return svc.Run(ctx)
+}
+
+// enrollSelf creates the client's consumer, waiting for the broker first.
+func enrollSelf(ctx context.Context, nc *nats.Conn, f agentFlags) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	for {
+		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := publisher.Enroll(ectx, js, f.clientID, f.groups, publisher.EnrollOptions{AckWait: f.ackWait})
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if strings.Contains(err.Error(), "not provisioned") || strings.Contains(err.Error(), "invalid") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// faultFromEnv returns the test-only fault hook: when PCM_TEST_FAULT_POINT
+// names a point, the agent kills itself (SIGKILL, no clean-up) there.
+func faultFromEnv(log *zap.Logger) func(agent.FaultPoint) {
+	point := os.Getenv(faultEnv)
+	if point == "" {
+		return nil
+	}
+	log.Warn("test fault injection armed: the agent kills itself at this point", zap.String("point", point))
+	return func(p agent.FaultPoint) {
+		if string(p) != point {
+			return
+		}
+		log.Warn("fault point reached: killing myself", zap.String("point", point))
+		_ = log.Sync()
+		if proc, err := os.FindProcess(os.Getpid()); err == nil {
+			_ = proc.Kill()
+		}
+		select {} // the kill is on its way
+	}
+}
+
+func defaultClientID() string {
+	h, _ := os.Hostname()
+	if id := sanitizeID(strings.Split(h, ".")[0]); id != "" {
+		return id
+	}
+	return "client"
+}
+
+// defaultStateDir is per client: /var/lib/pcm/<client> for root on Unix,
+// %ProgramData%\pcm\<client> on Windows, ~/.local/state/pcm/<client> else.
+func defaultStateDir(client string) string {
+	switch {
+	case runtime.GOOS == "windows" && os.Getenv("ProgramData") != "":
+		return filepath.Join(os.Getenv("ProgramData"), "pcm", client)
+	case runtime.GOOS != "windows" && os.Geteuid() == 0:
+		return filepath.Join("/var/lib/pcm", client)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "pcm", client)
+	}
+	return filepath.Join(home, ".local", "state", "pcm", client)
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/broker"
+)
+
+// brokerFlags configure an embedded broker (pcm broker, pcm up).
+type brokerFlags struct {
+	data, listen, monitor, serverName string
+	clusterName, clusterListen        string
+	routes                            []string
+}
+
+func (f *brokerFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.data, "data", "./pcm-data", "directory of the broker's JetStream store")
+	cmd.Flags().StringVar(&f.listen, "listen", broker.DefaultListen, "host:port clients connect to")
+	cmd.Flags().StringVar(&f.monitor, "monitor", "", "host:port of the HTTP monitoring endpoint (off when empty)")
+	cmd.Flags().StringVar(&f.serverName, "server-name", "", "server name, unique in a cluster (default pcm-<hostname>)")
+}
+
+func (f *brokerFlags) config(log *zap.Logger) broker.Config {
+	return broker.Config{
+		StoreDir: f.data, Listen: f.listen, MonitorListen: f.monitor, ServerName: f.serverName,
+		Cluster: broker.ClusterConfig{Name: f.clusterName, Listen: f.clusterListen, Routes: f.routes},
+		Logger:  log.Named("nats"),
+	}
+}
+
+// provisionFlags tune the streams and buckets.
+type provisionFlags struct {
+	replicas     int
+	jobsMaxAge   time.Duration
+	statusMaxAge time.Duration
+	maxConsumers int
+}
+
+func (f *provisionFlags) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&f.replicas, "replicas", 1, "replicas of every stream and bucket (3 on a 3-node cluster)")
+	cmd.Flags().DurationVar(&f.jobsMaxAge, "jobs-max-age", broker.DefaultJobsMaxAge, "how long PCM_JOBS keeps offers; no job may expire later")
+	cmd.Flags().DurationVar(&f.statusMaxAge, "status-max-age", 0, "how long PCM_STATUS keeps statuses (0: for ever, the audit record)")
+	cmd.Flags().IntVar(&f.maxConsumers, "max-consumers", broker.DefaultMaxConsumers, "most clients (consumers) PCM_JOBS accepts")
+}
+
+func (f *provisionFlags) options() broker.ProvisionOptions {
+	return broker.ProvisionOptions{Replicas: f.replicas, JobsMaxAge: f.jobsMaxAge, StatusMaxAge: f.statusMaxAge, MaxConsumers: f.maxConsumers}
+}
+
+func newBrokerCmd(g *globals) *cobra.Command {
+	var bf brokerFlags
+	var pf provisionFlags
+	var noProvision bool
+	cmd := &cobra.Command{
+		Use:   "broker",
+		Short: "Run the embedded NATS JetStream broker, provisioned for pcm",
+		Long: `Runs an embedded nats-server with JetStream, creates or updates pcm's streams and buckets,
+prints the URL clients use, and runs until SIGINT or SIGTERM. A restart on the same --data keeps
+every job, status and bucket. With --cluster-* flags it runs as one member of a JetStream cluster;
+provision such a cluster once it has formed, with pcm broker provision --replicas 3.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			b, err := broker.New(bf.config(g.log))
+			if err != nil {
+				return err
+			}
+			if err := b.Start(ctx); err != nil {
+				return err
+			}
+			defer b.Shutdown()
+			clustered := bf.clusterName != ""
+			if !noProvision && !clustered {
+				if err := provisionAt(ctx, b.ClientURL(), pf.options()); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pcm broker ready: %s\n", b.ClientURL())
+			if clustered {
+				fmt.Fprintf(cmd.OutOrStdout(), "cluster member %s of %s; once the cluster has formed run: pcm broker provision --url %s --replicas 3\n",
+					bf.serverName, bf.clusterName, b.ClientURL())
+			}
+			g.log.Info("broker running", zap.String("url", b.ClientURL()), zap.String("data", bf.data))
+			<-ctx.Done()
+			g.log.Info("shutting down the broker")
+			return nil
+		},
+	}
+	bf.register(cmd)
+	pf.register(cmd)
+	cmd.Flags().StringVar(&bf.clusterName, "cluster-name", "", "JetStream cluster name (makes this broker a cluster member)")
+	cmd.Flags().StringVar(&bf.clusterListen, "cluster-listen", "", "host:port other members connect to")
+	cmd.Flags().StringSliceVar(&bf.routes, "routes", nil, "nats-route://host:port of the other members, comma-separated")
+	cmd.Flags().BoolVar(&noProvision, "no-provision", false, "do not create or update pcm's streams and buckets at start")
+	cmd.AddCommand(newProvisionCmd(g))
+	return cmd
+}
+
+func newProvisionCmd(g *globals) *cobra.Command {
+	var pf provisionFlags
+	cmd := &cobra.Command{
+		Use:   "provision",
+		Short: "Create or update pcm's streams and buckets on a running NATS (external or embedded)",
+		Long: `Creates or updates, idempotently, PCM_JOBS, PCM_STATUS, PCM_AGENTS and PCM_LOCKS on the
+NATS server or cluster at --url. Use it for deployments that run their own nats-server.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := provisionAt(cmd.Context(), g.url, pf.options()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "provisioned %s (replicas %d)\n", g.url, max(pf.replicas, 1))
+			return nil
+		},
+	}
+	pf.register(cmd)
+	return cmd
+}
+
+// provisionAt connects to url and provisions it.
+func provisionAt(ctx context.Context, url string, opts broker.ProvisionOptions) error {
+	nc, err := nats.Connect(url, nats.Name("pcm provision"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("cannot reach NATS at %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := broker.Provision(ctx, js, opts); err != nil {
+		return fmt.Errorf("provisioning %s: %w", strings.TrimSpace(url), err)
+	}
+	return nil
+}

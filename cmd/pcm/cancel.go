@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pcm-project/pcm/publisher"
+)
+
+func newCancelCmd(g *globals) *cobra.Command {
+	var reason, publisherName string
+	cmd := &cobra.Command{
+		Use:   "cancel JOB",
+		Short: "Cancel a job on every client that has not started it",
+		Long: `Publishes a cancellation of JOB to the targets it was offered to. Clients that have not
+started it report it cancelled and never run it; clients that ran it keep their status.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, js, err := connect(g.url, "pcm cancel")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			p, err := publisher.New(js, publisher.Config{Name: publisherName})
+			if err != nil {
+				return err
+			}
+			if err := p.Cancel(cmd.Context(), args[0], reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cancelled %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit record")
+	cmd.Flags().StringVar(&publisherName, "publisher", defaultPublisherName(), "publisher name recorded in the event's source")
+	return cmd
+}

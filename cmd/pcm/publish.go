@@ -1,0 +1,252 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/user"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/publisher"
+)
+
+// jobFile is the format of pcm publish -f: YAML or JSON. Times are RFC 3339
+// or relative to now ("+2h").
+type jobFile struct {
+	JobID          string             `json:"job_id,omitempty"`
+	Name           string             `json:"name,omitempty"`
+	Clients        []string           `json:"clients,omitempty"`
+	Groups         []string           `json:"groups,omitempty"`
+	All            bool               `json:"all,omitempty"`
+	OfferAfter     string             `json:"offer_after,omitempty"`
+	MandatoryAfter string             `json:"mandatory_after,omitempty"`
+	ExpireAfter    string             `json:"expire_after,omitempty"`
+	Optional       bool               `json:"optional,omitempty"`
+	MaxAttempts    int                `json:"max_attempts,omitempty"`
+	Command        events.CommandLine `json:"command"`
+}
+
+// publishFlags are pcm publish's flags; they fill a jobFile.
+type publishFlags struct {
+	file, output, publisherName             string
+	job                                     jobFile
+	interactive                             bool
+	timeout                                 time.Duration
+	successCodes                            []int64
+	platforms                               []string
+	clients, groups                         []string
+}
+
+func newPublishCmd(g *globals) *cobra.Command {
+	var f publishFlags
+	cmd := &cobra.Command{
+		Use:   "publish [flags] -- COMMAND [ARG...]",
+		Short: "Publish a job: run a command line on clients, groups or all",
+		Long: `Publishes a job offer to each target. Every check runs before anything is sent: a bad flag or
+job file publishes nothing. Prints the job id (or, with -o json, the job).
+
+Times (--offer-after, --mandatory-after, --expire-after) are RFC 3339 or relative to now: +10m, +2h.
+By default a job is offered now, mandatory now (the agent's service runs it at once), automated,
+expires after 7 days and times out after 1 hour. --optional leaves it to the user at the desktop.`,
+		Example: `  pcm publish --all -- echo hello
+  pcm publish --group lab --mandatory-after +2h --background --platform windows/* -- msiexec /i app.msi /qn
+  pcm publish -f job.yaml --wait --timeout 30m`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			job, err := f.build(cmd, args, time.Now())
+			if err != nil {
+				return err
+			}
+			nc, js, err := connect(g.url, "pcm publish")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			p, err := publisher.New(js, publisher.Config{Name: f.publisherName})
+			if err != nil {
+				return err
+			}
+			id, err := p.Publish(cmd.Context(), job)
+			if err != nil {
+				return err
+			}
+			job.JobID = id
+			if f.output == "json" {
+				prepared, _ := p.Prepare(cmd.Context(), job)
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(prepared); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), id)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.file, "file", "f", "", "job file (YAML or JSON) instead of flags and a command")
+	fl.StringArrayVar(&f.clients, "client", nil, "target a client by id (repeatable)")
+	fl.StringArrayVar(&f.groups, "group", nil, "target a group (repeatable)")
+	fl.BoolVar(&f.job.All, "all", false, "target every client")
+	fl.StringVar(&f.job.JobID, "job-id", "", "job id (default: a new sortable id); reuse it to retry a publish safely")
+	fl.StringVar(&f.job.Name, "name", "", "human-readable name of the job")
+	fl.StringVar(&f.job.OfferAfter, "offer-after", "", "nothing runs before this time (default now)")
+	fl.StringVar(&f.job.MandatoryAfter, "mandatory-after", "", "the job runs without anyone acting from this time (default: the offer time)")
+	fl.StringVar(&f.job.ExpireAfter, "expire-after", "", "nothing runs after this time; no later than the jobs stream keeps events (default +7d)")
+	fl.BoolVar(&f.job.Optional, "optional", false, "no mandatory time: only a user at the desktop runs it")
+	fl.BoolVar(&f.job.Command.Background, "background", false, "service-only: never shown to the user")
+	fl.BoolVar(&f.interactive, "interactive", false, "the command needs the user: only the desktop runs it")
+	fl.BoolVar(&f.job.Command.Shell, "shell", false, "run the command through the platform shell")
+	fl.BoolVar(&f.job.Command.MayReboot, "may-reboot", false, "the command may restart the machine")
+	fl.StringVar(&f.job.Command.Name, "command-name", "", "name of the command line (install, uninstall, ...)")
+	fl.StringArrayVar(&f.platforms, "platform", nil, "supported platform os/arch, * as wildcard (repeatable; default all)")
+	fl.DurationVar(&f.timeout, "timeout", publisher.DefaultTimeout, "kill the command's process tree after this long (at most 24h)")
+	fl.Int64SliceVar(&f.successCodes, "success-codes", []int64{0}, "exit codes that mean success, comma-separated")
+	fl.IntVar(&f.job.MaxAttempts, "max-attempts", 1, "runs of a failing command on a client, at most")
+	fl.StringVarP(&f.output, "output", "o", "text", "output: text (the job id) or json (the job)")
+	fl.StringVar(&f.publisherName, "publisher", defaultPublisherName(), "publisher name recorded in the events' source")
+	return cmd
+}
+
+// build turns the flags (and the job file) into a job, checking everything
+// it can before a connection is made.
+func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (events.JobOffered, error) {
+	jf := f.job
+	if f.output != "text" && f.output != "json" {
+		return events.JobOffered{}, fmt.Errorf("-o %q: use text or json", f.output)
+	}
+	if f.file != "" {
+		if len(args) > 0 {
+			return events.JobOffered{}, fmt.Errorf("give the command either in the job file or after --, not both")
+		}
+		b, err := os.ReadFile(f.file)
+		if err != nil {
+			return events.JobOffered{}, fmt.Errorf("reading job file: %w", err)
+		}
+		var file jobFile
+		if err := yaml.UnmarshalStrict(b, &file); err != nil {
+			return events.JobOffered{}, fmt.Errorf("job file %s: %w", f.file, err)
+		}
+		jf = mergeJobFile(file, jf, cmd)
+	} else {
+		if len(args) == 0 {
+			return events.JobOffered{}, fmt.Errorf("no command: give it after --, as in pcm publish --all -- echo hello (or use -f job.yaml)")
+		}
+		jf.Command.Argv = args
+		jf.Command.Timeout = events.Duration(f.timeout)
+		jf.Command.SuccessExitCodes = f.successCodes
+		jf.Command.Platforms = f.platforms
+		jf.Command.Automated = !f.interactive
+	}
+	jf.Clients = append(jf.Clients, f.clients...)
+	jf.Groups = append(jf.Groups, f.groups...)
+	return jf.toJob(now)
+}
+
+// mergeJobFile lets flags given on the command line add to the file's
+// targets and override its times.
+func mergeJobFile(file, flags jobFile, cmd *cobra.Command) jobFile {
+	if cmd.Flags().Changed("all") {
+		file.All = flags.All
+	}
+	for flag, dst := range map[string]*string{"offer-after": &file.OfferAfter, "mandatory-after": &file.MandatoryAfter, "expire-after": &file.ExpireAfter, "job-id": &file.JobID, "name": &file.Name} {
+		if cmd.Flags().Changed(flag) {
+			*dst, _ = cmd.Flags().GetString(flag)
+		}
+	}
+	if cmd.Flags().Changed("optional") {
+		file.Optional = flags.Optional
+	}
+	if cmd.Flags().Changed("max-attempts") {
+		file.MaxAttempts = flags.MaxAttempts
+	}
+	return file
+}
+
+// toJob resolves the times and targets of a job file.
+func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
+	job := events.JobOffered{JobID: jf.JobID, Name: jf.Name, Command: jf.Command, MaxAttempts: jf.MaxAttempts}
+	for _, c := range jf.Clients {
+		job.Targets = append(job.Targets, events.Target{Kind: events.TargetClient, Name: c})
+	}
+	for _, gr := range jf.Groups {
+		job.Targets = append(job.Targets, events.Target{Kind: events.TargetGroup, Name: gr})
+	}
+	if jf.All {
+		job.Targets = append(job.Targets, events.Target{Kind: events.TargetAll})
+	}
+	if len(job.Targets) == 0 {
+		return job, fmt.Errorf("no target: give --client ID, --group G or --all (repeatable)")
+	}
+	var err error
+	at := func(flag, s string) (time.Time, error) {
+		if s == "" {
+			return time.Time{}, nil
+		}
+		t, err := publisher.ParseWhen(s, now)
+		if err != nil {
+			return t, fmt.Errorf("--%s: %w", flag, err)
+		}
+		return t.UTC(), nil
+	}
+	if job.OfferAfter, err = at("offer-after", jf.OfferAfter); err != nil {
+		return job, err
+	}
+	if job.OfferAfter.IsZero() {
+		job.OfferAfter = now.UTC()
+	}
+	if job.ExpireAfter, err = at("expire-after", jf.ExpireAfter); err != nil {
+		return job, err
+	}
+	switch {
+	case jf.Optional && jf.MandatoryAfter != "":
+		return job, fmt.Errorf("--optional and --mandatory-after contradict each other: give one")
+	case jf.Optional:
+	case jf.MandatoryAfter != "":
+		m, err := at("mandatory-after", jf.MandatoryAfter)
+		if err != nil {
+			return job, err
+		}
+		job.MandatoryAfter = &m
+	default:
+		m := job.OfferAfter
+		job.MandatoryAfter = &m
+	}
+	if job.Command.Background {
+		job.Command.Automated = true
+	}
+	if job.Command.Timeout == 0 {
+		job.Command.Timeout = events.Duration(publisher.DefaultTimeout)
+	}
+	if len(job.Command.SuccessExitCodes) == 1 && job.Command.SuccessExitCodes[0] == 0 {
+		job.Command.SuccessExitCodes = nil // the default
+	}
+	return job, nil
+}
+
+var nonID = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// sanitizeID turns a host or user name into a valid id.
+func sanitizeID(s string) string {
+	s = nonID.ReplaceAllString(s, "-")
+	s = strings.Trim(s, "-")
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
+
+func defaultPublisherName() string {
+	if u, err := user.Current(); err == nil {
+		if name := sanitizeID(u.Username); name != "" {
+			return name
+		}
+	}
+	return "pcm"
+}

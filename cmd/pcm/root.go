@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+)
+
+// globals are the flags every command has.
+type globals struct {
+	url      string
+	logLevel string
+	log      *zap.Logger
+}
+
+// envPrefix starts the environment variable of every flag: --state-dir is
+// PCM_STATE_DIR.
+const envPrefix = "PCM_"
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "pcm",
+		Short: "Package Command Manager: deliver commands to fleets of machines and prove what ran where",
+		Long: `pcm delivers jobs (command lines, optionally of a package) to workstations and servers over
+NATS JetStream. Publishers and CI publish jobs; an agent on every client runs them at the right
+time and reports a status for each; the whole history can be replayed for audit.
+
+Every flag can also be set by an environment variable: PCM_ followed by the flag's name in
+capitals with dashes as underscores (--url is PCM_URL, --state-dir is PCM_STATE_DIR).
+A flag given on the command line wins over its variable.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			log, err := newLogger(g.logLevel)
+			if err != nil {
+				return err
+			}
+			g.log = log
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&g.url, "url", "nats://127.0.0.1:4222", "NATS URL(s) of the pcm broker, comma-separated for a cluster")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(
+		newBrokerCmd(g), newUpCmd(g), newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
+		newAgentCmd(g), newVersionCmd(),
+	)
+	annotateEnv(root)
+	return root
+}
+
+// envName is the environment variable of a flag.
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// applyEnv sets every flag of cmd not given on the command line from its
+// environment variable, if set.
+func applyEnv(cmd *cobra.Command) error {
+	var errs []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Changed || f.Name == "help" {
+			return
+		}
+		v, ok := os.LookupEnv(envName(f.Name))
+		if !ok {
+			return
+		}
+		if err := cmd.Flags().Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Sprintf("%s=%q: %v", envName(f.Name), v, err))
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// annotateEnv appends each flag's environment variable to its help text.
+func annotateEnv(cmd *cobra.Command) {
+	note := func(f *pflag.Flag) {
+		if f.Name != "help" && !strings.Contains(f.Usage, "[$"+envPrefix) {
+			f.Usage += " [$" + envName(f.Name) + "]"
+		}
+	}
+	cmd.LocalFlags().VisitAll(note)
+	cmd.PersistentFlags().VisitAll(note)
+	for _, c := range cmd.Commands() {
+		annotateEnv(c)
+	}
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/broker"
+)
+
+func newUpCmd(g *globals) *cobra.Command {
+	var bf brokerFlags
+	var af agentFlags
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start pcm on this machine: an embedded broker and a local agent in one process",
+		Long: `The quickest way to try pcm: starts the embedded broker (open, on loopback only), provisions
+it, enrolls this machine as a client and runs its agent. Stop it with Ctrl-C; a restart on the
+same --data keeps everything.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			b, err := broker.New(bf.config(g.log))
+			if err != nil {
+				return err
+			}
+			if err := b.Start(ctx); err != nil {
+				return err
+			}
+			defer b.Shutdown()
+			if err := provisionAt(ctx, b.ClientURL(), broker.ProvisionOptions{}); err != nil {
+				return err
+			}
+			nc, err := nats.Connect(b.ClientURL(), agent.ConnectOptions("pcm agent "+af.clientID)...)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			if af.stateDir == "" {
+				af.stateDir = filepath.Join(bf.data, "agent-"+af.clientID)
+			}
+			af.enroll = true
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "pcm is up: broker %s (open, no authentication: loopback only), agent %s\n", b.ClientURL(), af.clientID)
+			fmt.Fprintf(out, "try, in another terminal:\n  pcm publish --url %s --all -- echo hello\n", b.ClientURL())
+			return runAgent(ctx, g.log, nc, af)
+		},
+	}
+	bf.register(cmd)
+	af.register(cmd)
+	return cmd
+}
