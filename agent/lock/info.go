@@ -1,0 +1,103 @@
+package lock
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+// Holder names the face of the agent that holds the lock.
+type Holder string
+
+// The two faces that take the lock.
+const (
+	// HolderService is the unattended service (pcm agent).
+	HolderService Holder = "service"
+	// HolderDesktop is the face running in the user's session (pcm desktop).
+	HolderDesktop Holder = "desktop"
+)
+
+// Info is the value of the lock key: who holds it. (The key stores it as
+// JSON with one more field, "lease", the random id of the lease that wrote
+// it, so that a holder recognises its own writes.)
+type Info struct {
+	// Holder is the face holding the lock.
+	Holder Holder `json:"holder"`
+	// PID is the holder's process id (defaults to the calling process).
+	PID int `json:"pid"`
+	// User is the user the holder runs as, if known.
+	User string `json:"user,omitempty"`
+	// Host is the holder's host name (defaults to os.Hostname).
+	Host string `json:"host,omitempty"`
+	// JobID is the job the holder runs, if any.
+	JobID string `json:"job_id,omitempty"`
+	// Since is when the holder took the lock (defaults to now).
+	Since time.Time `json:"since"`
+}
+
+// record is what the lock key stores: the Info and the id of the lease that
+// wrote it, which lets a holder recognise its own write when the reply to a
+// publish was lost.
+type record struct {
+	Info
+	Lease string `json:"lease"`
+}
+
+// prepare fills the defaults of info and checks it.
+func prepare(info Info) (Info, error) {
+	switch info.Holder {
+	case HolderService, HolderDesktop:
+	default:
+		return Info{}, fmt.Errorf("%w: holder %q: use %q or %q", ErrInvalidInfo, info.Holder, HolderService, HolderDesktop)
+	}
+	if info.PID < 0 {
+		return Info{}, fmt.Errorf("%w: pid %d is negative: leave it 0 to use the calling process's pid", ErrInvalidInfo, info.PID)
+	}
+	if info.JobID != "" {
+		if err := events.ValidID("job id", info.JobID); err != nil {
+			return Info{}, fmt.Errorf("%w: %w", ErrInvalidInfo, err)
+		}
+	}
+	if info.PID == 0 {
+		info.PID = os.Getpid()
+	}
+	if info.Host == "" {
+		info.Host, _ = os.Hostname()
+	}
+	if info.Since.IsZero() {
+		info.Since = time.Now()
+	}
+	info.Since = info.Since.UTC().Round(0)
+	return info, nil
+}
+
+// sameHolder tells whether a and b describe the same holding.
+func sameHolder(a, b Info) bool {
+	return a.Holder == b.Holder && a.PID == b.PID && a.User == b.User && a.Host == b.Host &&
+		a.JobID == b.JobID && a.Since.Equal(b.Since)
+}
+
+// newLeaseID returns a random id for one lease.
+func newLeaseID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+// decodeRecord reads the value of the lock key.
+func decodeRecord(client string, value []byte) (record, error) {
+	var r record
+	if err := json.Unmarshal(value, &r); err != nil || r.Holder == "" {
+		if err == nil {
+			err = fmt.Errorf("no holder")
+		}
+		return record{}, fmt.Errorf("%w: key %q of bucket %s: %v: if no agent of this client runs, delete the key (nats kv del %s %s)",
+			ErrBadValue, client, events.BucketLocks, err, events.BucketLocks, client)
+	}
+	return r, nil
+}

@@ -1,0 +1,209 @@
+package lock
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+// DefaultLease is the lease used when Config.Lease is zero.
+const DefaultLease = 15 * time.Second
+
+// MinLease is the shortest lease: the server's minimum per-message TTL.
+const MinLease = time.Second
+
+// Config configures a Locker.
+type Config struct {
+	// Client is the client id: the lock's key in the bucket.
+	Client string
+	// Lease is how long the lock outlives its holder's last renewal. Zero
+	// means DefaultLease. It must be a whole number of seconds, at least
+	// MinLease: the server keeps per-key TTLs in whole seconds.
+	Lease time.Duration
+	// Logger receives what the lock has to say (a lost lease, failing
+	// renewals, waits). Nil means no logging.
+	Logger *zap.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Validate checks the config (after defaults are applied: a zero Lease is valid).
+func (c Config) Validate() error {
+	if err := events.ValidID("client id", c.Client); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	switch {
+	case c.Lease == 0:
+	case c.Lease < MinLease:
+		return fmt.Errorf("%w: lease %s is shorter than the server's minimum TTL of %s: use at least %s",
+			ErrInvalidConfig, c.Lease, MinLease, MinLease)
+	case c.Lease%time.Second != 0:
+		return fmt.Errorf("%w: lease %s is not a whole number of seconds (the server truncates per-key TTLs to seconds): use e.g. %s",
+			ErrInvalidConfig, c.Lease, c.Lease.Round(time.Second))
+	}
+	return nil
+}
+
+// Locker takes and waits for the lock of one client. It is safe for
+// concurrent use; each Lease it hands out is independent.
+type Locker struct {
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	cfg     Config
+	log     *zap.Logger
+	subject string // the subject the key is written on
+
+	attempts atomic.Int64 // create attempts, for tests of the no-polling rule
+}
+
+// New returns a Locker for the lock of cfg.Client in kv (the PCM_LOCKS
+// bucket, which must allow per-key TTLs). js must be the JetStream context kv
+// was obtained from: renewals publish through it. New does no I/O.
+func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config) (*Locker, error) {
+	if js == nil || kv == nil {
+		return nil, fmt.Errorf("%w: a JetStream context and the %s bucket are required", ErrInvalidConfig, events.BucketLocks)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	return &Locker{
+		js:      js,
+		kv:      kv,
+		cfg:     cfg,
+		log:     cfg.Logger.With(zap.String("client", cfg.Client)),
+		subject: "$KV." + kv.Bucket() + "." + cfg.Client,
+	}, nil
+}
+
+// Lease returns the lease duration in use.
+func (l *Locker) Lease() time.Duration { return l.cfg.Lease }
+
+// TryAcquire takes the lock if it is free. When it is held it returns a
+// *HeldError (matching ErrHeld) saying who holds it. Unset fields of info get
+// defaults (PID: this process, Host: this host, Since: now).
+func (l *Locker) TryAcquire(ctx context.Context, info Info) (*Lease, error) {
+	info, err := prepare(info)
+	if err != nil {
+		return nil, err
+	}
+	return l.tryAcquire(ctx, info, newLeaseID())
+}
+
+// tryAcquire creates the key for the lease id. When the key exists and holds
+// this very lease id (an earlier attempt landed but its reply was lost), it
+// takes the lease over by renewing it.
+func (l *Locker) tryAcquire(ctx context.Context, info Info, id string) (*Lease, error) {
+	data, err := json.Marshal(record{Info: info, Lease: id})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidInfo, err)
+	}
+	const rounds = 5 // the key freed between create and read: try again, a few times
+	for range rounds {
+		l.attempts.Add(1)
+		sent := time.Now()
+		rev, err := l.kv.Create(ctx, l.cfg.Client, data, jetstream.KeyTTL(l.cfg.Lease))
+		if err == nil {
+			return l.startLease(info, id, data, rev, sent), nil
+		}
+		if !isConflict(err) {
+			return nil, l.mapErr("creating", err)
+		}
+		e, err := l.kv.Get(ctx, l.cfg.Client)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // freed meanwhile
+		}
+		if err != nil {
+			return nil, l.mapErr("reading", err)
+		}
+		r, derr := decodeRecord(l.cfg.Client, e.Value())
+		if derr == nil && r.Lease == id {
+			// Our own earlier create: renew it to know from when the lease runs.
+			sent := time.Now()
+			rev, err := l.publish(ctx, data, e.Revision())
+			if err != nil {
+				return nil, l.mapErr("renewing", err)
+			}
+			return l.startLease(info, id, data, rev, sent), nil
+		}
+		return nil, &HeldError{Client: l.cfg.Client, Info: r.Info, Revision: e.Revision()}
+	}
+	return nil, &HeldError{Client: l.cfg.Client}
+}
+
+// Current reads the lock: who holds it and the key's revision; ok is false
+// when the lock is free. A key whose value is not a lock record counts as
+// held: ok is true and err wraps ErrBadValue.
+func (l *Locker) Current(ctx context.Context) (info Info, revision uint64, ok bool, err error) {
+	e, err := l.kv.Get(ctx, l.cfg.Client)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Info{}, 0, false, nil
+	}
+	if err != nil {
+		return Info{}, 0, false, l.mapErr("reading", err)
+	}
+	r, err := decodeRecord(l.cfg.Client, e.Value())
+	if err != nil {
+		return Info{}, e.Revision(), true, err
+	}
+	return r.Info, e.Revision(), true, nil
+}
+
+// publish writes data on the key if its last revision is rev, with the lease
+// as TTL (kv.Update would drop the TTL), and returns the new revision.
+func (l *Locker) publish(ctx context.Context, data []byte, rev uint64) (uint64, error) {
+	m := &nats.Msg{Subject: l.subject, Data: data, Header: nats.Header{}}
+	pa, err := l.js.PublishMsg(ctx, m,
+		jetstream.WithExpectLastSequencePerSubject(rev),
+		jetstream.WithMsgTTL(l.cfg.Lease))
+	if err != nil {
+		return 0, err
+	}
+	return pa.Sequence, nil
+}
+
+// connected tells whether the connection is up. A publish made while it is
+// down is buffered and could land long after the caller gave up on it.
+func (l *Locker) connected() bool {
+	nc := l.js.Conn()
+	return nc == nil || nc.IsConnected()
+}
+
+// isConflict tells whether err is a failed revision expectation.
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+// errCodeTTLDisabled is the server's "per-message TTL is disabled" error code.
+const errCodeTTLDisabled jetstream.ErrorCode = 10166
+
+// mapErr adds what was being done to err and maps server refusals to sentinels.
+func (l *Locker) mapErr(doing string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeTTLDisabled {
+		return fmt.Errorf("%w: %s lock key %q in bucket %s: %w: provision the bucket with a limit marker TTL (broker.Provision does)",
+			ErrNoTTL, doing, l.cfg.Client, l.kv.Bucket(), err)
+	}
+	return fmt.Errorf("%s lock key %q in bucket %s: %w", doing, l.cfg.Client, l.kv.Bucket(), err)
+}
