@@ -1,0 +1,14 @@
+// Package broker runs the pcm message broker: an embedded nats-server with
+// JetStream always on, as a single node or as a member of a cluster, and
+// provisions the JetStream resources pcm relies on (the PCM_JOBS and
+// PCM_STATUS streams, the PCM_AGENTS and PCM_LOCKS key-value buckets).
+//
+// A Broker is configured with a Config, created with New, started with Start
+// (or Run, which blocks until its context is cancelled) and stopped with
+// Shutdown. Provision takes only a jetstream.JetStream, so it works the same
+// against the embedded server and against an external nats-server.
+//
+// The package never publishes or consumes pcm events, never decides who may
+// connect (there is no authentication yet), and never logs except through the
+// *zap.Logger it is given; nats-server's own logs are routed into that logger.
+package broker

@@ -1,0 +1,83 @@
+package broker
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// serverLogger adapts a *zap.Logger to nats-server's server.Logger. Its
+// Fatalf never exits the process: it logs at error level and records the
+// message, which Start turns into an ErrStart error (nats-server reports a
+// port already in use, for one, through Fatalf).
+type serverLogger struct {
+	log *zap.SugaredLogger
+
+	mu    sync.Mutex
+	fatal []string
+	// fatalCh is signalled (without blocking) on each Fatalf.
+	fatalCh chan struct{}
+}
+
+var _ server.Logger = (*serverLogger)(nil)
+
+// newServerLogger wraps l, which may be nil (no-op).
+func newServerLogger(l *zap.Logger) *serverLogger {
+	if l == nil {
+		l = zap.NewNop()
+	}
+	return &serverLogger{
+		log:     l.WithOptions(zap.AddCallerSkip(4)).Sugar(),
+		fatalCh: make(chan struct{}, 1),
+	}
+}
+
+// debugEnabled reports whether the wrapped logger wants debug messages.
+func (l *serverLogger) debugEnabled() bool {
+	return l.log.Desugar().Core().Enabled(zapcore.DebugLevel)
+}
+
+// fatalError returns the fatal messages recorded so far, or nil.
+func (l *serverLogger) fatalError() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.fatal) == 0 {
+		return nil
+	}
+	msg := l.fatal[0]
+	for _, m := range l.fatal[1:] {
+		msg += "; " + m
+	}
+	return fmt.Errorf("nats-server: %s", msg)
+}
+
+// Noticef logs at info level.
+func (l *serverLogger) Noticef(format string, v ...any) { l.log.Infof(format, v...) }
+
+// Warnf logs at warn level.
+func (l *serverLogger) Warnf(format string, v ...any) { l.log.Warnf(format, v...) }
+
+// Fatalf logs at error level and records the message; it never exits.
+func (l *serverLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Errorf("fatal: %s", msg)
+	l.mu.Lock()
+	l.fatal = append(l.fatal, msg)
+	l.mu.Unlock()
+	select {
+	case l.fatalCh <- struct{}{}:
+	default:
+	}
+}
+
+// Errorf logs at error level.
+func (l *serverLogger) Errorf(format string, v ...any) { l.log.Errorf(format, v...) }
+
+// Debugf logs at debug level.
+func (l *serverLogger) Debugf(format string, v ...any) { l.log.Debugf(format, v...) }
+
+// Tracef logs at debug level (tracing is never switched on by the broker).
+func (l *serverLogger) Tracef(format string, v ...any) { l.log.Debugf(format, v...) }

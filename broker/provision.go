@@ -1,0 +1,260 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+// Defaults applied by ProvisionOptions when a field is left zero.
+const (
+	// DefaultJobsMaxAge outlives any job: an offer stays in PCM_JOBS for a
+	// year and a day.
+	DefaultJobsMaxAge = 366 * 24 * time.Hour
+	// DefaultDuplicateWindow is how long both streams remember a
+	// Nats-Msg-Id to store a retried publish once.
+	DefaultDuplicateWindow = 24 * time.Hour
+	// DefaultMaxConsumers is the consumer limit of both streams: one
+	// durable consumer per client on PCM_JOBS, with room for a large fleet.
+	DefaultMaxConsumers = 250_000
+	// DefaultMaxMsgSize is the largest event either stream stores (256 KiB).
+	DefaultMaxMsgSize = 256 << 10
+	// DefaultLockMarkerTTL is how long PCM_LOCKS keeps the marker left by
+	// an expired lock, so watchers see the expiry.
+	DefaultLockMarkerTTL = time.Minute
+	// MaxReplicas is the largest replica count JetStream allows.
+	MaxReplicas = 5
+)
+
+// kvStreamPrefix is the prefix of the stream behind a KV bucket.
+const kvStreamPrefix = "KV_"
+
+// ProvisionOptions tunes the resources Provision creates. The zero value
+// gives the embedded single-node defaults.
+type ProvisionOptions struct {
+	// Replicas of every stream and bucket, 1 to MaxReplicas. Default 1;
+	// use 3 on a 3-node cluster.
+	Replicas int
+	// JobsMaxAge is how long PCM_JOBS keeps an offer. Default
+	// DefaultJobsMaxAge.
+	JobsMaxAge time.Duration
+	// StatusMaxAge is how long PCM_STATUS keeps a status. Default 0: for
+	// ever, it is the audit record.
+	StatusMaxAge time.Duration
+	// DuplicateWindow of both streams. Default DefaultDuplicateWindow; no
+	// longer than JobsMaxAge (nor StatusMaxAge when that is set).
+	DuplicateWindow time.Duration
+	// MaxConsumers of every stream and bucket. Default
+	// DefaultMaxConsumers; must be positive (nats-server 2.15 refuses a
+	// stream's 1,001st consumer otherwise).
+	MaxConsumers int
+	// MaxMsgSize is the largest message either stream stores, in bytes.
+	// Default DefaultMaxMsgSize. It must not exceed the server's max payload.
+	MaxMsgSize int32
+	// LockMarkerTTL is the LimitMarkerTTL of PCM_LOCKS: it enables per-key
+	// TTLs, and an expired lock leaves a marker for this long so watchers
+	// see the expiry. Default DefaultLockMarkerTTL; at least one second.
+	LockMarkerTTL time.Duration
+}
+
+// setDefaults fills in the zero fields.
+func (o *ProvisionOptions) setDefaults() {
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	if o.JobsMaxAge == 0 {
+		o.JobsMaxAge = DefaultJobsMaxAge
+	}
+	if o.DuplicateWindow == 0 {
+		o.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if o.MaxConsumers == 0 {
+		o.MaxConsumers = DefaultMaxConsumers
+	}
+	if o.MaxMsgSize == 0 {
+		o.MaxMsgSize = DefaultMaxMsgSize
+	}
+	if o.LockMarkerTTL == 0 {
+		o.LockMarkerTTL = DefaultLockMarkerTTL
+	}
+}
+
+// Validate checks the options as Provision would use them, that is with the
+// defaults applied. Every error wraps ErrInvalidProvisionOptions.
+func (o ProvisionOptions) Validate() error {
+	o.setDefaults()
+	switch {
+	case o.Replicas < 1 || o.Replicas > MaxReplicas:
+		return fmt.Errorf("%w: Replicas %d: use 1 to %d (3 on a 3-node cluster)", ErrInvalidProvisionOptions, o.Replicas, MaxReplicas)
+	case o.JobsMaxAge < 0:
+		return fmt.Errorf("%w: JobsMaxAge %s is negative: use 0 for the default (%s)", ErrInvalidProvisionOptions, o.JobsMaxAge, DefaultJobsMaxAge)
+	case o.StatusMaxAge < 0:
+		return fmt.Errorf("%w: StatusMaxAge %s is negative: use 0 to keep statuses for ever", ErrInvalidProvisionOptions, o.StatusMaxAge)
+	case o.DuplicateWindow < 0:
+		return fmt.Errorf("%w: DuplicateWindow %s is negative: use 0 for the default (%s)", ErrInvalidProvisionOptions, o.DuplicateWindow, DefaultDuplicateWindow)
+	case o.DuplicateWindow > o.JobsMaxAge:
+		return fmt.Errorf("%w: DuplicateWindow %s is longer than JobsMaxAge %s: shorten it", ErrInvalidProvisionOptions, o.DuplicateWindow, o.JobsMaxAge)
+	case o.StatusMaxAge > 0 && o.DuplicateWindow > o.StatusMaxAge:
+		return fmt.Errorf("%w: DuplicateWindow %s is longer than StatusMaxAge %s: shorten it", ErrInvalidProvisionOptions, o.DuplicateWindow, o.StatusMaxAge)
+	case o.MaxConsumers < 0:
+		return fmt.Errorf("%w: MaxConsumers %d must be positive (nats-server refuses a stream's 1,001st consumer without a positive limit): use 0 for the default (%d)", ErrInvalidProvisionOptions, o.MaxConsumers, DefaultMaxConsumers)
+	case o.MaxMsgSize < 0:
+		return fmt.Errorf("%w: MaxMsgSize %d is negative: use 0 for the default (%d)", ErrInvalidProvisionOptions, o.MaxMsgSize, DefaultMaxMsgSize)
+	case o.LockMarkerTTL < time.Second:
+		return fmt.Errorf("%w: LockMarkerTTL %s is shorter than the one second JetStream requires", ErrInvalidProvisionOptions, o.LockMarkerTTL)
+	}
+	return nil
+}
+
+// JobsStreamConfig is the configuration Provision gives PCM_JOBS.
+func JobsStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
+	o.setDefaults()
+	return jetstream.StreamConfig{
+		Name:              events.StreamJobs,
+		Description:       "pcm job offered and job cancelled events",
+		Subjects:          events.JobsStreamSubjects(),
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          o.Replicas,
+		MaxAge:            o.JobsMaxAge,
+		Duplicates:        o.DuplicateWindow,
+		MaxConsumers:      o.MaxConsumers,
+		MaxMsgSize:        o.MaxMsgSize,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxMsgsPerSubject: -1,
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
+	}
+}
+
+// StatusStreamConfig is the configuration Provision gives PCM_STATUS.
+func StatusStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
+	o.setDefaults()
+	return jetstream.StreamConfig{
+		Name:              events.StreamStatus,
+		Description:       "pcm job status events (the MIFs): the audit record",
+		Subjects:          events.StatusStreamSubjects(),
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          o.Replicas,
+		MaxAge:            o.StatusMaxAge,
+		Duplicates:        o.DuplicateWindow,
+		MaxConsumers:      o.MaxConsumers,
+		MaxMsgSize:        o.MaxMsgSize,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxMsgsPerSubject: -1,
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
+	}
+}
+
+// AgentsBucketConfig is the configuration Provision gives PCM_AGENTS.
+func AgentsBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
+	o.setDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      events.BucketAgents,
+		Description: "pcm agent inventory and heartbeats, keyed by client id",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
+// LocksBucketConfig is the configuration Provision gives PCM_LOCKS.
+// LimitMarkerTTL enables per-key TTLs (the lock lease) and leaves a marker
+// watchers see when a lease expires.
+func LocksBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
+	o.setDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:         events.BucketLocks,
+		Description:    "pcm service-versus-desktop lease locks, keyed by client id",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       o.Replicas,
+		LimitMarkerTTL: o.LockMarkerTTL,
+	}
+}
+
+// Provision creates the pcm streams and buckets, or updates them to opts if
+// they exist: it is idempotent and safe to run on every start. It needs only
+// a jetstream.JetStream, so it works against the embedded broker and against
+// an external nats-server or cluster (whose meta leader must be elected).
+// The buckets' streams get opts.MaxConsumers too, since lock watchers are
+// consumers. If ctx has no deadline, each call gets the jetstream package's
+// default timeout. Errors wrap ErrProvision (or ErrInvalidProvisionOptions)
+// and name the resource.
+func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOptions) error {
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	opts.setDefaults()
+	for _, cfg := range []jetstream.StreamConfig{JobsStreamConfig(opts), StatusStreamConfig(opts)} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
+		}
+	}
+	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts)} {
+		if err := provisionBucket(ctx, js, cfg, opts.MaxConsumers); err != nil {
+			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// provisionBucket creates or updates a KV bucket, then sets the consumer
+// limit of its stream (the KV API always asks for -1, which nats-server 2.15
+// turns into a limit of 1,000).
+func provisionBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, maxConsumers int) error {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return err
+		}
+		// Update only what differs, so a second Provision leaves the
+		// stream untouched (CreateOrUpdateKeyValue would reset its
+		// consumer limit for a moment).
+		if !sameBucketConfig(st.Config(), cfg) {
+			if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+				return err
+			}
+		}
+	}
+	stream, err := js.Stream(ctx, kvStreamPrefix+cfg.Bucket)
+	if err != nil {
+		return fmt.Errorf("reading the bucket's stream: %w", err)
+	}
+	scfg := stream.CachedInfo().Config
+	if scfg.MaxConsumers == maxConsumers {
+		return nil
+	}
+	scfg.MaxConsumers = maxConsumers
+	if _, err := js.UpdateStream(ctx, scfg); err != nil {
+		return fmt.Errorf("setting MaxConsumers of stream %s: %w", scfg.Name, err)
+	}
+	return nil
+}
+
+// sameBucketConfig compares the fields Provision sets.
+func sameBucketConfig(have, want jetstream.KeyValueConfig) bool {
+	return have.Description == want.Description &&
+		have.History == want.History &&
+		have.Storage == want.Storage &&
+		have.Replicas == want.Replicas &&
+		have.TTL == want.TTL &&
+		have.LimitMarkerTTL == want.LimitMarkerTTL
+}

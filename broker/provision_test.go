@@ -1,0 +1,209 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/broker"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/integration/testenv"
+)
+
+// allStreams are the streams Provision creates, the buckets' included.
+var allStreams = []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks}
+
+// streamConfigs reads the configuration of every pcm stream.
+func streamConfigs(ctx context.Context, t *testing.T, js jetstream.JetStream) map[string]jetstream.StreamConfig {
+	t.Helper()
+	out := map[string]jetstream.StreamConfig{}
+	for _, name := range allStreams {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		out[name] = s.CachedInfo().Config
+	}
+	return out
+}
+
+// bucketConfigs reads the status configuration of both KV buckets.
+func bucketConfigs(ctx context.Context, t *testing.T, js jetstream.JetStream) map[string]jetstream.KeyValueConfig {
+	t.Helper()
+	out := map[string]jetstream.KeyValueConfig{}
+	for _, name := range []string{events.BucketAgents, events.BucketLocks} {
+		kv, err := js.KeyValue(ctx, name)
+		if err != nil {
+			t.Fatalf("bucket %s: %v", name, err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatalf("bucket %s status: %v", name, err)
+		}
+		out[name] = st.Config()
+	}
+	return out
+}
+
+func TestProvisionIsIdempotent(t *testing.T) {
+	tb := testenv.StartBroker(t, testenv.WithoutProvision())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if err := broker.Provision(ctx, tb.JS, broker.ProvisionOptions{}); err != nil {
+		t.Fatalf("first Provision: %v", err)
+	}
+	streams1, buckets1 := streamConfigs(ctx, t, tb.JS), bucketConfigs(ctx, t, tb.JS)
+	if err := broker.Provision(ctx, tb.JS, broker.ProvisionOptions{}); err != nil {
+		t.Fatalf("second Provision: %v", err)
+	}
+	streams2, buckets2 := streamConfigs(ctx, t, tb.JS), bucketConfigs(ctx, t, tb.JS)
+	for _, name := range allStreams {
+		if !reflect.DeepEqual(streams1[name], streams2[name]) {
+			t.Errorf("stream %s changed on the second Provision:\n first: %+v\nsecond: %+v", name, streams1[name], streams2[name])
+		}
+	}
+	if !reflect.DeepEqual(buckets1, buckets2) {
+		t.Errorf("buckets changed on the second Provision:\n first: %+v\nsecond: %+v", buckets1, buckets2)
+	}
+
+	// The settings asked for are the ones in force.
+	jobs, status := streams1[events.StreamJobs], streams1[events.StreamStatus]
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"PCM_JOBS subjects", jobs.Subjects, events.JobsStreamSubjects()},
+		{"PCM_JOBS retention", jobs.Retention, jetstream.LimitsPolicy},
+		{"PCM_JOBS storage", jobs.Storage, jetstream.FileStorage},
+		{"PCM_JOBS replicas", jobs.Replicas, 1},
+		{"PCM_JOBS max age", jobs.MaxAge, broker.DefaultJobsMaxAge},
+		{"PCM_JOBS duplicates", jobs.Duplicates, broker.DefaultDuplicateWindow},
+		{"PCM_JOBS max consumers", jobs.MaxConsumers, broker.DefaultMaxConsumers},
+		{"PCM_JOBS max msg size", jobs.MaxMsgSize, int32(broker.DefaultMaxMsgSize)},
+		{"PCM_JOBS allow direct", jobs.AllowDirect, true},
+		{"PCM_STATUS subjects", status.Subjects, events.StatusStreamSubjects()},
+		{"PCM_STATUS retention", status.Retention, jetstream.LimitsPolicy},
+		{"PCM_STATUS storage", status.Storage, jetstream.FileStorage},
+		{"PCM_STATUS max age", status.MaxAge, time.Duration(0)},
+		{"PCM_STATUS duplicates", status.Duplicates, broker.DefaultDuplicateWindow},
+		{"PCM_STATUS max consumers", status.MaxConsumers, broker.DefaultMaxConsumers},
+		{"PCM_STATUS allow direct", status.AllowDirect, true},
+		{"PCM_AGENTS history", buckets1[events.BucketAgents].History, uint8(1)},
+		{"PCM_AGENTS storage", buckets1[events.BucketAgents].Storage, jetstream.FileStorage},
+		{"PCM_AGENTS stream max consumers", streams1["KV_"+events.BucketAgents].MaxConsumers, broker.DefaultMaxConsumers},
+		{"PCM_LOCKS history", buckets1[events.BucketLocks].History, uint8(1)},
+		{"PCM_LOCKS storage", buckets1[events.BucketLocks].Storage, jetstream.FileStorage},
+		{"PCM_LOCKS limit marker TTL", buckets1[events.BucketLocks].LimitMarkerTTL, broker.DefaultLockMarkerTTL},
+		{"PCM_LOCKS allow msg TTL", streams1["KV_"+events.BucketLocks].AllowMsgTTL, true},
+		{"PCM_LOCKS stream max consumers", streams1["KV_"+events.BucketLocks].MaxConsumers, broker.DefaultMaxConsumers},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
+		}
+	}
+
+	// Provisioning with other options updates the resources in place.
+	opts := broker.ProvisionOptions{JobsMaxAge: 30 * 24 * time.Hour, StatusMaxAge: 400 * 24 * time.Hour, DuplicateWindow: time.Hour, MaxConsumers: 5000, LockMarkerTTL: 2 * time.Minute}
+	if err := broker.Provision(ctx, tb.JS, opts); err != nil {
+		t.Fatalf("Provision with new options: %v", err)
+	}
+	streams3, buckets3 := streamConfigs(ctx, t, tb.JS), bucketConfigs(ctx, t, tb.JS)
+	if got := streams3[events.StreamJobs]; got.MaxAge != opts.JobsMaxAge || got.Duplicates != opts.DuplicateWindow || got.MaxConsumers != opts.MaxConsumers {
+		t.Errorf("PCM_JOBS after update: max age %s, duplicates %s, max consumers %d; want %s, %s, %d",
+			got.MaxAge, got.Duplicates, got.MaxConsumers, opts.JobsMaxAge, opts.DuplicateWindow, opts.MaxConsumers)
+	}
+	if got := streams3[events.StreamStatus].MaxAge; got != opts.StatusMaxAge {
+		t.Errorf("PCM_STATUS max age after update = %s, want %s", got, opts.StatusMaxAge)
+	}
+	if got := buckets3[events.BucketLocks].LimitMarkerTTL; got != opts.LockMarkerTTL {
+		t.Errorf("PCM_LOCKS limit marker TTL after update = %s, want %s", got, opts.LockMarkerTTL)
+	}
+	if got := streams3["KV_"+events.BucketLocks].MaxConsumers; got != opts.MaxConsumers {
+		t.Errorf("KV_PCM_LOCKS max consumers after update = %d, want %d", got, opts.MaxConsumers)
+	}
+}
+
+func TestProvisionedConfigsMatchExports(t *testing.T) {
+	tb := testenv.StartBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := streamConfigs(ctx, t, tb.JS)
+	for _, want := range []jetstream.StreamConfig{broker.JobsStreamConfig(broker.ProvisionOptions{}), broker.StatusStreamConfig(broker.ProvisionOptions{})} {
+		have := got[want.Name]
+		// The server fills in fields the config leaves zero: compare what
+		// the exported config sets.
+		if have.Description != want.Description || !reflect.DeepEqual(have.Subjects, want.Subjects) ||
+			have.MaxAge != want.MaxAge || have.Duplicates != want.Duplicates || have.MaxConsumers != want.MaxConsumers ||
+			have.MaxMsgSize != want.MaxMsgSize || have.AllowDirect != want.AllowDirect || have.Replicas != want.Replicas {
+			t.Errorf("stream %s is %+v, want %+v", want.Name, have, want)
+		}
+	}
+}
+
+func TestLocksBucketPerKeyTTL(t *testing.T) {
+	tb := testenv.StartBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv, err := tb.JS.KeyValue(ctx, events.BucketLocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kv.Watch(ctx, "client-1", jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if _, err := kv.Create(ctx, "client-1", []byte("service"), jetstream.KeyTTL(time.Second)); err != nil {
+		t.Fatalf("create with a per-key TTL: %v", err)
+	}
+	// The watcher sees the put, then the marker the expiry leaves.
+	var ops []jetstream.KeyValueOp
+	for len(ops) < 2 {
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				ops = append(ops, e.Operation())
+			}
+		case <-ctx.Done():
+			t.Fatalf("watcher saw %v, want a put then the expiry marker", ops)
+		}
+	}
+	if ops[0] != jetstream.KeyValuePut || (ops[1] != jetstream.KeyValuePurge && ops[1] != jetstream.KeyValueDelete) {
+		t.Fatalf("watcher saw %v, want a put then a purge or delete marker", ops)
+	}
+	if _, err := kv.Get(ctx, "client-1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("Get after expiry = %v, want %v", err, jetstream.ErrKeyNotFound)
+	}
+}
+
+func TestProvisionErrors(t *testing.T) {
+	tb := testenv.StartBroker(t, testenv.WithoutProvision())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if err := broker.Provision(ctx, tb.JS, broker.ProvisionOptions{MaxConsumers: -1}); !errors.Is(err, broker.ErrInvalidProvisionOptions) {
+		t.Fatalf("Provision(MaxConsumers -1) = %v, want %v", err, broker.ErrInvalidProvisionOptions)
+	}
+	if _, err := tb.JS.Stream(ctx, events.StreamJobs); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("invalid options created %s (err %v)", events.StreamJobs, err)
+	}
+
+	// A stream that already captures a pcm subject makes PCM_JOBS fail.
+	if _, err := tb.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{events.SubjectJobsAll}}); err != nil {
+		t.Fatal(err)
+	}
+	err := broker.Provision(ctx, tb.JS, broker.ProvisionOptions{})
+	if !errors.Is(err, broker.ErrProvision) {
+		t.Fatalf("Provision with overlapping subjects = %v, want %v", err, broker.ErrProvision)
+	}
+	if !strings.Contains(err.Error(), events.StreamJobs) {
+		t.Errorf("error %q does not name %s", err, events.StreamJobs)
+	}
+}

@@ -1,0 +1,264 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/publisher"
+)
+
+// pcmBinary is the pcm binary built once for the tests that run processes.
+var pcmBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pcm-bin-")
+	if err != nil {
+		panic(err)
+	}
+	pcmBinary = filepath.Join(dir, "pcm")
+	out, err := exec.Command("go", "build", "-o", pcmBinary, "../cmd/pcm").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		panic("building pcm: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// testAckWait is the consumers' ack wait in tests, short so that an offer
+// left unacked by a killed agent comes back quickly.
+const testAckWait = 2 * time.Second
+
+// enroll enrolls client with groups and the test ack wait.
+func enroll(t testing.TB, js jetstream.JetStream, client string, groups ...string) {
+	t.Helper()
+	if _, err := publisher.Enroll(context.Background(), js, client, groups, publisher.EnrollOptions{AckWait: testAckWait}); err != nil {
+		t.Fatalf("enroll %s: %v", client, err)
+	}
+}
+
+// runningAgent is an in-process service face.
+type runningAgent struct {
+	svc    *agent.Service
+	cancel context.CancelFunc
+	done   chan error
+	logs   *observer.ObservedLogs
+	nc     *nats.Conn
+}
+
+// agentOpts tweaks the config of startAgent.
+type agentOpts func(*agent.Config)
+
+// startAgent runs a service for client on the broker at url, with its own
+// connection and the given state dir, and waits until it is ready.
+func startAgent(t testing.TB, url, client, stateDir string, opts ...agentOpts) *runningAgent {
+	t.Helper()
+	nc, err := nats.Connect(url, agent.ConnectOptions("test agent "+client)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	cfg := agent.Config{ClientID: client, StateDir: stateDir, Heartbeat: time.Second, Lease: 2 * time.Second,
+		Logger: zap.New(core)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := agent.New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ra := &runningAgent{svc: svc, cancel: cancel, done: make(chan error, 1), logs: logs, nc: nc}
+	go func() { ra.done <- svc.Run(ctx) }()
+	t.Cleanup(ra.stop)
+	return ra
+}
+
+// waitReady waits for the agent to bind to its consumer.
+func (a *runningAgent) waitReady(t testing.TB) {
+	t.Helper()
+	select {
+	case <-a.svc.Ready():
+	case err := <-a.done:
+		t.Fatalf("agent stopped before it was ready: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent not ready after 15s")
+	}
+}
+
+var stopOnce sync.Map
+
+// stop cancels the agent and waits for Run to return.
+func (a *runningAgent) stop() {
+	if _, done := stopOnce.LoadOrStore(a, true); done {
+		return
+	}
+	a.cancel()
+	select {
+	case <-a.done:
+	case <-time.After(15 * time.Second):
+	}
+	a.nc.Close()
+}
+
+// logged reports whether the agent logged a message containing text.
+func (a *runningAgent) logged(text string) bool {
+	return a.logs.FilterMessageSnippet(text).Len() > 0
+}
+
+// readStatuses returns every status stored for job on client, in order.
+func readStatuses(t testing.TB, js jetstream.JetStream, client, job string) []events.JobStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, events.StreamStatus, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.StatusSubject(client, job)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []events.JobStatus
+	for n := info.NumPending; n > 0; {
+		batch, err := cons.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for msg := range batch.Messages() {
+			n--
+			ev, err := events.Decode(msg.Headers(), msg.Data())
+			if err != nil {
+				t.Fatalf("stored status does not decode: %v", err)
+			}
+			st, err := events.ParseJobStatus(ev)
+			if err != nil {
+				t.Fatalf("stored status does not parse: %v", err)
+			}
+			out = append(out, st)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// finals keeps the final statuses.
+func finals(sts []events.JobStatus) []events.JobStatus {
+	var out []events.JobStatus
+	for _, s := range sts {
+		if s.State.Final() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// waitFinal waits until job has a final status on client that ends it and
+// returns every status stored.
+func waitFinal(t testing.TB, js jetstream.JetStream, client, job string, timeout time.Duration) []events.JobStatus {
+	t.Helper()
+	var sts []events.JobStatus
+	testenv.WaitFor(t, timeout, "a final status of "+job+" on "+client, func() bool {
+		sts = readStatuses(t, js, client, job)
+		return len(finals(sts)) > 0
+	})
+	return sts
+}
+
+// ackPending returns the consumer's unacked and undelivered counts.
+func ackPending(t testing.TB, js jetstream.JetStream, client string) (ackPending int, pending uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cons, err := js.Consumer(ctx, events.StreamJobs, events.ConsumerName(client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumAckPending, info.NumPending
+}
+
+// waitAcked waits until client's consumer has nothing pending or unacked.
+func waitAcked(t testing.TB, js jetstream.JetStream, client string, timeout time.Duration) {
+	t.Helper()
+	testenv.WaitFor(t, timeout, "every offer of "+client+" acked", func() bool {
+		a, p := ackPending(t, js, client)
+		return a == 0 && p == 0
+	})
+}
+
+// newPublisher returns a publisher named "test".
+func newPublisher(t testing.TB, js jetstream.JetStream) *publisher.Publisher {
+	t.Helper()
+	p, err := publisher.New(js, publisher.Config{Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// job returns a mandatory-now automated job running argv on targets.
+func job(argv []string, targets ...events.Target) events.JobOffered {
+	now := time.Now().UTC()
+	return events.JobOffered{
+		Command:        events.CommandLine{Argv: argv, Automated: true, Timeout: events.Duration(time.Minute)},
+		Targets:        targets,
+		MandatoryAfter: &now,
+		OfferAfter:     now,
+	}
+}
+
+func toClient(c string) events.Target { return events.Target{Kind: events.TargetClient, Name: c} }
+func toGroup(g string) events.Target  { return events.Target{Kind: events.TargetGroup, Name: g} }
+
+// publish publishes j and returns its id.
+func publish(t testing.TB, p *publisher.Publisher, j events.JobOffered) string {
+	t.Helper()
+	id, err := p.Publish(context.Background(), j)
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	return id
+}
+
+// markerLines counts the lines of a marker file (0 when absent).
+func markerLines(t testing.TB, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
+}
+
+// appendTo is a command that appends a line to path.
+func appendTo(path string) []string {
+	return []string{"sh", "-c", "echo ran >> " + path}
+}

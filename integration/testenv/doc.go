@@ -1,0 +1,11 @@
+// Package testenv gives tests real pcm brokers: StartBroker runs an embedded,
+// provisioned single-node broker on a random loopback port and a temporary
+// store directory; StartCluster runs an n-node JetStream cluster on loopback.
+// Both clean up through t.Cleanup, can be stopped and restarted on the same
+// ports and directories, and hand out connections that reconnect across a
+// restart. WaitFor polls a condition instead of sleeping.
+//
+// It is a normal package (not a _test file) so that the tests of any package
+// can import it. It never mocks NATS, never listens beyond 127.0.0.1 and
+// never keeps anything after a test ends.
+package testenv

@@ -1,0 +1,44 @@
+package testenv
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/broker"
+)
+
+// options collects what the Options set.
+type options struct {
+	provision    bool
+	provisionSet bool
+	popts        broker.ProvisionOptions
+	logger       *zap.Logger
+}
+
+// Option changes how StartBroker or StartCluster sets things up.
+type Option func(*options)
+
+// WithoutProvision starts the broker without creating the pcm streams and
+// buckets, for tests of provisioning itself.
+func WithoutProvision() Option { return func(o *options) { o.provision = false } }
+
+// WithProvisionOptions provisions with o instead of the defaults (a cluster
+// otherwise provisions with min(n, 3) replicas).
+func WithProvisionOptions(o broker.ProvisionOptions) Option {
+	return func(opts *options) {
+		opts.popts = o
+		opts.provisionSet = true
+	}
+}
+
+// WithLogger routes the brokers' and nats-server's logs to l (for example
+// zaptest.NewLogger(t)). By default they are discarded.
+func WithLogger(l *zap.Logger) Option { return func(o *options) { o.logger = l } }
+
+// buildOptions applies opts over the defaults.
+func buildOptions(opts []Option) options {
+	o := options{provision: true}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
