@@ -14,3 +14,14 @@ var (
 	// ErrMisrouted: an offer arrived on a subject that is not one of its targets.
 	ErrMisrouted = errors.New("offer on a subject that is not one of its targets")
 )
+
+// Errors of the desktop face.
+var (
+	// ErrServiceOnly: the job is marked background, for the service only.
+	ErrServiceOnly = errors.New("job is for service-only execution")
+	// ErrNotRunnable: the job cannot run now (not offered yet, expired, or
+	// for another platform).
+	ErrNotRunnable = errors.New("job cannot run now")
+	// ErrAlreadyDone: the job already has a final status on this client.
+	ErrAlreadyDone = errors.New("job already done on this client")
+)

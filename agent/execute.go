@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,6 +47,23 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, job events.Job
 			}
 			return
 		}
+		if last != nil && last.State == events.StateStarted {
+			// Someone (the desktop, or a life of this agent whose journal
+			// is gone) started an attempt and never finished it; it cannot
+			// be running now, since the service holds the lock. It counts.
+			rec.AckSubject = msg.Reply()
+			over, ok := s.settleInterrupted(ctx, job, &rec, last, lease)
+			if !ok || over {
+				s.release(lease)
+				if ok {
+					s.ack(ctx, msg)
+				} else {
+					_ = msg.NakWithDelay(retryLater)
+				}
+				return
+			}
+			last = nil
+		}
 		attempt := rec.Attempt + 1
 		if last != nil && last.State.Final() && last.State != events.StateRejected && last.Attempt >= attempt {
 			attempt = last.Attempt + 1
@@ -89,13 +105,7 @@ func (s *Service) runAttempt(ctx context.Context, msg jetstream.Msg, job events.
 		_ = msg.NakWithDelay(30 * time.Second)
 		return false, false
 	}
-	dir := filepath.Join(s.cfg.StateDir, "jobs", job.JobID)
-	spec := runner.Spec{
-		JobID: job.JobID, ClientID: s.cfg.ClientID, Attempt: attempt,
-		Argv: job.Command.Argv, Shell: job.Command.Shell,
-		Dir: filepath.Join(dir, "work"), LogPath: filepath.Join(dir, "output.log"),
-		Timeout: time.Duration(job.Command.Timeout),
-	}
+	spec := s.runSpec(job, attempt)
 	stopKeepAlive := s.keepAlive(ctx, msg)
 	s.setCurrent(job.JobID)
 	log.Info("running job", zap.Strings("argv", job.Command.Argv), zap.Uint64("lock_revision", lease.Revision()))
@@ -116,21 +126,9 @@ func (s *Service) runAttempt(ctx context.Context, msg jetstream.Msg, job events.
 		log.Warn("agent stopping: the running job was killed")
 		return false, false
 	}
-	state, reason := outcome(job, res, runErr)
+	st := s.finalStatus(job, attempt, res, runErr, lease.Revision())
+	state, reason := st.State, st.Reason
 	over = !state.Retryable() || attempt >= job.Attempts()
-	st := s.newStatus(job.JobID, state, attempt, job.Attempts())
-	st.Reason = reason
-	st.PID = res.PID
-	st.OutputTail = res.OutputTail
-	st.LockRevision = lease.Revision()
-	if runErr == nil {
-		code := res.ExitCode
-		st.ExitCode = &code
-	}
-	if !res.StartedAt.IsZero() {
-		a, b := res.StartedAt.UTC(), res.FinishedAt.UTC()
-		st.StartedAt, st.FinishedAt = &a, &b
-	}
 	out, err := s.outgoing(st, over)
 	if err != nil {
 		log.Error("cannot encode the final status", zap.Error(err))
@@ -158,29 +156,12 @@ func (s *Service) runAttempt(ctx context.Context, msg jetstream.Msg, job events.
 	return over, true
 }
 
-// outcome maps a run's result to a final state and a reason.
-func outcome(job events.JobOffered, res runner.Result, err error) (events.State, string) {
-	switch {
-	case err != nil:
-		return events.StateFailed, "could not run the command: " + err.Error()
-	case res.TimedOut:
-		return events.StateTimedOut, fmt.Sprintf("killed after its timeout of %s", job.Command.Timeout)
-	case job.Command.Succeeded(res.ExitCode):
-		return events.StateSucceeded, ""
-	case res.ExitCode < 0:
-		return events.StateFailed, "killed by a signal"
-	default:
-		return events.StateFailed, fmt.Sprintf("exit code %d is not a success code", res.ExitCode)
-	}
-}
-
 // takeLock waits for the client's lock while keeping the offer alive. It
 // returns nil when ctx ends.
 func (s *Service) takeLock(ctx context.Context, msg jetstream.Msg, job events.JobOffered) *lock.Lease {
 	stop := s.keepAlive(ctx, msg)
 	defer stop()
-	info := lock.Info{Holder: lock.HolderService, PID: pid, User: s.user, Host: s.cfg.Host, JobID: job.JobID, Since: time.Now().UTC()}
-	lease, err := s.locker.Acquire(ctx, info, func(h lock.Info) {
+	lease, err := s.locker.Acquire(ctx, s.lockInfo(job.JobID), func(h lock.Info) {
 		s.log.Info("job waits: the lock is held by the other face", zap.String("job", job.JobID),
 			zap.String("holder", string(h.Holder)), zap.String("holder_job", h.JobID), zap.Time("since", h.Since))
 	})
@@ -225,4 +206,25 @@ func (s *Service) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func()
 		}
 	}()
 	return func() { close(done) }
+}
+
+// settleInterrupted reports the started-but-never-finished attempt last as
+// failed, journaled then published, and says whether that ends the job.
+func (s *Service) settleInterrupted(ctx context.Context, job events.JobOffered, rec *journal.Record, last *events.JobStatus, lease *lock.Lease) (over, ok bool) {
+	st := s.newStatus(job.JobID, events.StateFailed, last.Attempt, job.Attempts())
+	st.Reason = fmt.Sprintf("the %s face stopped during the run (started by %s, no final status)", last.Runner, last.User)
+	st.LockRevision = lease.Revision()
+	over = last.Attempt >= job.Attempts()
+	out, err := s.outgoing(st, over)
+	if err != nil {
+		return false, false
+	}
+	*rec = journal.Record{JobID: job.JobID, Phase: journal.PhaseFinished, Attempt: last.Attempt, FinalState: string(events.StateFailed), AckSubject: rec.AckSubject}
+	if _, err := s.journal.Put(*rec, out...); err != nil {
+		s.log.Error("cannot journal an interrupted attempt", zap.String("job", job.JobID), zap.Error(err))
+		return false, false
+	}
+	s.log.Warn("an attempt was started and never finished; it counts as failed", zap.String("job", job.JobID),
+		zap.Int("attempt", last.Attempt), zap.String("runner", string(last.Runner)))
+	return over, s.report(ctx, job.JobID)
 }

@@ -2,29 +2,15 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
 )
-
-// publishTimeout bounds one status publish waiting for its PubAck.
-const publishTimeout = 5 * time.Second
-
-// newStatus starts a status of this client's service face.
-func (s *Service) newStatus(jobID string, state events.State, attempt, maxAttempts int) events.JobStatus {
-	return events.JobStatus{
-		JobID: jobID, ClientID: s.cfg.ClientID, Host: s.cfg.Host, State: state,
-		Attempt: max(attempt, 1), MaxAttempts: maxAttempts, Runner: events.RunnerService, User: s.user,
-		AgentVersion: s.cfg.Version, Platform: s.cfg.Platform(),
-	}
-}
 
 // statusMsg encodes a status as a NATS message with its Nats-Msg-Id.
 func statusMsg(st events.JobStatus) (*nats.Msg, error) {
@@ -47,30 +33,6 @@ func (s *Service) outgoing(st events.JobStatus, final bool) ([]journal.Outgoing,
 		Header: map[string]string{events.HeaderContentType: events.ContentTypeCloudEvents},
 		Data:   msg.Data, Final: final,
 	}}, nil
-}
-
-// publishStatus publishes a status now and waits for its PubAck.
-func (s *Service) publishStatus(ctx context.Context, st events.JobStatus) error {
-	msg, err := statusMsg(st)
-	if err != nil {
-		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	_, err = s.js.PublishMsg(pctx, msg)
-	return err
-}
-
-// publishAsync publishes a non-final status without waiting (started).
-func (s *Service) publishAsync(st events.JobStatus) {
-	msg, err := statusMsg(st)
-	if err != nil {
-		s.log.Warn("cannot encode a status", zap.Error(err))
-		return
-	}
-	if _, err := s.js.PublishMsgAsync(msg); err != nil {
-		s.log.Debug("started status not sent", zap.Error(err))
-	}
 }
 
 // report publishes the outbox until jobID has nothing left in it, retrying
@@ -169,27 +131,4 @@ func (s *Service) reportLoop(ctx context.Context) {
 		case <-retry:
 		}
 	}
-}
-
-// lastStatus returns the last status of jobID on this client and its stream
-// sequence; nil when there is none.
-func (s *Service) lastStatus(ctx context.Context, jobID string) (*events.JobStatus, uint64, error) {
-	gctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	raw, err := s.status.GetLastMsgForSubject(gctx, events.StatusSubject(s.cfg.ClientID, jobID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	ev, err := events.Decode(raw.Header, raw.Data)
-	if err == nil {
-		var st events.JobStatus
-		if st, err = events.ParseJobStatus(ev); err == nil {
-			return &st, raw.Sequence, nil
-		}
-	}
-	s.log.Warn("ignoring an unreadable status on the broker", zap.String("subject", raw.Subject), zap.Error(err))
-	return nil, 0, nil
 }

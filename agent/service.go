@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/user"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -16,21 +14,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent/journal"
-	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/events"
 )
 
 // Service is the unattended face of an agent (pcm agent).
 type Service struct {
-	cfg  Config
-	log  *zap.Logger
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	user string
+	face
+	cfg Config
 
 	journal *journal.Journal
-	locker  *lock.Locker
-	status  jetstream.Stream
 	agents  jetstream.KeyValue
 	ackWait time.Duration
 
@@ -55,13 +47,9 @@ func New(nc *nats.Conn, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %w", ErrInvalidConfig, err)
 	}
-	name := "unknown"
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
 	s := &Service{
-		cfg: cfg, log: cfg.Logger.Named("service").With(zap.String("client", cfg.ClientID)),
-		nc: nc, js: js, user: name,
+		face: newFace(nc, js, cfg, events.RunnerService, cfg.Logger.Named("service")),
+		cfg:  cfg,
 		kick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 	s.current.Store("")
@@ -153,11 +141,7 @@ func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
 	if s.agents, err = s.js.KeyValue(ctx, events.BucketAgents); err != nil {
 		return nil, err
 	}
-	kv, err := s.js.KeyValue(ctx, events.BucketLocks)
-	if err != nil {
-		return nil, err
-	}
-	if s.locker, err = lock.New(s.js, kv, lock.Config{Client: s.cfg.ClientID, Lease: s.cfg.Lease, Logger: s.cfg.Logger}); err != nil {
+	if err := s.bindLock(ctx, s.cfg.Lease); err != nil {
 		return nil, err
 	}
 	s.ackWait = cons.CachedInfo().Config.AckWait
@@ -214,5 +198,3 @@ func (s *Service) fault(p FaultPoint) {
 	}
 }
 
-// pid is this process's id (a var for readability in statuses).
-var pid = os.Getpid()

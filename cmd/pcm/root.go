@@ -51,7 +51,7 @@ A flag given on the command line wins over its variable.`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(
 		newBrokerCmd(g), newUpCmd(g), newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
-		newAgentCmd(g), newVersionCmd(),
+		newAgentCmd(g), newDesktopCmd(g), newVersionCmd(),
 	)
 	annotateEnv(root)
 	return root

@@ -1,0 +1,164 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/agent/lock"
+	"github.com/pcm-project/pcm/agent/runner"
+	"github.com/pcm-project/pcm/events"
+)
+
+// publishTimeout bounds one status publish waiting for its PubAck.
+const publishTimeout = 5 * time.Second
+
+// pid is this process's id.
+var pid = os.Getpid()
+
+// face is what the two faces of an agent share: who reports, the broker
+// handles, the lock, and how a job becomes a process and a status.
+type face struct {
+	cfg    Config
+	kind   events.Runner
+	user   string
+	log    *zap.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	status jetstream.Stream
+	locker *lock.Locker
+}
+
+func newFace(nc *nats.Conn, js jetstream.JetStream, cfg Config, kind events.Runner, log *zap.Logger) face {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	return face{cfg: cfg, kind: kind, user: name, nc: nc, js: js, log: log.With(zap.String("client", cfg.ClientID))}
+}
+
+// bindLock looks up PCM_LOCKS and makes the face's locker.
+func (f *face) bindLock(ctx context.Context, lease time.Duration) error {
+	kv, err := f.js.KeyValue(ctx, events.BucketLocks)
+	if err != nil {
+		return err
+	}
+	f.locker, err = lock.New(f.js, kv, lock.Config{Client: f.cfg.ClientID, Lease: lease, Logger: f.cfg.Logger})
+	return err
+}
+
+// lockInfo is the lock value this face writes while it runs jobID.
+func (f *face) lockInfo(jobID string) lock.Info {
+	return lock.Info{Holder: lock.Holder(f.kind), PID: pid, User: f.user, Host: f.cfg.Host, JobID: jobID, Since: time.Now().UTC()}
+}
+
+// newStatus starts a status reported by this face.
+func (f *face) newStatus(jobID string, state events.State, attempt, maxAttempts int) events.JobStatus {
+	return events.JobStatus{
+		JobID: jobID, ClientID: f.cfg.ClientID, Host: f.cfg.Host, State: state,
+		Attempt: max(attempt, 1), MaxAttempts: maxAttempts, Runner: f.kind, User: f.user,
+		AgentVersion: f.cfg.Version, Platform: f.cfg.Platform(),
+	}
+}
+
+// publishStatus publishes a status now and waits for its PubAck.
+func (f *face) publishStatus(ctx context.Context, st events.JobStatus) error {
+	msg, err := statusMsg(st)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	_, err = f.js.PublishMsg(pctx, msg)
+	return err
+}
+
+// publishAsync publishes a non-final status without waiting (started).
+func (f *face) publishAsync(st events.JobStatus) {
+	msg, err := statusMsg(st)
+	if err != nil {
+		f.log.Warn("cannot encode a status", zap.Error(err))
+		return
+	}
+	if _, err := f.js.PublishMsgAsync(msg); err != nil {
+		f.log.Debug("started status not sent", zap.Error(err))
+	}
+}
+
+// lastStatus returns the last status of jobID on this client and its stream
+// sequence; nil when there is none.
+func (f *face) lastStatus(ctx context.Context, jobID string) (*events.JobStatus, uint64, error) {
+	gctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	raw, err := f.status.GetLastMsgForSubject(gctx, events.StatusSubject(f.cfg.ClientID, jobID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	ev, err := events.Decode(raw.Header, raw.Data)
+	if err == nil {
+		var st events.JobStatus
+		if st, err = events.ParseJobStatus(ev); err == nil {
+			return &st, raw.Sequence, nil
+		}
+	}
+	f.log.Warn("ignoring an unreadable status on the broker", zap.String("subject", raw.Subject), zap.Error(err))
+	return nil, 0, nil
+}
+
+// runSpec is how attempt of job runs: in its own directory under the state
+// dir, its output appended to the job's log.
+func (f *face) runSpec(job events.JobOffered, attempt int) runner.Spec {
+	dir := filepath.Join(f.cfg.StateDir, "jobs", job.JobID)
+	return runner.Spec{
+		JobID: job.JobID, ClientID: f.cfg.ClientID, Attempt: attempt,
+		Argv: job.Command.Argv, Shell: job.Command.Shell,
+		Dir: filepath.Join(dir, "work"), LogPath: filepath.Join(dir, "output.log"),
+		Timeout: time.Duration(job.Command.Timeout),
+	}
+}
+
+// finalStatus is the status that ends an attempt that ran.
+func (f *face) finalStatus(job events.JobOffered, attempt int, res runner.Result, runErr error, revision uint64) events.JobStatus {
+	state, reason := outcome(job, res, runErr)
+	st := f.newStatus(job.JobID, state, attempt, job.Attempts())
+	st.Reason = reason
+	st.PID = res.PID
+	st.OutputTail = res.OutputTail
+	st.LockRevision = revision
+	if runErr == nil {
+		code := res.ExitCode
+		st.ExitCode = &code
+	}
+	if !res.StartedAt.IsZero() {
+		a, b := res.StartedAt.UTC(), res.FinishedAt.UTC()
+		st.StartedAt, st.FinishedAt = &a, &b
+	}
+	return st
+}
+
+// outcome maps a run's result to a final state and a reason.
+func outcome(job events.JobOffered, res runner.Result, err error) (events.State, string) {
+	switch {
+	case err != nil:
+		return events.StateFailed, "could not run the command: " + err.Error()
+	case res.TimedOut:
+		return events.StateTimedOut, fmt.Sprintf("killed after its timeout of %s", job.Command.Timeout)
+	case job.Command.Succeeded(res.ExitCode):
+		return events.StateSucceeded, ""
+	case res.ExitCode < 0:
+		return events.StateFailed, "killed by a signal"
+	default:
+		return events.StateFailed, fmt.Sprintf("exit code %d is not a success code", res.ExitCode)
+	}
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/pcm-project/pcm/agent"
+)
+
+// desktopFlags configure the desktop face.
+type desktopFlags struct {
+	clientID, stateDir string
+	lease, grace       time.Duration
+	busyNotice         bool
+	noBusyNotice       bool
+}
+
+func (f *desktopFlags) register(cmd *cobra.Command) {
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.clientID, "client-id", defaultClientID(), "this client's id (default: the host name, sanitized)")
+	pf.StringVar(&f.stateDir, "state-dir", "", "directory of the user's job directories and logs (default: per user and client)")
+	pf.DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
+	pf.BoolVar(&f.busyNotice, "busy-notice", true, "tell the user when a background installation holds the client")
+	pf.BoolVar(&f.noBusyNotice, "no-busy-notice", false, "do not show the busy notice (still waits for the lock)")
+}
+
+// open connects and builds the desktop face; lines for the user go to stdout.
+func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *nats.Conn, error) {
+	nc, err := nats.Connect(g.url, agent.ConnectOptions("pcm desktop "+f.clientID)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to %s: %w", g.url, err)
+	}
+	stateDir := f.stateDir
+	if stateDir == "" {
+		stateDir = defaultDesktopStateDir(f.clientID)
+	}
+	out := cmd.OutOrStdout()
+	d, err := agent.NewDesktop(nc, agent.DesktopConfig{
+		Config: agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log},
+		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
+		Notify:       func(line string) { fmt.Fprintln(out, line) },
+	})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return d, nc, nil
+}
+
+func newDesktopCmd(g *globals) *cobra.Command {
+	var f desktopFlags
+	cmd := &cobra.Command{
+		Use:   "desktop",
+		Short: "Run the agent's desktop face in the user's session",
+		Long: `The desktop face runs as the logged-in user. Without a subcommand it stays running for the
+session: it shows the jobs offered to this client as they arrive and runs each non-background
+mandatory job at its mandatory time, after counting down --grace so the user can save their work.
+It never shows or runs background (service-only) jobs. When a background installation holds the
+client it says so and waits; it never gives up because of the lock.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, nc, err := f.open(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			return d.Session(cmd.Context())
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job runs")
+	cmd.AddCommand(newDesktopListCmd(g, &f), newDesktopRunCmd(g, &f))
+	return cmd
+}
+
+func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the jobs this client's user may run now",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("-o %q: use table or json", output)
+			}
+			d, nc, err := f.open(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			jobs, err := d.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if jobs == nil {
+					return enc.Encode([]any{})
+				}
+				return enc.Encode(jobs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tNAME\tCOMMAND\tMANDATORY AT\tEXPIRES")
+			for _, j := range jobs {
+				mandatory := "optional"
+				if j.MandatoryAfter != nil {
+					mandatory = j.MandatoryAfter.Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.JobID, j.Name, strings.Join(j.Command.Argv, " "), mandatory, j.ExpireAfter.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
+	return cmd
+}
+
+func newDesktopRunCmd(g *globals, f *desktopFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run JOB",
+		Short: "Run a job now, as the current user (waits while a background installation runs)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, nc, err := f.open(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			st, err := d.Run(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s %s", args[0], st.State)
+			if st.ExitCode != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), " (exit code %d)", *st.ExitCode)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			if st.State != "succeeded" {
+				return &exitError{code: 1, err: fmt.Errorf("job %s %s: %s", args[0], st.State, st.Reason)}
+			}
+			return nil
+		},
+	}
+}
+
+// defaultDesktopStateDir is per user: under the user's state directory.
+func defaultDesktopStateDir(client string) string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "pcm-desktop", client)
+	}
+	return filepath.Join(home, ".local", "state", "pcm", client+"-desktop")
+}
