@@ -197,4 +197,3 @@ func (s *Service) fault(p FaultPoint) {
 		s.cfg.Fault(p)
 	}
 }
-
