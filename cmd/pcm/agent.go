@@ -32,7 +32,7 @@ type agentFlags struct {
 }
 
 func (f *agentFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.clientID, "client-id", defaultClientID(), "this client's id (default: the host name, sanitized)")
+	cmd.Flags().StringVar(&f.clientID, "client-id", "", "this client's id (default: the host name, sanitized)")
 	cmd.Flags().StringSliceVar(&f.groups, "groups", nil, "groups of this client, comma-separated (used with --enroll, and reported in the inventory)")
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory of the journal, job directories and logs (default: per user and client)")
 	cmd.Flags().DurationVar(&f.heartbeat, "heartbeat", agent.DefaultHeartbeat, "how often the inventory in PCM_AGENTS is refreshed")
@@ -54,6 +54,7 @@ The client must be enrolled (pcm enroll CLIENT --group G). On an open broker, --
 agent enroll itself with --groups.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.resolve()
 			nc, err := nats.Connect(g.url, agent.ConnectOptions("pcm agent "+f.clientID)...)
 			if err != nil {
 				return fmt.Errorf("connecting to %s: %w", g.url, err)
@@ -130,6 +131,13 @@ func faultFromEnv(log *zap.Logger) func(agent.FaultPoint) {
 			_ = proc.Kill()
 		}
 		select {} // the kill is on its way
+	}
+}
+
+// resolve fills the defaults that depend on the machine.
+func (f *agentFlags) resolve() {
+	if f.clientID == "" {
+		f.clientID = defaultClientID()
 	}
 }
 

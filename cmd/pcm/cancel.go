@@ -22,7 +22,7 @@ started it report it cancelled and never run it; clients that ran it keep their 
 				return err
 			}
 			defer nc.Close()
-			p, err := publisher.New(js, publisher.Config{Name: publisherName})
+			p, err := publisher.New(js, publisher.Config{Name: orDefault(publisherName, defaultPublisherName())})
 			if err != nil {
 				return err
 			}
@@ -34,6 +34,6 @@ started it report it cancelled and never run it; clients that ran it keep their 
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit record")
-	cmd.Flags().StringVar(&publisherName, "publisher", defaultPublisherName(), "publisher name recorded in the event's source")
+	cmd.Flags().StringVar(&publisherName, "publisher", "", "publisher name recorded in the events' source (default: the user name)")
 	return cmd
 }

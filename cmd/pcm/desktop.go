@@ -25,7 +25,7 @@ type desktopFlags struct {
 
 func (f *desktopFlags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.clientID, "client-id", defaultClientID(), "this client's id (default: the host name, sanitized)")
+	pf.StringVar(&f.clientID, "client-id", "", "this client's id (default: the host name, sanitized)")
 	pf.StringVar(&f.stateDir, "state-dir", "", "directory of the user's job directories and logs (default: per user and client)")
 	pf.DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
 	pf.BoolVar(&f.busyNotice, "busy-notice", true, "tell the user when a background installation holds the client")
@@ -34,6 +34,9 @@ func (f *desktopFlags) register(cmd *cobra.Command) {
 
 // open connects and builds the desktop face; lines for the user go to stdout.
 func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *nats.Conn, error) {
+	if f.clientID == "" {
+		f.clientID = defaultClientID()
+	}
 	nc, err := nats.Connect(g.url, agent.ConnectOptions("pcm desktop "+f.clientID)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to %s: %w", g.url, err)

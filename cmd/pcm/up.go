@@ -23,6 +23,7 @@ same --data keeps everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			af.resolve()
 			b, err := broker.New(bf.config(g.log))
 			if err != nil {
 				return err
