@@ -1,0 +1,440 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/integration/testenv"
+)
+
+// chaosEnv is the variable that turns the chaos test on and sets how many
+// faults it injects: PCM_CHAOS_FAULTS=100 (CI) or 1000 (the full run).
+const chaosEnv = "PCM_CHAOS_FAULTS"
+
+// chaosFigures are what the checker prints.
+type chaosFigures struct {
+	faults               map[string]int
+	pairs, runs          int
+	maxRuns              int
+	overRuns             int
+	finalsPerAttempt     map[int]int // how many (job, client, attempt) have n finals
+	unfinished           int
+	unacked              int
+	overlaps             int
+	desktopRuns, svcRuns int
+}
+
+// TestChaos runs real pcm agent processes under faults: SIGKILL at random
+// moments and at the named dangerous points, broker restarts, stalls past
+// the ack wait (redeliveries), and duplicate offers; a desktop face races
+// the services for the lock. At the end a checker verifies: every run at
+// most max_attempts times per (job, client) (exactly once unless the agent
+// died before it could know), one final status per (job, client, attempt),
+// no offer left unacked, no overlap of service and desktop runs.
+//
+// PCM_CHAOS_FAULTS=100 go test -run TestChaos ./integration/ (CI);
+// PCM_CHAOS_FAULTS=1000 for the full run (see docs/testing.md).
+func TestChaos(t *testing.T) {
+	target, _ := strconv.Atoi(os.Getenv(chaosEnv))
+	if target <= 0 {
+		t.Skipf("set %s=100 (or 1000) to run the chaos test", chaosEnv)
+	}
+	clients := 4
+	if target >= 500 {
+		clients = 6
+	}
+	env := testenv.StartBroker(t)
+	p := newPublisher(t, env.JS)
+	dir := t.TempDir()
+	markers := filepath.Join(dir, "markers")
+	if err := os.MkdirAll(markers, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Each run appends "<job> start <ns>" and "<job> end <ns> <runner>" to
+	// its client's file; the runner face is known from PCM_RUNNER below.
+	record := `echo "$PCM_JOB_ID start $(date +%s%N)" >> ` + markers + `/$PCM_CLIENT_ID; sleep 0.0$((RANDOM % 4)); echo "$PCM_JOB_ID end $(date +%s%N)" >> ` + markers + `/$PCM_CLIENT_ID`
+
+	ids := make([]string, clients)
+	agents := make([]*chaosAgent, clients)
+	desktops := make([]*agent.Desktop, clients)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("chaos%d", i)
+		enroll(t, env.JS, ids[i], "fleet")
+		agents[i] = &chaosAgent{t: t, dir: dir, url: env.URL, client: ids[i]}
+		agents[i].start("")
+		nc, err := nats.Connect(env.URL, agent.ConnectOptions("chaos desktop")...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		d, err := agent.NewDesktop(nc, agent.DesktopConfig{Config: agent.Config{ClientID: ids[i], StateDir: filepath.Join(dir, "desk-"+ids[i]), Lease: 2 * time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		desktops[i] = d
+	}
+
+	// Jobs: most succeed (max_attempts 1), one in five fails (max_attempts 3).
+	var jobsMu sync.Mutex
+	jobs := map[string]int{} // job id -> max attempts
+	publishJob := func(ctx context.Context) {
+		j := job([]string{"bash", "-c", record}, toGroup("fleet"))
+		j.MaxAttempts = 1
+		if rand.IntN(5) == 0 {
+			j.Command.Argv = []string{"bash", "-c", record + "; exit 1"}
+			j.MaxAttempts = 3
+		}
+		id, err := publishRetrying(ctx, p, j)
+		if err != nil {
+			return
+		}
+		jobsMu.Lock()
+		jobs[id] = j.MaxAttempts
+		jobsMu.Unlock()
+	}
+
+	faults := map[string]int{}
+	var faultsMu sync.Mutex
+	count := func(kind string) {
+		faultsMu.Lock()
+		faults[kind]++
+		faultsMu.Unlock()
+	}
+	total := func() int {
+		faultsMu.Lock()
+		defer faultsMu.Unlock()
+		n := 0
+		for _, v := range faults {
+			n += v
+		}
+		return n
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	// Publisher: a job every 150 ms while faults go on.
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			publishJob(ctx)
+			sleep(ctx, 150*time.Millisecond)
+		}
+	})
+	// Desktops: each picks live jobs of its client and runs one now and then.
+	for i := range desktops {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				jobsMu.Lock()
+				var pick string
+				for id := range jobs {
+					pick = id
+					break
+				}
+				jobsMu.Unlock()
+				if pick != "" {
+					rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					_, _ = desktops[i].Run(rctx, pick)
+					cancel()
+				}
+				sleep(ctx, time.Duration(100+rand.IntN(200))*time.Millisecond)
+			}
+		})
+	}
+	// Fault injector.
+	points := []agent.FaultPoint{agent.FaultAfterStart, agent.FaultAfterFinish, agent.FaultAfterPublish}
+	for total() < target {
+		a := agents[rand.IntN(len(agents))]
+		switch r := rand.IntN(100); {
+		case r < 45: // SIGKILL at a random moment, restart
+			a.kill()
+			count("sigkill")
+			a.start("")
+		case r < 70: // arm a dangerous point; the agent dies there on its next run
+			pt := points[rand.IntN(len(points))]
+			a.kill()
+			a.start(pt)
+			if a.waitDeath(3 * time.Second) {
+				count("killed at " + string(pt))
+			}
+			a.start("")
+		case r < 80: // stall past the ack wait: the broker redelivers
+			a.stall(testAckWait + 500*time.Millisecond)
+			count("stall past ack wait")
+		case r < 92: // a duplicate of a published offer, new Nats-Msg-Id
+			if duplicateOffer(t, env, jobs, &jobsMu) {
+				count("duplicate offer")
+			}
+		default: // broker restart
+			env.Restart(t)
+			count("broker restart")
+		}
+		sleep(ctx, time.Duration(20+rand.IntN(60))*time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+
+	// Settle: every agent up without faults until everything is final and acked.
+	for _, a := range agents {
+		a.kill()
+		a.start("")
+	}
+	jobsMu.Lock()
+	defer jobsMu.Unlock()
+	fig := chaosFigures{faults: faults, finalsPerAttempt: map[int]int{}}
+	testenv.WaitFor(t, 3*time.Minute, "every offer acked on every client", func() bool {
+		for _, c := range ids {
+			if a, p := ackPending(t, env.JS, c); a != 0 || p != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, c := range ids {
+		runs, spans := readRuns(t, filepath.Join(markers, c))
+		fig.overlaps += overlaps(spans)
+		for id, maxAttempts := range jobs {
+			fig.pairs++
+			sts := readStatuses(t, env.JS, c, id)
+			perAttempt := map[int]int{}
+			interrupted := false
+			var last events.JobStatus
+			for _, s := range finals(sts) {
+				perAttempt[s.Attempt]++
+				last = s
+				if strings.Contains(s.Reason, "restarted during the run") || strings.Contains(s.Reason, "stopped during the run") {
+					interrupted = true
+				}
+				if s.Runner == events.RunnerDesktop {
+					fig.desktopRuns++
+				} else if s.ExitCode != nil {
+					fig.svcRuns++
+				}
+			}
+			for _, n := range perAttempt {
+				fig.finalsPerAttempt[n]++
+			}
+			if !jobOverStatus(last, maxAttempts) {
+				fig.unfinished++
+				t.Errorf("job %s on %s not finished: %+v", id, c, sts)
+			}
+			n := runs[id]
+			fig.runs += n
+			fig.maxRuns = max(fig.maxRuns, n)
+			if n > maxAttempts || (maxAttempts == 1 && n == 0 && !interrupted && last.State == events.StateSucceeded) {
+				fig.overRuns++
+				t.Errorf("job %s ran %d times on %s (max_attempts %d): %+v", id, n, c, maxAttempts, sts)
+			}
+		}
+		if a, p := ackPending(t, env.JS, c); a != 0 || p != 0 {
+			fig.unacked += a + int(p)
+		}
+	}
+	report := fig.String()
+	t.Log(report)
+	fmt.Println(report)
+	if fig.overRuns != 0 || fig.unfinished != 0 || fig.unacked != 0 || fig.overlaps != 0 || len(fig.finalsPerAttempt) != 1 || fig.finalsPerAttempt[1] == 0 {
+		t.Fatalf("chaos checker failed:\n%s", report)
+	}
+}
+
+func (f chaosFigures) String() string {
+	var b strings.Builder
+	kinds := make([]string, 0, len(f.faults))
+	n := 0
+	for k, v := range f.faults {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, v))
+		n += v
+	}
+	sort.Strings(kinds)
+	fmt.Fprintf(&b, "chaos checker\n  faults injected:                  %d (%s)\n", n, strings.Join(kinds, ", "))
+	fmt.Fprintf(&b, "  (job, client) pairs:              %d\n", f.pairs)
+	fmt.Fprintf(&b, "  runs:                             %d (most runs of one pair: %d; pairs over max_attempts: %d)\n", f.runs, f.maxRuns, f.overRuns)
+	fmt.Fprintf(&b, "  finals per (job, client, attempt): %v (count of attempts having n finals; must be only 1)\n", f.finalsPerAttempt)
+	fmt.Fprintf(&b, "  pairs without a final status:     %d\n", f.unfinished)
+	fmt.Fprintf(&b, "  offers left unacked:              %d\n", f.unacked)
+	fmt.Fprintf(&b, "  lock overlaps:                    %d (runs by service %d, by desktop %d)\n", f.overlaps, f.svcRuns, f.desktopRuns)
+	return b.String()
+}
+
+// jobOverStatus says whether last ends a job of maxAttempts.
+func jobOverStatus(last events.JobStatus, maxAttempts int) bool {
+	if !last.State.Final() || last.State == events.StateRejected {
+		return false
+	}
+	return !last.State.Retryable() || last.Attempt >= maxAttempts
+}
+
+// chaosAgent is one real pcm agent process that the test kills and
+// restarts.
+type chaosAgent struct {
+	t                testing.TB
+	dir, url, client string
+	mu               sync.Mutex
+	p                *proc
+}
+
+func (a *chaosAgent) start(point agent.FaultPoint) {
+	var env []string
+	if point != "" {
+		env = []string{"PCM_TEST_FAULT_POINT=" + string(point)}
+	}
+	p := startPCM(a.t, a.dir, env, "agent", "--url", a.url, "--client-id", a.client,
+		"--state-dir", filepath.Join(a.dir, "state-"+a.client), "--lease", "2s", "--heartbeat", "5s", "--log-level", "warn")
+	a.mu.Lock()
+	a.p = p
+	a.mu.Unlock()
+}
+
+func (a *chaosAgent) kill() {
+	a.mu.Lock()
+	p := a.p
+	a.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-p.exited
+	p.exited <- err
+}
+
+// waitDeath reports whether the process died by itself within d.
+func (a *chaosAgent) waitDeath(d time.Duration) bool {
+	a.mu.Lock()
+	p := a.p
+	a.mu.Unlock()
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		return true
+	case <-time.After(d):
+		a.kill()
+		return false
+	}
+}
+
+// stall stops the process (SIGSTOP) for d, then lets it go on.
+func (a *chaosAgent) stall(d time.Duration) {
+	a.mu.Lock()
+	p := a.p
+	a.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(d)
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+}
+
+// duplicateOffer republishes a stored offer with a new Nats-Msg-Id, as a
+// CI step that retried with another message id would.
+func duplicateOffer(t testing.TB, env *testenv.Broker, jobs map[string]int, mu *sync.Mutex) bool {
+	mu.Lock()
+	var id string
+	for k := range jobs {
+		id = k
+		break
+	}
+	mu.Unlock()
+	if id == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := env.JS.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		return false
+	}
+	msg, err := s.GetLastMsgForSubject(ctx, events.JobSubject(toGroup("fleet")))
+	if err != nil {
+		return false
+	}
+	dup := nats.NewMsg(msg.Subject)
+	dup.Data = msg.Data
+	dup.Header = msg.Header
+	dup.Header.Set(events.HeaderMsgID, "dup-"+strconv.FormatInt(time.Now().UnixNano(), 10))
+	_, err = env.JS.PublishMsg(ctx, dup)
+	return err == nil
+}
+
+// publishRetrying publishes j, retrying with the same job id while the
+// broker restarts (the stored targets are de-duplicated).
+func publishRetrying(ctx context.Context, p interface {
+	Publish(context.Context, events.JobOffered) (string, error)
+}, j events.JobOffered) (string, error) {
+	j.JobID = newJobID()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		id, err := p.Publish(pctx, j)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return id, err
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+}
+
+// span is one run's interval.
+type span struct{ start, end int64 }
+
+// readRuns parses a client's marker file: runs per job and their intervals.
+func readRuns(t testing.TB, path string) (map[string]int, []span) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]int{}, nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := map[string]int{}
+	open := map[string][]int64{}
+	var spans []span
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		ns, _ := strconv.ParseInt(f[2], 10, 64)
+		if f[1] == "start" {
+			runs[f[0]]++
+			open[f[0]] = append(open[f[0]], ns)
+			continue
+		}
+		if starts := open[f[0]]; len(starts) > 0 {
+			spans = append(spans, span{starts[0], ns})
+			open[f[0]] = starts[1:]
+		}
+	}
+	return runs, spans
+}
+
+// overlaps counts pairs of consecutive runs (by start) that overlap.
+func overlaps(spans []span) int {
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
+	n := 0
+	for i := 1; i < len(spans); i++ {
+		if spans[i].start < spans[i-1].end {
+			n++
+		}
+	}
+	return n
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// newJobID is a fresh sortable job id.
+func newJobID() string { return ulid.Make().String() }
