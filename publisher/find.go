@@ -20,8 +20,19 @@ type Offer struct {
 	Event event.Event
 	// Seq is the PCM_JOBS sequence of the first stored copy.
 	Seq uint64
+	// Copies are the stored copies of the offer, one per target subject, in
+	// stream order. A client's consumer has received the offer once its
+	// delivered stream sequence reaches the copy on one of its filters.
+	Copies []OfferCopy
 	// Cancelled is set when a cancellation of the job follows the offer.
 	Cancelled *events.JobCancelled
+}
+
+// OfferCopy is one stored copy of an offer: the subject of one target and
+// its PCM_JOBS stream sequence.
+type OfferCopy struct {
+	Subject string `json:"subject"`
+	Seq     uint64 `json:"seq"`
 }
 
 // FindOffer looks jobID's offer up in PCM_JOBS. A job id that is a ULID (the
@@ -71,16 +82,18 @@ func FindOffer(ctx context.Context, js jetstream.JetStream, jobID string) (Offer
 			}
 			switch ev.Type() {
 			case events.TypeJobOffered:
-				if found != nil {
-					continue
+				if found == nil {
+					job, err := events.ParseJobOffered(ev)
+					if err != nil {
+						continue
+					}
+					found = &Offer{Job: job, Event: ev}
+					if meta != nil {
+						found.Seq = meta.Sequence.Stream
+					}
 				}
-				job, err := events.ParseJobOffered(ev)
-				if err != nil {
-					continue
-				}
-				found = &Offer{Job: job, Event: ev}
 				if meta != nil {
-					found.Seq = meta.Sequence.Stream
+					found.Copies = append(found.Copies, OfferCopy{Subject: msg.Subject(), Seq: meta.Sequence.Stream})
 				}
 			case events.TypeJobCancelled:
 				if c, err := events.ParseJobCancelled(ev); err == nil && found != nil {

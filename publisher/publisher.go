@@ -75,8 +75,11 @@ func (p *Publisher) Name() string { return p.cfg.Name }
 
 // Prepare applies the defaults to job (a new sortable job id, offer_after
 // now, expire_after a week later, a one-hour timeout) and checks every rule,
-// the clock and the jobs stream's retention, without sending anything. It
-// returns the job as it would be published.
+// the clock and the jobs stream's retention, without sending anything. A
+// job naming a package gets it resolved in PCM_PACKAGES and pinned: its
+// sha256 and size are filled in, or, when the job gives them, checked
+// (ErrPackageNotFound, ErrPackageMismatch). It returns the job as it would
+// be published.
 func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
 	now := p.cfg.Now().UTC()
 	if job.JobID == "" {
@@ -97,7 +100,11 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 	if job.Command.Background {
 		job.Command.Automated = true
 	}
-	if err := job.Validate(); err != nil {
+	// The package is checked last, against PCM_PACKAGES: every local rule
+	// first, so a bad job fails without a round trip.
+	local := job
+	local.Package = nil
+	if err := local.Validate(); err != nil {
 		return job, fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
 	if !job.ExpireAfter.After(now) {
@@ -112,6 +119,16 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 		return job, fmt.Errorf("%w: expire_after %s is %s from now but %s keeps jobs for %s: expire earlier, or provision a longer --jobs-max-age",
 			ErrBeyondRetention, job.ExpireAfter.Format(time.RFC3339), job.ExpireAfter.Sub(now).Round(time.Hour),
 			events.StreamJobs, retention)
+	}
+	if job.Package != nil {
+		ref, err := NewPackages(p.js).resolveJobPackage(ctx, *job.Package)
+		if err != nil {
+			return job, err
+		}
+		if err := ref.Validate(); err != nil {
+			return job, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+		}
+		job.Package = &ref
 	}
 	return job, nil
 }

@@ -34,13 +34,14 @@ type jobFile struct {
 
 // publishFlags are pcm publish's flags; they fill a jobFile.
 type publishFlags struct {
-	file, output, publisherName             string
-	job                                     jobFile
-	interactive                             bool
-	timeout                                 time.Duration
-	successCodes                            []int64
-	platforms                               []string
-	clients, groups                         []string
+	file, output, publisherName string
+	job                         jobFile
+	interactive                 bool
+	timeout                     time.Duration
+	successCodes                []int64
+	platforms                   []string
+	clients, groups             []string
+	wait                        waitFlags
 }
 
 func newPublishCmd(g *globals) *cobra.Command {
@@ -56,7 +57,7 @@ By default a job is offered now, mandatory now (the agent's service runs it at o
 expires after 7 days and times out after 1 hour. --optional leaves it to the user at the desktop.`,
 		Example: `  pcm publish --all -- echo hello
   pcm publish --group lab --mandatory-after +2h --background --platform windows/* -- msiexec /i app.msi /qn
-  pcm publish -f job.yaml --wait --timeout 30m`,
+  pcm publish -f job.yaml --wait --wait-timeout 30m --max-failures 2`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			job, err := f.build(cmd, args, time.Now())
 			if err != nil {
@@ -67,7 +68,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 				return err
 			}
 			defer nc.Close()
-			p, err := publisher.New(js, publisher.Config{Name: f.publisherName})
+			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, defaultPublisherName())})
 			if err != nil {
 				return err
 			}
@@ -85,6 +86,9 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 				}
 			} else {
 				fmt.Fprintln(cmd.OutOrStdout(), id)
+			}
+			if f.wait.wait {
+				return waitForRollout(cmd.Context(), cmd.ErrOrStderr(), js, id, f.wait)
 			}
 			return nil
 		},
@@ -110,7 +114,8 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 	fl.Int64SliceVar(&f.successCodes, "success-codes", []int64{0}, "exit codes that mean success, comma-separated")
 	fl.IntVar(&f.job.MaxAttempts, "max-attempts", 1, "runs of a failing command on a client, at most")
 	fl.StringVarP(&f.output, "output", "o", "text", "output: text (the job id) or json (the job)")
-	fl.StringVar(&f.publisherName, "publisher", defaultPublisherName(), "publisher name recorded in the events' source")
+	fl.StringVar(&f.publisherName, "publisher", "", "publisher name recorded in the events' source (default: the user name)")
+	f.wait.register(fl)
 	return cmd
 }
 
@@ -249,4 +254,12 @@ func defaultPublisherName() string {
 		}
 	}
 	return "pcm"
+}
+
+// orDefault is s, or def when s is empty.
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

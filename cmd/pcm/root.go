@@ -52,6 +52,7 @@ A flag given on the command line wins over its variable.`,
 	root.AddCommand(
 		newBrokerCmd(g), newUpCmd(g), newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
 		newAgentCmd(g), newDesktopCmd(g), newVersionCmd(),
+		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g),
 	)
 	annotateEnv(root)
 	return root

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/publisher"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var output string
+	var watch, utc bool
+	cmd := &cobra.Command{
+		Use:   "status JOB",
+		Short: "Show where a job ran, where it did not, and why",
+		Long: `Lists every client the job targets (the clients named explicitly, and every enrolled client
+whose consumer takes one of its targets' subjects) with its latest state, exit code, runner and
+time. A client that has reported nothing says why: pending (received, waiting for its time or for
+the user), not received (enrolled, but its agent has not fetched the job), offline since T (its
+heartbeat is stale), or locked by desktop (the desktop face holds the client's lock). A summary
+line counts the clients per state.
+
+-o table (default), wide (adds attempt, host, platform, user, groups) or json. --watch keeps
+following the job: it subscribes to its statuses, the agents' heartbeats and the locks and shows
+every change (on a terminal it redraws the table; otherwise it prints one line per change, or one
+JSON document per change with -o json) until interrupted.`,
+		Example: `  pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3
+  pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 -o json | jq '.clients[] | select(.failed)'
+  pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 --watch`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "table", "wide", "json"); err != nil {
+				return err
+			}
+			nc, js, err := connect(g.url, "pcm status")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			out := cmd.OutOrStdout()
+			d := newDisplay(out, utc)
+			if !watch {
+				r, err := publisher.ReadRollout(cmd.Context(), js, args[0])
+				if err != nil {
+					return err
+				}
+				return renderRollout(out, d, r, output)
+			}
+			return watchStatus(cmd.Context(), out, d, js, args[0], output)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, wide or json")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep following the job and show every change")
+	addUTCFlag(cmd, &utc)
+	return cmd
+}
+
+// renderRollout writes a rollout as a table (with a heading and a summary
+// line) or as one indented JSON document.
+func renderRollout(w io.Writer, d display, r publisher.Rollout, output string) error {
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	fmt.Fprintln(w, rolloutHeading(d, r))
+	t := newTable(w)
+	head := []string{"CLIENT", "STATE", "EXIT", "RUNNER", "TIME"}
+	if output == "wide" {
+		head = append(head, "ATTEMPT", "HOST", "PLATFORM", "USER", "GROUPS")
+	}
+	row(t, append(head, "DETAIL")...)
+	for _, c := range r.Clients {
+		exit := "-"
+		if c.ExitCode != nil {
+			exit = strconv.Itoa(*c.ExitCode)
+		}
+		at := "-"
+		if c.Time != nil {
+			at = d.time(*c.Time)
+		}
+		client := c.Client
+		if !c.Expected {
+			client += "*"
+		}
+		cells := []string{client, d.paint(string(c.State), stateLabel(string(c.State))), exit, dash(string(c.Runner)), at}
+		if output == "wide" {
+			attempt := "-"
+			if c.Attempt > 0 {
+				attempt = fmt.Sprintf("%d/%d", c.Attempt, c.MaxAttempts)
+			}
+			cells = append(cells, attempt, dash(c.Host), dash(c.Platform), dash(c.User), dash(strings.Join(c.Groups, ",")))
+		}
+		row(t, append(cells, dash(c.Explain(d.time)))...)
+	}
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, summaryLine(r))
+	return nil
+}
+
+// rolloutHeading is the line above the table: the job, who published it,
+// its targets and window, and a cancellation.
+func rolloutHeading(d display, r publisher.Rollout) string {
+	targets := make([]string, len(r.Targets))
+	for i, t := range r.Targets {
+		targets[i] = t.String()
+	}
+	s := "job " + r.JobID
+	if r.Name != "" {
+		s += " (" + r.Name + ")"
+	}
+	s += fmt.Sprintf(" by %s at %s to %s, expires %s", r.Publisher, d.time(r.OfferedAt), strings.Join(targets, " "), d.time(r.ExpireAfter))
+	if r.Cancelled != nil {
+		s += "; CANCELLED"
+		if r.Cancelled.Reason != "" {
+			s += ": " + r.Cancelled.Reason
+		}
+	}
+	return s
+}
+
+// stateOrder is the order of the summary line: outcomes, then work under
+// way, then the reasons for silence.
+var stateOrder = []publisher.ClientState{
+	publisher.ClientState(events.StateSucceeded), publisher.ClientState(events.StateNotApplicable),
+	publisher.ClientState(events.StateFailed), publisher.ClientState(events.StateTimedOut),
+	publisher.ClientState(events.StateCancelled), publisher.ClientState(events.StateExpired),
+	publisher.ClientState(events.StateRejected), publisher.ClientState(events.StateStarted),
+	publisher.ClientPending, publisher.ClientLocked, publisher.ClientNotReceived, publisher.ClientOffline,
+}
+
+// summaryLine counts the clients per state: "5 clients: 1 succeeded, 1
+// failed, ... (3 done, 1 failed)". Clients marked * reported without being
+// targeted.
+func summaryLine(r publisher.Rollout) string {
+	line := plural(len(r.Clients), "client")
+	if counts := countsText(r); counts != "" {
+		line += ": " + counts
+	}
+	line += fmt.Sprintf(" (%d done, %d failed)", r.Done, r.Failed)
+	for _, c := range r.Clients {
+		if !c.Expected {
+			line += "; * reported without being targeted"
+			break
+		}
+	}
+	return line
+}
+
+// countsText lists the number of clients per state: "1 succeeded, 1 failed".
+func countsText(r publisher.Rollout) string {
+	var parts []string
+	seen := map[publisher.ClientState]bool{}
+	for _, s := range stateOrder {
+		seen[s] = true
+		if n := r.Counts[s]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, stateLabel(string(s))))
+		}
+	}
+	var others []string
+	for s, n := range r.Counts {
+		if !seen[s] && n > 0 {
+			others = append(others, fmt.Sprintf("%d %s", n, stateLabel(string(s))))
+		}
+	}
+	sort.Strings(others)
+	return strings.Join(append(parts, others...), ", ")
+}
+
+// plural is "1 client", "2 clients".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// watchStatus follows a rollout until ctx ends: on a terminal it redraws
+// the table at every change; otherwise it prints one line per client
+// change (or one JSON document per change with -o json).
+func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetStream, jobID, output string) error {
+	redraw := isTerminal(w) && output != "json"
+	var prev *publisher.Rollout
+	err := publisher.WatchRollout(ctx, js, jobID, func(r publisher.Rollout) bool {
+		switch {
+		case output == "json":
+			b, err := json.Marshal(r)
+			if err == nil {
+				fmt.Fprintln(w, string(b))
+			}
+		case redraw:
+			fmt.Fprint(w, "\x1b[H\x1b[2J")
+			_ = renderRollout(w, d, r, output)
+		case prev == nil:
+			_ = renderRollout(w, d, r, output)
+		default:
+			for _, line := range changeLines(d, *prev, r) {
+				fmt.Fprintln(w, line)
+			}
+		}
+		prev = &r
+		return true
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// changeLines returns one line per client whose state or detail changed
+// between two rollouts, each ending with the running counts.
+func changeLines(d display, prev, cur publisher.Rollout) []string {
+	before := map[string]publisher.ClientRollout{}
+	for _, c := range prev.Clients {
+		before[c.Client] = c
+	}
+	var out []string
+	for _, c := range cur.Clients {
+		if p, ok := before[c.Client]; ok && p.State == c.State && p.Detail == c.Detail {
+			continue
+		}
+		out = append(out, changeLine(d, cur, c))
+	}
+	return out
+}
+
+// changeLine is one plain, CI-friendly line about one client: "T client
+// failed, exit 3: reason [2/5 done, 1 failed]".
+func changeLine(d display, r publisher.Rollout, c publisher.ClientRollout) string {
+	return fmt.Sprintf("%s %s %s [%d/%d done, %d failed]", d.time(r.At), c.Client,
+		d.paint(string(c.State), clientSummary(d, c)), r.Done, len(r.Clients), r.Failed)
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
+
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/publisher"
+)
+
+// Exit codes of pcm publish --wait.
+const (
+	// exitFailed: more clients failed than --max-failures allows.
+	exitFailed = 1
+	// exitTimeout: --wait-timeout elapsed with clients unfinished.
+	exitTimeout = 2
+)
+
+// DefaultWaitTimeout is how long pcm publish --wait waits by default.
+const defaultWaitTimeout = 30 * time.Minute
+
+// waitFlags are pcm publish's --wait flags.
+type waitFlags struct {
+	wait        bool
+	timeout     time.Duration
+	maxFailures int
+}
+
+func (f *waitFlags) register(fl *pflag.FlagSet) {
+	fl.BoolVar(&f.wait, "wait", false, "after publishing, follow the rollout live and exit 0 when every targeted client succeeded (or the job is not applicable there), 1 when more than --max-failures failed, 2 on --wait-timeout")
+	// --timeout is the command line's own timeout (how long the job may run
+	// on a client), so the wait's is --wait-timeout.
+	fl.DurationVar(&f.timeout, "wait-timeout", defaultWaitTimeout, "with --wait: give up after this long and exit 2, listing the unfinished clients (not --timeout, which is how long the command may run on a client)")
+	fl.IntVar(&f.maxFailures, "max-failures", 0, "with --wait: exit 1 as soon as more than this many clients failed")
+}
+
+// maxListed bounds the clients an exit message names.
+const maxListed = 20
+
+// waitForRollout follows job's rollout, showing progress on w (a progress
+// bar on a terminal, one plain line per change otherwise), until its
+// verdict: it returns nil when every expected client is done within
+// --max-failures, an exitError with code 1 as soon as more failed, and one
+// with code 2 when --wait-timeout elapses first.
+func waitForRollout(ctx context.Context, w io.Writer, js jetstream.JetStream, jobID string, f waitFlags) error {
+	start := time.Now()
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	if f.timeout > 0 {
+		ctx, cancel = context.WithTimeout(parent, f.timeout)
+	}
+	defer cancel()
+	d := newDisplay(w, false)
+	bar := isTerminal(w)
+	updates := make(chan publisher.Rollout)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- publisher.WatchRollout(ctx, js, jobID, func(r publisher.Rollout) bool {
+			select {
+			case updates <- r:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
+	var tick <-chan time.Time
+	if bar {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+	var cur *publisher.Rollout
+	for {
+		select {
+		case r := <-updates:
+			if cur == nil {
+				if len(r.Clients) == 0 {
+					return &exitError{code: exitFailed, err: fmt.Errorf("no client is expected to run job %s: no client is named and no enrolled client's consumer takes %s (enroll clients with pcm enroll CLIENT --group G)",
+						jobID, targetList(r.Targets))}
+				}
+				fmt.Fprintf(w, "waiting for job %s on %s (timeout %s, max failures %d): %s (%d done, %d failed)\n",
+					jobID, plural(len(r.Clients), "client"), f.timeout, f.maxFailures, countsText(r), r.Done, r.Failed)
+			} else if !bar {
+				for _, line := range changeLines(d, *cur, r) {
+					fmt.Fprintln(w, line)
+				}
+			}
+			cur = &r
+			if bar {
+				drawBar(w, r, time.Since(start))
+			}
+			switch r.Verdict(f.maxFailures) {
+			case publisher.VerdictFailed:
+				endBar(w, bar)
+				return &exitError{code: exitFailed, err: fmt.Errorf("job %s failed on %d of %s (more than --max-failures %d): %s",
+					jobID, r.Failed, plural(len(r.Clients), "client"), f.maxFailures, listClients(d, r.FailedClients()))}
+			case publisher.VerdictSucceeded:
+				endBar(w, bar)
+				fmt.Fprintf(w, "job %s done on %s in %s: %s\n", jobID, plural(len(r.Clients), "client"), time.Since(start).Round(time.Millisecond), countsText(r))
+				return nil
+			}
+		case <-tick:
+			if cur != nil {
+				drawBar(w, *cur, time.Since(start))
+			}
+		case err := <-errc:
+			endBar(w, bar)
+			switch {
+			case parent.Err() != nil:
+				return fmt.Errorf("interrupted while waiting for job %s", jobID)
+			case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+				if cur == nil {
+					return &exitError{code: exitTimeout, err: fmt.Errorf("timed out after %s before the rollout of job %s could be read", f.timeout, jobID)}
+				}
+				un := cur.Unfinished()
+				return &exitError{code: exitTimeout, err: fmt.Errorf("timed out after %s waiting for job %s: %d of %s unfinished: %s",
+					f.timeout, jobID, len(un), plural(len(cur.Clients), "client"), listClients(d, un))}
+			case err == nil:
+				return fmt.Errorf("the rollout of job %s stopped being followed", jobID)
+			default:
+				return err
+			}
+		}
+	}
+}
+
+// listClients names clients with their state and detail, at most maxListed.
+func listClients(d display, cs []publisher.ClientRollout) string {
+	var parts []string
+	for i, c := range cs {
+		if i == maxListed {
+			parts = append(parts, fmt.Sprintf("and %d more (see pcm status)", len(cs)-maxListed))
+			break
+		}
+		parts = append(parts, c.Client+" ("+clientSummary(d, c)+")")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// clientSummary describes a client's state briefly: "failed, exit 3: exit
+// code 3 is not a success code", "offline since T", "started".
+func clientSummary(d display, c publisher.ClientRollout) string {
+	why := c.Explain(d.time)
+	if !events.State(c.State).Known() {
+		return why // the explanation of a client without status starts with its state
+	}
+	s := stateLabel(string(c.State))
+	if c.ExitCode != nil {
+		s += fmt.Sprintf(", exit %d", *c.ExitCode)
+	}
+	if why != "" {
+		s += ": " + why
+	}
+	return s
+}
+
+// targetList renders targets as "group:lab all".
+func targetList(ts []events.Target) string {
+	s := make([]string, len(ts))
+	for i, t := range ts {
+		s[i] = t.String()
+	}
+	return strings.Join(s, " ")
+}
+
+// barWidth is the width of the progress bar's gauge.
+const barWidth = 30
+
+// drawBar redraws the progress line: done/expected, failures, running, elapsed.
+func drawBar(w io.Writer, r publisher.Rollout, elapsed time.Duration) {
+	n := len(r.Clients)
+	filled := 0
+	if n > 0 {
+		filled = r.Done * barWidth / n
+	}
+	gauge := strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled)
+	fmt.Fprintf(w, "\r\x1b[K[%s] %d/%d done, %d failed, %d running  %s",
+		gauge, r.Done, n, r.Failed, r.Counts[publisher.ClientState(events.StateStarted)], elapsed.Round(time.Second))
+}
+
+// endBar ends the progress line.
+func endBar(w io.Writer, bar bool) {
+	if bar {
+		fmt.Fprintln(w)
+	}
+}

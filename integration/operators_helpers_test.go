@@ -1,0 +1,208 @@
+package integration_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/publisher"
+)
+
+// asOS makes an in-process agent report another operating system.
+func asOS(goos string) agentOpts { return func(c *agent.Config) { c.OS = goos } }
+
+// putAgentInfo writes an agent inventory into PCM_AGENTS, as an agent's
+// heartbeat would.
+func putAgentInfo(t testing.TB, js jetstream.JetStream, info events.AgentInfo) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, events.BucketAgents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, info.ClientID, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// parseRollout decodes the output of pcm status -o json.
+func parseRollout(t testing.TB, out string) publisher.Rollout {
+	t.Helper()
+	var r publisher.Rollout
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("pcm status -o json printed something else than a rollout: %v\n%s", err, out)
+	}
+	return r
+}
+
+// clientOf finds a client in a rollout.
+func clientOf(t testing.TB, r publisher.Rollout, client string) publisher.ClientRollout {
+	t.Helper()
+	for _, c := range r.Clients {
+		if c.Client == client {
+			return c
+		}
+	}
+	t.Fatalf("client %s missing from the rollout of %s: %+v", client, r.JobID, r.Clients)
+	return publisher.ClientRollout{}
+}
+
+// waitRollout polls the rollout of job until cond holds.
+func waitRollout(t testing.TB, js jetstream.JetStream, job, what string, timeout time.Duration, cond func(publisher.Rollout) bool) publisher.Rollout {
+	t.Helper()
+	var r publisher.Rollout
+	deadline := time.Now().Add(timeout)
+	for {
+		var err error
+		r, err = publisher.ReadRollout(context.Background(), js, job)
+		if err == nil && cond(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last error %v, rollout %+v)", timeout, what, err, r.Clients)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// statesOf maps each client of a rollout to its state.
+func statesOf(r publisher.Rollout) map[string]publisher.ClientState {
+	m := map[string]publisher.ClientState{}
+	for _, c := range r.Clients {
+		m[c.Client] = c.State
+	}
+	return m
+}
+
+// storedEvent is an event read straight from a stream, for comparing with
+// pcm audit's output.
+type storedEvent struct {
+	stream  string
+	seq     uint64
+	stored  time.Time
+	subject string // NATS subject
+	data    []byte
+	id, typ string
+	job     string // the event's subject attribute
+	client  string // a status's client
+}
+
+// readStored reads every message of stream with its metadata.
+func readStored(t testing.TB, js jetstream.JetStream, stream string) []storedEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []storedEvent
+	for n := info.NumPending; n > 0; {
+		batch, err := cons.Fetch(int(min(n, 500)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for msg := range batch.Messages() {
+			n--
+			meta, err := msg.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := events.Decode(msg.Headers(), msg.Data())
+			if err != nil {
+				t.Fatalf("stored event does not decode: %v", err)
+			}
+			se := storedEvent{stream: stream, seq: meta.Sequence.Stream, stored: meta.Timestamp, subject: msg.Subject(),
+				data: append([]byte(nil), msg.Data()...), id: ev.ID(), typ: ev.Type(), job: ev.Subject()}
+			if ev.Type() == events.TypeJobStatus {
+				st, err := events.ParseJobStatus(ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				se.client = st.ClientID
+			}
+			out = append(out, se)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// storedHistory reads both streams merged as pcm audit orders them: by
+// stored time, offers before statuses at equal times, then by sequence.
+func storedHistory(t testing.TB, js jetstream.JetStream) []storedEvent {
+	t.Helper()
+	all := append(readStored(t, js, events.StreamJobs), readStored(t, js, events.StreamStatus)...)
+	sort.SliceStable(all, func(i, j int) bool {
+		a, b := all[i], all[j]
+		if !a.stored.Equal(b.stored) {
+			return a.stored.Before(b.stored)
+		}
+		if a.stream != b.stream {
+			return a.stream == events.StreamJobs
+		}
+		return a.seq < b.seq
+	})
+	return all
+}
+
+// keep returns the events that match pred.
+func keep(evs []storedEvent, pred func(storedEvent) bool) []storedEvent {
+	var out []storedEvent
+	for _, e := range evs {
+		if pred(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// auditLines runs pcm audit with args and returns its output lines.
+func auditLines(t testing.TB, url string, args ...string) []string {
+	t.Helper()
+	out, errOut, code := runPCM(t, nil, append([]string{"audit", "--url", url}, args...)...)
+	if code != 0 {
+		t.Fatalf("pcm audit %v exited %d: %s", args, code, errOut)
+	}
+	out = strings.TrimSuffix(out, "\n")
+	if out == "" {
+		return nil
+	}
+	return strings.Split(out, "\n")
+}
+
+// publishRaw stores a message and returns its PubAck, for tests that
+// store events directly.
+func publishRaw(t testing.TB, js jetstream.JetStream, msg *nats.Msg) *jetstream.PubAck {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack
+}
+
+// jsonUnmarshal decodes a command's JSON output.
+func jsonUnmarshal(out string, v any) error { return json.Unmarshal([]byte(out), v) }

@@ -1,0 +1,428 @@
+package publisher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+// AuditFilter selects the events Replay delivers. The zero value selects
+// every stored event and stops at the end of the history.
+type AuditFilter struct {
+	// Since and Until bound the time the broker stored an event (both
+	// inclusive); zero means unbounded.
+	Since, Until time.Time
+	// JobID keeps the offers, cancellations and statuses of one job.
+	JobID string
+	// Client keeps the client's statuses and the offers and cancellations
+	// its consumer takes: those on its own subject, on the subjects of the
+	// groups it is enrolled in, and on pcm.jobs.all (its own subject and
+	// pcm.jobs.all when it is not enrolled).
+	Client string
+	// Types keeps events of these CloudEvents types (see EventType); empty
+	// keeps every type.
+	Types []string
+	// Follow keeps delivering events as they are stored, after the
+	// history, until Until passes or the context ends.
+	Follow bool
+}
+
+// Validate checks the filter.
+func (f AuditFilter) Validate() error {
+	if f.JobID != "" {
+		if err := events.ValidID("job id", f.JobID); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidFilter, err)
+		}
+	}
+	if f.Client != "" {
+		if err := events.ValidID("client id", f.Client); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidFilter, err)
+		}
+	}
+	for _, t := range f.Types {
+		if _, err := EventType(t); err != nil {
+			return err
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
+		return fmt.Errorf("%w: until (%s) is before since (%s): swap them", ErrInvalidFilter,
+			f.Until.Format(time.RFC3339), f.Since.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// EventType resolves a type name: a full CloudEvents type
+// (pcm.job.offered.v1) or its short name (offered, cancelled, status).
+func EventType(name string) (string, error) {
+	for _, t := range events.Types {
+		if name == t || name == shortType(t) {
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("%w: event type %q: use offered, cancelled or status (or %s)", ErrInvalidFilter, name, strings.Join(events.Types, ", "))
+}
+
+// shortType is "offered" for pcm.job.offered.v1.
+func shortType(t string) string {
+	s := strings.TrimPrefix(t, "pcm.job.")
+	s, _, _ = strings.Cut(s, ".")
+	return s
+}
+
+// ShortType names an event type briefly: offered, cancelled, status; other
+// types are returned unchanged.
+func ShortType(t string) string {
+	for _, k := range events.Types {
+		if t == k {
+			return shortType(t)
+		}
+	}
+	return t
+}
+
+// AuditEvent is one stored event as Replay delivers it. Header and Data
+// alias the message received: copy them to keep them after the callback.
+type AuditEvent struct {
+	// Stream is PCM_JOBS or PCM_STATUS.
+	Stream string
+	// Subject is the NATS subject the event was stored on.
+	Subject string
+	// Seq is its stream sequence.
+	Seq uint64
+	// Stored is when the broker stored it: the order of the replay.
+	Stored time.Time
+	// Header and Data are the stored message.
+	Header nats.Header
+	Data   []byte
+}
+
+// JSON returns the event in the CloudEvents JSON format: the stored body,
+// byte for byte, for a structured-mode message (see events.StructuredJSON).
+func (e AuditEvent) JSON() ([]byte, error) { return events.StructuredJSON(e.Header, e.Data) }
+
+// Decode reads the CloudEvent (see events.Decode).
+func (e AuditEvent) Decode() (event.Event, error) { return events.Decode(e.Header, e.Data) }
+
+// before orders events by stored time; at equal times offers come before
+// statuses, then stream order.
+func (e AuditEvent) before(o AuditEvent) bool {
+	if !e.Stored.Equal(o.Stored) {
+		return e.Stored.Before(o.Stored)
+	}
+	if e.Stream != o.Stream {
+		return e.Stream == events.StreamJobs
+	}
+	return e.Seq < o.Seq
+}
+
+// Replay reads PCM_JOBS and PCM_STATUS through one ordered consumer each,
+// starting at f.Since (or the beginning), and calls fn for every event that
+// matches f, merged in the order the broker stored them. It holds at most a
+// few hundred messages in memory whatever the size of the history. Without
+// f.Follow it returns nil once it has caught up with both streams (or
+// passed f.Until); with it, it keeps delivering new events until
+// f.Until passes or ctx ends (then it returns ctx.Err()). An error from fn
+// stops the replay and is returned.
+func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(AuditEvent) error) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	types := map[string]bool{}
+	for _, t := range f.Types {
+		full, _ := EventType(t)
+		types[full] = true
+	}
+	wantJobs := len(types) == 0 || types[events.TypeJobOffered] || types[events.TypeJobCancelled]
+	wantStatus := len(types) == 0 || types[events.TypeJobStatus]
+	peekTypes := len(types) > 0 && len(types) < len(events.Types)
+
+	var sources []*auditSource
+	if wantJobs {
+		var filters []string
+		if f.Client != "" {
+			e, ok, err := EnrollmentOf(ctx, js, f.Client)
+			if err != nil {
+				return err
+			}
+			filters = e.Filters
+			if !ok {
+				filters = []string{events.JobSubject(events.Target{Kind: events.TargetClient, Name: f.Client}), events.SubjectJobsAll}
+			}
+		}
+		keep := func(ev AuditEvent) bool {
+			if f.JobID == "" && !peekTypes {
+				return true
+			}
+			typ, subject, ok := peek(ev.Header, ev.Data)
+			return ok && (f.JobID == "" || subject == f.JobID) && (!peekTypes || types[typ])
+		}
+		src, err := startSource(ctx, js, events.StreamJobs, filters, f, keep)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, src)
+	}
+	if wantStatus {
+		var filters []string
+		switch {
+		case f.JobID != "" && f.Client != "":
+			filters = []string{events.StatusSubject(f.Client, f.JobID)}
+		case f.JobID != "":
+			filters = []string{events.StatusSubjectsOfJob(f.JobID)}
+		case f.Client != "":
+			filters = []string{events.StatusSubjectsOfClient(f.Client)}
+		}
+		keep := func(ev AuditEvent) bool {
+			if !peekTypes {
+				return true
+			}
+			typ, _, ok := peek(ev.Header, ev.Data)
+			return ok && types[typ]
+		}
+		src, err := startSource(ctx, js, events.StreamStatus, filters, f, keep)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, src)
+	}
+	return merge(ctx, sources, fn)
+}
+
+// merge delivers the heads of the sources in stored order. A source that
+// is caught up (nothing pending on the broker) does not hold the others
+// back: what it stores later is stored after what they have now.
+func merge(ctx context.Context, sources []*auditSource, fn func(AuditEvent) error) error {
+	for {
+		for _, s := range sources {
+			if s.done || s.head != nil {
+				continue
+			}
+			if s.idle {
+				select {
+				case it := <-s.ch:
+					if err := s.take(it); err != nil {
+						return err
+					}
+				default:
+				}
+				continue
+			}
+			select {
+			case it := <-s.ch:
+				if err := s.take(it); err != nil {
+					return err
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		var next *auditSource
+		open := 0
+		for _, s := range sources {
+			if !s.done {
+				open++
+			}
+			if s.head != nil && (next == nil || s.head.before(*next.head)) {
+				next = s
+			}
+		}
+		if next != nil {
+			ev := *next.head
+			next.head = nil
+			if err := fn(ev); err != nil {
+				return err
+			}
+			continue
+		}
+		if open == 0 {
+			return nil
+		}
+		// Every open source is caught up and empty: wait for any.
+		if err := waitAny(ctx, sources); err != nil {
+			return err
+		}
+	}
+}
+
+// waitAny blocks until an item arrives from one of the open sources (there
+// are at most two) and takes it.
+func waitAny(ctx context.Context, sources []*auditSource) error {
+	var open []*auditSource
+	for _, s := range sources {
+		if !s.done {
+			open = append(open, s)
+		}
+	}
+	var a, b chan sourceItem
+	a = open[0].ch
+	if len(open) > 1 {
+		b = open[1].ch
+	}
+	select {
+	case it := <-a:
+		return open[0].take(it)
+	case it := <-b: // a nil channel never delivers
+		return open[1].take(it)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// auditSource is one stream being replayed.
+type auditSource struct {
+	ch   chan sourceItem
+	head *AuditEvent
+	idle bool // caught up with the broker
+	done bool
+}
+
+// sourceItem is what a source's reader sends: an event, a caught-up mark,
+// the end, or an error.
+type sourceItem struct {
+	ev      *AuditEvent
+	pending uint64
+	end     bool
+	err     error
+}
+
+// take records an item as the source's head or state.
+func (s *auditSource) take(it sourceItem) error {
+	switch {
+	case it.err != nil:
+		s.done = true
+		return it.err
+	case it.end:
+		s.done = true
+	case it.ev != nil:
+		s.head = it.ev
+		s.idle = it.pending == 0
+	default:
+		s.idle = it.pending == 0
+	}
+	return nil
+}
+
+// startSource opens an ordered consumer on stream and starts its reader.
+func startSource(ctx context.Context, js jetstream.JetStream, stream string, filters []string, f AuditFilter, keep func(AuditEvent) bool) (*auditSource, error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !f.Since.IsZero() {
+		since := f.Since
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = &since
+	}
+	ictx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ictx, stream, cfg)
+	if err != nil {
+		return nil, streamErr(stream, err)
+	}
+	info, err := cons.Info(ictx)
+	if err != nil {
+		return nil, streamErr(stream, err)
+	}
+	s := &auditSource{ch: make(chan sourceItem, 64)}
+	if info.NumPending == 0 {
+		if !f.Follow {
+			s.done = true
+			return s, nil
+		}
+		s.idle = true
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return nil, streamErr(stream, err)
+	}
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	go readSource(ctx, it, stream, f, keep, s.ch)
+	return s, nil
+}
+
+// readSource sends the source's events (those keep accepts) to out, with a
+// caught-up mark when it skips the last pending one, and the end when it
+// passes f.Until or, without f.Follow, reaches the last stored event.
+func readSource(ctx context.Context, it jetstream.MessagesContext, stream string, f AuditFilter, keep func(AuditEvent) bool, out chan<- sourceItem) {
+	send := func(it sourceItem) bool {
+		select {
+		case out <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				send(sourceItem{err: streamErr(stream, err)})
+			}
+			return
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		if !f.Until.IsZero() && meta.Timestamp.After(f.Until) {
+			send(sourceItem{end: true})
+			return
+		}
+		ev := AuditEvent{Stream: stream, Subject: msg.Subject(), Seq: meta.Sequence.Stream, Stored: meta.Timestamp,
+			Header: msg.Headers(), Data: msg.Data()}
+		item := sourceItem{pending: meta.NumPending}
+		if keep(ev) {
+			item.ev = &ev
+		}
+		if item.ev != nil || item.pending == 0 {
+			if !send(item) {
+				return
+			}
+		}
+		if item.pending == 0 && !f.Follow {
+			send(sourceItem{end: true})
+			return
+		}
+	}
+}
+
+// peek reads an event's type and subject attributes without decoding it
+// whole; ok is false when the message is not a readable CloudEvent.
+func peek(header nats.Header, data []byte) (typ, subject string, ok bool) {
+	if v := headerGet(header, "ce-specversion"); v != "" {
+		typ, subject = headerGet(header, "ce-type"), headerGet(header, "ce-subject")
+		return typ, subject, typ != ""
+	}
+	var probe struct {
+		Type    string `json:"type"`
+		Subject string `json:"subject"`
+	}
+	if json.Unmarshal(data, &probe) != nil || probe.Type == "" {
+		return "", "", false
+	}
+	return probe.Type, probe.Subject, true
+}
+
+// headerGet reads a header case-insensitively (NATS keeps header case).
+func headerGet(h nats.Header, name string) string {
+	if v := h.Get(name); v != "" {
+		return v
+	}
+	for k, vs := range h {
+		if strings.EqualFold(k, name) && len(vs) > 0 {
+			return vs[0]
+		}
+	}
+	return ""
+}

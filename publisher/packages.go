@@ -1,0 +1,443 @@
+package publisher
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+// Formats of package content.
+const (
+	// FormatFile: the package is one file, which agents copy into the job's
+	// working directory under its file name.
+	FormatFile = "file"
+	// FormatTarGz: the package is a directory packed by PackDir, which
+	// agents extract into the job's working directory.
+	FormatTarGz = "tar.gz"
+)
+
+// Metadata keys of a package object in PCM_PACKAGES. They are part of the
+// wire contract with agents (agent/pkgcache reads metaFormat, metaFile and
+// metaMode under the same names): changing one is a breaking change.
+const (
+	metaName     = "pcm-name"
+	metaVersion  = "pcm-version"
+	metaSHA256   = "pcm-sha256" // set last: a package without it is incomplete
+	metaSize     = "pcm-size"
+	metaFormat   = "pcm-format"
+	metaFile     = "pcm-file"
+	metaMode     = "pcm-mode"
+	metaPushedBy = "pcm-pushed-by"
+	metaPushedAt = "pcm-pushed-at"
+)
+
+// packageChunkSize is the size of the object store chunks of a push.
+const packageChunkSize = 256 << 10
+
+// maxPackagePart bounds a package name and a version, as events does.
+const maxPackagePart = 128
+
+var packagePartPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]*$`)
+
+// PackageObjectName is the name of the object holding name@version in
+// PCM_PACKAGES: "NAME@VERSION" (agents look it up under the same name).
+func PackageObjectName(name, version string) string { return name + "@" + version }
+
+// ValidPackagePart checks a package name or version (what says which): 1 to
+// 128 characters from A-Z a-z 0-9 . _ + ~ -, starting with a letter or a
+// digit. Errors wrap ErrInvalidPackage.
+func ValidPackagePart(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: package %s is empty: give it (NAME@VERSION, as in app@1.2.0)", ErrInvalidPackage, what)
+	case len(s) > maxPackagePart:
+		return fmt.Errorf("%w: package %s %.20q... is %d characters long: use at most %d", ErrInvalidPackage, what, s, len(s), maxPackagePart)
+	case !packagePartPattern.MatchString(s):
+		return fmt.Errorf("%w: package %s %q may only contain A-Z a-z 0-9 . _ + ~ - and must start with a letter or a digit", ErrInvalidPackage, what, s)
+	}
+	return nil
+}
+
+// ParsePackageSpec splits "NAME@VERSION" and checks both parts. Errors wrap
+// ErrInvalidPackage.
+func ParsePackageSpec(spec string) (name, version string, err error) {
+	name, version, ok := strings.Cut(spec, "@")
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q is not NAME@VERSION (as in app@1.2.0)", ErrInvalidPackage, spec)
+	}
+	if err := ValidPackagePart("name", name); err != nil {
+		return "", "", err
+	}
+	if err := ValidPackagePart("version", version); err != nil {
+		return "", "", err
+	}
+	return name, version, nil
+}
+
+// PackageInfo describes a package version stored in PCM_PACKAGES.
+type PackageInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Size of the content in bytes (the tar.gz of a directory).
+	Size int64 `json:"size"`
+	// SHA256 is the hex digest of the content; empty while incomplete.
+	SHA256 string `json:"sha256"`
+	// Format is FormatFile or FormatTarGz.
+	Format string `json:"format"`
+	// File is the file name of a FormatFile package.
+	File     string    `json:"file,omitempty"`
+	PushedBy string    `json:"pushed_by,omitempty"`
+	PushedAt time.Time `json:"pushed_at"`
+	// Complete is false for a push that stored content but stopped before
+	// recording its sha256: no job can use it; push it again with Force.
+	Complete bool `json:"complete"`
+}
+
+// Spec is "NAME@VERSION".
+func (i PackageInfo) Spec() string { return PackageObjectName(i.Name, i.Version) }
+
+// Ref is the reference a job carries: name, version, the pinned sha256 and
+// the size.
+func (i PackageInfo) Ref() events.PackageRef {
+	return events.PackageRef{Name: i.Name, Version: i.Version, SHA256: i.SHA256, Size: i.Size}
+}
+
+// PushOptions says what a pushed path becomes.
+type PushOptions struct {
+	// Name and Version of the package (see ValidPackagePart). Required.
+	Name, Version string
+	// Force replaces an existing package of that name and version. Jobs
+	// already published pin the old sha256: agents that have not cached it
+	// report them failed (digest mismatch).
+	Force bool
+	// PushedBy is recorded as who pushed it; default "pcm".
+	PushedBy string
+	// Progress, when set, is called as content is sent with the bytes sent
+	// so far and the total (-1 for a directory, packed as it is sent).
+	Progress func(sent, total int64)
+}
+
+// Packages stores, lists, removes and resolves package content in the
+// PCM_PACKAGES object store.
+type Packages struct {
+	js  jetstream.JetStream
+	now func() time.Time
+}
+
+// NewPackages returns the package store reached through js.
+func NewPackages(js jetstream.JetStream) *Packages {
+	return &Packages{js: js, now: time.Now}
+}
+
+// bucket binds to PCM_PACKAGES.
+func (p *Packages) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
+	obs, err := p.js.ObjectStore(ctx, events.BucketPackages)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("%w: object store %s does not exist: run pcm broker provision", ErrNotProvisioned, events.BucketPackages)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrRead, events.BucketPackages, err)
+	}
+	return obs, nil
+}
+
+// Push stores the file or directory at path as package opts.Name at
+// opts.Version: a file as it is, a directory packed by PackDir. It refuses
+// (ErrPackageExists) to replace an existing version unless opts.Force. The
+// content is streamed, hashed as it is sent, and the package becomes
+// usable only once its sha256 and size are recorded, after the last chunk
+// is stored: an interrupted push leaves an incomplete package that no job
+// resolves. If ctx has no deadline, each chunk gets the jetstream default
+// timeout and the push as a whole none.
+func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (PackageInfo, error) {
+	if err := ValidPackagePart("name", opts.Name); err != nil {
+		return PackageInfo{}, err
+	}
+	if err := ValidPackagePart("version", opts.Version); err != nil {
+		return PackageInfo{}, err
+	}
+	if opts.PushedBy == "" {
+		opts.PushedBy = "pcm"
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return PackageInfo{}, fmt.Errorf("%w: %w", ErrInvalidPackage, err)
+	}
+	if !st.IsDir() && !st.Mode().IsRegular() {
+		return PackageInfo{}, fmt.Errorf("%w: %s is neither a regular file nor a directory", ErrInvalidPackage, path)
+	}
+	obs, err := p.bucket(ctx)
+	if err != nil {
+		return PackageInfo{}, err
+	}
+	spec := PackageObjectName(opts.Name, opts.Version)
+	existing, err := obs.GetInfo(ctx, spec)
+	switch {
+	case err == nil && !opts.Force:
+		what := "exists"
+		if existing.Metadata[metaSHA256] == "" {
+			what = "exists, from a push that did not complete,"
+		}
+		return PackageInfo{}, fmt.Errorf("%w: %s already %s in %s: push it under a new version, or replace it with --force", ErrPackageExists, spec, what, events.BucketPackages)
+	case err != nil && !errors.Is(err, jetstream.ErrObjectNotFound):
+		return PackageInfo{}, fmt.Errorf("%w: looking up %s: %w", ErrRead, spec, err)
+	}
+
+	info := PackageInfo{Name: opts.Name, Version: opts.Version, PushedBy: opts.PushedBy, PushedAt: p.now().UTC().Truncate(time.Second)}
+	meta := map[string]string{
+		metaName: opts.Name, metaVersion: opts.Version,
+		metaPushedBy: info.PushedBy, metaPushedAt: info.PushedAt.Format(time.RFC3339),
+	}
+	var content io.Reader
+	total := int64(-1)
+	stopContent := func() {}
+	packErr := make(chan error, 1) // the packer's outcome; nil for a file
+	if st.IsDir() {
+		info.Format = FormatTarGz
+		pr, pw := io.Pipe()
+		go func() {
+			err := PackDir(ctx, path, pw)
+			pw.CloseWithError(err)
+			packErr <- err
+		}()
+		stopContent = func() { pr.Close() } // unblocks the packer if the put stopped first
+		content = pr
+	} else {
+		info.Format, info.File = FormatFile, filepath.Base(path)
+		mode := os.FileMode(packFileMode)
+		if st.Mode()&0o111 != 0 {
+			mode = packExecMode
+		}
+		meta[metaFile], meta[metaMode] = info.File, fmt.Sprintf("%04o", mode)
+		f, err := os.Open(path)
+		if err != nil {
+			return PackageInfo{}, fmt.Errorf("%w: %w", ErrInvalidPackage, err)
+		}
+		defer f.Close()
+		content, total = f, st.Size()
+		packErr <- nil
+	}
+	meta[metaFormat] = info.Format
+
+	cr := &countingReader{r: content, h: sha256.New(), total: total, progress: opts.Progress}
+	stored, err := obs.Put(ctx, jetstream.ObjectMeta{
+		Name:        spec,
+		Description: "pcm package " + spec,
+		Metadata:    meta,
+		Opts:        &jetstream.ObjectMetaOptions{ChunkSize: packageChunkSize},
+	}, cr)
+	stopContent()
+	// A put that read to the end saw the packer finish; one that failed may
+	// have failed because of the packer, whose error then says more.
+	if perr := <-packErr; perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+		return PackageInfo{}, perr
+	}
+	if err != nil {
+		return PackageInfo{}, fmt.Errorf("%w: storing %s: %w (an incomplete package may remain: push it again with --force)", ErrPush, spec, err)
+	}
+	info.Size = cr.n
+	info.SHA256 = hex.EncodeToString(cr.h.Sum(nil))
+	if sum, err := jetstream.DecodeObjectDigest(stored.Digest); err != nil || hex.EncodeToString(sum) != info.SHA256 {
+		return PackageInfo{}, fmt.Errorf("%w: %s: the object store recorded digest %q for content whose sha256 is %s: push it again with --force", ErrPush, spec, stored.Digest, info.SHA256)
+	}
+	if stored.Size != uint64(info.Size) {
+		return PackageInfo{}, fmt.Errorf("%w: %s: the object store recorded %d bytes, %d were sent: push it again with --force", ErrPush, spec, stored.Size, info.Size)
+	}
+	// The commit: recording the sha256 makes the package usable.
+	meta[metaSHA256], meta[metaSize] = info.SHA256, strconv.FormatInt(info.Size, 10)
+	if err := obs.UpdateMeta(ctx, spec, jetstream.ObjectMeta{Name: spec, Description: stored.Description, Headers: stored.Headers, Metadata: meta}); err != nil {
+		return PackageInfo{}, fmt.Errorf("%w: recording the sha256 of %s: %w (the package stays incomplete: push it again with --force)", ErrPush, spec, err)
+	}
+	info.Complete = true
+	return info, nil
+}
+
+// countingReader hashes and counts what it reads, and reports progress.
+type countingReader struct {
+	r        io.Reader
+	h        hash.Hash
+	n, total int64
+	progress func(sent, total int64)
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if n > 0 {
+		c.h.Write(b[:n])
+		c.n += int64(n)
+		if c.progress != nil {
+			c.progress(c.n, c.total)
+		}
+	}
+	return n, err
+}
+
+// Info returns the package stored under spec ("NAME@VERSION"), complete or
+// not; ErrPackageNotFound when there is none.
+func (p *Packages) Info(ctx context.Context, spec string) (PackageInfo, error) {
+	name, version, err := ParsePackageSpec(spec)
+	if err != nil {
+		return PackageInfo{}, err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	obs, err := p.js.ObjectStore(ctx, events.BucketPackages)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return PackageInfo{}, fmt.Errorf("%w: %s: the broker has no %s object store (run pcm broker provision, then pcm package push)", ErrPackageNotFound, spec, events.BucketPackages)
+	}
+	if err != nil {
+		return PackageInfo{}, fmt.Errorf("%w: %s: %w", ErrRead, events.BucketPackages, err)
+	}
+	oi, err := obs.GetInfo(ctx, PackageObjectName(name, version))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return PackageInfo{}, fmt.Errorf("%w: %s is not in %s: push it with pcm package push PATH --name %s --version %s (pcm package list shows what exists)",
+			ErrPackageNotFound, spec, events.BucketPackages, name, version)
+	}
+	if err != nil {
+		return PackageInfo{}, fmt.Errorf("%w: looking up %s: %w", ErrRead, spec, err)
+	}
+	return packageInfo(oi), nil
+}
+
+// packageInfo reads a package from its object's metadata.
+func packageInfo(oi *jetstream.ObjectInfo) PackageInfo {
+	m := oi.Metadata
+	info := PackageInfo{
+		Name: m[metaName], Version: m[metaVersion], SHA256: m[metaSHA256], Format: m[metaFormat],
+		File: m[metaFile], PushedBy: m[metaPushedBy], Size: int64(oi.Size),
+	}
+	if info.Name == "" || info.Version == "" {
+		info.Name, info.Version, _ = strings.Cut(oi.Name, "@")
+	}
+	if t, err := time.Parse(time.RFC3339, m[metaPushedAt]); err == nil {
+		info.PushedAt = t
+	} else {
+		info.PushedAt = oi.ModTime.UTC()
+	}
+	if info.Format == "" {
+		info.Format = FormatFile
+	}
+	// Complete: the recorded sha256 is the digest of the stored chunks.
+	if sum, err := jetstream.DecodeObjectDigest(oi.Digest); err == nil && info.SHA256 != "" && hex.EncodeToString(sum) == info.SHA256 &&
+		m[metaSize] == strconv.FormatUint(oi.Size, 10) {
+		info.Complete = true
+	}
+	return info
+}
+
+// Resolve returns the reference a job pins for spec ("NAME@VERSION"): its
+// sha256 and size. It fails with ErrPackageNotFound when the package does
+// not exist or its push did not complete.
+func (p *Packages) Resolve(ctx context.Context, spec string) (events.PackageRef, error) {
+	info, err := p.Info(ctx, spec)
+	if err != nil {
+		return events.PackageRef{}, err
+	}
+	if !info.Complete {
+		return events.PackageRef{}, fmt.Errorf("%w: the push of %s did not complete: push it again with --force", ErrPackageNotFound, spec)
+	}
+	return info.Ref(), nil
+}
+
+// List returns every package in PCM_PACKAGES (incomplete ones included), by
+// name then push time. No bucket or no package gives an empty list.
+func (p *Packages) List(ctx context.Context) ([]PackageInfo, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	obs, err := p.js.ObjectStore(ctx, events.BucketPackages)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrRead, events.BucketPackages, err)
+	}
+	objs, err := obs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing %s: %w", ErrRead, events.BucketPackages, err)
+	}
+	out := make([]PackageInfo, 0, len(objs))
+	for _, oi := range objs {
+		out = append(out, packageInfo(oi))
+	}
+	sort.SliceStable(out, func(a, b int) bool {
+		if out[a].Name != out[b].Name {
+			return out[a].Name < out[b].Name
+		}
+		if !out[a].PushedAt.Equal(out[b].PushedAt) {
+			return out[a].PushedAt.Before(out[b].PushedAt)
+		}
+		return out[a].Version < out[b].Version
+	})
+	return out, nil
+}
+
+// Remove deletes the package stored under spec ("NAME@VERSION"). Jobs that
+// pin it still run on agents that have it cached; the others report them
+// failed (package missing).
+func (p *Packages) Remove(ctx context.Context, spec string) error {
+	name, version, err := ParsePackageSpec(spec)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	obs, err := p.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	err = obs.Delete(ctx, PackageObjectName(name, version))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("%w: %s is not in %s (pcm package list shows what exists)", ErrPackageNotFound, spec, events.BucketPackages)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: removing %s: %w", ErrPush, spec, err)
+	}
+	return nil
+}
+
+// resolveJobPackage pins a job's package: it looks ref up and fills in its
+// sha256 and size, or checks those the job gives against the stored ones.
+func (p *Packages) resolveJobPackage(ctx context.Context, ref events.PackageRef) (events.PackageRef, error) {
+	if err := ValidPackagePart("name", ref.Name); err != nil {
+		return ref, fmt.Errorf("%w: %w: %w", ErrInvalidJob, events.ErrInvalidPackage, err)
+	}
+	if err := ValidPackagePart("version", ref.Version); err != nil {
+		return ref, fmt.Errorf("%w: %w: %w", ErrInvalidJob, events.ErrInvalidPackage, err)
+	}
+	if ref.SHA256 != "" {
+		if err := ref.Validate(); err != nil {
+			return ref, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+		}
+	}
+	stored, err := p.Resolve(ctx, PackageObjectName(ref.Name, ref.Version))
+	if err != nil {
+		return ref, err
+	}
+	spec := PackageObjectName(ref.Name, ref.Version)
+	if ref.SHA256 != "" && ref.SHA256 != stored.SHA256 {
+		return ref, fmt.Errorf("%w: the job pins %s at sha256 %s but %s holds %s: leave the sha256 out to pin the stored content, or push the intended content",
+			ErrPackageMismatch, spec, ref.SHA256, events.BucketPackages, stored.SHA256)
+	}
+	if ref.Size != 0 && ref.Size != stored.Size {
+		return ref, fmt.Errorf("%w: the job gives %s a size of %d bytes but %s holds %d", ErrPackageMismatch, spec, ref.Size, events.BucketPackages, stored.Size)
+	}
+	return stored, nil
+}

@@ -1,0 +1,639 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+// ClientState is where a job stands on one client: the state of the
+// client's latest status (started, succeeded, failed, ...; see
+// events.State), or, for a client that has reported nothing yet, why not:
+// ClientPending, ClientNotReceived, ClientOffline or ClientLocked.
+type ClientState string
+
+// The states of a client that has not reported on the job.
+const (
+	// ClientPending: the agent received the offer and waits (for the offer
+	// or mandatory time, or for the user at the desktop).
+	ClientPending ClientState = "pending"
+	// ClientNotReceived: the client is expected but its agent has not
+	// fetched the offer (or the client is not enrolled at all).
+	ClientNotReceived ClientState = "not_received"
+	// ClientOffline: the agent's heartbeat is stale, or it never wrote one.
+	ClientOffline ClientState = "offline"
+	// ClientLocked: the desktop face holds the client's lock, so the
+	// service waits to run the job.
+	ClientLocked ClientState = "locked"
+)
+
+// ClientRollout is where a job stands on one client.
+type ClientRollout struct {
+	// Client is the client id.
+	Client string `json:"client"`
+	// State is the latest status's state, or why there is none.
+	State ClientState `json:"state"`
+	// Detail explains State in words, times in RFC 3339 UTC ("offline since
+	// 2026-11-21T10:00:00Z", "pending: mandatory at ...", the status's
+	// reason). Explain renders it with another time format.
+	Detail string `json:"detail,omitempty"`
+	// Expected is true for a client the job targets: named explicitly, or
+	// enrolled with a consumer that takes one of the offer's copies. A
+	// client that reported without being expected (enrolled later) is
+	// listed with Expected false.
+	Expected bool `json:"expected"`
+	// Done is true when the client's last status ends the job there: a
+	// final state with no attempt left.
+	Done bool `json:"done"`
+	// Failed is true when Done and the state is neither succeeded nor
+	// not_applicable.
+	Failed bool `json:"failed"`
+	// ExitCode, Runner, User, Host, Platform and Attempt come from the
+	// latest status.
+	ExitCode    *int          `json:"exit_code,omitempty"`
+	Runner      events.Runner `json:"runner,omitempty"`
+	User        string        `json:"user,omitempty"`
+	Host        string        `json:"host,omitempty"`
+	Platform    string        `json:"platform,omitempty"`
+	Attempt     int           `json:"attempt,omitempty"`
+	MaxAttempts int           `json:"max_attempts,omitempty"`
+	// Time is when the latest status was made (its time attribute).
+	Time *time.Time `json:"time,omitempty"`
+	// Reason is the latest status's reason, as the agent wrote it.
+	Reason string `json:"reason,omitempty"`
+	// Since is the last heartbeat of an offline agent, or when the desktop
+	// took the lock.
+	Since *time.Time `json:"since,omitempty"`
+	// Due is when a pending job is due (its offer or mandatory time).
+	Due *time.Time `json:"due,omitempty"`
+	// Groups are the client's enrolled groups.
+	Groups []string `json:"groups,omitempty"`
+	// Lock is who holds the client's lock, if anyone.
+	Lock *LockHolder `json:"lock,omitempty"`
+
+	note note
+}
+
+// note says which explanation applies to a ClientRollout.
+type note int
+
+const (
+	noteNone note = iota
+	noteNotEnrolled
+	noteNeverSeen
+	noteOfferedFrom
+	noteMandatoryAt
+	noteForUser
+	noteDue
+	noteAgentOffline
+	noteRetrying
+)
+
+// Explain renders why the client is in its state, formatting times with
+// ts: "offline since T", "not received", "locked by desktop (user ann, job J)
+// since T", "pending: mandatory at T", or the status's reason.
+func (c ClientRollout) Explain(ts func(time.Time) string) string {
+	at := func(t *time.Time) string {
+		if t == nil {
+			return "?"
+		}
+		return ts(*t)
+	}
+	switch c.State {
+	case ClientNotReceived:
+		if c.note == noteNotEnrolled {
+			return "not received: not enrolled (pcm enroll " + c.Client + ")"
+		}
+		return "not received"
+	case ClientOffline:
+		if c.note == noteNeverSeen {
+			return "offline: never seen (no heartbeat in " + events.BucketAgents + ")"
+		}
+		return "offline since " + at(c.Since)
+	case ClientLocked:
+		s := "locked by desktop"
+		if l := c.Lock; l != nil {
+			var who []string
+			if l.User != "" {
+				who = append(who, "user "+l.User)
+			}
+			if l.JobID != "" {
+				who = append(who, "job "+l.JobID)
+			}
+			if len(who) > 0 {
+				s += " (" + strings.Join(who, ", ") + ")"
+			}
+			s += " since " + ts(l.Since)
+		}
+		return s
+	case ClientPending:
+		switch c.note {
+		case noteOfferedFrom:
+			return "pending: offered from " + at(c.Due)
+		case noteMandatoryAt:
+			return "pending: mandatory at " + at(c.Due)
+		case noteForUser:
+			return "pending: waiting for the user at the desktop"
+		}
+		return "pending: received, due now"
+	}
+	var parts []string
+	if c.Reason != "" {
+		parts = append(parts, c.Reason)
+	}
+	switch c.note {
+	case noteRetrying:
+		parts = append(parts, fmt.Sprintf("attempt %d of %d, will retry", c.Attempt, c.MaxAttempts))
+	case noteAgentOffline:
+		parts = append(parts, "agent offline since "+at(c.Since))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Rollout is where one job stands on every client it targets.
+type Rollout struct {
+	// JobID, Name and Targets of the job.
+	JobID   string          `json:"job_id"`
+	Name    string          `json:"name,omitempty"`
+	Targets []events.Target `json:"targets"`
+	// Publisher is the name in the offer's source.
+	Publisher string `json:"publisher"`
+	// OfferedAt is the offer's time attribute.
+	OfferedAt time.Time `json:"offered_at"`
+	// The job's time window.
+	OfferAfter     time.Time  `json:"offer_after"`
+	MandatoryAfter *time.Time `json:"mandatory_after,omitempty"`
+	ExpireAfter    time.Time  `json:"expire_after"`
+	// Cancelled is the cancellation of the job, if one was published.
+	Cancelled *events.JobCancelled `json:"cancelled,omitempty"`
+	// Clients are the expected clients and any other that reported, sorted
+	// by client id.
+	Clients []ClientRollout `json:"clients"`
+	// Counts are the number of clients per state.
+	Counts map[ClientState]int `json:"counts"`
+	// Done counts the clients whose last status ends the job; Failed those
+	// of them that did not succeed; Succeeded those that did (including
+	// not_applicable).
+	Done      int `json:"done"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	// At is when the rollout was computed.
+	At time.Time `json:"at"`
+}
+
+// Unfinished returns the clients that are not done.
+func (r Rollout) Unfinished() []ClientRollout {
+	var out []ClientRollout
+	for _, c := range r.Clients {
+		if !c.Done {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// FailedClients returns the clients that are done without success.
+func (r Rollout) FailedClients() []ClientRollout {
+	var out []ClientRollout
+	for _, c := range r.Clients {
+		if c.Failed {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Verdict says how a rollout went for a CI pipeline.
+type Verdict string
+
+// The verdicts of Rollout.Verdict.
+const (
+	// VerdictRunning: some clients have not finished and failures are
+	// within the limit.
+	VerdictRunning Verdict = "running"
+	// VerdictSucceeded: every client is done, with no more failures than
+	// allowed.
+	VerdictSucceeded Verdict = "succeeded"
+	// VerdictFailed: more clients failed than allowed.
+	VerdictFailed Verdict = "failed"
+)
+
+// Verdict is VerdictFailed as soon as more than maxFailures clients failed,
+// VerdictSucceeded once every client is done within that limit, and
+// VerdictRunning otherwise (including while no client is expected).
+func (r Rollout) Verdict(maxFailures int) Verdict {
+	switch {
+	case r.Failed > max(maxFailures, 0):
+		return VerdictFailed
+	case len(r.Clients) > 0 && r.Done == len(r.Clients):
+		return VerdictSucceeded
+	}
+	return VerdictRunning
+}
+
+// fingerprint changes when anything shown of the rollout changes.
+func (r Rollout) fingerprint() string {
+	var b strings.Builder
+	for _, c := range r.Clients {
+		b.WriteString(c.Client + "|" + string(c.State) + "|" + c.Detail + "|" + strconv.FormatBool(c.Expected) + "\n")
+	}
+	if r.Cancelled != nil {
+		b.WriteString("cancelled")
+	}
+	return b.String()
+}
+
+// trackedStatus is a client's latest status of the job.
+type trackedStatus struct {
+	st events.JobStatus
+	at time.Time
+}
+
+// view is what a rollout is computed from.
+type view struct {
+	offer    Offer
+	enrolled map[string]Enrollment
+	agents   map[string]events.AgentInfo
+	locks    map[string]LockHolder
+	statuses map[string]trackedStatus
+}
+
+func newView(offer Offer, enrolled map[string]Enrollment) *view {
+	return &view{offer: offer, enrolled: enrolled, agents: map[string]events.AgentInfo{},
+		locks: map[string]LockHolder{}, statuses: map[string]trackedStatus{}}
+}
+
+// apply records a status unless it is older than what is known: a started
+// status never replaces a final one of the same or a later attempt.
+func (v *view) apply(st events.JobStatus, at time.Time) {
+	if cur, ok := v.statuses[st.ClientID]; ok {
+		if cur.st.Attempt > st.Attempt || (cur.st.Attempt == st.Attempt && cur.st.State.Final() && !st.State.Final()) {
+			return
+		}
+	}
+	v.statuses[st.ClientID] = trackedStatus{st: st, at: at}
+}
+
+// expected reports whether client is targeted by the job.
+func (v *view) expected(client string) bool {
+	for _, t := range v.offer.Job.Targets {
+		if t.Kind == events.TargetClient && t.Name == client {
+			return true
+		}
+	}
+	if e, ok := v.enrolled[client]; ok {
+		_, ok := e.firstCopy(v.offer.Copies)
+		return ok
+	}
+	return false
+}
+
+// rollout computes the rollout at now.
+func (v *view) rollout(now time.Time) Rollout {
+	job := v.offer.Job
+	r := Rollout{
+		JobID: job.JobID, Name: job.Name, Targets: job.Targets, Publisher: events.PublisherOf(v.offer.Event),
+		OfferedAt: v.offer.Event.Time(), OfferAfter: job.OfferAfter, MandatoryAfter: job.MandatoryAfter,
+		ExpireAfter: job.ExpireAfter, Cancelled: v.offer.Cancelled, Counts: map[ClientState]int{}, At: now,
+	}
+	clients := map[string]bool{}
+	for _, t := range job.Targets {
+		if t.Kind == events.TargetClient {
+			clients[t.Name] = true
+		}
+	}
+	for c := range v.enrolled {
+		if v.expected(c) {
+			clients[c] = true
+		}
+	}
+	for c := range v.statuses {
+		clients[c] = true
+	}
+	for c := range clients {
+		cr := v.client(c, now)
+		cr.Detail = cr.Explain(func(t time.Time) string { return t.UTC().Format(time.RFC3339) })
+		r.Clients = append(r.Clients, cr)
+		r.Counts[cr.State]++
+		if cr.Done {
+			r.Done++
+			if cr.Failed {
+				r.Failed++
+			} else {
+				r.Succeeded++
+			}
+		}
+	}
+	sort.Slice(r.Clients, func(i, j int) bool { return r.Clients[i].Client < r.Clients[j].Client })
+	return r
+}
+
+// client computes where the job stands on one client.
+func (v *view) client(c string, now time.Time) ClientRollout {
+	job := v.offer.Job
+	cr := ClientRollout{Client: c, Expected: v.expected(c)}
+	e, enrolled := v.enrolled[c]
+	if enrolled {
+		cr.Groups = e.Groups
+	}
+	if l, ok := v.locks[c]; ok {
+		cr.Lock = &l
+	}
+	a, seen := v.agents[c]
+	if ts, ok := v.statuses[c]; ok {
+		st := ts.st
+		t := ts.at
+		cr.State, cr.Time, cr.Reason = ClientState(st.State), &t, st.Reason
+		cr.ExitCode, cr.Runner, cr.User, cr.Host, cr.Platform = st.ExitCode, st.Runner, st.User, st.Host, st.Platform
+		cr.Attempt, cr.MaxAttempts = st.Attempt, st.MaxAttempts
+		if cr.MaxAttempts <= 0 {
+			cr.MaxAttempts = job.Attempts()
+		}
+		switch {
+		case st.State.Final() && st.State.Retryable() && st.Attempt < cr.MaxAttempts:
+			cr.note = noteRetrying
+		case st.State.Final():
+			cr.Done = true
+			cr.Failed = st.State != events.StateSucceeded && st.State != events.StateNotApplicable
+		case seen && a.Stale(now):
+			cr.note, cr.Since = noteAgentOffline, &a.LastSeen
+		}
+		return cr
+	}
+	switch {
+	case !enrolled:
+		cr.State, cr.note = ClientNotReceived, noteNotEnrolled
+	case !seen:
+		cr.State, cr.note = ClientOffline, noteNeverSeen
+	case a.Stale(now):
+		last := a.LastSeen
+		cr.State, cr.Since = ClientOffline, &last
+	case cr.Lock != nil && cr.Lock.Holder == HolderDesktop:
+		since := cr.Lock.Since
+		cr.State, cr.Since = ClientLocked, &since
+	default:
+		seq, ok := e.firstCopy(v.offer.Copies)
+		if !ok || e.Delivered < seq {
+			cr.State = ClientNotReceived
+			break
+		}
+		cr.State = ClientPending
+		switch {
+		case now.Before(job.OfferAfter):
+			due := job.OfferAfter
+			cr.note, cr.Due = noteOfferedFrom, &due
+		case !job.Mandatory() || !job.Command.Automated:
+			cr.note = noteForUser
+		case now.Before(*job.MandatoryAfter):
+			due := *job.MandatoryAfter
+			cr.note, cr.Due = noteMandatoryAt, &due
+		default:
+			cr.note = noteDue
+		}
+	}
+	return cr
+}
+
+// ReadRollout reads, once, where job stands on every client it targets: its
+// offer, the enrolled consumers, the agents' heartbeats, the locks and every
+// status of the job.
+func ReadRollout(ctx context.Context, js jetstream.JetStream, jobID string) (Rollout, error) {
+	var out Rollout
+	err := WatchRollout(ctx, js, jobID, func(r Rollout) bool {
+		out = r
+		return false
+	})
+	return out, err
+}
+
+// refreshEvery bounds how often WatchRollout re-reads one client's consumer.
+const refreshEvery = time.Second
+
+// WatchRollout reads where job stands (see ReadRollout), calls fn with it,
+// then follows the job's statuses, the agents' heartbeats and the locks as
+// they are stored (subscriptions, no polling of the streams) and calls fn
+// again each time what it shows changes, until fn returns false (WatchRollout
+// returns nil) or ctx ends (it returns ctx.Err()). Without events it
+// re-evaluates every second, so an agent whose heartbeat goes stale shows
+// as offline. A client that has not received the offer has its consumer
+// re-read when its agent's heartbeat arrives, at most once a second.
+// fn runs on the caller's goroutine, never concurrently.
+func WatchRollout(ctx context.Context, js jetstream.JetStream, jobID string, fn func(Rollout) bool) error {
+	if err := events.ValidID("job id", jobID); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidFilter, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	offer, err := FindOffer(ctx, js, jobID)
+	if err != nil {
+		return err
+	}
+	enrolled, err := ListEnrollments(ctx, js)
+	if err != nil {
+		return err
+	}
+	v := newView(offer, enrolled)
+	agentsW, err := watchBucket(ctx, js, events.BucketAgents)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = agentsW.Stop() }()
+	locksW, err := watchBucket(ctx, js, events.BucketLocks)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = locksW.Stop() }()
+	statuses, caught, err := followStatuses(ctx, js, jobID)
+	if err != nil {
+		return err
+	}
+
+	agentsInit, locksInit, ready := false, false, false
+	refreshed := map[string]time.Time{}
+	last := ""
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if !ready && caught && agentsInit && locksInit {
+			ready = true
+			r := v.rollout(time.Now())
+			last = r.fingerprint()
+			if !fn(r) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case it, ok := <-statuses:
+			if !ok {
+				return fmt.Errorf("%w: the statuses of %s stopped arriving", ErrRead, jobID)
+			}
+			if it.err != nil {
+				return it.err
+			}
+			if it.ok {
+				v.apply(it.st, it.at)
+			}
+			if it.pending == 0 {
+				caught = true
+			}
+		case e, ok := <-agentsW.Updates():
+			switch {
+			case !ok:
+				return fmt.Errorf("%w: the watch of %s ended", ErrRead, events.BucketAgents)
+			case e == nil:
+				agentsInit = true
+				continue
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(v.agents, e.Key())
+			default:
+				if a, ok := decodeAgent(e.Key(), e.Value()); ok {
+					v.agents[e.Key()] = a
+				}
+			}
+			if ready {
+				v.refreshEnrollment(ctx, js, e.Key(), refreshed)
+			}
+		case e, ok := <-locksW.Updates():
+			switch {
+			case !ok:
+				return fmt.Errorf("%w: the watch of %s ended", ErrRead, events.BucketLocks)
+			case e == nil:
+				locksInit = true
+				continue
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(v.locks, e.Key())
+			default:
+				if l, ok := decodeLock(e.Value()); ok {
+					v.locks[e.Key()] = l
+				}
+			}
+		case <-tick.C:
+		}
+		if !ready {
+			continue
+		}
+		r := v.rollout(time.Now())
+		if fp := r.fingerprint(); fp != last {
+			last = fp
+			if !fn(r) {
+				return nil
+			}
+		}
+	}
+}
+
+// refreshEnrollment re-reads the consumer of an expected client that has no
+// status and has not received the offer, at most once per refreshEvery.
+func (v *view) refreshEnrollment(ctx context.Context, js jetstream.JetStream, client string, refreshed map[string]time.Time) {
+	if _, ok := v.statuses[client]; ok || !v.expected(client) {
+		return
+	}
+	e, ok := v.enrolled[client]
+	if !ok {
+		return
+	}
+	if seq, ok := e.firstCopy(v.offer.Copies); !ok || e.Delivered >= seq {
+		return
+	}
+	if time.Since(refreshed[client]) < refreshEvery {
+		return
+	}
+	refreshed[client] = time.Now()
+	if fresh, ok, err := EnrollmentOf(ctx, js, client); err == nil && ok {
+		v.enrolled[client] = fresh
+	}
+}
+
+// watchBucket watches every key of bucket, deletes included.
+func watchBucket(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyWatcher, error) {
+	lctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	kv, err := js.KeyValue(lctx, bucket)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("%w: bucket %s does not exist: run pcm broker provision", ErrNotProvisioned, bucket)
+		}
+		return nil, fmt.Errorf("%w: bucket %s: %w", ErrRead, bucket, err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: watching bucket %s: %w", ErrRead, bucket, err)
+	}
+	return w, nil
+}
+
+// statusItem is one status of the job as followStatuses delivers it.
+type statusItem struct {
+	st      events.JobStatus
+	at      time.Time
+	ok      bool   // st is a valid status
+	pending uint64 // statuses stored after this one when it was delivered
+	err     error
+}
+
+// followStatuses streams every status of job, stored and future, through
+// an ordered consumer. caught is true when none is stored yet. The channel
+// closes when ctx ends.
+func followStatuses(ctx context.Context, js jetstream.JetStream, jobID string) (<-chan statusItem, bool, error) {
+	ictx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ictx, events.StreamStatus, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.StatusSubjectsOfJob(jobID)},
+	})
+	if err != nil {
+		return nil, false, streamErr(events.StreamStatus, err)
+	}
+	info, err := cons.Info(ictx)
+	if err != nil {
+		return nil, false, streamErr(events.StreamStatus, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return nil, false, streamErr(events.StreamStatus, err)
+	}
+	out := make(chan statusItem, 64)
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	go func() {
+		defer close(out)
+		for {
+			msg, err := it.Next()
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					select {
+					case out <- statusItem{err: fmt.Errorf("%w: statuses of %s: %w", ErrRead, jobID, err)}:
+					case <-ctx.Done():
+					}
+				}
+				return
+			}
+			item := statusItem{}
+			if meta, err := msg.Metadata(); err == nil {
+				item.pending = meta.NumPending
+			}
+			if ev, err := events.Decode(msg.Headers(), msg.Data()); err == nil {
+				if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == jobID {
+					item.st, item.at, item.ok = st, ev.Time(), true
+				}
+			}
+			select {
+			case out <- item:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, info.NumPending == 0, nil
+}

@@ -1,0 +1,245 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+func TestSubjectMatches(t *testing.T) {
+	cases := []struct {
+		filter, subject string
+		want            bool
+	}{
+		{"pcm.jobs.group.lab", "pcm.jobs.group.lab", true},
+		{"pcm.jobs.group.lab", "pcm.jobs.group.lab2", false},
+		{"pcm.jobs.group.*", "pcm.jobs.group.lab", true},
+		{"pcm.jobs.*", "pcm.jobs.group.lab", false},
+		{"pcm.jobs.>", "pcm.jobs.group.lab", true},
+		{"pcm.jobs.all", "pcm.jobs", false},
+		{"pcm.jobs", "pcm.jobs.all", false},
+		{">", "pcm.jobs.all", true},
+	}
+	for _, c := range cases {
+		if got := subjectMatches(c.filter, c.subject); got != c.want {
+			t.Errorf("subjectMatches(%q, %q) = %v, want %v", c.filter, c.subject, got, c.want)
+		}
+	}
+}
+
+// rolloutFixture is a job offered to group lab (seq 10) and client ws-x
+// (seq 11), mandatory in an hour unless changed.
+func rolloutFixture(now time.Time) *view {
+	mandatory := now.Add(time.Hour)
+	job := events.JobOffered{
+		JobID:      "j1",
+		Command:    events.CommandLine{Argv: []string{"true"}, Automated: true, Timeout: events.Duration(time.Minute)},
+		Targets:    []events.Target{{Kind: events.TargetGroup, Name: "lab"}, {Kind: events.TargetClient, Name: "ws-x"}},
+		OfferAfter: now.Add(-time.Minute), MandatoryAfter: &mandatory, ExpireAfter: now.Add(24 * time.Hour),
+	}
+	offer := Offer{Job: job, Seq: 10, Copies: []OfferCopy{{Subject: "pcm.jobs.group.lab", Seq: 10}, {Subject: "pcm.jobs.client.ws-x", Seq: 11}}}
+	enrolled := map[string]Enrollment{}
+	for _, c := range []string{"done", "got", "late", "stale", "desk", "never", "other"} {
+		groups := []string{"lab"}
+		if c == "other" {
+			groups = []string{"ops"}
+		}
+		enrolled[c] = Enrollment{Client: c, Groups: groups, Filters: events.ConsumerFilters(c, groups), Delivered: 9}
+	}
+	enrolled["got"] = Enrollment{Client: "got", Groups: []string{"lab"}, Filters: events.ConsumerFilters("got", []string{"lab"}), Delivered: 10}
+	v := newView(offer, enrolled)
+	fresh := events.AgentInfo{LastSeen: now, Heartbeat: events.Duration(time.Second)}
+	for _, c := range []string{"done", "got", "late", "desk", "other"} {
+		a := fresh
+		a.ClientID = c
+		v.agents[c] = a
+	}
+	v.agents["stale"] = events.AgentInfo{ClientID: "stale", LastSeen: now.Add(-time.Minute), Heartbeat: events.Duration(time.Second)}
+	v.locks["desk"] = LockHolder{Holder: HolderDesktop, User: "ann", Since: now.Add(-time.Second)}
+	exit := 0
+	v.apply(events.JobStatus{JobID: "j1", ClientID: "done", State: events.StateSucceeded, Attempt: 1, ExitCode: &exit, Runner: events.RunnerService}, now)
+	return v
+}
+
+func TestRolloutClientStates(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	v := rolloutFixture(now)
+	r := v.rollout(now)
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	want := map[string]struct {
+		state  ClientState
+		detail string
+	}{
+		"done":  {ClientState(events.StateSucceeded), ""},
+		"got":   {ClientPending, "pending: mandatory at " + ts(now.Add(time.Hour))},
+		"late":  {ClientNotReceived, "not received"},
+		"stale": {ClientOffline, "offline since " + ts(now.Add(-time.Minute))},
+		"desk":  {ClientLocked, "locked by desktop (user ann) since " + ts(now.Add(-time.Second))},
+		"never": {ClientOffline, "offline: never seen (no heartbeat in PCM_AGENTS)"},
+		"ws-x":  {ClientNotReceived, "not received: not enrolled (pcm enroll ws-x)"},
+	}
+	if len(r.Clients) != len(want) {
+		t.Fatalf("%d clients, want %d (other is in group ops, not targeted): %+v", len(r.Clients), len(want), r.Clients)
+	}
+	for _, c := range r.Clients {
+		w, ok := want[c.Client]
+		if !ok {
+			t.Errorf("unexpected client %s", c.Client)
+			continue
+		}
+		if c.State != w.state || c.Detail != w.detail || !c.Expected {
+			t.Errorf("%s: state %q detail %q expected %v; want %q %q", c.Client, c.State, c.Detail, c.Expected, w.state, w.detail)
+		}
+	}
+	if r.Done != 1 || r.Succeeded != 1 || r.Failed != 0 || r.Counts[ClientOffline] != 2 {
+		t.Fatalf("done %d succeeded %d failed %d counts %v", r.Done, r.Succeeded, r.Failed, r.Counts)
+	}
+
+	// A client outside the targets that reports is listed, not expected.
+	v.apply(events.JobStatus{JobID: "j1", ClientID: "other", State: events.StateStarted, Attempt: 1, Runner: events.RunnerService}, now)
+	r = v.rollout(now)
+	var other *ClientRollout
+	for i := range r.Clients {
+		if r.Clients[i].Client == "other" {
+			other = &r.Clients[i]
+		}
+	}
+	if other == nil || other.Expected || other.State != ClientState(events.StateStarted) {
+		t.Fatalf("other: %+v", other)
+	}
+
+	// Pending reasons follow the job's window.
+	v.offer.Job.OfferAfter = now.Add(time.Minute)
+	if c := v.client("got", now); c.Explain(ts) != "pending: offered from "+ts(now.Add(time.Minute)) {
+		t.Errorf("before the offer time: %q", c.Explain(ts))
+	}
+	v.offer.Job.OfferAfter = now.Add(-time.Hour)
+	v.offer.Job.MandatoryAfter = nil
+	if c := v.client("got", now); c.Explain(ts) != "pending: waiting for the user at the desktop" {
+		t.Errorf("optional job: %q", c.Explain(ts))
+	}
+}
+
+func TestRolloutStatusOrderAndRetries(t *testing.T) {
+	now := time.Now()
+	v := rolloutFixture(now)
+	v.offer.Job.MaxAttempts = 2
+	st := func(state events.State, attempt int) events.JobStatus {
+		return events.JobStatus{JobID: "j1", ClientID: "got", State: state, Attempt: attempt, MaxAttempts: 2, Runner: events.RunnerService}
+	}
+	v.apply(st(events.StateFailed, 1), now)
+	c := v.client("got", now)
+	if c.Done || c.Failed || !strings.Contains(c.Explain(time.Time.String), "attempt 1 of 2, will retry") {
+		t.Fatalf("a retryable failure is not the end: %+v %q", c, c.Explain(time.Time.String))
+	}
+	v.apply(st(events.StateStarted, 2), now)
+	v.apply(st(events.StateFailed, 2), now)
+	v.apply(st(events.StateStarted, 2), now) // late started: ignored
+	v.apply(st(events.StateStarted, 1), now) // older attempt: ignored
+	if c := v.client("got", now); c.State != ClientState(events.StateFailed) || !c.Done || !c.Failed || c.Attempt != 2 {
+		t.Fatalf("after the last attempt: %+v", c)
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	mk := func(done, failed, clients int) Rollout {
+		return Rollout{Clients: make([]ClientRollout, clients), Done: done, Failed: failed}
+	}
+	cases := []struct {
+		name        string
+		r           Rollout
+		maxFailures int
+		want        Verdict
+	}{
+		{"nothing yet", mk(0, 0, 3), 0, VerdictRunning},
+		{"no clients", mk(0, 0, 0), 0, VerdictRunning},
+		{"all done", mk(3, 0, 3), 0, VerdictSucceeded},
+		{"one failure, none allowed", mk(1, 1, 3), 0, VerdictFailed},
+		{"one failure allowed, others running", mk(1, 1, 3), 1, VerdictRunning},
+		{"one failure allowed, all done", mk(3, 1, 3), 1, VerdictSucceeded},
+		{"negative limit is zero", mk(1, 1, 3), -5, VerdictFailed},
+	}
+	for _, c := range cases {
+		if got := c.r.Verdict(c.maxFailures); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestAuditFilterValidate(t *testing.T) {
+	now := time.Now()
+	cases := []struct {
+		name string
+		f    AuditFilter
+		want error
+	}{
+		{"zero", AuditFilter{}, nil},
+		{"everything", AuditFilter{Since: now.Add(-time.Hour), Until: now, JobID: "j1", Client: "ws-1", Types: []string{"status", events.TypeJobOffered}, Follow: true}, nil},
+		{"bad job", AuditFilter{JobID: "a.b"}, ErrInvalidFilter},
+		{"bad client", AuditFilter{Client: "a b"}, ErrInvalidFilter},
+		{"unknown type", AuditFilter{Types: []string{"exploded"}}, ErrInvalidFilter},
+		{"until before since", AuditFilter{Since: now, Until: now.Add(-time.Second)}, ErrInvalidFilter},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.f.Validate()
+			if c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
+				t.Fatalf("Validate() = %v, want %v", err, c.want)
+			}
+		})
+	}
+	for name, want := range map[string]string{"offered": events.TypeJobOffered, "cancelled": events.TypeJobCancelled,
+		"status": events.TypeJobStatus, events.TypeJobStatus: events.TypeJobStatus} {
+		if got, err := EventType(name); err != nil || got != want {
+			t.Errorf("EventType(%q) = %q, %v", name, got, err)
+		}
+		if ShortType(want) == want {
+			t.Errorf("ShortType(%q) did not shorten it", want)
+		}
+	}
+}
+
+// TestMergeOrder feeds two sources and checks that merge delivers their
+// events by stored time, offers first at equal times, and that a caught-up
+// source does not hold the other back.
+func TestMergeOrder(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev := func(stream string, seq uint64, at int) *AuditEvent {
+		return &AuditEvent{Stream: stream, Seq: seq, Stored: t0.Add(time.Duration(at) * time.Second)}
+	}
+	jobs := &auditSource{ch: make(chan sourceItem, 16)}
+	status := &auditSource{ch: make(chan sourceItem, 16)}
+	for i, at := range []int{1, 3, 3, 7} {
+		jobs.ch <- sourceItem{ev: ev(events.StreamJobs, uint64(i+1), at), pending: uint64(3 - i)}
+	}
+	jobs.ch <- sourceItem{end: true}
+	for i, at := range []int{2, 3, 4} {
+		status.ch <- sourceItem{ev: ev(events.StreamStatus, uint64(i+1), at), pending: uint64(2 - i)}
+	}
+	// The status source is caught up after its third event (pending 0): it
+	// is following, so the merge must not wait for it to end.
+	var got []string
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := merge(ctx, []*auditSource{jobs, status}, func(e AuditEvent) error {
+		got = append(got, e.Stream[4:5]+string(rune('0'+e.Seq)))
+		if len(got) == 7 {
+			return errStop
+		}
+		return nil
+	})
+	if !errors.Is(err, errStop) {
+		t.Fatalf("merge: %v", err)
+	}
+	want := []string{"J1", "S1", "J2", "J3", "S2", "S3", "J4"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("merged %v, want %v", got, want)
+	}
+}
+
+var errStop = errors.New("stop")
