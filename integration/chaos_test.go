@@ -198,7 +198,7 @@ func TestChaos(t *testing.T) {
 	fig := chaosFigures{faults: faults, finalsPerAttempt: map[int]int{}}
 	testenv.WaitFor(t, 3*time.Minute, "every offer acked on every client", func() bool {
 		for _, c := range ids {
-			if a, p := ackPending(t, env.JS, c); a != 0 || p != 0 {
+			if a, p, err := consumerBacklog(env.JS, c); err != nil || a != 0 || p != 0 {
 				return false
 			}
 		}

@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,43 +125,61 @@ func (a *runningAgent) logged(text string) bool {
 }
 
 // readStatuses returns every status stored for job on client, in order.
+// Transient errors (a cluster member restarting) are retried for 15 s.
 func readStatuses(t testing.TB, js jetstream.JetStream, client, job string) []events.JobStatus {
 	t.Helper()
+	var err error
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		var out []events.JobStatus
+		if out, err = tryReadStatuses(js, client, job); err == nil {
+			return out
+		}
+	}
+	t.Fatalf("reading the statuses of %s on %s: %v", job, client, err)
+	return nil
+}
+
+func tryReadStatuses(js jetstream.JetStream, client, job string) ([]events.JobStatus, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, events.StreamStatus, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.StatusSubject(client, job)},
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var out []events.JobStatus
 	for n := info.NumPending; n > 0; {
 		batch, err := cons.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
+		got := 0
 		for msg := range batch.Messages() {
 			n--
+			got++
 			ev, err := events.Decode(msg.Headers(), msg.Data())
 			if err != nil {
-				t.Fatalf("stored status does not decode: %v", err)
+				return nil, fmt.Errorf("stored status does not decode: %w", err)
 			}
 			st, err := events.ParseJobStatus(ev)
 			if err != nil {
-				t.Fatalf("stored status does not parse: %v", err)
+				return nil, fmt.Errorf("stored status does not parse: %w", err)
 			}
 			out = append(out, st)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			t.Fatal(err)
+			return nil, err
+		}
+		if got == 0 {
+			return nil, fmt.Errorf("%d statuses announced but none delivered", n)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // finals keeps the final statuses.
@@ -189,25 +208,35 @@ func waitFinal(t testing.TB, js jetstream.JetStream, client, job string, timeout
 // ackPending returns the consumer's unacked and undelivered counts.
 func ackPending(t testing.TB, js jetstream.JetStream, client string) (ackPending int, pending uint64) {
 	t.Helper()
+	a, p, err := consumerBacklog(js, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, p
+}
+
+// consumerBacklog is ackPending without failing the test (for waits across
+// broker or cluster restarts).
+func consumerBacklog(js jetstream.JetStream, client string) (ackPending int, pending uint64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cons, err := js.Consumer(ctx, events.StreamJobs, events.ConsumerName(client))
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
-	return info.NumAckPending, info.NumPending
+	return info.NumAckPending, info.NumPending, nil
 }
 
 // waitAcked waits until client's consumer has nothing pending or unacked.
 func waitAcked(t testing.TB, js jetstream.JetStream, client string, timeout time.Duration) {
 	t.Helper()
 	testenv.WaitFor(t, timeout, "every offer of "+client+" acked", func() bool {
-		a, p := ackPending(t, js, client)
-		return a == 0 && p == 0
+		a, p, err := consumerBacklog(js, client)
+		return err == nil && a == 0 && p == 0
 	})
 }
 

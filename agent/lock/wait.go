@@ -76,6 +76,14 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 			}
 			continue
 		}
+		// Held, but the watch last saw the key free: the read that said
+		// held was stale (a lagging replica). Try again shortly.
+		if w != nil && w.free {
+			if err := backoff.wait(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		// Held: sleep until the watch sees the key freed.
 		if w == nil {
 			if w, err = l.startWatch(ctx); err != nil {
@@ -121,6 +129,12 @@ type watch struct {
 	client string
 	kw     jetstream.KeyWatcher
 	seen   bool // an entry was seen
+	// free is set when the last entry the watch delivered says the key is
+	// free. The watch reads the stream in order from its leader, while a
+	// create's read of the key may be served by a lagging replica (direct
+	// get on a replicated bucket): when the two disagree, the watch is
+	// right and the create is retried, since no further entry will come.
+	free bool
 }
 
 func (l *Locker) startWatch(ctx context.Context) (*watch, error) {
@@ -149,14 +163,17 @@ func (w *watch) waitFree(ctx context.Context, reconnected <-chan nats.Status, on
 			}
 			if e == nil { // end of the initial values
 				if !w.seen {
+					w.free = true
 					return nil
 				}
 				continue
 			}
 			w.seen = true
 			if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
+				w.free = true
 				return nil
 			}
+			w.free = false
 			if r, err := decodeRecord(w.client, e.Value()); err == nil {
 				onHolder(r.Info)
 			}

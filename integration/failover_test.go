@@ -1,0 +1,142 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/agent/runner"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/integration/testenv"
+)
+
+// countingRunner runs nothing and counts runs per job and client: the
+// in-process runner behind the same interface as the real one.
+type countingRunner struct {
+	mu   sync.Mutex
+	runs map[string]int
+}
+
+func (c *countingRunner) Run(ctx context.Context, spec runner.Spec, started func(int)) (runner.Result, error) {
+	c.mu.Lock()
+	c.runs[spec.JobID+"/"+spec.ClientID]++
+	c.mu.Unlock()
+	now := time.Now()
+	if started != nil {
+		started(0)
+	}
+	return runner.Result{StartedAt: now, FinishedAt: time.Now()}, nil
+}
+
+func (c *countingRunner) count(job, client string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.runs[job+"/"+client]
+}
+
+// TestClusterFailover rolls 200 jobs out to 20 agents on a 3-node cluster
+// with R3 streams while the leader of PCM_JOBS, then the leader of
+// PCM_STATUS, is stopped and later restarted: every job runs once on every
+// agent and no status is lost.
+func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster failover takes a while")
+	}
+	const agents, jobs = 20, 200
+	c := testenv.StartCluster(t, 3)
+	_, js := c.Connect(t)
+	urls := strings.Join(c.URLs(), ",")
+	runs := &countingRunner{runs: map[string]int{}}
+	clients := make([]string, agents)
+	running := make([]*runningAgent, agents)
+	for i := range clients {
+		clients[i] = fmt.Sprintf("node%02d", i)
+		enroll(t, js, clients[i], "roll")
+		a := startAgent(t, urls, clients[i], t.TempDir(), func(cfg *agent.Config) { cfg.Runner = runs })
+		a.waitReady(t)
+		running[i] = a
+	}
+	p := newPublisher(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ids := make(chan string, jobs)
+	published := make(chan int, jobs)
+	go func() {
+		for i := 0; i < jobs; i++ {
+			id, err := publishRetrying(ctx, p, job([]string{"true"}, toGroup("roll")))
+			if err != nil {
+				t.Errorf("publish %d: %v", i, err)
+				break
+			}
+			ids <- id
+			published <- i
+		}
+		close(ids)
+	}()
+	waitPublished := func(n int) {
+		for i := range published {
+			if i+1 >= n {
+				return
+			}
+		}
+	}
+	for _, stream := range []string{events.StreamJobs, events.StreamStatus} {
+		waitPublished(jobs / 3)
+		leader := c.StreamLeader(t, stream)
+		t.Logf("stopping node %d, leader of %s", leader, stream)
+		c.Stop(leader)
+		time.Sleep(2 * time.Second) // the rollout goes on without it
+		c.Restart(t, leader)
+	}
+	var all []string
+	for id := range ids {
+		all = append(all, id)
+	}
+	if len(all) != jobs {
+		t.Fatalf("published %d jobs, want %d", len(all), jobs)
+	}
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		for i, cl := range clients {
+			a, p, err := consumerBacklog(js, cl)
+			t.Logf("%s: ack pending %d, pending %d, err %v", cl, a, p, err)
+			if a != 0 || p != 0 {
+				all := running[i].logs.All()
+				for _, e := range all[max(0, len(all)-60):] {
+					if !strings.Contains(e.Message, "job finished") && !strings.Contains(e.Message, "running job") {
+						t.Logf("  %s %s %s %v", e.Time.Format("15:04:05.000"), e.Level, e.Message, e.ContextMap())
+					}
+				}
+				if m := lockTrace(t, js, cl); m != nil {
+					t.Logf("lock key: seq %d at %s header %v data %s", m.Sequence, m.Time.Format("15:04:05.000"), m.Header, m.Data)
+				}
+				break
+			}
+		}
+	}()
+	testenv.WaitFor(t, 2*time.Minute, "every offer acked on every agent", func() bool {
+		for _, cl := range clients {
+			if a, p, err := consumerBacklog(js, cl); err != nil || a != 0 || p != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, cl := range clients {
+		for _, id := range all {
+			fin := finals(readStatuses(t, js, cl, id))
+			if len(fin) != 1 || fin[0].State != events.StateSucceeded {
+				t.Fatalf("job %s on %s: finals %+v", id, cl, fin)
+			}
+			if n := runs.count(id, cl); n != 1 {
+				t.Fatalf("job %s ran %d times on %s", id, n, cl)
+			}
+		}
+	}
+}
