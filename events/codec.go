@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/binding/format"
@@ -124,6 +125,9 @@ func newNATSMessage(header nats.Header, body []byte) (*natsMessage, error) {
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, fmt.Errorf("%w: empty message body: a structured-mode message carries the JSON event", ErrMalformed)
+	}
+	if !utf8.Valid(body) {
+		return nil, fmt.Errorf("%w: the message body is not UTF-8: JSON text is UTF-8", ErrMalformed)
 	}
 	m.encoding = binding.EncodingStructured
 	return m, nil

@@ -17,7 +17,8 @@ var (
 	ErrTimeWindow = errors.New("invalid time window")
 	// ErrEmptyArgv: a command line has no program to run.
 	ErrEmptyArgv = errors.New("empty argv")
-	// ErrInvalidArgv: an argument of a command line contains a NUL byte.
+	// ErrInvalidArgv: an argument of a command line contains a NUL byte or
+	// is not valid UTF-8.
 	ErrInvalidArgv = errors.New("invalid argv")
 	// ErrTimeout: a command line's timeout is missing, negative or over 24h.
 	ErrTimeout = errors.New("invalid timeout")
@@ -45,8 +46,8 @@ var (
 	// ErrInvalidState: a status has an unknown state or runner, or fields that
 	// do not fit its state.
 	ErrInvalidState = errors.New("invalid status")
-	// ErrInvalidPackage: a package reference is incomplete or its sha256 is
-	// not 64 hex digits.
+	// ErrInvalidPackage: a package reference is incomplete, not UTF-8, has a
+	// negative size, or its sha256 is not 64 hex digits.
 	ErrInvalidPackage = errors.New("invalid package reference")
 )
 

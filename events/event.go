@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/oklog/ulid/v2"
@@ -155,7 +156,8 @@ func JobIDOf(ev event.Event) string {
 
 // ValidateAttributes checks the CloudEvents attributes pcm requires of an
 // event of any of its types: specversion 1.0, id, source, a known type, the
-// subject (the job id), datacontenttype application/json, and the data size.
+// subject (the job id), datacontenttype application/json, the data size, and
+// that the data is JSON.
 func ValidateAttributes(ev event.Event) error {
 	if ev.SpecVersion() != event.CloudEventsVersionV1 {
 		return fmt.Errorf("%w: specversion %q: pcm speaks CloudEvents 1.0", ErrMissingAttribute, ev.SpecVersion())
@@ -177,6 +179,9 @@ func ValidateAttributes(ev event.Event) error {
 	}
 	if len(ev.Data()) == 0 {
 		return fmt.Errorf("%w: data is empty: a %s event carries a JSON object", ErrMissingAttribute, ev.Type())
+	}
+	if !utf8.Valid(ev.Data()) || !json.Valid(ev.Data()) {
+		return fmt.Errorf("%w: data is not UTF-8 JSON although its datacontenttype is %s: send the data as a JSON object", ErrMalformed, ContentTypeJSON)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Limits of a job offer.
@@ -178,6 +179,9 @@ func (c CommandLine) Validate() error {
 		if strings.IndexByte(a, 0) >= 0 {
 			return fmt.Errorf("%w: argv[%d] contains a NUL byte, which no program can receive: remove it", ErrInvalidArgv, i)
 		}
+		if !utf8.ValidString(a) {
+			return fmt.Errorf("%w: argv[%d] %q is not valid UTF-8, so it would change on the wire: give it as UTF-8 text", ErrInvalidArgv, i, a)
+		}
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("%w: timeout is %s: give a positive duration such as \"30m\"", ErrTimeout, c.Timeout)
@@ -208,11 +212,17 @@ func (p PackageRef) Validate() error {
 	if p.Name == "" || p.Version == "" {
 		return fmt.Errorf("%w: package needs a name and a version (NAME@VERSION)", ErrInvalidPackage)
 	}
+	if !utf8.ValidString(p.Name) || !utf8.ValidString(p.Version) {
+		return fmt.Errorf("%w: package name %q or version %q is not valid UTF-8, so it would change on the wire", ErrInvalidPackage, p.Name, p.Version)
+	}
 	if len(p.Name) > maxNameLen || len(p.Version) > maxNameLen {
 		return fmt.Errorf("%w: package name or version is longer than %d bytes", ErrInvalidPackage, maxNameLen)
 	}
 	if !shaPattern.MatchString(p.SHA256) {
 		return fmt.Errorf("%w: package sha256 %q is not 64 lower-case hex digits", ErrInvalidPackage, p.SHA256)
+	}
+	if p.Size < 0 {
+		return fmt.Errorf("%w: package size is %d: give the size in bytes (0 or more), or leave it out", ErrInvalidPackage, p.Size)
 	}
 	return nil
 }

@@ -111,6 +111,12 @@ func (s JobStatus) Validate() error {
 	if s.Attempt < 1 || s.Attempt > MaxAttemptsLimit {
 		return fmt.Errorf("%w: attempt is %d: attempts are numbered 1 to %d", ErrMaxAttempts, s.Attempt, MaxAttemptsLimit)
 	}
+	if s.MaxAttempts < 0 || s.MaxAttempts > MaxAttemptsLimit {
+		return fmt.Errorf("%w: max_attempts is %d: use 1 to %d (or leave it out)", ErrMaxAttempts, s.MaxAttempts, MaxAttemptsLimit)
+	}
+	if s.PID < 0 {
+		return fmt.Errorf("%w: pid is %d: a process id is 0 or more (0 when nothing ran)", ErrInvalidState, s.PID)
+	}
 	if len(s.OutputTail) > MaxOutputTail {
 		return fmt.Errorf("%w: output_tail is %d bytes: keep the last %d", ErrTooLarge, len(s.OutputTail), MaxOutputTail)
 	}
