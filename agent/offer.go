@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -26,7 +27,7 @@ const retryLater = 5 * time.Second
 func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	ev, err := events.Decode(msg.Headers(), msg.Data())
 	if err != nil {
-		s.refuse(ctx, msg, jobIDOfRaw(msg.Data()), err)
+		s.refuse(ctx, msg, jobIDOfRaw(msg.Headers(), msg.Data()), err)
 		return
 	}
 	switch ev.Type() {
@@ -39,14 +40,28 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// jobIDOfRaw reads a job id from a message that did not decode, if it is
-// JSON with a usable subject.
-func jobIDOfRaw(data []byte) string {
+// jobIDOfRaw reads a job id from a message that did not decode, where one
+// can be read: the body's subject attribute, its data.job_id or top-level
+// job_id, or the binary-mode ce-subject header. Each must be a valid id.
+func jobIDOfRaw(header nats.Header, data []byte) string {
 	var probe struct {
 		Subject string `json:"subject"`
+		JobID   string `json:"job_id"`
+		Data    struct {
+			JobID string `json:"job_id"`
+		} `json:"data"`
 	}
-	if json.Unmarshal(data, &probe) == nil && events.ValidID("job id", probe.Subject) == nil {
-		return probe.Subject
+	_ = json.Unmarshal(data, &probe)
+	candidates := []string{probe.Subject, probe.Data.JobID, probe.JobID}
+	for k, v := range header {
+		if strings.EqualFold(k, "ce-subject") && len(v) > 0 {
+			candidates = append(candidates, v[0])
+		}
+	}
+	for _, c := range candidates {
+		if events.ValidID("job id", c) == nil {
+			return c
+		}
 	}
 	return ""
 }

@@ -21,6 +21,7 @@ import (
 type jobFile struct {
 	JobID          string             `json:"job_id,omitempty"`
 	Name           string             `json:"name,omitempty"`
+	Package        string             `json:"package,omitempty"` // NAME@VERSION
 	Clients        []string           `json:"clients,omitempty"`
 	Groups         []string           `json:"groups,omitempty"`
 	All            bool               `json:"all,omitempty"`
@@ -100,6 +101,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 	fl.BoolVar(&f.job.All, "all", false, "target every client")
 	fl.StringVar(&f.job.JobID, "job-id", "", "job id (default: a new sortable id); reuse it to retry a publish safely")
 	fl.StringVar(&f.job.Name, "name", "", "human-readable name of the job")
+	fl.StringVar(&f.job.Package, "package", "", "NAME@VERSION of a pushed package: agents unpack it into the job's directory and run the command there")
 	fl.StringVar(&f.job.OfferAfter, "offer-after", "", "nothing runs before this time (default now)")
 	fl.StringVar(&f.job.MandatoryAfter, "mandatory-after", "", "the job runs without anyone acting from this time (default: the offer time)")
 	fl.StringVar(&f.job.ExpireAfter, "expire-after", "", "nothing runs after this time; no later than the jobs stream keeps events (default +7d)")
@@ -143,6 +145,9 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 		if len(args) == 0 {
 			return events.JobOffered{}, fmt.Errorf("no command: give it after --, as in pcm publish --all -- echo hello (or use -f job.yaml)")
 		}
+		if f.timeout <= 0 {
+			return events.JobOffered{}, fmt.Errorf("--timeout %s: give a positive duration, at most 24h (such as 30m)", f.timeout)
+		}
 		jf.Command.Argv = args
 		jf.Command.Timeout = events.Duration(f.timeout)
 		jf.Command.SuccessExitCodes = f.successCodes
@@ -160,7 +165,7 @@ func mergeJobFile(file, flags jobFile, cmd *cobra.Command) jobFile {
 	if cmd.Flags().Changed("all") {
 		file.All = flags.All
 	}
-	for flag, dst := range map[string]*string{"offer-after": &file.OfferAfter, "mandatory-after": &file.MandatoryAfter, "expire-after": &file.ExpireAfter, "job-id": &file.JobID, "name": &file.Name} {
+	for flag, dst := range map[string]*string{"offer-after": &file.OfferAfter, "mandatory-after": &file.MandatoryAfter, "expire-after": &file.ExpireAfter, "job-id": &file.JobID, "name": &file.Name, "package": &file.Package} {
 		if cmd.Flags().Changed(flag) {
 			*dst, _ = cmd.Flags().GetString(flag)
 		}
@@ -177,6 +182,14 @@ func mergeJobFile(file, flags jobFile, cmd *cobra.Command) jobFile {
 // toJob resolves the times and targets of a job file.
 func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 	job := events.JobOffered{JobID: jf.JobID, Name: jf.Name, Command: jf.Command, MaxAttempts: jf.MaxAttempts}
+	if jf.Package != "" {
+		name, version, err := publisher.ParsePackageSpec(jf.Package)
+		if err != nil {
+			return job, fmt.Errorf("package (--package or the job file): %w", err)
+		}
+		// The publisher resolves it and pins its sha256 before sending.
+		job.Package = &events.PackageRef{Name: name, Version: version}
+	}
 	for _, c := range jf.Clients {
 		job.Targets = append(job.Targets, events.Target{Kind: events.TargetClient, Name: c})
 	}
