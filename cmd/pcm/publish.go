@@ -146,7 +146,7 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 			return events.JobOffered{}, fmt.Errorf("no command: give it after --, as in pcm publish --all -- echo hello (or use -f job.yaml)")
 		}
 		if f.timeout <= 0 {
-			return events.JobOffered{}, fmt.Errorf("--timeout %s: give a positive duration, at most 24h (such as 30m)", f.timeout)
+			return events.JobOffered{}, fmt.Errorf("%w: --timeout %s: give a positive duration, at most 24h (such as 30m)", events.ErrTimeout, f.timeout)
 		}
 		jf.Command.Argv = args
 		jf.Command.Timeout = events.Duration(f.timeout)
