@@ -103,20 +103,20 @@ type natsMessage struct {
 }
 
 func isBinary(header nats.Header) bool {
-	return headerValue(header, binaryPrefix+"specversion") != ""
+	return HeaderValue(header, binaryPrefix+"specversion") != ""
 }
 
 func newNATSMessage(header nats.Header, body []byte) (*natsMessage, error) {
 	m := &natsMessage{header: header, body: body}
-	ct := headerValue(header, HeaderContentType)
+	ct := HeaderValue(header, HeaderContentType)
 	if isBinary(header) {
 		if strings.HasPrefix(ct, ContentTypeCloudEvents) {
 			return nil, fmt.Errorf("%w: ce-specversion header (binary mode) contradicts Content-Type %s (structured mode)", ErrMalformed, ct)
 		}
 		m.encoding = binding.EncodingBinary
-		m.version = binarySpecs.Version(headerValue(header, binaryPrefix+"specversion"))
+		m.version = binarySpecs.Version(HeaderValue(header, binaryPrefix+"specversion"))
 		if m.version == nil {
-			return nil, fmt.Errorf("%w: ce-specversion %q: pcm speaks CloudEvents 1.0", ErrMissingAttribute, headerValue(header, binaryPrefix+"specversion"))
+			return nil, fmt.Errorf("%w: ce-specversion %q: pcm speaks CloudEvents 1.0", ErrMissingAttribute, HeaderValue(header, binaryPrefix+"specversion"))
 		}
 		return m, nil
 	}
@@ -133,8 +133,8 @@ func newNATSMessage(header nats.Header, body []byte) (*natsMessage, error) {
 	return m, nil
 }
 
-// headerValue reads a header case-insensitively (NATS headers keep case).
-func headerValue(header nats.Header, name string) string {
+// HeaderValue reads a header case-insensitively (NATS headers keep case).
+func HeaderValue(header nats.Header, name string) string {
 	if v := header.Get(name); v != "" {
 		return v
 	}
@@ -219,14 +219,14 @@ func (m *natsMessage) GetAttribute(k spec.Kind) (spec.Attribute, any) {
 		return nil, nil
 	}
 	if k == spec.DataContentType {
-		return attr, nilIfEmpty(headerValue(m.header, HeaderContentType))
+		return attr, nilIfEmpty(HeaderValue(m.header, HeaderContentType))
 	}
-	return attr, nilIfEmpty(headerValue(m.header, attr.PrefixedName()))
+	return attr, nilIfEmpty(HeaderValue(m.header, attr.PrefixedName()))
 }
 
 // GetExtension implements binding.MessageMetadataReader for binary mode.
 func (m *natsMessage) GetExtension(name string) any {
-	return nilIfEmpty(headerValue(m.header, binaryPrefix+name))
+	return nilIfEmpty(HeaderValue(m.header, binaryPrefix+name))
 }
 
 func nilIfEmpty(s string) any {

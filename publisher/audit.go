@@ -400,8 +400,8 @@ func readSource(ctx context.Context, it jetstream.MessagesContext, stream string
 // peek reads an event's type and subject attributes without decoding it
 // whole; ok is false when the message is not a readable CloudEvent.
 func peek(header nats.Header, data []byte) (typ, subject string, ok bool) {
-	if v := headerGet(header, "ce-specversion"); v != "" {
-		typ, subject = headerGet(header, "ce-type"), headerGet(header, "ce-subject")
+	if v := events.HeaderValue(header, "ce-specversion"); v != "" {
+		typ, subject = events.HeaderValue(header, "ce-type"), events.HeaderValue(header, "ce-subject")
 		return typ, subject, typ != ""
 	}
 	var probe struct {
@@ -412,17 +412,4 @@ func peek(header nats.Header, data []byte) (typ, subject string, ok bool) {
 		return "", "", false
 	}
 	return probe.Type, probe.Subject, true
-}
-
-// headerGet reads a header case-insensitively (NATS keeps header case).
-func headerGet(h nats.Header, name string) string {
-	if v := h.Get(name); v != "" {
-		return v
-	}
-	for k, vs := range h {
-		if strings.EqualFold(k, name) && len(vs) > 0 {
-			return vs[0]
-		}
-	}
-	return ""
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
@@ -25,9 +26,11 @@ var ErrNotFound = errors.New("job not found")
 type Entry struct {
 	Seq     uint64
 	Subject string
-	Time    time.Time
-	Offer   *events.JobOffered
-	Cancel  *events.JobCancelled
+	// Time is when the broker stored the event.
+	Time   time.Time
+	Event  event.Event
+	Offer  *events.JobOffered
+	Cancel *events.JobCancelled
 }
 
 // JobID is the job the entry is about.
@@ -97,7 +100,7 @@ func entryOf(msg jetstream.Msg, meta *jetstream.MsgMetadata) (Entry, bool) {
 	if err != nil {
 		return Entry{}, false
 	}
-	e := Entry{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp}
+	e := Entry{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Event: ev}
 	switch ev.Type() {
 	case events.TypeJobOffered:
 		job, err := events.ParseJobOffered(ev)
