@@ -87,6 +87,9 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 	}
 	if job.OfferAfter.IsZero() {
 		job.OfferAfter = now
+		if m := job.MandatoryAfter; m != nil && m.Before(now) {
+			job.OfferAfter = *m // mandatory "now" a moment ago is offered from then
+		}
 	}
 	if job.ExpireAfter.IsZero() {
 		job.ExpireAfter = job.OfferAfter.Add(DefaultExpiry)
