@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
@@ -193,7 +194,7 @@ func (p *Publisher) publishToTargets(ctx context.Context, jobID string, targets 
 	for i, t := range targets {
 		msg, err := events.NewMsg(events.JobSubject(t), ev, msgID(t))
 		if err == nil {
-			_, err = p.js.PublishMsg(ctx, msg)
+			err = p.publishMsg(ctx, msg)
 		}
 		if err != nil {
 			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -208,6 +209,31 @@ func (p *Publisher) publishToTargets(ctx context.Context, jobID string, targets 
 	}
 	return nil
 }
+
+// publishMsg publishes msg and waits for its PubAck, retrying a few times
+// when no stream answered in time (a stream leader changing in a cluster):
+// the retry carries the same Nats-Msg-Id, so it is stored once.
+func (p *Publisher) publishMsg(ctx context.Context, msg *nats.Msg) error {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := p.js.PublishMsg(actx, msg)
+		cancel()
+		transient := errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+		if err == nil || !transient || attempt == publishAttempts || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// publishAttempts bounds the tries of one publish.
+const publishAttempts = 5
 
 func dedupeTargets(ts []events.Target) []events.Target {
 	seen := map[events.Target]bool{}
