@@ -1,6 +1,9 @@
 // Package publisher is the operator's and CI's side of pcm: it builds,
 // validates and publishes job offers, cancels jobs, enrolls clients (creates
-// their durable consumers centrally), and finds the offer of a job again.
+// their durable consumers centrally), finds the offer of a job again, and
+// reads back what happened: the rollout of a job per client (ReadRollout,
+// WatchRollout), the merged audit history of both streams (Replay), and the
+// fleet's inventory (Inventory, ShowAgent).
 //
 // Every check runs before anything is sent: a job that breaks a rule of the
 // events package, that has already expired or that would outlive the jobs

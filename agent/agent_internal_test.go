@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/pcm-project/pcm/agent/runner"
+	"github.com/pcm-project/pcm/events"
+)
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  Config
+		want error
+	}{
+		{"ok", Config{ClientID: "ws-1", StateDir: "/tmp/x"}, nil},
+		{"bad client", Config{ClientID: "ws.1", StateDir: "/tmp/x"}, events.ErrInvalidID},
+		{"no state dir", Config{ClientID: "ws-1"}, ErrInvalidConfig},
+		{"bad group", Config{ClientID: "ws-1", StateDir: "/tmp/x", Groups: []string{"a b"}}, events.ErrInvalidID},
+		{"lease under a second", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 500 * time.Millisecond}, ErrInvalidConfig},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.cfg
+			c.setDefaults()
+			err := c.Validate()
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestJobOver is the no-rerun decision on the broker's last status.
+func TestJobOver(t *testing.T) {
+	job := events.JobOffered{MaxAttempts: 3}
+	st := func(s events.State, attempt int) *events.JobStatus { return &events.JobStatus{State: s, Attempt: attempt} }
+	cases := []struct {
+		last *events.JobStatus
+		want bool
+	}{
+		{nil, false},
+		{st(events.StateStarted, 1), false},
+		{st(events.StateSucceeded, 1), true},
+		{st(events.StateFailed, 1), false},
+		{st(events.StateFailed, 3), true},
+		{st(events.StateTimedOut, 2), false},
+		{st(events.StateCancelled, 1), true},
+		{st(events.StateExpired, 1), true},
+		{st(events.StateNotApplicable, 1), true},
+		{st(events.StateRejected, 1), false}, // a rejection names an event, not a run
+	}
+	for _, c := range cases {
+		if got := jobOver(c.last, job); got != c.want {
+			t.Errorf("jobOver(%+v) = %v, want %v", c.last, got, c.want)
+		}
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	job := events.JobOffered{Command: events.CommandLine{SuccessExitCodes: []int64{0, 3010}, Timeout: events.Duration(time.Minute)}}
+	cases := []struct {
+		res  runner.Result
+		err  error
+		want events.State
+	}{
+		{runner.Result{ExitCode: 0}, nil, events.StateSucceeded},
+		{runner.Result{ExitCode: 3010}, nil, events.StateSucceeded},
+		{runner.Result{ExitCode: 1}, nil, events.StateFailed},
+		{runner.Result{ExitCode: -1}, nil, events.StateFailed},
+		{runner.Result{ExitCode: -1, TimedOut: true}, nil, events.StateTimedOut},
+		{runner.Result{}, runner.ErrStart, events.StateFailed},
+	}
+	for _, c := range cases {
+		if got, reason := outcome(job, c.res, c.err); got != c.want || (got != events.StateSucceeded && reason == "") {
+			t.Errorf("outcome(%+v, %v) = %s %q, want %s with a reason", c.res, c.err, got, reason, c.want)
+		}
+	}
+}
+
+func TestReconnectDelayIsJitteredAndCapped(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for i := 0; i < 50; i++ {
+		d := reconnectDelay(30)
+		if d < 2500*time.Millisecond || d >= 7500*time.Millisecond {
+			t.Fatalf("delay %s outside [2.5s, 7.5s)", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 10 {
+		t.Fatal("delays are not jittered")
+	}
+	if d := reconnectDelay(0); d >= 150*time.Millisecond {
+		t.Fatalf("first delay %s", d)
+	}
+}
+
+func TestJobIDOfRaw(t *testing.T) {
+	h := map[string][]string{"Ce-Subject": {"from-header"}}
+	cases := []struct {
+		header map[string][]string
+		body   string
+		want   string
+	}{
+		{nil, `{"subject":"s1"}`, "s1"},
+		{nil, `{"data":{"job_id":"d1"}}`, "d1"},
+		{nil, `{"subject":"a.b","data":{"job_id":"d2"}}`, "d2"},
+		{h, `not json`, "from-header"},
+		{nil, `not json`, ""},
+		{nil, `{"subject":"*"}`, ""},
+	}
+	for _, c := range cases {
+		if got := jobIDOfRaw(c.header, []byte(c.body)); got != c.want {
+			t.Errorf("jobIDOfRaw(%v, %s) = %q, want %q", c.header, c.body, got, c.want)
+		}
+	}
+}
