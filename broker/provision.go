@@ -34,6 +34,9 @@ const (
 // kvStreamPrefix is the prefix of the stream behind a KV bucket.
 const kvStreamPrefix = "KV_"
 
+// objStreamPrefix is the prefix of the stream behind an object store.
+const objStreamPrefix = "OBJ_"
+
 // ProvisionOptions tunes the resources Provision creates. The zero value
 // gives the embedded single-node defaults.
 type ProvisionOptions struct {
@@ -60,6 +63,12 @@ type ProvisionOptions struct {
 	// TTLs, and an expired lock leaves a marker for this long so watchers
 	// see the expiry. Default DefaultLockMarkerTTL; at least one second.
 	LockMarkerTTL time.Duration
+	// PackagesMaxBytes caps the content of the PCM_PACKAGES object store, in
+	// bytes. Default 0: no cap of its own, bounded only by the server's
+	// JetStream store limit. When the cap is reached the broker refuses new
+	// pushes (the bucket discards new data, never old packages): remove old
+	// versions with pcm package rm, or raise the cap.
+	PackagesMaxBytes int64
 }
 
 // setDefaults fills in the zero fields.
@@ -107,6 +116,8 @@ func (o ProvisionOptions) Validate() error {
 		return fmt.Errorf("%w: MaxMsgSize %d is negative: use 0 for the default (%d)", ErrInvalidProvisionOptions, o.MaxMsgSize, DefaultMaxMsgSize)
 	case o.LockMarkerTTL < time.Second:
 		return fmt.Errorf("%w: LockMarkerTTL %s is shorter than the one second JetStream requires", ErrInvalidProvisionOptions, o.LockMarkerTTL)
+	case o.PackagesMaxBytes < 0:
+		return fmt.Errorf("%w: PackagesMaxBytes %d is negative: use 0 for no cap, or a size in bytes", ErrInvalidProvisionOptions, o.PackagesMaxBytes)
 	}
 	return nil
 }
@@ -182,12 +193,30 @@ func LocksBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 	}
 }
 
-// Provision creates the pcm streams and buckets, or updates them to opts if
-// they exist: it is idempotent and safe to run on every start. It needs only
+// PackagesBucketConfig is the configuration Provision gives PCM_PACKAGES,
+// the object store of package content: file storage, the streams' replicas,
+// and opts.PackagesMaxBytes as its cap (-1, none, when that is 0).
+func PackagesBucketConfig(o ProvisionOptions) jetstream.ObjectStoreConfig {
+	o.setDefaults()
+	maxBytes := o.PackagesMaxBytes
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	return jetstream.ObjectStoreConfig{
+		Bucket:      events.BucketPackages,
+		Description: "pcm package content, one object per package version, sha256-verified by agents",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		MaxBytes:    maxBytes,
+	}
+}
+
+// Provision creates the pcm streams, KV buckets and the PCM_PACKAGES object
+// store, or updates them to opts if they exist: it is idempotent and safe to run on every start. It needs only
 // a jetstream.JetStream, so it works against the embedded broker and against
 // an external nats-server or cluster (whose meta leader must be elected).
-// The buckets' streams get opts.MaxConsumers too, since lock watchers are
-// consumers. If ctx has no deadline, each call gets the jetstream package's
+// The buckets' streams get opts.MaxConsumers too, since lock watchers and
+// package downloads are consumers. If ctx has no deadline, each call gets the jetstream package's
 // default timeout. Errors wrap ErrProvision (or ErrInvalidProvisionOptions)
 // and name the resource.
 func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOptions) error {
@@ -204,6 +233,61 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		if err := provisionBucket(ctx, js, cfg, opts.MaxConsumers); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}
+	}
+	if err := provisionObjectStore(ctx, js, PackagesBucketConfig(opts), opts.MaxConsumers); err != nil {
+		return fmt.Errorf("%w: object store %s: %w", ErrProvision, events.BucketPackages, err)
+	}
+	return nil
+}
+
+// provisionObjectStore creates or updates an object store, then sets the
+// consumer limit of its stream: every download is a consumer, and a fleet
+// fetching a package at once must not hit nats-server's default of 1,000.
+func provisionObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig, maxConsumers int) error {
+	name := objStreamPrefix + cfg.Bucket
+	stream, err := js.Stream(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if _, err := js.CreateObjectStore(ctx, cfg); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		// Update only what differs, so a second Provision leaves the
+		// stream untouched (an update would reset its consumer limit).
+		if !sameObjectStoreConfig(stream.CachedInfo().Config, cfg) {
+			if _, err := js.UpdateObjectStore(ctx, cfg); err != nil {
+				return err
+			}
+		}
+	}
+	return setMaxConsumers(ctx, js, name, maxConsumers)
+}
+
+// sameObjectStoreConfig compares the fields Provision sets with the stream
+// behind the object store.
+func sameObjectStoreConfig(have jetstream.StreamConfig, want jetstream.ObjectStoreConfig) bool {
+	return have.Description == want.Description &&
+		have.Storage == want.Storage &&
+		have.Replicas == want.Replicas &&
+		have.MaxBytes == want.MaxBytes &&
+		have.MaxAge == want.TTL
+}
+
+// setMaxConsumers sets the consumer limit of stream name, if it differs.
+func setMaxConsumers(ctx context.Context, js jetstream.JetStream, name string, maxConsumers int) error {
+	stream, err := js.Stream(ctx, name)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", name, err)
+	}
+	scfg := stream.CachedInfo().Config
+	if scfg.MaxConsumers == maxConsumers {
+		return nil
+	}
+	scfg.MaxConsumers = maxConsumers
+	if _, err := js.UpdateStream(ctx, scfg); err != nil {
+		return fmt.Errorf("setting MaxConsumers of stream %s: %w", scfg.Name, err)
 	}
 	return nil
 }
@@ -234,19 +318,7 @@ func provisionBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.
 			}
 		}
 	}
-	stream, err := js.Stream(ctx, kvStreamPrefix+cfg.Bucket)
-	if err != nil {
-		return fmt.Errorf("reading the bucket's stream: %w", err)
-	}
-	scfg := stream.CachedInfo().Config
-	if scfg.MaxConsumers == maxConsumers {
-		return nil
-	}
-	scfg.MaxConsumers = maxConsumers
-	if _, err := js.UpdateStream(ctx, scfg); err != nil {
-		return fmt.Errorf("setting MaxConsumers of stream %s: %w", scfg.Name, err)
-	}
-	return nil
+	return setMaxConsumers(ctx, js, kvStreamPrefix+cfg.Bucket, maxConsumers)
 }
 
 // sameBucketConfig compares the fields Provision sets.

@@ -16,7 +16,7 @@ import (
 )
 
 // allStreams are the streams Provision creates, the buckets' included.
-var allStreams = []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks}
+var allStreams = []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks, "OBJ_" + events.BucketPackages}
 
 // streamConfigs reads the configuration of every pcm stream.
 func streamConfigs(ctx context.Context, t *testing.T, js jetstream.JetStream) map[string]jetstream.StreamConfig {
@@ -102,6 +102,11 @@ func TestProvisionIsIdempotent(t *testing.T) {
 		{"PCM_LOCKS limit marker TTL", buckets1[events.BucketLocks].LimitMarkerTTL, broker.DefaultLockMarkerTTL},
 		{"PCM_LOCKS allow msg TTL", streams1["KV_"+events.BucketLocks].AllowMsgTTL, true},
 		{"PCM_LOCKS stream max consumers", streams1["KV_"+events.BucketLocks].MaxConsumers, broker.DefaultMaxConsumers},
+		{"PCM_PACKAGES storage", streams1["OBJ_"+events.BucketPackages].Storage, jetstream.FileStorage},
+		{"PCM_PACKAGES replicas", streams1["OBJ_"+events.BucketPackages].Replicas, 1},
+		{"PCM_PACKAGES max bytes", streams1["OBJ_"+events.BucketPackages].MaxBytes, int64(-1)},
+		{"PCM_PACKAGES discard", streams1["OBJ_"+events.BucketPackages].Discard, jetstream.DiscardNew},
+		{"PCM_PACKAGES stream max consumers", streams1["OBJ_"+events.BucketPackages].MaxConsumers, broker.DefaultMaxConsumers},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -110,7 +115,8 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	}
 
 	// Provisioning with other options updates the resources in place.
-	opts := broker.ProvisionOptions{JobsMaxAge: 30 * 24 * time.Hour, StatusMaxAge: 400 * 24 * time.Hour, DuplicateWindow: time.Hour, MaxConsumers: 5000, LockMarkerTTL: 2 * time.Minute}
+	opts := broker.ProvisionOptions{JobsMaxAge: 30 * 24 * time.Hour, StatusMaxAge: 400 * 24 * time.Hour, DuplicateWindow: time.Hour, MaxConsumers: 5000, LockMarkerTTL: 2 * time.Minute,
+		PackagesMaxBytes: 10 << 30}
 	if err := broker.Provision(ctx, tb.JS, opts); err != nil {
 		t.Fatalf("Provision with new options: %v", err)
 	}
@@ -127,6 +133,20 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	}
 	if got := streams3["KV_"+events.BucketLocks].MaxConsumers; got != opts.MaxConsumers {
 		t.Errorf("KV_PCM_LOCKS max consumers after update = %d, want %d", got, opts.MaxConsumers)
+	}
+	if got := streams3["OBJ_"+events.BucketPackages]; got.MaxBytes != opts.PackagesMaxBytes || got.MaxConsumers != opts.MaxConsumers {
+		t.Errorf("OBJ_PCM_PACKAGES after update: max bytes %d, max consumers %d; want %d, %d", got.MaxBytes, got.MaxConsumers, opts.PackagesMaxBytes, opts.MaxConsumers)
+	}
+	// The update kept the bucket usable as an object store.
+	obs, err := tb.JS.ObjectStore(ctx, events.BucketPackages)
+	if err != nil {
+		t.Fatalf("PCM_PACKAGES after update: %v", err)
+	}
+	if _, err := obs.PutString(ctx, "probe@1", "content"); err != nil {
+		t.Fatalf("put into PCM_PACKAGES: %v", err)
+	}
+	if got, err := obs.GetString(ctx, "probe@1"); err != nil || got != "content" {
+		t.Fatalf("get from PCM_PACKAGES = %q, %v", got, err)
 	}
 }
 
@@ -188,8 +208,16 @@ func TestProvisionErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	if err := broker.Provision(ctx, tb.JS, broker.ProvisionOptions{MaxConsumers: -1}); !errors.Is(err, broker.ErrInvalidProvisionOptions) {
-		t.Fatalf("Provision(MaxConsumers -1) = %v, want %v", err, broker.ErrInvalidProvisionOptions)
+	for _, bad := range []struct {
+		name string
+		opts broker.ProvisionOptions
+	}{
+		{"negative max consumers", broker.ProvisionOptions{MaxConsumers: -1}},
+		{"negative packages max bytes", broker.ProvisionOptions{PackagesMaxBytes: -1}},
+	} {
+		if err := broker.Provision(ctx, tb.JS, bad.opts); !errors.Is(err, broker.ErrInvalidProvisionOptions) {
+			t.Fatalf("Provision(%s) = %v, want %v", bad.name, err, broker.ErrInvalidProvisionOptions)
+		}
 	}
 	if _, err := tb.JS.Stream(ctx, events.StreamJobs); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("invalid options created %s (err %v)", events.StreamJobs, err)

@@ -1,0 +1,56 @@
+package pkgcache
+
+import "errors"
+
+// Sentinel errors. Every error of the package wraps one of them; the message
+// around it names the package and says what to do. ErrMissing,
+// ErrDigestMismatch, ErrTooLarge, ErrFormat and ErrUnsafeArchive are
+// permanent for a job (retrying cannot help); ErrDownload, ErrCacheFull and
+// ErrUnpack may succeed later.
+var (
+	// ErrInvalidConfig: a Config field is missing or out of range.
+	ErrInvalidConfig = errors.New("invalid package cache configuration")
+	// ErrInvalidRef: a package reference lacks a name or a version, or its
+	// sha256 is not 64 lower-case hex digits.
+	ErrInvalidRef = errors.New("invalid package reference")
+	// ErrMissing: the package's object is not in PCM_PACKAGES (never pushed,
+	// or removed), or the object store does not exist.
+	ErrMissing = errors.New("package missing from the broker")
+	// ErrDigestMismatch: the stored content is not what the job pinned: its
+	// sha256 or its size differs (replaced or altered after the job was
+	// published).
+	ErrDigestMismatch = errors.New("package digest mismatch")
+	// ErrTooLarge: the package is larger than the whole cache.
+	ErrTooLarge = errors.New("package larger than the cache")
+	// ErrCacheFull: the content pinned by pending jobs leaves no room for
+	// the package now.
+	ErrCacheFull = errors.New("package cache full of pinned content")
+	// ErrFormat: the object's metadata names a format pcm does not know, or
+	// the object is a link.
+	ErrFormat = errors.New("unknown package format")
+	// ErrDownload: the download failed and may succeed later (broker
+	// unreachable, stalled, cancelled, local disk error).
+	ErrDownload = errors.New("package download failed")
+	// ErrUnpack: the content could not be written into the job's
+	// directory (disk full, permissions, evicted while unpinned); it may
+	// succeed later.
+	ErrUnpack = errors.New("package unpack failed")
+	// ErrUnsafeArchive: a tar.gz package holds an entry that would land
+	// outside the job's directory (absolute path, "..", a write through a
+	// symlink, a symlink resolving outside, a dangling symlink), an entry
+	// of a type pcm does not extract (hard link, device, fifo), a duplicate
+	// entry, or it is not a valid tar.gz.
+	ErrUnsafeArchive = errors.New("unsafe or corrupt package archive")
+)
+
+// Permanent reports whether err means the package can never be used for
+// the job (missing, altered, too large, unknown format, unsafe archive), as
+// opposed to a failure that may pass (download, full cache, unpack).
+func Permanent(err error) bool {
+	for _, p := range []error{ErrInvalidRef, ErrMissing, ErrDigestMismatch, ErrTooLarge, ErrFormat, ErrUnsafeArchive} {
+		if errors.Is(err, p) {
+			return true
+		}
+	}
+	return false
+}
