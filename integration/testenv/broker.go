@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/broker"
+	"github.com/pcm-project/pcm/broker/auth"
 )
 
 // startTimeout bounds the start and the provisioning of a test broker.
@@ -29,6 +30,10 @@ type Broker struct {
 	NC *nats.Conn
 	// JS is JetStream on NC.
 	JS jetstream.JetStream
+	// Sec is the authentication and TLS material (WithAuth, WithTLS, or the
+	// secure test mode); nil for an open broker. NC, JS and Connect use
+	// its admin credentials.
+	Sec *Security
 
 	cfg  broker.Config
 	opts options
@@ -46,6 +51,7 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 	tb := &Broker{
 		Dir:  t.TempDir(),
 		opts: o,
+		Sec:  newSecurity(t, o),
 	}
 	tb.cfg = broker.Config{
 		StoreDir:   tb.Dir,
@@ -53,6 +59,8 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 		ServerName: "pcm-test",
 		Logger:     o.logger,
 	}
+	tb.Sec.apply(&tb.cfg)
+	tb.cfg.FeatureFlags = o.flags
 	b := startOne(t, tb.cfg)
 	tb.b = b
 	t.Cleanup(tb.Stop)
@@ -61,8 +69,9 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 	port := portOf(t, b.ClientURL())
 	tb.cfg.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	tb.URL = b.ClientURL()
+	register(t, tb.Sec, tb.URL)
 
-	tb.NC, tb.JS = connect(t, "testenv", []string{tb.URL})
+	tb.NC, tb.JS = connect(t, "testenv", []string{tb.URL}, tb.Sec.adminOptions(t)...)
 	t.Cleanup(tb.NC.Close)
 
 	if o.provision {
@@ -108,7 +117,16 @@ func portOf(t testing.TB, raw string) int {
 // Restart), closed at cleanup.
 func (b *Broker) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, js := connect(t, t.Name(), []string{b.URL})
+	nc, js := connect(t, t.Name(), []string{b.URL}, b.Sec.adminOptions(t)...)
+	t.Cleanup(nc.Close)
+	return nc, js
+}
+
+// ConnectAs opens a new connection as u (with fresh credentials of u when
+// the broker has auth, and the CA with TLS), closed at cleanup.
+func (b *Broker) ConnectAs(t testing.TB, u auth.User) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, js := connect(t, t.Name()+" as "+u.UserName(), []string{b.URL}, ClientOptions(t, b.URL, u)...)
 	t.Cleanup(nc.Close)
 	return nc, js
 }

@@ -24,6 +24,11 @@ const clusterTimeout = 30 * time.Second
 // min(n, 3) replicas unless WithProvisionOptions says otherwise, cleaned up by
 // t.Cleanup.
 type Cluster struct {
+	// Sec is the authentication and TLS material shared by every member
+	// (WithAuth, WithTLS, or the secure test mode); nil for an open
+	// cluster. Connect uses its admin credentials.
+	Sec *Security
+
 	name string
 	opts options
 
@@ -48,7 +53,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 		t.Fatalf("testenv: StartCluster needs at least 2 nodes, got %d", n)
 	}
 	o := buildOptions(opts)
-	c := &Cluster{name: "pcm-test-cluster", opts: o}
+	c := &Cluster{name: "pcm-test-cluster", opts: o, Sec: newSecurity(t, o)}
 
 	routePorts := freePorts(t, n)
 	routes := make([]string, n)
@@ -73,6 +78,8 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 			},
 			Logger: o.logger,
 		}})
+		c.Sec.apply(&c.nodes[i].cfg)
+		c.nodes[i].cfg.FeatureFlags = o.flags
 	}
 	t.Cleanup(c.stopAll)
 	for _, nd := range c.nodes {
@@ -80,6 +87,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 		nd.url = nd.b.ClientURL()
 		nd.cfg.Listen = "127.0.0.1:" + strconv.Itoa(portOf(t, nd.url))
 	}
+	register(t, c.Sec, c.URLs()...)
 	c.WaitMetaLeader(t)
 
 	if o.provision {
@@ -143,7 +151,7 @@ func (c *Cluster) URLs() []string {
 // to whichever is up), closed at cleanup.
 func (c *Cluster) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, js := connect(t, t.Name(), c.URLs())
+	nc, js := connect(t, t.Name(), c.URLs(), c.Sec.adminOptions(t)...)
 	t.Cleanup(nc.Close)
 	return nc, js
 }
@@ -193,7 +201,7 @@ func (c *Cluster) StreamLeader(t testing.TB, stream string) int {
 	leader := -1
 	WaitFor(t, clusterTimeout, "a leader of stream "+stream, func() bool {
 		for i, s := range c.running() {
-			if s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+			if s.JetStreamIsStreamLeader(c.account(), stream) {
 				leader = i
 				return true
 			}
@@ -245,4 +253,13 @@ func (c *Cluster) Server(i int) *broker.Broker {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.nodes[i].b
+}
+
+// account is the account holding pcm's streams: the pcm account with auth,
+// nats-server's global account otherwise.
+func (c *Cluster) account() string {
+	if acc := c.nodes[0].cfg.AuthAccount(); acc != "" {
+		return acc
+	}
+	return server.DEFAULT_GLOBAL_ACCOUNT
 }

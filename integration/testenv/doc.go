@@ -5,6 +5,12 @@
 // ports and directories, and hand out connections that reconnect across a
 // restart. WaitFor polls a condition instead of sleeping.
 //
+// WithAuth and WithTLS start them with authentication (a fresh operator and
+// pcm account; the helper connections are the admin) and TLS (certificates
+// generated for the test, NewCerts); Broker.Sec mints users of any role and
+// ClientOptions connects as one. PCM_TEST_SECURE=1 turns both on for every
+// broker and cluster, so that a whole suite runs secured.
+//
 // It is a normal package (not a _test file) so that the tests of any package
 // can import it. It never mocks NATS, never listens beyond 127.0.0.1 and
 // never keeps anything after a test ends.

@@ -12,6 +12,8 @@ type options struct {
 	provisionSet bool
 	popts        broker.ProvisionOptions
 	logger       *zap.Logger
+	auth, tls    bool
+	flags        map[string]bool
 }
 
 // Option changes how StartBroker or StartCluster sets things up.
@@ -34,9 +36,14 @@ func WithProvisionOptions(o broker.ProvisionOptions) Option {
 // zaptest.NewLogger(t)). By default they are discarded.
 func WithLogger(l *zap.Logger) Option { return func(o *options) { o.logger = l } }
 
+// WithFeatureFlags sets nats-server feature flags on the broker or every
+// cluster member (for example {"js_ack_fc_v2": true}, the v2 ack subject
+// format).
+func WithFeatureFlags(flags map[string]bool) Option { return func(o *options) { o.flags = flags } }
+
 // buildOptions applies opts over the defaults.
 func buildOptions(opts []Option) options {
-	o := options{provision: true}
+	o := options{provision: true, auth: Secure(), tls: Secure()}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -1,0 +1,276 @@
+package auth_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+
+	"github.com/pcm-project/pcm/broker/auth"
+)
+
+func TestSetupCreatesThenLoads(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	a, created, err := auth.Setup(dir)
+	if err != nil || !created {
+		t.Fatalf("first Setup: created %v, %v", created, err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("auth dir mode: %v %v", fi.Mode(), err)
+	}
+	for name, mode := range map[string]os.FileMode{
+		auth.OperatorSeedFile: 0o600, auth.AccountSeedFile: 0o600, auth.AccountKeyFile: 0o600, auth.AdminCredsFile: 0o600,
+		auth.OperatorJWTFile: 0o644, auth.AccountJWTFile: 0o644, auth.SystemJWTFile: 0o644,
+	} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != mode {
+			t.Errorf("%s has mode %o, want %o", name, fi.Mode().Perm(), mode)
+		}
+	}
+	b, created, err := auth.Setup(dir)
+	if err != nil || created {
+		t.Fatalf("second Setup: created %v, %v", created, err)
+	}
+	if b.Account() != a.Account() || b.Trust() != a.Trust() {
+		t.Fatal("second Setup made another authority")
+	}
+	oc, ac, err := b.Trust().Decode()
+	if err != nil || !oc.DidSign(ac) || !ac.Limits.IsJSEnabled() {
+		t.Fatalf("trust: %v", err)
+	}
+	if _, err := b.Trust().System(); err != nil {
+		t.Fatal(err)
+	}
+	uc, err := auth.CredsUser(filepath.Join(dir, auth.AdminCredsFile))
+	if err != nil || uc.IssuerAccount != a.Account() || uc.Name != "admin-admin" {
+		t.Fatalf("admin creds: %+v, %v", uc, err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	good := filepath.Join(t.TempDir(), "auth")
+	if _, _, err := auth.Setup(good); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "auth")
+	if _, _, err := auth.Setup(other); err != nil {
+		t.Fatal(err)
+	}
+	mixed := t.TempDir()
+	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
+		copyFile(t, filepath.Join(good, f), filepath.Join(mixed, f))
+	}
+	copyFile(t, filepath.Join(other, auth.AccountKeyFile), filepath.Join(mixed, auth.AccountKeyFile))
+	foreignAccount := t.TempDir()
+	copyFile(t, filepath.Join(good, auth.OperatorJWTFile), filepath.Join(foreignAccount, auth.OperatorJWTFile))
+	copyFile(t, filepath.Join(other, auth.AccountJWTFile), filepath.Join(foreignAccount, auth.AccountJWTFile))
+	copyFile(t, filepath.Join(good, auth.SystemJWTFile), filepath.Join(foreignAccount, auth.SystemJWTFile))
+	garbage := t.TempDir()
+	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
+		if err := os.WriteFile(filepath.Join(garbage, f), []byte("not a jwt"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		dir  string
+		want error
+	}{
+		{"empty dir", t.TempDir(), auth.ErrNoAuthority},
+		{"account key of another authority", mixed, auth.ErrBadAuthority},
+		{"account not signed by the operator", foreignAccount, auth.ErrBadAuthority},
+		{"not JWTs", garbage, auth.ErrBadAuthority},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := auth.Load(tc.dir); !errors.Is(err, tc.want) {
+				t.Fatalf("Load: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	a, err := auth.Load(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noKey := t.TempDir()
+	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
+		copyFile(t, filepath.Join(good, f), filepath.Join(noKey, f))
+	}
+	b, err := auth.Load(noKey)
+	if err != nil {
+		t.Fatalf("a member's copy (JWTs only) must load: %v", err)
+	}
+	if _, err := b.Issuer(); !errors.Is(err, auth.ErrNoAuthority) {
+		t.Fatalf("Issuer without the account key: %v", err)
+	}
+	if _, err := a.Issuer(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadIssuerErrors(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	if _, _, err := auth.Setup(dir); err != nil {
+		t.Fatal(err)
+	}
+	notKey := filepath.Join(t.TempDir(), "x")
+	if err := os.WriteFile(notKey, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		want       error
+	}{
+		{"missing", filepath.Join(t.TempDir(), "nope"), auth.ErrNoAuthority},
+		{"not a key file", notKey, auth.ErrBadAuthority},
+		{"user credentials", filepath.Join(dir, auth.AdminCredsFile), auth.ErrBadAuthority},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := auth.LoadIssuer(tc.path); !errors.Is(err, tc.want) {
+				t.Fatalf("LoadIssuer: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	iss, err := auth.LoadIssuer(filepath.Join(dir, auth.AccountKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := iss.Issue(auth.User{Role: auth.RolePublisher, Name: "ci", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sub", "ci.creds")
+	if err := auth.WriteCreds(path, creds); err != nil {
+		t.Fatal(err)
+	}
+	uc, err := auth.CredsUser(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uc.Expires == 0 || uc.IssuerAccount != iss.Account() || !slices.Contains(uc.Tags, "pcm-role:publisher") {
+		t.Fatalf("issued user: %+v", uc)
+	}
+	if vr := (jwt.ValidationResults{}); true {
+		uc.Validate(&vr)
+		if vr.IsBlocking(true) {
+			t.Fatalf("issued JWT does not validate: %v", vr.Errors())
+		}
+	}
+}
+
+func TestUserValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		u    auth.User
+		want error
+	}{
+		{"unknown role", auth.User{Role: "root", Name: "x"}, auth.ErrInvalidUser},
+		{"empty name", auth.User{Role: auth.RoleAgent}, auth.ErrInvalidUser},
+		{"dotted client id", auth.User{Role: auth.RoleAgent, Name: "a.b"}, auth.ErrInvalidUser},
+		{"wildcard client id", auth.User{Role: auth.RoleDesktop, Name: "*"}, auth.ErrInvalidUser},
+		{"bad group", auth.User{Role: auth.RoleDesktop, Name: "c1", Groups: []string{"g>"}}, auth.ErrInvalidUser},
+		{"negative TTL", auth.User{Role: auth.RoleAuditor, Name: "a", TTL: -time.Second}, auth.ErrInvalidUser},
+		{"agent", auth.User{Role: auth.RoleAgent, Name: "ws-042"}, nil},
+		{"admin", auth.User{Role: auth.RoleAdmin, Name: "root_1"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := auth.Permissions(tc.u)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Permissions: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if _, err := auth.ParseRole("Publisher"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auth.ParseRole("root"); !errors.Is(err, auth.ErrInvalidUser) {
+		t.Fatalf("ParseRole(root): %v", err)
+	}
+}
+
+// TestPermissionsShape pins the properties the permission tests rely on:
+// an agent's subjects name only its own client, every role but admin has a
+// private inbox and no wildcard over the whole account.
+func TestPermissionsShape(t *testing.T) {
+	for _, r := range auth.Roles {
+		u := auth.User{Role: r, Name: "c1"}
+		p, err := auth.Permissions(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r == auth.RoleAdmin {
+			if !slices.Contains(p.Pub.Allow, ">") {
+				t.Fatal("admin cannot publish everywhere")
+			}
+			continue
+		}
+		if !slices.Contains(p.Sub.Allow, u.InboxPrefix()+".>") {
+			t.Errorf("%s has no private inbox: %v", r, p.Sub.Allow)
+		}
+		for _, s := range append(append([]string{}, p.Pub.Allow...), p.Sub.Allow...) {
+			if s == ">" || strings.HasPrefix(s, "_INBOX.") || s == "$JS.API.>" || s == "$KV.>" {
+				t.Errorf("%s may use %q", r, s)
+			}
+		}
+	}
+	p, _ := auth.Permissions(auth.User{Role: auth.RoleAgent, Name: "c1"})
+	for _, s := range append(append([]string{}, p.Pub.Allow...), p.Sub.Allow...) {
+		switch {
+		case strings.Contains(s, "PCM_PACKAGES"):
+			// packages are shared content every agent may read
+		case strings.HasPrefix(s, "$JS.API.STREAM.INFO."), strings.HasPrefix(s, "$JS.FC."),
+			strings.HasPrefix(s, "$JS.API.CONSUMER.DELETE.KV_PCM_LOCKS."):
+		case !strings.Contains(s, "c1"):
+			t.Errorf("the agent of c1 may use %q, which does not name its client", s)
+		}
+	}
+}
+
+func TestClientConfigOptions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	if _, _, err := auth.Setup(dir); err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("nope"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  auth.ClientConfig
+		want error
+	}{
+		{"missing creds", auth.ClientConfig{CredsFile: filepath.Join(dir, "nope.creds")}, auth.ErrCreds},
+		{"creds that are not", auth.ClientConfig{CredsFile: filepath.Join(dir, auth.OperatorJWTFile)}, auth.ErrCreds},
+		{"CA not PEM", auth.ClientConfig{CAFile: notPEM}, auth.ErrTLS},
+		{"missing CA", auth.ClientConfig{CAFile: filepath.Join(dir, "nope.pem")}, auth.ErrTLS},
+		{"cert without key", auth.ClientConfig{CertFile: notPEM}, auth.ErrTLS},
+		{"nothing", auth.ClientConfig{}, nil},
+		{"admin", auth.ClientConfig{CredsFile: filepath.Join(dir, auth.AdminCredsFile)}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.cfg.Options()
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Options: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/broker"
+	"github.com/pcm-project/pcm/broker/auth"
+)
+
+// registerSecurity adds the authentication and TLS flags of pcm broker.
+// (--tls-ca, --tls-cert and --tls-key shadow the client flags of the same
+// name: here they are the broker's.)
+func (f *brokerFlags) registerSecurity(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.auth, "auth", false, "require credentials: create (first start) or load the operator and pcm account in --auth-dir")
+	cmd.Flags().StringVar(&f.authDir, "auth-dir", "", "directory of the operator, account and account key (default DATA/auth); cluster members share a copy")
+	cmd.Flags().StringVar(&f.tls.CertFile, "tls-cert", "", "the broker's certificate (PEM): turns TLS on for clients and cluster routes")
+	cmd.Flags().StringVar(&f.tls.KeyFile, "tls-key", "", "key of --tls-cert (PEM)")
+	cmd.Flags().StringVar(&f.tls.CAFile, "tls-ca", "", "CA (PEM) that cluster members' and clients' certificates are verified with")
+	cmd.Flags().BoolVar(&f.tls.VerifyClients, "tls-verify-clients", false, "require a client certificate signed by --tls-ca")
+}
+
+// authDirOrDefault is --auth-dir, or DATA/auth.
+func (f *brokerFlags) authDirOrDefault() string {
+	if f.authDir != "" {
+		return f.authDir
+	}
+	return filepath.Join(f.data, "auth")
+}
+
+// setupAuth loads (or, on a single node, creates) the authority when
+// --auth is set; created tells whether it was just created.
+func (f *brokerFlags) setupAuth(clustered bool) (*auth.Authority, bool, error) {
+	if !f.auth {
+		return nil, false, nil
+	}
+	dir := f.authDirOrDefault()
+	if clustered {
+		if _, err := os.Stat(filepath.Join(dir, auth.OperatorJWTFile)); errors.Is(err, os.ErrNotExist) {
+			return nil, false, fmt.Errorf("%w: cluster member with --auth: %s holds no authority; every member must trust the same one: create it once with pcm broker init-auth --auth-dir DIR and copy %s, %s and %s to each member's --auth-dir",
+				auth.ErrNoAuthority, dir, auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile)
+		}
+		a, err := auth.Load(dir)
+		return a, false, err
+	}
+	return auth.Setup(dir)
+}
+
+// sayAuth tells the operator how the broker authenticates.
+func (f *brokerFlags) sayAuth(w io.Writer, log *zap.Logger, a *auth.Authority, created bool) {
+	if a == nil {
+		where := "on loopback only"
+		if !broker.IsLoopback(f.listen) {
+			where = "ON " + f.listen + ": ANYONE WHO REACHES IT CONTROLS EVERY AGENT; use --auth"
+			log.Warn("the broker is open (no authentication) and listens beyond loopback: anyone who reaches it can run commands on every agent; start it with --auth",
+				zap.String("listen", f.listen))
+		}
+		fmt.Fprintf(w, "open broker, no authentication (%s)\n", where)
+		return
+	}
+	if created {
+		fmt.Fprintf(w, "created the operator and the pcm account in %s\n", a.Dir())
+	}
+	fmt.Fprintf(w, "authentication on: admin credentials %s, account key %s (keep both secret)\n",
+		filepath.Join(a.Dir(), auth.AdminCredsFile), filepath.Join(a.Dir(), auth.AccountKeyFile))
+	fmt.Fprintf(w, "issue credentials with: pcm enroll CLIENT --account-key %s ... or pcm creds ROLE NAME --account-key %s --out FILE\n",
+		filepath.Join(a.Dir(), auth.AccountKeyFile), filepath.Join(a.Dir(), auth.AccountKeyFile))
+}
+
+// selfProvisionTTL bounds the admin credentials a broker mints for itself.
+const selfProvisionTTL = 5 * time.Minute
+
+// selfOptions are the options of the broker's own provisioning
+// connection: in-process (no network, no TLS) and, with auth, as a
+// short-lived admin minted with the account key.
+func selfOptions(b *broker.Broker, a *auth.Authority) ([]nats.Option, error) {
+	opts := []nats.Option{nats.InProcessServer(b.Server())}
+	if a == nil {
+		return opts, nil
+	}
+	iss, err := a.Issuer()
+	if err != nil {
+		return nil, fmt.Errorf("provisioning needs admin rights: %w (or start with --no-provision and run pcm broker provision --creds ADMIN.creds)", err)
+	}
+	creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "broker-provision", TTL: selfProvisionTTL})
+	if err != nil {
+		return nil, err
+	}
+	o, err := auth.CredsOption(creds)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, o), nil
+}
+
+func newInitAuthCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "init-auth --auth-dir DIR",
+		Short: "Create the operator, the pcm account, its account key and admin credentials in DIR",
+		Long: `Creates, once, the authority of a deployment: an operator, the pcm account (with JetStream)
+signed by it, the account's signing key (account-key.creds: it issues every credential) and a
+first admin's credentials (admin.creds), secrets mode 0600. pcm broker --auth does this by itself
+on a single node; for a cluster, run it once and copy operator.jwt, account.jwt and system.jwt to
+every member's --auth-dir (members need no secret). It refuses a DIR that already holds one.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return fmt.Errorf("--auth-dir DIR is required")
+			}
+			if _, err := os.Stat(filepath.Join(dir, auth.OperatorJWTFile)); err == nil {
+				return fmt.Errorf("%w: %s already holds an authority: use it, or choose another directory", auth.ErrBadAuthority, dir)
+			}
+			a, _, err := auth.Setup(dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created the operator and the pcm account %s in %s\nadmin credentials: %s\naccount key: %s\n",
+				a.Account(), dir, filepath.Join(dir, auth.AdminCredsFile), filepath.Join(dir, auth.AccountKeyFile))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "auth-dir", "", "directory to create the authority in (created 0700)")
+	return cmd
+}

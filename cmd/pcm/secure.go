@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/broker/auth"
+)
+
+// clientSecurity are the global flags that authenticate a client to the
+// broker and check the broker's certificate.
+type clientSecurity struct {
+	creds, tlsCA, tlsCert, tlsKey string
+}
+
+// register adds --creds, --tls-ca, --tls-cert and --tls-key as persistent
+// flags of root.
+func (c *clientSecurity) register(root *cobra.Command) {
+	root.PersistentFlags().StringVar(&c.creds, "creds", "", "credentials file of this user (from pcm enroll or pcm creds); required by a broker started with --auth")
+	root.PersistentFlags().StringVar(&c.tlsCA, "tls-ca", "", "PEM file of the CA that signed the broker's certificate (turns TLS on)")
+	root.PersistentFlags().StringVar(&c.tlsCert, "tls-cert", "", "client certificate (PEM), for brokers that verify their clients")
+	root.PersistentFlags().StringVar(&c.tlsKey, "tls-key", "", "key of --tls-cert (PEM)")
+}
+
+// config is the auth.ClientConfig of the flags.
+func (c *clientSecurity) config() auth.ClientConfig {
+	return auth.ClientConfig{CredsFile: c.creds, CAFile: c.tlsCA, CertFile: c.tlsCert, KeyFile: c.tlsKey}
+}
+
+// options are the nats.Options of the flags (none when no flag is set).
+func (c *clientSecurity) options() ([]nats.Option, error) {
+	opts, err := c.config().Options()
+	if err != nil {
+		return nil, fmt.Errorf("%w (check --creds, --tls-ca, --tls-cert, --tls-key or PCM_CREDS, PCM_TLS_CA, ...)", err)
+	}
+	return opts, nil
+}
+
+// connect dials the broker for a short-lived command (publish, status, ...)
+// with the user's credentials and TLS settings: it fails fast with a clear
+// error when no broker answers or the broker refuses the user.
+func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := g.sec.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	refused := func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		if g.asyncError(nc, sub, err) {
+			// A short-lived command cannot do without what was refused:
+			// fail now rather than when the request times out.
+			go nc.Close()
+		}
+	}
+	return connect(g.url, name, append(opts, nats.ErrorHandler(refused))...)
+}
+
+// asyncError logs what the broker refused (without it, a request the
+// user's credentials do not allow just times out) and reports whether it
+// was a refusal that matters.
+func (g *globals) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) bool {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		g.log.Debug("asynchronous error from the broker", zap.Error(err))
+		return false
+	}
+	if strings.Contains(err.Error(), "$JS.API.CONSUMER.DELETE.") {
+		// nats.go deleting a finished ordered consumer, which a desktop or
+		// an auditor may not do: the broker drops it after a while.
+		g.log.Debug("the broker refused to delete a consumer; it expires by itself", zap.Error(err))
+		return false
+	}
+	g.log.Error("the broker refused an operation: these credentials do not allow it (docs/security.md lists what each role may do)", zap.Error(err))
+	return true
+}
+
+// dial connects a long-running face (agent, desktop) with base options and
+// the user's credentials and TLS settings.
+func (g *globals) dial(base []nats.Option) (*nats.Conn, error) {
+	opts, err := g.sec.options()
+	if err != nil {
+		return nil, err
+	}
+	logOnly := func(nc *nats.Conn, sub *nats.Subscription, err error) { g.asyncError(nc, sub, err) }
+	nc, err := nats.Connect(g.url, append(append(base, opts...), nats.ErrorHandler(logOnly))...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w%s", g.url, err, authHint(err))
+	}
+	return nc, nil
+}
+
+// authHint explains an authorization failure.
+func authHint(err error) string {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return " (the broker requires credentials: give --creds FILE or PCM_CREDS, from pcm enroll or pcm creds)"
+	}
+	return ""
+}
+
+// dialTimeout is how long a short-lived command waits for the broker.
+const dialTimeout = 5 * time.Second
