@@ -36,7 +36,9 @@ func TestConfigValidate(t *testing.T) {
 // TestJobOver is the no-rerun decision on the broker's last status.
 func TestJobOver(t *testing.T) {
 	job := events.JobOffered{MaxAttempts: 3}
-	st := func(s events.State, attempt int) *events.JobStatus { return &events.JobStatus{State: s, Attempt: attempt} }
+	st := func(s events.State, attempt int) *events.JobStatus {
+		return &events.JobStatus{State: s, Attempt: attempt}
+	}
 	cases := []struct {
 		last *events.JobStatus
 		want bool

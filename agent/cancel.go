@@ -16,6 +16,9 @@ import (
 // is marked so that its offer finishes as cancelled; a job already done is
 // left as it is.
 func (s *Service) handleCancel(ctx context.Context, msg jetstream.Msg, ev event.Event) {
+	if !s.verified(ctx, msg, ev) {
+		return
+	}
 	c, err := events.ParseJobCancelled(ev)
 	if err != nil {
 		s.refuse(ctx, msg, "", err)

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
 )
@@ -40,8 +41,13 @@ type Config struct {
 	// Groups are reported in the inventory; the enrollment decides which
 	// group subjects the consumer receives.
 	Groups []string
-	// StateDir holds the journal, job working directories and logs.
+	// StateDir holds the journal, job working directories and logs, and
+	// the package cache (PackageCacheDir).
 	StateDir string
+	// CacheSize bounds the package cache, in bytes; default
+	// pkgcache.DefaultMaxBytes (2 GiB). The least recently used packages
+	// are evicted first; a package of a job still pending never is.
+	CacheSize int64
 	// Host name reported in statuses; default os.Hostname.
 	Host string
 	// OS and Arch of this client for the platform filter; default the
@@ -61,6 +67,13 @@ type Config struct {
 	Fault func(FaultPoint)
 	// Logger; nil means no logs.
 	Logger *zap.Logger
+	// TrustedKeys are the public keys (nkeys user or account keys, "U..."
+	// or "A...") of the publishers whose signed offers and cancellations
+	// this client accepts; several at once for a key rotation. When set,
+	// every job event is verified before anything else, and an unsigned,
+	// badly signed or otherwise signed one is never acted on. Empty runs
+	// unsigned jobs (the open default), with a warning at start.
+	TrustedKeys []string
 }
 
 func (c *Config) setDefaults() {
@@ -85,6 +98,9 @@ func (c *Config) setDefaults() {
 	if c.Lease <= 0 {
 		c.Lease = DefaultLease
 	}
+	if c.CacheSize == 0 {
+		c.CacheSize = pkgcache.DefaultMaxBytes
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -105,6 +121,12 @@ func (c Config) Validate() error {
 	}
 	if c.Lease < time.Second {
 		return fmt.Errorf("%w: lease %s is shorter than 1s, the broker's smallest TTL", ErrInvalidConfig, c.Lease)
+	}
+	if c.CacheSize < 0 {
+		return fmt.Errorf("%w: cache size %d is negative: set --cache-size to a size such as 2GiB", ErrInvalidConfig, c.CacheSize)
+	}
+	if err := events.ValidateTrustedKeys(c.TrustedKeys); err != nil {
+		return fmt.Errorf("%w: %w (set --trusted-keys)", ErrInvalidConfig, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent/lock"
+	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/offers"
 )
@@ -71,6 +72,7 @@ func (d *Desktop) bind(ctx context.Context) error {
 	if d.locker != nil {
 		return nil
 	}
+	d.warnUnsigned()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cons, err := d.js.Consumer(ctx, events.StreamJobs, events.ConsumerName(d.cfg.ClientID))
@@ -112,7 +114,7 @@ func (d *Desktop) List(ctx context.Context) ([]events.JobOffered, error) {
 // scanLive returns the offers of this client not cancelled, by offer time.
 func (d *Desktop) scanLive(ctx context.Context) ([]events.JobOffered, error) {
 	jobs := map[string]events.JobOffered{}
-	err := offers.Scan(ctx, d.js, d.filters, time.Time{}, func(e offers.Entry) bool {
+	err := offers.ScanVerified(ctx, d.js, d.filters, time.Time{}, d.trusted, func(e offers.Entry) bool {
 		if e.Offer != nil {
 			jobs[e.Offer.JobID] = *e.Offer
 		} else {
@@ -163,7 +165,7 @@ func (d *Desktop) Run(ctx context.Context, jobID string) (events.JobStatus, erro
 	if err := d.bind(ctx); err != nil {
 		return events.JobStatus{}, err
 	}
-	found, err := offers.Find(ctx, d.js, d.filters, jobID)
+	found, err := d.find(ctx, jobID)
 	if err != nil {
 		return events.JobStatus{}, err
 	}
@@ -178,6 +180,12 @@ func (d *Desktop) runJob(ctx context.Context, job events.JobOffered) (events.Job
 	if err := d.runnable(ctx, job, time.Now()); err != nil {
 		return events.JobStatus{}, err
 	}
+	// The package is fetched and verified before the lock is taken.
+	release, err := d.preparePackage(ctx, job)
+	if err != nil {
+		return d.packageRefused(ctx, job, err)
+	}
+	defer release()
 	notified := false
 	lease, err := d.locker.Acquire(ctx, d.lockInfo(job.JobID), func(h lock.Info) {
 		log.Info("job waits: the lock is held", zap.String("holder", string(h.Holder)), zap.String("holder_job", h.JobID), zap.Time("since", h.Since))
@@ -236,6 +244,25 @@ func (d *Desktop) runJob(ctx context.Context, job events.JobOffered) (events.Job
 	}
 	log.Info("job finished", zap.String("state", string(final.State)), zap.String("reason", final.Reason))
 	return final, nil
+}
+
+// packageRefused reports a job whose package is missing or altered as
+// failed (nothing runs) and returns that status with the error; a package
+// that is only unavailable for now is returned as an error alone.
+func (d *Desktop) packageRefused(ctx context.Context, job events.JobOffered, err error) (events.JobStatus, error) {
+	if !pkgcache.Permanent(err) {
+		return events.JobStatus{}, fmt.Errorf("package of job %s not available now: %w", job.JobID, err)
+	}
+	attempt := 1
+	if last, _, lerr := d.lastStatus(ctx, job.JobID); lerr == nil && last != nil && last.State != events.StateRejected {
+		attempt = last.Attempt + 1
+	}
+	st := d.newStatus(job.JobID, events.StateFailed, attempt, job.Attempts())
+	st.Reason = truncate(err.Error(), 1024)
+	if perr := d.persist(ctx, st); perr != nil {
+		return st, perr
+	}
+	return st, fmt.Errorf("job %s not run: %w", job.JobID, err)
 }
 
 // persist publishes a status, retrying until the broker stores it (the
@@ -309,7 +336,7 @@ func (d *Desktop) Session(ctx context.Context) error {
 	newOffers := make(chan events.JobOffered, 64)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		ev, err := events.Decode(msg.Headers(), msg.Data())
-		if err != nil || ev.Type() != events.TypeJobOffered {
+		if err != nil || ev.Type() != events.TypeJobOffered || d.trusted(ev) != nil {
 			return
 		}
 		if job, err := events.ParseJobOffered(ev); err == nil {

@@ -9,7 +9,10 @@
 // offer is acked only after its final status is persisted on the broker; a
 // final status produced offline waits in the fsynced journal; nothing runs
 // outside its time window or on the wrong platform; and a bad event is
-// refused, logged and never stops the agent.
+// refused, logged and never stops the agent. With Config.TrustedKeys, an
+// offer or cancellation is verified before anything else: one not signed
+// by a trusted key is refused (reported rejected) and never acted on, by
+// either face.
 //
 // Sub-packages hold the parts with one job each: journal (bbolt), runner
 // (process execution), lock (the service-versus-desktop lease).

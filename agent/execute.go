@@ -11,16 +11,21 @@ import (
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/agent/lock"
+	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
 )
 
 // execute runs a due job: for each attempt it checks the broker for a final
-// status (no rerun), takes the lock, checks again, journals the start, runs,
+// status (no rerun), fetches and verifies the job's package and unpacks it
+// into the job's directory (without the lock: the lock is never held during
+// a download), takes the lock, checks again, journals the start, runs,
 // journals the final status, publishes it, releases the lock; after the last
-// attempt it acks the offer.
+// attempt it acks the offer. A package that is missing or does not match
+// its pinned digest ends the job failed, without running anything.
 func (s *Service) execute(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record) {
 	log := s.log.With(zap.String("job", job.JobID))
+	var pkg *pkgcache.Entry // the job's package, pinned until the job is done here
 	for ctx.Err() == nil {
 		last, seq, err := s.lastStatus(ctx, job.JobID)
 		if err != nil {
@@ -31,6 +36,19 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, job events.Job
 		if jobOver(last, job) {
 			s.adopt(ctx, msg, job, last, seq)
 			return
+		}
+		if job.Package != nil {
+			if pkg == nil {
+				e, release, ok := s.fetchJobPackage(ctx, msg, job, rec)
+				if !ok {
+					return
+				}
+				defer release()
+				pkg = &e
+			}
+			if !s.unpackJobPackage(ctx, msg, job, rec, *pkg) {
+				return
+			}
 		}
 		lease := s.takeLock(ctx, msg, job)
 		if lease == nil {
@@ -227,4 +245,51 @@ func (s *Service) settleInterrupted(ctx context.Context, job events.JobOffered, 
 	s.log.Warn("an attempt was started and never finished; it counts as failed", zap.String("job", job.JobID),
 		zap.Int("attempt", last.Attempt), zap.String("runner", string(last.Runner)))
 	return over, s.report(ctx, job.JobID)
+}
+
+// fetchJobPackage fetches and verifies job's package before the lock is
+// taken, keeping the offer alive meanwhile. ok is false when the offer was
+// settled: a permanent refusal (missing, digest mismatch, too large) ends
+// the job failed through the journal like any final status; a failure that
+// may pass sends the offer back for later.
+func (s *Service) fetchJobPackage(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record) (e pkgcache.Entry, release func(), ok bool) {
+	ref := *job.Package
+	log := s.log.With(zap.String("job", job.JobID), zap.String("package", ref.Name+"@"+ref.Version), zap.String("sha256", ref.SHA256))
+	stop := s.keepAlive(ctx, msg)
+	start := time.Now()
+	e, release, err := s.fetchPackage(ctx, ref)
+	stop()
+	if err == nil {
+		log.Info("package ready", zap.Bool("downloaded", e.Downloaded), zap.Int64("size", e.Size), zap.Duration("took", time.Since(start)))
+		return e, release, true
+	}
+	s.settlePackageError(ctx, msg, job, rec, log, err)
+	return e, nil, false
+}
+
+// unpackJobPackage unpacks the package into the job's directory, afresh
+// for each attempt, before the lock is taken.
+func (s *Service) unpackJobPackage(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record, e pkgcache.Entry) bool {
+	err := s.unpackPackage(ctx, e, s.runSpec(job, rec.Attempt+1).Dir)
+	if err == nil {
+		return true
+	}
+	log := s.log.With(zap.String("job", job.JobID), zap.String("package", e.Name+"@"+e.Version))
+	s.settlePackageError(ctx, msg, job, rec, log, err)
+	return false
+}
+
+// settlePackageError ends the job failed when err is permanent, and sends
+// the offer back otherwise (unless the agent is stopping).
+func (s *Service) settlePackageError(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record, log *zap.Logger, err error) {
+	switch {
+	case ctx.Err() != nil:
+		// The agent is stopping: the offer comes back.
+	case pkgcache.Permanent(err):
+		log.Warn("package refused: the job fails without running", zap.Error(err))
+		s.finishUnrun(ctx, msg, job, rec, events.StateFailed, truncate(err.Error(), 1024))
+	default:
+		log.Warn("package not available yet; the offer comes back", zap.Error(err))
+		_ = msg.NakWithDelay(retryLater)
+	}
 }

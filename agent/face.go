@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent/lock"
+	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
 )
@@ -35,6 +37,13 @@ type face struct {
 	js     jetstream.JetStream
 	status jetstream.Stream
 	locker *lock.Locker
+	pkgs   *packages
+}
+
+// packages is a face's package cache, opened on first use.
+type packages struct {
+	mu    sync.Mutex
+	cache *pkgcache.Cache
 }
 
 func newFace(nc *nats.Conn, js jetstream.JetStream, cfg Config, kind events.Runner, log *zap.Logger) face {
@@ -42,7 +51,92 @@ func newFace(nc *nats.Conn, js jetstream.JetStream, cfg Config, kind events.Runn
 	if u, err := user.Current(); err == nil {
 		name = u.Username
 	}
-	return face{cfg: cfg, kind: kind, user: name, nc: nc, js: js, log: log.With(zap.String("client", cfg.ClientID))}
+	return face{cfg: cfg, kind: kind, user: name, nc: nc, js: js, log: log.With(zap.String("client", cfg.ClientID)), pkgs: &packages{}}
+}
+
+// PackageCacheDir is where an agent keeps its package cache.
+func PackageCacheDir(stateDir string) string { return filepath.Join(stateDir, "packages") }
+
+// packageCache opens the package cache on first use.
+func (f *face) packageCache() (*pkgcache.Cache, error) {
+	f.pkgs.mu.Lock()
+	defer f.pkgs.mu.Unlock()
+	if f.pkgs.cache == nil {
+		c, err := pkgcache.Open(pkgcache.Config{
+			Dir: PackageCacheDir(f.cfg.StateDir), MaxBytes: f.cfg.CacheSize, Logger: f.log.Named("packages"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		f.pkgs.cache = c
+	}
+	return f.pkgs.cache, nil
+}
+
+// PackageCacheStats reports the face's package cache: fetches served from
+// it, downloads, resumptions, evictions, and what it holds. It is zero
+// until the first job with a package.
+func (f *face) PackageCacheStats() pkgcache.Stats {
+	f.pkgs.mu.Lock()
+	c := f.pkgs.cache
+	f.pkgs.mu.Unlock()
+	if c == nil {
+		return pkgcache.Stats{}
+	}
+	return c.Stats()
+}
+
+// fetchPackage pins ref and fetches its content into the cache, verified
+// against the pinned sha256. It takes no lock: call it before taking the
+// client's lock, never while holding it. release unpins the content; call
+// it once the job no longer needs it (after its last attempt).
+func (f *face) fetchPackage(ctx context.Context, ref events.PackageRef) (e pkgcache.Entry, release func(), err error) {
+	c, err := f.packageCache()
+	if err != nil {
+		return e, nil, fmt.Errorf("%w: opening the package cache: %w", pkgcache.ErrDownload, err)
+	}
+	c.Pin(ref.SHA256)
+	e, err = c.Fetch(ctx, f.js, ref)
+	if err != nil {
+		c.Unpin(ref.SHA256)
+		return e, nil, err
+	}
+	var once sync.Once
+	return e, func() { once.Do(func() { c.Unpin(ref.SHA256) }) }, nil
+}
+
+// preparePackage makes job's directory hold its package, for a face that
+// runs one attempt: it fetches and verifies the package and unpacks it
+// into the job's directory. Call it before taking the lock (a download is
+// never done under the lock). release unpins the package once the attempt
+// is over; for a job without a package it does nothing. A permanent
+// failure (pkgcache.Permanent) means the job must fail without running.
+func (f *face) preparePackage(ctx context.Context, job events.JobOffered) (release func(), err error) {
+	if job.Package == nil {
+		return func() {}, nil
+	}
+	e, release, err := f.fetchPackage(ctx, *job.Package)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.unpackPackage(ctx, e, f.runSpec(job, 1).Dir); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
+// unpackPackage empties dir and unpacks e into it, so that every attempt
+// starts from the package as published. On error dir is removed.
+func (f *face) unpackPackage(ctx context.Context, e pkgcache.Entry, dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("%w: emptying %s: %w", pkgcache.ErrUnpack, dir, err)
+	}
+	if err := pkgcache.Unpack(ctx, e, dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return err
+	}
+	return nil
 }
 
 // bindLock looks up PCM_LOCKS and makes the face's locker.
@@ -117,7 +211,8 @@ func (f *face) lastStatus(ctx context.Context, jobID string) (*events.JobStatus,
 }
 
 // runSpec is how attempt of job runs: in its own directory under the state
-// dir, its output appended to the job's log.
+// dir (where its package, if any, is unpacked), its output appended to the
+// job's log.
 func (f *face) runSpec(job events.JobOffered, attempt int) runner.Spec {
 	dir := filepath.Join(f.cfg.StateDir, "jobs", job.JobID)
 	return runner.Spec{

@@ -94,6 +94,9 @@ func (s *Service) refuse(ctx context.Context, msg jetstream.Msg, jobID string, r
 // handleOffer applies the rules of the design contract to an offer, in order:
 // already done, cancelled, platform, expiry, offer time, mandatory time.
 func (s *Service) handleOffer(ctx context.Context, msg jetstream.Msg, ev event.Event) {
+	if !s.verified(ctx, msg, ev) {
+		return
+	}
 	job, err := events.ParseJobOffered(ev)
 	if err != nil {
 		s.refuse(ctx, msg, events.JobIDOf(ev), err)

@@ -84,10 +84,25 @@ func (s *Service) flush(ctx context.Context) error {
 		}
 		if o.Final {
 			s.fault(FaultAfterPublish)
-			s.ackRecorded(ctx, o.JobID)
+			s.ackUnlessLive(ctx, o.JobID)
 		}
 	}
 	return nil
+}
+
+// ackUnlessLive acks jobID's offer through the journal (ackRecorded),
+// unless the recorded delivery is the one the consume loop is handling now:
+// every path that persists a final status for the offer in hand acks that
+// offer itself once report returns, and a second ack would cost a round
+// trip to the broker for nothing. If that ack is lost (the agent stops
+// first), the offer comes back and is acked then, the job being done.
+func (s *Service) ackUnlessLive(ctx context.Context, jobID string) {
+	if live := s.live.Load(); live != nil {
+		if rec, ok, err := s.journal.Get(jobID); err == nil && ok && rec.AckSubject == *live {
+			return
+		}
+	}
+	s.ackRecorded(ctx, jobID)
 }
 
 // ackRecorded acks the last delivery of jobID's offer through the ack

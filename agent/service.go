@@ -33,6 +33,15 @@ type Service struct {
 	current atomic.Value // string: the job running now
 	started time.Time
 
+	// live is the ack subject of the offer the consume loop is handling
+	// now: its handler acks it itself once its final status is persisted,
+	// so flush does not (see ackRecorded).
+	live atomic.Pointer[string]
+
+	curMu    sync.Mutex  // guards curTimer and curShown
+	curTimer *time.Timer // shows the running job in the inventory after currentGrace
+	curShown bool        // the inventory was asked to show the running job
+
 	seen, kept atomic.Int64 // offers before and after the platform filter
 }
 
@@ -92,6 +101,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		s.log.Warn("cannot watch the desktop's statuses; jobs it runs are acked when they come back", zap.Error(err))
 	}
+	s.warnUnsigned()
 	s.log.Info("agent ready", zap.String("platform", s.cfg.Platform()), zap.Strings("groups", s.cfg.Groups),
 		zap.String("consumer", events.ConsumerName(s.cfg.ClientID)), zap.Duration("ack_wait", s.ackWait))
 	close(s.ready)
@@ -148,21 +158,48 @@ func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
 	return cons, nil
 }
 
+// A pull request waits fetchWait for an offer, and while it waits the broker
+// confirms every fetchHeartbeat that it still holds it. Both are long so
+// that an idle agent costs next to nothing beyond its inventory heartbeat:
+// per fetchWait one pull request, its timeout and two idle heartbeats (with
+// nats.go's defaults for a 30 s fetch it was a pull, a timeout and five
+// heartbeats every 30 s). A pull request the broker lost is renewed at once
+// when the connection comes back, and otherwise noticed within two missed
+// heartbeats (a consumer leader change in a cluster).
+const (
+	fetchWait      = 2 * time.Minute
+	fetchHeartbeat = 55 * time.Second
+)
+
 // consume fetches one offer at a time and handles it, until ctx ends.
 func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
+	reconnected := s.nc.StatusChanged(nats.CONNECTED)
+	defer s.nc.RemoveStatusListener(reconnected)
 	b := newBackoff()
 	for ctx.Err() == nil {
-		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		fctx, cancel := context.WithTimeout(ctx, fetchWait)
+		go func() { // a reconnection renews the pull request
+			select {
+			case <-reconnected:
+				cancel()
+			case <-fctx.Done():
+			}
+		}()
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx), jetstream.FetchHeartbeat(fetchHeartbeat))
 		if err == nil {
 			for msg := range batch.Messages() {
+				reply := msg.Reply()
+				s.live.Store(&reply)
 				s.handle(ctx, msg)
+				s.live.Store(nil)
 			}
 			err = batch.Error()
 		}
+		renewed := fctx.Err() == context.Canceled
 		cancel()
 		switch {
-		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoMessages), ctx.Err() != nil:
+		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoMessages), ctx.Err() != nil,
+			renewed && errors.Is(err, context.Canceled):
 			b.reset()
 		default:
 			d := b.delay()
@@ -184,8 +221,41 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// currentGrace is how long a job runs before the inventory is rewritten to
+// show it: a job that ends sooner (most do) costs no inventory write at
+// all, where it used to cost two (its start and its end).
+const currentGrace = time.Second
+
+// setCurrent records the job running now ("" when none). The inventory
+// shows it once it has run for currentGrace (or at the next heartbeat), and
+// is rewritten when it ends only if it showed it.
 func (s *Service) setCurrent(job string) {
+	s.curMu.Lock()
+	defer s.curMu.Unlock()
 	s.current.Store(job)
+	if s.curTimer != nil {
+		s.curTimer.Stop()
+		s.curTimer = nil
+	}
+	if job == "" {
+		if s.curShown {
+			s.curShown = false
+			s.kickHeartbeat()
+		}
+		return
+	}
+	s.curTimer = time.AfterFunc(currentGrace, func() {
+		s.curMu.Lock()
+		defer s.curMu.Unlock()
+		if s.current.Load() == job && !s.curShown {
+			s.curShown = true
+			s.kickHeartbeat()
+		}
+	})
+}
+
+// kickHeartbeat asks the heartbeat loop to write the inventory now.
+func (s *Service) kickHeartbeat() {
 	select {
 	case s.beat <- struct{}{}:
 	default:

@@ -11,6 +11,8 @@ import (
 	"unicode"
 
 	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/broker/auth"
 )
 
 // Defaults applied by Config when a field is left zero.
@@ -60,6 +62,17 @@ type Config struct {
 	// StartTimeout bounds Start when its context has no deadline. Default
 	// DefaultStartTimeout.
 	StartTimeout time.Duration
+	// Auth, when set, turns on decentralized authentication: the broker
+	// trusts the operator and preloads the pcm account of auth.Trust, and
+	// accepts only users of that account (credentials minted by its signing
+	// key, see package auth), with their permissions. Nil: an open broker,
+	// where any client may do anything (keep it on loopback).
+	Auth *auth.Trust
+	// TLS turns on TLS for client connections and cluster routes.
+	TLS TLSConfig
+	// FeatureFlags are nats-server feature flags (such as js_ack_fc_v2, the
+	// v2 ack subject format), for tests and early adoption.
+	FeatureFlags map[string]bool
 	// Logger receives the broker's and nats-server's logs. Nil discards
 	// them. nats-server debug logs are enabled when the logger's level
 	// enables debug; trace logs never are.
@@ -145,6 +158,14 @@ func (c Config) Validate() error {
 	}
 	if c.StartTimeout < 0 {
 		return fmt.Errorf("%w: Config.StartTimeout %s is negative", ErrInvalidConfig, c.StartTimeout)
+	}
+	if err := c.TLS.validate(c.Cluster.enabled()); err != nil {
+		return err
+	}
+	if c.Auth != nil {
+		if _, err := c.Auth.System(); err != nil {
+			return fmt.Errorf("%w: Config.Auth: %w", ErrInvalidConfig, err)
+		}
 	}
 	return c.Cluster.validate()
 }

@@ -8,7 +8,12 @@
 // Shutdown. Provision takes only a jetstream.JetStream, so it works the same
 // against the embedded server and against an external nats-server.
 //
-// The package never publishes or consumes pcm events, never decides who may
-// connect (there is no authentication yet), and never logs except through the
+// With Config.Auth the broker runs in NATS operator mode and accepts only
+// users of the pcm account, with the permissions in their JWTs (package
+// broker/auth mints them); with Config.TLS it requires TLS from clients and
+// cluster routes. Without Config.Auth it is open: keep it on loopback.
+//
+// The package never publishes or consumes pcm events, never mints
+// credentials (broker/auth does), and never logs except through the
 // *zap.Logger it is given; nats-server's own logs are routed into that logger.
 package broker

@@ -16,6 +16,9 @@ var (
 	// ErrInvalidCluster: the Config.Cluster settings are incomplete or a
 	// route is not a nats-route://host:port URL.
 	ErrInvalidCluster = errors.New("invalid cluster config")
+	// ErrInvalidTLS: the Config.TLS settings are incomplete, or a
+	// certificate, key or CA file does not load.
+	ErrInvalidTLS = errors.New("invalid TLS config")
 	// ErrInvalidProvisionOptions: a ProvisionOptions field is out of range.
 	ErrInvalidProvisionOptions = errors.New("invalid provision options")
 	// ErrStart: the embedded server could not be started (a port already in

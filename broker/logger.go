@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -73,8 +74,21 @@ func (l *serverLogger) Fatalf(format string, v ...any) {
 	}
 }
 
-// Errorf logs at error level.
-func (l *serverLogger) Errorf(format string, v ...any) { l.log.Errorf(format, v...) }
+// Errorf logs at error level, but for permission violations: a client
+// refused something its credentials do not allow is the authorization
+// working, logged at warn level; and nats.go deleting a finished ordered
+// consumer its user may not delete (desktops, auditors) at debug level.
+func (l *serverLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	switch {
+	case !strings.Contains(msg, " Violation - "):
+		l.log.Error(msg)
+	case strings.Contains(msg, `Subject "$JS.API.CONSUMER.DELETE.`):
+		l.log.Debug(msg)
+	default:
+		l.log.Warn(msg)
+	}
+}
 
 // Debugf logs at debug level.
 func (l *serverLogger) Debugf(format string, v ...any) { l.log.Debugf(format, v...) }

@@ -83,6 +83,12 @@ func serverOptions(cfg Config) (*server.Options, error) {
 	if cfg.DefaultMaxConsumersPerStream > 0 {
 		opts.JetStreamLimits.DefaultMaxConsumers = cfg.DefaultMaxConsumersPerStream
 	}
+	if len(cfg.FeatureFlags) > 0 {
+		opts.FeatureFlags = cfg.FeatureFlags
+	}
+	if err := applySecurity(cfg, opts); err != nil {
+		return nil, err
+	}
 	if cfg.MonitorListen != "" {
 		opts.HTTPHost, opts.HTTPPort, _ = parseHostPort(cfg.MonitorListen)
 	}
@@ -122,7 +128,12 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 
 	b.log.Info("starting broker", zap.String("server_name", b.cfg.ServerName),
-		zap.String("listen", b.cfg.Listen), zap.String("store_dir", b.cfg.StoreDir))
+		zap.String("listen", b.cfg.Listen), zap.String("store_dir", b.cfg.StoreDir),
+		zap.Bool("auth", b.cfg.Auth != nil), zap.Bool("tls", b.cfg.TLS.enabled()))
+	if b.cfg.Auth != nil && openDataIn(b.cfg.StoreDir) {
+		b.log.Warn("the store dir holds data of an open (unauthenticated) broker, which an authenticated broker does not see: start with a fresh store dir, or run open and re-publish",
+			zap.String("store_dir", b.cfg.StoreDir))
+	}
 	startReturned := b.startDone
 	go func() {
 		defer close(startReturned)
@@ -152,6 +163,9 @@ func (b *Broker) Start(ctx context.Context) error {
 			startCh = nil
 		case <-tick.C:
 		}
+	}
+	if err := b.registerAccount(); err != nil {
+		return fail(err)
 	}
 	close(b.ready)
 	b.log.Info("broker ready", zap.String("url", b.ClientURL()), zap.String("server_name", b.cfg.ServerName))

@@ -10,6 +10,11 @@
 // and return a cloudevents Event; parsers (ParseJobOffered, ...) check every
 // attribute, the JSON schema and every rule, and return typed data.
 //
+// Publishers sign offers and cancellations (Sign, with an nkeys ed25519 key
+// pair) over a canonical form of the event; the signature and the signer's
+// public key travel as the pcmsig and pcmkey extension attributes, and
+// Verify checks them against a list of trusted keys.
+//
 // Every validation failure wraps one sentinel of errors.go and names the field
 // and the fix. The package never talks to a server, never logs and imports no
 // other package of pcm.

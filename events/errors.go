@@ -54,3 +54,21 @@ var (
 // ErrUnexpectedType: a known event type arrived where another was expected,
 // such as a status published on a jobs subject.
 var ErrUnexpectedType = errors.New("unexpected event type")
+
+// Errors of signed events (signature.go). Verify wraps exactly one of them.
+var (
+	// ErrUnsigned: an offer or cancellation carries no signature (no pcmsig
+	// attribute) where signed events are required.
+	ErrUnsigned = errors.New("unsigned event")
+	// ErrBadSignature: an event's signature does not match its content (it
+	// was altered after signing), is not base64url, or its pcmkey/pcmsig
+	// attributes are not strings.
+	ErrBadSignature = errors.New("bad signature")
+	// ErrUntrustedKey: an event is signed by a key that is not among the
+	// trusted public keys.
+	ErrUntrustedKey = errors.New("untrusted signing key")
+	// ErrInvalidKey: a signing key pair or a trusted public key is not an
+	// nkeys user or account key (seeds start with SU or SA, public keys with
+	// U or A).
+	ErrInvalidKey = errors.New("invalid key")
+)

@@ -19,6 +19,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/integration/testenv"
 )
@@ -78,7 +79,7 @@ func TestChaos(t *testing.T) {
 		enroll(t, env.JS, ids[i], "fleet")
 		agents[i] = &chaosAgent{t: t, dir: dir, url: env.URL, client: ids[i]}
 		agents[i].start("")
-		nc, err := nats.Connect(env.URL, agent.ConnectOptions("chaos desktop")...)
+		nc, err := nats.Connect(env.URL, append(agent.ConnectOptions("chaos desktop"), testenv.ClientOptions(t, env.URL, auth.User{Role: auth.RoleDesktop, Name: ids[i]})...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

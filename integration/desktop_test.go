@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/integration/testenv"
 )
@@ -37,7 +38,7 @@ type testDesktop struct {
 
 func newTestDesktop(t testing.TB, url, client string, tweak func(*agent.DesktopConfig)) *testDesktop {
 	t.Helper()
-	nc, err := nats.Connect(url, agent.ConnectOptions("test desktop "+client)...)
+	nc, err := nats.Connect(url, append(agent.ConnectOptions("test desktop "+client), testenv.ClientOptions(t, url, auth.User{Role: auth.RoleDesktop, Name: client})...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/publisher"
@@ -71,7 +72,10 @@ type agentOpts func(*agent.Config)
 // connection and the given state dir, and waits until it is ready.
 func startAgent(t testing.TB, url, client, stateDir string, opts ...agentOpts) *runningAgent {
 	t.Helper()
-	nc, err := nats.Connect(url, agent.ConnectOptions("test agent "+client)...)
+	// With a secure broker (PCM_TEST_SECURE=1), the agent runs with its own
+	// agent credentials, as in production.
+	nc, err := nats.Connect(url, append(agent.ConnectOptions("test agent "+client),
+		testenv.ClientOptions(t, url, auth.User{Role: auth.RoleAgent, Name: client})...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
 // Package publisher is the operator's and CI's side of pcm: it builds,
-// validates and publishes job offers, cancels jobs, enrolls clients (creates
+// validates, signs (Config.Signer, a key from NewSigningKey) and publishes
+// job offers, cancels jobs, enrolls clients (creates
 // their durable consumers centrally), finds the offer of a job again, and
 // reads back what happened: the rollout of a job per client (ReadRollout,
 // WatchRollout), the merged audit history of both streams (Replay), and the

@@ -10,6 +10,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/pcm-project/pcm/events"
@@ -33,6 +34,11 @@ type Config struct {
 	Name string
 	// Now returns the current time; default time.Now. For tests.
 	Now func() time.Time
+	// Signer, when set, signs every offer and cancellation (events.Sign):
+	// an nkeys user or account key pair with its seed (ReadSigningKey).
+	// Agents that trust its public key run the jobs; agents with trusted
+	// keys refuse unsigned ones. Nil publishes unsigned events.
+	Signer nkeys.KeyPair
 }
 
 func (c *Config) setDefaults() {
@@ -48,6 +54,11 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if err := events.ValidID("publisher name", c.Name); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	if c.Signer != nil {
+		if _, err := events.SignerOf(c.Signer); err != nil {
+			return fmt.Errorf("signing key: %w", err)
+		}
 	}
 	return nil
 }
@@ -137,10 +148,11 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 	return job, nil
 }
 
-// Publish validates job (see Prepare), then publishes its offer once per
-// target, each with a Nats-Msg-Id derived from the job id and the target so
-// a retried publish is stored once. It returns the job id. When some targets
-// were stored and one failed, the error is a *PartialError saying which.
+// Publish validates job (see Prepare), signs its offer when the publisher
+// has a Signer, then publishes it once per target, each with a Nats-Msg-Id
+// derived from the job id and the target so a retried publish is stored
+// once. It returns the job id. When some targets were stored and one
+// failed, the error is a *PartialError saying which.
 func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (string, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
@@ -152,13 +164,17 @@ func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (string,
 	if err != nil {
 		return job.JobID, fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
+	if err := p.sign(&ev); err != nil {
+		return job.JobID, err
+	}
 	return job.JobID, p.publishToTargets(ctx, job.JobID, job.Targets, func(t events.Target) string {
 		return offerMsgID(job.JobID, t)
 	}, ev)
 }
 
 // Cancel publishes a pcm.job.cancelled.v1 for jobID to the targets of its
-// offer, which it finds in the jobs stream. Agents that have not started the
+// offer, which it finds in the jobs stream, signed when the publisher has a
+// Signer. Agents that have not started the
 // job report it cancelled and never run it.
 func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 	ctx, cancel := withDefaultTimeout(ctx)
@@ -175,9 +191,33 @@ func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
+	if err := p.sign(&ev); err != nil {
+		return err
+	}
 	return p.publishToTargets(ctx, jobID, c.Targets, func(t events.Target) string {
 		return cancelMsgID(jobID, t)
 	}, ev)
+}
+
+// sign signs ev with the configured signer, if any.
+func (p *Publisher) sign(ev *event.Event) error {
+	if p.cfg.Signer == nil {
+		return nil
+	}
+	if err := events.Sign(ev, p.cfg.Signer); err != nil {
+		return fmt.Errorf("signing event %s: %w", ev.ID(), err)
+	}
+	return nil
+}
+
+// Signer is the public key the publisher signs with, or "" when it
+// publishes unsigned events.
+func (p *Publisher) Signer() string {
+	if p.cfg.Signer == nil {
+		return ""
+	}
+	key, _ := events.SignerOf(p.cfg.Signer)
+	return key
 }
 
 // offerMsgID is the Nats-Msg-Id of a job's offer to one target.

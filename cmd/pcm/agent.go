@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/publisher"
 )
 
@@ -29,6 +30,9 @@ type agentFlags struct {
 	enroll             bool
 	heartbeat, lease   time.Duration
 	ackWait            time.Duration
+	cacheSize          byteSize
+	trustedKeys        []string
+	trustedKeysFile    string
 }
 
 func (f *agentFlags) register(cmd *cobra.Command) {
@@ -38,6 +42,10 @@ func (f *agentFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.heartbeat, "heartbeat", agent.DefaultHeartbeat, "how often the inventory in PCM_AGENTS is refreshed")
 	cmd.Flags().DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
 	cmd.Flags().DurationVar(&f.ackWait, "ack-wait", publisher.DefaultAckWait, "with --enroll: redeliver an unacked offer after this long")
+	f.cacheSize = pkgcache.DefaultMaxBytes
+	cmd.Flags().Var(&f.cacheSize, "cache-size", "size limit of the package cache in the state dir (2GiB, 500MiB, ...); least recently used packages are evicted first, never one of a pending job")
+	cmd.Flags().StringSliceVar(&f.trustedKeys, "trusted-keys", nil, trustedKeysUsage)
+	cmd.Flags().StringVar(&f.trustedKeysFile, "trusted-keys-file", "", trustedKeysFileUsage)
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -55,9 +63,12 @@ agent enroll itself with --groups.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.resolve()
-			nc, err := nats.Connect(g.url, agent.ConnectOptions("pcm agent "+f.clientID)...)
+			if f.enroll && g.sec.creds != "" {
+				return fmt.Errorf("--enroll: an agent with credentials (a broker started with --auth) cannot enroll itself: an operator runs pcm enroll %s --group ... with publisher or admin credentials", f.clientID)
+			}
+			nc, err := g.dial(agent.ConnectOptions("pcm agent " + f.clientID))
 			if err != nil {
-				return fmt.Errorf("connecting to %s: %w", g.url, err)
+				return err
 			}
 			defer nc.Close()
 			return runAgent(cmd.Context(), g.log, nc, f)
@@ -70,6 +81,10 @@ agent enroll itself with --groups.`,
 
 // runAgent runs the service face on nc until ctx ends.
 func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags) error {
+	trusted, err := trustedKeys(f.trustedKeys, f.trustedKeysFile)
+	if err != nil {
+		return err
+	}
 	if f.stateDir == "" {
 		f.stateDir = defaultStateDir(f.clientID)
 	}
@@ -80,7 +95,8 @@ func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags)
 	}
 	svc, err := agent.New(nc, agent.Config{
 		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
-		Heartbeat: f.heartbeat, Lease: f.lease, Fault: faultFromEnv(log), Logger: log,
+		Heartbeat: f.heartbeat, Lease: f.lease, CacheSize: int64(f.cacheSize), Fault: faultFromEnv(log), Logger: log,
+		TrustedKeys: trusted,
 	})
 	if err != nil {
 		return err

@@ -28,7 +28,7 @@ pcm agents show CLIENT adds the client's pending jobs and its last statuses.`,
 			if err := checkOutput(output, "table", "json"); err != nil {
 				return err
 			}
-			nc, js, err := connect(g.url, "pcm agents")
+			nc, js, err := g.connect("pcm agents")
 			if err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ received and waiting, or not received yet) and its last statuses, oldest first.`
 			if err := checkOutput(output, "table", "json"); err != nil {
 				return err
 			}
-			nc, js, err := connect(g.url, "pcm agents show")
+			nc, js, err := g.connect("pcm agents show")
 			if err != nil {
 				return err
 			}

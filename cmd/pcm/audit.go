@@ -49,7 +49,7 @@ event, so any CloudEvents SDK reads it. --follow keeps streaming events as they 
 			if err != nil {
 				return err
 			}
-			nc, js, err := connect(g.url, "pcm audit")
+			nc, js, err := g.connect("pcm audit")
 			if err != nil {
 				return err
 			}

@@ -19,6 +19,10 @@ type brokerFlags struct {
 	data, listen, monitor, serverName string
 	clusterName, clusterListen        string
 	routes                            []string
+	// security: pcm broker only (pcm up stays open, on loopback).
+	auth    bool
+	authDir string
+	tls     broker.TLSConfig
 }
 
 func (f *brokerFlags) register(cmd *cobra.Command) {
@@ -65,11 +69,30 @@ func newBrokerCmd(g *globals) *cobra.Command {
 		Long: `Runs an embedded nats-server with JetStream, creates or updates pcm's streams and buckets,
 prints the URL clients use, and runs until SIGINT or SIGTERM. A restart on the same --data keeps
 every job, status and bucket. With --cluster-* flags it runs as one member of a JetStream cluster;
-provision such a cluster once it has formed, with pcm broker provision --replicas 3.`,
+provision such a cluster once it has formed, with pcm broker provision --replicas 3.
+
+Without --auth the broker is open: anyone who reaches --listen may do anything, so keep it on
+loopback. With --auth it trusts only users of its pcm account: on first start it creates the
+operator, the account and the account's signing key in --auth-dir (default DATA/auth) and writes
+admin credentials there (admin.creds); pcm enroll and pcm creds then issue per-client and per-role
+credentials with the account key (account-key.creds), which the broker accepts without a restart.
+--tls-cert and --tls-key turn TLS on for clients and cluster routes; --tls-ca is the CA routes
+(and client certificates) are verified with. See docs/security.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			b, err := broker.New(bf.config(g.log))
+			clustered := bf.clusterName != ""
+			cfg := bf.config(g.log)
+			authority, created, err := bf.setupAuth(clustered)
+			if err != nil {
+				return err
+			}
+			if authority != nil {
+				tr := authority.Trust()
+				cfg.Auth = &tr
+			}
+			cfg.TLS = bf.tls
+			b, err := broker.New(cfg)
 			if err != nil {
 				return err
 			}
@@ -77,13 +100,17 @@ provision such a cluster once it has formed, with pcm broker provision --replica
 				return err
 			}
 			defer b.Shutdown()
-			clustered := bf.clusterName != ""
 			if !noProvision && !clustered {
-				if err := provisionAt(ctx, b.ClientURL(), pf.options()); err != nil {
+				nopts, err := selfOptions(b, authority)
+				if err != nil {
+					return err
+				}
+				if err := provisionAt(ctx, b.ClientURL(), pf.options(), nopts...); err != nil {
 					return err
 				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "pcm broker ready: %s\n", b.ClientURL())
+			bf.sayAuth(cmd.OutOrStdout(), g.log, authority, created)
 			if clustered {
 				fmt.Fprintf(cmd.OutOrStdout(), "cluster member %s of %s; once the cluster has formed run: pcm broker provision --url %s --replicas 3\n",
 					bf.serverName, bf.clusterName, b.ClientURL())
@@ -100,7 +127,8 @@ provision such a cluster once it has formed, with pcm broker provision --replica
 	cmd.Flags().StringVar(&bf.clusterListen, "cluster-listen", "", "host:port other members connect to")
 	cmd.Flags().StringSliceVar(&bf.routes, "routes", nil, "nats-route://host:port of the other members, comma-separated")
 	cmd.Flags().BoolVar(&noProvision, "no-provision", false, "do not create or update pcm's streams and buckets at start")
-	cmd.AddCommand(newProvisionCmd(g))
+	bf.registerSecurity(cmd)
+	cmd.AddCommand(newProvisionCmd(g), newInitAuthCmd())
 	return cmd
 }
 
@@ -113,7 +141,11 @@ func newProvisionCmd(g *globals) *cobra.Command {
 NATS server or cluster at --url. Use it for deployments that run their own nats-server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := provisionAt(cmd.Context(), g.url, pf.options()); err != nil {
+			nopts, err := g.sec.options()
+			if err != nil {
+				return err
+			}
+			if err := provisionAt(cmd.Context(), g.url, pf.options(), nopts...); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "provisioned %s (replicas %d)\n", g.url, max(pf.replicas, 1))
@@ -124,11 +156,12 @@ NATS server or cluster at --url. Use it for deployments that run their own nats-
 	return cmd
 }
 
-// provisionAt connects to url and provisions it.
-func provisionAt(ctx context.Context, url string, opts broker.ProvisionOptions) error {
-	nc, err := nats.Connect(url, nats.Name("pcm provision"), nats.Timeout(5*time.Second))
+// provisionAt connects to url (with nopts: credentials, TLS, or an
+// in-process connection) and provisions it.
+func provisionAt(ctx context.Context, url string, opts broker.ProvisionOptions, nopts ...nats.Option) error {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("pcm provision"), nats.Timeout(5 * time.Second)}, nopts...)...)
 	if err != nil {
-		return fmt.Errorf("cannot reach NATS at %s: %w", url, err)
+		return fmt.Errorf("cannot reach NATS at %s: %w%s", url, err, authHint(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

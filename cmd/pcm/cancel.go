@@ -9,7 +9,7 @@ import (
 )
 
 func newCancelCmd(g *globals) *cobra.Command {
-	var reason, publisherName string
+	var reason, publisherName, signingKey string
 	cmd := &cobra.Command{
 		Use:   "cancel JOB",
 		Short: "Cancel a job on every client that has not started it",
@@ -17,12 +17,16 @@ func newCancelCmd(g *globals) *cobra.Command {
 started it report it cancelled and never run it; clients that ran it keep their status.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, js, err := connect(g.url, "pcm cancel")
+			signer, err := signerFrom(signingKey)
+			if err != nil {
+				return err
+			}
+			nc, js, err := g.connect("pcm cancel")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			p, err := publisher.New(js, publisher.Config{Name: orDefault(publisherName, defaultPublisherName())})
+			p, err := publisher.New(js, publisher.Config{Name: orDefault(publisherName, defaultPublisherName()), Signer: signer})
 			if err != nil {
 				return err
 			}
@@ -35,5 +39,6 @@ started it report it cancelled and never run it; clients that ran it keep their 
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit record")
 	cmd.Flags().StringVar(&publisherName, "publisher", "", "publisher name recorded in the events' source (default: the user name)")
+	cmd.Flags().StringVar(&signingKey, "signing-key", "", signingKeyUsage)
 	return cmd
 }

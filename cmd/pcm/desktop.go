@@ -21,6 +21,8 @@ type desktopFlags struct {
 	lease, grace       time.Duration
 	busyNotice         bool
 	noBusyNotice       bool
+	trustedKeys        []string
+	trustedKeysFile    string
 }
 
 func (f *desktopFlags) register(cmd *cobra.Command) {
@@ -30,6 +32,8 @@ func (f *desktopFlags) register(cmd *cobra.Command) {
 	pf.DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
 	pf.BoolVar(&f.busyNotice, "busy-notice", true, "tell the user when a background installation holds the client")
 	pf.BoolVar(&f.noBusyNotice, "no-busy-notice", false, "do not show the busy notice (still waits for the lock)")
+	pf.StringSliceVar(&f.trustedKeys, "trusted-keys", nil, trustedKeysUsage)
+	pf.StringVar(&f.trustedKeysFile, "trusted-keys-file", "", trustedKeysFileUsage)
 }
 
 // open connects and builds the desktop face; lines for the user go to stdout.
@@ -37,9 +41,13 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	if f.clientID == "" {
 		f.clientID = defaultClientID()
 	}
-	nc, err := nats.Connect(g.url, agent.ConnectOptions("pcm desktop "+f.clientID)...)
+	trusted, err := trustedKeys(f.trustedKeys, f.trustedKeysFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to %s: %w", g.url, err)
+		return nil, nil, err
+	}
+	nc, err := g.dial(agent.ConnectOptions("pcm desktop " + f.clientID))
+	if err != nil {
+		return nil, nil, err
 	}
 	stateDir := f.stateDir
 	if stateDir == "" {
@@ -47,7 +55,7 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	}
 	out := cmd.OutOrStdout()
 	d, err := agent.NewDesktop(nc, agent.DesktopConfig{
-		Config:       agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log},
+		Config:       agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log, TrustedKeys: trusted},
 		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
 		Notify:       func(line string) { fmt.Fprintln(out, line) },
 	})

@@ -36,6 +36,7 @@ type jobFile struct {
 // publishFlags are pcm publish's flags; they fill a jobFile.
 type publishFlags struct {
 	file, output, publisherName string
+	signingKey                  string
 	job                         jobFile
 	interactive                 bool
 	timeout                     time.Duration
@@ -64,12 +65,16 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 			if err != nil {
 				return err
 			}
-			nc, js, err := connect(g.url, "pcm publish")
+			signer, err := signerFrom(f.signingKey)
+			if err != nil {
+				return err
+			}
+			nc, js, err := g.connect("pcm publish")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, defaultPublisherName())})
+			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, defaultPublisherName()), Signer: signer})
 			if err != nil {
 				return err
 			}
@@ -117,6 +122,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 	fl.IntVar(&f.job.MaxAttempts, "max-attempts", 1, "runs of a failing command on a client, at most")
 	fl.StringVarP(&f.output, "output", "o", "text", "output: text (the job id) or json (the job)")
 	fl.StringVar(&f.publisherName, "publisher", "", "publisher name recorded in the events' source (default: the user name)")
+	fl.StringVar(&f.signingKey, "signing-key", "", signingKeyUsage)
 	f.wait.register(fl)
 	return cmd
 }

@@ -15,6 +15,7 @@ type globals struct {
 	url      string
 	logLevel string
 	log      *zap.Logger
+	sec      clientSecurity
 }
 
 // envPrefix starts the environment variable of every flag: --state-dir is
@@ -49,10 +50,12 @@ A flag given on the command line wins over its variable.`,
 	}
 	root.PersistentFlags().StringVar(&g.url, "url", "nats://127.0.0.1:4222", "NATS URL(s) of the pcm broker, comma-separated for a cluster")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	g.sec.register(root)
 	root.AddCommand(
 		newBrokerCmd(g), newUpCmd(g), newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
 		newAgentCmd(g), newDesktopCmd(g), newVersionCmd(),
-		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g),
+		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
+		newCredsCmd(g),
 	)
 	annotateEnv(root)
 	return root

@@ -42,7 +42,7 @@ JSON document per change with -o json) until interrupted.`,
 			if err := checkOutput(output, "table", "wide", "json"); err != nil {
 				return err
 			}
-			nc, js, err := connect(g.url, "pcm status")
+			nc, js, err := g.connect("pcm status")
 			if err != nil {
 				return err
 			}

@@ -24,6 +24,9 @@ same --data keeps everything.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			af.resolve()
+			if !broker.IsLoopback(bf.listen) {
+				return fmt.Errorf("--listen %s: pcm up runs an open broker (no authentication) and listens on loopback only: use 127.0.0.1:PORT, or run pcm broker --auth for a broker other machines reach", bf.listen)
+			}
 			b, err := broker.New(bf.config(g.log))
 			if err != nil {
 				return err

@@ -46,11 +46,21 @@ func (e Entry) JobID() string {
 // called, and calls fn for each valid offer and cancellation in stream
 // order; events that do not parse are skipped. fn returns false to stop.
 func Scan(ctx context.Context, js jetstream.JetStream, filters []string, start time.Time, fn func(Entry) bool) error {
-	return scan(ctx, js, filters, start, nil, fn)
+	return scan(ctx, js, filters, start, nil, nil, fn)
 }
 
-// scan is Scan with a cheap pre-filter on the raw bytes.
-func scan(ctx context.Context, js jetstream.JetStream, filters []string, start time.Time, needle []byte, fn func(Entry) bool) error {
+// Verifier checks an event's signature (see events.Verify). An event it
+// refuses is skipped like one that does not parse.
+type Verifier func(event.Event) error
+
+// ScanVerified is Scan that also skips the events verify refuses.
+func ScanVerified(ctx context.Context, js jetstream.JetStream, filters []string, start time.Time, verify Verifier, fn func(Entry) bool) error {
+	return scan(ctx, js, filters, start, nil, verify, fn)
+}
+
+// scan is Scan with a cheap pre-filter on the raw bytes and an optional
+// verifier.
+func scan(ctx context.Context, js jetstream.JetStream, filters []string, start time.Time, needle []byte, verify Verifier, fn func(Entry) bool) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if !start.IsZero() {
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
@@ -81,6 +91,9 @@ func scan(ctx context.Context, js jetstream.JetStream, filters []string, start t
 				continue
 			}
 			e, ok := entryOf(msg, meta)
+			if ok && verify != nil && verify(e.Event) != nil {
+				continue
+			}
 			if ok && !fn(e) {
 				return nil
 			}
@@ -140,8 +153,14 @@ type Found struct {
 
 // Find looks jobID's offer up among filters (every subject when empty).
 func Find(ctx context.Context, js jetstream.JetStream, filters []string, jobID string) (Found, error) {
+	return FindVerified(ctx, js, filters, jobID, nil)
+}
+
+// FindVerified is Find among the events verify accepts: an offer or a
+// cancellation it refuses is ignored.
+func FindVerified(ctx context.Context, js jetstream.JetStream, filters []string, jobID string, verify Verifier) (Found, error) {
 	var f Found
-	err := scan(ctx, js, filters, StartOf(jobID), []byte(`"`+jobID+`"`), func(e Entry) bool {
+	err := scan(ctx, js, filters, StartOf(jobID), []byte(`"`+jobID+`"`), verify, func(e Entry) bool {
 		if e.JobID() != jobID {
 			return true
 		}
