@@ -15,5 +15,7 @@
 // either face.
 //
 // Sub-packages hold the parts with one job each: journal (bbolt), runner
-// (process execution), lock (the service-versus-desktop lease).
+// (process execution), lock (the service-versus-desktop lease), pkgcache
+// (package content fetched from PCM_PACKAGES, verified by sha256, cached
+// with LRU eviction).
 package agent
