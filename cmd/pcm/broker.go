@@ -46,6 +46,7 @@ type provisionFlags struct {
 	jobsMaxAge   time.Duration
 	statusMaxAge time.Duration
 	maxConsumers int
+	packagesMax  int64
 }
 
 func (f *provisionFlags) register(cmd *cobra.Command) {
@@ -53,10 +54,11 @@ func (f *provisionFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.jobsMaxAge, "jobs-max-age", broker.DefaultJobsMaxAge, "how long PCM_JOBS keeps offers; no job may expire later")
 	cmd.Flags().DurationVar(&f.statusMaxAge, "status-max-age", 0, "how long PCM_STATUS keeps statuses (0: for ever, the audit record)")
 	cmd.Flags().IntVar(&f.maxConsumers, "max-consumers", broker.DefaultMaxConsumers, "most clients (consumers) PCM_JOBS accepts")
+	cmd.Flags().Int64Var(&f.packagesMax, "packages-max-bytes", 0, "cap on the package store PCM_PACKAGES, in bytes (0: limited only by the broker's storage)")
 }
 
 func (f *provisionFlags) options() broker.ProvisionOptions {
-	return broker.ProvisionOptions{Replicas: f.replicas, JobsMaxAge: f.jobsMaxAge, StatusMaxAge: f.statusMaxAge, MaxConsumers: f.maxConsumers}
+	return broker.ProvisionOptions{Replicas: f.replicas, JobsMaxAge: f.jobsMaxAge, StatusMaxAge: f.statusMaxAge, MaxConsumers: f.maxConsumers, PackagesMaxBytes: f.packagesMax}
 }
 
 func newBrokerCmd(g *globals) *cobra.Command {
