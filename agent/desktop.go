@@ -37,8 +37,8 @@ type DesktopConfig struct {
 }
 
 // Desktop is the face of an agent in the logged-in user's session (pcm
-// desktop). It reads the client's offers without taking the service's
-// consumer, runs what the user picks (never a background job) as that user,
+// desktop). It reads the client's offers with direct gets, without any
+// consumer (it never touches the service's), runs what the user picks (never a background job) as that user,
 // and runs non-background mandatory jobs at their time after a countdown.
 type Desktop struct {
 	face
@@ -125,12 +125,17 @@ func (d *Desktop) scanLive(ctx context.Context) ([]events.JobOffered, error) {
 	if err != nil {
 		return nil, err
 	}
+	return byOfferTime(jobs), nil
+}
+
+// byOfferTime lists jobs by offer time.
+func byOfferTime(jobs map[string]events.JobOffered) []events.JobOffered {
 	out := make([]events.JobOffered, 0, len(jobs))
 	for _, j := range jobs {
 		out = append(out, j)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].OfferAfter.Before(out[b].OfferAfter) })
-	return out, nil
+	return out
 }
 
 // runnable says why job may not run from the desktop now, or nil.
@@ -294,12 +299,14 @@ func jobName(job events.JobOffered) string {
 // they may run, and about new ones as they are offered, and runs each
 // non-background mandatory job at its time after counting down the grace
 // period. It returns when ctx ends.
+//
+// It creates no consumer: it reads the client's offers (its consumer's
+// filters: its own subject, its groups', pcm.jobs.all) with batched direct
+// gets, and hears of new ones through core subscriptions to those subjects,
+// taken before the first read (see offers.Follow): the history first, then
+// each new offer once, in stream order, also across a reconnection.
 func (d *Desktop) Session(ctx context.Context) error {
 	if err := d.bind(ctx); err != nil {
-		return err
-	}
-	live, err := d.scanLive(ctx)
-	if err != nil {
 		return err
 	}
 	queue := make(chan events.JobOffered, 64)
@@ -324,35 +331,53 @@ func (d *Desktop) Session(ctx context.Context) error {
 			go d.countdown(ctx, job, queue)
 		}
 	}
-	for _, job := range live {
-		consider(job)
-	}
-	cons, err := d.js.OrderedConsumer(ctx, events.StreamJobs, jetstream.OrderedConsumerConfig{
-		FilterSubjects: d.filters, DeliverPolicy: jetstream.DeliverNewPolicy,
-	})
-	if err != nil {
-		return err
-	}
-	newOffers := make(chan events.JobOffered, 64)
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		ev, err := events.Decode(msg.Headers(), msg.Data())
-		if err != nil || ev.Type() != events.TypeJobOffered || d.trusted(ev) != nil {
-			return
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	items := make(chan sessionItem, 64)
+	deliver := func(it sessionItem) error {
+		select {
+		case items <- it:
+			return nil
+		case <-fctx.Done():
+			return fctx.Err()
 		}
-		if job, err := events.ParseJobOffered(ev); err == nil {
-			newOffers <- job
-		}
-	})
-	if err != nil {
-		return err
 	}
-	defer cc.Stop()
+	followed := make(chan error, 1)
+	go func() {
+		followed <- offers.Follow(fctx, d.js, d.filters, offers.FollowOptions{
+			Verify:   d.trusted,
+			CaughtUp: func() error { return deliver(sessionItem{caughtUp: true}) },
+			OnError:  func(err error) { d.log.Warn("reading new offers failed, retrying", zap.Error(err)) },
+		}, func(e offers.Entry) error { return deliver(sessionItem{entry: e}) })
+	}()
+	// The history (offers not cancelled) is gathered first, then
+	// considered by offer time; after it, each new offer is considered as
+	// it comes.
+	history := map[string]events.JobOffered{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case job := <-newOffers:
-			consider(job)
+		case err := <-followed:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case it := <-items:
+			switch {
+			case it.caughtUp && history != nil:
+				for _, job := range byOfferTime(history) {
+					consider(job)
+				}
+				history = nil
+			case it.caughtUp:
+			case history != nil && it.entry.Offer != nil:
+				history[it.entry.Offer.JobID] = *it.entry.Offer
+			case history != nil:
+				delete(history, it.entry.Cancel.JobID)
+			case it.entry.Offer != nil:
+				consider(*it.entry.Offer)
+			}
 		case job := <-queue:
 			st, err := d.runJob(ctx, job)
 			switch {
@@ -365,6 +390,13 @@ func (d *Desktop) Session(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// sessionItem is what Session's follow of the offers sends: an offer or a
+// cancellation, or the mark that it has read everything stored.
+type sessionItem struct {
+	entry    offers.Entry
+	caughtUp bool
 }
 
 // countdown waits for job's mandatory time, warns the user and counts the

@@ -102,7 +102,8 @@ func (s *Service) handleOffer(ctx context.Context, msg jetstream.Msg, ev event.E
 		s.refuse(ctx, msg, events.JobIDOf(ev), err)
 		return
 	}
-	if t, ok := events.TargetOfSubject(msg.Subject()); !ok || !slices.Contains(job.Targets, t) {
+	if t, ok := events.TargetOfSubject(msg.Subject()); !ok || !slices.Contains(job.Targets, t) ||
+		(t.Kind == events.TargetClient && t.Name != s.cfg.ClientID) {
 		s.refuse(ctx, msg, job.JobID, fmt.Errorf("%w: job %s arrived on %s", ErrMisrouted, job.JobID, msg.Subject()))
 		return
 	}

@@ -194,6 +194,35 @@ func TestJobFlow(t *testing.T) {
 		}
 	})
 
+	t.Run("an offer for another client is refused even if the consumer was re-filtered", func(t *testing.T) {
+		dir := t.TempDir()
+		enroll(t, env.JS, "victim")
+		// What a hijacker with consumer rights would do: add another
+		// client's subject to this client's consumer.
+		ctx := context.Background()
+		cons, err := env.JS.Consumer(ctx, events.StreamJobs, events.ConsumerName("victim"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := cons.CachedInfo().Config
+		cfg.FilterSubjects = append(cfg.FilterSubjects, events.JobSubject(toClient("someone-else")))
+		if _, err := env.JS.UpdateConsumer(ctx, events.StreamJobs, cfg); err != nil {
+			t.Fatal(err)
+		}
+		a := startAgent(t, env.URL, "victim", dir)
+		a.waitReady(t)
+		marker := filepath.Join(dir, "marker")
+		id := publish(t, p, job(appendTo(marker), toClient("someone-else")))
+		sts := waitFinal(t, env.JS, "victim", id, 10*time.Second)
+		if len(sts) != 1 || sts[0].State != events.StateRejected {
+			t.Fatalf("want rejected, got %+v", sts)
+		}
+		waitAcked(t, env.JS, "victim", 5*time.Second)
+		if markerLines(t, marker) != 0 {
+			t.Fatal("the agent ran another client's job")
+		}
+	})
+
 	t.Run("a malformed event is refused and a valid job after it runs", func(t *testing.T) {
 		dir := t.TempDir()
 		enroll(t, env.JS, "bad")

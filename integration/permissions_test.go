@@ -24,6 +24,7 @@ import (
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/streamread"
 	"github.com/pcm-project/pcm/publisher"
 )
 
@@ -87,24 +88,6 @@ func (r *roleConn) allViolations() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.violations...)
-}
-
-// orderedCleanup is the refusal a desktop or an auditor meets, harmlessly,
-// when nats.go deletes its previous ordered consumer on PCM_JOBS at each
-// Fetch (in the background, the error ignored): deleting consumers of
-// PCM_JOBS would let it delete the agents' durable consumers. The server
-// removes the consumer after its inactive threshold instead.
-var orderedCleanup = pubToRE(`\$JS\.API\.CONSUMER\.DELETE\.PCM_JOBS\.[A-Za-z0-9]+_[0-9]+`)
-
-// unexpected returns what the broker refused so far, but orderedCleanup.
-func (r *roleConn) unexpected() []string {
-	var out []string
-	for _, v := range r.allViolations() {
-		if !orderedCleanup.MatchString(v) {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // pubTo matches the refusal of a publish (or request) to subject.
@@ -229,6 +212,8 @@ type permFixture struct {
 	c2Job    string // a job for c2, delivered once to agent-c2 and pending
 	c2Ack    string // the ack subject of that delivery
 	c2Status string // a status subject of c2
+	// c2Enrolled are agent-c2's filters as enrolled, comma-separated.
+	c2Enrolled string
 }
 
 func newPermFixture(t *testing.T, opts ...testenv.Option) *permFixture {
@@ -253,6 +238,7 @@ func newPermFixture(t *testing.T, opts ...testenv.Option) *permFixture {
 	for msg := range batch.Messages() {
 		f.c2Ack = msg.Reply()
 	}
+	f.c2Enrolled = strings.Join(cons.CachedInfo().Config.FilterSubjects, ",")
 	if f.c2Ack == "" {
 		t.Fatalf("no offer delivered to agent-c2: %v", batch.Error())
 	}
@@ -280,6 +266,26 @@ func (f *permFixture) c2Pending(t *testing.T) {
 	if err != nil || a != 1 {
 		t.Fatalf("agent-c2 has %d unacked offers (err %v), want 1: someone acked c2's offer", a, err)
 	}
+}
+
+// c2Filters checks that agent-c2 still has the filters it was enrolled
+// with (nobody re-filtered it).
+func (f *permFixture) c2Filters(t *testing.T) {
+	t.Helper()
+	cons, err := f.env.JS.Consumer(context.Background(), events.StreamJobs, events.ConsumerName("c2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cons.CachedInfo().Config.FilterSubjects, ","); got != f.c2Enrolled {
+		t.Fatalf("agent-c2 filters %s, want %s: someone re-filtered it", got, f.c2Enrolled)
+	}
+}
+
+// optionalJob is an automated job on target that nobody must run now.
+func optionalJob(target events.Target) events.JobOffered {
+	j := job([]string{"true"}, target)
+	j.MandatoryAfter = nil
+	return j
 }
 
 // commonForbidden are the acts no role but admin (and, for some, the
@@ -514,21 +520,36 @@ func agentRunsAJob(t *testing.T, f *permFixture) {
 }
 
 // TestPermDesktop: a desktop's credentials list and run its client's jobs
-// (taking the lock, reporting statuses) and do nothing else, but for the
-// known gaps of docs/security.md.
+// (taking the lock, reporting statuses) and follow its client's new offers
+// in a session, with no right on any consumer of PCM_JOBS but reading its
+// client's, and do nothing else, but for the known gaps of
+// docs/security.md.
 func TestPermDesktop(t *testing.T) {
 	f := newPermFixture(t)
 	ctx := context.Background()
-	t.Run("allowed: list and run a job", func(t *testing.T) {
+	t.Run("allowed: list, run, and a session", func(t *testing.T) {
 		r := &roleConn{user: auth.User{Role: auth.RoleDesktop, Name: "c1", Groups: []string{"g1"}}}
 		nc, err := nats.Connect(f.env.URL, append(agent.ConnectOptions("perm desktop c1"), r.options(t, f.env, "perm desktop c1")...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
-		d, err := agent.NewDesktop(nc, agent.DesktopConfig{Config: agent.Config{ClientID: "c1", StateDir: t.TempDir(), Lease: 2 * time.Second}})
+		var mu sync.Mutex
+		var said []string
+		d, err := agent.NewDesktop(nc, agent.DesktopConfig{Config: agent.Config{ClientID: "c1", StateDir: t.TempDir(), Lease: 2 * time.Second},
+			Notify: func(line string) { mu.Lock(); said = append(said, line); mu.Unlock() }})
 		if err != nil {
 			t.Fatal(err)
+		}
+		told := func(id string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, l := range said {
+				if strings.Contains(l, id) {
+					return true
+				}
+			}
+			return false
 		}
 		j := job([]string{"true"}, toGroup("g1"))
 		j.MandatoryAfter = nil
@@ -544,13 +565,37 @@ func TestPermDesktop(t *testing.T) {
 		if err != nil || st.State != events.StateSucceeded {
 			t.Fatalf("desktop run: %+v, %v", st, err)
 		}
-		if v := r.unexpected(); len(v) > 0 {
+		// A session: the stored offers, then new ones on each of its
+		// subjects (its own, its group's, every client's), heard at once.
+		stored := publish(t, f.pub, optionalJob(toClient("c1")))
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- d.Session(sctx) }()
+		testenv.WaitFor(t, 5*time.Second, "the session to announce the stored offer", func() bool { return told(stored) })
+		for _, target := range []events.Target{toClient("c1"), toGroup("g1"), {Kind: events.TargetAll}} {
+			id := publish(t, f.pub, optionalJob(target))
+			testenv.WaitFor(t, 2*time.Second, "the session to announce a new offer to "+events.JobSubject(target), func() bool { return told(id) })
+		}
+		other := publish(t, f.pub, optionalJob(toClient("c2")))
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("session: %v", err)
+		}
+		if told(other) {
+			t.Fatal("the session announced another client's offer")
+		}
+		if v := r.allViolations(); len(v) > 0 {
 			t.Fatalf("the broker refused the desktop something it needs: %q", v)
 		}
 	})
 	r := dialAs(t, f.env, auth.User{Role: auth.RoleDesktop, Name: "c1", Groups: []string{"g1"}})
 	t.Run("forbidden", func(t *testing.T) {
 		acts := append(commonForbidden(f), clientForbidden(f)...)
+		for i := range acts {
+			if acts[i].name == "read any job by sequence" {
+				acts[i].gap = "it reads its client's offers with batched direct gets, a request whose subject names no filter: it can read any offer by sequence (not change anything)"
+			}
+		}
 		acts = append(acts,
 			forbidden{name: "write its client's inventory", refusal: pubTo("$KV.PCM_AGENTS.c1"), do: publishTo("$KV.PCM_AGENTS.c1")},
 			forbidden{name: "ack its service's offers", refusal: pubToRE(`\$JS\.ACK\..*agent-c1.*`), do: func(ctx context.Context, r *roleConn) error {
@@ -559,26 +604,55 @@ func TestPermDesktop(t *testing.T) {
 			forbidden{name: "read another client's consumer", refusal: pubTo("$JS.API.CONSUMER.INFO.PCM_JOBS.agent-c2"), do: func(ctx context.Context, r *roleConn) error {
 				_, err := r.js.Consumer(ctx, events.StreamJobs, "agent-c2")
 				return err
-			}, gap: "reading the info of its ordered consumers needs CONSUMER.INFO on every consumer of PCM_JOBS"},
+			}},
 			forbidden{name: "fetch its service's offers", refusal: pubTo("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c1"),
-				do:  request("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c1", `{"batch":1,"no_wait":true}`),
-				gap: "pulling from its randomly named ordered consumers needs MSG.NEXT on every consumer of PCM_JOBS"},
+				do: request("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c1", `{"batch":1,"no_wait":true}`)},
 			forbidden{name: "fetch another client's offers", refusal: pubTo("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2"),
-				do:  request("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2", `{"batch":1,"no_wait":true}`),
-				gap: "pulling from its randomly named ordered consumers needs MSG.NEXT on every consumer of PCM_JOBS"},
+				do: request("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2", `{"batch":1,"no_wait":true}`)},
+			forbidden{name: "re-filter another client's consumer", refusal: pubTo("$JS.API.CONSUMER.CREATE.PCM_JOBS.agent-c2"), do: func(ctx context.Context, r *roleConn) error {
+				_, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamJobs, jetstream.ConsumerConfig{Durable: "agent-c2",
+					FilterSubjects: []string{"pcm.jobs.client.c1", "pcm.jobs.all"}, AckPolicy: jetstream.AckExplicitPolicy})
+				return err
+			}},
+			forbidden{name: "re-filter another client's consumer to one subject", refusal: pubTo("$JS.API.CONSUMER.CREATE.PCM_JOBS.agent-c2.pcm.jobs.client.c1"),
+				do: func(ctx context.Context, r *roleConn) error {
+					_, err := r.js.UpdateConsumer(ctx, events.StreamJobs, jetstream.ConsumerConfig{Durable: "agent-c2",
+						FilterSubject: "pcm.jobs.client.c1", AckPolicy: jetstream.AckExplicitPolicy})
+					return err
+				}},
+			forbidden{name: "re-filter its service's consumer", refusal: pubTo("$JS.API.CONSUMER.CREATE.PCM_JOBS.agent-c1"), do: func(ctx context.Context, r *roleConn) error {
+				_, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamJobs, jetstream.ConsumerConfig{Durable: "agent-c1",
+					FilterSubjects: []string{"pcm.jobs.client.c2", "pcm.jobs.all"}, AckPolicy: jetstream.AckExplicitPolicy})
+				return err
+			}},
 			forbidden{name: "create a consumer filtered to another client", refusal: pubTo("$JS.API.CONSUMER.CREATE.PCM_JOBS.evil"), do: func(ctx context.Context, r *roleConn) error {
 				_, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamJobs, jetstream.ConsumerConfig{Name: "evil", FilterSubjects: []string{"pcm.jobs.client.c2", "pcm.jobs.all"}, InactiveThreshold: time.Second})
 				return err
-			}, gap: "its ordered consumers have several filters, a request NATS cannot confine to its client's subjects"},
+			}},
 			forbidden{name: "create a consumer with one filter", refusal: pubTo("$JS.API.CONSUMER.CREATE.PCM_JOBS.evil1.pcm.jobs.>"), do: func(ctx context.Context, r *roleConn) error {
 				_, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamJobs, jetstream.ConsumerConfig{Name: "evil1", FilterSubject: "pcm.jobs.>"})
 				return err
 			}},
+			forbidden{name: "read its offers through an ordered consumer", refusal: pubToRE(`\$JS\.API\.CONSUMER\.CREATE\.PCM_JOBS\..*`), do: func(ctx context.Context, r *roleConn) error {
+				c, err := r.js.OrderedConsumer(ctx, events.StreamJobs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"pcm.jobs.client.c1", "pcm.jobs.all"}})
+				if err != nil {
+					return err
+				}
+				_, err = c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+				return err
+			}},
+			forbidden{name: "read the jobs stream's info", refusal: pubTo("$JS.API.STREAM.INFO.PCM_JOBS"), do: func(ctx context.Context, r *roleConn) error {
+				_, err := r.js.Stream(ctx, events.StreamJobs)
+				return err
+			}},
+			forbidden{name: "listen to another client's offers", refusal: subTo("pcm.jobs.client.c2"), do: subscribe("pcm.jobs.client.c2")},
+			forbidden{name: "listen to another group's offers", refusal: subTo("pcm.jobs.group.g2"), do: subscribe("pcm.jobs.group.g2")},
 			forbidden{name: "listen to its own statuses", refusal: subTo("pcm.status.c1.*"), do: subscribe("pcm.status.c1.*")},
 		)
 		checkForbidden(t, r, acts)
 	})
 	f.c2Pending(t)
+	f.c2Filters(t)
 }
 
 // TestPermPublisher: a publisher's credentials publish and cancel jobs,
@@ -649,8 +723,16 @@ func TestPermPublisher(t *testing.T) {
 			forbidden{name: "take a client's lock", refusal: pubTo("$KV.PCM_LOCKS.c1"), do: publishTo("$KV.PCM_LOCKS.c1")},
 			forbidden{name: "write a client's inventory", refusal: pubTo("$KV.PCM_AGENTS.c1"), do: publishTo("$KV.PCM_AGENTS.c1")},
 			forbidden{name: "fetch another client's offers", refusal: pubTo("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2"),
-				do:  request("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2", `{"batch":1,"no_wait":true}`),
-				gap: "a publisher manages every consumer of PCM_JOBS (enroll) and reads the stream through ordered consumers"},
+				do: request("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2", `{"batch":1,"no_wait":true}`)},
+			forbidden{name: "update another client's consumer", refusal: pubTo("$JS.API.CONSUMER.CREATE.PCM_JOBS.agent-c2"), do: func(ctx context.Context, r *roleConn) error {
+				// An update to the same configuration: allowed, harmless.
+				cons, err := r.js.Consumer(ctx, events.StreamJobs, "agent-c2")
+				if err != nil {
+					return err
+				}
+				_, err = r.js.UpdateConsumer(ctx, events.StreamJobs, cons.CachedInfo().Config)
+				return err
+			}, gap: "a publisher manages every consumer of PCM_JOBS (enroll): it may re-filter any of them; it may publish jobs to any client anyway"},
 		)
 		// A publisher deletes consumers (unenroll): drop that act.
 		out := acts[:0]
@@ -662,10 +744,13 @@ func TestPermPublisher(t *testing.T) {
 		checkForbidden(t, r, out)
 	})
 	f.c2Pending(t)
+	f.c2Filters(t)
 }
 
-// TestPermAuditor: an auditor's credentials read both streams, the
-// inventory and the locks, and change nothing.
+// TestPermAuditor: an auditor's credentials read both streams (direct
+// gets), the inventory and the locks, follow the history as it is stored,
+// and change nothing: it creates, updates and pulls from no consumer of
+// either stream.
 func TestPermAuditor(t *testing.T) {
 	f := newPermFixture(t)
 	ctx := context.Background()
@@ -675,11 +760,18 @@ func TestPermAuditor(t *testing.T) {
 		if err := publisher.Replay(ctx, r.js, publisher.AuditFilter{}, func(publisher.AuditEvent) error { n++; return nil }); err != nil || n == 0 {
 			t.Fatalf("audit replay: %d events, %v", n, err)
 		}
+		n = 0
+		if err := publisher.Replay(ctx, r.js, publisher.AuditFilter{Client: "c2"}, func(publisher.AuditEvent) error { n++; return nil }); err != nil || n == 0 {
+			t.Fatalf("audit replay of c2: %d events, %v", n, err)
+		}
 		if _, err := publisher.ReadRollout(ctx, r.js, f.c2Job); err != nil {
 			t.Fatalf("rollout: %v", err)
 		}
 		if _, err := publisher.Inventory(ctx, r.js, time.Now()); err != nil {
 			t.Fatalf("inventory: %v", err)
+		}
+		if _, err := publisher.ShowAgent(ctx, r.js, "c2", 5, time.Now()); err != nil {
+			t.Fatalf("show agent: %v", err)
 		}
 		if _, err := publisher.ReadLocks(ctx, r.js); err != nil {
 			t.Fatalf("locks: %v", err)
@@ -687,7 +779,38 @@ func TestPermAuditor(t *testing.T) {
 		if _, err := publisher.FindOffer(ctx, r.js, f.c2Job); err != nil {
 			t.Fatalf("find offer: %v", err)
 		}
-		if v := r.unexpected(); len(v) > 0 {
+		// Following: a new offer and a new status show at once.
+		fctx, cancel := context.WithCancel(ctx)
+		seen := make(chan publisher.AuditEvent, 64)
+		done := make(chan error, 1)
+		go func() {
+			done <- publisher.Replay(fctx, r.js, publisher.AuditFilter{Follow: true}, func(e publisher.AuditEvent) error {
+				seen <- e
+				return nil
+			})
+		}()
+		id := publish(t, f.pub, optionalJob(toClient("c1")))
+		status := events.StatusSubject("c1", id)
+		if _, err := f.env.JS.Publish(ctx, status, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		for want := map[string]bool{events.JobSubject(toClient("c1")) + " " + id: true, status: true}; len(want) > 0; {
+			select {
+			case e := <-seen:
+				key := e.Subject
+				if ev, err := e.Decode(); err == nil && e.Stream == events.StreamJobs {
+					key += " " + ev.Subject()
+				}
+				delete(want, key)
+			case <-time.After(2 * time.Second):
+				t.Fatalf("audit --follow did not show %v within 2s", want)
+			}
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("following replay: %v", err)
+		}
+		if v := r.allViolations(); len(v) > 0 {
 			t.Fatalf("the broker refused the auditor something it needs: %q", v)
 		}
 	})
@@ -701,14 +824,35 @@ func TestPermAuditor(t *testing.T) {
 			forbidden{name: "enroll a client", refusal: pubTo("$JS.API.CONSUMER.CREATE.PCM_JOBS.agent-c9"), do: func(ctx context.Context, r *roleConn) error {
 				_, err := publisher.Enroll(ctx, r.js, "c9", []string{"g1"}, publisher.EnrollOptions{})
 				return err
-			}, gap: "reading PCM_JOBS through ordered consumers needs CONSUMER.CREATE on the stream, any name, any filter"},
+			}},
+			forbidden{name: "re-filter another client's consumer", refusal: pubTo("$JS.API.CONSUMER.CREATE.PCM_JOBS.agent-c2"), do: func(ctx context.Context, r *roleConn) error {
+				_, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamJobs, jetstream.ConsumerConfig{Durable: "agent-c2",
+					FilterSubjects: []string{"pcm.jobs.client.c1", "pcm.jobs.all"}, AckPolicy: jetstream.AckExplicitPolicy})
+				return err
+			}},
 			forbidden{name: "fetch another client's offers", refusal: pubTo("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2"),
-				do:  request("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2", `{"batch":1,"no_wait":true}`),
-				gap: "pulling from its randomly named ordered consumers needs MSG.NEXT on every consumer of PCM_JOBS"},
+				do: request("$JS.API.CONSUMER.MSG.NEXT.PCM_JOBS.agent-c2", `{"batch":1,"no_wait":true}`)},
+			forbidden{name: "create a consumer on the jobs stream", refusal: pubToRE(`\$JS\.API\.CONSUMER\.CREATE\.PCM_JOBS\..*`), do: func(ctx context.Context, r *roleConn) error {
+				c, err := r.js.OrderedConsumer(ctx, events.StreamJobs, jetstream.OrderedConsumerConfig{})
+				if err != nil {
+					return err
+				}
+				_, err = c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+				return err
+			}},
+			forbidden{name: "create a consumer on the status stream", refusal: pubToRE(`\$JS\.API\.CONSUMER\.CREATE\.PCM_STATUS\..*`), do: func(ctx context.Context, r *roleConn) error {
+				c, err := r.js.OrderedConsumer(ctx, events.StreamStatus, jetstream.OrderedConsumerConfig{})
+				if err != nil {
+					return err
+				}
+				_, err = c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+				return err
+			}},
 		)
 		checkForbidden(t, r, acts)
 	})
 	f.c2Pending(t)
+	f.c2Filters(t)
 }
 
 // TestPermStrangers: without credentials, with credentials of another
@@ -777,4 +921,34 @@ func tamper(t *testing.T, creds []byte) []byte {
 	payload, _ = json.Marshal(claims)
 	parts[1] = base64.RawURLEncoding.EncodeToString(payload)
 	return []byte(s[:start] + strings.Join(parts, ".") + s[end:])
+}
+
+// waitFinalAsAuditor is waitFinal for a connection with auditor
+// credentials: it reads the statuses with direct gets, as the auditor's
+// tools do (an auditor may create no consumer on PCM_STATUS).
+func waitFinalAsAuditor(t testing.TB, js jetstream.JetStream, client, job string, timeout time.Duration) []events.JobStatus {
+	t.Helper()
+	var sts []events.JobStatus
+	testenv.WaitFor(t, timeout, "a final status of "+job+" on "+client, func() bool {
+		sts = sts[:0]
+		err := streamread.Scan(context.Background(), js, events.StreamStatus, streamread.Options{Filters: []string{events.StatusSubject(client, job)}},
+			func(m streamread.Msg) error {
+				ev, err := events.Decode(m.Header, m.Data)
+				if err != nil {
+					return err
+				}
+				st, err := events.ParseJobStatus(ev)
+				if err != nil {
+					return err
+				}
+				sts = append(sts, st)
+				return nil
+			})
+		if err != nil {
+			t.Logf("reading the statuses of %s on %s as an auditor: %v", job, client, err)
+			return false
+		}
+		return len(finals(sts)) > 0
+	})
+	return sts
 }

@@ -100,7 +100,7 @@ func TestSecureCLI(t *testing.T) {
 		t.Fatalf("pcm publish printed %q, want a job id", id)
 	}
 	js := dialSecure(t, url, auth.ClientConfig{CredsFile: auditCreds, CAFile: certs.CAFile})
-	fin := finals(waitFinal(t, js, "c1", id, 15*time.Second))
+	fin := finals(waitFinalAsAuditor(t, js, "c1", id, 15*time.Second))
 	if fin[0].State != events.StateSucceeded || !strings.Contains(fin[0].OutputTail, "hello") {
 		t.Fatalf("want succeeded with hello, got %+v", fin[0])
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 // AuditFilter selects the events Replay delivers. The zero value selects
@@ -124,14 +125,19 @@ func (e AuditEvent) before(o AuditEvent) bool {
 	return e.Seq < o.Seq
 }
 
-// Replay reads PCM_JOBS and PCM_STATUS through one ordered consumer each,
-// starting at f.Since (or the beginning), and calls fn for every event that
-// matches f, merged in the order the broker stored them. It holds at most a
-// few hundred messages in memory whatever the size of the history. Without
-// f.Follow it returns nil once it has caught up with both streams (or
-// passed f.Until); with it, it keeps delivering new events until
-// f.Until passes or ctx ends (then it returns ctx.Err()). An error from fn
-// stops the replay and is returned.
+// Replay reads PCM_JOBS and PCM_STATUS with batched direct gets (no
+// consumer: an auditor needs no consumer right), starting at f.Since (or
+// the beginning), and calls fn for every event that matches f, merged in
+// the order the broker stored them. It holds at most a few batches in
+// memory whatever the size of the history. Without f.Follow it returns nil
+// once it has read both streams up to what they held when it started (or
+// passed f.Until); with it, it keeps delivering new events until f.Until
+// passes or ctx ends (then it returns ctx.Err()): it subscribes to the
+// streams' subjects (or the filter's) before it reads, and reads each
+// stream on from its last sequence whenever a new message is heard of (see
+// streamread.Follow: what it delivers always comes from the streams, in
+// stream order, each event once). An error from fn stops the replay and is
+// returned.
 func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(AuditEvent) error) error {
 	if err := f.Validate(); err != nil {
 		return err
@@ -167,11 +173,11 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 			typ, subject, ok := peek(ev.Header, ev.Data)
 			return ok && (f.JobID == "" || subject == f.JobID) && (!peekTypes || types[typ])
 		}
-		src, err := startSource(ctx, js, events.StreamJobs, filters, f, keep)
-		if err != nil {
-			return err
+		subjects := filters
+		if len(subjects) == 0 {
+			subjects = events.JobsStreamSubjects()
 		}
-		sources = append(sources, src)
+		sources = append(sources, startSource(ctx, js, events.StreamJobs, filters, subjects, f, keep))
 	}
 	if wantStatus {
 		var filters []string
@@ -190,11 +196,11 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 			typ, _, ok := peek(ev.Header, ev.Data)
 			return ok && types[typ]
 		}
-		src, err := startSource(ctx, js, events.StreamStatus, filters, f, keep)
-		if err != nil {
-			return err
+		subjects := filters
+		if len(subjects) == 0 {
+			subjects = events.StatusStreamSubjects()
 		}
-		sources = append(sources, src)
+		sources = append(sources, startSource(ctx, js, events.StreamStatus, filters, subjects, f, keep))
 	}
 	return merge(ctx, sources, fn)
 }
@@ -313,87 +319,57 @@ func (s *auditSource) take(it sourceItem) error {
 	return nil
 }
 
-// startSource opens an ordered consumer on stream and starts its reader.
-func startSource(ctx context.Context, js jetstream.JetStream, stream string, filters []string, f AuditFilter, keep func(AuditEvent) bool) (*auditSource, error) {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if !f.Since.IsZero() {
-		since := f.Since
-		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		cfg.OptStartTime = &since
-	}
-	ictx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ictx, stream, cfg)
-	if err != nil {
-		return nil, streamErr(stream, err)
-	}
-	info, err := cons.Info(ictx)
-	if err != nil {
-		return nil, streamErr(stream, err)
-	}
+// startSource starts the reader of one stream: it sends the source's
+// events to its channel, with a caught-up mark each time it has read what
+// the stream held (see readSource).
+func startSource(ctx context.Context, js jetstream.JetStream, stream string, filters, subjects []string, f AuditFilter, keep func(AuditEvent) bool) *auditSource {
 	s := &auditSource{ch: make(chan sourceItem, 64)}
-	if info.NumPending == 0 {
-		if !f.Follow {
-			s.done = true
-			return s, nil
-		}
-		s.idle = true
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(256))
-	if err != nil {
-		return nil, streamErr(stream, err)
-	}
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
-	go readSource(ctx, it, stream, f, keep, s.ch)
-	return s, nil
+	go readSource(ctx, js, stream, filters, subjects, f, keep, s.ch)
+	return s
 }
 
-// readSource sends the source's events (those keep accepts) to out, with a
-// caught-up mark when it skips the last pending one, and the end when it
-// passes f.Until or, without f.Follow, reaches the last stored event.
-func readSource(ctx context.Context, it jetstream.MessagesContext, stream string, f AuditFilter, keep func(AuditEvent) bool, out chan<- sourceItem) {
-	send := func(it sourceItem) bool {
+// errSourceEnd stops a source's read: it passed f.Until or, without
+// f.Follow, read the whole history.
+var errSourceEnd = errors.New("end of the source")
+
+// readSource reads stream on filters from f.Since and sends the events keep
+// accepts to out, a caught-up mark (pending 0) each time it has read what
+// the stream held, and the end when it passes f.Until or, without f.Follow,
+// at its first caught-up mark. An event comes with pending 1: the merge
+// waits for the source's next item before it orders anything after it.
+func readSource(ctx context.Context, js jetstream.JetStream, stream string, filters, subjects []string, f AuditFilter,
+	keep func(AuditEvent) bool, out chan<- sourceItem) {
+	send := func(it sourceItem) error {
 		select {
 		case out <- it:
-			return true
+			return nil
 		case <-ctx.Done():
-			return false
+			return ctx.Err()
 		}
 	}
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				send(sourceItem{err: streamErr(stream, err)})
-			}
-			return
+	each := func(m streamread.Msg) error {
+		if !f.Until.IsZero() && m.Time.After(f.Until) {
+			return errSourceEnd
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			continue
+		ev := AuditEvent{Stream: stream, Subject: m.Subject, Seq: m.Seq, Stored: m.Time, Header: m.Header, Data: m.Data}
+		if !keep(ev) {
+			return nil
 		}
-		if !f.Until.IsZero() && meta.Timestamp.After(f.Until) {
-			send(sourceItem{end: true})
-			return
-		}
-		ev := AuditEvent{Stream: stream, Subject: msg.Subject(), Seq: meta.Sequence.Stream, Stored: meta.Timestamp,
-			Header: msg.Headers(), Data: msg.Data()}
-		item := sourceItem{pending: meta.NumPending}
-		if keep(ev) {
-			item.ev = &ev
-		}
-		if item.ev != nil || item.pending == 0 {
-			if !send(item) {
-				return
-			}
-		}
-		if item.pending == 0 && !f.Follow {
-			send(sourceItem{end: true})
-			return
-		}
+		return send(sourceItem{ev: &ev, pending: 1})
+	}
+	opts := streamread.Options{Filters: filters, StartTime: f.Since}
+	var err error
+	if f.Follow {
+		err = streamread.Follow(ctx, js, stream, streamread.FollowOptions{Options: opts, Subjects: subjects,
+			CaughtUp: func() error { return send(sourceItem{}) }}, each)
+	} else {
+		err = streamread.Scan(ctx, js, stream, opts, each)
+	}
+	switch {
+	case err == nil, errors.Is(err, errSourceEnd):
+		_ = send(sourceItem{end: true})
+	case ctx.Err() == nil:
+		_ = send(sourceItem{err: streamErr(stream, err)})
 	}
 }
 

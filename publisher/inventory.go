@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 // Enrollment is a client's durable consumer on PCM_JOBS, as the operator
@@ -349,8 +350,9 @@ const DefaultRecentStatuses = 20
 // ShowAgent returns one client's inventory entry, its pending jobs and its
 // last recent statuses (DefaultRecentStatuses when recent <= 0). It reads
 // the client's offers from its consumer's ack floor on and its statuses
-// through ordered consumers, keeping only what it returns in memory. A
-// client that is neither enrolled nor has an inventory is ErrUnknownClient.
+// with batched direct gets (no consumer), keeping only what it returns in
+// memory. A client that is neither enrolled nor has an inventory is
+// ErrUnknownClient.
 func ShowAgent(ctx context.Context, js jetstream.JetStream, client string, recent int, now time.Time) (AgentDetail, error) {
 	if err := events.ValidID("client id", client); err != nil {
 		return AgentDetail{}, fmt.Errorf("%w: %w", ErrInvalidFilter, err)
@@ -403,12 +405,11 @@ func pendingJobs(ctx context.Context, js jetstream.JetStream, e Enrollment) ([]P
 	var out []PendingJob
 	index := map[string]int{}
 	cancelled := map[string]bool{}
-	err := scanStream(ctx, js, events.StreamJobs, jetstream.OrderedConsumerConfig{
-		FilterSubjects: e.Filters,
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    e.AckFloor + 1,
-	}, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
-		ev, err := events.Decode(msg.Headers(), msg.Data())
+	err := scanStream(ctx, js, events.StreamJobs, streamread.Options{
+		Filters:  e.Filters,
+		StartSeq: e.AckFloor + 1,
+	}, func(msg streamread.Msg) {
+		ev, err := events.Decode(msg.Header, msg.Data)
 		if err != nil {
 			return
 		}
@@ -425,8 +426,8 @@ func pendingJobs(ctx context.Context, js jetstream.JetStream, e Enrollment) ([]P
 			}
 			index[job.JobID] = len(out)
 			out = append(out, PendingJob{
-				JobID: job.JobID, Name: job.Name, Subject: msg.Subject(), Seq: meta.Sequence.Stream,
-				Received:   meta.Sequence.Stream <= e.Delivered,
+				JobID: job.JobID, Name: job.Name, Subject: msg.Subject, Seq: msg.Seq,
+				Received:   msg.Seq <= e.Delivered,
 				OfferAfter: job.OfferAfter, MandatoryAfter: job.MandatoryAfter, ExpireAfter: job.ExpireAfter,
 			})
 		}
@@ -485,10 +486,10 @@ func lastStatusOf(ctx context.Context, status jetstream.Stream, client, job stri
 func lastStatuses(ctx context.Context, js jetstream.JetStream, client string, n int) ([]StoredStatus, error) {
 	ring := make([]StoredStatus, 0, n)
 	next := 0
-	err := scanStream(ctx, js, events.StreamStatus, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.StatusSubjectsOfClient(client)},
-	}, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
-		ev, err := events.Decode(msg.Headers(), msg.Data())
+	err := scanStream(ctx, js, events.StreamStatus, streamread.Options{
+		Filters: []string{events.StatusSubjectsOfClient(client)},
+	}, func(msg streamread.Msg) {
+		ev, err := events.Decode(msg.Header, msg.Data)
 		if err != nil {
 			return
 		}
@@ -496,7 +497,7 @@ func lastStatuses(ctx context.Context, js jetstream.JetStream, client string, n 
 		if err != nil {
 			return
 		}
-		s := StoredStatus{JobStatus: st, Time: ev.Time(), Stored: meta.Timestamp, Seq: meta.Sequence.Stream}
+		s := StoredStatus{JobStatus: st, Time: ev.Time(), Stored: msg.Time, Seq: msg.Seq}
 		if len(ring) < n {
 			ring = append(ring, s)
 			return
@@ -510,46 +511,18 @@ func lastStatuses(ctx context.Context, js jetstream.JetStream, client string, n 
 	return append(ring[next:], ring[:next]...), nil
 }
 
-// scanStream reads what stream holds under cfg, from its start position
-// until it has caught up, through an ordered consumer, in batches. The
-// setup gets the default timeout when ctx has none; the scan itself is
-// bounded by ctx only, since a long history takes its time.
-func scanStream(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig,
-	each func(jetstream.Msg, *jetstream.MsgMetadata)) error {
-	ictx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ictx, stream, cfg)
+// scanStream reads what stream holds on opts' filters, from its start
+// position up to what the stream held when it began, with batched direct
+// gets (internal/streamread: no consumer, so an auditor needs no consumer
+// right). The scan is bounded by ctx only, since a long history takes its
+// time; each answer of the broker by streamread's timeout.
+func scanStream(ctx context.Context, js jetstream.JetStream, stream string, opts streamread.Options, each func(streamread.Msg)) error {
+	err := streamread.Scan(ctx, js, stream, opts, func(m streamread.Msg) error {
+		each(m)
+		return nil
+	})
 	if err != nil {
 		return streamErr(stream, err)
-	}
-	info, err := cons.Info(ictx)
-	if err != nil {
-		return streamErr(stream, err)
-	}
-	for remaining := info.NumPending; remaining > 0; {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrRead, stream, err)
-		}
-		batch, err := cons.Fetch(int(min(remaining, 500)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return streamErr(stream, err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			meta, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			remaining = meta.NumPending
-			each(msg, meta)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return streamErr(stream, err)
-		}
-		if n == 0 {
-			break
-		}
 	}
 	return nil
 }

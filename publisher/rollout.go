@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 // ClientState is where a job stands on one client: the state of the
@@ -577,63 +578,43 @@ type statusItem struct {
 	st      events.JobStatus
 	at      time.Time
 	ok      bool   // st is a valid status
-	pending uint64 // statuses stored after this one when it was delivered
+	pending uint64 // 0 marks having read every status stored (no st then); 1 otherwise
 	err     error
 }
 
-// followStatuses streams every status of job, stored and future, through
-// an ordered consumer. caught is true when none is stored yet. The channel
-// closes when ctx ends.
+// followStatuses streams every status of job, stored and future, read with
+// batched direct gets as they are heard of on the job's status subjects
+// (internal/streamread: no consumer). An item with pending 0 and no status
+// marks the moment it has read every status stored; caught is always
+// false (the first mark says it). The channel closes when ctx ends.
 func followStatuses(ctx context.Context, js jetstream.JetStream, jobID string) (<-chan statusItem, bool, error) {
-	ictx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ictx, events.StreamStatus, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.StatusSubjectsOfJob(jobID)},
-	})
-	if err != nil {
-		return nil, false, streamErr(events.StreamStatus, err)
-	}
-	info, err := cons.Info(ictx)
-	if err != nil {
-		return nil, false, streamErr(events.StreamStatus, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(256))
-	if err != nil {
-		return nil, false, streamErr(events.StreamStatus, err)
-	}
 	out := make(chan statusItem, 64)
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
+	send := func(it statusItem) error {
+		select {
+		case out <- it:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	filter := events.StatusSubjectsOfJob(jobID)
 	go func() {
 		defer close(out)
-		for {
-			msg, err := it.Next()
-			if err != nil {
-				if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					select {
-					case out <- statusItem{err: fmt.Errorf("%w: statuses of %s: %w", ErrRead, jobID, err)}:
-					case <-ctx.Done():
-					}
-				}
-				return
-			}
-			item := statusItem{}
-			if meta, err := msg.Metadata(); err == nil {
-				item.pending = meta.NumPending
-			}
-			if ev, err := events.Decode(msg.Headers(), msg.Data()); err == nil {
+		err := streamread.Follow(ctx, js, events.StreamStatus, streamread.FollowOptions{
+			Options:  streamread.Options{Filters: []string{filter}},
+			CaughtUp: func() error { return send(statusItem{}) },
+		}, func(m streamread.Msg) error {
+			item := statusItem{pending: 1}
+			if ev, err := events.Decode(m.Header, m.Data); err == nil {
 				if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == jobID {
 					item.st, item.at, item.ok = st, ev.Time(), true
 				}
 			}
-			select {
-			case out <- item:
-			case <-ctx.Done():
-				return
-			}
+			return send(item)
+		})
+		if ctx.Err() == nil {
+			_ = send(statusItem{err: streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, err))})
 		}
 	}()
-	return out, info.NumPending == 0, nil
+	return out, false, nil
 }

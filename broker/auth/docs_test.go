@@ -18,7 +18,7 @@ const (
 )
 
 // permissionTables renders every role's grants as markdown tables, with
-// placeholders for the client id and the user name.
+// placeholders for the client id, a group of the client and the user name.
 func permissionTables(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
@@ -27,7 +27,7 @@ func permissionTables(t *testing.T) string {
 		title string
 	}{
 		{auth.User{Role: auth.RoleAgent, Name: "CLIENT"}, "agent `<client>` (pcm agent; credentials from pcm enroll)"},
-		{auth.User{Role: auth.RoleDesktop, Name: "CLIENT"}, "desktop `<client>` (pcm desktop; credentials from pcm enroll)"},
+		{auth.User{Role: auth.RoleDesktop, Name: "CLIENT", Groups: []string{"GROUP"}}, "desktop `<client>` (pcm desktop; credentials from pcm enroll, with the client's groups)"},
 		{auth.User{Role: auth.RolePublisher, Name: "who"}, "publisher `<name>` (pcm creds publisher NAME)"},
 		{auth.User{Role: auth.RoleAuditor, Name: "who"}, "auditor `<name>` (pcm creds auditor NAME)"},
 		{auth.User{Role: auth.RoleAdmin, Name: "who"}, "admin `<name>` (pcm creds admin NAME; pcm broker --auth writes the first)"},
@@ -42,7 +42,7 @@ func permissionTables(t *testing.T) string {
 			if g.Sub {
 				dir = "sub"
 			}
-			subj := strings.NewReplacer("CLIENT", "<client>", "who", "<name>").Replace(g.Subject)
+			subj := strings.NewReplacer("CLIENT", "<client>", "GROUP", "<group>", "who", "<name>").Replace(g.Subject)
 			fmt.Fprintf(&b, "| %s | `%s` | %s |\n", dir, subj, g.Why)
 		}
 		b.WriteString("\n")

@@ -21,15 +21,15 @@ const (
 	// writes only its own inventory and lock keys.
 	RoleAgent Role = "agent"
 	// RoleDesktop is the desktop face of one client (pcm desktop): it lists
-	// its client's offers, takes its client's lock and reports its client's
-	// statuses.
+	// its client's offers (direct gets, no consumer), takes its client's
+	// lock and reports its client's statuses.
 	RoleDesktop Role = "desktop"
 	// RolePublisher publishes and cancels jobs, enrolls clients (consumer
 	// management on PCM_JOBS), pushes packages and reads statuses and the
 	// inventory.
 	RolePublisher Role = "publisher"
-	// RoleAuditor reads both streams, the inventory and the locks, and
-	// changes nothing.
+	// RoleAuditor reads both streams (direct gets, no consumer), the
+	// inventory and the locks, and changes nothing.
 	RoleAuditor Role = "auditor"
 	// RoleAdmin provisions: every subject of the pcm account.
 	RoleAdmin Role = "admin"
@@ -54,10 +54,9 @@ type User struct {
 	// Name is the client id for RoleAgent and RoleDesktop, a free name
 	// (a subject token) for the other roles.
 	Name string
-	// Groups are the client's groups, for RoleDesktop. Today's desktop
-	// permissions do not depend on them (docs/security.md, "known gaps");
-	// they will confine the desktop to its groups' offers once it reads
-	// offers without creating consumers. Ignored by the other roles.
+	// Groups are the client's groups, for RoleDesktop: the desktop may
+	// subscribe to their job subjects, to hear of new offers (it reads the
+	// offers themselves with direct gets). Ignored by the other roles.
 	Groups []string
 	// TTL makes the credentials expire that long after they are issued;
 	// zero: they never expire.
@@ -191,15 +190,38 @@ func cat(lists ...[]Grant) []Grant {
 // direct gets: its info, creating consumers with any filter (both request
 // forms: with and without the filter in the subject), pulling from them and
 // reading their info. It does not include deleting consumers: see
-// consumerCleanup.
+// consumerCleanup. Only for the buckets (KV watchers, object downloads);
+// PCM_JOBS and PCM_STATUS are read with directRead.
 func streamRead(stream, what string) []Grant {
 	return cat(
 		pub("bind "+stream, api+"STREAM.INFO."+stream),
 		pub("read "+what+" through ordered consumers (any filter)", api+"CONSUMER.CREATE."+stream+".>",
 			api+"CONSUMER.MSG.NEXT."+stream+".*", api+"CONSUMER.INFO."+stream+".*"),
-		pub("read "+what+" by sequence or subject", api+"DIRECT.GET."+stream, api+"DIRECT.GET."+stream+".>",
-			api+"STREAM.MSG.GET."+stream),
+		directGets(stream, what),
 	)
+}
+
+// directRead is reading a whole stream without any consumer: its info and
+// direct gets (batches by sequence, time or subject, and the last message
+// of a subject), as internal/streamread does.
+func directRead(stream, what string) []Grant {
+	return cat(pub("bind "+stream, api+"STREAM.INFO."+stream), directGets(stream, what))
+}
+
+// directGets are the direct gets of a stream, in both forms (subject in the
+// body, subject in the request subject), and the non-direct message get.
+func directGets(stream, what string) []Grant {
+	return pub("read "+what+" by sequence, time or subject (batched direct gets)", api+"DIRECT.GET."+stream,
+		api+"DIRECT.GET."+stream+".>", api+"STREAM.MSG.GET."+stream)
+}
+
+// subs makes subscription grants with one reason.
+func subs(why string, subjects ...string) []Grant {
+	out := make([]Grant, len(subjects))
+	for i, s := range subjects {
+		out[i] = Grant{Sub: true, Subject: s, Why: why}
+	}
+	return out
 }
 
 // consumerCleanup is deleting any consumer of a stream, granted only on
@@ -285,38 +307,38 @@ func agentGrants(client string) []Grant {
 	)
 }
 
-func desktopGrants(client string, _ []string) []Grant {
+// desktopGrants: the desktop reads its client's offers with batched
+// direct gets on PCM_JOBS (a request whose subject names no filter, so it
+// could read any offer by sequence: a confidentiality gap, see
+// docs/security.md) and hears of new ones on its client's job subjects. It
+// has no right on any consumer of PCM_JOBS but reading its client's
+// consumer's info (its filters).
+func desktopGrants(client string, groups []string) []Grant {
+	subjects := []string{events.JobSubject(events.Target{Kind: events.TargetClient, Name: client})}
+	for _, g := range groups {
+		subjects = append(subjects, events.JobSubject(events.Target{Kind: events.TargetGroup, Name: g}))
+	}
+	subjects = append(subjects, events.SubjectJobsAll)
 	return cat(
 		pub("read its client's consumer filters", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
-		desktopOffers(),
+		pub("list its client's offers (batched direct gets merged by sequence, one per filter)", api+"DIRECT.GET."+events.StreamJobs),
 		statusGrants(client),
 		kvKey(events.BucketLocks, client, "its client's lock"),
 		packagesRead(),
+		subs("hear of its client's new offers (its own subject, its groups' from its credentials, pcm.jobs.all); it reads them with direct gets", subjects...),
 	)
 }
 
-// desktopOffers is what the desktop needs to scan its client's offers: an
-// ordered pull consumer on PCM_JOBS with its consumer's filters. The
-// consumer is created with several filters, a request whose subject names
-// no filter, so NATS cannot confine it to the client's subjects; and the
-// library names it at random, so pulling from it needs MSG.NEXT on every
-// consumer of PCM_JOBS. See docs/security.md, "known gaps".
-func desktopOffers() []Grant {
-	return pub("KNOWN GAP: list its client's offers through ordered consumers with several filters, randomly named",
-		api+"CONSUMER.CREATE."+events.StreamJobs+".*",
-		api+"CONSUMER.MSG.NEXT."+events.StreamJobs+".*",
-		api+"CONSUMER.INFO."+events.StreamJobs+".*")
-}
-
 func publisherGrants() []Grant {
+	j := events.StreamJobs
 	pkg := objSPre + events.BucketPackages
 	return cat(
 		pub("publish and cancel jobs", "pcm.jobs.>"),
-		pub("list the enrolled clients", api+"CONSUMER.LIST."+events.StreamJobs, api+"CONSUMER.NAMES."+events.StreamJobs),
-		streamRead(events.StreamJobs, "the offers"),
-		pub("enroll (create or update agent-CLIENT) and unenroll clients", api+"CONSUMER.DELETE."+events.StreamJobs+".*"),
-		streamRead(events.StreamStatus, "the statuses"),
-		consumerCleanup(events.StreamStatus),
+		pub("list the enrolled clients", api+"CONSUMER.LIST."+j, api+"CONSUMER.NAMES."+j),
+		directRead(j, "the offers"),
+		pub("enroll (create or update agent-CLIENT), read and unenroll clients",
+			api+"CONSUMER.CREATE."+j+".>", api+"CONSUMER.INFO."+j+".*", api+"CONSUMER.DELETE."+j+".*"),
+		directRead(events.StreamStatus, "the statuses"),
 		kvRead(events.BucketAgents),
 		kvRead(events.BucketLocks),
 		streamRead(pkg, "the packages"),
@@ -324,22 +346,25 @@ func publisherGrants() []Grant {
 		pub("push packages", objPre+events.BucketPackages+".>"),
 		pub("remove packages (purge an object's chunks)", api+"STREAM.PURGE."+pkg),
 		flowControl(pkg),
-		[]Grant{{Sub: true, Subject: events.SubjectStatusAll, Why: "watch a rollout's statuses as they come"}},
+		subs("hear of new statuses (a rollout, pcm audit --follow); it reads them with direct gets", events.SubjectStatusAll),
+		subs("hear of new offers (pcm audit --follow); it reads them with direct gets", events.JobsStreamSubjects()...),
 	)
 }
 
+// auditorGrants: the auditor reads both streams with direct gets and the
+// buckets (KV watchers, ordered consumers on buckets without durable
+// consumers); on PCM_JOBS it may only list the consumers and read their
+// info. It writes nothing and creates no consumer on either stream.
 func auditorGrants() []Grant {
 	j := events.StreamJobs
 	return cat(
 		pub("list the enrolled clients", api+"CONSUMER.LIST."+j, api+"CONSUMER.NAMES."+j),
-		pub("bind "+j, api+"STREAM.INFO."+j),
-		pub("KNOWN GAP: read the offers through ordered consumers, randomly named, with any filter",
-			api+"CONSUMER.CREATE."+j+".>", api+"CONSUMER.MSG.NEXT."+j+".*", api+"CONSUMER.INFO."+j+".*"),
-		pub("read the offers by sequence or subject", api+"DIRECT.GET."+j, api+"DIRECT.GET."+j+".>", api+"STREAM.MSG.GET."+j),
-		streamRead(events.StreamStatus, "the statuses"),
-		consumerCleanup(events.StreamStatus),
+		pub("read a client's enrollment (its consumer's filters and progress)", api+"CONSUMER.INFO."+j+".*"),
+		directRead(j, "the offers"),
+		directRead(events.StreamStatus, "the statuses"),
 		kvRead(events.BucketAgents),
 		kvRead(events.BucketLocks),
-		[]Grant{{Sub: true, Subject: events.SubjectStatusAll, Why: "follow statuses as they come"}},
+		subs("hear of new statuses (a rollout, pcm audit --follow); it reads them with direct gets", events.SubjectStatusAll),
+		subs("hear of new offers (pcm audit --follow); it reads them with direct gets", events.JobsStreamSubjects()...),
 	)
 }

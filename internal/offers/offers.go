@@ -1,7 +1,8 @@
 // Package offers reads job events back from the PCM_JOBS stream: a
-// streaming scan through an ordered consumer (nothing is loaded whole) and
-// the lookup of one job's offer. Both faces of the agent and the publisher
-// use it; it never writes.
+// streaming scan with batched direct gets (internal/streamread: no
+// consumer, nothing is loaded whole), following new events as they are
+// stored, and the lookup of one job's offer. The desktop face of the agent
+// and the publisher use it; it never writes and never creates a consumer.
 package offers
 
 import (
@@ -16,20 +17,23 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
-
-// ErrNotFound: no offer of the job id is in the scanned part of PCM_JOBS.
-var ErrNotFound = errors.New("job not found")
 
 // Entry is one valid job event read from PCM_JOBS: an offer or a
 // cancellation.
 type Entry struct {
-	Seq     uint64
+	// Seq is the event's PCM_JOBS sequence.
+	Seq uint64
+	// Subject is the subject it was stored on (one per target of a job).
 	Subject string
 	// Time is when the broker stored the event.
-	Time   time.Time
-	Event  event.Event
-	Offer  *events.JobOffered
+	Time time.Time
+	// Event is the CloudEvent.
+	Event event.Event
+	// Offer is set for an offer (pcm.job.offered.v1).
+	Offer *events.JobOffered
+	// Cancel is set for a cancellation (pcm.job.cancelled.v1).
 	Cancel *events.JobCancelled
 }
 
@@ -58,62 +62,76 @@ func ScanVerified(ctx context.Context, js jetstream.JetStream, filters []string,
 	return scan(ctx, js, filters, start, nil, verify, fn)
 }
 
+// errStop is how a scan's callback stops the read.
+var errStop = errors.New("scan stopped")
+
 // scan is Scan with a cheap pre-filter on the raw bytes and an optional
 // verifier.
 func scan(ctx context.Context, js jetstream.JetStream, filters []string, start time.Time, needle []byte, verify Verifier, fn func(Entry) bool) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if !start.IsZero() {
-		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		cfg.OptStartTime = &start
-	}
-	cons, err := js.OrderedConsumer(ctx, events.StreamJobs, cfg)
-	if err != nil {
+	err := streamread.Scan(ctx, js, events.StreamJobs, streamread.Options{Filters: filters, StartTime: start}, func(m streamread.Msg) error {
+		if needle != nil && !bytes.Contains(m.Data, needle) {
+			return nil
+		}
+		e, ok := entryOf(m, verify)
+		if ok && !fn(e) {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
 		return fmt.Errorf("reading %s: %w", events.StreamJobs, err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", events.StreamJobs, err)
-	}
-	for remaining := info.NumPending; remaining > 0; {
-		batch, err := cons.Fetch(int(min(remaining, 500)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return fmt.Errorf("reading %s: %w", events.StreamJobs, err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			meta, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			remaining = meta.NumPending
-			if needle != nil && !bytes.Contains(msg.Data(), needle) {
-				continue
-			}
-			e, ok := entryOf(msg, meta)
-			if ok && verify != nil && verify(e.Event) != nil {
-				continue
-			}
-			if ok && !fn(e) {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading %s: %w", events.StreamJobs, err)
-		}
-		if n == 0 {
-			break
-		}
 	}
 	return nil
 }
 
-func entryOf(msg jetstream.Msg, meta *jetstream.MsgMetadata) (Entry, bool) {
-	ev, err := events.Decode(msg.Headers(), msg.Data())
+// FollowOptions configure Follow.
+type FollowOptions struct {
+	// Verify, when set, skips the events it refuses.
+	Verify Verifier
+	// CaughtUp, when set, is called each time Follow has delivered every
+	// event stored when it last looked: its first call ends the history.
+	// An error from it stops Follow and is returned as is.
+	CaughtUp func() error
+	// OnError, when set, hears the read errors Follow retries (a broker
+	// restart after the history was read).
+	OnError func(error)
+}
+
+// Follow calls fn for each valid (and verified) offer and cancellation on
+// filters (every subject when empty), from the beginning, in stream order,
+// then for each new one as it is stored, until ctx ends (it returns
+// ctx.Err()) or fn or o.CaughtUp return an error (returned as is). It
+// listens to the filters' subjects (core NATS) to hear of new events and
+// reads them with direct gets: see streamread.Follow.
+func Follow(ctx context.Context, js jetstream.JetStream, filters []string, o FollowOptions, fn func(Entry) error) error {
+	fo := streamread.FollowOptions{Options: streamread.Options{Filters: filters}, CaughtUp: o.CaughtUp, OnError: o.OnError}
+	if len(filters) == 0 {
+		fo.Subjects = events.JobsStreamSubjects()
+	}
+	var fnErr error
+	err := streamread.Follow(ctx, js, events.StreamJobs, fo, func(m streamread.Msg) error {
+		if e, ok := entryOf(m, o.Verify); ok {
+			fnErr = fn(e)
+			return fnErr
+		}
+		return nil
+	})
+	switch {
+	case err == nil, fnErr != nil && errors.Is(err, fnErr), ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return err
+	default:
+		return fmt.Errorf("following %s: %w", events.StreamJobs, err)
+	}
+}
+
+// entryOf reads an offer or a cancellation out of a stored message; ok is
+// false for anything else, and for an event verify refuses.
+func entryOf(m streamread.Msg, verify Verifier) (Entry, bool) {
+	ev, err := events.Decode(m.Header, m.Data)
 	if err != nil {
 		return Entry{}, false
 	}
-	e := Entry{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Event: ev}
+	e := Entry{Seq: m.Seq, Subject: m.Subject, Time: m.Time, Event: ev}
 	switch ev.Type() {
 	case events.TypeJobOffered:
 		job, err := events.ParseJobOffered(ev)
@@ -128,6 +146,9 @@ func entryOf(msg jetstream.Msg, meta *jetstream.MsgMetadata) (Entry, bool) {
 		}
 		e.Cancel = &c
 	default:
+		return Entry{}, false
+	}
+	if verify != nil && verify(ev) != nil {
 		return Entry{}, false
 	}
 	return e, true

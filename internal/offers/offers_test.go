@@ -81,3 +81,85 @@ func TestScanAndFind(t *testing.T) {
 		t.Fatalf("missing job: %v", err)
 	}
 }
+
+// TestFollow: the history, then new offers and cancellations on the
+// filters as they are stored, never those of other subjects.
+func TestFollow(t *testing.T) {
+	env := testenv.StartBroker(t)
+	ctx := context.Background()
+	p, err := publisher.New(env.JS, publisher.Config{Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(target events.Target) events.JobOffered {
+		return events.JobOffered{
+			Command: events.CommandLine{Argv: []string{"true"}, Automated: true, Timeout: events.Duration(time.Minute)},
+			Targets: []events.Target{target},
+		}
+	}
+	old, err := p.Publish(ctx, mk(events.Target{Kind: events.TargetClient, Name: "ws-1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 16)
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- offers.Follow(fctx, env.JS, []string{"pcm.jobs.client.ws-1", "pcm.jobs.all"}, offers.FollowOptions{
+			CaughtUp: func() error { got <- "caught-up"; return nil },
+		}, func(e offers.Entry) error {
+			kind := "offer"
+			if e.Cancel != nil {
+				kind = "cancel"
+			}
+			got <- kind + ":" + e.JobID()
+			return nil
+		})
+	}()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case g := <-got:
+			if g != want {
+				t.Fatalf("got %s, want %s", g, want)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("nothing within 2s, want %s", want)
+		}
+	}
+	next("offer:" + old)
+	next("caught-up")
+	// Another client's offer is not delivered (nor does it end a round
+	// with anything).
+	if _, err := p.Publish(ctx, mk(events.Target{Kind: events.TargetClient, Name: "ws-2"})); err != nil {
+		t.Fatal(err)
+	}
+	all, err := p.Publish(ctx, mk(events.Target{Kind: events.TargetAll}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := ""; g != "offer:"+all; {
+		select {
+		case g = <-got:
+			if g != "caught-up" && g != "offer:"+all {
+				t.Fatalf("got %s, want offer:%s", g, all)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("the new offer %s did not come within 2s", all)
+		}
+	}
+	if err := p.Cancel(ctx, all, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for g := ""; g != "cancel:"+all; {
+		select {
+		case g = <-got:
+		case <-time.After(2 * time.Second):
+			t.Fatal("the cancellation did not come within 2s")
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Follow ended with %v", err)
+	}
+}
