@@ -9,8 +9,8 @@ import (
 
 // ConnectOptions are the connection options of a long-running agent face:
 // retry the first connection, reconnect forever with a jittered exponential
-// backoff capped at 5 s, and keep publishes made while disconnected in the
-// reconnect buffer.
+// backoff capped at 5 s, keep publishes made while disconnected in the
+// reconnect buffer, and no echo of its own publishes.
 func ConnectOptions(name string) []nats.Option {
 	return []nats.Option{
 		nats.Name(name),
@@ -18,6 +18,9 @@ func ConnectOptions(name string) []nats.Option {
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
 		nats.PingInterval(20 * time.Second),
+		// A face never needs the messages it publishes itself (its own
+		// statuses): the broker does not send them back.
+		nats.NoEcho(),
 	}
 }
 

@@ -84,39 +84,40 @@ func (s *Service) flush(ctx context.Context) error {
 		}
 		if o.Final {
 			s.fault(FaultAfterPublish)
-			s.ackUnlessLive(ctx, o.JobID)
+			if s.ackRecorded(ctx, o.JobID) {
+				s.markLiveAcked(o.JobID)
+			}
 		}
 	}
 	return nil
 }
 
-// ackUnlessLive acks jobID's offer through the journal (ackRecorded),
-// unless the recorded delivery is the one the consume loop is handling now:
-// every path that persists a final status for the offer in hand acks that
-// offer itself once report returns, and a second ack would cost a round
-// trip to the broker for nothing. If that ack is lost (the agent stops
-// first), the offer comes back and is acked then, the job being done.
-func (s *Service) ackUnlessLive(ctx context.Context, jobID string) {
-	if live := s.live.Load(); live != nil {
-		if rec, ok, err := s.journal.Get(jobID); err == nil && ok && rec.AckSubject == *live {
-			return
-		}
-	}
-	s.ackRecorded(ctx, jobID)
-}
-
 // ackRecorded acks the last delivery of jobID's offer through the ack
 // subject kept in the journal (the offer may have been delivered to an
-// earlier life of the agent).
-func (s *Service) ackRecorded(ctx context.Context, jobID string) {
+// earlier life of the agent). It reports whether the broker confirmed it.
+func (s *Service) ackRecorded(ctx context.Context, jobID string) bool {
 	rec, ok, err := s.journal.Get(jobID)
 	if err != nil || !ok || rec.AckSubject == "" {
-		return
+		return false
 	}
 	actx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	if _, err := s.nc.RequestWithContext(actx, rec.AckSubject, []byte("+ACK")); err != nil {
 		s.log.Debug("ack through the journal not confirmed; the offer is acked when it comes back", zap.String("job", jobID), zap.Error(err))
+		return false
+	}
+	return true
+}
+
+// markLiveAcked marks the message in the consume loop's hands acked when
+// it is jobID's recorded delivery, which ackRecorded just acked.
+func (s *Service) markLiveAcked(jobID string) {
+	live := s.live.Load()
+	if live == nil {
+		return
+	}
+	if rec, ok, err := s.journal.Get(jobID); err == nil && ok && rec.AckSubject == live.Reply() {
+		live.acked.Store(true)
 	}
 }
 

@@ -33,10 +33,8 @@ type Service struct {
 	current atomic.Value // string: the job running now
 	started time.Time
 
-	// live is the ack subject of the offer the consume loop is handling
-	// now: its handler acks it itself once its final status is persisted,
-	// so flush does not (see ackRecorded).
-	live atomic.Pointer[string]
+	// live is the message the consume loop is handling now (see liveMsg).
+	live atomic.Pointer[liveMsg]
 
 	curMu    sync.Mutex  // guards curTimer and curShown
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
@@ -188,9 +186,9 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx), jetstream.FetchHeartbeat(fetchHeartbeat))
 		if err == nil {
 			for msg := range batch.Messages() {
-				reply := msg.Reply()
-				s.live.Store(&reply)
-				s.handle(ctx, msg)
+				lm := &liveMsg{Msg: msg}
+				s.live.Store(lm)
+				s.handle(ctx, lm)
 				s.live.Store(nil)
 			}
 			err = batch.Error()
@@ -207,6 +205,35 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 			sleep(ctx, d)
 		}
 	}
+}
+
+// liveMsg is the message the consume loop hands to its handler. When flush
+// acks the offer right after its final status is persisted (through the ack
+// subject kept in the journal, which also serves an offer delivered to an
+// earlier life of the agent), it marks the live message acked, and the
+// handler's own ack that follows costs nothing instead of a second round
+// trip to the broker. An ack flush could not confirm is left to the
+// handler, which sends it again.
+type liveMsg struct {
+	jetstream.Msg
+	acked atomic.Bool
+}
+
+// Ack acks the message unless flush already did.
+func (m *liveMsg) Ack() error {
+	if m.acked.Load() {
+		return nil
+	}
+	return m.Msg.Ack()
+}
+
+// DoubleAck acks the message and waits for the broker's confirmation,
+// unless flush already did.
+func (m *liveMsg) DoubleAck(ctx context.Context) error {
+	if m.acked.Load() {
+		return nil
+	}
+	return m.Msg.DoubleAck(ctx)
 }
 
 // sleep waits d or until ctx ends; it reports whether d elapsed.
