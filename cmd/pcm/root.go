@@ -52,11 +52,12 @@ A flag given on the command line wins over its variable.`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	g.sec.register(root)
 	root.AddCommand(
-		newBrokerCmd(g), newUpCmd(g), newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
+		newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
 		newAgentCmd(g), newDesktopCmd(g), newVersionCmd(),
 		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
 		newCredsCmd(g),
 	)
+	root.AddCommand(brokerCommands(g)...)
 	annotateEnv(root)
 	return root
 }
