@@ -125,36 +125,28 @@ func (o ProvisionOptions) Validate() error {
 // JobsStreamConfig is the configuration Provision gives PCM_JOBS.
 func JobsStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
 	o.setDefaults()
-	return jetstream.StreamConfig{
-		Name:              events.StreamJobs,
-		Description:       "pcm job offered and job cancelled events",
-		Subjects:          events.JobsStreamSubjects(),
-		Retention:         jetstream.LimitsPolicy,
-		Storage:           jetstream.FileStorage,
-		Replicas:          o.Replicas,
-		MaxAge:            o.JobsMaxAge,
-		Duplicates:        o.DuplicateWindow,
-		MaxConsumers:      o.MaxConsumers,
-		MaxMsgSize:        o.MaxMsgSize,
-		MaxMsgs:           -1,
-		MaxBytes:          -1,
-		MaxMsgsPerSubject: -1,
-		Discard:           jetstream.DiscardOld,
-		AllowDirect:       true,
-	}
+	return eventStreamConfig(o, events.StreamJobs, "pcm job offered and job cancelled events",
+		events.JobsStreamSubjects(), o.JobsMaxAge)
 }
 
 // StatusStreamConfig is the configuration Provision gives PCM_STATUS.
 func StatusStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
 	o.setDefaults()
+	return eventStreamConfig(o, events.StreamStatus, "pcm job status events (the MIFs): the audit record",
+		events.StatusStreamSubjects(), o.StatusMaxAge)
+}
+
+// eventStreamConfig is what both event streams share: limits retention on
+// file, the duplicate window, fleet-size consumer limits, direct gets.
+func eventStreamConfig(o ProvisionOptions, name, description string, subjects []string, maxAge time.Duration) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:              events.StreamStatus,
-		Description:       "pcm job status events (the MIFs): the audit record",
-		Subjects:          events.StatusStreamSubjects(),
+		Name:              name,
+		Description:       description,
+		Subjects:          subjects,
 		Retention:         jetstream.LimitsPolicy,
 		Storage:           jetstream.FileStorage,
 		Replicas:          o.Replicas,
-		MaxAge:            o.StatusMaxAge,
+		MaxAge:            maxAge,
 		Duplicates:        o.DuplicateWindow,
 		MaxConsumers:      o.MaxConsumers,
 		MaxMsgSize:        o.MaxMsgSize,
