@@ -30,3 +30,20 @@ func (a AgentInfo) Stale(now time.Time) bool {
 	}
 	return now.Sub(a.LastSeen) > 3*hb
 }
+
+// LockInfo is the value of key <client> in the PCM_LOCKS bucket: which face
+// holds the client's service-versus-desktop lock, and since when.
+type LockInfo struct {
+	// Holder is the face holding the lock: RunnerService or RunnerDesktop.
+	Holder Runner `json:"holder"`
+	// PID is the holder's process id.
+	PID int `json:"pid"`
+	// User is the user the holder runs as, if known.
+	User string `json:"user,omitempty"`
+	// Host is the holder's host name.
+	Host string `json:"host,omitempty"`
+	// JobID is the job the holder runs, if any.
+	JobID string `json:"job_id,omitempty"`
+	// Since is when the holder took the lock.
+	Since time.Time `json:"since"`
+}

@@ -130,6 +130,25 @@ func benchEnroll(b testing.TB, js jetstream.JetStream, prefix string, n int, cfg
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
+	benchEach(b, prefix, n, func(client string) error {
+		var err error
+		if cfg != nil {
+			_, err = js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg(client))
+		} else {
+			_, err = publisher.Enroll(ctx, js, client, nil, publisher.EnrollOptions{})
+		}
+		if err != nil {
+			return fmt.Errorf("enrolling %s: %w", client, err)
+		}
+		return nil
+	})
+	return time.Since(start)
+}
+
+// benchEach calls fn for the clients benchClientID(prefix, 0..n-1), eight at
+// a time, and fails b with the first error.
+func benchEach(b testing.TB, prefix string, n int, fn func(client string) error) {
+	b.Helper()
 	var (
 		next   atomic.Int64
 		wg     sync.WaitGroup
@@ -142,15 +161,7 @@ func benchEnroll(b testing.TB, js jetstream.JetStream, prefix string, n int, cfg
 				if i >= n {
 					return
 				}
-				client := benchClientID(prefix, i)
-				var err error
-				if cfg != nil {
-					_, err = js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg(client))
-				} else {
-					_, err = publisher.Enroll(ctx, js, client, nil, publisher.EnrollOptions{})
-				}
-				if err != nil {
-					err = fmt.Errorf("enrolling %s: %w", client, err)
+				if err := fn(benchClientID(prefix, i)); err != nil {
 					failed.CompareAndSwap(nil, &err)
 				}
 			}
@@ -160,7 +171,6 @@ func benchEnroll(b testing.TB, js jetstream.JetStream, prefix string, n int, cfg
 	if err := failed.Load(); err != nil {
 		b.Fatal(*err)
 	}
-	return time.Since(start)
 }
 
 // benchDropJobsOnCleanup deletes PCM_JOBS at cleanup, before the broker

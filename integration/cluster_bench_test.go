@@ -5,8 +5,6 @@ package integration_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,7 +65,7 @@ func clusterRestart(b *testing.B, n, replicas int, memory bool) {
 		b.Fatal(err)
 	}
 	took := benchEnroll(b, js, "cl", n, cfg)
-	clusterEach(b, n, func(client string) error { // every consumer delivers and acks the offer
+	benchEach(b, "cl", n, func(client string) error { // every consumer delivers and acks the offer
 		cons, err := js.Consumer(ctx, events.StreamJobs, events.ConsumerName(client))
 		if err != nil {
 			return err
@@ -89,7 +87,7 @@ func clusterRestart(b *testing.B, n, replicas int, memory bool) {
 
 	kept := func() (ok, lost int) {
 		var okN, lostN atomic.Int64
-		clusterEach(b, n, func(client string) error {
+		benchEach(b, "cl", n, func(client string) error {
 			info, err := clusterConsumerInfo(ctx, js, client)
 			if err == nil && info.AckFloor.Stream == 1 && info.NumPending == 0 {
 				okN.Add(1)
@@ -126,35 +124,6 @@ func clusterRestart(b *testing.B, n, replicas int, memory bool) {
 	_ = js.DeleteStream(dctx, events.StreamJobs)
 }
 
-// clusterEach calls fn for clients cl-[0, n), eight at a time, failing b on
-// the first error.
-func clusterEach(b *testing.B, n int, fn func(client string) error) {
-	b.Helper()
-	var (
-		next   atomic.Int64
-		wg     sync.WaitGroup
-		failed atomic.Pointer[error]
-	)
-	for range 8 {
-		wg.Go(func() {
-			for failed.Load() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := fn(benchClientID("cl", i)); err != nil {
-					err = fmt.Errorf("client %d: %w", i, err)
-					failed.CompareAndSwap(nil, &err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-}
-
 // clusterConsumerInfo reads a client's consumer info, retrying while the
 // cluster settles.
 func clusterConsumerInfo(ctx context.Context, js jetstream.JetStream, client string) (*jetstream.ConsumerInfo, error) {
@@ -179,7 +148,7 @@ func clusterWaitCurrent(b *testing.B, ctx context.Context, js jetstream.JetStrea
 	t := time.Now()
 	for {
 		var behind atomic.Int64
-		clusterEach(b, n, func(client string) error {
+		benchEach(b, "cl", n, func(client string) error {
 			info, err := clusterConsumerInfo(ctx, js, client)
 			if err != nil {
 				if ctx.Err() != nil {

@@ -96,6 +96,17 @@ func startAgent(t testing.TB, url, client, stateDir string, opts ...agentOpts) *
 	return ra
 }
 
+// enrolledAgent enrolls client on env and starts its agent in a fresh state
+// dir, waiting until it is ready; it returns the agent and the dir.
+func enrolledAgent(t testing.TB, env *testenv.Broker, client string, opts ...agentOpts) (*runningAgent, string) {
+	t.Helper()
+	dir := t.TempDir()
+	enroll(t, env.JS, client)
+	a := startAgent(t, env.URL, client, dir, opts...)
+	a.waitReady(t)
+	return a, dir
+}
+
 // waitReady waits for the agent to bind to its consumer.
 func (a *runningAgent) waitReady(t testing.TB) {
 	t.Helper()

@@ -23,10 +23,7 @@ func TestJobFlow(t *testing.T) {
 	p := newPublisher(t, env.JS)
 
 	t.Run("mandatory now background job runs once and is acked", func(t *testing.T) {
-		dir := t.TempDir()
-		enroll(t, env.JS, "bg")
-		a := startAgent(t, env.URL, "bg", dir)
-		a.waitReady(t)
+		_, dir := enrolledAgent(t, env, "bg")
 		marker := filepath.Join(dir, "marker")
 		j := job([]string{"sh", "-c", "echo ran >> " + marker + "; echo hello from the job"}, toClient("bg"))
 		j.Command.Background = true
@@ -49,10 +46,7 @@ func TestJobFlow(t *testing.T) {
 	})
 
 	t.Run("mandatory in 2s runs at its time, not before", func(t *testing.T) {
-		dir := t.TempDir()
-		enroll(t, env.JS, "later")
-		a := startAgent(t, env.URL, "later", dir)
-		a.waitReady(t)
+		a, _ := enrolledAgent(t, env, "later")
 		j := job([]string{"true"}, toClient("later"))
 		at := time.Now().Add(2 * time.Second).UTC()
 		j.MandatoryAfter = &at
@@ -94,10 +88,7 @@ func TestJobFlow(t *testing.T) {
 	})
 
 	t.Run("a job for another platform is not applicable", func(t *testing.T) {
-		dir := t.TempDir()
-		enroll(t, env.JS, "plat")
-		a := startAgent(t, env.URL, "plat", dir)
-		a.waitReady(t)
+		a, dir := enrolledAgent(t, env, "plat")
 		marker := filepath.Join(dir, "marker")
 		j := job(appendTo(marker), toClient("plat"))
 		j.Command.Platforms = []string{"plan9/*"}
@@ -113,10 +104,7 @@ func TestJobFlow(t *testing.T) {
 	})
 
 	t.Run("a cancelled job gets cancelled and never runs", func(t *testing.T) {
-		dir := t.TempDir()
-		enroll(t, env.JS, "canc")
-		a := startAgent(t, env.URL, "canc", dir)
-		a.waitReady(t)
+		a, dir := enrolledAgent(t, env, "canc")
 		marker := filepath.Join(dir, "marker")
 		j := job(appendTo(marker), toClient("canc"))
 		at := time.Now().Add(time.Hour).UTC()
@@ -137,10 +125,7 @@ func TestJobFlow(t *testing.T) {
 	})
 
 	t.Run("a timeout kills the process tree and reports timed_out", func(t *testing.T) {
-		dir := t.TempDir()
-		enroll(t, env.JS, "slow")
-		a := startAgent(t, env.URL, "slow", dir)
-		a.waitReady(t)
+		_, dir := enrolledAgent(t, env, "slow")
 		pidFile := filepath.Join(dir, "child.pid")
 		j := job([]string{"sh", "-c", "sleep 30 & echo $! > " + pidFile + "; wait"}, toClient("slow"))
 		j.Command.Timeout = events.Duration(time.Second)
@@ -158,10 +143,7 @@ func TestJobFlow(t *testing.T) {
 	})
 
 	t.Run("a failing command with max_attempts 3 runs 3 times then fails", func(t *testing.T) {
-		dir := t.TempDir()
-		enroll(t, env.JS, "fail")
-		a := startAgent(t, env.URL, "fail", dir)
-		a.waitReady(t)
+		_, dir := enrolledAgent(t, env, "fail")
 		marker := filepath.Join(dir, "marker")
 		j := job([]string{"sh", "-c", "echo ran >> " + marker + "; exit 3"}, toClient("fail"))
 		j.MaxAttempts = 3
@@ -224,10 +206,7 @@ func TestJobFlow(t *testing.T) {
 	})
 
 	t.Run("a malformed event is refused and a valid job after it runs", func(t *testing.T) {
-		dir := t.TempDir()
-		enroll(t, env.JS, "bad")
-		a := startAgent(t, env.URL, "bad", dir)
-		a.waitReady(t)
+		a, dir := enrolledAgent(t, env, "bad")
 		msg := nats.NewMsg(events.JobSubject(toClient("bad")))
 		msg.Data = []byte(`{"specversion":"1.0","id":"x","type":"pcm.job.offered.v1"`)
 		if _, err := env.JS.PublishMsg(context.Background(), msg); err != nil {

@@ -119,25 +119,11 @@ func EnrollmentOf(ctx context.Context, js jetstream.JetStream, client string) (e
 }
 
 // LockHolder says who holds a client's service-versus-desktop lock: the
-// JSON value of key <client> in PCM_LOCKS, written by the agent's lock
-// package (whose Info it mirrors; this package does not import the agent).
-type LockHolder struct {
-	// Holder is the face holding the lock: "service" or "desktop".
-	Holder string `json:"holder"`
-	// PID of the holding process.
-	PID int `json:"pid"`
-	// User the holder runs as, if known.
-	User string `json:"user,omitempty"`
-	// Host name of the holder.
-	Host string `json:"host,omitempty"`
-	// JobID the holder runs, if any.
-	JobID string `json:"job_id,omitempty"`
-	// Since is when the holder took the lock.
-	Since time.Time `json:"since"`
-}
+// value of key <client> in PCM_LOCKS.
+type LockHolder = events.LockInfo
 
 // HolderDesktop is the LockHolder.Holder of the desktop face.
-const HolderDesktop = "desktop"
+const HolderDesktop = events.RunnerDesktop
 
 // kvSnapshot reads every live key of bucket once, through a watcher that
 // ends after the initial values (one consumer, no key listing).

@@ -24,25 +24,23 @@ import (
 const (
 	// FormatFile: the package is one file, which agents copy into the job's
 	// working directory under its file name.
-	FormatFile = "file"
+	FormatFile = events.PackageFormatFile
 	// FormatTarGz: the package is a directory packed by PackDir, which
 	// agents extract into the job's working directory.
-	FormatTarGz = "tar.gz"
+	FormatTarGz = events.PackageFormatTarGz
 )
 
-// Metadata keys of a package object in PCM_PACKAGES. They are part of the
-// wire contract with agents (agent/pkgcache reads metaFormat, metaFile and
-// metaMode under the same names): changing one is a breaking change.
+// Metadata keys of a package object in PCM_PACKAGES (see events).
 const (
-	metaName     = "pcm-name"
-	metaVersion  = "pcm-version"
-	metaSHA256   = "pcm-sha256" // set last: a package without it is incomplete
-	metaSize     = "pcm-size"
-	metaFormat   = "pcm-format"
-	metaFile     = "pcm-file"
-	metaMode     = "pcm-mode"
-	metaPushedBy = "pcm-pushed-by"
-	metaPushedAt = "pcm-pushed-at"
+	metaName     = events.PackageMetaName
+	metaVersion  = events.PackageMetaVersion
+	metaSHA256   = events.PackageMetaSHA256 // set last: a package without it is incomplete
+	metaSize     = events.PackageMetaSize
+	metaFormat   = events.PackageMetaFormat
+	metaFile     = events.PackageMetaFile
+	metaMode     = events.PackageMetaMode
+	metaPushedBy = events.PackageMetaPushedBy
+	metaPushedAt = events.PackageMetaPushedAt
 )
 
 // packageChunkSize is the size of the object store chunks of a push.
@@ -54,8 +52,8 @@ const maxPackagePart = 128
 var packagePartPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]*$`)
 
 // PackageObjectName is the name of the object holding name@version in
-// PCM_PACKAGES: "NAME@VERSION" (agents look it up under the same name).
-func PackageObjectName(name, version string) string { return name + "@" + version }
+// PCM_PACKAGES (events.PackageObjectName).
+func PackageObjectName(name, version string) string { return events.PackageObjectName(name, version) }
 
 // ValidPackagePart checks a package name or version (what says which): 1 to
 // 128 characters from A-Z a-z 0-9 . _ + ~ -, starting with a letter or a

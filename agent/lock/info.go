@@ -11,34 +11,23 @@ import (
 	"github.com/pcm-project/pcm/events"
 )
 
-// Holder names the face of the agent that holds the lock.
-type Holder string
+// Holder names the face of the agent that holds the lock (the runner of
+// the statuses that face reports).
+type Holder = events.Runner
 
 // The two faces that take the lock.
 const (
 	// HolderService is the unattended service (pcm agent).
-	HolderService Holder = "service"
+	HolderService = events.RunnerService
 	// HolderDesktop is the face running in the user's session (pcm desktop).
-	HolderDesktop Holder = "desktop"
+	HolderDesktop = events.RunnerDesktop
 )
 
-// Info is the value of the lock key: who holds it. (The key stores it as
-// JSON with one more field, "lease", the random id of the lease that wrote
-// it, so that a holder recognises its own writes.)
-type Info struct {
-	// Holder is the face holding the lock.
-	Holder Holder `json:"holder"`
-	// PID is the holder's process id (defaults to the calling process).
-	PID int `json:"pid"`
-	// User is the user the holder runs as, if known.
-	User string `json:"user,omitempty"`
-	// Host is the holder's host name (defaults to os.Hostname).
-	Host string `json:"host,omitempty"`
-	// JobID is the job the holder runs, if any.
-	JobID string `json:"job_id,omitempty"`
-	// Since is when the holder took the lock (defaults to now).
-	Since time.Time `json:"since"`
-}
+// Info is the value of the lock key: who holds it (events.LockInfo; PID
+// defaults to the calling process, Host to os.Hostname, Since to now). The
+// key stores it as JSON with one more field, "lease", the random id of the
+// lease that wrote it, so that a holder recognises its own writes.
+type Info = events.LockInfo
 
 // record is what the lock key stores: the Info and the id of the lease that
 // wrote it, which lets a holder recognise its own write when the reply to a

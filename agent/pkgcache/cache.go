@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/events"
 )
 
 // Defaults of Config.
@@ -30,10 +32,10 @@ const (
 // Formats of package content, as the publisher records them.
 const (
 	// FormatFile: one file, copied into the job's directory.
-	FormatFile = "file"
+	FormatFile = events.PackageFormatFile
 	// FormatTarGz: a directory packed as tar.gz, extracted into the job's
 	// directory.
-	FormatTarGz = "tar.gz"
+	FormatTarGz = events.PackageFormatTarGz
 )
 
 // File names inside the cache directory: <sha256> is the content,

@@ -21,14 +21,14 @@ import (
 )
 
 // How PCM_PACKAGES is laid out. The object naming and the metadata keys are
-// the publisher's (publisher/packages.go); the stream and chunk subjects are
+// the wire contract's (events/packages.go); the stream and chunk subjects are
 // those of the NATS object store (ADR-20): OBJ_<bucket>, $O.<bucket>.C.<nuid>.
 const (
 	objStream       = "OBJ_" + events.BucketPackages
 	chunkSubjectFmt = "$O." + events.BucketPackages + ".C.%s"
-	metaFormat      = "pcm-format"
-	metaFile        = "pcm-file"
-	metaMode        = "pcm-mode"
+	metaFormat      = events.PackageMetaFormat
+	metaFile        = events.PackageMetaFile
+	metaMode        = events.PackageMetaMode
 	// pullBytes bounds the chunks buffered by a download.
 	pullBytes = 8 << 20
 	// consumerIdle is when the broker drops the consumer of an abandoned
@@ -36,9 +36,9 @@ const (
 	consumerIdle = time.Minute
 )
 
-// ObjectName is the object holding a package version in PCM_PACKAGES:
-// "NAME@VERSION", as the publisher names it.
-func ObjectName(name, version string) string { return name + "@" + version }
+// ObjectName is the object holding a package version in PCM_PACKAGES
+// (events.PackageObjectName).
+func ObjectName(name, version string) string { return events.PackageObjectName(name, version) }
 
 // checkRef validates what Fetch relies on.
 func checkRef(ref events.PackageRef) error {

@@ -108,7 +108,7 @@ func lockCell(l *publisher.LockHolder) string {
 	if l == nil {
 		return "-"
 	}
-	s := l.Holder
+	s := string(l.Holder)
 	if l.User != "" {
 		s += "/" + l.User
 	}
