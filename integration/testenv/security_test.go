@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
@@ -37,16 +38,31 @@ func TestSecureBroker(t *testing.T) {
 		nc.Close()
 		t.Fatal("a plain client connected")
 	}
-	_, js := b.ConnectAs(t, auth.User{Role: auth.RoleAuditor, Name: "audit"})
+	anc, js := b.ConnectAs(t, auth.User{Role: auth.RoleAuditor, Name: "audit"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := b.JS.Publish(ctx, events.SubjectJobsAll, []byte("x")); err != nil {
 		t.Fatalf("admin publish: %v", err)
 	}
 	b.Restart(t)
-	s, err := js.Stream(ctx, events.StreamJobs)
-	if err != nil {
-		t.Fatalf("the auditor after a restart: %v", err)
+	// Restart waits for the helper's connection only: the auditor's own
+	// reconnects on its schedule, and a request sent while it drops is lost
+	// (nats.go does not retry API requests), so ask again until the deadline.
+	var s jetstream.Stream
+	var err error
+	for ctx.Err() == nil {
+		if anc.IsConnected() {
+			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+			s, err = js.Stream(actx, events.StreamJobs)
+			acancel()
+			if err == nil {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s == nil {
+		t.Fatalf("the auditor after a restart: %v (%v)", err, ctx.Err())
 	}
 	if n := s.CachedInfo().State.Msgs; n != 1 {
 		t.Fatalf("PCM_JOBS holds %d messages after a restart, want 1", n)
