@@ -158,6 +158,15 @@ func (b *Broker) Restart(t testing.TB) {
 		t.Fatalf("testenv: restarted broker listens on %s, want %s", srv.ClientURL(), b.URL)
 	}
 	WaitFor(t, 10*time.Second, "the helper connection to reconnect after Restart", b.NC.IsConnected)
+	// Connected is not yet answering: with accounts (auth on), JetStream may
+	// take a moment to serve the account again, and a request sent before
+	// that is dropped rather than refused.
+	WaitFor(t, 10*time.Second, "JetStream to answer after Restart", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := b.JS.AccountInfo(ctx)
+		return err == nil
+	})
 }
 
 // Server is the running broker, nil while stopped.
