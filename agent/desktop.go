@@ -67,7 +67,7 @@ func NewDesktop(nc *nats.Conn, cfg DesktopConfig) (*Desktop, error) {
 }
 
 // bind reads the client's consumer filters (its own subject, its groups',
-// pcm.jobs.all) and looks up the status stream and the lock.
+// pcm.jobs.all) and makes the lock.
 func (d *Desktop) bind(ctx context.Context) error {
 	if d.locker != nil {
 		return nil
@@ -83,10 +83,7 @@ func (d *Desktop) bind(ctx context.Context) error {
 		return fmt.Errorf("reaching the broker: %w", err)
 	}
 	d.filters = cons.CachedInfo().Config.FilterSubjects
-	if d.status, err = d.js.Stream(ctx, events.StreamStatus); err != nil {
-		return err
-	}
-	return d.bindLock(ctx, d.cfg.Lease)
+	return d.bindLock(d.cfg.Lease)
 }
 
 // List returns the jobs the user may run now, oldest offer first: live,

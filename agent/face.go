@@ -18,6 +18,7 @@ import (
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 // publishTimeout bounds one status publish waiting for its PubAck.
@@ -35,7 +36,6 @@ type face struct {
 	log    *zap.Logger
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	status jetstream.Stream
 	locker *lock.Locker
 	pkgs   *packages
 }
@@ -139,13 +139,11 @@ func (f *face) unpackPackage(ctx context.Context, e pkgcache.Entry, dir string) 
 	return nil
 }
 
-// bindLock looks up PCM_LOCKS and makes the face's locker.
-func (f *face) bindLock(ctx context.Context, lease time.Duration) error {
-	kv, err := f.js.KeyValue(ctx, events.BucketLocks)
-	if err != nil {
-		return err
-	}
-	f.locker, err = lock.New(f.js, kv, lock.Config{Client: f.cfg.ClientID, Lease: lease, Logger: f.cfg.Logger})
+// bindLock makes the face's locker (the client's key of PCM_LOCKS,
+// reached without binding the bucket).
+func (f *face) bindLock(lease time.Duration) error {
+	var err error
+	f.locker, err = lock.New(f.js, lock.Config{Client: f.cfg.ClientID, Lease: lease, Logger: f.cfg.Logger})
 	return err
 }
 
@@ -192,8 +190,8 @@ func (f *face) publishAsync(st events.JobStatus) {
 func (f *face) lastStatus(ctx context.Context, jobID string) (*events.JobStatus, uint64, error) {
 	gctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	raw, err := f.status.GetLastMsgForSubject(gctx, events.StatusSubject(f.cfg.ClientID, jobID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	raw, err := streamread.Last(gctx, f.js, events.StreamStatus, events.StatusSubject(f.cfg.ClientID, jobID))
+	if errors.Is(err, streamread.ErrNotFound) {
 		return nil, 0, nil
 	}
 	if err != nil {
@@ -203,7 +201,7 @@ func (f *face) lastStatus(ctx context.Context, jobID string) (*events.JobStatus,
 	if err == nil {
 		var st events.JobStatus
 		if st, err = events.ParseJobStatus(ev); err == nil {
-			return &st, raw.Sequence, nil
+			return &st, raw.Seq, nil
 		}
 	}
 	f.log.Warn("ignoring an unreadable status on the broker", zap.String("subject", raw.Subject), zap.Error(err))

@@ -31,7 +31,7 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 		b, err := json.Marshal(s.Info())
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-			_, err = s.agents.Put(pctx, s.cfg.ClientID, b)
+			_, err = s.agents.Put(pctx, b)
 			cancel()
 		}
 		if err != nil && ctx.Err() == nil {

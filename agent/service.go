@@ -15,6 +15,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
 // Service is the unattended face of an agent (pcm agent).
@@ -23,7 +24,7 @@ type Service struct {
 	cfg Config
 
 	journal *journal.Journal
-	agents  jetstream.KeyValue
+	agents  *kvkey.Key // its inventory
 	ackWait time.Duration
 
 	flushMu sync.Mutex
@@ -143,13 +144,8 @@ func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.status, err = s.js.Stream(ctx, events.StreamStatus); err != nil {
-		return nil, err
-	}
-	if s.agents, err = s.js.KeyValue(ctx, events.BucketAgents); err != nil {
-		return nil, err
-	}
-	if err := s.bindLock(ctx, s.cfg.Lease); err != nil {
+	s.agents = kvkey.New(s.js, events.BucketAgents, s.cfg.ClientID)
+	if err := s.bindLock(s.cfg.Lease); err != nil {
 		return nil, err
 	}
 	s.ackWait = cons.CachedInfo().Config.AckWait

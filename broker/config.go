@@ -63,10 +63,13 @@ type Config struct {
 	// DefaultStartTimeout.
 	StartTimeout time.Duration
 	// Auth, when set, turns on decentralized authentication: the broker
-	// trusts the operator and preloads the pcm account of auth.Trust, and
-	// accepts only users of that account (credentials minted by its signing
-	// key, see package auth), with their permissions. Nil: an open broker,
-	// where any client may do anything (keep it on loopback).
+	// trusts the operator of auth.Trust and keeps account JWTs in a full
+	// NATS resolver under StoreDir (ResolverDir), preloaded with the system
+	// and pcm accounts; the principals' accounts are pushed to it at
+	// enrollment (package fleet), without a restart, and reach every member
+	// of a cluster. It accepts only users of those accounts, with their
+	// permissions (package auth). Nil: an open broker, where any client may
+	// do anything (keep it on loopback).
 	Auth *auth.Trust
 	// TLS turns on TLS for client connections and cluster routes.
 	TLS TLSConfig

@@ -129,11 +129,17 @@ func JobsStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
 		events.JobsStreamSubjects(), o.JobsMaxAge)
 }
 
-// StatusStreamConfig is the configuration Provision gives PCM_STATUS.
+// StatusStreamConfig is the configuration Provision gives PCM_STATUS. It
+// is the audit record: no message of it can be deleted and it cannot be
+// purged through the JetStream API (DenyDelete, DenyPurge: nats-server
+// refuses to turn them off again); it is trimmed only by age
+// (StatusMaxAge, none by default).
 func StatusStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
 	o.setDefaults()
-	return eventStreamConfig(o, events.StreamStatus, "pcm job status events (the MIFs): the audit record",
+	cfg := eventStreamConfig(o, events.StreamStatus, "pcm job status events (the MIFs): the audit record",
 		events.StatusStreamSubjects(), o.StatusMaxAge)
+	cfg.DenyDelete, cfg.DenyPurge = true, true
+	return cfg
 }
 
 // eventStreamConfig is what both event streams share: limits retention on

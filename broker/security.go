@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -116,7 +117,12 @@ func applySecurity(cfg Config, opts *server.Options) error {
 		if err != nil {
 			return fmt.Errorf("%w: Config.Auth: %w", ErrInvalidConfig, err)
 		}
-		res := &server.MemAccResolver{}
+		res, err := server.NewDirAccResolver(ResolverDir(cfg.StoreDir), 0, resolverSyncInterval, server.NoDelete)
+		if err != nil {
+			return fmt.Errorf("%w: Config.Auth: the account resolver in %s: %v", ErrInvalidConfig, ResolverDir(cfg.StoreDir), err)
+		}
+		// Preloading keeps a newer JWT a member already holds (one that
+		// was pushed to it), and replaces an older one.
 		if err := res.Store(ac.Subject, cfg.Auth.AccountJWT); err != nil {
 			return fmt.Errorf("%w: Config.Auth: storing the account JWT: %v", ErrInvalidConfig, err)
 		}
@@ -147,6 +153,16 @@ func applySecurity(cfg Config, opts *server.Options) error {
 	}
 	return nil
 }
+
+// ResolverDir is where an authenticated broker keeps the account JWTs
+// (nats-server's full resolver): the pcm and system accounts, and every
+// principal's account pushed to it.
+func ResolverDir(storeDir string) string { return filepath.Join(storeDir, "accounts") }
+
+// resolverSyncInterval is how often the members of a cluster compare their
+// resolvers and copy what one of them misses (a member that was down during
+// an enrollment).
+const resolverSyncInterval = time.Minute
 
 // AuthAccount is the public key of the account whose JetStream holds pcm's
 // data when Config.Auth is set; empty on an open broker (nats-server's

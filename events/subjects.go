@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Names of the JetStream resources pcm uses. They are part of the wire
@@ -132,6 +133,24 @@ func StatusSubjectsOfJob(job string) string { return statusPrefix + "*." + job }
 
 // ConsumerName is the name of a client's durable consumer on PCM_JOBS.
 func ConsumerName(client string) string { return consumerNamePrefix + client }
+
+// The metadata of a client's consumer: who it is and the groups the
+// operator enrolled it in (the enrollment, as readers find it).
+const (
+	// ConsumerMetadataClient holds the client id.
+	ConsumerMetadataClient = "pcm_client"
+	// ConsumerMetadataGroups holds the client's groups, comma-separated.
+	ConsumerMetadataGroups = "pcm_groups"
+)
+
+// GroupsOfConsumer reads the groups a client's consumer was enrolled with
+// from its metadata.
+func GroupsOfConsumer(metadata map[string]string) []string {
+	if metadata[ConsumerMetadataGroups] == "" {
+		return nil
+	}
+	return strings.Split(metadata[ConsumerMetadataGroups], ",")
+}
 
 // ConsumerFilters lists the PCM_JOBS subjects a client's consumer is filtered
 // to: its own subject, each of its groups' subjects, and pcm.jobs.all.

@@ -31,8 +31,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
 )
 
 // benchBuild builds the program ./testdata/<name> into a temporary
@@ -121,7 +121,7 @@ func benchEnvDuration(b testing.TB, name string, def time.Duration) time.Duratio
 // testdata/benchhost's ClientID.
 func benchClientID(prefix string, i int) string { return fmt.Sprintf("%s-%06d", prefix, i) }
 
-// benchEnroll enrolls clients prefix-[0, n) with publisher.Enroll (the
+// benchEnroll enrolls clients prefix-[0, n) with fleet.EnrollConsumer (the
 // production consumer configuration), eight at a time, and returns how long
 // it took. cfg, when not nil, replaces Enroll by a CreateOrUpdateConsumer of
 // the configuration it returns (to compare consumer storage options).
@@ -135,7 +135,7 @@ func benchEnroll(b testing.TB, js jetstream.JetStream, prefix string, n int, cfg
 		if cfg != nil {
 			_, err = js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg(client))
 		} else {
-			_, err = publisher.Enroll(ctx, js, client, nil, publisher.EnrollOptions{})
+			_, err = fleet.EnrollConsumer(ctx, js, client, nil, fleet.ConsumerOptions{})
 		}
 		if err != nil {
 			return fmt.Errorf("enrolling %s: %w", client, err)

@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
 )
 
 // BenchmarkClusterRestart weighs the consumer configurations of a 3-node
@@ -54,9 +54,9 @@ func clusterRestart(b *testing.B, n, replicas int, memory bool) {
 			FilterSubjects: events.ConsumerFilters(client, nil),
 			AckPolicy:      jetstream.AckExplicitPolicy,
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			AckWait:        publisher.DefaultAckWait,
+			AckWait:        fleet.DefaultAckWait,
 			MaxDeliver:     -1,
-			MaxAckPending:  publisher.DefaultMaxAckPending,
+			MaxAckPending:  fleet.DefaultMaxAckPending,
 			Replicas:       replicas,
 			MemoryStorage:  memory,
 		}

@@ -20,8 +20,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
 )
 
 // BenchmarkIdleAgent runs an idle pcm agent (the built binary, production
@@ -39,7 +39,7 @@ func BenchmarkIdleAgent(b *testing.B) {
 	leanBin := benchBuild(b, "leanagent")
 	env := testenv.StartBroker(b)
 	for _, c := range []string{"idle-pcm", "idle-bare", "idle-lean"} {
-		if _, err := publisher.Enroll(context.Background(), env.JS, c, nil, publisher.EnrollOptions{}); err != nil {
+		if _, err := fleet.EnrollConsumer(context.Background(), env.JS, c, nil, fleet.ConsumerOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -139,7 +139,7 @@ func BenchmarkIdleAgent(b *testing.B) {
 // BenchmarkBrokerMemory measures what an enrolled client costs the broker:
 // the live heap (after a full GC) and the RSS of this process, and the
 // store on disk, before and after PCM_BENCH_CONSUMERS (default 10,000)
-// clients are enrolled (publisher.Enroll: one durable file-backed consumer
+// clients are enrolled (fleet.EnrollConsumer: one durable file-backed consumer
 // each), then after each also wrote its inventory entry in PCM_AGENTS.
 //
 //	go test -run '^$' -bench BenchmarkBrokerMemory -benchtime 1x ./integration/
@@ -207,7 +207,7 @@ func benchDirSize(dir string) int64 {
 // PCM_BENCH_CONSUMERS (default 10,000) enrolled clients: the shutdown time
 // (SIGTERM to exit), the start-to-ready time on the same data (launch to
 // the "pcm broker ready" line) and the clients still enrolled after the
-// restart, for two consumer storages: file (publisher.Enroll, what pcm
+// restart, for two consumer storages: file (fleet.EnrollConsumer, what pcm
 // does) and memory (the same configuration with MemoryStorage).
 //
 //	go test -run '^$' -bench BenchmarkBrokerRestart -benchtime 1x -timeout 30m ./integration/
@@ -221,11 +221,11 @@ func BenchmarkBrokerRestart(b *testing.B) {
 			FilterSubjects: events.ConsumerFilters(client, nil),
 			AckPolicy:      jetstream.AckExplicitPolicy,
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			AckWait:        publisher.DefaultAckWait,
+			AckWait:        fleet.DefaultAckWait,
 			MaxDeliver:     -1,
-			MaxAckPending:  publisher.DefaultMaxAckPending,
+			MaxAckPending:  fleet.DefaultMaxAckPending,
 			MemoryStorage:  true,
-			Metadata:       map[string]string{publisher.MetadataClient: client, publisher.MetadataGroups: ""},
+			Metadata:       map[string]string{events.ConsumerMetadataClient: client, events.ConsumerMetadataGroups: ""},
 		}
 	}
 	for _, v := range []struct {

@@ -21,6 +21,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/publisher"
 )
@@ -51,9 +52,7 @@ const testAckWait = 2 * time.Second
 // enroll enrolls client with groups and the test ack wait.
 func enroll(t testing.TB, js jetstream.JetStream, client string, groups ...string) {
 	t.Helper()
-	if _, err := publisher.Enroll(context.Background(), js, client, groups, publisher.EnrollOptions{AckWait: testAckWait}); err != nil {
-		t.Fatalf("enroll %s: %v", client, err)
-	}
+	testenv.EnrollClient(t, js, client, groups, fleet.ConsumerOptions{AckWait: testAckWait})
 }
 
 // runningAgent is an in-process service face.

@@ -17,8 +17,8 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
 )
 
 // BenchmarkJobLatency runs one real agent (production defaults, fsynced
@@ -40,7 +40,7 @@ func BenchmarkJobLatency(b *testing.B) {
 	const warmup = 20
 	const client = "lat"
 	env := testenv.StartBroker(b)
-	if _, err := publisher.Enroll(context.Background(), env.JS, client, nil, publisher.EnrollOptions{}); err != nil {
+	if _, err := fleet.EnrollConsumer(context.Background(), env.JS, client, nil, fleet.ConsumerOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	nc, err := nats.Connect(env.URL, agent.ConnectOptions("bench latency agent")...)

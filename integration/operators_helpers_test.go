@@ -14,6 +14,8 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/streamread"
 	"github.com/pcm-project/pcm/publisher"
 )
 
@@ -206,3 +208,31 @@ func publishRaw(t testing.TB, js jetstream.JetStream, msg *nats.Msg) *jetstream.
 
 // jsonUnmarshal decodes a command's JSON output.
 func jsonUnmarshal(out string, v any) error { return json.Unmarshal([]byte(out), v) }
+
+// tools do (an auditor may create no consumer on PCM_STATUS).
+func waitFinalAsAuditor(t testing.TB, js jetstream.JetStream, client, job string, timeout time.Duration) []events.JobStatus {
+	t.Helper()
+	var sts []events.JobStatus
+	testenv.WaitFor(t, timeout, "a final status of "+job+" on "+client, func() bool {
+		sts = sts[:0]
+		err := streamread.Scan(context.Background(), js, events.StreamStatus, streamread.Options{Filters: []string{events.StatusSubject(client, job)}},
+			func(m streamread.Msg) error {
+				ev, err := events.Decode(m.Header, m.Data)
+				if err != nil {
+					return err
+				}
+				st, err := events.ParseJobStatus(ev)
+				if err != nil {
+					return err
+				}
+				sts = append(sts, st)
+				return nil
+			})
+		if err != nil {
+			t.Logf("reading the statuses of %s on %s as an auditor: %v", job, client, err)
+			return false
+		}
+		return len(finals(sts)) > 0
+	})
+	return sts
+}

@@ -144,11 +144,7 @@ func TestStatusReasons(t *testing.T) {
 		LastSeen: time.Now().UTC(), Heartbeat: events.Duration(time.Hour)})
 
 	// The desktop holds desk's lock.
-	kv, err := env.JS.KeyValue(t.Context(), events.BucketLocks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	locker, err := lock.New(env.JS, kv, lock.Config{Client: "desk", Lease: 2 * time.Second})
+	locker, err := lock.New(env.JS, lock.Config{Client: "desk", Lease: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

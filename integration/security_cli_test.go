@@ -35,8 +35,8 @@ func TestSecureCLI(t *testing.T) {
 	url := b.stdout.waitLine(t, brokerReadyLine, 10*time.Second)[1]
 	b.stdout.waitLine(t, regexp.MustCompile(`^authentication on: `), 5*time.Second)
 	authDir := filepath.Join(data, "auth")
-	admin, accountKey := filepath.Join(authDir, auth.AdminCredsFile), filepath.Join(authDir, auth.AccountKeyFile)
-	for _, secret := range []string{admin, accountKey, filepath.Join(authDir, auth.OperatorSeedFile), filepath.Join(authDir, auth.AccountSeedFile)} {
+	admin, issuer := filepath.Join(authDir, auth.AdminCredsFile), filepath.Join(authDir, auth.IssuerFile)
+	for _, secret := range []string{admin, issuer, filepath.Join(authDir, auth.OperatorSeedFile), filepath.Join(authDir, auth.AccountSeedFile)} {
 		assertMode0600(t, secret)
 	}
 	// Every client command below reaches the broker through TLS.
@@ -55,7 +55,7 @@ func TestSecureCLI(t *testing.T) {
 	}
 
 	credsDir := filepath.Join(dir, "creds")
-	out := mustPCM("enroll", "c1", "--group", "g1", "--creds", admin, "--account-key", accountKey, "--out-dir", credsDir)
+	out := mustPCM("enroll", "c1", "--group", "g1", "--creds", admin, "--issuer", issuer, "--out-dir", credsDir)
 	agentCreds, desktopCreds := filepath.Join(credsDir, "c1-agent.creds"), filepath.Join(credsDir, "c1-desktop.creds")
 	if !strings.Contains(out, agentCreds) || !strings.Contains(out, desktopCreds) {
 		t.Fatalf("pcm enroll said %q, want the paths of both credentials", out)
@@ -63,8 +63,8 @@ func TestSecureCLI(t *testing.T) {
 	assertMode0600(t, agentCreds)
 	assertMode0600(t, desktopCreds)
 	pubCreds, auditCreds := filepath.Join(credsDir, "ci.creds"), filepath.Join(credsDir, "audit.creds")
-	mustPCM("creds", "publisher", "ci", "--out", pubCreds, "--account-key", accountKey)
-	mustPCM("creds", "auditor", "audit", "--out", auditCreds, "--account-key", accountKey)
+	mustPCM("creds", "publisher", "ci", "--out", pubCreds, "--issuer", issuer)
+	mustPCM("creds", "auditor", "audit", "--out", auditCreds, "--issuer", issuer)
 	assertMode0600(t, pubCreds)
 	mustPCM("broker", "provision", "--creds", admin)
 
@@ -81,7 +81,7 @@ func TestSecureCLI(t *testing.T) {
 			{"an agent publishing a job", tlsEnv, []string{"publish", "--creds", agentCreds, "--timeout", "1s", "--all", "--", "true"}, "refused"},
 			{"a credentials file that is not one", tlsEnv, []string{"publish", "--creds", certs.CAFile, "--all", "--", "true"}, "credentials"},
 			{"pcm up beyond loopback", nil, []string{"up", "--data", filepath.Join(dir, "up"), "--listen", "0.0.0.0:0"}, "loopback only"},
-			{"creds without the account key", nil, []string{"creds", "publisher", "x", "--out", filepath.Join(dir, "x.creds")}, "--account-key"},
+			{"creds without the issuer", nil, []string{"creds", "publisher", "x", "--out", filepath.Join(dir, "x.creds")}, "--issuer"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				_, errOut, code := runPCM(t, tc.env, tc.args...)

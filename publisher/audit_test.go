@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/publisher"
 )
@@ -56,7 +57,7 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := publisher.Enroll(ctx, js, "c1", []string{"lab"}, publisher.EnrollOptions{}); err != nil {
+	if _, err := fleet.EnrollConsumer(ctx, js, "c1", []string{"lab"}, fleet.ConsumerOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	offer := func(target events.Target) string {

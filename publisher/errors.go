@@ -22,8 +22,6 @@ var (
 	ErrNotProvisioned = errors.New("pcm streams not provisioned")
 	// ErrJobNotFound: no offer of that job id is in the jobs stream.
 	ErrJobNotFound = errors.New("job not found")
-	// ErrEnroll: the client's consumer could not be created or updated.
-	ErrEnroll = errors.New("enrollment failed")
 	// ErrInvalidTime: a time flag is neither RFC 3339 nor a +/-duration.
 	ErrInvalidTime = errors.New("invalid time")
 	// ErrRead: a stream, a bucket or a consumer could not be read.

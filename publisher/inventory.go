@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/kvread"
 	"github.com/pcm-project/pcm/internal/streamread"
 )
 
@@ -66,7 +67,7 @@ func enrollmentOf(info *jetstream.ConsumerInfo) (Enrollment, bool) {
 	if !ok || events.ValidID("client id", client) != nil {
 		return Enrollment{}, false
 	}
-	if c := info.Config.Metadata[MetadataClient]; c != "" && c != client {
+	if c := info.Config.Metadata[events.ConsumerMetadataClient]; c != "" && c != client {
 		return Enrollment{}, false
 	}
 	filters := info.Config.FilterSubjects
@@ -74,7 +75,7 @@ func enrollmentOf(info *jetstream.ConsumerInfo) (Enrollment, bool) {
 		filters = append([]string{info.Config.FilterSubject}, filters...)
 	}
 	return Enrollment{
-		Client: client, Groups: GroupsOf(info), Filters: filters,
+		Client: client, Groups: events.GroupsOfConsumer(info.Config.Metadata), Filters: filters,
 		Delivered: info.Delivered.Stream, AckFloor: info.AckFloor.Stream,
 		NumPending: info.NumPending, NumAckPending: info.NumAckPending,
 	}, true
@@ -125,34 +126,19 @@ type LockHolder = events.LockInfo
 // HolderDesktop is the LockHolder.Holder of the desktop face.
 const HolderDesktop = events.RunnerDesktop
 
-// kvSnapshot reads every live key of bucket once, through a watcher that
-// ends after the initial values (one consumer, no key listing).
+// kvSnapshot reads every live key of bucket once, with batched direct gets
+// (no consumer, no binding).
 func kvSnapshot(ctx context.Context, js jetstream.JetStream, bucket string, each func(key string, value []byte)) error {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, bucket)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return fmt.Errorf("%w: bucket %s does not exist: run pcm broker provision", ErrNotProvisioned, bucket)
-		}
-		return fmt.Errorf("%w: bucket %s: %w", ErrRead, bucket, err)
+	err := kvread.Snapshot(ctx, js, bucket, func(e kvread.Entry) { each(e.Key, e.Value) })
+	switch {
+	case errors.Is(err, streamread.ErrNoStream):
+		return fmt.Errorf("%w: bucket %s does not exist: run pcm broker provision", ErrNotProvisioned, bucket)
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrRead, err)
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("%w: bucket %s: %w", ErrRead, bucket, err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: bucket %s: %w", ErrRead, bucket, ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok || e == nil {
-				return nil
-			}
-			each(e.Key(), e.Value())
-		}
-	}
+	return nil
 }
 
 // decodeAgent reads a PCM_AGENTS value; ok is false for a value that is not

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 // Formats of package content.
@@ -353,28 +355,34 @@ func (p *Packages) Resolve(ctx context.Context, spec string) (events.PackageRef,
 	return info.Ref(), nil
 }
 
+// The object store's stream and the subjects of its objects' info.
+const (
+	objStream       = "OBJ_" + events.BucketPackages
+	objMetaSubjects = "$O." + events.BucketPackages + ".M.>"
+)
+
 // List returns every package in PCM_PACKAGES (incomplete ones included), by
 // name then push time. No bucket or no package gives an empty list.
 func (p *Packages) List(ctx context.Context) ([]PackageInfo, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	obs, err := p.js.ObjectStore(ctx, events.BucketPackages)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	// The objects' info, read with batched direct gets of their meta
+	// subjects (nats.go's List would create a consumer).
+	var out []PackageInfo
+	err := streamread.Scan(ctx, p.js, objStream, streamread.Options{Filters: []string{objMetaSubjects}}, func(m streamread.Msg) error {
+		var oi jetstream.ObjectInfo
+		if json.Unmarshal(m.Data, &oi) != nil || oi.Deleted {
+			return nil
+		}
+		oi.ModTime = m.Time
+		out = append(out, packageInfo(&oi))
+		return nil
+	})
+	switch {
+	case errors.Is(err, streamread.ErrNoStream):
 		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrRead, events.BucketPackages, err)
-	}
-	objs, err := obs.List(ctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return nil, nil
-	}
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("%w: listing %s: %w", ErrRead, events.BucketPackages, err)
-	}
-	out := make([]PackageInfo, 0, len(objs))
-	for _, oi := range objs {
-		out = append(out, packageInfo(oi))
 	}
 	sort.SliceStable(out, func(a, b int) bool {
 		if out[a].Name != out[b].Name {

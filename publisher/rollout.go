@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/kvread"
 	"github.com/pcm-project/pcm/internal/streamread"
 )
 
@@ -442,16 +443,8 @@ func WatchRollout(ctx context.Context, js jetstream.JetStream, jobID string, fn 
 		return err
 	}
 	v := newView(offer, enrolled)
-	agentsW, err := watchBucket(ctx, js, events.BucketAgents)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = agentsW.Stop() }()
-	locksW, err := watchBucket(ctx, js, events.BucketLocks)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = locksW.Stop() }()
+	agentsW, agentsErr := kvread.Watch(ctx, js, events.BucketAgents)
+	locksW, locksErr := kvread.Watch(ctx, js, events.BucketLocks)
 	statuses, caught, err := followStatuses(ctx, js, jobID)
 	if err != nil {
 		return err
@@ -487,35 +480,39 @@ func WatchRollout(ctx context.Context, js jetstream.JetStream, jobID string, fn 
 			if it.pending == 0 {
 				caught = true
 			}
-		case e, ok := <-agentsW.Updates():
+		case err := <-agentsErr:
+			return bucketErr(events.BucketAgents, err)
+		case err := <-locksErr:
+			return bucketErr(events.BucketLocks, err)
+		case e, ok := <-agentsW:
 			switch {
 			case !ok:
 				return fmt.Errorf("%w: the watch of %s ended", ErrRead, events.BucketAgents)
 			case e == nil:
 				agentsInit = true
 				continue
-			case e.Operation() != jetstream.KeyValuePut:
-				delete(v.agents, e.Key())
+			case e.Deleted:
+				delete(v.agents, e.Key)
 			default:
-				if a, ok := decodeAgent(e.Key(), e.Value()); ok {
-					v.agents[e.Key()] = a
+				if a, ok := decodeAgent(e.Key, e.Value); ok {
+					v.agents[e.Key] = a
 				}
 			}
 			if ready {
-				v.refreshEnrollment(ctx, js, e.Key(), refreshed)
+				v.refreshEnrollment(ctx, js, e.Key, refreshed)
 			}
-		case e, ok := <-locksW.Updates():
+		case e, ok := <-locksW:
 			switch {
 			case !ok:
 				return fmt.Errorf("%w: the watch of %s ended", ErrRead, events.BucketLocks)
 			case e == nil:
 				locksInit = true
 				continue
-			case e.Operation() != jetstream.KeyValuePut:
-				delete(v.locks, e.Key())
+			case e.Deleted:
+				delete(v.locks, e.Key)
 			default:
-				if l, ok := decodeLock(e.Value()); ok {
-					v.locks[e.Key()] = l
+				if l, ok := decodeLock(e.Value); ok {
+					v.locks[e.Key] = l
 				}
 			}
 		case <-tick.C:
@@ -555,22 +552,12 @@ func (v *view) refreshEnrollment(ctx context.Context, js jetstream.JetStream, cl
 	}
 }
 
-// watchBucket watches every key of bucket, deletes included.
-func watchBucket(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyWatcher, error) {
-	lctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	kv, err := js.KeyValue(lctx, bucket)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("%w: bucket %s does not exist: run pcm broker provision", ErrNotProvisioned, bucket)
-		}
-		return nil, fmt.Errorf("%w: bucket %s: %w", ErrRead, bucket, err)
+// bucketErr describes a watch of bucket that failed.
+func bucketErr(bucket string, err error) error {
+	if errors.Is(err, streamread.ErrNoStream) {
+		return fmt.Errorf("%w: bucket %s does not exist: run pcm broker provision", ErrNotProvisioned, bucket)
 	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: watching bucket %s: %w", ErrRead, bucket, err)
-	}
-	return w, nil
+	return fmt.Errorf("%w: %w", ErrRead, err)
 }
 
 // statusItem is one status of the job as followStatuses delivers it.

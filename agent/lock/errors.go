@@ -43,6 +43,8 @@ type HeldError struct {
 	Info Info
 	// Revision is the revision of the lock key when it was read (0 if unknown).
 	Revision uint64
+
+	expires time.Time // when the holding ends unless renewed (zero if unknown)
 }
 
 // Error names the holder.

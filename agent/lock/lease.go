@@ -8,8 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
 type leaseState int
@@ -173,15 +174,15 @@ func (s *Lease) renewOnce(ctx context.Context, deadline time.Time) (time.Duratio
 // ownedRevision reads the key and tells whether it still holds this lease's
 // write, and at which revision.
 func (s *Lease) ownedRevision(ctx context.Context) (bool, uint64, error) {
-	e, err := s.l.kv.Get(ctx, s.l.cfg.Client)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	e, err := s.l.key.Get(ctx)
+	if errors.Is(err, kvkey.ErrNotFound) {
 		return false, 0, nil
 	}
 	if err != nil {
 		return false, 0, err
 	}
-	r, err := decodeRecord(s.l.cfg.Client, e.Value())
-	return err == nil && r.Lease == s.id, e.Revision(), nil
+	r, err := decodeRecord(s.l.cfg.Client, e.Value)
+	return err == nil && r.Lease == s.id, e.Revision, nil
 }
 
 func describe(rev uint64) string {
@@ -240,19 +241,19 @@ func (s *Lease) Release(ctx context.Context) error {
 		return nil
 	case stateLost:
 		// Harmless if the key moved on; frees it early if it did not.
-		_ = s.l.kv.Delete(ctx, s.l.cfg.Client, jetstream.LastRevision(s.rev.Load()))
+		_ = s.l.key.Delete(ctx, s.rev.Load())
 		return fmt.Errorf("%w: %w", ErrNotHeld, reason)
 	}
 	if state == stateHeld && !time.Now().Before(deadline) {
 		s.lose(fmt.Errorf("%w: the lease of client %q's lock ended before it was released", ErrLeaseExpired, s.l.cfg.Client))
-		_ = s.l.kv.Delete(ctx, s.l.cfg.Client, jetstream.LastRevision(s.rev.Load()))
+		_ = s.l.key.Delete(ctx, s.rev.Load())
 		return fmt.Errorf("%w: %w", ErrNotHeld, s.Err())
 	}
 	s.setState(stateReleasing)
 
 	for range 2 {
 		rev := s.rev.Load()
-		err := s.l.kv.Delete(ctx, s.l.cfg.Client, jetstream.LastRevision(rev))
+		err := s.l.key.Delete(ctx, rev)
 		if err == nil {
 			s.setState(stateReleased)
 			s.log.Debug("released the lock", zap.Uint64("revision", rev))

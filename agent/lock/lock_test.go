@@ -53,16 +53,10 @@ func startEnv(t *testing.T) *env {
 func (e *env) locker(t *testing.T, client string, lease time.Duration, log *zap.Logger) *lock.Locker {
 	t.Helper()
 	_, js := e.b.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, events.BucketLocks)
-	if err != nil {
-		t.Fatalf("opening %s: %v", events.BucketLocks, err)
-	}
 	if log == nil {
 		log = zaptest.NewLogger(t)
 	}
-	l, err := lock.New(js, kv, lock.Config{Client: client, Lease: lease, Logger: log})
+	l, err := lock.New(js, lock.Config{Client: client, Lease: lease, Logger: log})
 	if err != nil {
 		t.Fatalf("lock.New: %v", err)
 	}
@@ -127,8 +121,8 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	if _, err := lock.New(nil, nil, lock.Config{Client: "pc"}); !errors.Is(err, lock.ErrInvalidConfig) {
-		t.Fatalf("New(nil, nil): %v, want ErrInvalidConfig", err)
+	if _, err := lock.New(nil, lock.Config{Client: "pc"}); !errors.Is(err, lock.ErrInvalidConfig) {
+		t.Fatalf("New(nil): %v, want ErrInvalidConfig", err)
 	}
 }
 
@@ -308,12 +302,7 @@ func TestHelperProcess(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, events.BucketLocks)
-	if err != nil {
-		fmt.Println("error", err)
-		os.Exit(2)
-	}
-	l, err := lock.New(js, kv, lock.Config{Client: os.Getenv("PCM_CLIENT"), Lease: lease})
+	l, err := lock.New(js, lock.Config{Client: os.Getenv("PCM_CLIENT"), Lease: lease})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(2)

@@ -8,11 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
 // DefaultLease is the lease used when Config.Lease is zero.
@@ -63,32 +63,31 @@ func (c Config) Validate() error {
 // Locker takes and waits for the lock of one client. It is safe for
 // concurrent use; each Lease it hands out is independent.
 type Locker struct {
-	js      jetstream.JetStream
-	kv      jetstream.KeyValue
-	cfg     Config
-	log     *zap.Logger
-	subject string // the subject the key is written on
+	js  jetstream.JetStream
+	key *kvkey.Key
+	cfg Config
+	log *zap.Logger
 
 	attempts atomic.Int64 // create attempts, for tests of the no-polling rule
 }
 
-// New returns a Locker for the lock of cfg.Client in kv (the PCM_LOCKS
-// bucket, which must allow per-key TTLs). js must be the JetStream context kv
-// was obtained from: renewals publish through it. New does no I/O.
-func New(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config) (*Locker, error) {
-	if js == nil || kv == nil {
-		return nil, fmt.Errorf("%w: a JetStream context and the %s bucket are required", ErrInvalidConfig, events.BucketLocks)
+// New returns a Locker for the lock of cfg.Client: the key <client> of the
+// PCM_LOCKS bucket (which must allow per-key TTLs), reached through js
+// without binding the bucket (a client may reach only its own key). New
+// does no I/O.
+func New(js jetstream.JetStream, cfg Config) (*Locker, error) {
+	if js == nil {
+		return nil, fmt.Errorf("%w: a JetStream context is required", ErrInvalidConfig)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
 	return &Locker{
-		js:      js,
-		kv:      kv,
-		cfg:     cfg,
-		log:     cfg.Logger.With(zap.String("client", cfg.Client)),
-		subject: "$KV." + kv.Bucket() + "." + cfg.Client,
+		js:  js,
+		key: kvkey.New(js, events.BucketLocks, cfg.Client),
+		cfg: cfg,
+		log: cfg.Logger.With(zap.String("client", cfg.Client)),
 	}, nil
 }
 
@@ -118,64 +117,72 @@ func (l *Locker) tryAcquire(ctx context.Context, info Info, id string) (*Lease, 
 	for range rounds {
 		l.attempts.Add(1)
 		sent := time.Now()
-		rev, err := l.kv.Create(ctx, l.cfg.Client, data, jetstream.KeyTTL(l.cfg.Lease))
+		rev, err := l.key.Create(ctx, data, l.cfg.Lease)
 		if err == nil {
 			return l.startLease(info, id, data, rev, sent), nil
 		}
 		if !isConflict(err) {
-			return nil, l.mapErr("creating", err)
+			return nil, l.mapErr(err)
 		}
-		e, err := l.kv.Get(ctx, l.cfg.Client)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		e, err := l.key.Get(ctx)
+		if errors.Is(err, kvkey.ErrNotFound) {
 			continue // freed meanwhile
 		}
 		if err != nil {
-			return nil, l.mapErr("reading", err)
+			return nil, l.mapErr(err)
 		}
-		r, derr := decodeRecord(l.cfg.Client, e.Value())
+		r, derr := decodeRecord(l.cfg.Client, e.Value)
 		if derr == nil && r.Lease == id {
 			// Our own earlier create: renew it to know from when the lease runs.
 			sent := time.Now()
-			rev, err := l.publish(ctx, data, e.Revision())
+			rev, err := l.publish(ctx, data, e.Revision)
 			if err != nil {
-				return nil, l.mapErr("renewing", err)
+				return nil, l.mapErr(err)
 			}
 			return l.startLease(info, id, data, rev, sent), nil
 		}
-		return nil, &HeldError{Client: l.cfg.Client, Info: r.Info, Revision: e.Revision()}
+		return nil, &HeldError{Client: l.cfg.Client, Info: r.Info, Revision: e.Revision, expires: l.expiry(e)}
 	}
 	return nil, &HeldError{Client: l.cfg.Client}
+}
+
+// expiry is when the holding read as e ends unless renewed: its write time
+// plus its TTL (the lease when the entry does not say), at most a lease
+// from now (the clocks of the broker and this machine may differ).
+func (l *Locker) expiry(e kvkey.Entry) time.Time {
+	ttl := e.TTL
+	if ttl <= 0 {
+		ttl = l.cfg.Lease
+	}
+	end := e.Created.Add(ttl)
+	if latest := time.Now().Add(ttl); end.After(latest) {
+		end = latest
+	}
+	return end
 }
 
 // Current reads the lock: who holds it and the key's revision; ok is false
 // when the lock is free. A key whose value is not a lock record counts as
 // held: ok is true and err wraps ErrBadValue.
 func (l *Locker) Current(ctx context.Context) (info Info, revision uint64, ok bool, err error) {
-	e, err := l.kv.Get(ctx, l.cfg.Client)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	e, err := l.key.Get(ctx)
+	if errors.Is(err, kvkey.ErrNotFound) {
 		return Info{}, 0, false, nil
 	}
 	if err != nil {
-		return Info{}, 0, false, l.mapErr("reading", err)
+		return Info{}, 0, false, l.mapErr(err)
 	}
-	r, err := decodeRecord(l.cfg.Client, e.Value())
+	r, err := decodeRecord(l.cfg.Client, e.Value)
 	if err != nil {
-		return Info{}, e.Revision(), true, err
+		return Info{}, e.Revision, true, err
 	}
-	return r.Info, e.Revision(), true, nil
+	return r.Info, e.Revision, true, nil
 }
 
 // publish writes data on the key if its last revision is rev, with the lease
-// as TTL (kv.Update would drop the TTL), and returns the new revision.
+// as TTL, and returns the new revision.
 func (l *Locker) publish(ctx context.Context, data []byte, rev uint64) (uint64, error) {
-	m := &nats.Msg{Subject: l.subject, Data: data, Header: nats.Header{}}
-	pa, err := l.js.PublishMsg(ctx, m,
-		jetstream.WithExpectLastSequencePerSubject(rev),
-		jetstream.WithMsgTTL(l.cfg.Lease))
-	if err != nil {
-		return 0, err
-	}
-	return pa.Sequence, nil
+	return l.key.Update(ctx, data, rev, l.cfg.Lease)
 }
 
 // connected tells whether the connection is up. A publish made while it is
@@ -186,24 +193,12 @@ func (l *Locker) connected() bool {
 }
 
 // isConflict tells whether err is a failed revision expectation.
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
-	}
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
-}
+func isConflict(err error) bool { return errors.Is(err, kvkey.ErrConflict) }
 
-// errCodeTTLDisabled is the server's "per-message TTL is disabled" error code.
-const errCodeTTLDisabled jetstream.ErrorCode = 10166
-
-// mapErr adds what was being done to err and maps server refusals to sentinels.
-func (l *Locker) mapErr(doing string, err error) error {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeTTLDisabled {
-		return fmt.Errorf("%w: %s lock key %q in bucket %s: %w: provision the bucket with a limit marker TTL (broker.Provision does)",
-			ErrNoTTL, doing, l.cfg.Client, l.kv.Bucket(), err)
+// mapErr maps the key's refusals to this package's sentinels.
+func (l *Locker) mapErr(err error) error {
+	if errors.Is(err, kvkey.ErrTTLDisabled) {
+		return fmt.Errorf("%w: %w", ErrNoTTL, err)
 	}
-	return fmt.Errorf("%s lock key %q in bucket %s: %w", doing, l.cfg.Client, l.kv.Bucket(), err)
+	return err
 }

@@ -7,8 +7,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
 // Acquire waits until it holds the lock or ctx ends; it never gives up
@@ -17,9 +18,14 @@ import (
 // TTLs (ErrNoTTL) or a closed connection. onBusy (may be nil) is called with
 // the holder's Info when the lock is found held, once per holder (not at
 // every renewal), including when the lock passes from one holder to another
-// while Acquire waits. While waiting it watches the key and tries again only
-// when the key is deleted, purged or expires, or after a reconnection to the
-// broker: it never polls.
+// while Acquire waits.
+//
+// While waiting it never polls: it listens to the key's subject (a core
+// subscription: the writes of this client's own faces, its only writers)
+// and tries again when it hears a delete, when the holding's TTL runs out
+// without a renewal heard, or after a reconnection to the broker. What it
+// hears is only a hint: every decision is made on the key read back from
+// the broker.
 func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Lease, error) {
 	info, err := prepare(info)
 	if err != nil {
@@ -27,11 +33,12 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 	}
 	id := newLeaseID() // one id for every attempt: a create whose reply was lost is recognised
 	var (
-		w       *watch
+		hints   *hints
 		busy    *Info
 		backoff = newBackoff(100*time.Millisecond, min(l.cfg.Lease, 5*time.Second))
+		lastRev uint64
 	)
-	defer func() { w.stop() }()
+	defer func() { hints.stop() }()
 	notice := func(holder Info) {
 		if busy != nil && sameHolder(*busy, holder) {
 			return
@@ -44,9 +51,6 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 			onBusy(holder)
 		}
 	}
-	// A watch does not notice a broker restart for many seconds (its
-	// consumer is recreated after two missed 5 s heartbeats): restart it at
-	// every reconnection instead.
 	var reconnected <-chan nats.Status
 	if nc := l.js.Conn(); nc != nil {
 		ch := nc.StatusChanged(nats.CONNECTED)
@@ -56,6 +60,19 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if hints == nil {
+			// Listen before trying, so that no write after the try is missed.
+			if hints, err = l.listen(); err != nil {
+				if errors.Is(err, nats.ErrConnectionClosed) {
+					return nil, err
+				}
+				l.log.Warn("cannot listen to the lock key; retrying", zap.Error(err))
+				if err := backoff.wait(ctx); err != nil {
+					return nil, err
+				}
+				continue
+			}
 		}
 		lease, err := l.tryAcquire(ctx, info, id)
 		if err == nil {
@@ -76,47 +93,28 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 			}
 			continue
 		}
-		// Held, but the watch last saw the key free: the read that said
-		// held was stale (a lagging replica). Try again shortly.
-		if w != nil && w.free {
+		// The same holding as at the last try, past its end: the read was
+		// stale (a lagging replica) or the clocks differ. Back off a little.
+		if held.Revision != 0 && held.Revision == lastRev && !time.Now().Before(held.expires) {
 			if err := backoff.wait(ctx); err != nil {
 				return nil, err
 			}
-			continue
-		}
-		// Held: sleep until the watch sees the key freed.
-		if w == nil {
-			if w, err = l.startWatch(ctx); err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				if errors.Is(err, nats.ErrConnectionClosed) {
-					return nil, err
-				}
-				l.log.Warn("cannot watch the lock; retrying", zap.Error(err))
-				if err := backoff.wait(ctx); err != nil {
-					return nil, err
-				}
-				continue
-			}
-		}
-		switch err := w.waitFree(ctx, reconnected, notice); {
-		case err == nil:
+		} else {
 			backoff.reset()
+		}
+		lastRev = held.Revision
+		switch err := hints.waitFree(ctx, l, held.expires, reconnected, notice); {
+		case err == nil:
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		case errors.Is(err, errReconnected):
-			l.log.Debug("reconnected to the broker; watching the lock again")
-			w.stop()
-			w = nil
-			backoff.reset()
-		default: // the watch ended: start another one after trying again
-			l.log.Warn("the lock watch ended; restarting it", zap.Error(err))
-			w.stop()
-			w = nil
-			if err := backoff.wait(ctx); err != nil {
-				return nil, err
-			}
+			l.log.Debug("reconnected to the broker; reading the lock again")
+			hints.stop()
+			hints = nil
+		default:
+			l.log.Warn("stopped hearing the lock key; listening again", zap.Error(err))
+			hints.stop()
+			hints = nil
 		}
 	}
 }
@@ -124,66 +122,84 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 // errReconnected ends a wait when the connection to the broker came back.
 var errReconnected = errors.New("reconnected to the broker")
 
-// watch follows the lock key.
-type watch struct {
+// hints are the writes heard on the lock key's subject.
+type hints struct {
 	client string
-	kw     jetstream.KeyWatcher
-	seen   bool // an entry was seen
-	// free is set when the last entry the watch delivered says the key is
-	// free. The watch reads the stream in order from its leader, while a
-	// create's read of the key may be served by a lagging replica (direct
-	// get on a replicated bucket): when the two disagree, the watch is
-	// right and the create is retried, since no further entry will come.
-	free bool
+	sub    *nats.Subscription
+	ch     chan *nats.Msg
 }
 
-func (l *Locker) startWatch(ctx context.Context) (*watch, error) {
-	kw, err := l.kv.Watch(ctx, l.cfg.Client)
+// listen subscribes to the key's subject.
+func (l *Locker) listen() (*hints, error) {
+	nc := l.js.Conn()
+	h := &hints{client: l.cfg.Client, ch: make(chan *nats.Msg, 64)}
+	sub, err := nc.ChanSubscribe(l.key.Subject(), h.ch)
 	if err != nil {
-		return nil, l.mapErr("watching", err)
+		return nil, fmt.Errorf("listening to the lock of %q: %w", l.cfg.Client, err)
 	}
-	return &watch{client: l.cfg.Client, kw: kw}, nil
+	if err := nc.Flush(); err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("listening to the lock of %q: %w", l.cfg.Client, err)
+	}
+	h.sub = sub
+	return h, nil
 }
 
-// waitFree returns nil when the key is seen free: a delete or purge entry
-// (an expired key shows up as a purge: the server's limit marker, header
-// Nats-Marker-Reason: MaxAge), or no entry at all when the watch starts. It
-// returns errReconnected when reconnected fires. It passes the holder of
-// every value written on the key to onHolder.
-func (w *watch) waitFree(ctx context.Context, reconnected <-chan nats.Status, onHolder func(Info)) error {
+// slack is added to a holding's end before trying again: the broker
+// expires a key at its TTL, then writes the marker that frees it.
+const slack = 250 * time.Millisecond
+
+// waitFree returns nil when it is worth trying again: a delete heard on
+// the key, or the holding's end (expires, pushed on by every write heard:
+// a renewal, a new holder, another face's attempt) passed. It returns
+// errReconnected when reconnected fires. On each value heard it reads the
+// key back and passes its holder to onHolder (a new holder may have taken
+// it over without freeing it): who holds the lock is never taken from what
+// was heard.
+func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reconnected <-chan nats.Status, onHolder func(Info)) error {
+	lease := l.cfg.Lease
+	if expires.IsZero() {
+		expires = time.Now().Add(lease)
+	}
+	timer := time.NewTimer(time.Until(expires) + slack)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-reconnected:
 			return errReconnected
-		case e, ok := <-w.kw.Updates():
+		case <-timer.C:
+			return nil
+		case m, ok := <-h.ch:
 			if !ok {
-				return fmt.Errorf("watch closed: %w", nats.ErrConnectionClosed)
+				return fmt.Errorf("subscription closed: %w", nats.ErrConnectionClosed)
 			}
-			if e == nil { // end of the initial values
-				if !w.seen {
-					w.free = true
-					return nil
-				}
-				continue
+			if op := m.Header.Get("KV-Operation"); op != "" || len(m.Data) == 0 {
+				return nil // a delete or a purge: free
 			}
-			w.seen = true
-			if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
-				w.free = true
+			ttl := lease
+			if d, err := time.ParseDuration(m.Header.Get("Nats-TTL")); err == nil && d > 0 && d < ttl {
+				ttl = d
+			}
+			timer.Reset(ttl + slack)
+			e, err := l.key.Get(ctx)
+			switch {
+			case errors.Is(err, kvkey.ErrNotFound):
 				return nil
+			case err != nil:
+				continue // the timer still runs
 			}
-			w.free = false
-			if r, err := decodeRecord(w.client, e.Value()); err == nil {
+			if r, err := decodeRecord(h.client, e.Value); err == nil {
 				onHolder(r.Info)
 			}
 		}
 	}
 }
 
-func (w *watch) stop() {
-	if w != nil {
-		_ = w.kw.Stop()
+func (h *hints) stop() {
+	if h != nil {
+		_ = h.sub.Unsubscribe()
 	}
 }
 

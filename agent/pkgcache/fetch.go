@@ -3,7 +3,9 @@ package pkgcache
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -18,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 // How PCM_PACKAGES is laid out. The object naming and the metadata keys are
@@ -26,14 +29,12 @@ import (
 const (
 	objStream       = "OBJ_" + events.BucketPackages
 	chunkSubjectFmt = "$O." + events.BucketPackages + ".C.%s"
+	metaSubjectPre  = "$O." + events.BucketPackages + ".M."
 	metaFormat      = events.PackageMetaFormat
 	metaFile        = events.PackageMetaFile
 	metaMode        = events.PackageMetaMode
-	// pullBytes bounds the chunks buffered by a download.
-	pullBytes = 8 << 20
-	// consumerIdle is when the broker drops the consumer of an abandoned
-	// download.
-	consumerIdle = time.Minute
+	// batchBytes bounds the chunks one direct get brings.
+	batchBytes = 8 << 20
 )
 
 // ObjectName is the object holding a package version in PCM_PACKAGES
@@ -124,7 +125,7 @@ func (c *Cache) asFetched(ctx context.Context, js jetstream.JetStream, e Entry, 
 	if e.Name == ref.Name && e.Version == ref.Version {
 		return e
 	}
-	if _, info, err := c.lookup(ctx, js, ref); err == nil {
+	if info, err := c.lookup(ctx, js, ref); err == nil {
 		if own, err := entryOf(ref, info); err == nil {
 			own.Path, own.FetchedAt = e.Path, e.FetchedAt
 			return own
@@ -206,7 +207,7 @@ var errWrite = errors.New("writing the download")
 // download fetches ref into the cache.
 func (c *Cache) download(ctx context.Context, js jetstream.JetStream, ref events.PackageRef) (Entry, error) {
 	spec := ObjectName(ref.Name, ref.Version)
-	obs, info, err := c.lookup(ctx, js, ref)
+	info, err := c.lookup(ctx, js, ref)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -252,7 +253,7 @@ func (c *Cache) download(ctx context.Context, js jetstream.JetStream, ref events
 		case errors.As(err, &le):
 			// Replaced while downloading (a forced push of the same
 			// content), or altered in place.
-			cur, gerr := obs.GetInfo(ctx, spec)
+			cur, gerr := c.lookup(ctx, js, ref)
 			if gerr != nil || cur.NUID == info.NUID {
 				return Entry{}, fmt.Errorf("%w: %s: %w", ErrDigestMismatch, spec, err)
 			}
@@ -316,27 +317,33 @@ func (c *Cache) countResume() {
 	c.mu.Unlock()
 }
 
-// lookup binds PCM_PACKAGES and reads the object's info.
-func (c *Cache) lookup(ctx context.Context, js jetstream.JetStream, ref events.PackageRef) (jetstream.ObjectStore, *jetstream.ObjectInfo, error) {
+// lookup reads the object's info: the last message on its meta subject,
+// with a direct get (a client may read the object store's messages, not
+// bind it or create consumers on it).
+func (c *Cache) lookup(ctx context.Context, js jetstream.JetStream, ref events.PackageRef) (*jetstream.ObjectInfo, error) {
 	spec := ObjectName(ref.Name, ref.Version)
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.StallTimeout)
 	defer cancel()
-	obs, err := js.ObjectStore(lctx, events.BucketPackages)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil, fmt.Errorf("%w: %s: the broker has no %s object store", ErrMissing, spec, events.BucketPackages)
+	m, err := streamread.Last(lctx, js, objStream, metaSubjectPre+base64.URLEncoding.EncodeToString([]byte(spec)))
+	notFound := fmt.Errorf("%w: %s is not in %s (removed, or never pushed): push its content (sha256 %s) again, or publish the job for another version",
+		ErrMissing, spec, events.BucketPackages, ref.SHA256)
+	switch {
+	case errors.Is(err, streamread.ErrNotFound):
+		return nil, notFound
+	case errors.Is(err, streamread.ErrNoStream):
+		return nil, fmt.Errorf("%w: %s: the broker has no %s object store", ErrMissing, spec, events.BucketPackages)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s: reading its info: %w", ErrDownload, spec, err)
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: binding %s: %w", ErrDownload, spec, events.BucketPackages, err)
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return nil, fmt.Errorf("%w: %s: its info in %s is unreadable: push the package again", ErrFormat, spec, events.BucketPackages)
 	}
-	info, err := obs.GetInfo(lctx, spec)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, nil, fmt.Errorf("%w: %s is not in %s (removed, or never pushed): push its content (sha256 %s) again, or publish the job for another version",
-			ErrMissing, spec, events.BucketPackages, ref.SHA256)
+	if info.Deleted {
+		return nil, notFound
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: reading its info: %w", ErrDownload, spec, err)
-	}
-	return obs, info, nil
+	info.ModTime = m.Time
+	return &info, nil
 }
 
 // entryOf checks an object against the reference a job pins, before any
@@ -378,42 +385,32 @@ func safeFileName(name, fallback string) string {
 }
 
 // transferOnce reads the object's chunks after t.seq into t until the
-// recorded size is reached, with an ordered consumer that survives broker
-// restarts; it returns when a chunk takes longer than the stall timeout.
+// recorded size is reached, with batched direct gets (no consumer); it
+// returns when an answer takes longer than the stall timeout, or when the
+// stored chunks end short of the size.
 func (c *Cache) transferOnce(ctx context.Context, js jetstream.JetStream, info *jetstream.ObjectInfo, e Entry, t *transfer) error {
 	if t.n >= e.Size {
 		return nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{fmt.Sprintf(chunkSubjectFmt, info.NUID)},
-		InactiveThreshold: consumerIdle,
-	}
-	if t.seq > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, t.seq+1
-	}
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.StallTimeout)
-	cons, err := js.OrderedConsumer(cctx, objStream, cfg)
-	cancel()
+	r, err := streamread.NewReader(js, objStream, streamread.Options{
+		Filters:  []string{fmt.Sprintf(chunkSubjectFmt, info.NUID)},
+		StartSeq: t.seq + 1,
+		MaxBytes: batchBytes,
+		Timeout:  c.cfg.StallTimeout,
+	})
 	if err != nil {
-		return fmt.Errorf("creating a consumer: %w", err)
+		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(pullBytes))
-	if err != nil {
-		return fmt.Errorf("consuming: %w", err)
-	}
-	defer it.Stop()
+	defer r.Close()
 	for t.n < e.Size {
-		nctx, cancel := context.WithTimeout(ctx, c.cfg.StallTimeout)
-		msg, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
+		m, err := r.Next(ctx)
+		if errors.Is(err, streamread.ErrCaughtUp) {
+			return &lengthError{got: t.n, want: e.Size}
+		}
 		if err != nil {
 			return fmt.Errorf("no chunk within %s: %w", c.cfg.StallTimeout, err)
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return err
-		}
-		data := msg.Data()
+		data := m.Data
 		t.received += int64(len(data))
 		if t.n+int64(len(data)) > e.Size {
 			return &lengthError{got: t.n + int64(len(data)), want: e.Size}
@@ -423,12 +420,9 @@ func (c *Cache) transferOnce(ctx context.Context, js jetstream.JetStream, info *
 		}
 		t.h.Write(data)
 		t.n += int64(len(data))
-		t.seq = meta.Sequence.Stream
+		t.seq = m.Seq
 		if c.cfg.Progress != nil {
 			c.cfg.Progress(e, t.n, e.Size)
-		}
-		if meta.NumPending == 0 && t.n < e.Size {
-			return &lengthError{got: t.n, want: e.Size}
 		}
 	}
 	return nil

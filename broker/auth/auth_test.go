@@ -24,7 +24,7 @@ func TestSetupCreatesThenLoads(t *testing.T) {
 		t.Fatalf("auth dir mode: %v %v", fi.Mode(), err)
 	}
 	for name, mode := range map[string]os.FileMode{
-		auth.OperatorSeedFile: 0o600, auth.AccountSeedFile: 0o600, auth.AccountKeyFile: 0o600, auth.AdminCredsFile: 0o600,
+		auth.OperatorSeedFile: 0o600, auth.AccountSeedFile: 0o600, auth.IssuerFile: 0o600, auth.AdminCredsFile: 0o600,
 		auth.OperatorJWTFile: 0o644, auth.AccountJWTFile: 0o644, auth.SystemJWTFile: 0o644,
 	} {
 		fi, err := os.Stat(filepath.Join(dir, name))
@@ -68,7 +68,7 @@ func TestLoadErrors(t *testing.T) {
 	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
 		copyFile(t, filepath.Join(good, f), filepath.Join(mixed, f))
 	}
-	copyFile(t, filepath.Join(other, auth.AccountKeyFile), filepath.Join(mixed, auth.AccountKeyFile))
+	copyFile(t, filepath.Join(other, auth.IssuerFile), filepath.Join(mixed, auth.IssuerFile))
 	foreignAccount := t.TempDir()
 	copyFile(t, filepath.Join(good, auth.OperatorJWTFile), filepath.Join(foreignAccount, auth.OperatorJWTFile))
 	copyFile(t, filepath.Join(other, auth.AccountJWTFile), filepath.Join(foreignAccount, auth.AccountJWTFile))
@@ -85,7 +85,7 @@ func TestLoadErrors(t *testing.T) {
 		want error
 	}{
 		{"empty dir", t.TempDir(), auth.ErrNoAuthority},
-		{"account key of another authority", mixed, auth.ErrBadAuthority},
+		{"issuer of another authority", mixed, auth.ErrBadAuthority},
 		{"account not signed by the operator", foreignAccount, auth.ErrBadAuthority},
 		{"not JWTs", garbage, auth.ErrBadAuthority},
 	} {
@@ -108,7 +108,7 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatalf("a member's copy (JWTs only) must load: %v", err)
 	}
 	if _, err := b.Issuer(); !errors.Is(err, auth.ErrNoAuthority) {
-		t.Fatalf("Issuer without the account key: %v", err)
+		t.Fatalf("Issuer without the issuer file: %v", err)
 	}
 	if _, err := a.Issuer(); err != nil {
 		t.Fatal(err)
@@ -129,8 +129,9 @@ func TestLoadIssuerErrors(t *testing.T) {
 		want       error
 	}{
 		{"missing", filepath.Join(t.TempDir(), "nope"), auth.ErrNoAuthority},
-		{"not a key file", notKey, auth.ErrBadAuthority},
+		{"not an issuer file", notKey, auth.ErrBadAuthority},
 		{"user credentials", filepath.Join(dir, auth.AdminCredsFile), auth.ErrBadAuthority},
+		{"a JWT", filepath.Join(dir, auth.AccountJWTFile), auth.ErrBadAuthority},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := auth.LoadIssuer(tc.path); !errors.Is(err, tc.want) {
@@ -138,7 +139,11 @@ func TestLoadIssuerErrors(t *testing.T) {
 			}
 		})
 	}
-	iss, err := auth.LoadIssuer(filepath.Join(dir, auth.AccountKeyFile))
+	iss, err := auth.LoadIssuer(filepath.Join(dir, auth.IssuerFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ciAccount, err := iss.AccountOf(auth.Principal{Kind: auth.KindPublisher, Name: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +159,7 @@ func TestLoadIssuerErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if uc.Expires == 0 || uc.IssuerAccount != iss.Account() || !slices.Contains(uc.Tags, "pcm-role:publisher") {
+	if uc.Expires == 0 || uc.IssuerAccount != ciAccount || !slices.Contains(uc.Tags, "pcm-role:publisher") {
 		t.Fatalf("issued user: %+v", uc)
 	}
 	if vr := (jwt.ValidationResults{}); true {
@@ -175,7 +180,6 @@ func TestUserValidate(t *testing.T) {
 		{"empty name", auth.User{Role: auth.RoleAgent}, auth.ErrInvalidUser},
 		{"dotted client id", auth.User{Role: auth.RoleAgent, Name: "a.b"}, auth.ErrInvalidUser},
 		{"wildcard client id", auth.User{Role: auth.RoleDesktop, Name: "*"}, auth.ErrInvalidUser},
-		{"bad group", auth.User{Role: auth.RoleDesktop, Name: "c1", Groups: []string{"g>"}}, auth.ErrInvalidUser},
 		{"negative TTL", auth.User{Role: auth.RoleAuditor, Name: "a", TTL: -time.Second}, auth.ErrInvalidUser},
 		{"agent", auth.User{Role: auth.RoleAgent, Name: "ws-042"}, nil},
 		{"admin", auth.User{Role: auth.RoleAdmin, Name: "root_1"}, nil},
@@ -196,8 +200,9 @@ func TestUserValidate(t *testing.T) {
 }
 
 // TestPermissionsShape pins the properties the permission tests rely on:
-// an agent's subjects name only its own client, every role but admin has a
-// private inbox and no wildcard over the whole account.
+// every role but admin has a private inbox and no wildcard over its whole
+// account, and what a client's account imports names only that client
+// (but the shared package content and the cancellation records).
 func TestPermissionsShape(t *testing.T) {
 	for _, r := range auth.Roles {
 		u := auth.User{Role: r, Name: "c1"}
@@ -220,16 +225,97 @@ func TestPermissionsShape(t *testing.T) {
 			}
 		}
 	}
-	p, _ := auth.Permissions(auth.User{Role: auth.RoleAgent, Name: "c1"})
-	for _, s := range append(append([]string{}, p.Pub.Allow...), p.Sub.Allow...) {
-		switch {
-		case strings.Contains(s, "PCM_PACKAGES"):
-			// packages are shared content every agent may read
-		case strings.HasPrefix(s, "$JS.API.STREAM.INFO."), strings.HasPrefix(s, "$JS.FC."),
-			strings.HasPrefix(s, "$JS.API.CONSUMER.DELETE.KV_PCM_LOCKS."):
+	imports, err := auth.Imports(auth.Principal{Kind: auth.KindClient, Name: "c1", Groups: []string{"g1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range imports {
+		switch s := im.Subject; {
+		case strings.Contains(s, "PCM_PACKAGES"), s == "pcm.jobs.all", s == "pcm.jobs.group.g1", s == "pcm.none",
+			s == "$JS.API.DIRECT.GET.PCM_JOBS", s == "$JS.API.DIRECT.GET.PCM_JOBS."+auth.SubjectCancellations:
+			// shared content, its group, the cancellation records, the
+			// desktop's listing (see docs/security.md), the shadow
 		case !strings.Contains(s, "c1"):
-			t.Errorf("the agent of c1 may use %q, which does not name its client", s)
+			t.Errorf("the account of client c1 imports %q, which does not name its client", s)
 		}
+	}
+}
+
+// TestImportsAreExported: every import of every kind of principal falls
+// within an export of the pcm account (the broker would ignore one that
+// does not), with the right kind.
+func TestImportsAreExported(t *testing.T) {
+	for _, p := range []auth.Principal{
+		{Kind: auth.KindClient, Name: "c1", Groups: []string{"g1", "g2"}},
+		{Kind: auth.KindPublisher, Name: "ci"},
+		{Kind: auth.KindAuditor, Name: "audit"},
+	} {
+		imports, err := auth.Imports(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, im := range imports {
+			found := false
+			for _, e := range auth.Exports() {
+				if e.Stream == im.Stream && jwt.Subject(im.Subject).IsContainedIn(jwt.Subject(e.Subject)) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s imports %q (stream %v), which the pcm account does not export", p, im.Subject, im.Stream)
+			}
+		}
+	}
+}
+
+// TestPrincipalAccounts: a principal's account is always the same (derived
+// from the issuer's secret), differs between principals, validates, and
+// carries the revocations it is given.
+func TestPrincipalAccounts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	a, _, err := auth.Setup(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := a.Issuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := auth.Principal{Kind: auth.KindClient, Name: "c1", Groups: []string{"lab"}}
+	p1, _ := iss.AccountOf(c1)
+	again, _ := iss.AccountOf(auth.Principal{Kind: auth.KindClient, Name: "c1"})
+	other, _ := iss.AccountOf(auth.Principal{Kind: auth.KindClient, Name: "c2"})
+	pub1, _ := iss.AccountOf(auth.Principal{Kind: auth.KindPublisher, Name: "c1"})
+	if p1 != again || p1 == other || p1 == pub1 || p1 == a.Account() {
+		t.Fatalf("account keys: c1 %s, c1 again %s, c2 %s, publisher c1 %s", p1, again, other, pub1)
+	}
+	rev := jwt.RevocationList{}
+	rev.Revoke(jwt.All, time.Unix(1_800_000_000, 0))
+	tok, err := iss.PrincipalAccount(c1, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := jwt.DecodeAccountClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vr jwt.ValidationResults
+	ac.Validate(&vr)
+	if vr.IsBlocking(true) {
+		t.Fatalf("account JWT does not validate: %v", vr.Errors())
+	}
+	oc, _, _ := a.Trust().Decode()
+	if ac.Subject != p1 || ac.Name != "client:c1" || !oc.DidSign(ac) || ac.Limits.IsJSEnabled() || ac.Revocations[jwt.All] != 1_800_000_000 {
+		t.Fatalf("account claims: %+v", ac)
+	}
+	if ac.Limits.Conn <= 0 || ac.Limits.Subs <= 0 || ac.Limits.Payload <= 0 || ac.Limits.LeafNodeConn != 0 {
+		t.Fatalf("account limits: %+v", ac.Limits)
+	}
+	if _, err := iss.PrincipalAccount(auth.Principal{Kind: "root", Name: "x"}, nil); !errors.Is(err, auth.ErrInvalidUser) {
+		t.Fatalf("unknown kind: %v", err)
+	}
+	if _, err := iss.PrincipalAccount(auth.Principal{Kind: auth.KindClient, Name: "c1", Groups: []string{"g>"}}, nil); !errors.Is(err, auth.ErrInvalidUser) {
+		t.Fatalf("bad group: %v", err)
 	}
 }
 

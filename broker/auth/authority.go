@@ -1,10 +1,12 @@
 package auth
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/jwt/v2"
@@ -13,22 +15,26 @@ import (
 
 // Names of the files of an authority directory.
 const (
-	// OperatorJWTFile is the operator JWT (public).
+	// OperatorJWTFile is the operator JWT (public): what every broker
+	// trusts.
 	OperatorJWTFile = "operator.jwt"
-	// OperatorSeedFile is the operator's nkey seed (secret, 0600): it signs
-	// the account JWT, and is needed only to re-sign it.
+	// OperatorSeedFile is the operator's own nkey seed (secret, 0600): it
+	// signs the operator JWT, and is needed only to change it (a new
+	// signing key).
 	OperatorSeedFile = "operator.nk"
-	// AccountJWTFile is the pcm account JWT (public), signed by the operator.
+	// AccountJWTFile is the pcm account JWT (public): the account that
+	// holds the streams and buckets, with its exports.
 	AccountJWTFile = "account.jwt"
-	// AccountSeedFile is the account's own nkey seed (secret, 0600).
+	// AccountSeedFile is the pcm account's own nkey seed (secret, 0600).
 	AccountSeedFile = "account.nk"
 	// SystemJWTFile is the JWT of nats-server's system account (public),
-	// signed by the operator. JetStream needs a system account; pcm issues
-	// no user in it.
+	// which exports the resolver's claims update and lookup to the pcm
+	// account's admins.
 	SystemJWTFile = "system.jwt"
-	// AccountKeyFile holds the account JWT and the account signing key seed
-	// (secret, 0600): whoever holds it mints users (pcm enroll, pcm creds).
-	AccountKeyFile = "account-key.creds"
+	// IssuerFile holds the signing keys that make accounts and users
+	// (secret, 0600): whoever holds it enrolls clients, issues and revokes
+	// credentials (pcm enroll, pcm creds, pcm revoke --issuer).
+	IssuerFile = "issuer.json"
 	// AdminCredsFile is the first admin's credentials (secret, 0600).
 	AdminCredsFile = "admin.creds"
 )
@@ -36,27 +42,36 @@ const (
 // AccountName is the name in the pcm account's JWT.
 const AccountName = "pcm"
 
-// Authority is the root of trust of a deployment: the operator, the pcm
-// account it signs, and the account's signing key. Make one with Setup (or
-// Load); it lives in a directory whose secret files are 0600.
+// systemAccountName is the name in the system account's JWT.
+const systemAccountName = "SYS"
+
+// Authority is the root of trust of a deployment: the operator, the system
+// account, the pcm account and the issuer's signing keys. Make one with
+// Setup (or Load); it lives in a directory whose secret files are 0600.
 type Authority struct {
-	dir     string
-	trust   Trust
-	account string
-	signer  nkeys.KeyPair
+	dir    string
+	trust  Trust
+	issuer *Issuer
 }
 
 // Setup loads the authority in dir, creating it first when dir holds none:
-// an operator, the pcm account with unlimited JetStream, an account signing
-// key, and credentials for a first admin named admin. created tells whether
-// it was created. dir is created 0700 if needed; seeds and credentials are
-// written 0600.
+// an operator with a signing key, the system account, the pcm account with
+// unlimited JetStream and its exports, the issuer's keys, and credentials
+// for a first admin named admin. created tells whether it was created. dir
+// is created 0700 if needed; seeds and credentials are written 0600.
+//
+// An existing authority whose issuer file is present is brought up to date:
+// when this version of pcm exports or imports other subjects than the
+// account JWTs say, they are signed again and rewritten (copy them to the
+// other members of a cluster).
 func Setup(dir string) (a *Authority, created bool, err error) {
 	_, statErr := os.Stat(filepath.Join(dir, OperatorJWTFile))
 	switch {
 	case statErr == nil:
-		a, err = Load(dir)
-		return a, false, err
+		if a, err = Load(dir); err != nil {
+			return nil, false, err
+		}
+		return a, false, a.refresh()
 	case !errors.Is(statErr, os.ErrNotExist):
 		return nil, false, fmt.Errorf("%w: %s: %w", ErrBadAuthority, dir, statErr)
 	}
@@ -66,11 +81,7 @@ func Setup(dir string) (a *Authority, created bool, err error) {
 	if a, err = create(dir); err != nil {
 		return nil, false, err
 	}
-	iss, err := a.Issuer()
-	if err != nil {
-		return nil, false, err
-	}
-	creds, err := iss.Issue(User{Role: RoleAdmin, Name: "admin"})
+	creds, err := a.issuer.Issue(User{Role: RoleAdmin, Name: "admin"})
 	if err != nil {
 		return nil, false, err
 	}
@@ -80,70 +91,60 @@ func Setup(dir string) (a *Authority, created bool, err error) {
 	return a, true, nil
 }
 
-// create makes and writes a new operator, account and signing key.
+// create makes and writes a new authority.
 func create(dir string) (*Authority, error) {
-	op, err := nkeys.CreateOperator()
-	if err != nil {
-		return nil, fmt.Errorf("%w: operator key: %w", ErrIssue, err)
+	keys := make([]nkeys.KeyPair, 0, 7)
+	for _, mk := range []func() (nkeys.KeyPair, error){
+		nkeys.CreateOperator, nkeys.CreateOperator, // operator, its signing key
+		nkeys.CreateAccount, nkeys.CreateAccount, nkeys.CreateAccount, // system, pcm, pcm's signing key
+		nkeys.CreateAccount, // the principals' signing key
+	} {
+		kp, err := mk()
+		if err != nil {
+			return nil, fmt.Errorf("%w: creating a key: %w", ErrIssue, err)
+		}
+		keys = append(keys, kp)
 	}
-	acc, err := nkeys.CreateAccount()
-	if err != nil {
-		return nil, fmt.Errorf("%w: account key: %w", ErrIssue, err)
-	}
-	signer, err := nkeys.CreateAccount()
-	if err != nil {
-		return nil, fmt.Errorf("%w: signing key: %w", ErrIssue, err)
-	}
-	sys, err := nkeys.CreateAccount()
-	if err != nil {
-		return nil, fmt.Errorf("%w: system account key: %w", ErrIssue, err)
+	op, opSigner, sys, acc, accSigner, prSigner := keys[0], keys[1], keys[2], keys[3], keys[4], keys[5]
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrIssue, err)
 	}
 	opPub, _ := op.PublicKey()
-	accPub, _ := acc.PublicKey()
-	signerPub, _ := signer.PublicKey()
+	opSignerPub, _ := opSigner.PublicKey()
 	sysPub, _ := sys.PublicKey()
+	accPub, _ := acc.PublicKey()
 
 	oc := jwt.NewOperatorClaims(opPub)
 	oc.Name = "pcm"
 	oc.SystemAccount = sysPub
+	oc.SigningKeys.Add(opSignerPub)
 	opJWT, err := oc.Encode(op)
 	if err != nil {
 		return nil, fmt.Errorf("%w: operator JWT: %w", ErrIssue, err)
 	}
-	ac := jwt.NewAccountClaims(accPub)
-	ac.Name = AccountName
-	ac.SigningKeys.Add(signerPub)
-	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{
-		MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1,
-		MaxAckPending: -1, MemoryMaxStreamBytes: -1, DiskMaxStreamBytes: -1,
-	}
-	// A user minted without permissions gets none.
-	ac.DefaultPermissions.Pub.Deny.Add(">")
-	ac.DefaultPermissions.Sub.Deny.Add(">")
-	accJWT, err := ac.Encode(op)
-	if err != nil {
-		return nil, fmt.Errorf("%w: account JWT: %w", ErrIssue, err)
-	}
-	sc := jwt.NewAccountClaims(sysPub)
-	sc.Name = "SYS"
-	sysJWT, err := sc.Encode(op)
-	if err != nil {
-		return nil, fmt.Errorf("%w: system account JWT: %w", ErrIssue, err)
-	}
-	signing, err := signerFile(accJWT, signer)
+	iss, err := newIssuer(issuerFile{Version: issuerFileVersion, Operator: opPub, System: sysPub, Account: accPub,
+		OperatorSigningKey: seedOf(opSigner), AccountSigningKey: seedOf(accSigner),
+		PrincipalSigningKey: seedOf(prSigner), PrincipalSecret: secret})
 	if err != nil {
 		return nil, err
 	}
-	opSeed, _ := op.Seed()
-	accSeed, _ := acc.Seed()
+	sysJWT, accJWT, err := iss.authorityAccounts()
+	if err != nil {
+		return nil, err
+	}
+	issFile, err := iss.file.render()
+	if err != nil {
+		return nil, err
+	}
 	for _, f := range []struct {
 		name   string
 		data   []byte
 		secret bool
 	}{
-		{OperatorSeedFile, opSeed, true},
-		{AccountSeedFile, accSeed, true},
-		{AccountKeyFile, signing, true},
+		{OperatorSeedFile, []byte(seedOf(op)), true},
+		{AccountSeedFile, []byte(seedOf(acc)), true},
+		{IssuerFile, issFile, true},
 		{AccountJWTFile, []byte(accJWT), false},
 		{SystemJWTFile, []byte(sysJWT), false},
 		{OperatorJWTFile, []byte(opJWT), false}, // last: its presence marks a complete authority
@@ -156,43 +157,88 @@ func create(dir string) (*Authority, error) {
 			return nil, err
 		}
 	}
-	return &Authority{dir: dir, trust: Trust{OperatorJWT: opJWT, AccountJWT: accJWT, SystemJWT: sysJWT}, account: accPub, signer: signer}, nil
+	return &Authority{dir: dir, trust: Trust{OperatorJWT: opJWT, AccountJWT: accJWT, SystemJWT: sysJWT}, issuer: iss}, nil
 }
 
-// signerFile renders the signing key file: the account JWT, then the seed.
-func signerFile(accJWT string, signer nkeys.KeyPair) ([]byte, error) {
-	j, err := jwt.DecorateJWT(accJWT)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrIssue, err)
-	}
-	seed, _ := signer.Seed()
-	s, err := jwt.DecorateSeed(seed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrIssue, err)
-	}
-	return append(j, s...), nil
+// seedOf is a key pair's seed as a string.
+func seedOf(kp nkeys.KeyPair) string {
+	s, _ := kp.Seed()
+	return string(s)
 }
 
-// Load reads the authority in dir: its JWTs, and its signing key when the
-// signing key file is there (Issuer fails without it).
+// refresh signs the system and pcm account JWTs again when they do not say
+// what this version of pcm exports and imports (after an upgrade), if the
+// issuer file is here; it is a no-op otherwise.
+func (a *Authority) refresh() error {
+	if a.issuer == nil {
+		return nil
+	}
+	_, ac, err := a.trust.Decode()
+	if err != nil {
+		return err
+	}
+	sc, err := a.trust.System()
+	if err != nil {
+		return err
+	}
+	wantSys, wantAcc, err := a.issuer.authorityAccountClaims()
+	if err != nil {
+		return err
+	}
+	if sameAccount(sc, wantSys) && sameAccount(ac, wantAcc) {
+		return nil
+	}
+	sysJWT, accJWT, err := a.issuer.authorityAccounts()
+	if err != nil {
+		return err
+	}
+	for name, data := range map[string]string{AccountJWTFile: accJWT, SystemJWTFile: sysJWT} {
+		if err := writeFile(filepath.Join(a.dir, name), []byte(data), 0o644); err != nil {
+			return err
+		}
+	}
+	a.trust.AccountJWT, a.trust.SystemJWT = accJWT, sysJWT
+	return nil
+}
+
+// sameAccount compares what pcm decides in an account JWT: its exports,
+// imports, signing keys and limits.
+func sameAccount(have, want *jwt.AccountClaims) bool {
+	key := func(ac *jwt.AccountClaims) string {
+		var b strings.Builder
+		for _, e := range ac.Exports {
+			fmt.Fprintf(&b, "e %s %s %s %d|", e.Type, e.Subject, e.ResponseType, e.ResponseThreshold)
+		}
+		for _, i := range ac.Imports {
+			fmt.Fprintf(&b, "i %s %s %s %s|", i.Type, i.Account, i.Subject, i.LocalSubject)
+		}
+		keys := ac.SigningKeys.Keys()
+		slices.Sort(keys)
+		fmt.Fprintf(&b, "k %v|l %+v", keys, ac.Limits)
+		return b.String()
+	}
+	return key(have) == key(want)
+}
+
+// Load reads the authority in dir: its JWTs, and its issuer when the issuer
+// file is there (Issuer fails without it).
 func Load(dir string) (*Authority, error) {
 	t, err := LoadTrust(dir)
 	if err != nil {
 		return nil, err
 	}
-	ac, _ := jwt.DecodeAccountClaims(t.AccountJWT)
-	a := &Authority{dir: dir, trust: t, account: ac.Subject}
-	path := filepath.Join(dir, AccountKeyFile)
+	a := &Authority{dir: dir, trust: t}
+	path := filepath.Join(dir, IssuerFile)
 	if _, err := os.Stat(path); err == nil {
 		iss, err := LoadIssuer(path)
 		if err != nil {
 			return nil, err
 		}
-		if iss.account != a.account {
-			return nil, fmt.Errorf("%w: %s signs for account %s, but %s is account %s: the directory mixes two authorities",
-				ErrBadAuthority, path, iss.account, filepath.Join(dir, AccountJWTFile), a.account)
+		if iss.Account() != t.Account() {
+			return nil, fmt.Errorf("%w: %s issues for account %s, but %s is account %s: the directory mixes two authorities",
+				ErrBadAuthority, path, iss.Account(), filepath.Join(dir, AccountJWTFile), t.Account())
 		}
-		a.signer = iss.signer
+		a.issuer = iss
 	}
 	return a, nil
 }
@@ -204,20 +250,22 @@ func (a *Authority) Dir() string { return a.dir }
 func (a *Authority) Trust() Trust { return a.trust }
 
 // Account is the public key of the pcm account.
-func (a *Authority) Account() string { return a.account }
+func (a *Authority) Account() string { return a.trust.Account() }
 
-// Issuer returns an Issuer minting users with the account signing key.
+// Issuer returns the authority's issuer: it makes principals' accounts and
+// users of every role.
 func (a *Authority) Issuer() (*Issuer, error) {
-	if a.signer == nil {
-		return nil, fmt.Errorf("%w: %s has no %s: issue credentials where the signing key is kept",
-			ErrNoAuthority, a.dir, AccountKeyFile)
+	if a.issuer == nil {
+		return nil, fmt.Errorf("%w: %s has no %s: issue credentials where the issuer file is kept",
+			ErrNoAuthority, a.dir, IssuerFile)
 	}
-	return &Issuer{signer: a.signer, account: a.account}, nil
+	return a.issuer, nil
 }
 
 // Trust is the public half of an authority: the operator JWT the broker
-// trusts and the pcm account JWT it preloads. It holds no secret, so every
-// member of a cluster can have a copy.
+// trusts, and the system and pcm account JWTs it preloads into its
+// resolver. It holds no secret, so every member of a cluster can have a
+// copy.
 type Trust struct {
 	// OperatorJWT is the operator's self-signed JWT.
 	OperatorJWT string
@@ -227,12 +275,13 @@ type Trust struct {
 	SystemJWT string
 }
 
-// LoadTrust reads the operator and account JWTs of the authority in dir.
+// LoadTrust reads the operator, pcm account and system account JWTs of the
+// authority in dir.
 func LoadTrust(dir string) (Trust, error) {
 	var t Trust
 	op, err := os.ReadFile(filepath.Join(dir, OperatorJWTFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return t, fmt.Errorf("%w: %s has no %s: run pcm broker --auth once to create the operator and account, or point --auth-dir at the directory holding them",
+		return t, fmt.Errorf("%w: %s has no %s: run pcm broker --auth once to create the operator and accounts, or point --auth-dir at the directory holding them",
 			ErrNoAuthority, dir, OperatorJWTFile)
 	}
 	if err != nil {
@@ -272,6 +321,16 @@ func (t Trust) Decode() (*jwt.OperatorClaims, *jwt.AccountClaims, error) {
 		return nil, nil, fmt.Errorf("%w: account %s does not enable JetStream", ErrBadAuthority, ac.Subject)
 	}
 	return oc, ac, nil
+}
+
+// Account is the public key of the pcm account (empty when the JWT does
+// not decode).
+func (t Trust) Account() string {
+	ac, err := jwt.DecodeAccountClaims(t.AccountJWT)
+	if err != nil {
+		return ""
+	}
+	return ac.Subject
 }
 
 // System parses and checks the system account JWT: the operator's system

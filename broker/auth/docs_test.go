@@ -17,36 +17,80 @@ const (
 	tablesEnd   = "<!-- permissions:end -->"
 )
 
-// permissionTables renders every role's grants as markdown tables, with
-// placeholders for the client id, a group of the client and the user name.
+// permissionTables renders what each principal's account imports and each
+// role's user permissions as markdown tables, with placeholders for the
+// client id, a group of the client and the user name.
 func permissionTables(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	for _, u := range []struct {
-		user  auth.User
+	repl := strings.NewReplacer("CLIENT", "<client>", "GROUP", "<group>", "who", "<name>")
+	for _, k := range []struct {
+		p     auth.Principal
 		title string
+		roles []string
 	}{
-		{auth.User{Role: auth.RoleAgent, Name: "CLIENT"}, "agent `<client>` (pcm agent; credentials from pcm enroll)"},
-		{auth.User{Role: auth.RoleDesktop, Name: "CLIENT", Groups: []string{"GROUP"}}, "desktop `<client>` (pcm desktop; credentials from pcm enroll, with the client's groups)"},
-		{auth.User{Role: auth.RolePublisher, Name: "who"}, "publisher `<name>` (pcm creds publisher NAME)"},
-		{auth.User{Role: auth.RoleAuditor, Name: "who"}, "auditor `<name>` (pcm creds auditor NAME)"},
-		{auth.User{Role: auth.RoleAdmin, Name: "who"}, "admin `<name>` (pcm creds admin NAME; pcm broker --auth writes the first)"},
+		{auth.Principal{Kind: auth.KindClient, Name: "CLIENT", Groups: []string{"GROUP"}}, "client `<client>` (pcm enroll CLIENT: its agent and desktop users)",
+			[]string{"agent `<client>` (pcm agent)", "desktop `<client>` (pcm desktop)"}},
+		{auth.Principal{Kind: auth.KindPublisher, Name: "who"}, "publisher `<name>` (pcm creds publisher NAME)", []string{"publisher `<name>`"}},
+		{auth.Principal{Kind: auth.KindAuditor, Name: "who"}, "auditor `<name>` (pcm creds auditor NAME)", []string{"auditor `<name>`"}},
 	} {
-		gs, err := auth.Grants(u.user)
+		imports, err := auth.Imports(k.p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&b, "#### %s\n\n| | subject | needed to |\n|---|---|---|\n", u.title)
-		for _, g := range gs {
-			dir := "pub"
-			if g.Sub {
-				dir = "sub"
+		fmt.Fprintf(&b, "#### account of %s\n\n| import | subject | needed to |\n|---|---|---|\n", k.title)
+		for _, im := range imports {
+			kind := "service"
+			if im.Stream {
+				kind = "stream"
 			}
-			subj := strings.NewReplacer("CLIENT", "<client>", "GROUP", "<group>", "who", "<name>").Replace(g.Subject)
-			fmt.Fprintf(&b, "| %s | `%s` | %s |\n", dir, subj, g.Why)
+			subj := "`" + repl.Replace(im.Subject) + "`"
+			if im.Local != "" {
+				subj = "`" + im.Local + "` (from `" + im.Subject + "`)"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", kind, subj, im.Why)
 		}
 		b.WriteString("\n")
+		for i, r := range k.p.Kind.Roles() {
+			gs, err := auth.Grants(auth.User{Role: r, Name: k.p.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "Its users, %s:\n\n| | subject | needed to |\n|---|---|---|\n", k.roles[i])
+			for _, g := range gs {
+				dir := "pub"
+				if g.Sub {
+					dir = "sub"
+				}
+				fmt.Fprintf(&b, "| %s | `%s` | %s |\n", dir, repl.Replace(g.Subject), g.Why)
+			}
+			b.WriteString("\n")
+		}
 	}
+	gs, err := auth.Grants(auth.User{Role: auth.RoleAdmin, Name: "who"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString("#### admin `<name>` (a user of the pcm account: pcm creds admin NAME; pcm broker --auth writes the first)\n\n| | subject | needed to |\n|---|---|---|\n")
+	for _, g := range gs {
+		dir := "pub"
+		if g.Sub {
+			dir = "sub"
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | %s |\n", dir, g.Subject, g.Why)
+	}
+	b.WriteString("\n#### exports of the pcm account\n\n| export | subject | answers |\n|---|---|---|\n")
+	for _, e := range auth.Exports() {
+		kind, answers := "service", string(e.Response)
+		if answers == "" {
+			answers = "Singleton"
+		}
+		if e.Stream {
+			kind, answers = "stream", ""
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | %s |\n", kind, e.Subject, answers)
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 

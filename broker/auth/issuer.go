@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,53 +13,204 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// Issuer mints user credentials with the pcm account's signing key. The
-// broker needs no change to accept them: it verifies the user JWT against
-// the account, which lists the signing key.
-type Issuer struct {
-	signer  nkeys.KeyPair
-	account string
+// issuerFileVersion is the version of the issuer file's format.
+const issuerFileVersion = 1
+
+// issuerFile is the content of IssuerFile.
+type issuerFile struct {
+	Version int `json:"version"`
+	// Operator, System and Account are the public keys of the operator,
+	// the system account and the pcm account.
+	Operator string `json:"operator"`
+	System   string `json:"system"`
+	Account  string `json:"account"`
+	// OperatorSigningKey signs accounts (a signing key of the operator).
+	OperatorSigningKey string `json:"operator_signing_key"`
+	// AccountSigningKey signs the pcm account's users (admins).
+	AccountSigningKey string `json:"account_signing_key"`
+	// PrincipalSigningKey signs the users of every principal's account
+	// (clients, publishers, auditors): each lists it as a signing key.
+	PrincipalSigningKey string `json:"principal_signing_key"`
+	// PrincipalSecret derives each principal's account key.
+	PrincipalSecret []byte `json:"principal_secret"`
 }
 
-// LoadIssuer reads a signing key file (AccountKeyFile of an authority: the
-// account JWT, then the signing key seed).
+// render is the file's content.
+func (f issuerFile) render() ([]byte, error) {
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrIssue, err)
+	}
+	return append(b, '\n'), nil
+}
+
+// Issuer makes what a broker needs to let a principal in (its account JWT)
+// and the principals' users (credentials), with the authority's signing
+// keys. A broker needs no restart to accept either: account JWTs are pushed
+// to its resolver (fleet does that), user JWTs are verified against them.
+type Issuer struct {
+	file                               issuerFile
+	opSigner, accSigner, principalSign nkeys.KeyPair
+	principalSignPub                   string
+}
+
+// newIssuer checks f and reads its keys.
+func newIssuer(f issuerFile) (*Issuer, error) {
+	if f.Version != issuerFileVersion {
+		return nil, fmt.Errorf("%w: issuer file version %d: this pcm reads version %d", ErrBadAuthority, f.Version, issuerFileVersion)
+	}
+	i := &Issuer{file: f}
+	for _, k := range []struct {
+		seed   string
+		dst    *nkeys.KeyPair
+		valid  func(string) bool
+		what   string
+		prefix nkeys.PrefixByte
+	}{
+		{f.OperatorSigningKey, &i.opSigner, nkeys.IsValidPublicOperatorKey, "operator_signing_key", nkeys.PrefixByteOperator},
+		{f.AccountSigningKey, &i.accSigner, nkeys.IsValidPublicAccountKey, "account_signing_key", nkeys.PrefixByteAccount},
+		{f.PrincipalSigningKey, &i.principalSign, nkeys.IsValidPublicAccountKey, "principal_signing_key", nkeys.PrefixByteAccount},
+	} {
+		kp, err := nkeys.FromSeed([]byte(k.seed))
+		if err != nil {
+			return nil, fmt.Errorf("%w: issuer file: %s: %w", ErrBadAuthority, k.what, err)
+		}
+		pub, _ := kp.PublicKey()
+		if !k.valid(pub) {
+			return nil, fmt.Errorf("%w: issuer file: %s is not a %s key", ErrBadAuthority, k.what, k.prefix)
+		}
+		*k.dst = kp
+	}
+	i.principalSignPub, _ = i.principalSign.PublicKey()
+	if !nkeys.IsValidPublicOperatorKey(f.Operator) || !nkeys.IsValidPublicAccountKey(f.System) || !nkeys.IsValidPublicAccountKey(f.Account) {
+		return nil, fmt.Errorf("%w: issuer file: operator, system or account is not a public key", ErrBadAuthority)
+	}
+	if len(f.PrincipalSecret) < 32 {
+		return nil, fmt.Errorf("%w: issuer file: principal_secret is shorter than 32 bytes", ErrBadAuthority)
+	}
+	return i, nil
+}
+
+// LoadIssuer reads an issuer file (IssuerFile of an authority).
 func LoadIssuer(path string) (*Issuer, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: signing key file %s does not exist: it is %s in the auth directory of pcm broker --auth (by default DATA/auth)",
-			ErrNoAuthority, path, AccountKeyFile)
+		return nil, fmt.Errorf("%w: issuer file %s does not exist: it is %s in the auth directory of pcm broker --auth (by default DATA/auth)",
+			ErrNoAuthority, path, IssuerFile)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadAuthority, err)
 	}
-	tok, err := jwt.ParseDecoratedJWT(b)
+	var f issuerFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%w: %s is not an issuer file (%v): give %s of the auth directory", ErrBadAuthority, path, err, IssuerFile)
+	}
+	iss, err := newIssuer(f)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrBadAuthority, path, err)
+		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
-	ac, err := jwt.DecodeAccountClaims(tok)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s holds no account JWT (%v): is it a signing key file (%s)?", ErrBadAuthority, path, err, AccountKeyFile)
-	}
-	kp, err := jwt.ParseDecoratedNKey(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s holds no signing key seed: %w", ErrBadAuthority, path, err)
-	}
-	pub, err := kp.PublicKey()
-	if err != nil || !nkeys.IsValidPublicAccountKey(pub) {
-		return nil, fmt.Errorf("%w: %s: the seed is not an account signing key", ErrBadAuthority, path)
-	}
-	if pub != ac.Subject && !ac.SigningKeys.Contains(pub) {
-		return nil, fmt.Errorf("%w: %s: key %s is not a signing key of account %s", ErrBadAuthority, path, pub, ac.Subject)
-	}
-	return &Issuer{signer: kp, account: ac.Subject}, nil
+	return iss, nil
 }
 
-// Account is the public key of the account the issuer signs for.
-func (i *Issuer) Account() string { return i.account }
+// Account is the public key of the pcm account.
+func (i *Issuer) Account() string { return i.file.Account }
+
+// Operator is the public key of the operator.
+func (i *Issuer) Operator() string { return i.file.Operator }
+
+// AccountOf is the public key of p's account.
+func (i *Issuer) AccountOf(p Principal) (string, error) {
+	if err := p.Validate(); err != nil {
+		return "", err
+	}
+	kp, err := accountKey(i.file.PrincipalSecret, p)
+	if err != nil {
+		return "", err
+	}
+	return kp.PublicKey()
+}
+
+// PrincipalAccount signs p's account JWT: its imports and limits (see
+// Imports), the principals' signing key, and the revocations rev (carried
+// over from the JWT the brokers hold: a new enrollment must not bring
+// revoked credentials back).
+func (i *Issuer) PrincipalAccount(p Principal, rev jwt.RevocationList) (string, error) {
+	pub, err := i.AccountOf(p)
+	if err != nil {
+		return "", err
+	}
+	ac, err := principalAccount(pub, i.file.Account, i.principalSignPub, p, rev)
+	if err != nil {
+		return "", err
+	}
+	tok, err := ac.Encode(i.opSigner)
+	if err != nil {
+		return "", fmt.Errorf("%w: signing the account of %s: %w", ErrIssue, p, err)
+	}
+	return tok, nil
+}
+
+// SignAccount signs account claims (an account of this authority, changed:
+// a revocation) with the operator's signing key.
+func (i *Issuer) SignAccount(ac *jwt.AccountClaims) (string, error) {
+	tok, err := ac.Encode(i.opSigner)
+	if err != nil {
+		return "", fmt.Errorf("%w: signing account %s: %w", ErrIssue, ac.Name, err)
+	}
+	return tok, nil
+}
+
+// authorityAccountClaims are the system and pcm accounts this version of
+// pcm wants: the system account exports the resolver's claims update and
+// lookup, the pcm account imports them for its admins, has JetStream and
+// exports what the principals import.
+func (i *Issuer) authorityAccountClaims() (sys, acc *jwt.AccountClaims, err error) {
+	sys = jwt.NewAccountClaims(i.file.System)
+	sys.Name = systemAccountName
+	sys.Exports.Add(
+		&jwt.Export{Subject: sysClaimsUpdate, Type: jwt.Service, ResponseType: jwt.ResponseTypeStream},
+		&jwt.Export{Subject: sysClaimsLookup, Type: jwt.Service, ResponseType: jwt.ResponseTypeStream},
+	)
+	acc = jwt.NewAccountClaims(i.file.Account)
+	acc.Name = AccountName
+	accSignPub, _ := i.accSigner.PublicKey()
+	acc.SigningKeys.Add(accSignPub)
+	acc.Limits.JetStreamLimits = jwt.JetStreamLimits{
+		MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1,
+		MaxAckPending: -1, MemoryMaxStreamBytes: -1, DiskMaxStreamBytes: -1,
+	}
+	acc.Imports.Add(
+		&jwt.Import{Account: i.file.System, Subject: sysClaimsUpdate, LocalSubject: ClaimsUpdateSubject, Type: jwt.Service},
+		&jwt.Import{Account: i.file.System, Subject: sysClaimsLookup, LocalSubject: ClaimsLookupPrefix + "*", Type: jwt.Service},
+	)
+	acc.Exports = jwtExports()
+	// A user minted without permissions gets none.
+	acc.DefaultPermissions.Pub.Deny.Add(">")
+	acc.DefaultPermissions.Sub.Deny.Add(">")
+	return sys, acc, nil
+}
+
+// authorityAccounts signs the system and pcm account JWTs.
+func (i *Issuer) authorityAccounts() (sysJWT, accJWT string, err error) {
+	sys, acc, err := i.authorityAccountClaims()
+	if err != nil {
+		return "", "", err
+	}
+	if sysJWT, err = sys.Encode(i.opSigner); err != nil {
+		return "", "", fmt.Errorf("%w: system account JWT: %w", ErrIssue, err)
+	}
+	if accJWT, err = acc.Encode(i.opSigner); err != nil {
+		return "", "", fmt.Errorf("%w: account JWT: %w", ErrIssue, err)
+	}
+	return sysJWT, accJWT, nil
+}
 
 // Issue mints a new user (a new nkey) for u and returns its credentials
-// file content: the user JWT with u's permissions, then its seed. They
-// expire after u.TTL, or never; keep them 0600 (WriteCreds does).
+// file content: the user JWT with u's permissions and limits, then its
+// seed. An admin is a user of the pcm account; the other roles are users
+// of their principal's account, which must be on the brokers for the
+// credentials to work (fleet pushes it). They expire after u.TTL, or never;
+// keep them 0600 (WriteCreds does).
 func (i *Issuer) Issue(u User) ([]byte, error) {
 	perms, err := Permissions(u)
 	if err != nil {
@@ -71,15 +223,22 @@ func (i *Issuer) Issue(u User) ([]byte, error) {
 	pub, _ := kp.PublicKey()
 	uc := jwt.NewUserClaims(pub)
 	uc.Name = u.UserName()
-	uc.IssuerAccount = i.account
 	uc.Permissions = perms
+	uc.Limits = userLimits(u.Role)
+	uc.BearerToken = false
 	uc.Tags.Add("pcm-role:" + string(u.Role))
-	now := time.Now()
-	uc.IssuedAt = now.Unix()
-	if u.TTL > 0 {
-		uc.Expires = now.Add(u.TTL).Unix()
+	signer := i.accSigner
+	uc.IssuerAccount = i.file.Account
+	if u.Role != RoleAdmin {
+		if uc.IssuerAccount, err = i.AccountOf(u.Principal()); err != nil {
+			return nil, err
+		}
+		signer = i.principalSign
 	}
-	tok, err := uc.Encode(i.signer)
+	if u.TTL > 0 {
+		uc.Expires = time.Now().Add(u.TTL).Unix()
+	}
+	tok, err := uc.Encode(signer)
 	if err != nil {
 		return nil, fmt.Errorf("%w: signing %s: %w", ErrIssue, u.UserName(), err)
 	}

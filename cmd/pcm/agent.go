@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,7 +17,8 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/pkgcache"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 )
 
 // faultEnv names the test-only variable that crashes the agent (SIGKILL of
@@ -41,7 +43,7 @@ func (f *agentFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory of the journal, job directories and logs (default: per user and client)")
 	cmd.Flags().DurationVar(&f.heartbeat, "heartbeat", agent.DefaultHeartbeat, "how often the inventory in PCM_AGENTS is refreshed")
 	cmd.Flags().DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
-	cmd.Flags().DurationVar(&f.ackWait, "ack-wait", publisher.DefaultAckWait, "with --enroll: redeliver an unacked offer after this long")
+	cmd.Flags().DurationVar(&f.ackWait, "ack-wait", fleet.DefaultAckWait, "with --enroll: redeliver an unacked offer after this long")
 	f.cacheSize = pkgcache.DefaultMaxBytes
 	cmd.Flags().Var(&f.cacheSize, "cache-size", "size limit of the package cache in the state dir (2GiB, 500MiB, ...); least recently used packages are evicted first, never one of a pending job")
 	cmd.Flags().StringSliceVar(&f.trustedKeys, "trusted-keys", nil, trustedKeysUsage)
@@ -64,7 +66,7 @@ agent enroll itself with --groups.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.resolve()
 			if f.enroll && g.sec.creds != "" {
-				return fmt.Errorf("--enroll: an agent with credentials (a broker started with --auth) cannot enroll itself: an operator runs pcm enroll %s --group ... with publisher or admin credentials", f.clientID)
+				return fmt.Errorf("--enroll: an agent with credentials (a broker started with --auth) cannot enroll itself: an operator runs pcm enroll %s --group ... --issuer ISSUER.json", f.clientID)
 			}
 			nc, err := g.dial(agent.ConnectOptions("pcm agent " + f.clientID))
 			if err != nil {
@@ -113,12 +115,12 @@ func enrollSelf(ctx context.Context, nc *nats.Conn, f agentFlags) error {
 	}
 	for {
 		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := publisher.Enroll(ectx, js, f.clientID, f.groups, publisher.EnrollOptions{AckWait: f.ackWait})
+		_, err := fleet.EnrollConsumer(ectx, js, f.clientID, f.groups, fleet.ConsumerOptions{AckWait: f.ackWait})
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		if strings.Contains(err.Error(), "not provisioned") || strings.Contains(err.Error(), "invalid") {
+		if errors.Is(err, fleet.ErrNotProvisioned) || errors.Is(err, events.ErrInvalidID) {
 			return err
 		}
 		select {

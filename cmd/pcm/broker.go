@@ -76,10 +76,12 @@ every job, status and bucket. With --cluster-* flags it runs as one member of a 
 provision such a cluster once it has formed, with pcm broker provision --replicas 3.
 
 Without --auth the broker is open: anyone who reaches --listen may do anything, so keep it on
-loopback. With --auth it trusts only users of its pcm account: on first start it creates the
-operator, the account and the account's signing key in --auth-dir (default DATA/auth) and writes
-admin credentials there (admin.creds); pcm enroll and pcm creds then issue per-client and per-role
-credentials with the account key (account-key.creds), which the broker accepts without a restart.
+loopback. With --auth it trusts only the accounts of its operator: on first start it creates the
+operator, the system and pcm accounts and the issuer file in --auth-dir (default DATA/auth) and
+writes admin credentials there (admin.creds). pcm enroll, pcm creds and pcm revoke then make each
+client's, publisher's and auditor's own account, their credentials and their revocations with the
+issuer file (issuer.json); the broker keeps the accounts in DATA/accounts and accepts them without
+a restart.
 --tls-cert and --tls-key turn TLS on for clients and cluster routes; --tls-ca is the CA routes
 (and client certificates) are verified with. See docs/security.md.`,
 		Args: cobra.NoArgs,

@@ -23,7 +23,7 @@ import (
 // name: here they are the broker's.)
 func (f *brokerFlags) registerSecurity(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.auth, "auth", false, "require credentials: create (first start) or load the operator and pcm account in --auth-dir")
-	cmd.Flags().StringVar(&f.authDir, "auth-dir", "", "directory of the operator, account and account key (default DATA/auth); cluster members share a copy")
+	cmd.Flags().StringVar(&f.authDir, "auth-dir", "", "directory of the operator, the accounts and the issuer (default DATA/auth); cluster members share a copy of the JWTs")
 	cmd.Flags().StringVar(&f.tls.CertFile, "tls-cert", "", "the broker's certificate (PEM): turns TLS on for clients and cluster routes")
 	cmd.Flags().StringVar(&f.tls.KeyFile, "tls-key", "", "key of --tls-cert (PEM)")
 	cmd.Flags().StringVar(&f.tls.CAFile, "tls-ca", "", "CA (PEM) that cluster members' and clients' certificates are verified with")
@@ -71,10 +71,11 @@ func (f *brokerFlags) sayAuth(w io.Writer, log *zap.Logger, a *auth.Authority, c
 	if created {
 		fmt.Fprintf(w, "created the operator and the pcm account in %s\n", a.Dir())
 	}
-	fmt.Fprintf(w, "authentication on: admin credentials %s, account key %s (keep both secret)\n",
-		filepath.Join(a.Dir(), auth.AdminCredsFile), filepath.Join(a.Dir(), auth.AccountKeyFile))
-	fmt.Fprintf(w, "issue credentials with: pcm enroll CLIENT --account-key %s ... or pcm creds ROLE NAME --account-key %s --out FILE\n",
-		filepath.Join(a.Dir(), auth.AccountKeyFile), filepath.Join(a.Dir(), auth.AccountKeyFile))
+	issuer := filepath.Join(a.Dir(), auth.IssuerFile)
+	fmt.Fprintf(w, "authentication on: admin credentials %s, issuer %s (keep both secret)\n",
+		filepath.Join(a.Dir(), auth.AdminCredsFile), issuer)
+	fmt.Fprintf(w, "enroll clients with: pcm enroll CLIENT --group G --issuer %s; other credentials: pcm creds ROLE NAME --issuer %s --out FILE\n",
+		issuer, issuer)
 }
 
 // selfProvisionTTL bounds the admin credentials a broker mints for itself.
@@ -82,7 +83,7 @@ const selfProvisionTTL = 5 * time.Minute
 
 // selfOptions are the options of the broker's own provisioning
 // connection: in-process (no network, no TLS) and, with auth, as a
-// short-lived admin minted with the account key.
+// short-lived admin minted with the issuer.
 func selfOptions(b *broker.Broker, a *auth.Authority) ([]nats.Option, error) {
 	opts := []nats.Option{nats.InProcessServer(b.Server())}
 	if a == nil {
@@ -107,12 +108,14 @@ func newInitAuthCmd() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:   "init-auth --auth-dir DIR",
-		Short: "Create the operator, the pcm account, its account key and admin credentials in DIR",
-		Long: `Creates, once, the authority of a deployment: an operator, the pcm account (with JetStream)
-signed by it, the account's signing key (account-key.creds: it issues every credential) and a
-first admin's credentials (admin.creds), secrets mode 0600. pcm broker --auth does this by itself
-on a single node; for a cluster, run it once and copy operator.jwt, account.jwt and system.jwt to
-every member's --auth-dir (members need no secret). It refuses a DIR that already holds one.`,
+		Short: "Create the operator, the system and pcm accounts, the issuer and admin credentials in DIR",
+		Long: `Creates, once, the authority of a deployment: an operator, the system account and the pcm
+account (with JetStream and the exports every client's, publisher's and auditor's account
+imports) signed by it, the issuer file (issuer.json: the signing keys that make accounts and
+credentials) and a first admin's credentials (admin.creds), secrets mode 0600. pcm broker --auth
+does this by itself on a single node; for a cluster, run it once and copy operator.jwt,
+account.jwt and system.jwt to every member's --auth-dir (members need no secret). It refuses a
+DIR that already holds one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
@@ -125,8 +128,8 @@ every member's --auth-dir (members need no secret). It refuses a DIR that alread
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created the operator and the pcm account %s in %s\nadmin credentials: %s\naccount key: %s\n",
-				a.Account(), dir, filepath.Join(dir, auth.AdminCredsFile), filepath.Join(dir, auth.AccountKeyFile))
+			fmt.Fprintf(cmd.OutOrStdout(), "created the operator and the pcm account %s in %s\nadmin credentials: %s\nissuer: %s\n",
+				a.Account(), dir, filepath.Join(dir, auth.AdminCredsFile), filepath.Join(dir, auth.IssuerFile))
 			return nil
 		},
 	}

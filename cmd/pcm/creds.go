@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,25 +9,23 @@ import (
 	"github.com/pcm-project/pcm/broker/auth"
 )
 
-// accountKeyUsage documents --account-key.
-const accountKeyUsage = "the pcm account's signing key file (account-key.creds in the auth dir of pcm broker --auth): it mints credentials"
-
 func newCredsCmd(g *globals) *cobra.Command {
-	var out, accountKey string
-	var groups []string
+	var out, issuer string
 	var ttl time.Duration
 	cmd := &cobra.Command{
-		Use:   "creds ROLE NAME --out FILE",
-		Short: "Issue credentials for a publisher, an auditor or an admin (or an agent or desktop)",
-		Long: `Mints a NATS user of the pcm account with the permissions of ROLE and writes its credentials
-(user JWT and nkey seed) to FILE, mode 0600. The broker accepts them at once, without a restart.
-Roles: publisher (publish and cancel jobs, enroll clients, push packages, read statuses and the
-inventory), auditor (read both streams and the inventory, change nothing), admin (everything:
-provisioning), agent and desktop (one client: NAME is the client id; pcm enroll issues these).
-See docs/security.md for the exact permissions. Whoever holds --account-key can mint any of them:
-keep it with the operators.`,
-		Example: `  pcm creds publisher ci --out ci.creds --account-key ./pcm-data/auth/account-key.creds
-  pcm creds auditor audit --out audit.creds --account-key ./pcm-data/auth/account-key.creds`,
+		Use:   "creds ROLE NAME --out FILE --issuer ISSUER",
+		Short: "Issue credentials for a publisher, an auditor or an admin (or an enrolled client's agent or desktop)",
+		Long: `Mints a NATS user with the permissions of ROLE and writes its credentials (user JWT and nkey
+seed) to FILE, mode 0600. A publisher or an auditor gets an account of its own, made (or brought
+up to date) on every broker first; an admin is a user of the pcm account itself; agent and
+desktop credentials belong to an enrolled client's account (NAME is the client id; pcm enroll
+issues these). The brokers accept the credentials at once, without a restart.
+Roles: publisher (publish and cancel jobs, push packages, read statuses and the inventory),
+auditor (read both streams and the inventory, change nothing), admin (everything: provisioning,
+enrollment, revocation), agent and desktop (one client). See docs/security.md for what each
+account reaches. Whoever holds the issuer file can mint any of them: keep it with the operators.`,
+		Example: `  pcm creds publisher ci --out ci.creds --issuer ./pcm-data/auth/issuer.json
+  pcm creds auditor audit --out audit.creds --issuer ./pcm-data/auth/issuer.json`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			role, err := auth.ParseRole(args[0])
@@ -39,51 +35,31 @@ keep it with the operators.`,
 			if out == "" {
 				return fmt.Errorf("--out FILE is required: where to write the credentials")
 			}
-			path, err := issueCreds(accountKey, auth.User{Role: role, Name: args[1], Groups: groups, TTL: ttl}, out)
+			if issuer == "" {
+				return requireIssuer("issue credentials")
+			}
+			u := auth.User{Role: role, Name: args[1], TTL: ttl}
+			if err := u.Validate(); err != nil {
+				return err
+			}
+			s, err := g.connectAdmin("pcm creds", issuer)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s credentials for %s to %s (mode 0600)\n", role, args[1], path)
+			defer s.Close()
+			creds, err := s.accts.Issue(cmd.Context(), u)
+			if err != nil {
+				return err
+			}
+			if err := auth.WriteCreds(out, creds); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s credentials for %s to %s (mode 0600)\n", role, args[1], out)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "file to write the credentials to (mode 0600)")
-	cmd.Flags().StringVar(&accountKey, "account-key", "", accountKeyUsage)
-	cmd.Flags().StringSliceVar(&groups, "group", nil, "for a desktop: its client's groups")
+	registerIssuer(cmd, &issuer)
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "expire the credentials after this long (0: never)")
 	return cmd
-}
-
-// issueCreds mints u with the account key file and writes its credentials
-// to path; it returns the path written.
-func issueCreds(accountKey string, u auth.User, path string) (string, error) {
-	if accountKey == "" {
-		return "", fmt.Errorf("--account-key FILE (or PCM_ACCOUNT_KEY) is required to issue credentials: it is %s in the auth dir of pcm broker --auth", auth.AccountKeyFile)
-	}
-	iss, err := auth.LoadIssuer(accountKey)
-	if err != nil {
-		return "", err
-	}
-	creds, err := iss.Issue(u)
-	if err != nil {
-		return "", err
-	}
-	if err := auth.WriteCreds(path, creds); err != nil {
-		return "", err
-	}
-	return path, nil
-}
-
-// issueClientCreds writes the agent and desktop credentials of client into
-// dir, as CLIENT-agent.creds and CLIENT-desktop.creds, and says so on w.
-func issueClientCreds(w io.Writer, accountKey, dir, client string, groups []string) error {
-	for _, role := range []auth.Role{auth.RoleAgent, auth.RoleDesktop} {
-		path := filepath.Join(dir, client+"-"+string(role)+".creds")
-		if _, err := issueCreds(accountKey, auth.User{Role: role, Name: client, Groups: groups}, path); err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "wrote the %s credentials of %s to %s (mode 0600): install it on the client, readable by the %s only\n",
-			role, client, path, map[auth.Role]string{auth.RoleAgent: "service account", auth.RoleDesktop: "client's users"}[role])
-	}
-	return nil
 }

@@ -2,52 +2,111 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/fleet"
 )
 
 func newEnrollCmd(g *globals) *cobra.Command {
-	var groups []string
+	var groups, keys []string
 	var ackWait time.Duration
-	var accountKey, outDir string
+	var issuer, outDir, keysFile string
+	var noCreds bool
 	cmd := &cobra.Command{
 		Use:   "enroll CLIENT",
-		Short: "Enroll a client: create or update its durable consumer with its groups",
+		Short: "Enroll a client: its consumer with its groups, and on an authenticated broker its account and credentials",
 		Long: `Creates or updates the client's durable consumer agent-CLIENT on PCM_JOBS, filtered to its own
 subject, its groups' subjects and pcm.jobs.all. Group membership is the operator's decision: the
 client's agent receives the live jobs of every group it is enrolled in, including jobs published
 before it joined. Enrolling again with other groups updates the filters.
 
-On a broker started with --auth, enroll runs with publisher or admin credentials (--creds), and
-with --account-key it also issues the client's credentials: CLIENT-agent.creds for the service
-and CLIENT-desktop.creds for the desktop face, written mode 0600 in --out-dir. The agent can then
-fetch only from its own consumer and report only its own statuses (docs/security.md).`,
+On a broker started with --auth, give the authority's issuer file (--issuer): enroll then makes
+or updates the client's own NATS account on every broker (it reaches only its own consumer,
+statuses, lock and inventory: docs/security.md) and writes, mode 0600 in --out-dir,
+CLIENT-agent.creds for the service and CLIENT-desktop.creds for the desktop face, and the
+trusted publisher keys given with --trusted-keys as CLIENT-trusted.keys, which the agent reads
+next to its credentials so that it verifies jobs from the first one. Without --creds it connects
+as a short-lived admin minted from the issuer file.`,
 		Example: `  pcm enroll ws-042 --group lab --group windows
-  pcm enroll ws-042 --group lab --creds admin.creds --account-key ./pcm-data/auth/account-key.creds --out-dir ./creds`,
+  pcm enroll ws-042 --group lab --issuer ./pcm-data/auth/issuer.json --out-dir ./creds \
+    --trusted-keys "$(pcm keys public signing.nk)"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, js, err := g.connect("pcm enroll")
+			client := args[0]
+			trusted, err := trustedKeys(keys, keysFile)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			if _, err := publisher.Enroll(cmd.Context(), js, args[0], groups, publisher.EnrollOptions{AckWait: ackWait}); err != nil {
+			s, err := g.connectAdmin("pcm enroll", issuer)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s (groups: %s)\n", args[0], strings.Join(groups, ","))
-			if accountKey != "" {
-				return issueClientCreds(cmd.OutOrStdout(), accountKey, outDir, args[0], groups)
+			defer s.Close()
+			enrolled, err := fleet.Enroll(cmd.Context(), s.js, s.accts, client, groups, fleet.ConsumerOptions{AckWait: ackWait})
+			if err != nil {
+				return err
 			}
-			return nil
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "enrolled %s (groups: %s)\n", client, orNone(strings.Join(enrolled, ",")))
+			if s.accts == nil || noCreds {
+				return nil
+			}
+			for _, role := range []auth.Role{auth.RoleAgent, auth.RoleDesktop} {
+				path := filepath.Join(outDir, client+"-"+string(role)+".creds")
+				creds, err := s.accts.Issue(cmd.Context(), auth.User{Role: role, Name: client})
+				if err != nil {
+					return err
+				}
+				if err := auth.WriteCreds(path, creds); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "wrote the %s credentials of %s to %s (mode 0600): install it on the client, readable by the %s only\n",
+					role, client, path, map[auth.Role]string{auth.RoleAgent: "service account", auth.RoleDesktop: "client's users"}[role])
+			}
+			return writeTrustedKeys(out, cmd.ErrOrStderr(), outDir, client, trusted)
 		},
 	}
 	cmd.Flags().StringSliceVar(&groups, "group", nil, "group of the client (repeatable or comma-separated)")
-	cmd.Flags().DurationVar(&ackWait, "ack-wait", publisher.DefaultAckWait, "redeliver an offer the agent has not acked after this long")
-	cmd.Flags().StringVar(&accountKey, "account-key", "", accountKeyUsage+"; with it, enroll writes the client's agent and desktop credentials")
-	cmd.Flags().StringVar(&outDir, "out-dir", ".", "with --account-key: directory to write CLIENT-agent.creds and CLIENT-desktop.creds to")
+	cmd.Flags().DurationVar(&ackWait, "ack-wait", fleet.DefaultAckWait, "redeliver an offer the agent has not acked after this long")
+	registerIssuer(cmd, &issuer)
+	cmd.Flags().StringVar(&outDir, "out-dir", ".", "with --issuer: directory to write CLIENT-agent.creds, CLIENT-desktop.creds and CLIENT-trusted.keys to")
+	cmd.Flags().BoolVar(&noCreds, "no-creds", false, "with --issuer: update the client's groups and account only, write no credentials")
+	cmd.Flags().StringSliceVar(&keys, "trusted-keys", nil, "public keys of the publishers the client trusts (pcm keys public), written to CLIENT-trusted.keys")
+	cmd.Flags().StringVar(&keysFile, "trusted-keys-file", "", "file of trusted public keys, one per line, added to --trusted-keys")
 	return cmd
+}
+
+// orNone is s, or "none" when s is empty.
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// trustedKeysName is the file of a client's trusted publisher keys, next
+// to its credentials.
+func trustedKeysName(client string) string { return client + "-trusted.keys" }
+
+// writeTrustedKeys writes keys to DIR/CLIENT-trusted.keys (public, 0644),
+// or says on warn that the client will refuse every job without them.
+func writeTrustedKeys(out, warn io.Writer, dir, client string, keys []string) error {
+	if len(keys) == 0 {
+		fmt.Fprintf(warn, "no --trusted-keys: the agent of %s refuses every job until it is given the publishers' keys (--trusted-keys) or started with --allow-unsigned\n", client)
+		return nil
+	}
+	path := filepath.Join(dir, trustedKeysName(client))
+	body := "# publisher keys client " + client + " trusts (pcm enroll); one per line\n" + strings.Join(keys, "\n") + "\n"
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		return fmt.Errorf("writing the trusted keys of %s: %w", client, err)
+	}
+	fmt.Fprintf(out, "wrote the %d trusted publisher key(s) of %s to %s: install it next to the credentials\n", len(keys), client, path)
+	return nil
 }

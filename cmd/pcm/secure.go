@@ -47,10 +47,17 @@ func (c *clientSecurity) options() ([]nats.Option, error) {
 // with the user's credentials and TLS settings: it fails fast with a clear
 // error when no broker answers or the broker refuses the user.
 func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	return g.connectWith(name)
+}
+
+// connectWith is connect with extra options after the user's (credentials
+// minted in memory, say).
+func (g *globals) connectWith(name string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts, err := g.sec.options()
 	if err != nil {
 		return nil, nil, err
 	}
+	opts = append(opts, extra...)
 	refused := func(nc *nats.Conn, sub *nats.Subscription, err error) {
 		if g.asyncError(nc, sub, err) {
 			// A short-lived command cannot do without what was refused:

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -8,11 +9,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 )
 
 // SecureEnv is the environment variable that turns the secure test mode
@@ -41,16 +46,23 @@ func WithTLS() Option { return func(o *options) { o.tls = true } }
 type Security struct {
 	// Dir holds everything below, and the credentials Creds mints.
 	Dir string
-	// Authority is the operator, account and signing key; nil without
+	// Authority is the operator, the accounts and the issuer; nil without
 	// WithAuth.
 	Authority *auth.Authority
 	// AdminCreds is the admin credentials file; empty without WithAuth.
 	AdminCreds string
+	// IssuerFile is the issuer file; empty without WithAuth.
+	IssuerFile string
 	// Certs are the TLS files; nil without WithTLS.
 	Certs *Certs
 
 	issuer *auth.Issuer
 	n      atomic.Int64
+
+	mu    sync.Mutex
+	urls  []string
+	admin *nats.Conn      // lazily, for Accounts
+	known map[string]bool // accounts Creds made or found
 }
 
 // newSecurity makes the material o asks for, or returns nil.
@@ -67,6 +79,7 @@ func newSecurity(t testing.TB, o options) *Security {
 		}
 		s.Authority = a
 		s.AdminCreds = filepath.Join(a.Dir(), auth.AdminCredsFile)
+		s.IssuerFile = filepath.Join(a.Dir(), auth.IssuerFile)
 		if s.issuer, err = a.Issuer(); err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
@@ -95,17 +108,77 @@ func (s *Security) apply(cfg *broker.Config) {
 	}
 }
 
+// Accounts is the principals' accounts of the running broker (or
+// cluster), through an admin connection the Security keeps until the test
+// ends. It fails the test on a broker without WithAuth.
+func (s *Security) Accounts(t testing.TB) *fleet.Accounts {
+	t.Helper()
+	if s == nil || s.issuer == nil {
+		t.Fatal("testenv: Accounts needs a broker started WithAuth()")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.admin == nil || s.admin.IsClosed() {
+		nc, _ := connect(t, "testenv accounts", s.urls, s.adminOptions(t)...)
+		s.admin = nc
+	}
+	return fleet.NewAccounts(s.admin, s.issuer)
+}
+
 // Creds mints credentials for u into a new file of Dir and returns its
-// path. It fails the test on a broker without WithAuth.
+// path, making u's account on the broker first when it has none (a
+// client's with the groups its consumer was enrolled with, if any). It
+// fails the test on a broker without WithAuth.
 func (s *Security) Creds(t testing.TB, u auth.User) string {
 	t.Helper()
 	if s == nil || s.issuer == nil {
 		t.Fatal("testenv: Creds needs a broker started WithAuth()")
 	}
-	b, err := s.issuer.Issue(u)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	known := u.Role == auth.RoleAdmin || s.known[u.Principal().AccountName()]
+	s.mu.Unlock()
+	if known { // no broker needed (it may be down)
+		b, err := s.issuer.Issue(u)
+		if err != nil {
+			t.Fatalf("testenv: issuing %s: %v", u.UserName(), err)
+		}
+		return s.writeCreds(t, u, b)
+	}
+	accts := s.Accounts(t)
+	if u.Role.Kind() == auth.KindClient {
+		ac, err := accts.Lookup(ctx, u.Principal())
+		if err != nil {
+			t.Fatalf("testenv: looking up the account of %s: %v", u.Name, err)
+		}
+		if ac == nil {
+			p := u.Principal()
+			js, _ := jetstream.New(s.admin)
+			if c, err := js.Consumer(ctx, events.StreamJobs, events.ConsumerName(u.Name)); err == nil {
+				p.Groups = events.GroupsOfConsumer(c.CachedInfo().Config.Metadata)
+			}
+			if err := accts.Ensure(ctx, p); err != nil {
+				t.Fatalf("testenv: making the account of %s: %v", u.Name, err)
+			}
+		}
+	}
+	b, err := accts.Issue(ctx, u)
 	if err != nil {
 		t.Fatalf("testenv: issuing %s: %v", u.UserName(), err)
 	}
+	s.mu.Lock()
+	if s.known == nil {
+		s.known = map[string]bool{}
+	}
+	s.known[u.Principal().AccountName()] = true
+	s.mu.Unlock()
+	return s.writeCreds(t, u, b)
+}
+
+// writeCreds writes credentials of u into a new file of Dir.
+func (s *Security) writeCreds(t testing.TB, u auth.User, b []byte) string {
+	t.Helper()
 	path := filepath.Join(s.Dir, "creds", u.UserName()+"-"+strconv.FormatInt(s.n.Add(1), 10)+".creds")
 	if err := auth.WriteCreds(path, b); err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -148,14 +221,14 @@ func (s *Security) adminOptions(t testing.TB) []nats.Option {
 }
 
 // ProcessEnv is the environment a pcm process needs to reach the broker as
-// admin: PCM_CREDS and PCM_TLS_CA, as set.
+// admin and make accounts: PCM_CREDS, PCM_ISSUER and PCM_TLS_CA, as set.
 func (s *Security) ProcessEnv() []string {
 	if s == nil {
 		return nil
 	}
 	var env []string
 	if s.AdminCreds != "" {
-		env = append(env, "PCM_CREDS="+s.AdminCreds)
+		env = append(env, "PCM_CREDS="+s.AdminCreds, "PCM_ISSUER="+s.IssuerFile)
 	}
 	if s.Certs != nil {
 		env = append(env, "PCM_TLS_CA="+s.Certs.CAFile)
@@ -171,6 +244,16 @@ func register(t testing.TB, s *Security, urls ...string) {
 	if s == nil {
 		return
 	}
+	s.mu.Lock()
+	s.urls = urls
+	s.mu.Unlock()
+	t.Cleanup(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.admin != nil {
+			s.admin.Close()
+		}
+	})
 	for _, u := range urls {
 		registry.Store(u, s)
 	}
@@ -228,4 +311,20 @@ func ClientOptions(t testing.TB, url string, u auth.User) []nats.Option {
 		creds = s.Creds(t, u)
 	}
 	return s.Options(t, creds)
+}
+
+// EnrollClient enrolls client in groups on the broker js is connected to:
+// its consumer and, on a secure test broker, its account (so that its
+// desktop hears of its groups' offers).
+func EnrollClient(t testing.TB, js jetstream.JetStream, client string, groups []string, opts fleet.ConsumerOptions) {
+	t.Helper()
+	var accts *fleet.Accounts
+	if s := SecurityOf(js.Conn().ConnectedUrl()); s != nil && s.issuer != nil {
+		accts = s.Accounts(t)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := fleet.Enroll(ctx, js, accts, client, groups, opts); err != nil {
+		t.Fatalf("testenv: enrolling %s: %v", client, err)
+	}
 }

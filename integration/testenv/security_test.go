@@ -31,7 +31,7 @@ func TestSecureBroker(t *testing.T) {
 	if testenv.SecurityOf("nats://127.0.0.1:1") != nil || testenv.ClientOptions(t, "nats://127.0.0.1:1", auth.User{Role: auth.RoleAgent, Name: "c1"}) != nil {
 		t.Fatal("an unknown URL has security")
 	}
-	if env := b.Sec.ProcessEnv(); len(env) != 2 {
+	if env := b.Sec.ProcessEnv(); len(env) != 3 {
 		t.Fatalf("ProcessEnv: %q", env)
 	}
 	if nc, err := nats.Connect(b.URL, nats.Timeout(2*time.Second), nats.NoReconnect()); err == nil {

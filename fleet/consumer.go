@@ -1,4 +1,4 @@
-package publisher
+package fleet
 
 import (
 	"context"
@@ -21,15 +21,13 @@ const (
 	// DefaultMaxAckPending bounds the offers a client may hold unacked: the
 	// jobs waiting for their time or for the user.
 	DefaultMaxAckPending = 20000
-	// MetadataGroups is the consumer metadata key holding the client's groups,
-	// comma-separated, as the operator enrolled them.
-	MetadataGroups = "pcm_groups"
-	// MetadataClient is the consumer metadata key holding the client id.
-	MetadataClient = "pcm_client"
+	// defaultTimeout bounds each broker call when the caller's context has
+	// no deadline.
+	defaultTimeout = 10 * time.Second
 )
 
-// EnrollOptions tunes a client's consumer.
-type EnrollOptions struct {
+// ConsumerOptions tunes a client's consumer.
+type ConsumerOptions struct {
 	// AckWait before redelivery; default DefaultAckWait.
 	AckWait time.Duration
 	// MaxAckPending; default DefaultMaxAckPending.
@@ -38,22 +36,20 @@ type EnrollOptions struct {
 	Replicas int
 }
 
-// Enroll creates or updates client's durable consumer agent-<client> on
-// PCM_JOBS: filtered to its own subject, its groups' and pcm.jobs.all,
-// explicit ack, unlimited deliveries, delivering every stored job (so a
-// client that joins a group gets the group's live jobs). Enrolling again with
-// other groups updates the filters and keeps the consumer's position.
-func Enroll(ctx context.Context, js jetstream.JetStream, client string, groups []string, opts EnrollOptions) (jetstream.Consumer, error) {
+// EnrollConsumer creates or updates client's durable consumer
+// agent-<client> on PCM_JOBS: filtered to its own subject, its groups' and
+// pcm.jobs.all, explicit ack, unlimited deliveries, delivering every stored
+// job (so a client that joins a group gets the group's live jobs). Enrolling
+// again with other groups updates the filters and keeps the consumer's
+// position. It needs the rights of an admin of the pcm account (or an open
+// broker). groups are normalized (split at commas, trimmed, sorted, each
+// once) and returned as enrolled.
+func EnrollConsumer(ctx context.Context, js jetstream.JetStream, client string, groups []string, opts ConsumerOptions) (jetstream.Consumer, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	if err := events.ValidID("client id", client); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
-	}
-	groups = normalizeGroups(groups)
-	for _, g := range groups {
-		if err := events.ValidID("group", g); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
-		}
+	groups, err := checkClient(client, groups)
+	if err != nil {
+		return nil, err
 	}
 	if opts.AckWait <= 0 {
 		opts.AckWait = DefaultAckWait
@@ -72,8 +68,8 @@ func Enroll(ctx context.Context, js jetstream.JetStream, client string, groups [
 		MaxAckPending:  opts.MaxAckPending,
 		Replicas:       opts.Replicas,
 		Metadata: map[string]string{
-			MetadataClient: client,
-			MetadataGroups: strings.Join(groups, ","),
+			events.ConsumerMetadataClient: client,
+			events.ConsumerMetadataGroups: strings.Join(groups, ","),
 		},
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg)
@@ -96,15 +92,24 @@ func Unenroll(ctx context.Context, js jetstream.JetStream, client string) error 
 	return nil
 }
 
-// GroupsOf reads the groups a consumer was enrolled with.
-func GroupsOf(info *jetstream.ConsumerInfo) []string {
-	if info == nil || info.Config.Metadata[MetadataGroups] == "" {
-		return nil
+// checkClient validates a client id and its groups, and normalizes the
+// groups.
+func checkClient(client string, groups []string) ([]string, error) {
+	if err := events.ValidID("client id", client); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
 	}
-	return strings.Split(info.Config.Metadata[MetadataGroups], ",")
+	groups = NormalizeGroups(groups)
+	for _, g := range groups {
+		if err := events.ValidID("group", g); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
+		}
+	}
+	return groups, nil
 }
 
-func normalizeGroups(groups []string) []string {
+// NormalizeGroups splits groups at commas, trims them, drops empty ones and
+// duplicates, and sorts them.
+func NormalizeGroups(groups []string) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, g := range groups {
@@ -118,4 +123,12 @@ func normalizeGroups(groups []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// withDefaultTimeout applies defaultTimeout when ctx has no deadline.
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, defaultTimeout)
 }

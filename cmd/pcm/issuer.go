@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/fleet"
+)
+
+// issuerUsage documents --issuer.
+const issuerUsage = "the authority's issuer file (issuer.json in the auth dir of pcm broker --auth): it makes accounts and credentials; keep it with the operators"
+
+// adminTTL bounds the admin credentials a command mints for itself from
+// the issuer file when --creds is not given.
+const adminTTL = 5 * time.Minute
+
+// registerIssuer adds --issuer to cmd.
+func registerIssuer(cmd *cobra.Command, path *string) {
+	cmd.Flags().StringVar(path, "issuer", "", issuerUsage)
+}
+
+// adminSession is an admin connection for enrollment and revocation, with
+// the accounts of the issuer (nil without --issuer: an open broker).
+type adminSession struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	accts *fleet.Accounts
+}
+
+// Close closes the connection.
+func (s *adminSession) Close() { s.nc.Close() }
+
+// connectAdmin connects as an admin: with --creds when given, else, with an
+// issuer file, as a short-lived admin minted from it.
+func (g *globals) connectAdmin(name, issuerPath string) (*adminSession, error) {
+	var iss *auth.Issuer
+	if issuerPath != "" {
+		var err error
+		if iss, err = auth.LoadIssuer(issuerPath); err != nil {
+			return nil, err
+		}
+	}
+	var extra []nats.Option
+	if g.sec.creds == "" && iss != nil {
+		creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "pcm-cli", TTL: adminTTL})
+		if err != nil {
+			return nil, err
+		}
+		o, err := auth.CredsOption(creds)
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, o)
+	}
+	nc, js, err := g.connectWith(name, extra...)
+	if err != nil {
+		return nil, err
+	}
+	s := &adminSession{nc: nc, js: js}
+	if iss != nil {
+		s.accts = fleet.NewAccounts(nc, iss)
+	}
+	return s, nil
+}
+
+// requireIssuer is the error of a command that needs --issuer.
+func requireIssuer(what string) error {
+	return fmt.Errorf("--issuer FILE (or PCM_ISSUER) is required to %s: it is %s in the auth dir of pcm broker --auth", what, auth.IssuerFile)
+}
