@@ -54,14 +54,21 @@ func TestSecureCLI(t *testing.T) {
 		return out
 	}
 
+	signingKey := filepath.Join(dir, "signing.nk")
+	publicKey := strings.TrimSpace(mustPCM("keys", "new", "--out", signingKey))
 	credsDir := filepath.Join(dir, "creds")
-	out := mustPCM("enroll", "c1", "--group", "g1", "--creds", admin, "--issuer", issuer, "--out-dir", credsDir)
+	out := mustPCM("enroll", "c1", "--group", "g1", "--creds", admin, "--issuer", issuer, "--out-dir", credsDir, "--trusted-keys", publicKey)
 	agentCreds, desktopCreds := filepath.Join(credsDir, "c1-agent.creds"), filepath.Join(credsDir, "c1-desktop.creds")
 	if !strings.Contains(out, agentCreds) || !strings.Contains(out, desktopCreds) {
 		t.Fatalf("pcm enroll said %q, want the paths of both credentials", out)
 	}
 	assertMode0600(t, agentCreds)
 	assertMode0600(t, desktopCreds)
+	if b, err := os.ReadFile(filepath.Join(credsDir, "c1-trusted.keys")); err != nil || !strings.Contains(string(b), publicKey) {
+		t.Fatalf("pcm enroll wrote no trusted keys next to the credentials: %q, %v", b, err)
+	}
+	// A second client enrolled without keys: its agent refuses to start.
+	mustPCM("enroll", "c2", "--creds", admin, "--issuer", issuer, "--out-dir", credsDir)
 	pubCreds, auditCreds := filepath.Join(credsDir, "ci.creds"), filepath.Join(credsDir, "audit.creds")
 	mustPCM("creds", "publisher", "ci", "--out", pubCreds, "--issuer", issuer)
 	mustPCM("creds", "auditor", "audit", "--out", auditCreds, "--issuer", issuer)
@@ -78,6 +85,7 @@ func TestSecureCLI(t *testing.T) {
 			{"no credentials", tlsEnv, []string{"publish", "--all", "--", "true"}, "requires credentials"},
 			{"no CA", []string{"PCM_URL=" + url}, []string{"publish", "--creds", pubCreds, "--all", "--", "true"}, "certificate"},
 			{"an agent enrolling itself", tlsEnv, []string{"agent", "--creds", agentCreds, "--client-id", "c1", "--enroll", "--state-dir", filepath.Join(dir, "x")}, "cannot enroll itself"},
+			{"an agent with credentials and no trusted key", tlsEnv, []string{"agent", "--creds", filepath.Join(credsDir, "c2-agent.creds"), "--client-id", "c2", "--state-dir", filepath.Join(dir, "y")}, "--allow-unsigned"},
 			{"an agent publishing a job", tlsEnv, []string{"publish", "--creds", agentCreds, "--timeout", "1s", "--all", "--", "true"}, "refused"},
 			{"a credentials file that is not one", tlsEnv, []string{"publish", "--creds", certs.CAFile, "--all", "--", "true"}, "credentials"},
 			{"pcm up beyond loopback", nil, []string{"up", "--data", filepath.Join(dir, "up"), "--listen", "0.0.0.0:0"}, "loopback only"},
@@ -95,7 +103,7 @@ func TestSecureCLI(t *testing.T) {
 	// The agent runs with its own credentials; the publisher publishes
 	// with its own; the auditor reads the result.
 	startPCM(t, dir, tlsEnv, "agent", "--creds", agentCreds, "--client-id", "c1", "--state-dir", filepath.Join(dir, "state"))
-	id := strings.TrimSpace(mustPCM("publish", "--creds", pubCreds, "--client", "c1", "--", "echo", "hello"))
+	id := strings.TrimSpace(mustPCM("publish", "--creds", pubCreds, "--signing-key", signingKey, "--client", "c1", "--", "echo", "hello"))
 	if !jobIDLine.MatchString(id) {
 		t.Fatalf("pcm publish printed %q, want a job id", id)
 	}

@@ -33,8 +33,7 @@ type agentFlags struct {
 	heartbeat, lease   time.Duration
 	ackWait            time.Duration
 	cacheSize          byteSize
-	trustedKeys        []string
-	trustedKeysFile    string
+	trust              trustFlags
 }
 
 func (f *agentFlags) register(cmd *cobra.Command) {
@@ -46,8 +45,7 @@ func (f *agentFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.ackWait, "ack-wait", fleet.DefaultAckWait, "with --enroll: redeliver an unacked offer after this long")
 	f.cacheSize = pkgcache.DefaultMaxBytes
 	cmd.Flags().Var(&f.cacheSize, "cache-size", "size limit of the package cache in the state dir (2GiB, 500MiB, ...); least recently used packages are evicted first, never one of a pending job")
-	cmd.Flags().StringSliceVar(&f.trustedKeys, "trusted-keys", nil, trustedKeysUsage)
-	cmd.Flags().StringVar(&f.trustedKeysFile, "trusted-keys-file", "", trustedKeysFileUsage)
+	f.trust.register(cmd.Flags())
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -68,12 +66,16 @@ agent enroll itself with --groups.`,
 			if f.enroll && g.sec.creds != "" {
 				return fmt.Errorf("--enroll: an agent with credentials (a broker started with --auth) cannot enroll itself: an operator runs pcm enroll %s --group ... --issuer ISSUER.json", f.clientID)
 			}
+			trusted, err := f.trust.resolve(g.sec.creds, f.clientID)
+			if err != nil {
+				return err
+			}
 			nc, err := g.dial(agent.ConnectOptions("pcm agent " + f.clientID))
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			return runAgent(cmd.Context(), g.log, nc, f)
+			return runAgent(cmd.Context(), g.log, nc, f, trusted)
 		},
 	}
 	f.register(cmd)
@@ -81,12 +83,9 @@ agent enroll itself with --groups.`,
 	return cmd
 }
 
-// runAgent runs the service face on nc until ctx ends.
-func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags) error {
-	trusted, err := trustedKeys(f.trustedKeys, f.trustedKeysFile)
-	if err != nil {
-		return err
-	}
+// runAgent runs the service face on nc until ctx ends, trusting the
+// publisher keys trusted.
+func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, trusted []string) error {
 	if f.stateDir == "" {
 		f.stateDir = defaultStateDir(f.clientID)
 	}

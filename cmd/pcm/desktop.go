@@ -21,8 +21,7 @@ type desktopFlags struct {
 	lease, grace       time.Duration
 	busyNotice         bool
 	noBusyNotice       bool
-	trustedKeys        []string
-	trustedKeysFile    string
+	trust              trustFlags
 }
 
 func (f *desktopFlags) register(cmd *cobra.Command) {
@@ -32,8 +31,7 @@ func (f *desktopFlags) register(cmd *cobra.Command) {
 	pf.DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
 	pf.BoolVar(&f.busyNotice, "busy-notice", true, "tell the user when a background installation holds the client")
 	pf.BoolVar(&f.noBusyNotice, "no-busy-notice", false, "do not show the busy notice (still waits for the lock)")
-	pf.StringSliceVar(&f.trustedKeys, "trusted-keys", nil, trustedKeysUsage)
-	pf.StringVar(&f.trustedKeysFile, "trusted-keys-file", "", trustedKeysFileUsage)
+	f.trust.register(pf)
 }
 
 // open connects and builds the desktop face; lines for the user go to stdout.
@@ -41,7 +39,7 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	if f.clientID == "" {
 		f.clientID = defaultClientID()
 	}
-	trusted, err := trustedKeys(f.trustedKeys, f.trustedKeysFile)
+	trusted, err := f.trust.resolve(g.sec.creds, f.clientID)
 	if err != nil {
 		return nil, nil, err
 	}

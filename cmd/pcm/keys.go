@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/publisher"
@@ -121,9 +123,47 @@ func trustedKeys(keys []string, file string) ([]string, error) {
 	return all, nil
 }
 
-// trustedKeysUsage and trustedKeysFileUsage are the help of the agents'
-// flags.
-const (
-	trustedKeysUsage     = "public keys of the publishers whose signed jobs this client runs, comma-separated (several during a key rotation); without any, unsigned jobs run"
-	trustedKeysFileUsage = "file of trusted public keys, one per line (# comments), added to --trusted-keys"
-)
+// trustFlags say which publishers a face of the agent trusts.
+type trustFlags struct {
+	keys          []string
+	file          string
+	allowUnsigned bool
+}
+
+// register adds --trusted-keys, --trusted-keys-file and --allow-unsigned.
+func (f *trustFlags) register(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&f.keys, "trusted-keys", nil, "public keys of the publishers whose signed jobs this client runs, comma-separated (several during a key rotation)")
+	fs.StringVar(&f.file, "trusted-keys-file", "", "file of trusted public keys, one per line (# comments), added to --trusted-keys (default with --creds: CLIENT-trusted.keys next to the credentials, when it exists)")
+	fs.BoolVar(&f.allowUnsigned, "allow-unsigned", false, "with credentials and no trusted key, run unsigned jobs anyway (an open broker always does)")
+}
+
+// resolve returns the keys to trust: those of --trusted-keys and
+// --trusted-keys-file or, when neither is given, those of the
+// CLIENT-trusted.keys that pcm enroll wrote next to the credentials creds.
+// A face connected with credentials refuses to start without any key unless
+// --allow-unsigned is given: anyone allowed to publish could otherwise run
+// commands on it. With no credentials (an open broker) no key means
+// unsigned jobs run.
+func (f *trustFlags) resolve(creds, client string) ([]string, error) {
+	file := f.file
+	if file == "" && len(f.keys) == 0 && creds != "" {
+		if next := filepath.Join(filepath.Dir(creds), trustedKeysName(client)); fileExists(next) {
+			file = next
+		}
+	}
+	keys, err := trustedKeys(f.keys, file)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 && creds != "" && !f.allowUnsigned {
+		return nil, fmt.Errorf("%w: this face connects with credentials but trusts no publisher key, so it would run jobs nobody signed: give --trusted-keys or --trusted-keys-file (pcm enroll --trusted-keys writes %s next to the credentials), or --allow-unsigned to run unsigned jobs",
+			events.ErrInvalidKey, trustedKeysName(client))
+	}
+	return keys, nil
+}
+
+// fileExists tells whether path names an existing file.
+func fileExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir()
+}

@@ -29,6 +29,10 @@ same --data keeps everything.`,
 			if !broker.IsLoopback(bf.listen) {
 				return fmt.Errorf("--listen %s: pcm up runs an open broker (no authentication) and listens on loopback only: use 127.0.0.1:PORT, or run pcm broker --auth for a broker other machines reach", bf.listen)
 			}
+			trusted, err := af.trust.resolve("", af.clientID) // an open broker: no key, unsigned jobs run
+			if err != nil {
+				return err
+			}
 			b, err := broker.New(bf.config(g.log))
 			if err != nil {
 				return err
@@ -52,7 +56,7 @@ same --data keeps everything.`,
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "pcm is up: broker %s (open, no authentication: loopback only), agent %s\n", b.ClientURL(), af.clientID)
 			fmt.Fprintf(out, "try, in another terminal:\n  pcm publish --url %s --all -- echo hello\n", b.ClientURL())
-			return runAgent(ctx, g.log, nc, af)
+			return runAgent(ctx, g.log, nc, af, trusted)
 		},
 	}
 	bf.register(cmd)
