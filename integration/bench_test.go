@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/integration/testenv"
@@ -145,6 +146,19 @@ func benchEnroll(b testing.TB, js jetstream.JetStream, prefix string, n int, cfg
 	return time.Since(start)
 }
 
+// benchAccounts makes the accounts of the clients prefix-[0, n) on an
+// authenticated broker, eight at a time, and returns how long it took.
+func benchAccounts(b testing.TB, accts *fleet.Accounts, prefix string, n int) time.Duration {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	start := time.Now()
+	benchEach(b, prefix, n, func(client string) error {
+		return accts.Ensure(ctx, auth.Principal{Kind: auth.KindClient, Name: client})
+	})
+	return time.Since(start)
+}
+
 // benchEach calls fn for the clients benchClientID(prefix, 0..n-1), eight at
 // a time, and fails b with the first error.
 func benchEach(b testing.TB, prefix string, n int, fn func(client string) error) {
@@ -202,13 +216,19 @@ type benchConsumers struct {
 
 func benchConsumerState(b testing.TB, srv *server.Server) benchConsumers {
 	b.Helper()
-	acc, err := srv.JszAccount(&server.JSzOptions{Account: server.DEFAULT_GLOBAL_ACCOUNT, Streams: true, Consumer: true})
+	// Every account's: the global one of an open broker, the pcm account
+	// of an authenticated one.
+	jsz, err := srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true})
 	if err != nil {
 		b.Fatal(err)
 	}
+	var streams []server.StreamDetail
+	for _, acc := range jsz.AccountDetails {
+		streams = append(streams, acc.Streams...)
+	}
 	var s benchConsumers
 	first := true
-	for _, st := range acc.Streams {
+	for _, st := range streams {
 		if st.Name != events.StreamJobs {
 			continue
 		}

@@ -44,6 +44,10 @@ const fanHostSize = 5000
 // 5) change the sizes and the measured rounds. PCM_BENCH_OVERLAY=FILE adds
 // a third fleet, pcmo, of agents built with go build -overlay FILE (the
 // agent's sources before a change, say, to compare both in one run).
+// PCM_BENCH_SECURE=1 adds a fleet pcms: the same agents on a broker with
+// authentication, each client in its own account with its own
+// credentials (the trust model of docs/security.md), to measure what the
+// accounts cost (its ratio to pcm is the secure/open figure).
 // PCM_BENCH_NOSYNC=1 runs the agents' journals without fsync and
 // PCM_BENCH_NOECHO=1 connects them with nats.NoEcho, to measure what those
 // would save. PCM_BENCH_PROFILE=DIR writes CPU profiles of the broker and
@@ -57,6 +61,10 @@ func BenchmarkFanout(b *testing.B) {
 	if ov := os.Getenv("PCM_BENCH_OVERLAY"); ov != "" {
 		bins["pcmo"] = benchBuildOverlay(b, "benchhost", ov)
 		names = append(names, "pcmo")
+	}
+	if os.Getenv("PCM_BENCH_SECURE") == "1" {
+		bins["pcms"] = host
+		names = append(names, "pcms")
 	}
 	rounds := benchEnvInts(b, "PCM_BENCH_ROUNDS", 5)[0]
 	for _, n := range benchEnvInts(b, "PCM_BENCH_N", 100, 1000, 5000, 10000) {
@@ -146,6 +154,12 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 		ratio, cpuRatio := float64(t)/float64(bareT), float64(med(f.name, cpu))/float64(bareCPU)
 		b.ReportMetric(ratio, f.name+"-ratio")
 		b.ReportMetric(cpuRatio, f.name+"-cpu-ratio")
+		if f.name == "pcms" {
+			secure := float64(t) / float64(med("pcm", el))
+			b.ReportMetric(secure, "secure/open-ratio")
+			b.Logf("N=%d | secure/open %.2f (pcms %s ms, pcm %s ms) | broker CPU per round pcms %s ms, pcm %s ms",
+				n, secure, benchMs(t), benchMs(med("pcm", el)), benchMs(med(f.name, bcpu)), benchMs(med("pcm", bcpu)))
+		}
 		b.Logf("N=%d | %s %s ms | bare %s ms | ratio %.2f | CPU per round, broker+fleet: %s %s+%s ms, bare %s+%s ms, ratio %.2f | broker heap per consumer %.1f KiB, per connected client %.1f KiB (bare %.1f KiB)",
 			n, f.name, benchMs(t), benchMs(bareT), ratio,
 			f.name, benchMs(med(f.name, bcpu)), benchMs(med(f.name, fcpu)), benchMs(med("bare", bcpu)), benchMs(med("bare", fcpu)), cpuRatio,
@@ -163,7 +177,7 @@ type fanRound struct {
 
 // fanFleet is one fleet: its broker, its enrolled clients, its hosts.
 type fanFleet struct {
-	name string // bare, pcm or pcmo; the prefix of its client ids
+	name string // bare, pcm, pcmo or pcms; the prefix of its client ids
 	mode string // the benchhost mode: "pcm" or "bare"
 	bin  string // the benchhost binary
 	n    int
@@ -179,7 +193,11 @@ type fanFleet struct {
 }
 
 func newFanFleet(b *testing.B, name string, n int, bin string) *fanFleet {
-	env := testenv.StartBroker(b)
+	var opts []testenv.Option
+	if name == "pcms" {
+		opts = append(opts, testenv.WithAuth())
+	}
+	env := testenv.StartBroker(b, opts...)
 	benchDropJobsOnCleanup(b, env)
 	mode := "pcm"
 	if name == "bare" {
@@ -194,6 +212,10 @@ func newFanFleet(b *testing.B, name string, n int, bin string) *fanFleet {
 	took := benchEnroll(b, env.JS, name, n, nil)
 	f.heapPerConsumer = (int64(benchHeap()) - int64(heap)) / int64(n)
 	b.Logf("N=%d %s: enrolled %d clients in %s", n, name, n, took.Round(time.Millisecond))
+	if env.Sec != nil {
+		took := benchAccounts(b, env.Sec.Accounts(b), name, n)
+		b.Logf("N=%d %s: made %d client accounts in %s", n, name, n, took.Round(time.Millisecond))
+	}
 	f.acks = newFanAcks(b, env.NC, n)
 	return f
 }
@@ -213,6 +235,9 @@ func (f *fanFleet) start(b *testing.B) {
 		}
 		if os.Getenv("PCM_BENCH_NOECHO") == "1" {
 			args = append(args, "-noecho")
+		}
+		if f.env.Sec != nil {
+			args = append(args, "-issuer", f.env.Sec.IssuerFile)
 		}
 		hosts[i] = benchStartHost(b, f.bin, f.dir, args...)
 	}

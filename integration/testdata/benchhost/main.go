@@ -33,6 +33,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/runner"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 )
 
@@ -47,8 +48,16 @@ func main() {
 		noSync   = flag.Bool("nosync", false, "pcm mode: journals without fsync (to measure its share)")
 		noEcho   = flag.Bool("noecho", false, "pcm mode: connect with nats.NoEcho (the agent does not receive its own statuses)")
 		parallel = flag.Int("parallel", 32, "clients started at once")
+		issuer   = flag.String("issuer", "", "pcm mode on an authenticated broker: the issuer file that mints each agent's credentials (its client's account must exist)")
 	)
 	flag.Parse()
+	var iss *auth.Issuer
+	if *issuer != "" {
+		var err error
+		if iss, err = auth.LoadIssuer(*issuer); err != nil {
+			fail("%v", err)
+		}
+	}
 	if err := raiseNoFile(); err != nil {
 		fail("raising RLIMIT_NOFILE: %v", err)
 	}
@@ -116,6 +125,19 @@ func main() {
 				opts := agent.ConnectOptions("bench agent " + id)
 				if *noEcho {
 					opts = append(opts, nats.NoEcho())
+				}
+				if iss != nil {
+					creds, cerr := iss.Issue(auth.User{Role: auth.RoleAgent, Name: id})
+					if cerr != nil {
+						failed(fmt.Errorf("%s: %w", id, cerr))
+						return
+					}
+					o, cerr := auth.CredsOption(creds)
+					if cerr != nil {
+						failed(fmt.Errorf("%s: %w", id, cerr))
+						return
+					}
+					opts = append(opts, o)
 				}
 				nc, err = nats.Connect(*url, opts...)
 			} else {
