@@ -167,6 +167,47 @@ func TestProvisionedConfigsMatchExports(t *testing.T) {
 	}
 }
 
+// TestStatusStreamIsTheAuditRecord: no message of PCM_STATUS can be deleted
+// and the stream cannot be purged, even by an admin, and the protection
+// cannot be turned off; a stream provisioned before it gets it.
+func TestStatusStreamIsTheAuditRecord(t *testing.T) {
+	tb := testenv.StartBroker(t, testenv.WithoutProvision())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	old := broker.StatusStreamConfig(broker.ProvisionOptions{})
+	old.DenyDelete, old.DenyPurge = false, false // as an older pcm created it
+	if _, err := tb.JS.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.Provision(ctx, tb.JS, broker.ProvisionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.JS.Publish(ctx, events.StatusSubject("c1", "J1"), []byte("status")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := tb.JS.Stream(ctx, events.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.CachedInfo().Config; !c.DenyDelete || !c.DenyPurge {
+		t.Fatalf("PCM_STATUS after provisioning: deny delete %v, deny purge %v", c.DenyDelete, c.DenyPurge)
+	}
+	if err := s.Purge(ctx); err == nil {
+		t.Fatal("PCM_STATUS was purged")
+	}
+	if err := s.DeleteMsg(ctx, 1); err == nil {
+		t.Fatal("a message of PCM_STATUS was deleted")
+	}
+	unprotect := s.CachedInfo().Config
+	unprotect.DenyDelete, unprotect.DenyPurge = false, false
+	if _, err := tb.JS.UpdateStream(ctx, unprotect); err == nil {
+		t.Fatal("the protection of PCM_STATUS was turned off")
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("PCM_STATUS holds %+v, %v: want its one status", info.State, err)
+	}
+}
+
 func TestLocksBucketPerKeyTTL(t *testing.T) {
 	tb := testenv.StartBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

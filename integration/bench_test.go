@@ -470,6 +470,14 @@ func benchPercentile[T cmp.Ordered](ds []T, p float64) T {
 }
 
 // benchMs renders d in milliseconds with two decimals.
+// benchSay logs a result line and prints it on stdout too: go test keeps
+// only the first lines a benchmark logs.
+func benchSay(b testing.TB, format string, args ...any) {
+	b.Helper()
+	b.Logf(format, args...)
+	fmt.Printf("    "+format+"\n", args...)
+}
+
 func benchMs(d time.Duration) string {
 	return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond))
 }

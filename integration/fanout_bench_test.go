@@ -157,15 +157,15 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 		if f.name == "pcms" {
 			secure := float64(t) / float64(med("pcm", el))
 			b.ReportMetric(secure, "secure/open-ratio")
-			b.Logf("N=%d | secure/open %.2f (pcms %s ms, pcm %s ms) | broker CPU per round pcms %s ms, pcm %s ms",
+			benchSay(b, "N=%d | secure/open %.2f (pcms %s ms, pcm %s ms) | broker CPU per round pcms %s ms, pcm %s ms",
 				n, secure, benchMs(t), benchMs(med("pcm", el)), benchMs(med(f.name, bcpu)), benchMs(med("pcm", bcpu)))
 		}
-		b.Logf("N=%d | %s %s ms | bare %s ms | ratio %.2f | CPU per round, broker+fleet: %s %s+%s ms, bare %s+%s ms, ratio %.2f | broker heap per consumer %.1f KiB, per connected client %.1f KiB (bare %.1f KiB)",
+		benchSay(b, "N=%d | %s %s ms | bare %s ms | ratio %.2f | CPU per round, broker+fleet: %s %s+%s ms, bare %s+%s ms, ratio %.2f | broker heap per consumer %.1f KiB, per connected client %.1f KiB (bare %.1f KiB)",
 			n, f.name, benchMs(t), benchMs(bareT), ratio,
 			f.name, benchMs(med(f.name, bcpu)), benchMs(med(f.name, fcpu)), benchMs(med("bare", bcpu)), benchMs(med("bare", fcpu)), cpuRatio,
 			float64(f.heapPerConsumer)/1024, float64(f.heapPerClient)/1024, float64(fleets[0].heapPerClient)/1024)
 	}
-	b.Logf("load average: %s", benchLoad())
+	benchSay(b, "load average: %s", benchLoad())
 }
 
 // fanRound is one measured round.
@@ -248,7 +248,7 @@ func (f *fanFleet) start(b *testing.B) {
 	benchWaitConsumers(b, f.env.Server().Server(), 5*time.Minute, "every client to wait for offers",
 		func(s benchConsumers) bool { return s.waiting == f.n })
 	f.heapPerClient = (int64(benchHeap()) - int64(heap)) / int64(f.n)
-	b.Logf("N=%d %s: %d clients ready in %s", f.n, f.name, f.n, time.Since(began).Round(time.Millisecond))
+	benchSay(b, "N=%d %s: %d clients ready in %s", f.n, f.name, f.n, time.Since(began).Round(time.Millisecond))
 }
 
 // round publishes one offer to pcm.jobs.all and waits until every client
