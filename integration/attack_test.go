@@ -288,7 +288,9 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 			req{subject: "$KV.PCM_AGENTS." + own, body: `{"client_id":"` + own + `"}`, header: wrongRev},
 			req{subject: "$JS.API.DIRECT.GET.KV_PCM_AGENTS.$KV.PCM_AGENTS." + own})
 	case auth.RoleDesktop:
-		return append(client, req{subject: "$JS.API.DIRECT.GET.PCM_JOBS", body: `{"seq":1,"batch":3,"next_by_subj":"pcm.jobs.client.` + own + `"}`})
+		return append(client, req{subject: "$JS.API.DIRECT.GET.PCM_JOBS", body: `{"seq":1,"batch":3,"next_by_subj":"pcm.jobs.client.` + own + `"}`},
+			req{subject: "pcm.view." + own + ".offers", body: `{"max":2}`},
+			req{subject: "pcm.view." + own + ".statuses", body: `{"max":2}`})
 	case auth.RolePublisher:
 		return append(readers(),
 			req{subject: "pcm.jobs.client.c1", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},

@@ -281,6 +281,7 @@ var exports = []Export{
 	{Subject: api + "CONSUMER.NAMES." + events.StreamJobs},
 	{Subject: api + "STREAM.INFO.*"},
 	{Subject: noneSubject},
+	{Subject: "pcm.view.*.*", Response: jwt.ResponseTypeStream},
 	{Stream: true, Subject: "pcm.jobs.>"},
 	{Stream: true, Subject: "pcm.status.>"},
 	{Stream: true, Subject: kvPre + events.BucketAgents + ".>"},

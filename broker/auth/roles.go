@@ -289,6 +289,7 @@ func desktopGrants(client string) []Grant {
 	return cat(
 		pub("read its client's consumer filters", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
 		pub("list its client's offers (batched direct gets merged by sequence, one per filter)", directGet(events.StreamJobs, "")),
+		pub("list its client's offers and statuses through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+".*"),
 		clientStatus(client),
 		cancellationRead(),
 		ownKey(events.BucketLocks, client, "its client's lock"),

@@ -115,6 +115,11 @@ a restart.
 					return err
 				}
 			}
+			stopView, err := serveView(cmd.OutOrStdout(), b, authority, g.log)
+			if err != nil {
+				return err
+			}
+			defer stopView()
 			fmt.Fprintf(cmd.OutOrStdout(), "pcm broker ready: %s\n", b.ClientURL())
 			bf.sayAuth(cmd.OutOrStdout(), g.log, authority, created)
 			if clustered {

@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/internal/clientview"
 )
 
 // registerSecurity adds the authentication and TLS flags of pcm broker.
@@ -102,6 +104,46 @@ func selfOptions(b *broker.Broker, a *auth.Authority) ([]nats.Option, error) {
 		return nil, err
 	}
 	return append(opts, o), nil
+}
+
+// serveView runs the client view service (internal/clientview), which
+// answers the desktops' requests for their own offers and statuses, over an
+// in-process connection: on an authenticated broker as an admin minted with
+// the issuer (never written anywhere). A cluster member without the issuer
+// file runs none and says so: pcm controller serves the view then.
+func serveView(w io.Writer, b *broker.Broker, a *auth.Authority, log *zap.Logger) (stop func(), err error) {
+	opts := []nats.Option{nats.InProcessServer(b.Server()), nats.Name("pcm client view"), nats.MaxReconnects(-1)}
+	if a != nil {
+		iss, err := a.Issuer()
+		if err != nil {
+			fmt.Fprintf(w, "no issuer in %s: this member serves no client view; run pcm controller with admin credentials next to the cluster, or desktops cannot list their jobs\n", a.Dir())
+			return func() {}, nil
+		}
+		creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "broker-view"})
+		if err != nil {
+			return nil, err
+		}
+		o, err := auth.CredsOption(creds)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(b.ClientURL(), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting the client view: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	v, err := clientview.Serve(js, log.Named("view"))
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return func() { v.Stop(); nc.Close() }, nil
 }
 
 func newInitAuthCmd() *cobra.Command {

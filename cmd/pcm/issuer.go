@@ -35,9 +35,16 @@ type adminSession struct {
 // Close closes the connection.
 func (s *adminSession) Close() { s.nc.Close() }
 
-// connectAdmin connects as an admin: with --creds when given, else, with an
-// issuer file, as a short-lived admin minted from it.
+// connectAdmin connects as an admin for a short-lived command: with --creds
+// when given, else, with an issuer file, as a short-lived admin minted from
+// it.
 func (g *globals) connectAdmin(name, issuerPath string) (*adminSession, error) {
+	return g.adminSession(name, issuerPath, false)
+}
+
+// adminSession connects as an admin; a long-lived one (a service) mints
+// credentials that do not expire and reconnects for ever.
+func (g *globals) adminSession(name, issuerPath string, longLived bool) (*adminSession, error) {
 	var iss *auth.Issuer
 	if issuerPath != "" {
 		var err error
@@ -46,8 +53,13 @@ func (g *globals) connectAdmin(name, issuerPath string) (*adminSession, error) {
 		}
 	}
 	var extra []nats.Option
+	ttl := adminTTL
+	if longLived {
+		ttl = 0
+		extra = append(extra, nats.MaxReconnects(-1))
+	}
 	if g.sec.creds == "" && iss != nil {
-		creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "pcm-cli", TTL: adminTTL})
+		creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "pcm-cli", TTL: ttl})
 		if err != nil {
 			return nil, err
 		}

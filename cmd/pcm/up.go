@@ -44,6 +44,11 @@ same --data keeps everything.`,
 			if err := provisionAt(ctx, b.ClientURL(), broker.ProvisionOptions{}); err != nil {
 				return err
 			}
+			stopView, err := serveView(cmd.OutOrStdout(), b, nil, g.log)
+			if err != nil {
+				return err
+			}
+			defer stopView()
 			nc, err := nats.Connect(b.ClientURL(), agent.ConnectOptions("pcm agent "+af.clientID)...)
 			if err != nil {
 				return err

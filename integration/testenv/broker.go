@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/broker"
+	"github.com/pcm-project/pcm/internal/clientview"
 	"github.com/pcm-project/pcm/broker/auth"
 )
 
@@ -81,7 +82,21 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 			t.Fatalf("testenv: provisioning %s: %v", tb.URL, err)
 		}
 	}
+	if !o.noView {
+		serveView(t, tb.JS)
+	}
 	return tb
+}
+
+// serveView runs the client view service (as pcm broker does) on an
+// admin's connection until the test ends.
+func serveView(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
+	v, err := clientview.Serve(js, nil)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(v.Stop)
 }
 
 // startOne creates and starts a broker, failing the test on error.

@@ -111,6 +111,10 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 			c.StreamLeader(t, stream)
 		}
 	}
+	if !o.noView {
+		_, js := c.Connect(t)
+		serveView(t, js)
+	}
 	return c
 }
 

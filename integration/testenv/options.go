@@ -14,6 +14,7 @@ type options struct {
 	logger       *zap.Logger
 	auth, tls    bool
 	flags        map[string]bool
+	noView       bool
 }
 
 // Option changes how StartBroker or StartCluster sets things up.
@@ -31,6 +32,10 @@ func WithProvisionOptions(o broker.ProvisionOptions) Option {
 		opts.provisionSet = true
 	}
 }
+
+// WithoutView starts no client view service (internal/clientview), which
+// StartBroker and StartCluster otherwise run as pcm broker does.
+func WithoutView() Option { return func(o *options) { o.noView = true } }
 
 // WithLogger routes the brokers' and nats-server's logs to l (for example
 // zaptest.NewLogger(t)). By default they are discarded.
