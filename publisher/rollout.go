@@ -452,12 +452,17 @@ func WatchRollout(ctx context.Context, js jetstream.JetStream, jobID string, fn 
 		return err
 	}
 	defer func() { _ = locksW.Stop() }()
-	statuses, caught, err := followStatuses(ctx, js, jobID)
+	// Every status of the job, stored and future, read with batched direct
+	// gets as they are heard of on the job's status subjects (no consumer).
+	statuses, err := streamread.Follow(ctx, js, events.StreamStatus, streamread.FollowOptions{
+		Options: streamread.Options{Filters: []string{events.StatusSubjectsOfJob(jobID)}},
+	})
 	if err != nil {
-		return err
+		return streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, err))
 	}
+	defer statuses.Stop()
 
-	agentsInit, locksInit, ready := false, false, false
+	caught, agentsInit, locksInit, ready := false, false, false, false
 	refreshed := map[string]time.Time{}
 	last := ""
 	tick := time.NewTicker(time.Second)
@@ -474,18 +479,22 @@ func WatchRollout(ctx context.Context, js jetstream.JetStream, jobID string, fn 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case it, ok := <-statuses:
-			if !ok {
+		case m, ok := <-statuses.Updates():
+			switch {
+			case !ok && ctx.Err() != nil:
+				return ctx.Err()
+			case !ok && statuses.Err() != nil:
+				return streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, statuses.Err()))
+			case !ok:
 				return fmt.Errorf("%w: the statuses of %s stopped arriving", ErrRead, jobID)
-			}
-			if it.err != nil {
-				return it.err
-			}
-			if it.ok {
-				v.apply(it.st, it.at)
-			}
-			if it.pending == 0 {
+			case m == nil:
 				caught = true
+			default:
+				if ev, err := events.Decode(m.Header, m.Data); err == nil {
+					if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == jobID {
+						v.apply(st, ev.Time())
+					}
+				}
 			}
 		case e, ok := <-agentsW.Updates():
 			switch {
@@ -571,50 +580,4 @@ func watchBucket(ctx context.Context, js jetstream.JetStream, bucket string) (je
 		return nil, fmt.Errorf("%w: watching bucket %s: %w", ErrRead, bucket, err)
 	}
 	return w, nil
-}
-
-// statusItem is one status of the job as followStatuses delivers it.
-type statusItem struct {
-	st      events.JobStatus
-	at      time.Time
-	ok      bool   // st is a valid status
-	pending uint64 // 0 marks having read every status stored (no st then); 1 otherwise
-	err     error
-}
-
-// followStatuses streams every status of job, stored and future, read with
-// batched direct gets as they are heard of on the job's status subjects
-// (internal/streamread: no consumer). An item with pending 0 and no status
-// marks the moment it has read every status stored; caught is always
-// false (the first mark says it). The channel closes when ctx ends.
-func followStatuses(ctx context.Context, js jetstream.JetStream, jobID string) (<-chan statusItem, bool, error) {
-	out := make(chan statusItem, 64)
-	send := func(it statusItem) error {
-		select {
-		case out <- it:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	filter := events.StatusSubjectsOfJob(jobID)
-	go func() {
-		defer close(out)
-		err := streamread.Follow(ctx, js, events.StreamStatus, streamread.FollowOptions{
-			Options:  streamread.Options{Filters: []string{filter}},
-			CaughtUp: func() error { return send(statusItem{}) },
-		}, func(m streamread.Msg) error {
-			item := statusItem{pending: 1}
-			if ev, err := events.Decode(m.Header, m.Data); err == nil {
-				if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == jobID {
-					item.st, item.at, item.ok = st, ev.Time(), true
-				}
-			}
-			return send(item)
-		})
-		if ctx.Err() == nil {
-			_ = send(statusItem{err: streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, err))})
-		}
-	}()
-	return out, false, nil
 }

@@ -319,9 +319,14 @@ func desktopGrants(client string, groups []string) []Grant {
 		subjects = append(subjects, events.JobSubject(events.Target{Kind: events.TargetGroup, Name: g}))
 	}
 	subjects = append(subjects, events.SubjectJobsAll)
+	lasts := make([]string, len(subjects))
+	for i, s := range subjects {
+		lasts[i] = api + "DIRECT.GET." + events.StreamJobs + "." + s
+	}
 	return cat(
 		pub("read its client's consumer filters", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
 		pub("list its client's offers (batched direct gets merged by sequence, one per filter)", api+"DIRECT.GET."+events.StreamJobs),
+		pub("read the last offer on each of its subjects (where a complete read of its offers must reach)", lasts...),
 		statusGrants(client),
 		kvKey(events.BucketLocks, client, "its client's lock"),
 		packagesRead(),
