@@ -115,9 +115,9 @@ func (f *Follower) Stop() {
 // re-established), or the resync read every o.Resync.
 //
 // Read errors before the first round completes stop the Follower (see
-// Err); later ones (a broker restart, a reconnection, a read that could
-// not complete) are retried with backoff, from the last message delivered,
-// and reported to o.OnError.
+// Err), and so does a closed connection; later ones (a broker restart, a
+// reconnection, a read that could not complete) are retried with backoff,
+// from the last message delivered, and reported to o.OnError.
 func Follow(ctx context.Context, js jetstream.JetStream, stream string, o FollowOptions) (*Follower, error) {
 	subjects := o.Subjects
 	if len(subjects) == 0 {
@@ -206,7 +206,10 @@ func (f *Follower) run(ctx context.Context, nc *nats.Conn, r *Reader, w *notices
 			}
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case rounds == 0:
+		case rounds == 0, nc.IsClosed():
+			// Before the history is read, or once the connection is
+			// closed for good (it will not reconnect), an error is the
+			// end: the caller decides whether to start again.
 			return err
 		default:
 			if o.OnError != nil {

@@ -474,7 +474,9 @@ func (r *Reader) state(ctx context.Context) (jetstream.StreamState, error) {
 	err := backoff.Retry(ctx, backoff.Policy{
 		Backoff:        backoff.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second},
 		AttemptTimeout: r.opts.Timeout,
-		Retryable:      func(err error) bool { return !errors.Is(err, jetstream.ErrStreamNotFound) && ctx.Err() == nil },
+		Retryable: func(err error) bool {
+			return !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, nats.ErrConnectionClosed) && ctx.Err() == nil
+		},
 	}, func(actx context.Context) error {
 		if r.str == nil {
 			s, err := r.js.Stream(actx, r.stream)
