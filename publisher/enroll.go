@@ -76,7 +76,13 @@ func Enroll(ctx context.Context, js jetstream.JetStream, client string, groups [
 			MetadataGroups: strings.Join(groups, ","),
 		},
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg)
+	// Creating or updating with the same configuration is idempotent:
+	// safe to retry through a leader election.
+	var cons jetstream.Consumer
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)
