@@ -278,8 +278,15 @@ func TestStockCluster(t *testing.T) {
 	})
 
 	t.Run("20 audits through a lagging replica", func(t *testing.T) {
+		// The replica to pause: neither the leader nor the member the
+		// admin connection (which stores the events) is on.
 		leader := c.leader(t, js, events.StreamStatus)
-		lag := (leader + 1) % 3
+		lag := -1
+		for i := range 3 {
+			if i != leader && c.nodes[i].name != admin.ConnectedServerName() {
+				lag = i
+			}
+		}
 		c.pause(lag)
 		t.Logf("paused %s (SIGSTOP), a replica of %s led by %s", c.nodes[lag].name, events.StreamStatus, c.nodes[leader].name)
 		forge(hist[len(hist)/2:], "while-paused")
