@@ -43,7 +43,6 @@ type request struct {
 	// guarded by inbox.mu
 	answers []*nats.Msg
 	last    time.Time // when the last answer arrived
-	ended   bool      // a status answer (end of batch, not found, error) arrived
 }
 
 // open subscribes on first use.
@@ -77,9 +76,6 @@ func (in *inbox) deliver(msg *nats.Msg) {
 	}
 	r.answers = append(r.answers, msg)
 	r.last = time.Now()
-	if isStatus(msg) {
-		r.ended = true
-	}
 	in.mu.Unlock()
 	select {
 	case r.notify <- struct{}{}:
@@ -114,31 +110,31 @@ func (in *inbox) forget(r *request) {
 	in.mu.Unlock()
 }
 
-// take returns the answers of r received since the last take and whether
-// r has ended, waiting until there is at least one, until timeout has passed
-// since r was sent or last answered (errNoAnswerYet), or until ctx ends.
-func (in *inbox) take(ctx context.Context, r *request, timeout time.Duration) ([]*nats.Msg, bool, error) {
+// take returns the answers of r received since the last take, waiting
+// until there is at least one, until timeout has passed since r was sent or
+// last answered (errNoAnswerYet), or until ctx ends.
+func (in *inbox) take(ctx context.Context, r *request, timeout time.Duration) ([]*nats.Msg, error) {
 	for {
 		in.mu.Lock()
-		got, ended := r.answers, r.ended
+		got := r.answers
 		r.answers = nil
 		since := r.sent
 		if r.last.After(since) {
 			since = r.last
 		}
 		in.mu.Unlock()
-		if len(got) > 0 || ended {
-			return got, ended, nil
+		if len(got) > 0 {
+			return got, nil
 		}
 		wait := time.Until(since.Add(timeout))
 		if wait <= 0 {
-			return nil, false, errNoAnswerYet
+			return nil, errNoAnswerYet
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, false, ctx.Err()
+			return nil, ctx.Err()
 		case <-r.notify:
 		case <-t.C:
 		}

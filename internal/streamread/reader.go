@@ -515,7 +515,7 @@ func (r *Reader) lastOf(ctx context.Context, filter string) (Msg, error) {
 		if err != nil {
 			return Msg{}, fmt.Errorf("reading %s: %w", r.stream, err)
 		}
-		answers, _, err := r.in.take(ctx, req, r.opts.Timeout)
+		answers, err := r.in.take(ctx, req, r.opts.Timeout)
 		r.in.forget(req)
 		if err == nil {
 			r.noteAnswer()
@@ -669,7 +669,7 @@ func (r *Reader) fill(ctx context.Context, c *cursor) error {
 		return nil
 	}
 	ch := c.ahead[0]
-	answers, _, err := r.in.take(ctx, ch.req, r.opts.Timeout)
+	answers, err := r.in.take(ctx, ch.req, r.opts.Timeout)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
