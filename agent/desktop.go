@@ -328,25 +328,13 @@ func (d *Desktop) Session(ctx context.Context) error {
 			go d.countdown(ctx, job, queue)
 		}
 	}
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	items := make(chan sessionItem, 64)
-	deliver := func(it sessionItem) error {
-		select {
-		case items <- it:
-			return nil
-		case <-fctx.Done():
-			return fctx.Err()
-		}
+	followed, err := offers.Follow(ctx, d.js, d.filters, func(err error) {
+		d.log.Warn("reading new offers failed, retrying", zap.Error(err))
+	})
+	if err != nil {
+		return err
 	}
-	followed := make(chan error, 1)
-	go func() {
-		followed <- offers.Follow(fctx, d.js, d.filters, offers.FollowOptions{
-			Verify:   d.trusted,
-			CaughtUp: func() error { return deliver(sessionItem{caughtUp: true}) },
-			OnError:  func(err error) { d.log.Warn("reading new offers failed, retrying", zap.Error(err)) },
-		}, func(e offers.Entry) error { return deliver(sessionItem{entry: e}) })
-	}()
+	defer followed.Stop()
 	// The history (offers not cancelled) is gathered first, then
 	// considered by offer time; after it, each new offer is considered as
 	// it comes.
@@ -355,25 +343,32 @@ func (d *Desktop) Session(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-followed:
-			if ctx.Err() != nil {
-				return nil
+		case m, ok := <-followed.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return followed.Err()
 			}
-			return err
-		case it := <-items:
+			var entry offers.Entry
+			if m != nil {
+				if entry, ok = offers.EntryOf(*m, d.trusted); !ok {
+					continue // not a valid (or trusted) offer or cancellation
+				}
+			}
 			switch {
-			case it.caughtUp && history != nil:
+			case m == nil && history != nil:
 				for _, job := range byOfferTime(history) {
 					consider(job)
 				}
 				history = nil
-			case it.caughtUp:
-			case history != nil && it.entry.Offer != nil:
-				history[it.entry.Offer.JobID] = *it.entry.Offer
+			case m == nil:
+			case history != nil && entry.Offer != nil:
+				history[entry.Offer.JobID] = *entry.Offer
 			case history != nil:
-				delete(history, it.entry.Cancel.JobID)
-			case it.entry.Offer != nil:
-				consider(*it.entry.Offer)
+				delete(history, entry.Cancel.JobID)
+			case entry.Offer != nil:
+				consider(*entry.Offer)
 			}
 		case job := <-queue:
 			st, err := d.runJob(ctx, job)
@@ -387,13 +382,6 @@ func (d *Desktop) Session(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// sessionItem is what Session's follow of the offers sends: an offer or a
-// cancellation, or the mark that it has read everything stored.
-type sessionItem struct {
-	entry    offers.Entry
-	caughtUp bool
 }
 
 // countdown waits for job's mandatory time, warns the user and counts the

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // Consumer defaults for an enrolled client.
@@ -72,7 +73,13 @@ func EnrollConsumer(ctx context.Context, js jetstream.JetStream, client string, 
 			events.ConsumerMetadataGroups: strings.Join(groups, ","),
 		},
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg)
+	// Creating or updating with the same configuration is idempotent:
+	// safe to retry through a leader election.
+	var cons jetstream.Consumer
+	err = backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.CreateOrUpdateConsumer(ctx, events.StreamJobs, cfg)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)

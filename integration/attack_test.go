@@ -277,6 +277,7 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 		{subject: "$KV.PCM_LOCKS." + own, body: `{"holder":"service"}`, header: wrongRev},
 		{subject: "$JS.API.DIRECT.GET.KV_PCM_LOCKS.$KV.PCM_LOCKS." + own},
 		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES." + f.pkgMeta},
+		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES." + f.pkgObject},
 		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES", body: `{"seq":1,"batch":3,"next_by_subj":"` + f.pkgObject + `"}`},
 	}
 	switch u.Role {
@@ -289,6 +290,9 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 			req{subject: "$JS.API.DIRECT.GET.KV_PCM_AGENTS.$KV.PCM_AGENTS." + own})
 	case auth.RoleDesktop:
 		return append(client, req{subject: "$JS.API.DIRECT.GET.PCM_JOBS", body: `{"seq":1,"batch":3,"next_by_subj":"pcm.jobs.client.` + own + `"}`},
+			req{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.client." + own},
+			req{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.group.g1"},
+			req{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.all"},
 			req{subject: "pcm.view." + own + ".offers", body: `{"max":2}`},
 			req{subject: "pcm.view." + own + ".statuses", body: `{"max":2}`})
 	case auth.RolePublisher:

@@ -39,6 +39,7 @@ type chaosFigures struct {
 	unacked              int
 	overlaps             int
 	desktopRuns, svcRuns int
+	audited              int // events a full audit printed, exactly those stored
 }
 
 // TestChaos runs real pcm agent processes under faults: SIGKILL at random
@@ -47,7 +48,8 @@ type chaosFigures struct {
 // the services for the lock. At the end a checker verifies: every run at
 // most max_attempts times per (job, client) (exactly once unless the agent
 // died before it could know), one final status per (job, client, attempt),
-// no offer left unacked, no overlap of service and desktop runs.
+// no offer left unacked, no overlap of service and desktop runs, and a full
+// pcm audit prints exactly the events the streams hold.
 //
 // PCM_CHAOS_FAULTS=100 go test -run TestChaos ./integration/ (CI);
 // PCM_CHAOS_FAULTS=1000 for the full run (see docs/testing.md).
@@ -245,6 +247,9 @@ func TestChaos(t *testing.T) {
 			fig.unacked += a + int(p)
 		}
 	}
+	// The history is whole: a full audit returns exactly what the streams
+	// hold, checked once every offer is acked and every status stored.
+	fig.audited = checkAuditWhole(t, env.URL, env.JS)
 	report := fig.String()
 	t.Log(report)
 	fmt.Println(report)
@@ -269,6 +274,7 @@ func (f chaosFigures) String() string {
 	fmt.Fprintf(&b, "  pairs without a final status:     %d\n", f.unfinished)
 	fmt.Fprintf(&b, "  offers left unacked:              %d\n", f.unacked)
 	fmt.Fprintf(&b, "  lock overlaps:                    %d (runs by service %d, by desktop %d)\n", f.overlaps, f.svcRuns, f.desktopRuns)
+	fmt.Fprintf(&b, "  full audit:                       %d events, exactly those stored (pcm audit --verify: whole)\n", f.audited)
 	return b.String()
 }
 

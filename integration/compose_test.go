@@ -389,11 +389,29 @@ func checkComposeBuilds(c *composeFile) error {
 		default:
 			_, tag, ok := strings.Cut(s.Image, ":")
 			if !ok || tag == "" || tag == "latest" || strings.Contains(tag, "/") {
-				errs = append(errs, fmt.Errorf("%w: service %s: image %q has no version tag: pin one (nats:2.12-alpine)", errComposeBuild, name, s.Image))
+				errs = append(errs, fmt.Errorf("%w: service %s: image %q has no version tag: pin one (nats:2.15.3-alpine)", errComposeBuild, name, s.Image))
+				continue
+			}
+			if want, err := goModNATSServer(); s.isNATS() && (err != nil || (tag != want && !strings.HasPrefix(tag, want+"-"))) {
+				errs = append(errs, fmt.Errorf("%w: service %s: image %q is not nats-server %s, the version go.mod pins (%v): use nats:%s-alpine",
+					errComposeBuild, name, s.Image, want, err, want))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// goModNATSServer is the nats-server version go.mod pins, without its v.
+func goModNATSServer() (string, error) {
+	b, err := os.ReadFile(filepath.Join(composeRoot, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	m := regexp.MustCompile(`(?m)^\s*github\.com/nats-io/nats-server/v2 v(\S+)`).FindSubmatch(b)
+	if m == nil {
+		return "", errors.New("go.mod requires no github.com/nats-io/nats-server/v2")
+	}
+	return string(m[1]), nil
 }
 
 // checkComposeNATS: three nats services forming one JetStream cluster, each
@@ -1093,6 +1111,9 @@ func TestComposeChecksCatchMistakes(t *testing.T) {
 		}},
 		{"unpinned image", checkComposeBuilds, errComposeBuild, func(c *composeFile) {
 			c.Services["n2"].Image = "nats:latest"
+		}},
+		{"nats image of another version than go.mod's", checkComposeBuilds, errComposeBuild, func(c *composeFile) {
+			c.Services["n3"].Image = "nats:2.12-alpine"
 		}},
 		{"unknown nats flag", checkComposeNATS, errComposeNATS, func(c *composeFile) {
 			c.Services["n1"].Command = append(c.Services["n1"].Command, "--jetstreem")

@@ -41,7 +41,8 @@ func (c *countingRunner) count(job, client string) int {
 // TestClusterFailover rolls 200 jobs out to 20 agents on a 3-node cluster
 // with R3 streams while the leader of PCM_JOBS, then the leader of
 // PCM_STATUS, is stopped and later restarted: every job runs once on every
-// agent and no status is lost.
+// agent, no status is lost, and a full audit returns exactly what the
+// streams hold.
 func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster failover takes a while")
@@ -139,4 +140,8 @@ func TestClusterFailover(t *testing.T) {
 			}
 		}
 	}
+	// The history is whole: a full audit through the cluster returns
+	// exactly what the streams hold.
+	n := checkAuditWhole(t, urls, js)
+	t.Logf("a full audit printed the %d events the streams hold", n)
 }

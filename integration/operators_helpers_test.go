@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -101,53 +102,71 @@ type storedEvent struct {
 	id, typ string
 	job     string // the event's subject attribute
 	client  string // a status's client
+	state   events.State
 }
 
-// readStored reads every message of stream with its metadata.
+// readStored reads every message of stream with its metadata, through an
+// ordered consumer, asking again (for up to 30 s) while the broker does
+// not answer (a cluster electing a leader).
 func readStored(t testing.TB, js jetstream.JetStream, stream string) []storedEvent {
 	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, err := tryReadStored(js, stream)
+		if err == nil {
+			return out
+		}
+		if errors.Is(err, errNotAnEvent) || time.Now().After(deadline) {
+			t.Fatalf("reading %s: %v", stream, err)
+		}
+	}
+}
+
+// errNotAnEvent: a stored message is not a pcm CloudEvent.
+var errNotAnEvent = errors.New("stored message is not an event")
+
+func tryReadStored(js jetstream.JetStream, stream string) ([]storedEvent, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var out []storedEvent
 	for n := info.NumPending; n > 0; {
 		batch, err := cons.Fetch(int(min(n, 500)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		for msg := range batch.Messages() {
 			n--
 			meta, err := msg.Metadata()
 			if err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
 			ev, err := events.Decode(msg.Headers(), msg.Data())
 			if err != nil {
-				t.Fatalf("stored event does not decode: %v", err)
+				return nil, fmt.Errorf("%w: %w", errNotAnEvent, err)
 			}
 			se := storedEvent{stream: stream, seq: meta.Sequence.Stream, stored: meta.Timestamp, subject: msg.Subject(),
 				data: append([]byte(nil), msg.Data()...), id: ev.ID(), typ: ev.Type(), job: ev.Subject()}
 			if ev.Type() == events.TypeJobStatus {
 				st, err := events.ParseJobStatus(ev)
 				if err != nil {
-					t.Fatal(err)
+					return nil, fmt.Errorf("%w: %w", errNotAnEvent, err)
 				}
-				se.client = st.ClientID
+				se.client, se.state = st.ClientID, st.State
 			}
 			out = append(out, se)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
-	return out
+	return out, nil
 }
 
 // storedHistory reads both streams merged as pcm audit orders them: by
@@ -235,4 +254,26 @@ func waitFinalAsAuditor(t testing.TB, js jetstream.JetStream, client, job string
 		return len(finals(sts)) > 0
 	})
 	return sts
+}
+
+// checkAuditWhole checks that a full pcm audit -o json through url prints
+// exactly the events the streams hold, in stored order, byte for byte (the
+// streams read through an admin connection, by consumers), and that pcm
+// audit --verify finds the replay whole. It returns how many events.
+func checkAuditWhole(t testing.TB, url string, js jetstream.JetStream) int {
+	t.Helper()
+	hist := storedHistory(t, js)
+	lines := auditLines(t, url, "-o", "json")
+	if len(lines) != len(hist) {
+		t.Fatalf("pcm audit printed %d events, the streams hold %d", len(lines), len(hist))
+	}
+	for i, line := range lines {
+		if line != string(hist[i].data) {
+			t.Fatalf("pcm audit line %d is not %s sequence %d byte for byte:\n got %s\nwant %s", i, hist[i].stream, hist[i].seq, line, hist[i].data)
+		}
+	}
+	if out, errOut, code := runPCM(t, nil, "audit", "--url", url, "--verify"); code != 0 {
+		t.Fatalf("pcm audit --verify: exit %d\n%s%s", code, out, errOut)
+	}
+	return len(hist)
 }

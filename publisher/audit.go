@@ -35,6 +35,11 @@ type AuditFilter struct {
 	// Follow keeps delivering events as they are stored, after the
 	// history, until Until passes or the context ends.
 	Follow bool
+	// Resume, when it names a stream (PCM_JOBS, PCM_STATUS), starts that
+	// stream just after the sequence given (the last one an earlier
+	// replay delivered) instead of at Since: a replay resumed after a lost
+	// connection repeats nothing and skips nothing.
+	Resume map[string]uint64
 }
 
 // Validate checks the filter.
@@ -127,17 +132,21 @@ func (e AuditEvent) before(o AuditEvent) bool {
 
 // Replay reads PCM_JOBS and PCM_STATUS with batched direct gets (no
 // consumer: an auditor needs no consumer right), starting at f.Since (or
-// the beginning), and calls fn for every event that matches f, merged in
-// the order the broker stored them. It holds at most a few batches in
-// memory whatever the size of the history. Without f.Follow it returns nil
-// once it has read both streams up to what they held when it started (or
-// passed f.Until); with it, it keeps delivering new events until f.Until
-// passes or ctx ends (then it returns ctx.Err()): it subscribes to the
-// streams' subjects (or the filter's) before it reads, and reads each
-// stream on from its last sequence whenever a new message is heard of (see
-// streamread.Follow: what it delivers always comes from the streams, in
-// stream order, each event once). An error from fn stops the replay and is
-// returned.
+// the beginning, or where f.Resume says), and calls fn for every event
+// that matches f, merged in the order the broker stored them. It holds at
+// most a few batches in memory whatever the size of the history.
+//
+// Without f.Follow it returns nil once it has read both streams up to
+// what they held when it started (or passed f.Until), and only then: a
+// read that cannot deliver every stored event of the range fails with
+// streamread.ErrIncomplete, naming the stream and the sequences missing
+// (see internal/streamread: the history is checked against the streams'
+// state, not trusted to whichever replica answers). With f.Follow it
+// keeps delivering new events until f.Until passes or ctx ends (then it
+// returns ctx.Err()): it subscribes to the streams' subjects (or the
+// filter's) before it reads, and reads each stream on from its last
+// sequence whenever a new message is heard of, retrying failed reads from
+// there. An error from fn stops the replay and is returned.
 func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(AuditEvent) error) error {
 	if err := f.Validate(); err != nil {
 		return err
@@ -154,6 +163,13 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 	peekTypes := len(types) > 0 && len(types) < len(events.Types)
 
 	var sources []*auditSource
+	defer func() {
+		for _, s := range sources {
+			if s.close != nil {
+				s.close()
+			}
+		}
+	}()
 	if wantJobs {
 		var filters []string
 		if f.Client != "" {
@@ -177,7 +193,11 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 		if len(subjects) == 0 {
 			subjects = events.JobsStreamSubjects()
 		}
-		sources = append(sources, startSource(ctx, js, events.StreamJobs, filters, subjects, f, keep))
+		s, err := openSource(ctx, js, events.StreamJobs, filters, subjects, f, keep)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, s)
 	}
 	if wantStatus {
 		var filters []string
@@ -200,37 +220,24 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 		if len(subjects) == 0 {
 			subjects = events.StatusStreamSubjects()
 		}
-		sources = append(sources, startSource(ctx, js, events.StreamStatus, filters, subjects, f, keep))
+		s, err := openSource(ctx, js, events.StreamStatus, filters, subjects, f, keep)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, s)
 	}
 	return merge(ctx, sources, fn)
 }
 
-// merge delivers the heads of the sources in stored order. A source that
-// is caught up (nothing pending on the broker) does not hold the others
-// back: what it stores later is stored after what they have now.
+// merge delivers the heads of the sources in stored order. A followed
+// source that is caught up (nothing pending on the broker) does not hold
+// the others back: what it stores later is stored after what they have
+// now.
 func merge(ctx context.Context, sources []*auditSource, fn func(AuditEvent) error) error {
 	for {
 		for _, s := range sources {
-			if s.done || s.head != nil {
-				continue
-			}
-			if s.idle {
-				select {
-				case it := <-s.ch:
-					if err := s.take(it); err != nil {
-						return err
-					}
-				default:
-				}
-				continue
-			}
-			select {
-			case it := <-s.ch:
-				if err := s.take(it); err != nil {
-					return err
-				}
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := s.fill(ctx); err != nil {
+				return err
 			}
 		}
 		var next *auditSource
@@ -254,15 +261,15 @@ func merge(ctx context.Context, sources []*auditSource, fn func(AuditEvent) erro
 		if open == 0 {
 			return nil
 		}
-		// Every open source is caught up and empty: wait for any.
+		// Every open source is a caught-up follower: wait for any.
 		if err := waitAny(ctx, sources); err != nil {
 			return err
 		}
 	}
 }
 
-// waitAny blocks until an item arrives from one of the open sources (there
-// are at most two) and takes it.
+// waitAny blocks until an update arrives from one of the open sources
+// (there are at most two) and takes it.
 func waitAny(ctx context.Context, sources []*auditSource) error {
 	var open []*auditSource
 	for _, s := range sources {
@@ -270,106 +277,131 @@ func waitAny(ctx context.Context, sources []*auditSource) error {
 			open = append(open, s)
 		}
 	}
-	var a, b chan sourceItem
-	a = open[0].ch
+	var a, b <-chan *streamread.Msg
+	a = open[0].updates
 	if len(open) > 1 {
-		b = open[1].ch
+		b = open[1].updates
 	}
 	select {
-	case it := <-a:
-		return open[0].take(it)
-	case it := <-b: // a nil channel never delivers
-		return open[1].take(it)
+	case m, ok := <-a:
+		return open[0].take(m, ok)
+	case m, ok := <-b: // a nil channel never delivers
+		return open[1].take(m, ok)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// auditSource is one stream being replayed.
+// auditSource is one stream being replayed: read to the end of its
+// history (read), or followed (updates).
 type auditSource struct {
-	ch   chan sourceItem
+	stream string
+	until  time.Time
+	keep   func(AuditEvent) bool
+	// read returns the next message of the history, ErrCaughtUp at its
+	// end (a Reader's Next); nil when following.
+	read func(context.Context) (streamread.Msg, error)
+	// updates are a Follower's; stopErr says why they stopped.
+	updates <-chan *streamread.Msg
+	stopErr func() error
+	close   func()
+
 	head *AuditEvent
-	idle bool // caught up with the broker
+	idle bool // following: caught up with the broker, nothing buffered
 	done bool
 }
 
-// sourceItem is what a source's reader sends: an event, a caught-up mark,
-// the end, or an error.
-type sourceItem struct {
-	ev      *AuditEvent
-	pending uint64
-	end     bool
-	err     error
-}
-
-// take records an item as the source's head or state.
-func (s *auditSource) take(it sourceItem) error {
-	switch {
-	case it.err != nil:
-		s.done = true
-		return it.err
-	case it.end:
-		s.done = true
-	case it.ev != nil:
-		s.head = it.ev
-		s.idle = it.pending == 0
-	default:
-		s.idle = it.pending == 0
+// openSource starts reading stream on filters (listening to subjects when
+// following) from f.Resume's sequence for it, or f.Since.
+func openSource(ctx context.Context, js jetstream.JetStream, stream string, filters, subjects []string, f AuditFilter,
+	keep func(AuditEvent) bool) (*auditSource, error) {
+	opts := streamread.Options{Filters: filters, StartTime: f.Since}
+	if last, ok := f.Resume[stream]; ok {
+		opts.StartSeq, opts.StartTime = last+1, time.Time{}
 	}
-	return nil
+	s := &auditSource{stream: stream, until: f.Until, keep: keep}
+	if f.Follow {
+		fl, err := streamread.Follow(ctx, js, stream, streamread.FollowOptions{Options: opts, Subjects: subjects})
+		if err != nil {
+			return nil, streamErr(stream, err)
+		}
+		s.updates, s.stopErr, s.close = fl.Updates(), fl.Err, fl.Stop
+		return s, nil
+	}
+	r, err := streamread.NewReader(js, stream, opts)
+	if err != nil {
+		return nil, streamErr(stream, err)
+	}
+	s.read, s.close = r.Next, func() { _ = r.Close() }
+	return s, nil
 }
 
-// startSource starts the reader of one stream: it sends the source's
-// events to its channel, with a caught-up mark each time it has read what
-// the stream held (see readSource).
-func startSource(ctx context.Context, js jetstream.JetStream, stream string, filters, subjects []string, f AuditFilter, keep func(AuditEvent) bool) *auditSource {
-	s := &auditSource{ch: make(chan sourceItem, 64)}
-	go readSource(ctx, js, stream, filters, subjects, f, keep, s.ch)
-	return s
-}
-
-// errSourceEnd stops a source's read: it passed f.Until or, without
-// f.Follow, read the whole history.
-var errSourceEnd = errors.New("end of the source")
-
-// readSource reads stream on filters from f.Since and sends the events keep
-// accepts to out, a caught-up mark (pending 0) each time it has read what
-// the stream held, and the end when it passes f.Until or, without f.Follow,
-// at its first caught-up mark. An event comes with pending 1: the merge
-// waits for the source's next item before it orders anything after it.
-func readSource(ctx context.Context, js jetstream.JetStream, stream string, filters, subjects []string, f AuditFilter,
-	keep func(AuditEvent) bool, out chan<- sourceItem) {
-	send := func(it sourceItem) error {
+// fill reads the source's next event unless it has one, is done, or is a
+// caught-up follower with nothing new (then it only takes what is there).
+func (s *auditSource) fill(ctx context.Context) error {
+	for !s.done && s.head == nil {
+		if s.read != nil {
+			m, err := s.read(ctx)
+			switch {
+			case errors.Is(err, streamread.ErrCaughtUp):
+				s.done = true
+			case err != nil:
+				return streamErr(s.stream, err)
+			default:
+				s.offer(m)
+			}
+			continue
+		}
+		if s.idle {
+			select {
+			case m, ok := <-s.updates:
+				if err := s.take(m, ok); err != nil {
+					return err
+				}
+				continue
+			default:
+				return nil
+			}
+		}
 		select {
-		case out <- it:
-			return nil
+		case m, ok := <-s.updates:
+			if err := s.take(m, ok); err != nil {
+				return err
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	each := func(m streamread.Msg) error {
-		if !f.Until.IsZero() && m.Time.After(f.Until) {
-			return errSourceEnd
-		}
-		ev := AuditEvent{Stream: stream, Subject: m.Subject, Seq: m.Seq, Stored: m.Time, Header: m.Header, Data: m.Data}
-		if !keep(ev) {
-			return nil
-		}
-		return send(sourceItem{ev: &ev, pending: 1})
-	}
-	opts := streamread.Options{Filters: filters, StartTime: f.Since}
-	var err error
-	if f.Follow {
-		err = streamread.Follow(ctx, js, stream, streamread.FollowOptions{Options: opts, Subjects: subjects,
-			CaughtUp: func() error { return send(sourceItem{}) }}, each)
-	} else {
-		err = streamread.Scan(ctx, js, stream, opts, each)
-	}
+	return nil
+}
+
+// take records an update of the source's follower (ok false: it stopped).
+func (s *auditSource) take(m *streamread.Msg, ok bool) error {
 	switch {
-	case err == nil, errors.Is(err, errSourceEnd):
-		_ = send(sourceItem{end: true})
-	case ctx.Err() == nil:
-		_ = send(sourceItem{err: streamErr(stream, err)})
+	case !ok:
+		s.done = true
+		if err := s.stopErr(); err != nil {
+			return streamErr(s.stream, err)
+		}
+	case m == nil:
+		s.idle = true
+	default:
+		s.idle = false
+		s.offer(*m)
+	}
+	return nil
+}
+
+// offer makes m the source's head if the filter keeps it; past Until, the
+// source is done.
+func (s *auditSource) offer(m streamread.Msg) {
+	if !s.until.IsZero() && m.Time.After(s.until) {
+		s.done = true
+		return
+	}
+	ev := AuditEvent{Stream: s.stream, Subject: m.Subject, Seq: m.Seq, Stored: m.Time, Header: m.Header, Data: m.Data}
+	if s.keep(ev) {
+		s.head = &ev
 	}
 }
 

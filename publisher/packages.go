@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/streamread"
 )
 
@@ -145,7 +146,11 @@ func NewPackages(js jetstream.JetStream) *Packages {
 
 // bucket binds to PCM_PACKAGES.
 func (p *Packages) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
-	obs, err := p.js.ObjectStore(ctx, events.BucketPackages)
+	var obs jetstream.ObjectStore
+	err := backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
+		obs, err = p.js.ObjectStore(ctx, events.BucketPackages)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("%w: object store %s does not exist: run pcm broker provision", ErrNotProvisioned, events.BucketPackages)
 	}
@@ -185,7 +190,11 @@ func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (Pac
 		return PackageInfo{}, err
 	}
 	spec := PackageObjectName(opts.Name, opts.Version)
-	existing, err := obs.GetInfo(ctx, spec)
+	var existing *jetstream.ObjectInfo
+	err = backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
+		existing, err = obs.GetInfo(ctx, spec)
+		return err
+	})
 	switch {
 	case err == nil && !opts.Force:
 		what := "exists"
@@ -202,20 +211,8 @@ func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (Pac
 		metaName: opts.Name, metaVersion: opts.Version,
 		metaPushedBy: info.PushedBy, metaPushedAt: info.PushedAt.Format(time.RFC3339),
 	}
-	var content io.Reader
-	total := int64(-1)
-	stopContent := func() {}
-	packErr := make(chan error, 1) // the packer's outcome; nil for a file
 	if st.IsDir() {
 		info.Format = FormatTarGz
-		pr, pw := io.Pipe()
-		go func() {
-			err := PackDir(ctx, path, pw)
-			pw.CloseWithError(err)
-			packErr <- err
-		}()
-		stopContent = func() { pr.Close() } // unblocks the packer if the put stopped first
-		content = pr
 	} else {
 		info.Format, info.File = FormatFile, filepath.Base(path)
 		mode := os.FileMode(packFileMode)
@@ -223,28 +220,23 @@ func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (Pac
 			mode = packExecMode
 		}
 		meta[metaFile], meta[metaMode] = info.File, fmt.Sprintf("%04o", mode)
-		f, err := os.Open(path)
-		if err != nil {
-			return PackageInfo{}, fmt.Errorf("%w: %w", ErrInvalidPackage, err)
-		}
-		defer f.Close()
-		content, total = f, st.Size()
-		packErr <- nil
 	}
 	meta[metaFormat] = info.Format
 
-	cr := &countingReader{r: content, total: total, progress: opts.Progress}
-	stored, err := obs.Put(ctx, jetstream.ObjectMeta{
-		Name:        spec,
-		Description: "pcm package " + spec,
-		Metadata:    meta,
-		Opts:        &jetstream.ObjectMetaOptions{ChunkSize: packageChunkSize},
-	}, cr)
-	stopContent()
-	// A put that read to the end saw the packer finish; one that failed may
-	// have failed because of the packer, whose error then says more.
-	if perr := <-packErr; perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
-		return PackageInfo{}, perr
+	// A put the broker did not take (a leader election, a lost answer) is
+	// sent again whole, from the content read anew: the object store
+	// replaces what a failed put left, and the package is usable only once
+	// the commit below records its sha256.
+	var stored *jetstream.ObjectInfo
+	var cr *countingReader
+	err = backoff.Retry(ctx, backoff.Policy{Backoff: backoff.Broker.Backoff, Retryable: backoff.Transient}, func(ctx context.Context) error {
+		var perr error
+		stored, cr, perr = putContent(ctx, obs, path, st.IsDir(), spec, meta, opts.Progress)
+		return perr
+	})
+	var pe packError
+	if errors.As(err, &pe) {
+		return PackageInfo{}, pe.err
 	}
 	if err != nil {
 		return PackageInfo{}, fmt.Errorf("%w: storing %s: %w (an incomplete package may remain: push it again with --force)", ErrPush, spec, err)
@@ -263,11 +255,64 @@ func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (Pac
 	}
 	// The commit: recording the sha256 makes the package usable.
 	meta[metaSHA256], meta[metaSize] = info.SHA256, strconv.FormatInt(info.Size, 10)
-	if err := obs.UpdateMeta(ctx, spec, jetstream.ObjectMeta{Name: spec, Description: stored.Description, Headers: stored.Headers, Metadata: meta}); err != nil {
+	commit := jetstream.ObjectMeta{Name: spec, Description: stored.Description, Headers: stored.Headers, Metadata: meta}
+	if err := backoff.RetryBroker(ctx, func(ctx context.Context) error { return obs.UpdateMeta(ctx, spec, commit) }); err != nil {
 		return PackageInfo{}, fmt.Errorf("%w: recording the sha256 of %s: %w (the package stays incomplete: push it again with --force)", ErrPush, spec, err)
 	}
 	info.Complete = true
 	return info, nil
+}
+
+// packError is an error of the packer (or of reading the file), not of the
+// broker: it is not retried, and returned as it is.
+type packError struct{ err error }
+
+func (e packError) Error() string { return e.err.Error() }
+
+// putContent stores the content at path (a directory packed by PackDir, or
+// a file as it is) as object spec.
+func putContent(ctx context.Context, obs jetstream.ObjectStore, path string, dir bool, spec string, meta map[string]string,
+	progress func(sent, total int64)) (*jetstream.ObjectInfo, *countingReader, error) {
+	var content io.Reader
+	total := int64(-1)
+	stopContent := func() {}
+	packErr := make(chan error, 1) // the packer's outcome; nil for a file
+	if dir {
+		pr, pw := io.Pipe()
+		go func() {
+			err := PackDir(ctx, path, pw)
+			pw.CloseWithError(err)
+			packErr <- err
+		}()
+		stopContent = func() { pr.Close() } // unblocks the packer if the put stopped first
+		content = pr
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, nil, backoff.Permanent(packError{fmt.Errorf("%w: %w", ErrInvalidPackage, err)})
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return nil, nil, backoff.Permanent(packError{fmt.Errorf("%w: %w", ErrInvalidPackage, err)})
+		}
+		content, total = f, st.Size()
+		packErr <- nil
+	}
+	cr := &countingReader{r: content, total: total, progress: progress}
+	stored, err := obs.Put(ctx, jetstream.ObjectMeta{
+		Name:        spec,
+		Description: "pcm package " + spec,
+		Metadata:    meta,
+		Opts:        &jetstream.ObjectMetaOptions{ChunkSize: packageChunkSize},
+	}, cr)
+	stopContent()
+	// A put that read to the end saw the packer finish; one that failed may
+	// have failed because of the packer, whose error then says more.
+	if perr := <-packErr; perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+		return nil, nil, backoff.Permanent(packError{perr})
+	}
+	return stored, cr, err
 }
 
 // countingReader counts what it reads, and reports progress.
@@ -297,14 +342,22 @@ func (p *Packages) Info(ctx context.Context, spec string) (PackageInfo, error) {
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	obs, err := p.js.ObjectStore(ctx, events.BucketPackages)
+	var obs jetstream.ObjectStore
+	err = backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
+		obs, err = p.js.ObjectStore(ctx, events.BucketPackages)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return PackageInfo{}, fmt.Errorf("%w: %s: the broker has no %s object store (run pcm broker provision, then pcm package push)", ErrPackageNotFound, spec, events.BucketPackages)
 	}
 	if err != nil {
 		return PackageInfo{}, fmt.Errorf("%w: %s: %w", ErrRead, events.BucketPackages, err)
 	}
-	oi, err := obs.GetInfo(ctx, PackageObjectName(name, version))
+	var oi *jetstream.ObjectInfo
+	err = backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
+		oi, err = obs.GetInfo(ctx, PackageObjectName(name, version))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return PackageInfo{}, fmt.Errorf("%w: %s is not in %s: push it with pcm package push PATH --name %s --version %s (pcm package list shows what exists)",
 			ErrPackageNotFound, spec, events.BucketPackages, name, version)

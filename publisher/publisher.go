@@ -14,6 +14,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // Defaults applied by Publish to fields left zero.
@@ -23,8 +24,10 @@ const (
 	DefaultExpiry = 7 * 24 * time.Hour
 	// DefaultTimeout is a command line's timeout when none is given.
 	DefaultTimeout = time.Hour
-	// defaultRequestTimeout bounds a call whose ctx has no deadline.
-	defaultRequestTimeout = 10 * time.Second
+	// defaultRequestTimeout bounds a call whose ctx has no deadline: the
+	// retries of a call that rides through a leader election (a new
+	// stream leader is usually up within seconds) fit in it.
+	defaultRequestTimeout = 30 * time.Second
 )
 
 // Config configures a Publisher.
@@ -250,30 +253,15 @@ func (p *Publisher) publishToTargets(ctx context.Context, jobID string, targets 
 	return nil
 }
 
-// publishMsg publishes msg and waits for its PubAck, retrying a few times
-// when no stream answered in time (a stream leader changing in a cluster):
-// the retry carries the same Nats-Msg-Id, so it is stored once.
+// publishMsg publishes msg and waits for its PubAck, retrying until ctx's
+// deadline while no stream answers in time (a stream leader changing in a
+// cluster): the retry carries the same Nats-Msg-Id, so it is stored once.
 func (p *Publisher) publishMsg(ctx context.Context, msg *nats.Msg) error {
-	delay := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := p.js.PublishMsg(actx, msg)
-		cancel()
-		transient := errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
-		if err == nil || !transient || attempt == publishAttempts || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay *= 2
-	}
+	return backoff.RetryBroker(ctx, func(ctx context.Context) error {
+		_, err := p.js.PublishMsg(ctx, msg)
+		return err
+	})
 }
-
-// publishAttempts bounds the tries of one publish.
-const publishAttempts = 5
 
 func dedupeTargets(ts []events.Target) []events.Target {
 	seen := map[events.Target]bool{}
@@ -294,7 +282,11 @@ func (p *Publisher) jobsRetention(ctx context.Context) (time.Duration, error) {
 	if p.haveInfo {
 		return p.retention, nil
 	}
-	s, err := p.js.Stream(ctx, events.StreamJobs)
+	var s jetstream.Stream
+	err := backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
+		s, err = p.js.Stream(ctx, events.StreamJobs)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return 0, fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)

@@ -443,14 +443,27 @@ func WatchRollout(ctx context.Context, js jetstream.JetStream, jobID string, fn 
 		return err
 	}
 	v := newView(offer, enrolled)
-	agentsW, agentsErr := kvread.Watch(ctx, js, events.BucketAgents)
-	locksW, locksErr := kvread.Watch(ctx, js, events.BucketLocks)
-	statuses, caught, err := followStatuses(ctx, js, jobID)
+	agentsW, err := kvread.Follow(ctx, js, events.BucketAgents)
 	if err != nil {
-		return err
+		return bucketErr(events.BucketAgents, err)
 	}
+	defer agentsW.Stop()
+	locksW, err := kvread.Follow(ctx, js, events.BucketLocks)
+	if err != nil {
+		return bucketErr(events.BucketLocks, err)
+	}
+	defer locksW.Stop()
+	// Every status of the job, stored and future, read with batched direct
+	// gets as they are heard of on the job's status subjects (no consumer).
+	statuses, err := streamread.Follow(ctx, js, events.StreamStatus, streamread.FollowOptions{
+		Options: streamread.Options{Filters: []string{events.StatusSubjectsOfJob(jobID)}},
+	})
+	if err != nil {
+		return streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, err))
+	}
+	defer statuses.Stop()
 
-	agentsInit, locksInit, ready := false, false, false
+	caught, agentsInit, locksInit, ready := false, false, false, false
 	refreshed := map[string]time.Time{}
 	last := ""
 	tick := time.NewTicker(time.Second)
@@ -467,53 +480,52 @@ func WatchRollout(ctx context.Context, js jetstream.JetStream, jobID string, fn 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case it, ok := <-statuses:
-			if !ok {
-				return fmt.Errorf("%w: the statuses of %s stopped arriving", ErrRead, jobID)
-			}
-			if it.err != nil {
-				return it.err
-			}
-			if it.ok {
-				v.apply(it.st, it.at)
-			}
-			if it.pending == 0 {
-				caught = true
-			}
-		case err := <-agentsErr:
-			return bucketErr(events.BucketAgents, err)
-		case err := <-locksErr:
-			return bucketErr(events.BucketLocks, err)
-		case e, ok := <-agentsW:
+		case m, ok := <-statuses.Updates():
 			switch {
+			case !ok && ctx.Err() != nil:
+				return ctx.Err()
+			case !ok && statuses.Err() != nil:
+				return streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, statuses.Err()))
 			case !ok:
-				return fmt.Errorf("%w: the watch of %s ended", ErrRead, events.BucketAgents)
-			case e == nil:
+				return fmt.Errorf("%w: the statuses of %s stopped arriving", ErrRead, jobID)
+			case m == nil:
+				caught = true
+			default:
+				if ev, err := events.Decode(m.Header, m.Data); err == nil {
+					if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == jobID {
+						v.apply(st, ev.Time())
+					}
+				}
+			}
+		case m, ok := <-agentsW.Updates():
+			if !ok {
+				return bucketErr(events.BucketAgents, fmt.Errorf("the watch of %s ended: %w", events.BucketAgents, agentsW.Err()))
+			}
+			if m == nil {
 				agentsInit = true
 				continue
-			case e.Deleted:
+			}
+			e := kvread.EntryOf(events.BucketAgents, *m)
+			if e.Deleted {
 				delete(v.agents, e.Key)
-			default:
-				if a, ok := decodeAgent(e.Key, e.Value); ok {
-					v.agents[e.Key] = a
-				}
+			} else if a, ok := decodeAgent(e.Key, e.Value); ok {
+				v.agents[e.Key] = a
 			}
 			if ready {
 				v.refreshEnrollment(ctx, js, e.Key, refreshed)
 			}
-		case e, ok := <-locksW:
-			switch {
-			case !ok:
-				return fmt.Errorf("%w: the watch of %s ended", ErrRead, events.BucketLocks)
-			case e == nil:
+		case m, ok := <-locksW.Updates():
+			if !ok {
+				return bucketErr(events.BucketLocks, fmt.Errorf("the watch of %s ended: %w", events.BucketLocks, locksW.Err()))
+			}
+			if m == nil {
 				locksInit = true
 				continue
-			case e.Deleted:
+			}
+			if e := kvread.EntryOf(events.BucketLocks, *m); e.Deleted {
 				delete(v.locks, e.Key)
-			default:
-				if l, ok := decodeLock(e.Value); ok {
-					v.locks[e.Key] = l
-				}
+			} else if l, ok := decodeLock(e.Value); ok {
+				v.locks[e.Key] = l
 			}
 		case <-tick.C:
 		}
@@ -558,50 +570,4 @@ func bucketErr(bucket string, err error) error {
 		return fmt.Errorf("%w: bucket %s does not exist: run pcm broker provision", ErrNotProvisioned, bucket)
 	}
 	return fmt.Errorf("%w: %w", ErrRead, err)
-}
-
-// statusItem is one status of the job as followStatuses delivers it.
-type statusItem struct {
-	st      events.JobStatus
-	at      time.Time
-	ok      bool   // st is a valid status
-	pending uint64 // 0 marks having read every status stored (no st then); 1 otherwise
-	err     error
-}
-
-// followStatuses streams every status of job, stored and future, read with
-// batched direct gets as they are heard of on the job's status subjects
-// (internal/streamread: no consumer). An item with pending 0 and no status
-// marks the moment it has read every status stored; caught is always
-// false (the first mark says it). The channel closes when ctx ends.
-func followStatuses(ctx context.Context, js jetstream.JetStream, jobID string) (<-chan statusItem, bool, error) {
-	out := make(chan statusItem, 64)
-	send := func(it statusItem) error {
-		select {
-		case out <- it:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	filter := events.StatusSubjectsOfJob(jobID)
-	go func() {
-		defer close(out)
-		err := streamread.Follow(ctx, js, events.StreamStatus, streamread.FollowOptions{
-			Options:  streamread.Options{Filters: []string{filter}},
-			CaughtUp: func() error { return send(statusItem{}) },
-		}, func(m streamread.Msg) error {
-			item := statusItem{pending: 1}
-			if ev, err := events.Decode(m.Header, m.Data); err == nil {
-				if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == jobID {
-					item.st, item.at, item.ok = st, ev.Time(), true
-				}
-			}
-			return send(item)
-		})
-		if ctx.Err() == nil {
-			_ = send(statusItem{err: streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, err))})
-		}
-	}()
-	return out, false, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 func TestSubjectMatches(t *testing.T) {
@@ -204,29 +205,33 @@ func TestAuditFilterValidate(t *testing.T) {
 	}
 }
 
-// TestMergeOrder feeds two sources and checks that merge delivers their
-// events by stored time, offers first at equal times, and that a caught-up
-// source does not hold the other back.
+// TestMergeOrder feeds two followed sources and checks that merge
+// delivers their events by stored time, offers first at equal times, and
+// that a caught-up source does not hold the other back.
 func TestMergeOrder(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	ev := func(stream string, seq uint64, at int) *AuditEvent {
-		return &AuditEvent{Stream: stream, Seq: seq, Stored: t0.Add(time.Duration(at) * time.Second)}
+	msg := func(seq uint64, at int) *streamread.Msg {
+		return &streamread.Msg{Seq: seq, Time: t0.Add(time.Duration(at) * time.Second)}
 	}
-	jobs := &auditSource{ch: make(chan sourceItem, 16)}
-	status := &auditSource{ch: make(chan sourceItem, 16)}
+	source := func(stream string, updates chan *streamread.Msg) *auditSource {
+		return &auditSource{stream: stream, keep: func(AuditEvent) bool { return true },
+			updates: updates, stopErr: func() error { return nil }}
+	}
+	jobsC, statusC := make(chan *streamread.Msg, 16), make(chan *streamread.Msg, 16)
 	for i, at := range []int{1, 3, 3, 7} {
-		jobs.ch <- sourceItem{ev: ev(events.StreamJobs, uint64(i+1), at), pending: uint64(3 - i)}
+		jobsC <- msg(uint64(i+1), at)
 	}
-	jobs.ch <- sourceItem{end: true}
+	close(jobsC) // the jobs follower stops
 	for i, at := range []int{2, 3, 4} {
-		status.ch <- sourceItem{ev: ev(events.StreamStatus, uint64(i+1), at), pending: uint64(2 - i)}
+		statusC <- msg(uint64(i+1), at)
 	}
-	// The status source is caught up after its third event (pending 0): it
-	// is following, so the merge must not wait for it to end.
+	// The status source is caught up after its third event: it is
+	// following, so the merge must not wait for it to end.
+	statusC <- nil
 	var got []string
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := merge(ctx, []*auditSource{jobs, status}, func(e AuditEvent) error {
+	err := merge(ctx, []*auditSource{source(events.StreamJobs, jobsC), source(events.StreamStatus, statusC)}, func(e AuditEvent) error {
 		got = append(got, e.Stream[4:5]+string(rune('0'+e.Seq)))
 		if len(got) == 7 {
 			return errStop

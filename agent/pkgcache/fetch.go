@@ -397,6 +397,7 @@ func (c *Cache) transferOnce(ctx context.Context, js jetstream.JetStream, info *
 		StartSeq: t.seq + 1,
 		MaxBytes: batchBytes,
 		Timeout:  c.cfg.StallTimeout,
+		RetryFor: c.cfg.StallTimeout, // the download resumes by itself (Config.Retries)
 	})
 	if err != nil {
 		return err

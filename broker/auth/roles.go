@@ -236,7 +236,7 @@ func ownKey(bucket, key, what string) []Grant {
 func packagesRead() []Grant {
 	s := objSPre + events.BucketPackages
 	return cat(
-		pub("read a package's info", directGet(s, objPre+events.BucketPackages+".M.*")),
+		pub("read a package's info, and where its chunks end", directGet(s, objPre+events.BucketPackages+".M.*"), directGet(s, objPre+events.BucketPackages+".C.*")),
 		pub("download a package's chunks (batched direct gets)", directGet(s, "")),
 	)
 }
@@ -250,6 +250,10 @@ func clientStatus(client string) []Grant {
 			directGet(events.StreamStatus, events.StatusSubjectsOfClient(client))),
 	)
 }
+
+// groupJobs stands for the job subjects of a client's groups; its
+// account imports the subject of each of its groups (Imports).
+const groupJobs = "pcm.jobs.group.*"
 
 // SubjectCancellations is the subject of every job's cancellation record
 // in PCM_JOBS (pcm.jobs.cancel.<job>): the last message on it says whether
@@ -289,6 +293,8 @@ func desktopGrants(client string) []Grant {
 	return cat(
 		pub("read its client's consumer filters", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
 		pub("list its client's offers (batched direct gets merged by sequence, one per filter)", directGet(events.StreamJobs, "")),
+		pub("read the last offer on each of its subjects (where a complete read of its offers must reach)",
+			directGet(events.StreamJobs, "pcm.jobs.client."+client), directGet(events.StreamJobs, groupJobs), directGet(events.StreamJobs, events.SubjectJobsAll)),
 		pub("list its client's offers and statuses through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+".*"),
 		clientStatus(client),
 		cancellationRead(),

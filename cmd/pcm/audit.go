@@ -8,12 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/publisher"
 )
 
@@ -21,7 +26,7 @@ import (
 type auditFlags struct {
 	since, until, job, client, output string
 	types                             []string
-	follow, utc                       bool
+	follow, utc, verify               bool
 }
 
 func newAuditCmd(g *globals) *cobra.Command {
@@ -39,25 +44,46 @@ and cancellations its consumer takes (its own subject, its enrolled groups' and 
 
 -o table shows time, type, job, client (or target), state and who (publisher, or runner/user).
 -o json writes one CloudEvent per line in the CloudEvents JSON format, byte for byte the stored
-event, so any CloudEvents SDK reads it. --follow keeps streaming events as they are stored.`,
+event, so any CloudEvents SDK reads it. --follow keeps streaming events as they are stored; when
+the connection is lost it reconnects and resumes after the last event it printed.
+
+A replay is complete or fails: it checks what it reads against the streams' state (whichever
+replica of a cluster answers) and exits 1, naming the stream and the sequences it could not
+read, rather than print a history with events missing.
+
+--verify reads both streams whole and prints, per stream, how many events it holds and how many
+were read, its first and last sequence, the gaps in its sequences (purged or deleted), and the
+events that do not decode; it exits 0 only when both were read whole and every event decodes.`,
 		Example: `  pcm audit --since -24h
   pcm audit --job 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 -o json
-  pcm audit --client ws-042 --type status --follow`,
+  pcm audit --client ws-042 --type status --follow
+  pcm audit --verify`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.verify {
+				if err := f.verifyAlone(cmd); err != nil {
+					return err
+				}
+				nc, js, err := g.connect("pcm audit")
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				return runVerify(cmd.Context(), cmd.OutOrStdout(), f.output, js)
+			}
 			filter, err := f.filter(time.Now())
 			if err != nil {
 				return err
 			}
-			nc, js, err := g.connect("pcm audit")
-			if err != nil {
-				return err
+			conn := func() (func(), jetstream.JetStream, error) {
+				nc, js, err := g.connect("pcm audit")
+				if err != nil {
+					return nil, nil, err
+				}
+				return nc.Close, js, nil
 			}
-			defer nc.Close()
 			err = runAudit(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), newDisplay(cmd.OutOrStdout(), f.utc), f.output, filter,
-				func(ctx context.Context, fn func(publisher.AuditEvent) error) error {
-					return publisher.Replay(ctx, js, filter, fn)
-				})
+				resumingReplay(cmd.ErrOrStderr(), filter, conn))
 			if errors.Is(err, context.Canceled) && f.follow {
 				return nil
 			}
@@ -71,9 +97,147 @@ event, so any CloudEvents SDK reads it. --follow keeps streaming events as they 
 	fl.StringVar(&f.client, "client", "", "only the events of this client")
 	fl.StringSliceVar(&f.types, "type", nil, "only events of these types: offered, cancelled, status (repeatable)")
 	fl.StringVarP(&f.output, "output", "o", "table", "output: table or json (CloudEvents JSON, one event per line)")
-	fl.BoolVarP(&f.follow, "follow", "f", false, "keep streaming events as they are stored")
+	fl.BoolVarP(&f.follow, "follow", "f", false, "keep streaming events as they are stored (reconnecting, resuming after the last one printed)")
+	fl.BoolVar(&f.verify, "verify", false, "read both streams whole and report counts, first and last sequence, gaps and undecodable events; exit 1 unless whole")
 	addUTCFlag(cmd, &f.utc)
 	return cmd
+}
+
+// verifyAlone refuses the flags --verify does not take.
+func (f auditFlags) verifyAlone(cmd *cobra.Command) error {
+	for _, name := range []string{"since", "until", "job", "client", "type", "follow"} {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("--verify reads the whole history: it takes no --%s", name)
+		}
+	}
+	return checkOutput(f.output, "table", "json")
+}
+
+// resumeWait bounds the wait between the reconnections of a following
+// replay.
+var resumeWait = backoff.Backoff{Initial: 500 * time.Millisecond, Max: 10 * time.Second}
+
+// resumingReplay is the replay of f through connections conn opens. Without
+// f.Follow it is one replay. With it, a replay that stops on an error (the
+// connection closed, a read that failed before catching up) is started
+// again on a new connection, resuming each stream after the last event
+// delivered, until ctx ends; each error is reported to errw.
+func resumingReplay(errw io.Writer, f publisher.AuditFilter, conn func() (func(), jetstream.JetStream, error)) func(context.Context, func(publisher.AuditEvent) error) error {
+	return func(ctx context.Context, fn func(publisher.AuditEvent) error) error {
+		last := map[string]uint64{}
+		var fnErr error
+		each := func(ev publisher.AuditEvent) error {
+			if err := fn(ev); err != nil {
+				fnErr = err
+				return err
+			}
+			last[ev.Stream] = ev.Seq
+			return nil
+		}
+		wait := resumeWait
+		for {
+			closeConn, js, err := conn()
+			if err == nil {
+				if len(last) > 0 {
+					f.Resume = maps.Clone(last)
+				}
+				err = publisher.Replay(ctx, js, f, each)
+				closeConn()
+			}
+			switch {
+			case !f.Follow, err == nil, fnErr != nil, ctx.Err() != nil, errors.Is(err, publisher.ErrInvalidFilter):
+				return err
+			}
+			fmt.Fprintf(errw, "pcm: %v; reconnecting to resume %s\n", err, resumeText(last))
+			if werr := wait.Wait(ctx); werr != nil {
+				return werr
+			}
+		}
+	}
+}
+
+// resumeText says where a resumed replay starts.
+func resumeText(last map[string]uint64) string {
+	if len(last) == 0 {
+		return "from the start"
+	}
+	var parts []string
+	for _, s := range []string{events.StreamJobs, events.StreamStatus} {
+		if seq, ok := last[s]; ok {
+			parts = append(parts, fmt.Sprintf("%s after sequence %d", s, seq))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// runVerify prints VerifyHistory's report as a table or JSON, and fails
+// unless both streams were read whole and every event decodes.
+func runVerify(ctx context.Context, w io.Writer, output string, js jetstream.JetStream) error {
+	report, err := publisher.VerifyHistory(ctx, js)
+	if err != nil {
+		return err
+	}
+	if output == "json" {
+		b, err := json.MarshalIndent(map[string]any{"streams": report}, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s\n", b)
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "STREAM\tHELD\tREAD\tFIRST\tLAST\tGAPS\tUNDECODABLE")
+		for _, v := range report {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\n", v.Stream, v.Messages, v.Read, v.First, v.Last, gapsText(v), undecodableText(v))
+		}
+		_ = tw.Flush()
+	}
+	var bad []string
+	for _, v := range report {
+		switch {
+		case v.Err != "":
+			bad = append(bad, fmt.Sprintf("%s not read whole: %s", v.Stream, v.Err))
+		case v.Undecodable > 0:
+			bad = append(bad, fmt.Sprintf("%s holds %d events that do not decode", v.Stream, v.Undecodable))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("the replay is not whole: %s", strings.Join(bad, "; "))
+	}
+	if output == "table" {
+		fmt.Fprintln(w, "whole: every event the streams hold was read, once, in order, and decodes")
+	}
+	return nil
+}
+
+// gapsText lists a stream's gaps: purged and deleted ranges.
+func gapsText(v publisher.StreamVerification) string {
+	var parts []string
+	if v.Purged != nil {
+		parts = append(parts, v.Purged.String()+" purged or expired")
+	}
+	for i, d := range v.Deleted {
+		if i == 5 {
+			parts = append(parts, fmt.Sprintf("and %d more deleted ranges", len(v.Deleted)-5))
+			break
+		}
+		parts = append(parts, d.String()+" deleted")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// undecodableText counts the undecodable events and names the first.
+func undecodableText(v publisher.StreamVerification) string {
+	if v.Undecodable == 0 {
+		return "0"
+	}
+	seqs := make([]string, len(v.UndecodableSeqs))
+	for i, s := range v.UndecodableSeqs {
+		seqs[i] = fmt.Sprint(s)
+	}
+	return fmt.Sprintf("%d (sequences %s)", v.Undecodable, strings.Join(seqs, ", "))
 }
 
 // filter checks the flags and builds the replay filter.

@@ -148,8 +148,9 @@ func newProvisionCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "provision",
 		Short: "Create or update pcm's streams and buckets on a running NATS (external or embedded)",
-		Long: `Creates or updates, idempotently, PCM_JOBS, PCM_STATUS, PCM_AGENTS and PCM_LOCKS on the
-NATS server or cluster at --url. Use it for deployments that run their own nats-server.`,
+		Long: `Creates or updates, idempotently, the streams PCM_JOBS and PCM_STATUS, the key-value buckets
+PCM_AGENTS and PCM_LOCKS and the object store PCM_PACKAGES on the NATS server or cluster at
+--url. Use it for deployments that run their own nats-server (docs/stock-cluster.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nopts, err := g.sec.options()

@@ -160,6 +160,32 @@ func (c *Cluster) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// ConnectTo opens a connection to member i only (it ignores the other
+// members the cluster tells it of, and reconnects to member i alone),
+// closed at cleanup: a client whose requests member i routes.
+func (c *Cluster) ConnectTo(t testing.TB, i int) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	c.mu.Lock()
+	url := c.nodes[i].url
+	c.mu.Unlock()
+	nc, js := connect(t, t.Name(), []string{url}, append(c.Sec.adminOptions(t), nats.IgnoreDiscoveredServers())...)
+	t.Cleanup(nc.Close)
+	return nc, js
+}
+
+// Member is the index of the member named name (as a stream's cluster
+// info names its leader and replicas), -1 when none is.
+func (c *Cluster) Member(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, nd := range c.nodes {
+		if nd.cfg.ServerName == name {
+			return i
+		}
+	}
+	return -1
+}
+
 // running returns the servers of the running members, by index.
 func (c *Cluster) running() map[int]*server.Server {
 	c.mu.Lock()

@@ -35,8 +35,8 @@ type Entry struct {
 func streamOf(bucket string) string   { return "KV_" + bucket }
 func subjectsOf(bucket string) string { return "$KV." + bucket + ".>" }
 
-// entryOf reads an entry out of a stored message of bucket.
-func entryOf(bucket string, m streamread.Msg) Entry {
+// EntryOf reads an entry out of a stored message of bucket.
+func EntryOf(bucket string, m streamread.Msg) Entry {
 	e := Entry{Key: strings.TrimPrefix(m.Subject, "$KV."+bucket+"."), Value: m.Data, Revision: m.Seq, Created: m.Time}
 	if m.Header != nil {
 		op := m.Header.Get("KV-Operation")
@@ -53,7 +53,7 @@ func Snapshot(ctx context.Context, js jetstream.JetStream, bucket string, each f
 	live := map[string]Entry{}
 	var order []string
 	err := streamread.Scan(ctx, js, streamOf(bucket), streamread.Options{Filters: []string{subjectsOf(bucket)}}, func(m streamread.Msg) error {
-		e := entryOf(bucket, m)
+		e := EntryOf(bucket, m)
 		if _, ok := live[e.Key]; !ok {
 			order = append(order, e.Key)
 		}
@@ -71,42 +71,17 @@ func Snapshot(ctx context.Context, js jetstream.JetStream, bucket string, each f
 	return nil
 }
 
-// Watch follows every key of bucket: it sends each stored entry (deletes
-// included), then nil once it has sent every entry stored when it began
-// (as nats.go's KeyWatcher.Updates does), then every new entry as it is
-// stored, until ctx ends; then it closes the channel. A read error after
-// the first round is retried; one before is sent as the channel's last
-// value through errc.
-func Watch(ctx context.Context, js jetstream.JetStream, bucket string) (<-chan *Entry, <-chan error) {
-	out := make(chan *Entry, 256)
-	errc := make(chan error, 1)
-	send := func(e *Entry) error {
-		select {
-		case out <- e:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// Follow follows every key of bucket: its Updates send each stored entry
+// (deletes included; read it with EntryOf), then nil once every entry
+// stored when it began was sent (as nats.go's KeyWatcher.Updates does),
+// then every new entry as it is stored. It hears of new entries on the
+// bucket's subjects and reads them with direct gets (streamread.Follow).
+func Follow(ctx context.Context, js jetstream.JetStream, bucket string) (*streamread.Follower, error) {
+	f, err := streamread.Follow(ctx, js, streamOf(bucket), streamread.FollowOptions{
+		Options: streamread.Options{Filters: []string{subjectsOf(bucket)}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("following bucket %s: %w", bucket, err)
 	}
-	go func() {
-		defer close(out)
-		caught := false
-		err := streamread.Follow(ctx, js, streamOf(bucket), streamread.FollowOptions{
-			Options: streamread.Options{Filters: []string{subjectsOf(bucket)}},
-			CaughtUp: func() error {
-				if caught {
-					return nil
-				}
-				caught = true
-				return send(nil)
-			},
-		}, func(m streamread.Msg) error {
-			e := entryOf(bucket, m)
-			return send(&e)
-		})
-		if ctx.Err() == nil && err != nil {
-			errc <- fmt.Errorf("following bucket %s: %w", bucket, err)
-		}
-	}()
-	return out, errc
+	return f, nil
 }

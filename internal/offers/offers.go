@@ -84,45 +84,28 @@ func scan(ctx context.Context, js jetstream.JetStream, filters []string, start t
 	return nil
 }
 
-// FollowOptions configure Follow.
-type FollowOptions struct {
-	// Verify, when set, skips the events it refuses.
-	Verify Verifier
-	// CaughtUp, when set, is called each time Follow has delivered every
-	// event stored when it last looked: its first call ends the history.
-	// An error from it stops Follow and is returned as is.
-	CaughtUp func() error
-	// OnError, when set, hears the read errors Follow retries (a broker
-	// restart after the history was read).
-	OnError func(error)
-}
-
-// Follow calls fn for each valid (and verified) offer and cancellation on
-// filters (every subject when empty), from the beginning, in stream order,
-// then for each new one as it is stored, until ctx ends (it returns
-// ctx.Err()) or fn or o.CaughtUp return an error (returned as is). It
-// listens to the filters' subjects (core NATS) to hear of new events and
-// reads them with direct gets: see streamread.Follow.
-func Follow(ctx context.Context, js jetstream.JetStream, filters []string, o FollowOptions, fn func(Entry) error) error {
-	fo := streamread.FollowOptions{Options: streamread.Options{Filters: filters}, CaughtUp: o.CaughtUp, OnError: o.OnError}
+// Follow follows PCM_JOBS on filters (every subject when empty) from the
+// beginning: see streamread.Follow. Each update is a stored message (read
+// it with EntryOf) or nil, the mark that every event stored when it last
+// looked was delivered (the first nil ends the history). onError, when
+// set, hears the read errors it retries (a broker restart after the
+// history was read).
+func Follow(ctx context.Context, js jetstream.JetStream, filters []string, onError func(error)) (*streamread.Follower, error) {
+	fo := streamread.FollowOptions{Options: streamread.Options{Filters: filters}, OnError: onError}
 	if len(filters) == 0 {
 		fo.Subjects = events.JobsStreamSubjects()
 	}
-	var fnErr error
-	err := streamread.Follow(ctx, js, events.StreamJobs, fo, func(m streamread.Msg) error {
-		if e, ok := entryOf(m, o.Verify); ok {
-			fnErr = fn(e)
-			return fnErr
-		}
-		return nil
-	})
-	switch {
-	case err == nil, fnErr != nil && errors.Is(err, fnErr), ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		return err
-	default:
-		return fmt.Errorf("following %s: %w", events.StreamJobs, err)
+	f, err := streamread.Follow(ctx, js, events.StreamJobs, fo)
+	if err != nil {
+		return nil, fmt.Errorf("following %s: %w", events.StreamJobs, err)
 	}
+	return f, nil
 }
+
+// EntryOf reads an offer or a cancellation out of a stored message; ok is
+// false for anything else (a message that does not parse), and for an
+// event verify (when set) refuses.
+func EntryOf(m streamread.Msg, verify Verifier) (Entry, bool) { return entryOf(m, verify) }
 
 // entryOf reads an offer or a cancellation out of a stored message; ok is
 // false for anything else, and for an event verify refuses.

@@ -102,19 +102,27 @@ func TestFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan string, 16)
-	fctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
+	f, err := offers.Follow(ctx, env.JS, []string{"pcm.jobs.client.ws-1", "pcm.jobs.all"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		done <- offers.Follow(fctx, env.JS, []string{"pcm.jobs.client.ws-1", "pcm.jobs.all"}, offers.FollowOptions{
-			CaughtUp: func() error { got <- "caught-up"; return nil },
-		}, func(e offers.Entry) error {
+		for m := range f.Updates() {
+			if m == nil {
+				got <- "caught-up"
+				continue
+			}
+			e, ok := offers.EntryOf(*m, nil)
+			if !ok {
+				got <- "unreadable"
+				continue
+			}
 			kind := "offer"
 			if e.Cancel != nil {
 				kind = "cancel"
 			}
 			got <- kind + ":" + e.JobID()
-			return nil
-		})
+		}
 	}()
 	next := func(want string) {
 		t.Helper()
@@ -158,8 +166,8 @@ func TestFollow(t *testing.T) {
 			t.Fatal("the cancellation did not come within 2s")
 		}
 	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	f.Stop()
+	if err := f.Err(); err != nil {
 		t.Fatalf("Follow ended with %v", err)
 	}
 }

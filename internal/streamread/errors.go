@@ -1,6 +1,9 @@
 package streamread
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors.
 var (
@@ -15,8 +18,8 @@ var (
 	ErrNoStream = errors.New("stream not found or without direct gets")
 	// ErrNoAnswer: the broker did not answer a direct get in time. With
 	// restricted credentials it usually means the user may not publish to
-	// $JS.API.DIRECT.GET.<stream> (the broker refuses such a request
-	// silently and reports a permission violation to the connection).
+	// the request's subject (the broker refuses such a request silently
+	// and reports a permission violation to the connection).
 	ErrNoAnswer = errors.New("no answer to a direct get")
 	// ErrRefused: the broker answered a direct get with an error status
 	// (a malformed or conflicting request): the message names the status.
@@ -24,4 +27,43 @@ var (
 	// ErrInvalidOptions: the options cannot be used (a bad filter, a
 	// negative batch, Follow without subjects to listen to).
 	ErrInvalidOptions = errors.New("invalid stream read options")
+	// ErrIncomplete: a read could not deliver every message the stream
+	// holds in the range it had to read (no replica answered it whole
+	// within Options.RetryFor). The error is an *IncompleteError naming
+	// the stream and the range not delivered; nothing after the range's
+	// start was delivered. Reading again later resumes there.
+	ErrIncomplete = errors.New("stream read incomplete")
 )
+
+// IncompleteError is the ErrIncomplete of one read: the sequences From to
+// To (inclusive) of Stream, on Filter ("" for the whole stream), were not
+// delivered, for the reason Err.
+type IncompleteError struct {
+	Stream   string
+	Filter   string
+	From, To uint64
+	// Err is the last failure seen while trying to read the range.
+	Err error
+}
+
+func (e *IncompleteError) Error() string {
+	on := ""
+	if e.Filter != "" {
+		on = " on " + e.Filter
+	}
+	rng := fmt.Sprintf("sequences %d to %d", e.From, e.To)
+	if e.From == e.To {
+		rng = fmt.Sprintf("sequence %d", e.From)
+	}
+	msg := fmt.Sprintf("%s: %s of %s%s not delivered", ErrIncomplete, rng, e.Stream, on)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg + " (read again to resume from sequence " + fmt.Sprint(e.From) + "; if it persists, a replica of the stream is missing messages: check its replicas)"
+}
+
+// Is makes errors.Is(err, ErrIncomplete) hold.
+func (e *IncompleteError) Is(target error) bool { return target == ErrIncomplete }
+
+// Unwrap returns the last failure.
+func (e *IncompleteError) Unwrap() error { return e.Err }

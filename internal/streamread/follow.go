@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // DefaultResync is how often Follow reads the stream when nothing told it
@@ -35,7 +37,7 @@ const (
 	// recentReads is how many read messages Follow remembers, for a
 	// message read before its subscription's copy is handled.
 	recentReads = 4096
-	// errRetry and maxErrRetry bound the backoff after a failed read.
+	// errRetry and maxErrRetry bound the backoff after a failed round.
 	errRetry    = 100 * time.Millisecond
 	maxErrRetry = 5 * time.Second
 )
@@ -47,55 +49,86 @@ type FollowOptions struct {
 	// messages; default Filters. Required when Filters is empty (the
 	// stream's subjects, then).
 	Subjects []string
-	// Resync is how often Follow reads the stream anyway when nothing
-	// told it of a new message: it catches a message whose notice was
-	// lost (a refused or dropped subscription, a reconnection it did not
-	// see). Default DefaultResync; negative: never.
+	// Resync is how often the Follower reads the stream anyway when
+	// nothing told it of a new message: it catches a message whose notice
+	// was lost (a refused or dropped subscription, a reconnection it did
+	// not see). Default DefaultResync; negative: never.
 	Resync time.Duration
-	// CaughtUp, when set, is called each time Follow has delivered every
-	// message stored when its round began. An error from it stops Follow
-	// and is returned as is.
-	CaughtUp func() error
-	// OnError, when set, hears the read errors Follow retries (those
-	// after its first round; an error before is returned).
+	// OnError, when set, hears the read errors the Follower retries (those
+	// after its first round; an error before it stops the Follower). It is
+	// called from the Follower's goroutine.
 	OnError func(error)
 }
 
-// Follow calls fn, in stream order, for every message of stream on
-// o.Filters from o's start, then for every new one as it is stored, until
-// ctx ends (it returns ctx.Err()) or fn or o.CaughtUp return an error (it
-// returns it as is).
+// Follower is a stream being followed: what Follow returns. Its Updates
+// channel has the shape of nats.go's KeyWatcher.Updates(): the stored
+// messages, each once in stream order, and a nil each time it has caught
+// up with the stream.
+type Follower struct {
+	updates chan *Msg
+	done    chan struct{}
+	cancel  context.CancelFunc
+	err     error // set before done is closed
+}
+
+// Updates delivers the messages on the filters, from the start, in stream
+// order, each once, then each new one as it is stored; a nil marks each
+// time the Follower has delivered every message stored when it last looked
+// (the first nil ends the history). It is closed when the Follower stops
+// (see Err). A Follower waits for the caller to take each update.
+func (f *Follower) Updates() <-chan *Msg { return f.updates }
+
+// Err waits until the Follower has stopped and says why: nil when it was
+// stopped (Stop, or the end of its context), else the error of its first
+// round (a missing stream, no right to read it, ErrIncomplete); errors
+// after the first round are retried, not returned.
+func (f *Follower) Err() error {
+	<-f.done
+	return f.err
+}
+
+// Stop stops the Follower and waits until it has.
+func (f *Follower) Stop() {
+	f.cancel()
+	<-f.done
+}
+
+// Follow starts following stream on o.Filters from o's start. It returns
+// once its subscriptions are in effect at the broker; the messages come on
+// the Follower's Updates channel until ctx ends or Stop.
 //
 // How it follows without polling: before its first read it subscribes (core
-// NATS) to o.Subjects. A message heard there is only a notice: Follow does
-// not deliver it (it carries no stream sequence, and the stream may not
+// NATS) to o.Subjects. A message heard there is only a notice: the Follower
+// does not deliver it (it carries no stream sequence, and the stream may not
 // have stored it yet, or ever). Each notice starts a read of the stream
-// from the last sequence delivered, so what Follow delivers always comes
-// from the stream, in stream order, each message once, without gaps:
-// ordering and de-duplication are by sequence, whatever the order of the
-// notices. A notice can arrive before the stream has stored its message;
-// Follow remembers each notice (a hash of subject and body) until a read
-// returns the same message and, while one is unread, reads again after a
-// short backoff (1 ms doubling to 200 ms), forgetting notices of messages
-// the stream did not store after 2 s. Notices lost (the broker refusing a
-// subscription, a slow subscriber's drops, a reconnection) delay a message
-// until the next notice, the reconnection (Follow reads when the
-// connection is re-established), or the resync read every o.Resync.
+// from the last sequence delivered (a round of a Reader, complete or
+// failed), so what it delivers always comes from the stream, in stream
+// order, each message once, without gaps: ordering and de-duplication are by
+// sequence, whatever the order of the notices. A notice can arrive before
+// the stream has stored its message; the Follower remembers each notice (a
+// hash of subject and body) until a read returns the same message and,
+// while one is unread, reads again after a short backoff (1 ms doubling to
+// 200 ms), forgetting notices of messages the stream did not store after
+// 2 s. Notices lost (the broker refusing a subscription, a slow
+// subscriber's drops, a reconnection) delay a message until the next
+// notice, the reconnection (it reads when the connection is
+// re-established), or the resync read every o.Resync.
 //
-// Read errors before the first round completes are returned; later ones
-// (a broker restart, a reconnection) are retried with backoff and reported
-// to o.OnError.
-func Follow(ctx context.Context, js jetstream.JetStream, stream string, o FollowOptions, fn func(Msg) error) error {
+// Read errors before the first round completes stop the Follower (see
+// Err), and so does a closed connection; later ones (a broker restart, a
+// reconnection, a read that could not complete) are retried with backoff,
+// from the last message delivered, and reported to o.OnError.
+func Follow(ctx context.Context, js jetstream.JetStream, stream string, o FollowOptions) (*Follower, error) {
 	subjects := o.Subjects
 	if len(subjects) == 0 {
 		subjects = o.Filters
 	}
 	if len(subjects) == 0 {
-		return fmt.Errorf("%w: following %s needs subjects to subscribe to (its filters, or the stream's subjects)", ErrInvalidOptions, stream)
+		return nil, fmt.Errorf("%w: following %s needs subjects to subscribe to (its filters, or the stream's subjects)", ErrInvalidOptions, stream)
 	}
 	for _, s := range subjects {
 		if err := validSubject(s); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if o.Resync == 0 {
@@ -103,24 +136,48 @@ func Follow(ctx context.Context, js jetstream.JetStream, stream string, o Follow
 	}
 	r, err := NewReader(js, stream, o.Options)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() { _ = r.Close() }()
-
 	nc := js.Conn()
 	w := newNotices()
+	var subs []*nats.Subscription
+	unsubscribe := func() {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
+		}
+	}
 	for _, s := range subjects {
 		sub, err := nc.Subscribe(s, w.heard)
 		if err != nil {
-			return fmt.Errorf("following %s: subscribing to %s: %w", stream, s, err)
+			unsubscribe()
+			return nil, fmt.Errorf("following %s: subscribing to %s: %w", stream, s, err)
 		}
-		defer func() { _ = sub.Unsubscribe() }()
+		subs = append(subs, sub)
 		// A notice is small work; beyond these, notices are dropped (a
 		// later notice or the resync catches up).
 		_ = sub.SetPendingLimits(8192, 8<<20)
 	}
 	// The subscriptions are in effect at the broker before the first read.
 	_ = nc.FlushTimeout(r.opts.Timeout)
+	ctx, cancel := context.WithCancel(ctx)
+	f := &Follower{updates: make(chan *Msg, 64), done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(f.done)
+		defer close(f.updates)
+		defer cancel()
+		defer func() { _ = r.Close() }()
+		defer unsubscribe()
+		err := f.run(ctx, nc, r, w, o)
+		if ctx.Err() != nil {
+			err = nil // stopped
+		}
+		f.err = err
+	}()
+	return f, nil
+}
+
+// run is the Follower's loop.
+func (f *Follower) run(ctx context.Context, nc *nats.Conn, r *Reader, w *notices, o FollowOptions) error {
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(reconnected)
 	var resync <-chan time.Time
@@ -134,43 +191,44 @@ func Follow(ctx context.Context, js jetstream.JetStream, stream string, o Follow
 	defer retry.Stop()
 
 	rounds := 0
-	var backoff, errBackoff time.Duration
+	var noticeWait time.Duration
+	errWait := backoff.Backoff{Initial: errRetry, Max: maxErrRetry}
 	for {
-		callers, err := readRound(ctx, r, w, fn)
+		err := f.round(ctx, r, w)
 		switch {
 		case err == nil:
-			errBackoff = 0
+			errWait.Reset()
 			rounds++
-			if o.CaughtUp != nil {
-				if err := o.CaughtUp(); err != nil {
-					return err
-				}
+			select {
+			case f.updates <- nil:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-		case callers:
-			return err
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case rounds == 0:
+		case rounds == 0, nc.IsClosed():
+			// Before the history is read, or once the connection is
+			// closed for good (it will not reconnect), an error is the
+			// end: the caller decides whether to start again.
 			return err
 		default:
 			if o.OnError != nil {
 				o.OnError(err)
 			}
-			errBackoff = min(max(2*errBackoff, errRetry), maxErrRetry)
-			if !sleep(ctx, errBackoff) {
-				return ctx.Err()
+			if err := errWait.Wait(ctx); err != nil {
+				return err
 			}
 			continue
 		}
 		var wait time.Duration
 		switch {
 		case w.unread(time.Now()) > 0:
-			backoff = min(max(2*backoff, firstRetry), maxRetry)
-			wait = backoff
+			noticeWait = min(max(2*noticeWait, firstRetry), maxRetry)
+			wait = noticeWait
 		case rounds == 1:
-			backoff, wait = 0, settle
+			noticeWait, wait = 0, settle
 		default:
-			backoff = 0
+			noticeWait = 0
 		}
 		var retryC <-chan time.Time
 		if wait > 0 {
@@ -194,33 +252,22 @@ func Follow(ctx context.Context, js jetstream.JetStream, stream string, o Follow
 	}
 }
 
-// readRound delivers one round of r to fn, marking each message read.
-// callers is true when the error is fn's.
-func readRound(ctx context.Context, r *Reader, w *notices, fn func(Msg) error) (callers bool, err error) {
+// round delivers one round of r, marking each message read.
+func (f *Follower) round(ctx context.Context, r *Reader, w *notices) error {
 	for {
 		m, err := r.Next(ctx)
 		if errors.Is(err, ErrCaughtUp) {
-			return false, nil
+			return nil
 		}
 		if err != nil {
-			return false, err
+			return err
 		}
 		w.read(m.Subject, m.Data)
-		if err := fn(m); err != nil {
-			return true, err
+		select {
+		case f.updates <- &m:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; false when ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -14,40 +14,47 @@ import (
 	"github.com/pcm-project/pcm/internal/streamread"
 )
 
-// follower runs Follow in the background and collects what it delivers.
+// follower collects what a Follower delivers, in the background.
 type follower struct {
 	mu       sync.Mutex
 	msgs     []streamread.Msg
 	caughtUp int
-	done     chan error
-	cancel   context.CancelFunc
+	f        *streamread.Follower
 }
 
 func follow(t *testing.T, js jetstream.JetStream, o streamread.FollowOptions) *follower {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &follower{done: make(chan error, 1), cancel: cancel}
-	o.CaughtUp = func() error {
-		f.mu.Lock()
-		f.caughtUp++
-		f.mu.Unlock()
-		return nil
+	return followStream(t, js, testStream, o)
+}
+
+func followStream(t *testing.T, js jetstream.JetStream, stream string, o streamread.FollowOptions) *follower {
+	t.Helper()
+	f, err := streamread.Follow(context.Background(), js, stream, o)
+	if err != nil {
+		t.Fatal(err)
 	}
+	fl := &follower{f: f}
+	collected := make(chan struct{})
 	go func() {
-		f.done <- streamread.Follow(ctx, js, testStream, o, func(m streamread.Msg) error {
-			f.mu.Lock()
-			f.msgs = append(f.msgs, m)
-			f.mu.Unlock()
-			return nil
-		})
+		defer close(collected)
+		for m := range f.Updates() {
+			fl.mu.Lock()
+			if m == nil {
+				fl.caughtUp++
+			} else {
+				fl.msgs = append(fl.msgs, *m)
+			}
+			fl.mu.Unlock()
+		}
 	}()
 	t.Cleanup(func() {
-		cancel()
-		if err := <-f.done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Follow ended with %v, want context.Canceled", err)
+		f.Stop()
+		<-collected
+		if err := f.Err(); err != nil {
+			t.Errorf("the Follower stopped with %v, want nil after Stop", err)
 		}
 	})
-	return f
+	return fl
 }
 
 func (f *follower) count() int {
@@ -191,32 +198,53 @@ func TestFollowErrors(t *testing.T) {
 	js := env.JS
 	newStream(t, js, false)
 	put(t, js, "sr.a.1", "x")
-	stop := errors.New("stop")
 	for _, tc := range []struct {
 		name   string
 		stream string
 		opts   streamread.FollowOptions
-		fn     func(streamread.Msg) error
 		want   error
 	}{
-		{"nothing to subscribe to", testStream, streamread.FollowOptions{}, nil, streamread.ErrInvalidOptions},
-		{"bad subject", testStream, streamread.FollowOptions{Subjects: []string{"a..b"}}, nil, streamread.ErrInvalidOptions},
-		{"no such stream", "NOPE", streamread.FollowOptions{Subjects: []string{"nope.>"}}, nil, streamread.ErrNoStream},
-		{"fn's error", testStream, streamread.FollowOptions{Subjects: []string{"sr.>"}}, func(streamread.Msg) error { return stop }, stop},
-		{"caught up's error", testStream, streamread.FollowOptions{Subjects: []string{"sr.>"}, CaughtUp: func() error { return stop }}, nil, stop},
+		{"nothing to subscribe to", testStream, streamread.FollowOptions{}, streamread.ErrInvalidOptions},
+		{"bad subject", testStream, streamread.FollowOptions{Subjects: []string{"a..b"}}, streamread.ErrInvalidOptions},
+		{"bad batch", testStream, streamread.FollowOptions{Subjects: []string{"sr.>"}, Options: streamread.Options{Batch: -1}}, streamread.ErrInvalidOptions},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fn := tc.fn
-			if fn == nil {
-				fn = func(streamread.Msg) error { return nil }
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := streamread.Follow(ctx, js, tc.stream, tc.opts, fn); !errors.Is(err, tc.want) {
+			if _, err := streamread.Follow(context.Background(), js, tc.stream, tc.opts); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
 	}
+	t.Run("no such stream ends the updates", func(t *testing.T) {
+		f, err := streamread.Follow(context.Background(), js, "NOPE", streamread.FollowOptions{Subjects: []string{"nope.>"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range f.Updates() {
+			t.Fatalf("update %v from a stream that does not exist", m)
+		}
+		if err := f.Err(); !errors.Is(err, streamread.ErrNoStream) {
+			t.Fatalf("got %v, want ErrNoStream", err)
+		}
+	})
+	t.Run("the end of the context stops it without error", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		f, err := streamread.Follow(ctx, js, testStream, streamread.FollowOptions{Subjects: []string{"sr.>"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := <-f.Updates(); m == nil || m.Seq != 1 {
+			t.Fatalf("first update %v, want sequence 1", m)
+		}
+		if m := <-f.Updates(); m != nil {
+			t.Fatalf("second update %v, want the caught-up mark (nil)", m)
+		}
+		cancel()
+		for range f.Updates() {
+		}
+		if err := f.Err(); err != nil {
+			t.Fatalf("got %v, want nil", err)
+		}
+	})
 }
 
 // TestClusterRead: on a 3-node cluster (PCM_STATUS with 3 replicas, each
@@ -226,22 +254,9 @@ func TestClusterRead(t *testing.T) {
 	c := testenv.StartCluster(t, 3)
 	_, js := c.Connect(t)
 	const n = 300
-	f := func() *follower {
-		ctx, cancel := context.WithCancel(context.Background())
-		fl := &follower{done: make(chan error, 1), cancel: cancel}
-		go func() {
-			fl.done <- streamread.Follow(ctx, js, "PCM_STATUS", streamread.FollowOptions{
-				Options: streamread.Options{Filters: []string{"pcm.status.c1.*"}, Batch: 7},
-			}, func(m streamread.Msg) error {
-				fl.mu.Lock()
-				fl.msgs = append(fl.msgs, m)
-				fl.mu.Unlock()
-				return nil
-			})
-		}()
-		t.Cleanup(func() { cancel(); <-fl.done })
-		return fl
-	}()
+	f := followStream(t, js, "PCM_STATUS", streamread.FollowOptions{
+		Options: streamread.Options{Filters: []string{"pcm.status.c1.*"}, Batch: 7},
+	})
 	for i := range n {
 		if _, err := js.Publish(context.Background(), fmt.Sprintf("pcm.status.c%d.j%d", 1+i%2, i), []byte("x")); err != nil {
 			t.Fatal(err)

@@ -26,25 +26,29 @@ func Last(ctx context.Context, js jetstream.JetStream, stream, subject string) (
 	if err := validSubject(subject); err != nil {
 		return Msg{}, err
 	}
-	r := &Reader{stream: stream, api: apiPrefix(js.Options()) + "DIRECT.GET." + stream}
+	api := apiPrefix(js.Options()) + "DIRECT.GET." + stream
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	msg, err := js.Conn().RequestWithContext(ctx, r.api+"."+subject, nil)
+	msg, err := js.Conn().RequestWithContext(ctx, api+"."+subject, nil)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return Msg{}, fmt.Errorf("%w: %s: %w", ErrNoStream, r.api+"."+subject, jetstream.ErrStreamNotFound)
+		return Msg{}, fmt.Errorf("%w: %s: %w", ErrNoStream, api+"."+subject, jetstream.ErrStreamNotFound)
 	case err != nil:
 		return Msg{}, fmt.Errorf("reading the last message of %s in %s: %w", subject, stream, err)
 	}
-	switch msg.Header.Get(hdrStatus) {
-	case "":
-	case "404":
-		return Msg{}, fmt.Errorf("%w: %s in %s", ErrNotFound, subject, stream)
-	default:
-		return Msg{}, r.statusErr(msg)
+	if isStatus(msg) {
+		code, descr := statusOf(msg)
+		if code == "404" {
+			return Msg{}, fmt.Errorf("%w: %s in %s", ErrNotFound, subject, stream)
+		}
+		return Msg{}, fmt.Errorf("%w: %s answered %s %s", ErrRefused, api+"."+subject, code, descr)
 	}
-	return r.msgOf(msg)
+	s, err := parseStored(stream, msg, false)
+	if err != nil {
+		return Msg{}, fmt.Errorf("%w: %s answered %v", ErrRefused, api+"."+subject, err)
+	}
+	return s.Msg, nil
 }

@@ -1,29 +1,44 @@
 // Package streamread reads a JetStream stream through batched direct gets
-// instead of consumers, and follows it with core subscriptions to its
-// subjects.
+// instead of consumers, completely or with an error, and follows it with
+// core subscriptions to its subjects.
 //
-// A batch is one request to $JS.API.DIRECT.GET.<stream> with a JSON body
-// {"seq": N, "batch": B, "max_bytes": M, "next_by_subj": "<filter>"} (or
-// "start_time" instead of "seq"): the broker answers, on a private inbox
-// of the connection (nc.NewInbox, so a custom inbox prefix is respected),
-// with one message per stored message, headers Nats-Stream, Nats-Subject,
-// Nats-Sequence, Nats-Time-Stamp, Nats-Num-Pending and Nats-Last-Sequence
-// added, then a status message 204 "EOB" whose Nats-Num-Pending says how
-// many matching messages remain; a 404 when nothing is left. The stream
-// must allow direct gets (AllowDirect, as pcm provisions PCM_JOBS and
-// PCM_STATUS).
+// A batch is one request to <API prefix>DIRECT.GET.<stream> with a JSON
+// body {"seq": N, "batch": B, "max_bytes": M, "next_by_subj": "<filter>"}
+// (or "start_time" instead of "seq"); the last message of a filter is
+// asked for in the subject form, <API prefix>DIRECT.GET.<stream>.<filter>.
+// The broker answers on a private inbox of the connection, with one
+// message per stored message, then a status message 204 "EOB" whose
+// Nats-Num-Pending says how many matching messages remain; a 404 when
+// nothing is left. The stream must allow direct gets (AllowDirect, as pcm
+// provisions PCM_JOBS and PCM_STATUS).
+//
+// Every replica of a stream answers direct gets, each from its own store,
+// and a replica may lag behind the others: a read is checked, not trusted.
+// A read of the whole stream knows from STREAM.INFO which sequences it
+// must deliver (first and last sequence, deleted messages); a filtered
+// read knows the last message of each filter (a last-by-subject get). Each
+// answer is matched to its request by reply subject, whichever replica
+// sends it and in whatever order answers to several requests interleave;
+// each message of a batch names the one sent before it (the server's
+// Nats-Last-Sequence), so a message lost on the way is seen; sequences,
+// subjects and times are taken from what the server set, never from a
+// header the stored message carried. A part that no replica answers whole
+// is asked again (with backoff, for Options.RetryFor) and then ends the
+// read with an *IncompleteError naming the range not delivered.
 //
 // A user that reads this way needs no right on the stream's consumers: it
 // can neither create, update nor pull from any of them (an agent's durable
 // consumer included); it needs a publish right on
-// $JS.API.DIRECT.GET.<stream>, a subscription to its inbox and, to
+// <API prefix>DIRECT.GET.<stream> and, for a filtered read,
+// <API prefix>DIRECT.GET.<stream>.<filter>; for a read of the whole stream,
+// <API prefix>STREAM.INFO.<stream>; a subscription to its inbox and, to
 // follow, subscriptions to the subjects it follows.
 //
 // It never creates a consumer, never writes to a stream, never loads a
 // stream whole (a Reader holds a few batches per filter: the one being
-// read and those asked for ahead) and does not poll: Follow reads when a
-// subscription hears of a new message, and otherwise once per resync
-// period (see Follow for the ordering and the gaps).
+// read and those asked for ahead) and does not poll: a Follower reads when
+// a subscription hears of a new message, and otherwise once per resync
+// period.
 package streamread
 
 import (
@@ -31,12 +46,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // Defaults of Options.
@@ -48,21 +65,19 @@ const (
 	DefaultMaxBytes = 1 << 20
 	// DefaultTimeout bounds the wait for each answer of the broker.
 	DefaultTimeout = 5 * time.Second
-	// maxBatch keeps a batch within what one subscription buffers.
+	// DefaultRetryFor is how long a read keeps asking again for a part
+	// that no answer has covered before it gives up with ErrIncomplete.
+	DefaultRetryFor = 30 * time.Second
+	// maxBatch keeps a batch within reason.
 	maxBatch = 10_000
-)
-
-// The headers a direct get adds to a stored message, and the status
-// headers nats.go sets on a status message.
-const (
-	hdrStream     = "Nats-Stream"
-	hdrSubject    = "Nats-Subject"
-	hdrSequence   = "Nats-Sequence"
-	hdrTimeStamp  = "Nats-Time-Stamp"
-	hdrNumPending = "Nats-Num-Pending"
-	hdrLastSeq    = "Nats-Last-Sequence"
-	hdrStatus     = "Status"
-	hdrDescr      = "Description"
+	// aheadDepth is how many batch requests a read of the whole stream
+	// keeps outstanding: the broker prepares the next batches while the
+	// caller works through this one.
+	aheadDepth = 3
+	// unansweredTries is how many requests in a row a Reader sends
+	// without any answer, before any answer ever came, before it reports
+	// ErrNoAnswer (a user not allowed to send them gets no answer at all).
+	unansweredTries = 3
 )
 
 // Msg is one stored message.
@@ -75,8 +90,9 @@ type Msg struct {
 	Seq uint64
 	// Time is when the broker stored it.
 	Time time.Time
-	// Header holds the headers it was stored with (nil when none): the
-	// headers a direct get adds are removed.
+	// Header holds the headers it was stored with (nil when none),
+	// whatever their names: only the headers the direct get added are
+	// removed.
 	Header nats.Header
 	// Data is its body.
 	Data []byte
@@ -85,9 +101,9 @@ type Msg struct {
 // Options say what a Reader reads.
 type Options struct {
 	// Filters are the subjects to read, wildcards allowed; empty reads
-	// the whole stream. Each filter is read with its own batches and the
-	// results merged by sequence; a message matching several filters is
-	// returned once.
+	// the whole stream (which needs STREAM.INFO on it). Each filter is
+	// read with its own batches and the results merged by sequence; a
+	// message matching several filters is returned once.
 	Filters []string
 	// StartSeq is the first sequence to read; zero starts at the
 	// beginning, or at StartTime.
@@ -101,8 +117,12 @@ type Options struct {
 	// MaxBytes bounds the bytes of one batch; default DefaultMaxBytes.
 	MaxBytes int
 	// Timeout bounds the wait for each answer of the broker; default
-	// DefaultTimeout. The context bounds the whole read.
+	// DefaultTimeout. A request not answered in time is sent again.
 	Timeout time.Duration
+	// RetryFor is how long a read asks again for a part no answer covered
+	// (a lagging replica, a lost answer) before it returns ErrIncomplete;
+	// default DefaultRetryFor. The context bounds the whole read.
+	RetryFor time.Duration
 }
 
 // setDefaults fills the zero fields.
@@ -116,6 +136,9 @@ func (o *Options) setDefaults() {
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.RetryFor == 0 {
+		o.RetryFor = DefaultRetryFor
+	}
 }
 
 // Validate checks the options (after defaults).
@@ -128,6 +151,9 @@ func (o Options) Validate() error {
 	}
 	if o.Timeout < 0 {
 		return fmt.Errorf("%w: timeout %s is negative: use 0 for %s", ErrInvalidOptions, o.Timeout, DefaultTimeout)
+	}
+	if o.RetryFor < 0 {
+		return fmt.Errorf("%w: retry-for %s is negative: use 0 for %s", ErrInvalidOptions, o.RetryFor, DefaultRetryFor)
 	}
 	for _, f := range o.Filters {
 		if err := validSubject(f); err != nil {
@@ -161,46 +187,58 @@ func validStream(s string) error {
 }
 
 // Reader reads a stream in order, batch by batch, in rounds: a round
-// returns every message on the filters stored when it began (the stream's
-// last sequence then is its horizon), merged by sequence, then
-// ErrCaughtUp; the next call to Next begins a new round from where the last
-// one stopped. A Reader is not safe for concurrent use. Close it.
+// returns every message on the filters stored when it began, merged by
+// sequence, then ErrCaughtUp; the next call to Next begins a new round from
+// where the last one stopped. A Reader is not safe for concurrent use.
+// Close it.
 type Reader struct {
+	js      jetstream.JetStream
 	nc      *nats.Conn
 	stream  string
-	api     string // $JS.API.DIRECT.GET.<stream>
+	api     string // <prefix>DIRECT.GET.<stream>
 	opts    Options
+	in      inbox
 	cursors []*cursor
-	meta    inbox // for the horizon
+	str     jetstream.Stream // for STREAM.INFO (whole-stream reads)
+	direct  bool             // the stream allows direct gets, per STREAM.INFO
+
+	answered   bool // some request was answered: a later silence is not a refusal
+	unanswered int  // requests in a row without an answer, before the first answer
 
 	inRound bool
-	horizon uint64
+	horizon uint64 // the round delivers no sequence beyond it
 }
 
-// cursor is the read position, the current batch and the request sent
-// ahead for the next one of one filter.
+// cursor is the read position, the current batch and the requests sent
+// ahead of one filter ("" for the whole stream).
 type cursor struct {
-	filter string // "" for the whole stream
-	next   uint64 // the next sequence to ask for; 0 until a first message when starting by time
-	buf    []Msg
-	head   int
-	eof    bool // nothing stored after next when last asked, in this round
-	in     inbox
-	ahead  []sent // requests sent and not read yet, oldest first
+	filter string
+	next   uint64 // the first sequence not covered yet; 0 until a first message when starting by time
+	target uint64 // this round: the last message it must deliver (0: none)
+	// deleted are the sequences of this round's range that STREAM.INFO
+	// lists as deleted (whole stream only).
+	deleted []uint64
+	planned uint64 // whole stream: where the next chunk asked for ahead starts
+	done    bool   // this round: nothing more to read
+	buf     []Msg
+	head    int
+	ahead   []*chunk // requests sent, oldest first
+
+	stuck time.Time // when it last stopped progressing, zero while it does
+	bo    backoff.Backoff
 }
 
-// sent is a batch request sent.
-type sent struct {
-	reply string // where its answers come
-	start uint64 // the sequence it starts at (0: by time)
-}
-
-// inbox is a subscription to a private inbox of the connection, answers
-// to each request coming to a subject of their own under it.
-type inbox struct {
-	sub    *nats.Subscription
-	prefix string
-	token  uint64
+// chunk is a batch request sent for a cursor: from start (0: from the start
+// time) and, for the whole stream, up to hi (inclusive), and what its
+// answers showed so far.
+type chunk struct {
+	req   *request
+	start uint64
+	hi    uint64 // ^uint64(0) for a filter
+	prev  uint64 // the last sequence answered (the chain)
+	// passed: an answer went past hi (or, for the whole stream, past the
+	// round's horizon): the chunk's range is covered.
+	passed bool
 }
 
 func (c *cursor) peek() *Msg {
@@ -218,6 +256,22 @@ func (c *cursor) pop() {
 	}
 }
 
+// isDeleted says whether STREAM.INFO listed seq as deleted.
+func (c *cursor) isDeleted(seq uint64) bool {
+	_, ok := slices.BinarySearch(c.deleted, seq)
+	return ok
+}
+
+// existing counts the sequences in [lo, hi] not listed as deleted.
+func (c *cursor) existing(lo, hi uint64) uint64 {
+	if hi < lo {
+		return 0
+	}
+	a, _ := slices.BinarySearch(c.deleted, lo)
+	b, _ := slices.BinarySearch(c.deleted, hi+1)
+	return hi - lo + 1 - uint64(b-a)
+}
+
 // NewReader returns a Reader of stream through js's connection and API
 // prefix. It does no I/O.
 func NewReader(js jetstream.JetStream, stream string, opts Options) (*Reader, error) {
@@ -228,7 +282,7 @@ func NewReader(js jetstream.JetStream, stream string, opts Options) (*Reader, er
 	if err := validStream(stream); err != nil {
 		return nil, err
 	}
-	r := &Reader{nc: js.Conn(), stream: stream, api: apiPrefix(js.Options()) + "DIRECT.GET." + stream, opts: opts}
+	r := &Reader{js: js, nc: js.Conn(), stream: stream, api: apiPrefix(js.Options()) + "DIRECT.GET." + stream, opts: opts}
 	start := opts.StartSeq
 	if start == 0 && opts.StartTime.IsZero() {
 		start = 1
@@ -238,7 +292,8 @@ func NewReader(js jetstream.JetStream, stream string, opts Options) (*Reader, er
 		filters = []string{""}
 	}
 	for _, f := range filters {
-		r.cursors = append(r.cursors, &cursor{filter: f, next: start})
+		r.cursors = append(r.cursors, &cursor{filter: f, next: start,
+			bo: backoff.Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second}})
 	}
 	return r, nil
 }
@@ -247,11 +302,7 @@ func NewReader(js jetstream.JetStream, stream string, opts Options) (*Reader, er
 func dedupe(fs []string) []string {
 	var out []string
 	for _, f := range fs {
-		dup := false
-		for _, o := range out {
-			dup = dup || o == f
-		}
-		if !dup {
+		if !slices.Contains(out, f) {
 			out = append(out, f)
 		}
 	}
@@ -271,17 +322,16 @@ func apiPrefix(o jetstream.JetStreamOptions) string {
 	}
 }
 
-// Close releases the Reader's inbox subscriptions.
+// Close releases the Reader's inbox subscription.
 func (r *Reader) Close() error {
-	err := r.meta.close()
 	for _, c := range r.cursors {
 		c.ahead = nil
-		if cerr := c.in.close(); err == nil {
-			err = cerr
-		}
 	}
-	return err
+	return r.in.close()
 }
+
+// whole says whether r reads the whole stream.
+func (r *Reader) whole() bool { return r.cursors[0].filter == "" }
 
 // Next returns the next message in stream order, or ErrCaughtUp at the end
 // of a round. After another error it may be called again: it resumes where
@@ -291,19 +341,16 @@ func (r *Reader) Next(ctx context.Context) (Msg, error) {
 		return Msg{}, err
 	}
 	if !r.inRound {
-		h, err := r.lastSeq(ctx)
-		if err != nil {
+		if err := r.beginRound(ctx); err != nil {
 			return Msg{}, err
 		}
-		r.horizon, r.inRound = h, true
-		for _, c := range r.cursors {
-			c.eof = false
-		}
+		r.inRound = true
 	}
 	var best *cursor
 	for _, c := range r.cursors {
-		for c.peek() == nil && !c.eof && (c.next == 0 || c.next <= r.horizon) {
-			if err := r.fetch(ctx, c); err != nil {
+		for c.peek() == nil && !c.done {
+			if err := r.fill(ctx, c); err != nil {
+				c.stuck = time.Time{}
 				return Msg{}, err
 			}
 		}
@@ -327,8 +374,9 @@ func (r *Reader) Next(ctx context.Context) (Msg, error) {
 
 // Scan calls fn, in stream order, for every message of stream on
 // opts.Filters from opts' start up to the last message stored when it is
-// called (one round of a Reader). An error from fn stops the scan and is
-// returned as is.
+// called (one round of a Reader). It returns nil only when it delivered
+// every such message; an *IncompleteError (ErrIncomplete) names the range
+// it could not. An error from fn stops the scan and is returned as is.
 func Scan(ctx context.Context, js jetstream.JetStream, stream string, opts Options, fn func(Msg) error) error {
 	r, err := NewReader(js, stream, opts)
 	if err != nil {
@@ -349,239 +397,583 @@ func Scan(ctx context.Context, js jetstream.JetStream, stream string, opts Optio
 	}
 }
 
+// beginRound fixes what the round must deliver: for the whole stream, from
+// STREAM.INFO; for filters, from the last message of each.
+func (r *Reader) beginRound(ctx context.Context) error {
+	r.horizon = 0
+	for _, c := range r.cursors {
+		c.done, c.target, c.stuck = false, 0, time.Time{}
+		c.bo.Reset()
+	}
+	if r.whole() {
+		return r.beginWhole(ctx, r.cursors[0])
+	}
+	// A request sent ahead before the lasts were read may not hold what
+	// was stored since: ask anew.
+	for _, c := range r.cursors {
+		r.dropAhead(c)
+	}
+	for _, c := range r.cursors {
+		if err := r.aimAt(ctx, c); err != nil {
+			return err
+		}
+		r.horizon = max(r.horizon, c.target)
+	}
+	// The round delivers every message up to the horizon, the last of all
+	// filters: a filter whose last was read before another's may have
+	// received messages below the horizon since. Reading its last again
+	// now covers every one of them (a sequence below the horizon was
+	// stored before the horizon was read), so that none of them comes a
+	// round late, after a higher sequence of another filter.
+	if len(r.cursors) > 1 {
+		for _, c := range r.cursors {
+			if c.target < r.horizon {
+				if err := r.aimAt(ctx, c); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, c := range r.cursors {
+		c.done = c.next > r.horizon && c.next != 0
+	}
+	return nil
+}
+
+// aimAt sets c's target: the last message stored on its filter.
+func (r *Reader) aimAt(ctx context.Context, c *cursor) error {
+	last, err := r.lastOf(ctx, c.filter)
+	if err != nil {
+		return err
+	}
+	if last.Seq != 0 && (c.next != 0 || !last.Time.Before(r.opts.StartTime)) {
+		c.target = max(c.target, last.Seq)
+	}
+	return nil
+}
+
+// beginWhole reads the stream's state for a round of the whole stream.
+func (r *Reader) beginWhole(ctx context.Context, c *cursor) error {
+	st, err := r.state(ctx)
+	if err != nil {
+		return err
+	}
+	if !r.direct {
+		return fmt.Errorf("%w: %s does not allow direct gets: provision it with AllowDirect (pcm broker provision)", ErrNoStream, r.stream)
+	}
+	r.dropAhead(c) // a new round plans its chunks anew
+	c.deleted = c.deleted[:0]
+	if st.Msgs == 0 || (c.next == 0 && st.LastTime.Before(r.opts.StartTime)) {
+		c.done = true
+		return nil
+	}
+	if c.next != 0 && c.next < st.FirstSeq {
+		c.next = st.FirstSeq // what was before is no longer stored
+	}
+	from := max(c.next, st.FirstSeq)
+	for _, d := range st.Deleted {
+		if d >= from && d <= st.LastSeq {
+			c.deleted = append(c.deleted, d)
+		}
+	}
+	slices.Sort(c.deleted)
+	r.horizon = st.LastSeq
+	c.target = r.lastExisting(c, from, st.LastSeq)
+	c.done = c.target == 0 || (c.next != 0 && c.next > c.target)
+	c.planned = c.next
+	return nil
+}
+
+// lastExisting is the last sequence in [from, hi] not listed as deleted, 0
+// when none.
+func (r *Reader) lastExisting(c *cursor, from, hi uint64) uint64 {
+	for s := hi; s >= from && s > 0; s-- {
+		if !c.isDeleted(s) {
+			return s
+		}
+	}
+	return 0
+}
+
+// state is the stream's STREAM.INFO state with its deleted sequences,
+// asked again while the stream has no leader (an election).
+func (r *Reader) state(ctx context.Context) (jetstream.StreamState, error) {
+	var st jetstream.StreamState
+	rctx, cancel := context.WithTimeout(ctx, r.opts.RetryFor)
+	defer cancel()
+	err := backoff.Retry(rctx, backoff.Policy{
+		Backoff:        backoff.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second},
+		AttemptTimeout: r.opts.Timeout,
+		Retryable: func(err error) bool {
+			return !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, nats.ErrConnectionClosed) &&
+				!notAnswered(err) && ctx.Err() == nil
+		},
+	}, func(actx context.Context) error {
+		if r.str == nil {
+			s, err := r.js.Stream(actx, r.stream)
+			if err != nil {
+				return err
+			}
+			r.str = s
+		}
+		info, err := r.str.Info(actx, jetstream.WithDeletedDetails(true))
+		if err != nil {
+			return err
+		}
+		st, r.direct = info.State, info.Config.AllowDirect
+		return nil
+	})
+	if ctx.Err() != nil {
+		return st, ctx.Err()
+	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return st, fmt.Errorf("%w: %w: %s: provision it (pcm broker provision)", ErrNoStream, jetstream.ErrStreamNotFound, r.stream)
+	}
+	if notAnswered(err) || errors.Is(err, context.DeadlineExceeded) {
+		return st, fmt.Errorf("%w: nobody answers the state of %s (STREAM.INFO): these credentials may not read the whole stream (docs/security.md), or the stream has no leader: %w", ErrNoAnswer, r.stream, err)
+	}
+	if err != nil {
+		return st, fmt.Errorf("reading the state of %s (STREAM.INFO): %w", r.stream, err)
+	}
+	return st, nil
+}
+
+// notAnswered says whether a JetStream API request found nobody to answer
+// it: in an account that does not import it (a client of an authenticated
+// broker), or one without JetStream.
+func notAnswered(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
+}
+
+// lastOf is the last message stored on filter (zero Msg when none), asked
+// for in the subject form, again while no answer comes in time.
+func (r *Reader) lastOf(ctx context.Context, filter string) (Msg, error) {
+	subject := r.api + "." + filter
+	var b backoff.Backoff
+	start := time.Now()
+	for {
+		req, err := r.in.send(r.nc, subject, nil)
+		if err != nil {
+			return Msg{}, fmt.Errorf("reading %s: %w", r.stream, err)
+		}
+		answers, err := r.in.take(ctx, req, r.opts.Timeout)
+		r.in.forget(req)
+		if err == nil {
+			r.noteAnswer()
+			msg := answers[0]
+			if !isStatus(msg) {
+				s, err := parseStored(r.stream, msg, false)
+				if err != nil {
+					return Msg{}, fmt.Errorf("%w: %s answered %v", ErrRefused, subject, err)
+				}
+				return s.Msg, nil
+			}
+			switch code, _ := statusOf(msg); code {
+			case "404":
+				return Msg{}, nil
+			case "503":
+				err = errNoResponders
+			default:
+				return Msg{}, r.statusErr(subject, msg)
+			}
+		}
+		if ctx.Err() != nil {
+			return Msg{}, ctx.Err()
+		}
+		if ferr := r.refused(err, subject); ferr != nil {
+			return Msg{}, ferr
+		}
+		if time.Since(start) >= r.opts.RetryFor {
+			if errors.Is(err, errNoResponders) {
+				return Msg{}, fmt.Errorf("%w: nobody answered %s for %s", ErrNoAnswer, subject, r.opts.RetryFor)
+			}
+			return Msg{}, fmt.Errorf("%w: %s did not answer within %s, asked again for %s", ErrNoAnswer, subject, r.opts.Timeout, r.opts.RetryFor)
+		}
+		if err := b.Wait(ctx); err != nil {
+			return Msg{}, err
+		}
+	}
+}
+
+// errNoResponders: a request had no responder (a 503 status).
+var errNoResponders = errors.New("no responders")
+
+// noteAnswer records that an answer came.
+func (r *Reader) noteAnswer() { r.answered, r.unanswered = true, 0 }
+
+// refused says whether a failed request is the end before any answer ever
+// came: nobody serves the stream's direct gets (no stream), or requests in
+// a row went unanswered (no right to send them). It returns the error to
+// return, or nil to try again.
+func (r *Reader) refused(err error, subject string) error {
+	if r.answered {
+		return nil
+	}
+	switch {
+	case errors.Is(err, errNoResponders):
+		return fmt.Errorf("%w: %w: nobody answers %s: provision the stream (pcm broker provision) with AllowDirect",
+			ErrNoStream, jetstream.ErrStreamNotFound, subject)
+	case errors.Is(err, errNoAnswerYet):
+		r.unanswered++
+		if r.unanswered >= unansweredTries {
+			return fmt.Errorf("%w: %s did not answer within %s, %d times: check the connection, and that the user may publish to it",
+				ErrNoAnswer, subject, r.opts.Timeout, r.unanswered)
+		}
+	}
+	return nil
+}
+
+// statusErr describes an error status answer.
+func (r *Reader) statusErr(subject string, msg *nats.Msg) error {
+	code, descr := statusOf(msg)
+	return fmt.Errorf("%w: %s answered %s %s", ErrRefused, subject, code, descr)
+}
+
 // getRequest is nats-server's JSApiMsgGetRequest, the fields used here.
 type getRequest struct {
 	Seq       uint64     `json:"seq,omitempty"`
-	LastFor   string     `json:"last_by_subj,omitempty"`
 	NextFor   string     `json:"next_by_subj,omitempty"`
 	Batch     int        `json:"batch,omitempty"`
 	MaxBytes  int        `json:"max_bytes,omitempty"`
 	StartTime *time.Time `json:"start_time,omitempty"`
 }
 
-// send publishes a direct get to api whose answers come to a fresh reply
-// subject under the inbox, and returns that subject.
-func (in *inbox) send(nc *nats.Conn, api string, req getRequest) (string, error) {
-	if in.sub == nil {
-		prefix := nc.NewInbox()
-		sub, err := nc.SubscribeSync(prefix + ".*")
-		if err != nil {
-			return "", fmt.Errorf("subscribing to the inbox: %w", err)
-		}
-		// Generous limits: two batches (and late answers to abandoned
-		// requests) must fit.
-		if err := sub.SetPendingLimits(4*maxBatch, 256<<20); err != nil {
-			_ = sub.Unsubscribe()
-			return "", err
-		}
-		in.sub, in.prefix = sub, prefix
+// ask sends a batch request of c from start (0: from the start time) up
+// to hi, and queues it.
+func (r *Reader) ask(c *cursor, start, hi uint64) error {
+	batch := r.opts.Batch
+	if c.filter == "" && start > 0 {
+		batch = int(min(uint64(batch), max(c.existing(start, hi), 1)))
 	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return "", err
-	}
-	in.token++
-	reply := in.prefix + "." + strconv.FormatUint(in.token, 10)
-	if err := nc.PublishMsg(&nats.Msg{Subject: api, Reply: reply, Data: body}); err != nil {
-		return "", err
-	}
-	return reply, nil
-}
-
-// answer waits for the next answer to reply, skipping late answers to
-// abandoned requests.
-func (in *inbox) answer(ctx context.Context, reply string) (*nats.Msg, error) {
-	for {
-		msg, err := in.sub.NextMsgWithContext(ctx)
-		switch {
-		case err != nil:
-			return nil, err
-		case msg.Subject == reply:
-			return msg, nil
-		}
-	}
-}
-
-// close unsubscribes.
-func (in *inbox) close() error {
-	if in.sub == nil {
-		return nil
-	}
-	err := in.sub.Unsubscribe()
-	in.sub = nil
-	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
-		return nil
-	}
-	return err
-}
-
-// request sends a direct get through in.
-func (r *Reader) request(in *inbox, req getRequest) (string, error) {
-	reply, err := in.send(r.nc, r.api, req)
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", r.stream, err)
-	}
-	return reply, nil
-}
-
-// waitErr turns a failed wait into the error to return: the caller's
-// context error, or ErrNoAnswer when only the answer's time ran out.
-func (r *Reader) waitErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %s did not answer within %s: check the connection, and that the user may publish to it",
-			ErrNoAnswer, r.api, r.opts.Timeout)
-	}
-	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("%w: %w: nobody answers %s: provision the stream (pcm broker provision) with AllowDirect",
-			ErrNoStream, jetstream.ErrStreamNotFound, r.api)
-	}
-	return fmt.Errorf("reading %s: %w", r.stream, err)
-}
-
-// statusErr describes an error status answer.
-func (r *Reader) statusErr(msg *nats.Msg) error {
-	return fmt.Errorf("%w: %s answered %s %s", ErrRefused, r.api, msg.Header.Get(hdrStatus), msg.Header.Get(hdrDescr))
-}
-
-// lastSeq reads the stream's last sequence (the sequence of its last
-// message): the horizon of a round. An empty stream (or one whose last
-// message is gone) gives no bound.
-func (r *Reader) lastSeq(ctx context.Context) (uint64, error) {
-	reply, err := r.request(&r.meta, getRequest{LastFor: ">"})
-	if err != nil {
-		return 0, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-	defer cancel()
-	msg, err := r.meta.answer(wctx, reply)
-	if err != nil {
-		return 0, r.waitErr(ctx, err)
-	}
-	if v := msg.Header.Get(hdrSequence); v != "" {
-		seq, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%w: %s answered sequence %q", ErrRefused, r.api, v)
-		}
-		return seq, nil
-	}
-	if msg.Header.Get(hdrStatus) == "404" {
-		return ^uint64(0), nil
-	}
-	return 0, r.statusErr(msg)
-}
-
-// aheadDepth is how many batch requests a cursor of the whole stream keeps
-// outstanding: the broker prepares the next batches while the caller works
-// through this one.
-const aheadDepth = 3
-
-// fetch reads one batch of c into its buffer: the oldest one asked for
-// ahead, or a new one.
-//
-// To keep the broker busy, a cursor asks for batches ahead: a filtered one
-// asks for its next batch as soon as a batch ends (it cannot know where
-// the next one starts before); a cursor of the whole stream also asks, up
-// to aheadDepth batches, at predicted starts (the previous start plus the
-// batch size, which is exact as long as no message in between was deleted
-// and no batch was cut short by max bytes). A batch that ends before the
-// next one's start (a short batch) makes the cursor drop the requests
-// ahead (their answers are skipped) and ask again from where it is; one
-// that ends after it (deleted messages in its range) makes the next
-// batch's first messages repeats, which are skipped by sequence.
-func (r *Reader) fetch(ctx context.Context, c *cursor) error {
-	if len(c.ahead) == 0 {
-		if err := r.ask(c, c.next); err != nil {
-			return err
-		}
-	}
-	if c.filter == "" && c.next > 0 {
-		for last := c.ahead[len(c.ahead)-1].start; len(c.ahead) < aheadDepth && last+uint64(r.opts.Batch) <= r.horizon; {
-			last += uint64(r.opts.Batch)
-			if err := r.ask(c, last); err != nil {
-				return err
-			}
-		}
-	}
-	cur := c.ahead[0]
-	c.ahead = c.ahead[1:]
-	wctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-	defer cancel()
-	for {
-		msg, err := c.in.answer(wctx, cur.reply)
-		if err != nil {
-			c.ahead = nil
-			return r.waitErr(ctx, err)
-		}
-		if msg.Header.Get(hdrSequence) == "" {
-			switch msg.Header.Get(hdrStatus) {
-			case "204": // end of the batch
-				c.eof = msg.Header.Get(hdrNumPending) == "0"
-				if c.eof || (len(c.ahead) > 0 && c.next < c.ahead[0].start) {
-					c.ahead = nil
-				}
-				if !c.eof && len(c.ahead) == 0 && c.next <= r.horizon {
-					return r.ask(c, c.next)
-				}
-				return nil
-			case "404": // nothing stored from where it started
-				c.eof, c.ahead = true, nil
-				return nil
-			default:
-				c.ahead = nil
-				return r.statusErr(msg)
-			}
-		}
-		m, err := r.msgOf(msg)
-		if err != nil {
-			c.ahead = nil
-			return err
-		}
-		if m.Seq < c.next {
-			continue // a repeat: a batch asked for ahead overlapped this one
-		}
-		c.buf = append(c.buf, m)
-		c.next = m.Seq + 1
-	}
-}
-
-// ask sends a request for a batch of c from start (0: from the start time)
-// and queues it.
-func (r *Reader) ask(c *cursor, start uint64) error {
-	req := getRequest{NextFor: c.filter, Batch: r.opts.Batch, MaxBytes: r.opts.MaxBytes}
+	req := getRequest{NextFor: c.filter, Batch: batch, MaxBytes: r.opts.MaxBytes}
 	if start > 0 {
 		req.Seq = start
 	} else {
 		t := r.opts.StartTime.UTC()
 		req.StartTime = &t
 	}
-	reply, err := r.request(&c.in, req)
+	body, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
-	c.ahead = append(c.ahead, sent{reply: reply, start: start})
+	sent, err := r.in.send(r.nc, r.api, body)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", r.stream, err)
+	}
+	c.ahead = append(c.ahead, &chunk{req: sent, start: start, hi: hi})
 	return nil
 }
 
-// msgOf reads a stored message out of a direct get answer.
-func (r *Reader) msgOf(msg *nats.Msg) (Msg, error) {
-	h := msg.Header
-	seq, err := strconv.ParseUint(h.Get(hdrSequence), 10, 64)
+// plan sends the requests c should have outstanding: for the whole
+// stream, chunks of Batch existing sequences up to the round's target,
+// aheadDepth of them; for a filter (whose next batch starts where the last
+// one ends), one.
+func (r *Reader) plan(c *cursor) error {
+	if c.filter != "" || c.next == 0 {
+		if len(c.ahead) == 0 && !c.done {
+			return r.ask(c, c.next, ^uint64(0))
+		}
+		return nil
+	}
+	if len(c.ahead) == 0 {
+		c.planned = max(c.planned, c.next)
+	}
+	for len(c.ahead) < aheadDepth && c.planned <= c.target {
+		lo := c.planned
+		hi := lo
+		// The chunk holds Batch existing sequences (fewer at the end).
+		for n := uint64(0); hi <= c.target; hi++ {
+			if !c.isDeleted(hi) {
+				n++
+				if n == uint64(r.opts.Batch) {
+					break
+				}
+			}
+		}
+		hi = min(hi, c.target)
+		if err := r.ask(c, lo, hi); err != nil {
+			return err
+		}
+		c.planned = hi + 1
+	}
+	return nil
+}
+
+// fill reads answers of c's oldest request until c has a message to
+// deliver, or nothing more to read this round.
+func (r *Reader) fill(ctx context.Context, c *cursor) error {
+	if err := r.plan(c); err != nil {
+		return err
+	}
+	if len(c.ahead) == 0 {
+		c.done = true
+		return nil
+	}
+	ch := c.ahead[0]
+	answers, err := r.in.take(ctx, ch.req, r.opts.Timeout)
 	if err != nil {
-		return Msg{}, fmt.Errorf("%w: %s answered sequence %q", ErrRefused, r.api, h.Get(hdrSequence))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return r.failed(ctx, c, err)
 	}
-	ts, err := time.Parse(time.RFC3339Nano, h.Get(hdrTimeStamp))
+	r.noteAnswer()
+	for _, msg := range answers {
+		if isStatus(msg) {
+			return r.ended(ctx, c, ch, msg)
+		}
+		s, err := parseStored(r.stream, msg, true)
+		if err != nil {
+			return r.failed(ctx, c, fmt.Errorf("%w: %s answered %v", ErrRefused, r.api, err))
+		}
+		if s.prev != ch.prev || s.Seq <= ch.prev || s.Seq < ch.start {
+			// A message of the batch went missing on the way (or the
+			// answer is not what was asked): ask again from here.
+			return r.failed(ctx, c, fmt.Errorf("an answer of %s went from sequence %d to %d, skipping the one it sent in between: a message was lost on the way", r.api, s.prev, s.Seq))
+		}
+		ch.prev = s.Seq
+		if c.next == 0 {
+			// Started by time: the first message fixes where it starts.
+			c.next, c.planned = s.Seq, s.Seq
+		}
+		if c.filter == "" && c.next != 0 && s.Seq > c.next && c.existing(c.next, min(s.Seq-1, ch.hi, c.target)) > 0 {
+			// The answer passed over sequences STREAM.INFO says exist:
+			// deleted since, or the answer is wrong (a replica or a
+			// mirror serving direct gets that lacks them). Ask again
+			// once the stream's state is read anew.
+			return r.skipped(ctx, c, ch, s.Seq)
+		}
+		// For a filter, a sequence between c.next and this one that the
+		// answer passed over is not in the store of that replica, which
+		// holds every message up to this one (a lagging replica holds
+		// a prefix of the stream): it was deleted, or is on another
+		// subject.
+		if s.Seq > ch.hi || (c.filter == "" && s.Seq > r.horizon) {
+			ch.passed = true
+			continue
+		}
+		if s.Seq < c.next {
+			continue
+		}
+		c.next = s.Seq + 1
+		c.progressed()
+		if c.filter == "" && c.isDeleted(s.Seq) {
+			continue // deleted, on a replica that has not applied it yet
+		}
+		c.buf = append(c.buf, s.Msg)
+	}
+	return nil
+}
+
+// skipped handles an answer for the whole stream that passed from c.next
+// over to seq although STREAM.INFO lists messages in between: the state is
+// read again (they may have been deleted since) and the rest asked for
+// again, after a backoff.
+func (r *Reader) skipped(ctx context.Context, c *cursor, ch *chunk, seq uint64) error {
+	r.in.forget(ch.req)
+	c.ahead = c.ahead[1:]
+	cause := fmt.Errorf("an answer of %s went from sequence %d to %d, but the stream's state lists messages in between", r.api, max(c.next, 1)-1, seq)
+	if err := r.retryWait(ctx, c, cause); err != nil {
+		return err
+	}
+	if err := r.refreshTarget(ctx, c); err != nil {
+		return err
+	}
+	if c.target == 0 || c.next > c.target {
+		c.done = true
+		r.dropAhead(c)
+		return nil
+	}
+	return r.askFront(c, ch)
+}
+
+// progressed notes that c moved on.
+func (c *cursor) progressed() {
+	c.stuck = time.Time{}
+	c.bo.Reset()
+}
+
+// ended handles the status that ends ch's answers.
+func (r *Reader) ended(ctx context.Context, c *cursor, ch *chunk, msg *nats.Msg) error {
+	code, _ := statusOf(msg)
+	var pending uint64
+	switch code {
+	case "204":
+		last, err := uintValue(msg.Header, hdrLastSeq)
+		if err != nil || last != ch.prev {
+			return r.failed(ctx, c, fmt.Errorf("the end of an answer of %s names sequence %d as its last, but %d was: a message was lost on the way", r.api, last, ch.prev))
+		}
+		if pending, err = uintValue(msg.Header, hdrNumPending); err != nil {
+			return r.failed(ctx, c, fmt.Errorf("%w: %s answered %v", ErrRefused, r.api, err))
+		}
+	case "404":
+	case "503":
+		return r.failed(ctx, c, errNoResponders)
+	default:
+		return r.statusErr(r.api, msg)
+	}
+	r.in.forget(ch.req)
+	c.ahead = c.ahead[1:]
+	if ch.passed && ch.hi != ^uint64(0) && c.next <= ch.hi {
+		// The answer went past the chunk's end, over sequences the
+		// stream's state lists as deleted (others were checked above).
+		c.next = ch.hi + 1
+		c.progressed()
+	}
+	if c.filter == "" {
+		switch {
+		case c.next == 0:
+			// By time, and nothing at or after the start time on that
+			// replica, although the stream holds some: it lags.
+			return r.short(ctx, c, ch, 0)
+		case ch.start == 0:
+			// The first batch by time: chunks follow from where it ended.
+			c.planned = c.next
+		case c.next <= ch.hi && c.existing(c.next, min(ch.hi, c.target)) > 0:
+			return r.short(ctx, c, ch, pending)
+		default:
+			c.next = max(c.next, ch.hi+1)
+		}
+		c.done = c.next > c.target
+		return nil
+	}
+	switch {
+	case pending > 0 && c.next != 0 && c.next > r.horizon:
+		c.done = true // the rest is for the next round
+		return nil
+	case pending > 0:
+		return r.ask(c, c.next, ^uint64(0))
+	case c.target == 0 || (c.next != 0 && c.next > c.target):
+		c.done = true
+		return nil
+	default:
+		return r.short(ctx, c, ch, 0)
+	}
+}
+
+// short handles an answer that ended before covering what it had to:
+// pending > 0 means the batch was cut (max bytes, or deleted messages the
+// replica still holds), and the rest is asked for at once; otherwise the
+// replica holds less than the stream does (it lags), and the rest is asked
+// again after a backoff, after checking that it still exists.
+func (r *Reader) short(ctx context.Context, c *cursor, ch *chunk, pending uint64) error {
+	if pending > 0 {
+		return r.askFront(c, ch)
+	}
+	cause := fmt.Errorf("a replica answered that nothing follows sequence %d, but the stream holds messages up to %d", max(c.next, 1)-1, c.target)
+	if err := r.retryWait(ctx, c, cause); err != nil {
+		return err
+	}
+	if err := r.refreshTarget(ctx, c); err != nil {
+		return err
+	}
+	if c.target == 0 || (c.next != 0 && c.next > c.target) {
+		c.done = true
+		r.dropAhead(c)
+		return nil
+	}
+	return r.askFront(c, ch)
+}
+
+// askFront asks again for what is left of ch, ahead of the requests
+// already queued.
+func (r *Reader) askFront(c *cursor, ch *chunk) error {
+	rest := c.ahead
+	c.ahead = nil
+	hi := ch.hi
+	if c.next == 0 {
+		hi = ^uint64(0)
+	}
+	if err := r.ask(c, c.next, hi); err != nil {
+		c.ahead = rest
+		return err
+	}
+	c.ahead = append(c.ahead, rest...)
+	return nil
+}
+
+// dropAhead forgets c's outstanding requests; the next plan starts from
+// c.next.
+func (r *Reader) dropAhead(c *cursor) {
+	for _, ch := range c.ahead {
+		r.in.forget(ch.req)
+	}
+	c.ahead = nil
+	c.planned = c.next
+}
+
+// failed handles a request that got no usable answer: it is dropped and
+// asked again (after a backoff) from where c is, until RetryFor passes.
+func (r *Reader) failed(ctx context.Context, c *cursor, cause error) error {
+	if errors.Is(cause, ErrRefused) {
+		r.dropAhead(c)
+		return cause
+	}
+	ch := c.ahead[0]
+	r.in.forget(ch.req)
+	c.ahead = c.ahead[1:]
+	if err := r.refused(cause, r.api); err != nil {
+		r.dropAhead(c)
+		return err
+	}
+	switch {
+	case errors.Is(cause, errNoAnswerYet):
+		cause = fmt.Errorf("%w: %s did not answer within %s", ErrNoAnswer, r.api, r.opts.Timeout)
+	case errors.Is(cause, errNoResponders):
+		cause = fmt.Errorf("nobody answered %s (no replica serving direct gets)", r.api)
+	}
+	if err := r.retryWait(ctx, c, cause); err != nil {
+		return err
+	}
+	return r.askFront(c, ch)
+}
+
+// retryWait waits before asking again, or returns the *IncompleteError
+// once c has not progressed for RetryFor (its requests are then dropped:
+// a later Next asks again from where it stopped).
+func (r *Reader) retryWait(ctx context.Context, c *cursor, cause error) error {
+	if c.stuck.IsZero() {
+		c.stuck = time.Now()
+	}
+	if time.Since(c.stuck) >= r.opts.RetryFor {
+		to := max(c.target, c.next, 1)
+		if c.filter == "" {
+			to = max(r.horizon, c.next, 1)
+		}
+		r.dropAhead(c)
+		return &IncompleteError{Stream: r.stream, Filter: c.filter, From: max(c.next, 1), To: to, Err: cause}
+	}
+	return c.bo.Wait(ctx)
+}
+
+// refreshTarget reads again what c must reach (a message it was to
+// deliver may have been deleted since the round began).
+func (r *Reader) refreshTarget(ctx context.Context, c *cursor) error {
+	if c.filter != "" {
+		last, err := r.lastOf(ctx, c.filter)
+		if err != nil {
+			return err
+		}
+		if last.Seq < c.target {
+			c.target = last.Seq
+		}
+		return nil
+	}
+	st, err := r.state(ctx)
 	if err != nil {
-		return Msg{}, fmt.Errorf("%w: %s answered time stamp %q", ErrRefused, r.api, h.Get(hdrTimeStamp))
+		return err
 	}
-	m := Msg{Stream: r.stream, Subject: h.Get(hdrSubject), Seq: seq, Time: ts, Data: msg.Data}
-	for _, k := range []string{hdrStream, hdrSubject, hdrSequence, hdrTimeStamp, hdrNumPending, hdrLastSeq} {
-		delete(h, k)
+	if c.next != 0 && c.next < st.FirstSeq {
+		c.next = st.FirstSeq // removed meanwhile (age, limits)
 	}
-	if len(h) > 0 {
-		m.Header = h
+	from := max(c.next, st.FirstSeq)
+	for _, d := range st.Deleted {
+		if d >= from && d <= r.horizon && !c.isDeleted(d) {
+			c.deleted = append(c.deleted, d)
+		}
 	}
-	return m, nil
+	slices.Sort(c.deleted)
+	c.target = r.lastExisting(c, from, min(c.target, st.LastSeq))
+	return nil
 }

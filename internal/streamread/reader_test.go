@@ -232,8 +232,13 @@ func TestReaderRounds(t *testing.T) {
 func TestScanErrors(t *testing.T) {
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	newStream(t, env.JS, true)
+	// Something to read: a desktop may read PCM_STATUS's state, not its
+	// messages.
+	if _, err := env.JS.Publish(context.Background(), "pcm.status.c2.j1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	_, desk := env.ConnectAs(t, auth.User{Role: auth.RoleDesktop, Name: "c1"})
-	quick := streamread.Options{Timeout: 300 * time.Millisecond}
+	quick := streamread.Options{Timeout: 300 * time.Millisecond, RetryFor: time.Second}
 	for _, tc := range []struct {
 		name   string
 		js     jetstream.JetStream
@@ -285,5 +290,154 @@ func TestScanAsDesktop(t *testing.T) {
 		})
 	if err != nil || n != 1 {
 		t.Fatalf("desktop scan: %d messages, %v", n, err)
+	}
+}
+
+// forgedHeaders are headers a writer of a stream can store with a message,
+// named like those the broker adds to a direct get's answer or like a
+// status: nothing the reader takes from an answer may come from them.
+func forgedHeaders(i int) nats.Header {
+	h := nats.Header{}
+	h.Set("Nats-Sequence", "99999999")
+	h.Set("Nats-Stream", "ELSEWHERE")
+	h.Set("Nats-Subject", "forged.subject")
+	h.Set("Nats-Time-Stamp", "2001-01-01T00:00:00Z")
+	h.Set("Nats-Num-Pending", "0")
+	h.Set("Nats-Last-Sequence", "99999998")
+	switch i % 3 {
+	case 0:
+		h.Set("Status", "503") // with an empty body: "no responders" to nats.go's NextMsg
+	case 1:
+		h.Set("Status", "404")
+		h.Set("Description", "No Messages")
+	}
+	h.Set("X-Test", "kept")
+	return h
+}
+
+// TestScanForgedHeaders: messages stored with headers named like the ones
+// a direct get adds (and like a status) are read with the sequence,
+// subject, time and stream the broker set, every one of them, in stream
+// order, keeping every header they were stored with.
+func TestScanForgedHeaders(t *testing.T) {
+	env := testenv.StartBroker(t)
+	js := env.JS
+	newStream(t, js, false)
+	var want []string
+	for i := range 30 {
+		subj := fmt.Sprintf("sr.%c.1", "ab"[i%2])
+		msg := nats.NewMsg(subj)
+		msg.Header = forgedHeaders(i)
+		if i%3 != 0 {
+			msg.Data = []byte(fmt.Sprintf("m%d", i))
+		}
+		ack, err := js.PublishMsg(context.Background(), msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fmt.Sprintf("%d:%s:%s", ack.Sequence, subj, msg.Data))
+	}
+	before := time.Now().Add(-time.Minute)
+	for _, tc := range []struct {
+		name string
+		opts streamread.Options
+		keep func(i int) bool
+	}{
+		{"whole stream", streamread.Options{}, func(int) bool { return true }},
+		{"whole stream, batches of 4", streamread.Options{Batch: 4}, func(int) bool { return true }},
+		{"whole stream from a time", streamread.Options{Batch: 4, StartTime: before}, func(int) bool { return true }},
+		{"one filter", streamread.Options{Filters: []string{"sr.a.*"}, Batch: 3}, func(i int) bool { return i%2 == 0 }},
+		{"two filters", streamread.Options{Filters: []string{"sr.a.*", "sr.b.1"}, Batch: 2}, func(int) bool { return true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got, exp []string
+			for i, w := range want {
+				if tc.keep(i) {
+					exp = append(exp, w)
+				}
+			}
+			err := streamread.Scan(context.Background(), js, testStream, tc.opts, func(m streamread.Msg) error {
+				got = append(got, fmt.Sprintf("%d:%s:%s", m.Seq, m.Subject, m.Data))
+				if m.Stream != testStream || m.Time.Before(before) {
+					t.Errorf("sequence %d: stream %q, time %s: want the broker's", m.Seq, m.Stream, m.Time)
+				}
+				if m.Header.Get("X-Test") != "kept" || m.Header.Get("Nats-Sequence") != "99999999" ||
+					m.Header.Get("Nats-Time-Stamp") != "2001-01-01T00:00:00Z" || len(m.Header.Values("Nats-Sequence")) != 1 ||
+					len(m.Header.Values("Nats-Last-Sequence")) != 1 {
+					t.Errorf("sequence %d: headers %v: want those it was stored with, and only those", m.Seq, m.Header)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !equal(got, exp) {
+				t.Fatalf("read\n%q\nwant\n%q", got, exp)
+			}
+		})
+	}
+}
+
+// TestScanNeverSkipsWhatTheStreamHolds: when the only answers come from a
+// mirror serving the stream's direct gets (MirrorDirect) that holds part
+// of it, a read of the whole stream ends with ErrIncomplete naming the
+// range it could not deliver, instead of returning what the mirror has.
+func TestScanNeverSkipsWhatTheStreamHolds(t *testing.T) {
+	env := testenv.StartBroker(t)
+	js := env.JS
+	ctx := context.Background()
+	newStream(t, js, false)
+	for i := range 20 {
+		put(t, js, fmt.Sprintf("sr.%c.1", "ab"[i%2]), fmt.Sprint(i))
+	}
+	// The mirror holds the messages on sr.a.* only.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SR_MIRROR", Storage: jetstream.FileStorage, MirrorDirect: true,
+		Mirror: &jetstream.StreamSource{Name: testStream, FilterSubject: "sr.a.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the mirror", func() bool {
+		s, err := js.Stream(ctx, "SR_MIRROR")
+		return err == nil && s.CachedInfo().State.Msgs == 10
+	})
+	r, err := streamread.NewReader(js, testStream, streamread.Options{Batch: 2, Timeout: time.Second, RetryFor: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	first, err := r.Next(ctx) // the round's state read, with direct gets allowed
+	if err != nil || first.Seq != 1 {
+		t.Fatalf("first message %d, %v", first.Seq, err)
+	}
+	// From now on only the mirror answers direct gets of the stream.
+	cfg := streamConfig()
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for {
+		m, err := r.Next(ctx)
+		if err != nil {
+			var inc *streamread.IncompleteError
+			if !errors.Is(err, streamread.ErrIncomplete) || !errors.As(err, &inc) {
+				t.Fatalf("after %v: got %v, want ErrIncomplete", seqs, err)
+			}
+			// The requests sent ahead before the update may have been
+			// answered by the stream itself: the range starts after them.
+			if inc.Stream != testStream || inc.From < 2 || inc.From > 19 || inc.To != 20 {
+				t.Fatalf("incomplete range %d-%d of %s (%v), want from 2 (or after what was answered) to 20", inc.From, inc.To, inc.Stream, err)
+			}
+			for i, s := range seqs {
+				if s != uint64(i+2) {
+					t.Fatalf("delivered %v before the error: a gap", seqs)
+				}
+			}
+			if len(seqs) != int(inc.From)-2 {
+				t.Fatalf("delivered %v, then an error from %d: a gap", seqs, inc.From)
+			}
+			t.Logf("delivered %v, then: %v", seqs, err)
+			return
+		}
+		seqs = append(seqs, m.Seq)
 	}
 }
