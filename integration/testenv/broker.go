@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/broker"
-	"github.com/pcm-project/pcm/internal/clientview"
 	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/internal/clientview"
 )
 
 // startTimeout bounds the start and the provisioning of a test broker.
