@@ -369,15 +369,15 @@ func duplicateOffer(t testing.TB, env *testenv.Broker, jobs map[string]int, mu *
 // publishRetrying publishes j, retrying with the same job id while the
 // broker restarts (the stored targets are de-duplicated).
 func publishRetrying(ctx context.Context, p interface {
-	Publish(context.Context, events.JobOffered) (string, error)
+	Publish(context.Context, events.JobOffered) (events.JobOffered, error)
 }, j events.JobOffered) (string, error) {
 	j.JobID = newJobID()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		id, err := p.Publish(pctx, j)
+		published, err := p.Publish(pctx, j)
 		cancel()
 		if err == nil || ctx.Err() != nil {
-			return id, err
+			return published.JobID, err
 		}
 		sleep(ctx, 100*time.Millisecond)
 	}

@@ -673,10 +673,11 @@ func TestPermPublisher(t *testing.T) {
 		if _, err := publisher.ListEnrollments(ctx, r.js); err != nil {
 			t.Fatalf("list enrollments: %v", err)
 		}
-		id, err := p.Publish(ctx, job([]string{"true"}, toClient("c3")))
+		published, err := p.Publish(ctx, job([]string{"true"}, toClient("c3")))
 		if err != nil {
 			t.Fatalf("publish: %v", err)
 		}
+		id := published.JobID
 		if _, err := publisher.FindOffer(ctx, r.js, id); err != nil {
 			t.Fatalf("find offer: %v", err)
 		}

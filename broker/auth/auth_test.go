@@ -225,6 +225,8 @@ func TestPermissionsShape(t *testing.T) {
 		switch {
 		case strings.Contains(s, "PCM_PACKAGES"):
 			// packages are shared content every agent may read
+		case strings.HasSuffix(s, "PCM_JOBS.pcm.jobs.cancel.*"):
+			// a job's cancellation is read by every agent before it runs the job
 		case strings.HasPrefix(s, "$JS.API.STREAM.INFO."), strings.HasPrefix(s, "$JS.FC."),
 			strings.HasPrefix(s, "$JS.API.CONSUMER.DELETE.KV_PCM_LOCKS."):
 		case !strings.Contains(s, "c1"):

@@ -292,6 +292,13 @@ func statusGrants(client string) []Grant {
 	)
 }
 
+// cancelRead is reading the last cancellation of a job (a direct get by
+// subject on its own cancellation subject) before running it.
+func cancelRead() []Grant {
+	return pub("read whether a job was cancelled before running it",
+		api+"DIRECT.GET."+events.StreamJobs+"."+events.SubjectJobsCancels)
+}
+
 func agentGrants(client string) []Grant {
 	cons := events.ConsumerName(client)
 	return cat(
@@ -300,6 +307,7 @@ func agentGrants(client string) []Grant {
 		pub("ack, nak, term, in-progress its offers (v1 format)", ackPre+events.StreamJobs+"."+cons+".>"),
 		pub("ack, nak, term, in-progress its offers (v2 format: domain, account hash)", ackPre+"*.*."+events.StreamJobs+"."+cons+".>"),
 		statusGrants(client),
+		cancelRead(),
 		kvOwnKey(events.BucketAgents, client, "its inventory"),
 		kvKey(events.BucketLocks, client, "its lock"),
 		packagesRead(),
@@ -323,6 +331,7 @@ func desktopGrants(client string, groups []string) []Grant {
 		pub("read its client's consumer filters", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
 		pub("list its client's offers (batched direct gets merged by sequence, one per filter)", api+"DIRECT.GET."+events.StreamJobs),
 		statusGrants(client),
+		cancelRead(),
 		kvKey(events.BucketLocks, client, "its client's lock"),
 		packagesRead(),
 		subs("hear of its client's new offers (its own subject, its groups' from its credentials, pcm.jobs.all); it reads them with direct gets", subjects...),
