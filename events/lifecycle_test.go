@@ -8,7 +8,9 @@ import (
 )
 
 func TestEndsJob(t *testing.T) {
-	st := func(s events.State, attempt int) events.JobStatus { return events.JobStatus{State: s, Attempt: attempt} }
+	st := func(s events.State, attempt int) events.JobStatus {
+		return events.JobStatus{State: s, Attempt: attempt}
+	}
 	for _, tc := range []struct {
 		name        string
 		st          events.JobStatus
@@ -43,7 +45,9 @@ func TestFailure(t *testing.T) {
 }
 
 func TestNextAttempt(t *testing.T) {
-	st := func(s events.State, attempt int) *events.JobStatus { return &events.JobStatus{State: s, Attempt: attempt} }
+	st := func(s events.State, attempt int) *events.JobStatus {
+		return &events.JobStatus{State: s, Attempt: attempt}
+	}
 	for _, tc := range []struct {
 		name      string
 		journaled int
