@@ -2,9 +2,11 @@ package agent
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
 )
@@ -19,7 +21,10 @@ func TestConfigValidate(t *testing.T) {
 		{"bad client", Config{ClientID: "ws.1", StateDir: "/tmp/x"}, events.ErrInvalidID},
 		{"no state dir", Config{ClientID: "ws-1"}, ErrInvalidConfig},
 		{"bad group", Config{ClientID: "ws-1", StateDir: "/tmp/x", Groups: []string{"a b"}}, events.ErrInvalidID},
-		{"lease under a second", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 500 * time.Millisecond}, ErrInvalidConfig},
+		{"lease under a second", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 500 * time.Millisecond}, lock.ErrInvalidConfig},
+		{"lease not whole seconds", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 1500 * time.Millisecond}, lock.ErrInvalidConfig},
+		{"negative lease", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: -time.Second}, ErrInvalidConfig},
+		{"lease of whole seconds", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 2 * time.Second}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -29,35 +34,13 @@ func TestConfigValidate(t *testing.T) {
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
+			if err != nil && !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("%v does not wrap %v", err, ErrInvalidConfig)
+			}
+			if err != nil && strings.Contains(tc.name, "lease") && !strings.Contains(err.Error(), "--lease") {
+				t.Fatalf("a bad lease (%s) is refused without naming --lease: %v", tc.cfg.Lease, err)
+			}
 		})
-	}
-}
-
-// TestJobOver is the no-rerun decision on the broker's last status.
-func TestJobOver(t *testing.T) {
-	job := events.JobOffered{MaxAttempts: 3}
-	st := func(s events.State, attempt int) *events.JobStatus {
-		return &events.JobStatus{State: s, Attempt: attempt}
-	}
-	cases := []struct {
-		last *events.JobStatus
-		want bool
-	}{
-		{nil, false},
-		{st(events.StateStarted, 1), false},
-		{st(events.StateSucceeded, 1), true},
-		{st(events.StateFailed, 1), false},
-		{st(events.StateFailed, 3), true},
-		{st(events.StateTimedOut, 2), false},
-		{st(events.StateCancelled, 1), true},
-		{st(events.StateExpired, 1), true},
-		{st(events.StateNotApplicable, 1), true},
-		{st(events.StateRejected, 1), false}, // a rejection names an event, not a run
-	}
-	for _, c := range cases {
-		if got := jobOver(c.last, job); got != c.want {
-			t.Errorf("jobOver(%+v) = %v, want %v", c.last, got, c.want)
-		}
 	}
 }
 

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -35,7 +34,6 @@ type face struct {
 	log    *zap.Logger
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	status jetstream.Stream
 	locker *lock.Locker
 	pkgs   *packages
 }
@@ -140,13 +138,15 @@ func (f *face) unpackPackage(ctx context.Context, e pkgcache.Entry, dir string) 
 }
 
 // bindLock looks up PCM_LOCKS and makes the face's locker.
-func (f *face) bindLock(ctx context.Context, lease time.Duration) error {
+func (f *face) bindLock(ctx context.Context) error {
 	kv, err := f.js.KeyValue(ctx, events.BucketLocks)
 	if err != nil {
 		return err
 	}
-	f.locker, err = lock.New(f.js, kv, lock.Config{Client: f.cfg.ClientID, Lease: lease, Logger: f.cfg.Logger})
-	return err
+	if f.locker, err = lock.New(f.js, kv, f.cfg.lockConfig()); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return nil
 }
 
 // lockInfo is the lock value this face writes while it runs jobID.
@@ -185,29 +185,6 @@ func (f *face) publishAsync(st events.JobStatus) {
 	if _, err := f.js.PublishMsgAsync(msg); err != nil {
 		f.log.Debug("started status not sent", zap.Error(err))
 	}
-}
-
-// lastStatus returns the last status of jobID on this client and its stream
-// sequence; nil when there is none.
-func (f *face) lastStatus(ctx context.Context, jobID string) (*events.JobStatus, uint64, error) {
-	gctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	raw, err := f.status.GetLastMsgForSubject(gctx, events.StatusSubject(f.cfg.ClientID, jobID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	ev, err := events.Decode(raw.Header, raw.Data)
-	if err == nil {
-		var st events.JobStatus
-		if st, err = events.ParseJobStatus(ev); err == nil {
-			return &st, raw.Sequence, nil
-		}
-	}
-	f.log.Warn("ignoring an unreadable status on the broker", zap.String("subject", raw.Subject), zap.Error(err))
-	return nil, 0, nil
 }
 
 // runSpec is how attempt of job runs: in its own directory under the state

@@ -36,7 +36,8 @@ func (f *desktopFlags) register(cmd *cobra.Command) {
 	pf.StringVar(&f.trustedKeysFile, "trusted-keys-file", "", trustedKeysFileUsage)
 }
 
-// open connects and builds the desktop face; lines for the user go to stdout.
+// open checks the configuration, connects and builds the desktop face;
+// lines for the user go to stdout.
 func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *nats.Conn, error) {
 	if f.clientID == "" {
 		f.clientID = defaultClientID()
@@ -45,20 +46,26 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := g.dial(agent.ConnectOptions("pcm desktop " + f.clientID))
-	if err != nil {
-		return nil, nil, err
-	}
 	stateDir := f.stateDir
 	if stateDir == "" {
 		stateDir = defaultDesktopStateDir(f.clientID)
 	}
 	out := cmd.OutOrStdout()
-	d, err := agent.NewDesktop(nc, agent.DesktopConfig{
+	cfg := agent.DesktopConfig{
 		Config:       agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log, TrustedKeys: trusted},
+		Grace:        f.grace,
 		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
 		Notify:       func(line string) { fmt.Fprintln(out, line) },
-	})
+	}
+	// Checked before the broker is reached: a bad value fails at once.
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	nc, err := g.dial(agent.ConnectOptions("pcm desktop " + f.clientID))
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := agent.NewDesktop(nc, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -87,7 +94,7 @@ client it says so and waits; it never gives up because of the lock.`,
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job runs")
+	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job that needs the user runs")
 	cmd.AddCommand(newDesktopListCmd(g, &f), newDesktopRunCmd(g, &f))
 	return cmd
 }

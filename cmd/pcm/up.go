@@ -26,6 +26,13 @@ same --data keeps everything.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			af.resolve()
+			if af.stateDir == "" {
+				af.stateDir = filepath.Join(bf.data, "agent-"+af.clientID)
+			}
+			cfg, err := af.config(g.log)
+			if err != nil {
+				return err
+			}
 			if !broker.IsLoopback(bf.listen) {
 				return fmt.Errorf("--listen %s: pcm up runs an open broker (no authentication) and listens on loopback only: use 127.0.0.1:PORT, or run pcm broker --auth for a broker other machines reach", bf.listen)
 			}
@@ -45,14 +52,11 @@ same --data keeps everything.`,
 				return err
 			}
 			defer nc.Close()
-			if af.stateDir == "" {
-				af.stateDir = filepath.Join(bf.data, "agent-"+af.clientID)
-			}
 			af.enroll = true
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "pcm is up: broker %s (open, no authentication: loopback only), agent %s\n", b.ClientURL(), af.clientID)
 			fmt.Fprintf(out, "try, in another terminal:\n  pcm publish --url %s --all -- echo hello\n", b.ClientURL())
-			return runAgent(ctx, g.log, nc, af)
+			return runAgent(ctx, g.log, nc, af, cfg)
 		},
 	}
 	bf.register(cmd)
