@@ -102,3 +102,24 @@ func TestJobIDOfRaw(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyNoticeText: the busy notice names the job the service runs and
+// the job that waits, and says package only for a job that has one.
+func TestBusyNoticeText(t *testing.T) {
+	pkg := &events.PackageRef{Name: "editor", Version: "1.2"}
+	for _, tc := range []struct {
+		running, waiting events.JobOffered
+		want             string
+	}{
+		{events.JobOffered{JobID: "J1"}, events.JobOffered{JobID: "J2"},
+			"job J1 is running in the background; job J2 starts when it finishes."},
+		{events.JobOffered{JobID: "J1", Name: "Install editor", Package: pkg}, events.JobOffered{JobID: "J2", Name: "Backup"},
+			`package editor@1.2 (job "Install editor" (J1)) is being installed in the background; job "Backup" (J2) starts when it finishes.`},
+		{events.JobOffered{}, events.JobOffered{JobID: "J2", Package: pkg},
+			"a job is running in the background; package editor@1.2 (job J2) starts when it finishes."},
+	} {
+		if got := busyNoticeText(tc.running, tc.waiting); got != tc.want {
+			t.Errorf("busy notice\n got %q\nwant %q", got, tc.want)
+		}
+	}
+}

@@ -275,24 +275,30 @@ func (d *Desktop) runJob(ctx context.Context, job events.JobOffered, unattended 
 }
 
 // busyNotice tells the user which job the service is running (holderID,
-// a package's installation when it is one) and which one waits for it.
+// looked up among the client's offers) and which one waits for it.
 func (d *Desktop) busyNotice(ctx context.Context, holderID string, waiting events.JobOffered) string {
-	holder := "job " + holderID
-	verb := "is running"
+	holder := events.JobOffered{JobID: holderID}
 	if holderID != "" {
 		fctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		found, err := d.find(fctx, holderID)
-		cancel()
-		if err == nil {
-			holder = describe(found.Job)
-			if found.Job.Package != nil {
-				verb = "is being installed"
-			}
+		if found, err := d.find(fctx, holderID); err == nil {
+			holder = found.Job
 		}
-	} else {
-		holder = "a job"
+		cancel()
 	}
-	return fmt.Sprintf("%s %s in the background; %s starts when it finishes.", holder, verb, describe(waiting))
+	return busyNoticeText(holder, waiting)
+}
+
+// busyNoticeText is the busy notice: the job the service runs (a
+// package's installation when it has one) and the job that waits.
+func busyNoticeText(running, waiting events.JobOffered) string {
+	what, verb := describe(running), "is running"
+	switch {
+	case running.JobID == "":
+		what = "a job"
+	case running.Package != nil:
+		verb = "is being installed"
+	}
+	return fmt.Sprintf("%s %s in the background; %s starts when it finishes.", what, verb, describe(waiting))
 }
 
 // jobName names a job for the user: "Name" (ID), or its ID.
