@@ -255,7 +255,8 @@ func Decide(f Facts) Decision {
 		}
 		// Nothing runs while this face holds the lock: whoever started
 		// the attempt died during the run. It counts.
-		r := &Report{State: events.StateFailed, Attempt: f.Last.Attempt, Ends: f.Last.Attempt >= job.Attempts(),
+		failed := events.JobStatus{State: events.StateFailed, Attempt: f.Last.Attempt}
+		r := &Report{State: failed.State, Attempt: failed.Attempt, Ends: failed.EndsJob(job.Attempts()),
 			Reason: fmt.Sprintf("the %s face stopped during the run (started by %s, no final status)", f.Last.Runner, f.Last.User)}
 		if r.Ends {
 			return Decision{Action: Settle, Rule: RuleInterrupted, Why: r.Reason, Report: r}

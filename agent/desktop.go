@@ -101,12 +101,13 @@ func (d *Desktop) bind(ctx context.Context) error {
 // run, with the job's last status and cancellation read from the broker
 // (known, when given, is a cancellation already found).
 func (d *Desktop) decide(ctx context.Context, job events.JobOffered, unattended, locked bool, known *events.JobCancelled) (Facts, Decision, error) {
+	now := time.Now() // taken first, as the service does
 	bf, err := d.lookup(ctx, job.JobID)
 	if err != nil {
 		return Facts{}, Decision{}, err
 	}
 	f := Facts{Face: events.RunnerDesktop, Unattended: unattended, Job: job, Last: bf.last, Cancel: bf.cancel,
-		OS: d.cfg.OS, Arch: d.cfg.Arch, Now: time.Now(), Locked: locked}
+		OS: d.cfg.OS, Arch: d.cfg.Arch, Now: now, Locked: locked}
 	if f.Cancel == nil {
 		f.Cancel = known
 	}

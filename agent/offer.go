@@ -143,6 +143,9 @@ func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Ev
 // brokerFacts adds the broker's last status and cancellation of f's job to
 // f, at the time now. On failure the offer is nak'ed and false returned.
 func (s *Service) brokerFacts(ctx context.Context, msg jetstream.Msg, f *Facts) bool {
+	// The time is taken first: what the broker says is at least as fresh
+	// as the instant the decision is made for.
+	now := time.Now()
 	bf, err := s.lookup(ctx, f.Job.JobID)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -151,7 +154,7 @@ func (s *Service) brokerFacts(ctx context.Context, msg jetstream.Msg, f *Facts) 
 		}
 		return false
 	}
-	f.Last, f.Cancel, f.Now = bf.last, bf.cancel, time.Now()
+	f.Last, f.Cancel, f.Now = bf.last, bf.cancel, now
 	return true
 }
 

@@ -30,6 +30,23 @@ func cancelledOnly(t *testing.T, env *testenv.Broker, client, job, reason, marke
 	}
 }
 
+// storeCancellation stores an unsigned cancellation of job, from
+// publisher, on the job's cancellation subject only.
+func storeCancellation(t *testing.T, env *testenv.Broker, publisher, job, reason string, targets ...events.Target) {
+	t.Helper()
+	ev, err := events.NewJobCancelled(publisher, events.JobCancelled{JobID: job, Reason: reason, Targets: targets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := events.NewMsg(events.CancelSubject(job), ev, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.JS.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCancellationHolds: a job cancelled for a client before it started
 // there never starts there, whatever the order in which the offer and the
 // cancellation reach the client (design contract, invariant 7).
@@ -71,19 +88,27 @@ func TestCancellationHolds(t *testing.T) {
 		cancelledOnly(t, env, "late1", id, "withdrawn", marker)
 	})
 
-	t.Run("the cancellation stored before the offer is delivered", func(t *testing.T) {
-		a, dir := enrolledAgent(t, env, "busy1")
-		// A long job keeps the agent busy: the next offer waits in the
-		// consumer while it is published and cancelled.
-		gate, marker := filepath.Join(dir, "gate"), filepath.Join(dir, "marker")
-		long := publish(t, p, job([]string{"sh", "-c", "while [ ! -f " + gate + " ]; do sleep 0.02; done"}, toClient("busy1")))
+	// busy starts client's agent running a long job: the next offers wait
+	// in its consumer until the returned release.
+	busy := func(t *testing.T, client string) (dir string, release func()) {
+		a, dir := enrolledAgent(t, env, client)
+		gate := filepath.Join(dir, "gate")
+		long := publish(t, p, job([]string{"sh", "-c", "while [ ! -f " + gate + " ]; do sleep 0.02; done"}, toClient(client)))
 		testenv.WaitFor(t, 10*time.Second, "the agent running the long job", func() bool { return a.logged("running job") })
+		return dir, func() {
+			touch(t, gate)
+			waitFinal(t, env.JS, client, long, 10*time.Second)
+		}
+	}
+
+	t.Run("the cancellation stored before the offer is delivered", func(t *testing.T) {
+		dir, release := busy(t, "busy1")
+		marker := filepath.Join(dir, "marker")
 		id := publish(t, p, job(appendTo(marker), toClient("busy1")))
 		if err := p.Cancel(context.Background(), id, "too late"); err != nil {
 			t.Fatal(err)
 		}
-		touch(t, gate)
-		waitFinal(t, env.JS, "busy1", long, 10*time.Second)
+		release()
 		cancelledOnly(t, env, "busy1", id, "too late", marker)
 	})
 
@@ -129,26 +154,14 @@ func TestCancellationHolds(t *testing.T) {
 	// cancellation subject and before its target copies: both faces still
 	// never run the job.
 	t.Run("stored only on the job's cancellation subject", func(t *testing.T) {
-		a, dir := enrolledAgent(t, env, "only1")
-		gate, marker := filepath.Join(dir, "gate"), filepath.Join(dir, "marker")
-		long := publish(t, p, job([]string{"sh", "-c", "while [ ! -f " + gate + " ]; do sleep 0.02; done"}, toClient("only1")))
-		testenv.WaitFor(t, 10*time.Second, "the agent running the long job", func() bool { return a.logged("running job") })
+		dir, release := busy(t, "only1")
+		marker := filepath.Join(dir, "marker")
 		mandatory := publish(t, p, job(appendTo(marker), toClient("only1")))
 		opt := job(appendTo(marker), toClient("only1"))
 		opt.MandatoryAfter = nil
 		optional := publish(t, p, opt)
 		for _, id := range []string{mandatory, optional} {
-			ev, err := events.NewJobCancelled("test", events.JobCancelled{JobID: id, Reason: "half published", Targets: []events.Target{toClient("only1")}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			msg, err := events.NewMsg(events.CancelSubject(id), ev, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := env.JS.PublishMsg(context.Background(), msg); err != nil {
-				t.Fatal(err)
-			}
+			storeCancellation(t, env, "test", id, "half published", toClient("only1"))
 		}
 		d := newTestDesktop(t, env.URL, "only1", nil)
 		list, err := d.List(context.Background())
@@ -163,8 +176,7 @@ func TestCancellationHolds(t *testing.T) {
 		if _, err := d.Run(context.Background(), optional); !errors.Is(err, agent.ErrNotRunnable) || !strings.Contains(err.Error(), "half published") {
 			t.Fatalf("desktop run of a cancelled job: %v, want %v saying why", err, agent.ErrNotRunnable)
 		}
-		touch(t, gate)
-		waitFinal(t, env.JS, "only1", long, 10*time.Second)
+		release()
 		sts := waitFinal(t, env.JS, "only1", mandatory, 10*time.Second)
 		if len(sts) != 1 || sts[0].State != events.StateCancelled {
 			t.Fatalf("want the mandatory job cancelled, got %+v", sts)
@@ -190,17 +202,7 @@ func TestCancellationHolds(t *testing.T) {
 		at := time.Now().Add(time.Second).UTC()
 		j.MandatoryAfter = &at
 		id := publish(t, signed, j)
-		forged, err := events.NewJobCancelled("mallory", events.JobCancelled{JobID: id, Reason: "forged", Targets: []events.Target{toClient("sig1")}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := events.NewMsg(events.CancelSubject(id), forged, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := env.JS.PublishMsg(context.Background(), msg); err != nil {
-			t.Fatal(err)
-		}
+		storeCancellation(t, env, "mallory", id, "forged", toClient("sig1"))
 		sts := waitFinal(t, env.JS, "sig1", id, 10*time.Second)
 		if fin := finals(sts); len(fin) != 1 || fin[0].State != events.StateSucceeded || markerLines(t, marker) != 1 {
 			t.Fatalf("a forged cancellation stopped a trusted job: %+v", sts)

@@ -364,7 +364,7 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 		case st.EndsJob(cr.MaxAttempts):
 			cr.Done = true
 			cr.Failed = st.State.Failure()
-		case st.State.Final() && st.State.Retryable():
+		case st.State.Retryable(): // with attempts left
 			cr.note = noteRetrying
 		case seen && a.Stale(now):
 			cr.note, cr.Since = noteAgentOffline, &a.LastSeen

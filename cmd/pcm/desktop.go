@@ -79,10 +79,12 @@ func newDesktopCmd(g *globals) *cobra.Command {
 		Use:   "desktop",
 		Short: "Run the agent's desktop face in the user's session",
 		Long: `The desktop face runs as the logged-in user. Without a subcommand it stays running for the
-session: it shows the jobs offered to this client as they arrive and runs each non-background
-mandatory job at its mandatory time, after counting down --grace so the user can save their work.
-It never shows or runs background (service-only) jobs. When a background installation holds the
-client it says so and waits; it never gives up because of the lock.`,
+session: it shows the jobs offered to this client as they arrive and runs each mandatory job that
+needs the user (published with --interactive) at its mandatory time, after counting down --grace
+so the user can save their work; the service runs the automated ones. Before each line it checks
+that the job is still pending here: it says nothing of a job the service ran, that was cancelled
+or that expired. It never shows or runs background (service-only) jobs. When the service holds
+the client it says which job it runs and waits; it never gives up because of the lock.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, nc, err := f.open(cmd, g)
