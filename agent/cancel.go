@@ -48,7 +48,13 @@ func (s *Service) handleCancel(ctx context.Context, msg jetstream.Msg, ev event.
 			_ = msg.NakWithDelay(retryLater)
 			return
 		}
-		f := Facts{Face: events.RunnerService, Unattended: true, Job: events.JobOffered{JobID: c.JobID}, Journal: &rec,
+		// The offer is not at hand: its max attempts are the ones its last
+		// status reports.
+		job := events.JobOffered{JobID: c.JobID}
+		if bf.last != nil {
+			job.MaxAttempts = bf.last.MaxAttempts
+		}
+		f := Facts{Face: events.RunnerService, Unattended: true, Job: job, Journal: &rec,
 			Last: bf.last, Cancel: &c, OS: s.cfg.OS, Arch: s.cfg.Arch, Now: time.Now()}
 		if err := s.settle(ctx, rec.AckSubject, f, Decide(f)); err != nil {
 			log.Warn("the cancelled status is not persisted yet; the cancellation comes back", zap.Error(err))
