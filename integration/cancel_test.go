@@ -59,9 +59,10 @@ func TestCancellationHolds(t *testing.T) {
 	t.Run("cancelled while the client is offline", func(t *testing.T) {
 		dir := t.TempDir()
 		marker := filepath.Join(dir, "marker")
-		args := []string{"agent", "--url", env.URL, "--client-id", "off1", "--state-dir", filepath.Join(dir, "state"), "--lease", "2s", "--enroll"}
+		enroll(t, env.JS, "off1")
+		args := []string{"agent", "--url", env.URL, "--client-id", "off1", "--state-dir", filepath.Join(dir, "state"), "--lease", "2s"}
 		a := startPCM(t, dir, nil, args...)
-		testenv.WaitFor(t, 10*time.Second, "the agent enrolled", func() bool { _, _, err := consumerBacklog(env.JS, "off1"); return err == nil })
+		waitLogged(t, a, "agent ready")
 		if err := a.stopGracefully(t, 10*time.Second); err != nil {
 			t.Fatalf("stopping the agent: %v", err)
 		}

@@ -54,10 +54,7 @@ func TestDesktopTellsTheTruth(t *testing.T) {
 	enroll(t, env.JS, "truth1")
 	common := []string{"--url", env.URL, "--client-id", "truth1", "--lease", "2s"}
 	svc := startPCM(t, dir, nil, append([]string{"agent", "--state-dir", filepath.Join(dir, "svc")}, common...)...)
-	testenv.WaitFor(t, 10*time.Second, "the service face ready", func() bool {
-		b, _ := os.ReadFile(svc.logf)
-		return strings.Contains(string(b), "agent ready")
-	})
+	waitLogged(t, svc, "agent ready")
 	desk := startPCM(t, dir, nil, append([]string{"desktop", "--grace", "10s", "--state-dir", filepath.Join(dir, "desk")}, common...)...)
 	said := &saidLines{lr: desk.stdout}
 
@@ -90,6 +87,15 @@ func TestDesktopTellsTheTruth(t *testing.T) {
 			t.Fatalf("the desktop told the user about the job the service ran: %q", l)
 		}
 	}
+}
+
+// waitLogged waits until the process logged text (its stderr).
+func waitLogged(t testing.TB, p *proc, text string) {
+	t.Helper()
+	testenv.WaitFor(t, 10*time.Second, "pcm logging "+text, func() bool {
+		b, _ := os.ReadFile(p.logf)
+		return strings.Contains(string(b), text)
+	})
 }
 
 // saidLines keeps every stdout line of a process read so far.
