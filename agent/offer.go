@@ -91,10 +91,12 @@ func (s *Service) knownRecord(jobID string) *journal.Record {
 	return &rec
 }
 
-// offerFacts gathers what the service knows about one delivery of an offer:
-// the event checked (signature, validity, routing), the journal's record
-// (after publishing what an earlier delivery left in the outbox), and the
-// broker's last status and cancellation of the job. ok is false when the
+// offerFacts gathers what the service knows about one delivery of an offer
+// before the lock: the event checked (signature, validity, routing), the
+// journal's record (after publishing what an earlier delivery left in the
+// outbox), and the job's cancellation on the broker. The job's last status
+// is read only when the decision is not to run (see handleOffer): a run is
+// decided again under the lock with both read afresh. ok is false when the
 // facts cannot be known now (journal or broker unreachable): the offer was
 // nak'ed and comes back.
 func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Event) (f Facts, ok bool) {
@@ -134,10 +136,24 @@ func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Ev
 	if found {
 		f.Journal = &rec
 	}
-	if !s.brokerFacts(ctx, msg, &f) {
-		return f, false
+	f.Now = time.Now()
+	c, err := s.cancellation(ctx, f.Job.JobID)
+	if err != nil {
+		return f, s.unknownFacts(ctx, msg, f.Job.JobID, err)
 	}
+	f.Cancel = c
 	return f, true
+}
+
+// unknownFacts sends the offer back for later when what the broker says of
+// its job cannot be read now (unless the agent is stopping), and reports
+// false.
+func (s *Service) unknownFacts(ctx context.Context, msg jetstream.Msg, jobID string, err error) bool {
+	if ctx.Err() == nil {
+		s.log.Warn("cannot read the job's last status or cancellation; the offer comes back", zap.String("job", jobID), zap.Error(err))
+		_ = msg.NakWithDelay(retryLater)
+	}
+	return false
 }
 
 // brokerFacts adds the broker's last status and cancellation of f's job to
@@ -148,24 +164,33 @@ func (s *Service) brokerFacts(ctx context.Context, msg jetstream.Msg, f *Facts) 
 	now := time.Now()
 	bf, err := s.lookup(ctx, f.Job.JobID)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("cannot read the job's last status or cancellation; the offer comes back", zap.String("job", f.Job.JobID), zap.Error(err))
-			_ = msg.NakWithDelay(retryLater)
-		}
-		return false
+		return s.unknownFacts(ctx, msg, f.Job.JobID, err)
 	}
 	f.Last, f.Cancel, f.Now = bf.last, bf.cancel, now
 	return true
 }
 
 // handleOffer decides about one delivery of an offer and does what the
-// decision says.
+// decision says. A decision not to run is made again with the job's last
+// status, which outranks everything but a refusal (a job the desktop
+// already ran is settled as it is, not cancelled nor held), and so is one
+// to run a job with a package (not fetched for a job already over); a
+// decision to run is made again under the lock, with the last status and
+// the cancellation read afresh, so the hot path reads the last status
+// once.
 func (s *Service) handleOffer(ctx context.Context, msg jetstream.Msg, ev event.Event) {
 	f, ok := s.offerFacts(ctx, msg, ev)
 	if !ok {
 		return
 	}
 	d := Decide(f)
+	// A package is fetched before the lock: not for a job already over.
+	if f.Refused == nil && (d.Action != Run || f.Job.Package != nil) {
+		if !s.brokerFacts(ctx, msg, &f) {
+			return
+		}
+		d = Decide(f)
+	}
 	if f.Refused == nil {
 		s.seen.Add(1)
 		if d.Rule == RulePlatform {
