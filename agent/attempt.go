@@ -25,6 +25,8 @@ type statusLog interface {
 	// running tells that the attempt's process runs (st carries its pid);
 	// best effort.
 	running(st events.JobStatus)
+	// stopped tells that the attempt's process ended.
+	stopped()
 	// record persists a final status; ends says it ends the job on this
 	// client.
 	record(ctx context.Context, st events.JobStatus, ends bool) error
@@ -64,6 +66,7 @@ func (f *face) runAttempt(ctx context.Context, sl statusLog, job events.JobOffer
 		st.PID = pid
 		sl.running(st)
 	})
+	sl.stopped()
 	if errors.Is(runErr, runner.ErrCancelled) && ctx.Err() != nil {
 		log.Warn("stopping: the running job was killed; its attempt is settled as interrupted")
 		return events.JobStatus{}, errStopping
@@ -95,6 +98,8 @@ func (l directLog) begin(ctx context.Context, st events.JobStatus) error {
 }
 
 func (l directLog) running(events.JobStatus) {}
+
+func (l directLog) stopped() {}
 
 // record persists st even when ctx ends (the user gave up waiting): a
 // status that exists must be told.

@@ -73,9 +73,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 			}
 		}
 		stop := s.keepAlive(ctx, msg)
-		s.setCurrent(job.JobID)
 		final, err := s.runAttempt(ctx, sl, job, d.Attempt, lease)
-		s.setCurrent("")
 		stop()
 		s.release(lease)
 		switch {
@@ -241,11 +239,16 @@ func (l journalLog) begin(_ context.Context, st events.JobStatus) error {
 }
 
 // running publishes the started status, with the process's pid, without
-// waiting: the journal already holds the start.
+// waiting (the journal already holds the start), and shows the job as the
+// one running in the inventory.
 func (l journalLog) running(st events.JobStatus) {
+	l.s.setCurrent(st.JobID)
 	l.s.publishAsync(st)
 	l.s.fault(FaultAfterStart)
 }
+
+// stopped shows no job running in the inventory.
+func (l journalLog) stopped() { l.s.setCurrent("") }
 
 // record journals st with the record's final state, then publishes the
 // outbox; when st ends the job, the flush acks the delivery once st is
