@@ -2,9 +2,11 @@ package agent
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
 )
@@ -19,7 +21,10 @@ func TestConfigValidate(t *testing.T) {
 		{"bad client", Config{ClientID: "ws.1", StateDir: "/tmp/x"}, events.ErrInvalidID},
 		{"no state dir", Config{ClientID: "ws-1"}, ErrInvalidConfig},
 		{"bad group", Config{ClientID: "ws-1", StateDir: "/tmp/x", Groups: []string{"a b"}}, events.ErrInvalidID},
-		{"lease under a second", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 500 * time.Millisecond}, ErrInvalidConfig},
+		{"lease under a second", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 500 * time.Millisecond}, lock.ErrInvalidConfig},
+		{"lease not whole seconds", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 1500 * time.Millisecond}, lock.ErrInvalidConfig},
+		{"negative lease", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: -time.Second}, ErrInvalidConfig},
+		{"lease of whole seconds", Config{ClientID: "ws-1", StateDir: "/tmp/x", Lease: 2 * time.Second}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -29,35 +34,13 @@ func TestConfigValidate(t *testing.T) {
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
+			if err != nil && !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("%v does not wrap %v", err, ErrInvalidConfig)
+			}
+			if err != nil && strings.Contains(tc.name, "lease") && !strings.Contains(err.Error(), "--lease") {
+				t.Fatalf("a bad lease (%s) is refused without naming --lease: %v", tc.cfg.Lease, err)
+			}
 		})
-	}
-}
-
-// TestJobOver is the no-rerun decision on the broker's last status.
-func TestJobOver(t *testing.T) {
-	job := events.JobOffered{MaxAttempts: 3}
-	st := func(s events.State, attempt int) *events.JobStatus {
-		return &events.JobStatus{State: s, Attempt: attempt}
-	}
-	cases := []struct {
-		last *events.JobStatus
-		want bool
-	}{
-		{nil, false},
-		{st(events.StateStarted, 1), false},
-		{st(events.StateSucceeded, 1), true},
-		{st(events.StateFailed, 1), false},
-		{st(events.StateFailed, 3), true},
-		{st(events.StateTimedOut, 2), false},
-		{st(events.StateCancelled, 1), true},
-		{st(events.StateExpired, 1), true},
-		{st(events.StateNotApplicable, 1), true},
-		{st(events.StateRejected, 1), false}, // a rejection names an event, not a run
-	}
-	for _, c := range cases {
-		if got := jobOver(c.last, job); got != c.want {
-			t.Errorf("jobOver(%+v) = %v, want %v", c.last, got, c.want)
-		}
 	}
 }
 
@@ -116,6 +99,27 @@ func TestJobIDOfRaw(t *testing.T) {
 	for _, c := range cases {
 		if got := jobIDOfRaw(c.header, []byte(c.body)); got != c.want {
 			t.Errorf("jobIDOfRaw(%v, %s) = %q, want %q", c.header, c.body, got, c.want)
+		}
+	}
+}
+
+// TestBusyNoticeText: the busy notice names the job the service runs and
+// the job that waits, and says package only for a job that has one.
+func TestBusyNoticeText(t *testing.T) {
+	pkg := &events.PackageRef{Name: "editor", Version: "1.2"}
+	for _, tc := range []struct {
+		running, waiting events.JobOffered
+		want             string
+	}{
+		{events.JobOffered{JobID: "J1"}, events.JobOffered{JobID: "J2"},
+			"job J1 is running in the background; job J2 starts when it finishes."},
+		{events.JobOffered{JobID: "J1", Name: "Install editor", Package: pkg}, events.JobOffered{JobID: "J2", Name: "Backup"},
+			`package editor@1.2 (job "Install editor" (J1)) is being installed in the background; job "Backup" (J2) starts when it finishes.`},
+		{events.JobOffered{}, events.JobOffered{JobID: "J2", Package: pkg},
+			"a job is running in the background; package editor@1.2 (job J2) starts when it finishes."},
+	} {
+		if got := busyNoticeText(tc.running, tc.waiting); got != tc.want {
+			t.Errorf("busy notice\n got %q\nwant %q", got, tc.want)
 		}
 	}
 }

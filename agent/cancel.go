@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,17 +12,22 @@ import (
 	"github.com/pcm-project/pcm/events"
 )
 
-// handleCancel records a cancellation. A job held for later (its offer
-// delivered and nak'ed) is finished as cancelled at once; a job not seen yet
-// is marked so that its offer finishes as cancelled; a job already done is
-// left as it is.
+// handleCancel handles a cancellation delivered by the client's consumer
+// (a copy on one of the job's target subjects). A job whose offer is held
+// here (delivered and nak'ed until later) is decided at once with the
+// cancellation, and settled cancelled unless it is already over; a job not
+// seen yet is marked in the journal, so its offer settles cancelled (the
+// agent also reads the job's cancellation subject before it runs any job);
+// a job done here is left as it is. The cancellation itself is acked
+// through the outbox flush like every delivery.
 func (s *Service) handleCancel(ctx context.Context, msg jetstream.Msg, ev event.Event) {
-	if !s.verified(ctx, msg, ev) {
+	if err := s.checkSignature(ev); err != nil {
+		s.refuseEvent(ctx, msg, events.JobIDOf(ev), err)
 		return
 	}
 	c, err := events.ParseJobCancelled(ev)
 	if err != nil {
-		s.refuse(ctx, msg, "", err)
+		s.refuseEvent(ctx, msg, "", err)
 		return
 	}
 	log := s.log.With(zap.String("job", c.JobID))
@@ -31,37 +37,42 @@ func (s *Service) handleCancel(ctx context.Context, msg jetstream.Msg, ev event.
 		_ = msg.NakWithDelay(retryLater)
 		return
 	}
-	if found && rec.Phase == journal.PhaseDone {
+	held := found && rec.Phase != journal.PhaseDone && rec.AckSubject != ""
+	switch {
+	case found && rec.Phase == journal.PhaseDone:
 		log.Info("cancellation of a job already done here: nothing to cancel", zap.String("state", rec.FinalState))
-		s.ack(ctx, msg)
-		return
-	}
-	rec.JobID = c.JobID
-	rec.Cancelled = true
-	rec.CancelReason = c.Reason
-	if rec.Phase == "" {
-		rec.Phase = journal.PhaseReceived
-	}
-	var out []journal.Outgoing
-	held := found && rec.AckSubject != ""
-	if held {
-		st := s.newStatus(c.JobID, events.StateCancelled, rec.Attempt+1, 0)
-		st.Reason = "cancelled before it started: " + c.Reason
-		if out, err = s.outgoing(st, true); err != nil {
-			log.Error("cannot encode a status", zap.Error(err))
+	case held:
+		bf, err := s.lookup(ctx, c.JobID)
+		if err != nil {
+			log.Warn("cannot read the job's last status; the cancellation comes back", zap.Error(err))
+			_ = msg.NakWithDelay(retryLater)
 			return
 		}
-		rec.FinalState = string(events.StateCancelled)
+		// The offer is not at hand: its max attempts are the ones its last
+		// status reports.
+		job := events.JobOffered{JobID: c.JobID}
+		if bf.last != nil {
+			job.MaxAttempts = bf.last.MaxAttempts
+		}
+		f := Facts{Face: events.RunnerService, Unattended: true, Job: job, Journal: &rec,
+			Last: bf.last, Cancel: &c, OS: s.cfg.OS, Arch: s.cfg.Arch, Now: time.Now()}
+		if err := s.settle(ctx, rec.AckSubject, f, Decide(f)); err != nil {
+			log.Warn("the cancelled status is not persisted yet; the cancellation comes back", zap.Error(err))
+			_ = msg.NakWithDelay(retryLater)
+			return
+		}
+	default:
+		rec.JobID, rec.Cancelled, rec.CancelReason = c.JobID, true, c.Reason
+		if rec.Phase == "" {
+			rec.Phase = journal.PhaseReceived
+		}
+		if _, err := s.journal.Put(rec); err != nil {
+			log.Error("cannot journal the cancellation; it comes back", zap.Error(err))
+			_ = msg.NakWithDelay(retryLater)
+			return
+		}
+		log.Info("job cancelled before its offer was seen here", zap.String("reason", c.Reason))
 	}
-	if _, err := s.journal.Put(rec, out...); err != nil {
-		log.Error("cannot journal the cancellation; it comes back", zap.Error(err))
-		_ = msg.NakWithDelay(retryLater)
-		return
-	}
-	log.Info("job cancelled", zap.String("reason", c.Reason), zap.Bool("was_pending_here", held))
-	if held && !s.report(ctx, c.JobID) {
-		_ = msg.NakWithDelay(retryLater)
-		return
-	}
-	s.ack(ctx, msg)
+	s.ackAfterFlush(msg.Reply())
+	s.report(ctx, c.JobID, msg.Reply())
 }

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
@@ -15,8 +16,11 @@ import (
 
 // Defaults of Config.
 const (
+	// DefaultHeartbeat is how often the inventory is refreshed.
 	DefaultHeartbeat = 30 * time.Second
-	DefaultLease     = 15 * time.Second
+	// DefaultLease is the lease of the service-versus-desktop lock: the
+	// lock's own default.
+	DefaultLease = lock.DefaultLease
 )
 
 // FaultPoint names a dangerous instant at which a test may crash the agent.
@@ -59,7 +63,8 @@ type Config struct {
 	Runner runner.Runner
 	// Heartbeat is how often the inventory is refreshed; default 30s.
 	Heartbeat time.Duration
-	// Lease of the service-versus-desktop lock; default 15s.
+	// Lease of the service-versus-desktop lock: a whole number of seconds,
+	// at least lock.MinLease; zero means DefaultLease.
 	Lease time.Duration
 	// NoSync turns off the journal's fsync (benchmarks only).
 	NoSync bool
@@ -95,7 +100,7 @@ func (c *Config) setDefaults() {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = DefaultHeartbeat
 	}
-	if c.Lease <= 0 {
+	if c.Lease == 0 {
 		c.Lease = DefaultLease
 	}
 	if c.CacheSize == 0 {
@@ -106,7 +111,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration, every rule of the lease and the lock
+// included, so that a bad value fails at start, never in a retry loop.
+// Each error wraps ErrInvalidConfig and names the flag to change.
 func (c Config) Validate() error {
 	if err := events.ValidID("client id", c.ClientID); err != nil {
 		return fmt.Errorf("%w: %w (set --client-id)", ErrInvalidConfig, err)
@@ -119,8 +126,8 @@ func (c Config) Validate() error {
 	if c.StateDir == "" {
 		return fmt.Errorf("%w: state dir is empty: set --state-dir", ErrInvalidConfig)
 	}
-	if c.Lease < time.Second {
-		return fmt.Errorf("%w: lease %s is shorter than 1s, the broker's smallest TTL", ErrInvalidConfig, c.Lease)
+	if err := c.lockConfig().Validate(); err != nil {
+		return fmt.Errorf("%w: --lease %s: %w", ErrInvalidConfig, c.Lease, err)
 	}
 	if c.CacheSize < 0 {
 		return fmt.Errorf("%w: cache size %d is negative: set --cache-size to a size such as 2GiB", ErrInvalidConfig, c.CacheSize)
@@ -129,6 +136,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: %w (set --trusted-keys)", ErrInvalidConfig, err)
 	}
 	return nil
+}
+
+// lockConfig is the configuration of the client's lock.
+func (c Config) lockConfig() lock.Config {
+	return lock.Config{Client: c.ClientID, Lease: c.Lease, Logger: c.Logger}
 }
 
 // Platform is os/arch.

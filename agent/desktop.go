@@ -21,14 +21,11 @@ import (
 // mandatory job.
 const DefaultGrace = 5 * time.Minute
 
-// BusyNotice is what the desktop tells the user when the service holds the
-// lock; %s is the job.
-const BusyNotice = "A package is being installed in the background. %s starts when it finishes."
-
 // DesktopConfig configures the desktop face.
 type DesktopConfig struct {
 	Config
-	// Grace is the countdown before a mandatory job runs; default 5 min.
+	// Grace is the countdown before a mandatory job runs; zero means
+	// DefaultGrace.
 	Grace time.Duration
 	// NoBusyNotice silences the busy notice (the desktop still waits).
 	NoBusyNotice bool
@@ -36,10 +33,24 @@ type DesktopConfig struct {
 	Notify func(line string)
 }
 
+// Validate checks the configuration (see Config.Validate) and the grace.
+func (c DesktopConfig) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return err
+	}
+	if c.Grace < 0 {
+		return fmt.Errorf("%w: --grace %s is negative: give the countdown before a mandatory job runs, such as 5m", ErrInvalidConfig, c.Grace)
+	}
+	return nil
+}
+
 // Desktop is the face of an agent in the logged-in user's session (pcm
 // desktop). It reads the client's offers with direct gets, without any
-// consumer (it never touches the service's), runs what the user picks (never a background job) as that user,
-// and runs non-background mandatory jobs at their time after a countdown.
+// consumer (it never touches the service's), runs what the user picks
+// (never a background job) as that user, and runs mandatory jobs that need
+// the user at their time after a countdown. Every job it lists, announces
+// or runs goes through Decide first, with the job's last status and
+// cancellation read at that moment.
 type Desktop struct {
 	face
 	dcfg    DesktopConfig
@@ -50,7 +61,7 @@ type Desktop struct {
 // broker over nc.
 func NewDesktop(nc *nats.Conn, cfg DesktopConfig) (*Desktop, error) {
 	cfg.setDefaults()
-	if cfg.Grace <= 0 {
+	if cfg.Grace == 0 {
 		cfg.Grace = DefaultGrace
 	}
 	if cfg.Notify == nil {
@@ -83,11 +94,52 @@ func (d *Desktop) bind(ctx context.Context) error {
 		return fmt.Errorf("reaching the broker: %w", err)
 	}
 	d.filters = cons.CachedInfo().Config.FilterSubjects
-	return d.bindLock(d.cfg.Lease)
+	return d.bindLock()
 }
 
-// List returns the jobs the user may run now, oldest offer first: live,
-// not background, for this platform, without a final status here.
+// decide decides about job now, for a user's pick or for an unattended
+// run, with the job's last status and cancellation read from the broker
+// (known, when given, is a cancellation already found).
+func (d *Desktop) decide(ctx context.Context, job events.JobOffered, unattended, locked bool, known *events.JobCancelled) (Facts, Decision, error) {
+	now := time.Now() // taken first, as the service does
+	bf, err := d.lookup(ctx, job.JobID)
+	if err != nil {
+		return Facts{}, Decision{}, err
+	}
+	f := Facts{Face: events.RunnerDesktop, Unattended: unattended, Job: job, Last: bf.last, Cancel: bf.cancel,
+		OS: d.cfg.OS, Arch: d.cfg.Arch, Now: now, Locked: locked}
+	if f.Cancel == nil {
+		f.Cancel = known
+	}
+	return f, Decide(f), nil
+}
+
+// notRun is what Run returns for a decision that is not to run: the status
+// it records, if any (a refused package, an interrupted last attempt), and
+// the error that says why.
+func (d *Desktop) notRun(ctx context.Context, f Facts, dec Decision) (events.JobStatus, error) {
+	id := f.Job.JobID
+	var st events.JobStatus
+	if r := dec.Report; r != nil {
+		st = d.reportOf(f.Job, r)
+		if err := (directLog{&d.face}).record(ctx, st, r.Ends); err != nil {
+			return st, err
+		}
+	}
+	switch dec.Rule {
+	case RuleBackground:
+		return st, fmt.Errorf("%w: job %s is marked background", ErrServiceOnly, id)
+	case RuleDone, RuleInterrupted:
+		return st, fmt.Errorf("%w: job %s: %s", ErrAlreadyDone, id, dec.Why)
+	case RulePackage:
+		return st, fmt.Errorf("job %s not run: %w", id, f.PackageErr)
+	}
+	return st, fmt.Errorf("%w: job %s: %s", ErrNotRunnable, id, dec.Why)
+}
+
+// List returns the jobs the user may run now, oldest offer first: those
+// Decide lets the user pick now (live, not background, for this platform,
+// neither over here nor cancelled).
 func (d *Desktop) List(ctx context.Context) ([]events.JobOffered, error) {
 	if err := d.bind(ctx); err != nil {
 		return nil, err
@@ -98,14 +150,27 @@ func (d *Desktop) List(ctx context.Context) ([]events.JobOffered, error) {
 	}
 	var out []events.JobOffered
 	for _, job := range live {
-		if err := d.runnable(ctx, job, time.Now()); err != nil {
-			d.log.Info("not listing job", zap.String("job", job.JobID), zap.String("why", err.Error()))
+		_, dec, err := d.decide(ctx, job, false, false, nil)
+		if err != nil {
+			return nil, err
+		}
+		if dec.Action != Run {
+			d.skipped(job, dec)
 			continue
 		}
 		out = append(out, job)
 	}
 	d.log.Info("jobs listed", zap.Int("jobs_before_filter", len(live)), zap.Int("jobs_after_filter", len(out)))
 	return out, nil
+}
+
+// skipped logs why the desktop does not offer job to the user.
+func (d *Desktop) skipped(job events.JobOffered, dec Decision) {
+	if dec.Rule == RuleBackground {
+		d.log.Info(fmt.Sprintf("job %s is marked for service-only execution, skipping it", job.JobID))
+		return
+	}
+	d.log.Info("not offering job", zap.String("job", job.JobID), zap.String("rule", string(dec.Rule)), zap.String("why", dec.Why))
 }
 
 // scanLive returns the offers of this client not cancelled, by offer time.
@@ -135,34 +200,12 @@ func byOfferTime(jobs map[string]events.JobOffered) []events.JobOffered {
 	return out
 }
 
-// runnable says why job may not run from the desktop now, or nil.
-func (d *Desktop) runnable(ctx context.Context, job events.JobOffered, now time.Time) error {
-	switch {
-	case job.Command.Background:
-		d.log.Info(fmt.Sprintf("job %s is marked for service-only execution, skipping it", job.JobID))
-		return fmt.Errorf("%w: job %s is marked background", ErrServiceOnly, job.JobID)
-	case now.Before(job.OfferAfter):
-		return fmt.Errorf("%w: job %s is pending until %s", ErrNotRunnable, job.JobID, job.OfferAfter.Local().Format(time.RFC3339))
-	case !now.Before(job.ExpireAfter):
-		return fmt.Errorf("%w: job %s expired at %s", ErrNotRunnable, job.JobID, job.ExpireAfter.Local().Format(time.RFC3339))
-	case !events.PlatformMatches(job.Command.Platforms, d.cfg.OS, d.cfg.Arch):
-		return fmt.Errorf("%w: job %s is for %v, this client is %s", ErrNotRunnable, job.JobID, job.Command.Platforms, d.cfg.Platform())
-	}
-	last, _, err := d.lastStatus(ctx, job.JobID)
-	if err != nil {
-		return err
-	}
-	if jobOver(last, job) {
-		return fmt.Errorf("%w: job %s already %s (by the %s face)", ErrAlreadyDone, job.JobID, last.State, last.Runner)
-	}
-	return nil
-}
-
-// Run runs one attempt of jobID as the current user: it takes the lock
-// (telling the user, unless silenced, that the service is busy, and
-// waiting: it never gives up because of the lock), checks again that the
-// job is not done, reports started, runs the command, reports the final
-// status, and releases the lock. It returns that final status.
+// Run runs one attempt of jobID as the current user, when Decide lets the
+// user pick it now: it prepares the job's package, takes the lock (telling
+// the user, unless silenced, which job the service is running, and
+// waiting: it never gives up because of the lock), decides again under the
+// lock, and runs the attempt through the attempt engine, reporting started
+// then the final status, which it returns.
 func (d *Desktop) Run(ctx context.Context, jobID string) (events.JobStatus, error) {
 	if err := d.bind(ctx); err != nil {
 		return events.JobStatus{}, err
@@ -171,30 +214,41 @@ func (d *Desktop) Run(ctx context.Context, jobID string) (events.JobStatus, erro
 	if err != nil {
 		return events.JobStatus{}, err
 	}
-	if found.Cancelled != nil {
-		return events.JobStatus{}, fmt.Errorf("%w: job %s was cancelled: %s", ErrNotRunnable, jobID, found.Cancelled.Reason)
-	}
-	return d.runJob(ctx, found.Job)
+	return d.runJob(ctx, found.Job, false, found.Cancelled)
 }
 
-func (d *Desktop) runJob(ctx context.Context, job events.JobOffered) (events.JobStatus, error) {
+// runJob runs job once if Decide lets it run: picked by the user, or
+// unattended (the session, at the job's mandatory time).
+func (d *Desktop) runJob(ctx context.Context, job events.JobOffered, unattended bool, known *events.JobCancelled) (events.JobStatus, error) {
 	log := d.log.With(zap.String("job", job.JobID))
-	if err := d.runnable(ctx, job, time.Now()); err != nil {
+	f, dec, err := d.decide(ctx, job, unattended, false, known)
+	if err != nil {
 		return events.JobStatus{}, err
+	}
+	if dec.Action != Run {
+		return d.notRun(ctx, f, dec)
 	}
 	// The package is fetched and verified before the lock is taken.
 	release, err := d.preparePackage(ctx, job)
 	if err != nil {
-		return d.packageRefused(ctx, job, err)
+		if !pkgcache.Permanent(err) {
+			return events.JobStatus{}, fmt.Errorf("package of job %s not available now: %w", job.JobID, err)
+		}
+		f.PackageErr = err
+		return d.notRun(ctx, f, Decide(f))
 	}
 	defer release()
 	notified := false
 	lease, err := d.locker.Acquire(ctx, d.lockInfo(job.JobID), func(h lock.Info) {
 		log.Info("job waits: the lock is held", zap.String("holder", string(h.Holder)), zap.String("holder_job", h.JobID), zap.Time("since", h.Since))
-		if string(h.Holder) == string(events.RunnerService) && !d.dcfg.NoBusyNotice && !notified {
-			notified = true
-			d.dcfg.Notify(fmt.Sprintf(BusyNotice, jobName(job)))
+		if notified || d.dcfg.NoBusyNotice || h.Holder != lock.Holder(events.RunnerService) || h.JobID == job.JobID {
+			return // the service running this very job is no news: it is done when the lock is free
 		}
+		if _, dec, err := d.decide(ctx, job, unattended, false, known); err != nil || dec.Action != Run {
+			return
+		}
+		notified = true
+		d.dcfg.Notify(d.busyNotice(ctx, h.JobID, job))
 	})
 	if err != nil {
 		return events.JobStatus{}, err
@@ -206,85 +260,49 @@ func (d *Desktop) runJob(ctx context.Context, job events.JobOffered) (events.Job
 			log.Warn("releasing the lock", zap.Error(err))
 		}
 	}()
-	last, _, err := d.lastStatus(ctx, job.JobID)
-	if err != nil {
+	if f, dec, err = d.decide(ctx, job, unattended, true, known); err != nil {
 		return events.JobStatus{}, err
 	}
-	if jobOver(last, job) {
-		return *last, fmt.Errorf("%w: job %s %s meanwhile (by the %s face)", ErrAlreadyDone, job.JobID, last.State, last.Runner)
+	if dec.Action != Run {
+		return d.notRun(ctx, f, dec)
 	}
-	attempt := 1
-	if last != nil && last.State != events.StateRejected {
-		attempt = last.Attempt + 1
-		if last.State == events.StateStarted {
-			// an attempt nobody finished: it counts (see Service.settleInterrupted)
-			st := d.newStatus(job.JobID, events.StateFailed, last.Attempt, job.Attempts())
-			st.Reason = fmt.Sprintf("the %s face stopped during the run (no final status)", last.Runner)
-			st.LockRevision = lease.Revision()
-			if err := d.persist(ctx, st); err != nil {
-				return events.JobStatus{}, err
-			}
-			if last.Attempt >= job.Attempts() {
-				return st, fmt.Errorf("%w: its last attempt was interrupted", ErrAlreadyDone)
-			}
+	sl := directLog{&d.face}
+	if r := dec.Report; r != nil {
+		if err := sl.record(ctx, d.reportOf(job, r), r.Ends); err != nil {
+			return events.JobStatus{}, err
 		}
 	}
-	// Started is persisted before the process exists: if this face dies
-	// during the run, whoever takes the lock next sees the attempt.
-	started := d.newStatus(job.JobID, events.StateStarted, attempt, job.Attempts())
-	started.LockRevision = lease.Revision()
-	now := time.Now().UTC()
-	started.StartedAt = &now
-	if err := d.publishStatus(ctx, started); err != nil {
-		return events.JobStatus{}, fmt.Errorf("reporting the start of job %s: %w", job.JobID, err)
-	}
-	log.Info("running job as the user", zap.String("user", d.user), zap.Strings("argv", job.Command.Argv), zap.Uint64("lock_revision", lease.Revision()))
-	res, runErr := d.cfg.Runner.Run(ctx, d.runSpec(job, attempt), nil)
-	final := d.finalStatus(job, attempt, res, runErr, lease.Revision())
-	if err := d.persist(context.WithoutCancel(ctx), final); err != nil {
-		return final, err
-	}
-	log.Info("job finished", zap.String("state", string(final.State)), zap.String("reason", final.Reason))
-	return final, nil
+	return d.runAttempt(ctx, sl, job, dec.Attempt, lease)
 }
 
-// packageRefused reports a job whose package is missing or altered as
-// failed (nothing runs) and returns that status with the error; a package
-// that is only unavailable for now is returned as an error alone.
-func (d *Desktop) packageRefused(ctx context.Context, job events.JobOffered, err error) (events.JobStatus, error) {
-	if !pkgcache.Permanent(err) {
-		return events.JobStatus{}, fmt.Errorf("package of job %s not available now: %w", job.JobID, err)
-	}
-	attempt := 1
-	if last, _, lerr := d.lastStatus(ctx, job.JobID); lerr == nil && last != nil && last.State != events.StateRejected {
-		attempt = last.Attempt + 1
-	}
-	st := d.newStatus(job.JobID, events.StateFailed, attempt, job.Attempts())
-	st.Reason = truncate(err.Error(), 1024)
-	if perr := d.persist(ctx, st); perr != nil {
-		return st, perr
-	}
-	return st, fmt.Errorf("job %s not run: %w", job.JobID, err)
-}
-
-// persist publishes a status, retrying until the broker stores it (the
-// desktop has no journal: it waits for the broker instead).
-func (d *Desktop) persist(ctx context.Context, st events.JobStatus) error {
-	b := newBackoff()
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		err := d.publishStatus(ctx, st)
-		if err == nil {
-			return nil
+// busyNotice tells the user which job the service is running (holderID,
+// looked up among the client's offers) and which one waits for it.
+func (d *Desktop) busyNotice(ctx context.Context, holderID string, waiting events.JobOffered) string {
+	holder := events.JobOffered{JobID: holderID}
+	if holderID != "" {
+		fctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		if found, err := d.find(fctx, holderID); err == nil {
+			holder = found.Job
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("reporting %s of job %s: %w", st.State, st.JobID, err)
-		}
-		d.log.Warn("status not stored yet, retrying", zap.Error(err))
-		sleep(ctx, b.delay())
+		cancel()
 	}
+	return busyNoticeText(holder, waiting)
 }
 
+// busyNoticeText is the busy notice: the job the service runs (a
+// package's installation when it has one) and the job that waits.
+func busyNoticeText(running, waiting events.JobOffered) string {
+	what, verb := describe(running), "is running"
+	switch {
+	case running.JobID == "":
+		what = "a job"
+	case running.Package != nil:
+		verb = "is being installed"
+	}
+	return fmt.Sprintf("%s %s in the background; %s starts when it finishes.", what, verb, describe(waiting))
+}
+
+// jobName names a job for the user: "Name" (ID), or its ID.
 func jobName(job events.JobOffered) string {
 	if job.Name != "" {
 		return fmt.Sprintf("%q (%s)", job.Name, job.JobID)
@@ -292,10 +310,22 @@ func jobName(job events.JobOffered) string {
 	return job.JobID
 }
 
+// describe says what a job is for the user: a job, or a package's
+// installation when it has one.
+func describe(job events.JobOffered) string {
+	if p := job.Package; p != nil {
+		return fmt.Sprintf("package %s@%s (job %s)", p.Name, p.Version, jobName(job))
+	}
+	return "job " + jobName(job)
+}
+
 // Session runs for the user's session: it tells the user about the jobs
 // they may run, and about new ones as they are offered, and runs each
-// non-background mandatory job at its time after counting down the grace
-// period. It returns when ctx ends.
+// mandatory job that needs the user at its time after counting down the
+// grace period (the service runs the automated ones). Before each notice
+// it decides again, with the job's last status and cancellation read at
+// that moment: a job the service ran, that was cancelled or that expired
+// is never announced nor counted down. It returns when ctx ends.
 //
 // It creates no consumer: it reads the client's offers (its consumer's
 // filters: its own subject, its groups', pcm.jobs.all) with batched direct
@@ -307,25 +337,44 @@ func (d *Desktop) Session(ctx context.Context) error {
 		return err
 	}
 	queue := make(chan events.JobOffered, 64)
+	again := make(chan events.JobOffered, 64) // jobs to consider again at their offer time
 	scheduled := map[string]bool{}
 	consider := func(job events.JobOffered) {
 		if scheduled[job.JobID] {
 			return
 		}
-		if job.Command.Background {
-			d.log.Info(fmt.Sprintf("job %s is marked for service-only execution, skipping it", job.JobID))
+		f, pick, err := d.decide(ctx, job, false, false, nil)
+		if err != nil {
+			d.log.Warn("cannot read the job's last status or cancellation; not announcing it", zap.String("job", job.JobID), zap.Error(err))
 			return
 		}
-		if !events.PlatformMatches(job.Command.Platforms, d.cfg.OS, d.cfg.Arch) || !time.Now().Before(job.ExpireAfter) {
+		switch {
+		case pick.Rule == RuleOfferTime:
+			scheduled[job.JobID] = true
+			go func() {
+				if sleep(ctx, time.Until(pick.Until)) {
+					select {
+					case again <- job:
+					case <-ctx.Done():
+					}
+				}
+			}()
 			return
-		}
-		if last, _, err := d.lastStatus(ctx, job.JobID); err == nil && jobOver(last, job) {
+		case pick.Action != Run:
+			d.skipped(job, pick)
 			return
 		}
 		scheduled[job.JobID] = true
-		d.dcfg.Notify(fmt.Sprintf("job offered: %s; run it with: pcm desktop run %s", jobName(job), job.JobID))
-		if job.Mandatory() {
+		f.Unattended = true
+		switch unattended := Decide(f); {
+		case unattended.Rule == RuleAutomated && !f.Now.Before(*job.MandatoryAfter):
+			// The service runs it now: no news for the user.
+			d.log.Info("not announcing a job the service runs now", zap.String("job", job.JobID))
+		case unattended.Action == Run || unattended.Rule == RuleMandatoryTime:
+			d.dcfg.Notify(fmt.Sprintf("%s offered; run it with: pcm desktop run %s", describe(job), job.JobID))
 			go d.countdown(ctx, job, queue)
+		default:
+			d.dcfg.Notify(fmt.Sprintf("%s offered; run it with: pcm desktop run %s", describe(job), job.JobID))
 		}
 	}
 	followed, err := offers.Follow(ctx, d.js, d.filters, func(err error) {
@@ -370,39 +419,58 @@ func (d *Desktop) Session(ctx context.Context) error {
 			case entry.Offer != nil:
 				consider(*entry.Offer)
 			}
+		case job := <-again:
+			delete(scheduled, job.JobID)
+			consider(job)
 		case job := <-queue:
-			st, err := d.runJob(ctx, job)
+			st, err := d.runJob(ctx, job, true, nil)
 			switch {
 			case errors.Is(err, ErrAlreadyDone), errors.Is(err, ErrNotRunnable), errors.Is(err, ErrServiceOnly):
 				d.log.Info("mandatory job not run by the desktop", zap.String("job", job.JobID), zap.String("why", err.Error()))
 			case err != nil:
-				d.dcfg.Notify(fmt.Sprintf("job %s could not run: %v", jobName(job), err))
+				d.dcfg.Notify(fmt.Sprintf("%s could not run: %v", describe(job), err))
 			default:
-				d.dcfg.Notify(fmt.Sprintf("job %s %s", jobName(job), st.State))
+				d.dcfg.Notify(fmt.Sprintf("%s %s", describe(job), st.State))
 			}
 		}
 	}
 }
 
 // countdown waits for job's mandatory time, warns the user and counts the
-// grace period down, then queues the job to run.
+// grace period down, then queues the job to run. Before each notice it
+// decides again: a job that is no longer the desktop's to run now (the
+// service ran it, it was cancelled, it expired) stops the countdown
+// silently.
 func (d *Desktop) countdown(ctx context.Context, job events.JobOffered, queue chan<- events.JobOffered) {
 	if !sleep(ctx, time.Until(*job.MandatoryAfter)) {
 		return
 	}
-	if err := d.runnable(ctx, job, time.Now()); err != nil {
-		d.log.Info("mandatory job not for the desktop now", zap.String("job", job.JobID), zap.String("why", err.Error()))
-		return
+	notify := func(line string) bool {
+		_, dec, err := d.decide(ctx, job, true, false, nil)
+		if err != nil || dec.Action != Run {
+			why := dec.Why
+			if err != nil {
+				why = err.Error()
+			}
+			d.log.Info("mandatory job not for the desktop now", zap.String("job", job.JobID), zap.String("why", why))
+			return false
+		}
+		d.dcfg.Notify(line)
+		return true
 	}
 	left := d.dcfg.Grace
-	d.dcfg.Notify(fmt.Sprintf("job %s is mandatory and starts in %s: save your work", jobName(job), left.Round(time.Second)))
+	if !notify(fmt.Sprintf("%s is mandatory and starts in %s: save your work", describe(job), left.Round(time.Second))) {
+		return
+	}
 	for _, mark := range []time.Duration{time.Minute, 10 * time.Second} {
 		if left > mark {
 			if !sleep(ctx, left-mark) {
 				return
 			}
 			left = mark
-			d.dcfg.Notify(fmt.Sprintf("job %s starts in %s", jobName(job), left))
+			if !notify(fmt.Sprintf("%s starts in %s", describe(job), left)) {
+				return
+			}
 		}
 	}
 	if !sleep(ctx, left) {

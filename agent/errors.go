@@ -19,9 +19,10 @@ var (
 var (
 	// ErrServiceOnly: the job is marked background, for the service only.
 	ErrServiceOnly = errors.New("job is for service-only execution")
-	// ErrNotRunnable: the job cannot run now (not offered yet, expired, or
-	// for another platform).
+	// ErrNotRunnable: the job cannot run now (not offered yet, cancelled,
+	// expired, for another platform, or not trusted).
 	ErrNotRunnable = errors.New("job cannot run now")
-	// ErrAlreadyDone: the job already has a final status on this client.
+	// ErrAlreadyDone: the job already has a final status that ends it on
+	// this client (or its last attempt was interrupted).
 	ErrAlreadyDone = errors.New("job already done on this client")
 )

@@ -12,170 +12,154 @@ import (
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/agent/pkgcache"
-	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
 )
 
-// execute runs a due job: for each attempt it checks the broker for a final
-// status (no rerun), fetches and verifies the job's package and unpacks it
-// into the job's directory (without the lock: the lock is never held during
-// a download), takes the lock, checks again, journals the start, runs,
-// journals the final status, publishes it, releases the lock; after the last
-// attempt it acks the offer. A package that is missing or does not match
-// its pinned digest ends the job failed, without running anything.
-func (s *Service) execute(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record) {
-	log := s.log.With(zap.String("job", job.JobID))
-	var pkg *pkgcache.Entry // the job's package, pinned until the job is done here
+// execute runs a job the decision says is due. For each attempt it makes
+// the job's package ready (fetched and verified once, unpacked afresh for
+// each attempt) without the lock, takes the lock, decides again under it
+// with a fresh read of the job's last status and cancellation (the desktop
+// may have run it, or it may have been cancelled, while the service
+// waited), settles an interrupted attempt, and runs the attempt through the
+// attempt engine, whose final status goes through the journal's outbox (the
+// flush acks the offer once the status that ends the job is stored). A
+// failed attempt with attempts left is decided again.
+func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Decision) {
+	log := s.log.With(zap.String("job", f.Job.JobID))
+	job := f.Job
+	var pkg readyPackage // the job's package, pinned until the job is done here
+	defer pkg.release()
 	for ctx.Err() == nil {
-		last, seq, err := s.lastStatus(ctx, job.JobID)
-		if err != nil {
-			log.Warn("cannot read the job's last status, not running it now", zap.Error(err))
-			_ = msg.NakWithDelay(retryLater)
-			return
-		}
-		if jobOver(last, job) {
-			s.adopt(ctx, msg, job, last, seq)
+		if d.Action != Run {
+			s.apply(ctx, msg, f, d)
 			return
 		}
 		if job.Package != nil {
-			if pkg == nil {
-				e, release, ok := s.fetchJobPackage(ctx, msg, job, rec)
-				if !ok {
+			if err := s.readyPackage(ctx, msg, job, &pkg); err != nil {
+				if !s.packageFailed(ctx, msg, &f, err) {
 					return
 				}
-				defer release()
-				pkg = &e
-			}
-			if !s.unpackJobPackage(ctx, msg, job, rec, *pkg) {
-				return
+				d = Decide(f)
+				continue
 			}
 		}
 		lease := s.takeLock(ctx, msg, job)
 		if lease == nil {
-			return // shutting down; the offer comes back
+			return // shutting down, or the lock is unusable; the offer comes back
 		}
-		// The desktop may have run the job while the service waited.
-		last, seq, err = s.lastStatus(ctx, job.JobID)
-		if err != nil || jobOver(last, job) {
+		if !s.brokerFacts(ctx, msg, &f) {
 			s.release(lease)
-			if err != nil {
-				_ = msg.NakWithDelay(retryLater)
-			} else {
-				s.adopt(ctx, msg, job, last, seq)
-			}
 			return
 		}
-		if last != nil && last.State == events.StateStarted {
-			// Someone (the desktop, or a life of this agent whose journal
-			// is gone) started an attempt and never finished it; it cannot
-			// be running now, since the service holds the lock. It counts.
-			rec.AckSubject = msg.Reply()
-			over, ok := s.settleInterrupted(ctx, job, &rec, last, lease)
-			if !ok || over {
+		f.Locked = true
+		if d = Decide(f); d.Action != Run {
+			s.release(lease)
+			s.apply(ctx, msg, f, d)
+			return
+		}
+		rec := journal.Record{JobID: job.JobID}
+		if f.Journal != nil {
+			rec = *f.Journal
+		}
+		rec.AckSubject = msg.Reply()
+		sl := s.journalLog(&rec)
+		if r := d.Report; r != nil {
+			log.Warn("an attempt was started and never finished; it counts as failed", zap.Int("attempt", r.Attempt), zap.String("why", r.Reason))
+			if err := sl.record(ctx, s.reportOf(job, r), r.Ends); err != nil {
 				s.release(lease)
-				if ok {
-					s.ack(ctx, msg)
-				} else {
-					_ = msg.NakWithDelay(retryLater)
-				}
+				log.Error("cannot settle the interrupted attempt; the offer comes back", zap.Error(err))
+				_ = msg.NakWithDelay(retryLater)
 				return
 			}
-			last = nil
 		}
-		attempt := rec.Attempt + 1
-		if last != nil && last.State.Final() && last.State != events.StateRejected && last.Attempt >= attempt {
-			attempt = last.Attempt + 1
-		}
-		over, ok := s.runAttempt(ctx, msg, job, &rec, attempt, lease)
+		stop := s.keepAlive(ctx, msg)
+		final, err := s.runAttempt(ctx, sl, job, d.Attempt, lease)
+		stop()
 		s.release(lease)
-		if !ok {
+		switch {
+		case errors.Is(err, journal.ErrAlreadyDone):
+			log.Info("job finished meanwhile (desktop); not running it")
+			s.ackAfterFlush(msg.Reply())
+			s.report(ctx, job.JobID, msg.Reply())
+			return
+		case errors.Is(err, errLeaseLost):
+			log.Warn("lost the lock before starting; not starting new work")
+			_ = msg.NakWithDelay(retryLater)
+			return
+		case errors.Is(err, errNotStarted):
+			log.Error("cannot journal the start (disk full?): refusing to start the job; it comes back", zap.Error(err))
+			_ = msg.NakWithDelay(30 * time.Second)
+			return
+		case err != nil:
+			return // stopping, or the final status waits in the journal: the offer comes back
+		case final.EndsJob(job.Attempts()):
 			return
 		}
-		if over {
-			s.ack(ctx, msg)
+		log.Info("attempt failed, retrying", zap.Int("attempt", final.Attempt), zap.Int("max_attempts", job.Attempts()))
+		f.Journal, f.Locked = &rec, false
+		if !s.brokerFacts(ctx, msg, &f) {
 			return
 		}
-		log.Info("attempt failed, retrying", zap.Int("attempt", attempt), zap.Int("max_attempts", job.Attempts()))
+		d = Decide(f)
 	}
 }
 
-// runAttempt runs one attempt under lease. ok is false when the attempt's
-// outcome could not be settled now (the offer stays unacked and comes back);
-// over says the job is finished on this client.
-func (s *Service) runAttempt(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec *journal.Record, attempt int, lease *lock.Lease) (over, ok bool) {
-	log := s.log.With(zap.String("job", job.JobID), zap.Int("attempt", attempt))
-	select {
-	case <-lease.Lost():
-		log.Warn("lost the lock before starting; not starting new work")
-		_ = msg.NakWithDelay(retryLater)
-		return false, false
+// readyPackage is a job's package fetched into the cache and pinned there
+// until release.
+type readyPackage struct {
+	entry *pkgcache.Entry
+	unpin func()
+}
+
+func (p *readyPackage) release() {
+	if p.unpin != nil {
+		p.unpin()
+	}
+}
+
+// readyPackage makes the job's directory hold its package: fetched and
+// verified the first time (then pinned in pkg), unpacked afresh each time.
+// It keeps the offer alive meanwhile; it never holds the lock.
+func (s *Service) readyPackage(ctx context.Context, msg jetstream.Msg, job events.JobOffered, pkg *readyPackage) error {
+	stop := s.keepAlive(ctx, msg)
+	defer stop()
+	if pkg.entry == nil {
+		ref := *job.Package
+		start := time.Now()
+		e, unpin, err := s.fetchPackage(ctx, ref)
+		if err != nil {
+			return err
+		}
+		pkg.entry, pkg.unpin = &e, unpin
+		s.log.Info("package ready", zap.String("job", job.JobID), zap.String("package", ref.Name+"@"+ref.Version), zap.String("sha256", ref.SHA256),
+			zap.Bool("downloaded", e.Downloaded), zap.Int64("size", e.Size), zap.Duration("took", time.Since(start)))
+	}
+	return s.unpackPackage(ctx, *pkg.entry, s.runSpec(job, 1).Dir)
+}
+
+// packageFailed handles a package that could not be made ready. A
+// permanent refusal (missing, altered, too large) becomes a fact, and it
+// returns true: decide again (the job fails without running). Anything
+// else sends the offer back for later, unless the agent is stopping.
+func (s *Service) packageFailed(ctx context.Context, msg jetstream.Msg, f *Facts, err error) bool {
+	log := s.log.With(zap.String("job", f.Job.JobID))
+	switch {
+	case ctx.Err() != nil:
+		return false // the agent is stopping: the offer comes back
+	case pkgcache.Permanent(err):
+		log.Warn("package refused: the job fails without running", zap.Error(err))
+		f.PackageErr = err
+		return true
 	default:
+		log.Warn("package not available yet; the offer comes back", zap.Error(err))
+		_ = msg.NakWithDelay(retryLater)
+		return false
 	}
-	*rec = journal.Record{JobID: job.JobID, Phase: journal.PhaseStarted, Attempt: attempt, AckSubject: msg.Reply(),
-		Cancelled: rec.Cancelled, CancelReason: rec.CancelReason}
-	if _, err := s.journal.Put(*rec); err != nil {
-		if errors.Is(err, journal.ErrAlreadyDone) {
-			log.Info("job finished meanwhile (desktop); not running it")
-			s.ack(ctx, msg)
-			return true, false
-		}
-		log.Error("cannot journal the start (disk full?): refusing to start the job; it comes back", zap.Error(err))
-		_ = msg.NakWithDelay(30 * time.Second)
-		return false, false
-	}
-	spec := s.runSpec(job, attempt)
-	stopKeepAlive := s.keepAlive(ctx, msg)
-	s.setCurrent(job.JobID)
-	log.Info("running job", zap.Strings("argv", job.Command.Argv), zap.Uint64("lock_revision", lease.Revision()))
-	res, runErr := s.cfg.Runner.Run(ctx, spec, func(pid int) {
-		st := s.newStatus(job.JobID, events.StateStarted, attempt, job.Attempts())
-		st.PID = pid
-		st.LockRevision = lease.Revision()
-		now := time.Now().UTC()
-		st.StartedAt = &now
-		s.publishAsync(st)
-		s.fault(FaultAfterStart)
-	})
-	s.setCurrent("")
-	stopKeepAlive()
-	if errors.Is(runErr, runner.ErrCancelled) && ctx.Err() != nil {
-		// The agent is stopping: the journal says started, and the next
-		// start reports this attempt as failed.
-		log.Warn("agent stopping: the running job was killed")
-		return false, false
-	}
-	st := s.finalStatus(job, attempt, res, runErr, lease.Revision())
-	state, reason := st.State, st.Reason
-	over = !state.Retryable() || attempt >= job.Attempts()
-	out, err := s.outgoing(st, over)
-	if err != nil {
-		log.Error("cannot encode the final status", zap.Error(err))
-		return false, false
-	}
-	rec.Phase = journal.PhaseFinished
-	rec.ExitCode = res.ExitCode
-	rec.PID = res.PID
-	rec.FinalState = string(state)
-	if _, err := s.journal.Put(*rec, out...); err != nil {
-		// The run happened but its status cannot be journaled: publish it
-		// directly rather than lose it.
-		log.Error("cannot journal the final status; publishing it directly", zap.Error(err))
-		if err := s.publishStatus(ctx, st); err != nil {
-			log.Error("final status lost: neither journaled nor published", zap.Error(err))
-			return false, false
-		}
-		return over, true
-	}
-	log.Info("job finished", zap.String("state", string(state)), zap.Int("exit_code", res.ExitCode), zap.String("reason", reason))
-	s.fault(FaultAfterFinish)
-	if !s.report(ctx, job.JobID) {
-		return false, false
-	}
-	return over, true
 }
 
 // takeLock waits for the client's lock while keeping the offer alive. It
-// returns nil when ctx ends.
+// returns nil when ctx ends, or when the lock cannot be used (the offer
+// was nak'ed).
 func (s *Service) takeLock(ctx context.Context, msg jetstream.Msg, job events.JobOffered) *lock.Lease {
 	stop := s.keepAlive(ctx, msg)
 	defer stop()
@@ -226,70 +210,81 @@ func (s *Service) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func()
 	return func() { close(done) }
 }
 
-// settleInterrupted reports the started-but-never-finished attempt last as
-// failed, journaled then published, and says whether that ends the job.
-func (s *Service) settleInterrupted(ctx context.Context, job events.JobOffered, rec *journal.Record, last *events.JobStatus, lease *lock.Lease) (over, ok bool) {
-	st := s.newStatus(job.JobID, events.StateFailed, last.Attempt, job.Attempts())
-	st.Reason = fmt.Sprintf("the %s face stopped during the run (started by %s, no final status)", last.Runner, last.User)
-	st.LockRevision = lease.Revision()
-	over = last.Attempt >= job.Attempts()
-	out, err := s.outgoing(st, over)
+// journalLog is the service's statusLog for one delivery of an offer: the
+// job's record in the journal (rec, kept up to date), and the outbox, whose
+// flush publishes each status and acks the delivery once the status that
+// ends the job is stored.
+type journalLog struct {
+	s   *Service
+	rec *journal.Record
+}
+
+func (s *Service) journalLog(rec *journal.Record) journalLog { return journalLog{s: s, rec: rec} }
+
+// errNotStarted: the start of an attempt could not be journaled; nothing
+// was started.
+var errNotStarted = errors.New("attempt not started")
+
+func (l journalLog) begin(_ context.Context, st events.JobStatus) error {
+	r := journal.Record{JobID: st.JobID, Phase: journal.PhaseStarted, Attempt: st.Attempt, AckSubject: l.rec.AckSubject,
+		Cancelled: l.rec.Cancelled, CancelReason: l.rec.CancelReason}
+	if _, err := l.s.journal.Put(r); err != nil {
+		if errors.Is(err, journal.ErrAlreadyDone) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errNotStarted, err)
+	}
+	*l.rec = r
+	return nil
+}
+
+// running publishes the started status, with the process's pid, without
+// waiting (the journal already holds the start), and shows the job as the
+// one running in the inventory.
+func (l journalLog) running(st events.JobStatus) {
+	l.s.setCurrent(st.JobID)
+	l.s.publishAsync(st)
+	l.s.fault(FaultAfterStart)
+}
+
+// stopped shows no job running in the inventory.
+func (l journalLog) stopped() { l.s.setCurrent("") }
+
+// record journals st with the record's final state, then publishes the
+// outbox; when st ends the job, the flush acks the delivery once st is
+// stored. A status the journal cannot take is published directly rather
+// than lost (the offer is then acked when it comes back). An error means
+// st is not on the broker yet: it waits in the journal.
+func (l journalLog) record(ctx context.Context, st events.JobStatus, ends bool) error {
+	s := l.s
+	r := *l.rec
+	r.JobID, r.Phase, r.Attempt, r.PID, r.FinalState, r.ExitCode = st.JobID, journal.PhaseFinished, st.Attempt, st.PID, string(st.State), 0
+	if st.ExitCode != nil {
+		r.ExitCode = *st.ExitCode
+	}
+	out, err := s.outgoing(st, ends)
 	if err != nil {
-		return false, false
+		return err
 	}
-	*rec = journal.Record{JobID: job.JobID, Phase: journal.PhaseFinished, Attempt: last.Attempt, FinalState: string(events.StateFailed), AckSubject: rec.AckSubject}
-	if _, err := s.journal.Put(*rec, out...); err != nil {
-		s.log.Error("cannot journal an interrupted attempt", zap.String("job", job.JobID), zap.Error(err))
-		return false, false
+	if _, err := s.journal.Put(r, out...); err != nil {
+		if errors.Is(err, journal.ErrAlreadyDone) {
+			return err
+		}
+		s.log.Error("cannot journal the final status; publishing it directly", zap.String("job", st.JobID), zap.Error(err))
+		if err := s.publishStatus(ctx, st); err != nil {
+			s.log.Error("final status lost: neither journaled nor published", zap.String("job", st.JobID), zap.Error(err))
+			return err
+		}
+		return nil
 	}
-	s.log.Warn("an attempt was started and never finished; it counts as failed", zap.String("job", job.JobID),
-		zap.Int("attempt", last.Attempt), zap.String("runner", string(last.Runner)))
-	return over, s.report(ctx, job.JobID)
-}
-
-// fetchJobPackage fetches and verifies job's package before the lock is
-// taken, keeping the offer alive meanwhile. ok is false when the offer was
-// settled: a permanent refusal (missing, digest mismatch, too large) ends
-// the job failed through the journal like any final status; a failure that
-// may pass sends the offer back for later.
-func (s *Service) fetchJobPackage(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record) (e pkgcache.Entry, release func(), ok bool) {
-	ref := *job.Package
-	log := s.log.With(zap.String("job", job.JobID), zap.String("package", ref.Name+"@"+ref.Version), zap.String("sha256", ref.SHA256))
-	stop := s.keepAlive(ctx, msg)
-	start := time.Now()
-	e, release, err := s.fetchPackage(ctx, ref)
-	stop()
-	if err == nil {
-		log.Info("package ready", zap.Bool("downloaded", e.Downloaded), zap.Int64("size", e.Size), zap.Duration("took", time.Since(start)))
-		return e, release, true
+	*l.rec = r
+	s.fault(FaultAfterFinish)
+	ack := ""
+	if ends {
+		ack = r.AckSubject
 	}
-	s.settlePackageError(ctx, msg, job, rec, log, err)
-	return e, nil, false
-}
-
-// unpackJobPackage unpacks the package into the job's directory, afresh
-// for each attempt, before the lock is taken.
-func (s *Service) unpackJobPackage(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record, e pkgcache.Entry) bool {
-	err := s.unpackPackage(ctx, e, s.runSpec(job, rec.Attempt+1).Dir)
-	if err == nil {
-		return true
+	if !s.report(ctx, st.JobID, ack) {
+		return fmt.Errorf("status %s of job %s waits in the journal: %w", st.State, st.JobID, context.Cause(ctx))
 	}
-	log := s.log.With(zap.String("job", job.JobID), zap.String("package", e.Name+"@"+e.Version))
-	s.settlePackageError(ctx, msg, job, rec, log, err)
-	return false
-}
-
-// settlePackageError ends the job failed when err is permanent, and sends
-// the offer back otherwise (unless the agent is stopping).
-func (s *Service) settlePackageError(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record, log *zap.Logger, err error) {
-	switch {
-	case ctx.Err() != nil:
-		// The agent is stopping: the offer comes back.
-	case pkgcache.Permanent(err):
-		log.Warn("package refused: the job fails without running", zap.Error(err))
-		s.finishUnrun(ctx, msg, job, rec, events.StateFailed, truncate(err.Error(), 1024))
-	default:
-		log.Warn("package not available yet; the offer comes back", zap.Error(err))
-		_ = msg.NakWithDelay(retryLater)
-	}
+	return nil
 }

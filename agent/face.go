@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -18,7 +17,6 @@ import (
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 // publishTimeout bounds one status publish waiting for its PubAck.
@@ -141,10 +139,12 @@ func (f *face) unpackPackage(ctx context.Context, e pkgcache.Entry, dir string) 
 
 // bindLock makes the face's locker (the client's key of PCM_LOCKS,
 // reached without binding the bucket).
-func (f *face) bindLock(lease time.Duration) error {
+func (f *face) bindLock() error {
 	var err error
-	f.locker, err = lock.New(f.js, lock.Config{Client: f.cfg.ClientID, Lease: lease, Logger: f.cfg.Logger})
-	return err
+	if f.locker, err = lock.New(f.js, f.cfg.lockConfig()); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return nil
 }
 
 // lockInfo is the lock value this face writes while it runs jobID.
@@ -173,39 +173,20 @@ func (f *face) publishStatus(ctx context.Context, st events.JobStatus) error {
 	return err
 }
 
-// publishAsync publishes a non-final status without waiting (started).
+// publishAsync publishes a non-final status (started) without asking for
+// the broker's PubAck: it is best effort (the journal already holds the
+// start), and its acknowledgement was never looked at; the stream stores
+// it all the same, once (Nats-Msg-Id), before the final status published
+// after it on the same connection.
 func (f *face) publishAsync(st events.JobStatus) {
 	msg, err := statusMsg(st)
 	if err != nil {
 		f.log.Warn("cannot encode a status", zap.Error(err))
 		return
 	}
-	if _, err := f.js.PublishMsgAsync(msg); err != nil {
+	if err := f.nc.PublishMsg(msg); err != nil {
 		f.log.Debug("started status not sent", zap.Error(err))
 	}
-}
-
-// lastStatus returns the last status of jobID on this client and its stream
-// sequence; nil when there is none.
-func (f *face) lastStatus(ctx context.Context, jobID string) (*events.JobStatus, uint64, error) {
-	gctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	raw, err := streamread.Last(gctx, f.js, events.StreamStatus, events.StatusSubject(f.cfg.ClientID, jobID))
-	if errors.Is(err, streamread.ErrNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	ev, err := events.Decode(raw.Header, raw.Data)
-	if err == nil {
-		var st events.JobStatus
-		if st, err = events.ParseJobStatus(ev); err == nil {
-			return &st, raw.Seq, nil
-		}
-	}
-	f.log.Warn("ignoring an unreadable status on the broker", zap.String("subject", raw.Subject), zap.Error(err))
-	return nil, 0, nil
 }
 
 // runSpec is how attempt of job runs: in its own directory under the state

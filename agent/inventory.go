@@ -56,7 +56,7 @@ func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 			return
 		}
 		st, err := events.ParseJobStatus(ev)
-		if err != nil || st.Runner != events.RunnerDesktop || !st.State.Final() || st.State.Retryable() || st.State == events.StateRejected {
+		if err != nil || st.Runner != events.RunnerDesktop || !st.EndsJob(st.MaxAttempts) {
 			return
 		}
 		rec, ok, err := s.journal.Get(st.JobID)
@@ -70,6 +70,10 @@ func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 			return
 		}
 		s.log.Info("the desktop ran the job; acking its offer", zap.String("job", st.JobID), zap.String("state", string(st.State)), zap.String("user", st.User))
-		s.ackRecorded(context.Background(), st.JobID)
+		s.ackAfterFlush(rec.AckSubject)
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	})
 }

@@ -22,12 +22,13 @@ import (
 const retryLater = 5 * time.Second
 
 // handle decides about one message of the client's consumer. It never
-// returns an error: whatever happens is logged, and the message is acked,
-// nak'ed or termed so that the agent carries on with the rest.
+// returns an error: whatever happens is logged, and the message is settled
+// (acked through the outbox flush), nak'ed or termed so that the agent
+// carries on with the rest.
 func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	ev, err := events.Decode(msg.Headers(), msg.Data())
 	if err != nil {
-		s.refuse(ctx, msg, jobIDOfRaw(msg.Headers(), msg.Data()), err)
+		s.refuseEvent(ctx, msg, jobIDOfRaw(msg.Headers(), msg.Data()), err)
 		return
 	}
 	switch ev.Type() {
@@ -36,8 +37,15 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 	case events.TypeJobCancelled:
 		s.handleCancel(ctx, msg, ev)
 	default:
-		s.refuse(ctx, msg, events.JobIDOf(ev), fmt.Errorf("%w: a %s event on jobs subject %s", events.ErrUnexpectedType, ev.Type(), msg.Subject()))
+		s.refuseEvent(ctx, msg, events.JobIDOf(ev), fmt.Errorf("%w: a %s event on jobs subject %s", events.ErrUnexpectedType, ev.Type(), msg.Subject()))
 	}
+}
+
+// refuseEvent refuses an event that is not an offer the agent can act on,
+// naming jobID ("" when none can be read), for reason.
+func (s *Service) refuseEvent(ctx context.Context, msg jetstream.Msg, jobID string, reason error) {
+	f := Facts{Face: events.RunnerService, Job: events.JobOffered{JobID: jobID}, Refused: reason, Journal: s.knownRecord(jobID)}
+	s.refuse(ctx, msg, f, Decide(f))
 }
 
 // jobIDOfRaw reads a job id from a message that did not decode, where one
@@ -66,202 +74,224 @@ func jobIDOfRaw(header nats.Header, data []byte) string {
 	return ""
 }
 
-// refuse handles an event the agent will not act on: it logs why, reports
-// rejected when it can name a job it has never seen (so a bad event cannot
-// overwrite the record of a real job), and terms the message so it is not
-// redelivered. If the rejected status cannot be persisted, the message is
-// nak'ed and comes back.
-func (s *Service) refuse(ctx context.Context, msg jetstream.Msg, jobID string, reason error) {
-	log := s.log.With(zap.String("subject", msg.Subject()), zap.String("job", jobID))
-	if meta, err := msg.Metadata(); err == nil {
-		log = log.With(zap.Uint64("stream_seq", meta.Sequence.Stream))
+// knownRecord is the journal's record of jobID, nil when it has none. A
+// journal that cannot be read counts as knowing the job: a refused event
+// then reports no rejection, which could overwrite a real job's record.
+func (s *Service) knownRecord(jobID string) *journal.Record {
+	if jobID == "" {
+		return nil
 	}
-	log.Warn("refusing an event", zap.Error(reason))
-	if jobID != "" {
-		if _, known, err := s.journal.Get(jobID); err == nil && !known {
-			st := s.newStatus(jobID, events.StateRejected, 1, 0)
-			st.Reason = truncate(reason.Error(), 1024)
-			if err := s.publishStatus(ctx, st); err != nil {
-				log.Warn("cannot report the rejection yet; the event comes back", zap.Error(err))
-				_ = msg.NakWithDelay(retryLater)
-				return
-			}
-		}
+	rec, found, err := s.journal.Get(jobID)
+	switch {
+	case err != nil:
+		return &journal.Record{JobID: jobID}
+	case !found:
+		return nil
 	}
-	_ = msg.TermWithReason(truncate(reason.Error(), 256))
+	return &rec
 }
 
-// handleOffer applies the rules of the design contract to an offer, in order:
-// already done, cancelled, platform, expiry, offer time, mandatory time.
-func (s *Service) handleOffer(ctx context.Context, msg jetstream.Msg, ev event.Event) {
-	if !s.verified(ctx, msg, ev) {
-		return
-	}
-	job, err := events.ParseJobOffered(ev)
-	if err != nil {
-		s.refuse(ctx, msg, events.JobIDOf(ev), err)
-		return
-	}
-	if t, ok := events.TargetOfSubject(msg.Subject()); !ok || !slices.Contains(job.Targets, t) ||
+// offerFacts gathers what the service knows about one delivery of an offer
+// before the lock: the event checked (signature, validity, routing), the
+// journal's record (after publishing what an earlier delivery left in the
+// outbox), and the job's cancellation on the broker. The job's last status
+// is read only when the decision is not to run (see handleOffer): a run is
+// decided again under the lock with both read afresh. ok is false when the
+// facts cannot be known now (journal or broker unreachable): the offer was
+// nak'ed and comes back.
+func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Event) (f Facts, ok bool) {
+	f = Facts{Face: events.RunnerService, Unattended: true, OS: s.cfg.OS, Arch: s.cfg.Arch}
+	f.Job.JobID = events.JobIDOf(ev)
+	if err := s.checkSignature(ev); err != nil {
+		f.Refused = err
+	} else if job, err := events.ParseJobOffered(ev); err != nil {
+		f.Refused = err
+	} else if t, ok := events.TargetOfSubject(msg.Subject()); !ok || !slices.Contains(job.Targets, t) ||
 		(t.Kind == events.TargetClient && t.Name != s.cfg.ClientID) {
-		s.refuse(ctx, msg, job.JobID, fmt.Errorf("%w: job %s arrived on %s", ErrMisrouted, job.JobID, msg.Subject()))
-		return
+		f.Refused = fmt.Errorf("%w: job %s arrived on %s", ErrMisrouted, job.JobID, msg.Subject())
+	} else {
+		f.Job = job
 	}
-	log := s.log.With(zap.String("job", job.JobID))
-	rec, found, err := s.journal.Get(job.JobID)
+	if f.Refused != nil {
+		f.Journal = s.knownRecord(f.Job.JobID)
+		return f, true
+	}
+	log := s.log.With(zap.String("job", f.Job.JobID))
+	rec, found, err := s.journal.Get(f.Job.JobID)
+	if err == nil && found {
+		// A final status of an earlier delivery may still wait in the outbox.
+		if pending, _ := s.journal.Pending(f.Job.JobID); len(pending) > 0 {
+			if !s.report(ctx, f.Job.JobID, "") {
+				_ = msg.NakWithDelay(retryLater)
+				return f, false
+			}
+			rec, found, err = s.journal.Get(f.Job.JobID)
+		}
+	}
 	if err != nil {
 		log.Error("cannot read the journal; the offer comes back", zap.Error(err))
 		_ = msg.NakWithDelay(retryLater)
-		return
+		return f, false
 	}
 	if found {
-		// A final status of an earlier delivery may still wait in the outbox.
-		if pending, _ := s.journal.Pending(job.JobID); len(pending) > 0 {
-			if !s.report(ctx, job.JobID) {
-				_ = msg.NakWithDelay(retryLater)
-				return
-			}
-			rec, _, _ = s.journal.Get(job.JobID)
-		}
-		if rec.Phase == journal.PhaseDone {
-			log.Info("job already done on this client; acking the offer", zap.String("state", rec.FinalState))
-			s.ack(ctx, msg)
+		f.Journal = &rec
+	}
+	f.Now = time.Now()
+	c, err := s.cancellation(ctx, f.Job.JobID)
+	if err != nil {
+		return f, s.unknownFacts(ctx, msg, f.Job.JobID, err)
+	}
+	f.Cancel = c
+	return f, true
+}
+
+// unknownFacts sends the offer back for later when what the broker says of
+// its job cannot be read now (unless the agent is stopping), and reports
+// false.
+func (s *Service) unknownFacts(ctx context.Context, msg jetstream.Msg, jobID string, err error) bool {
+	if ctx.Err() == nil {
+		s.log.Warn("cannot read the job's last status or cancellation; the offer comes back", zap.String("job", jobID), zap.Error(err))
+		_ = msg.NakWithDelay(retryLater)
+	}
+	return false
+}
+
+// brokerFacts adds the broker's last status and cancellation of f's job to
+// f, at the time now. On failure the offer is nak'ed and false returned.
+func (s *Service) brokerFacts(ctx context.Context, msg jetstream.Msg, f *Facts) bool {
+	// The time is taken first: what the broker says is at least as fresh
+	// as the instant the decision is made for.
+	now := time.Now()
+	bf, err := s.lookup(ctx, f.Job.JobID)
+	if err != nil {
+		return s.unknownFacts(ctx, msg, f.Job.JobID, err)
+	}
+	f.Last, f.Cancel, f.Now = bf.last, bf.cancel, now
+	return true
+}
+
+// handleOffer decides about one delivery of an offer and does what the
+// decision says. A decision not to run is made again with the job's last
+// status, which outranks everything but a refusal (a job the desktop
+// already ran is settled as it is, not cancelled nor held), and so is one
+// to run a job with a package (not fetched for a job already over); a
+// decision to run is made again under the lock, with the last status and
+// the cancellation read afresh, so the hot path reads the last status
+// once.
+func (s *Service) handleOffer(ctx context.Context, msg jetstream.Msg, ev event.Event) {
+	f, ok := s.offerFacts(ctx, msg, ev)
+	if !ok {
+		return
+	}
+	d := Decide(f)
+	// A package is fetched before the lock: not for a job already over.
+	if f.Refused == nil && (d.Action != Run || f.Job.Package != nil) {
+		if !s.brokerFacts(ctx, msg, &f) {
 			return
 		}
+		d = Decide(f)
 	}
-	s.seen.Add(1)
-	now := time.Now()
-	switch {
-	case rec.Cancelled:
-		s.finishUnrun(ctx, msg, job, rec, events.StateCancelled, "cancelled before it started: "+rec.CancelReason)
-	case !events.PlatformMatches(job.Command.Platforms, s.cfg.OS, s.cfg.Arch):
-		reason := fmt.Sprintf("job is for %s; this client is %s", strings.Join(job.Command.Platforms, ", "), s.cfg.Platform())
-		log.Info("job filtered out by platform", zap.String("why", reason),
-			zap.Int64("jobs_before_filter", s.seen.Load()), zap.Int64("jobs_after_filter", s.kept.Load()))
-		s.finishUnrun(ctx, msg, job, rec, events.StateNotApplicable, reason)
-	case !now.Before(job.ExpireAfter):
-		s.kept.Add(1)
-		s.finishUnrun(ctx, msg, job, rec, events.StateExpired, "expired at "+job.ExpireAfter.Format(time.RFC3339)+" before it ran")
-	case now.Before(job.OfferAfter):
-		s.kept.Add(1)
-		s.hold(msg, job, rec, job.OfferAfter, "not offered before its offer time")
-	case job.Mandatory() && job.Command.Automated && now.Before(*job.MandatoryAfter):
-		s.kept.Add(1)
-		s.hold(msg, job, rec, *job.MandatoryAfter, "waiting for its mandatory time")
-	case job.Mandatory() && job.Command.Automated:
-		s.kept.Add(1)
-		s.execute(ctx, msg, job, rec)
-	default:
-		s.kept.Add(1)
-		s.holdForDesktop(ctx, msg, job, rec)
+	if f.Refused == nil {
+		s.seen.Add(1)
+		if d.Rule == RulePlatform {
+			s.log.Info("job filtered out by platform", zap.String("job", f.Job.JobID), zap.String("why", d.Why),
+				zap.Int64("jobs_before_filter", s.seen.Load()), zap.Int64("jobs_after_filter", s.kept.Load()))
+		} else {
+			s.kept.Add(1)
+		}
+	}
+	s.apply(ctx, msg, f, d)
+}
+
+// apply does what d says with one delivery of an offer: run it, nak it
+// until d.Until, settle it (its final status recorded, then acked through
+// the outbox), or refuse it.
+func (s *Service) apply(ctx context.Context, msg jetstream.Msg, f Facts, d Decision) {
+	switch d.Action {
+	case Refuse:
+		s.refuse(ctx, msg, f, d)
+	case Wait:
+		s.hold(msg, f, d)
+	case Settle:
+		if err := s.settle(ctx, msg.Reply(), f, d); err != nil {
+			s.log.Warn("the job's final status is not persisted yet; the offer comes back", zap.String("job", f.Job.JobID), zap.Error(err))
+			_ = msg.NakWithDelay(retryLater)
+		}
+	case Run:
+		s.execute(ctx, msg, f, d)
 	}
 }
 
-// hold records the delivery (so a cancellation or the desktop can settle it
-// later) and asks the broker to redeliver the offer at until.
-func (s *Service) hold(msg jetstream.Msg, job events.JobOffered, rec journal.Record, until time.Time, why string) {
-	if rec.JobID == "" || rec.AckSubject != msg.Reply() {
-		rec.JobID = job.JobID
-		if rec.Phase == "" {
-			rec.Phase = journal.PhaseReceived
-		}
-		rec.AckSubject = msg.Reply()
-		if _, err := s.journal.Put(rec); err != nil {
-			s.log.Error("cannot journal a pending job; it comes back", zap.String("job", job.JobID), zap.Error(err))
+// refuse handles an event the agent will not act on: it logs why, reports
+// rejected when the decision says so (a job this client has never seen),
+// and terms the message so it is not redelivered. If the rejected status
+// cannot be persisted, the message is nak'ed and comes back.
+func (s *Service) refuse(ctx context.Context, msg jetstream.Msg, f Facts, d Decision) {
+	log := s.log.With(zap.String("subject", msg.Subject()), zap.String("job", f.Job.JobID))
+	if meta, err := msg.Metadata(); err == nil {
+		log = log.With(zap.Uint64("stream_seq", meta.Sequence.Stream))
+	}
+	log.Warn("refusing an event", zap.Error(f.Refused))
+	if r := d.Report; r != nil {
+		st := s.reportOf(f.Job, r)
+		st.MaxAttempts = 0
+		if err := s.publishStatus(ctx, st); err != nil {
+			log.Warn("cannot report the rejection yet; the event comes back", zap.Error(err))
 			_ = msg.NakWithDelay(retryLater)
 			return
 		}
 	}
-	d := max(time.Until(until), 0) + 5*time.Millisecond
-	s.log.Info("job pending", zap.String("job", job.JobID), zap.String("why", why), zap.Time("until", until))
-	_ = msg.NakWithDelay(d)
+	_ = msg.TermWithReason(truncate(d.Why, 256))
 }
 
-// holdForDesktop keeps an optional (or interactive) job for the desktop face
-// until it expires, unless a final status for this client already exists.
-func (s *Service) holdForDesktop(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record) {
-	last, seq, err := s.lastStatus(ctx, job.JobID)
-	if err != nil {
-		s.log.Warn("cannot read the job's last status; the offer comes back", zap.String("job", job.JobID), zap.Error(err))
-		_ = msg.NakWithDelay(retryLater)
-		return
+// hold records the delivery (so a cancellation or the desktop can settle it
+// later) and asks the broker to redeliver the offer when the wait ends.
+func (s *Service) hold(msg jetstream.Msg, f Facts, d Decision) {
+	rec := journal.Record{JobID: f.Job.JobID, Phase: journal.PhaseReceived}
+	if f.Journal != nil {
+		rec = *f.Journal
 	}
-	if jobOver(last, job) {
-		s.adopt(ctx, msg, job, last, seq)
-		return
+	if rec.AckSubject != msg.Reply() || f.Journal == nil {
+		rec.AckSubject = msg.Reply()
+		if _, err := s.journal.Put(rec); err != nil {
+			s.log.Error("cannot journal a pending job; it comes back", zap.String("job", rec.JobID), zap.Error(err))
+			_ = msg.NakWithDelay(retryLater)
+			return
+		}
 	}
-	why := "optional: the user runs it from the desktop"
-	if job.Mandatory() {
-		why = "needs the user: the desktop runs it at its mandatory time"
-	}
-	s.hold(msg, job, rec, job.ExpireAfter, why)
+	until := max(time.Until(d.Until), 0) + 5*time.Millisecond
+	s.log.Info("job pending", zap.String("job", rec.JobID), zap.String("why", d.Why), zap.Time("until", d.Until))
+	_ = msg.NakWithDelay(until)
 }
 
-// finishUnrun ends a job that will not run on this client with state
-// (cancelled, expired, not_applicable): the final status goes to the journal,
-// then to the broker, then the offer is acked.
-func (s *Service) finishUnrun(ctx context.Context, msg jetstream.Msg, job events.JobOffered, rec journal.Record, state events.State, reason string) {
-	st := s.newStatus(job.JobID, state, rec.Attempt+1, job.Attempts())
-	st.Reason = reason
-	out, err := s.outgoing(st, true)
-	if err != nil {
-		s.log.Error("cannot encode a status", zap.Error(err))
-		return
+// settle ends the job on this client without running it; ack is the
+// subject that acks the offer's delivery. A decision with a report records
+// it (journal, then broker), and the outbox flush acks the offer once it is
+// stored. Without one the job is already over here: the journal is told so
+// (keeping what the broker says of it) and the flush acks the offer. An
+// error means the final status is not persisted yet.
+func (s *Service) settle(ctx context.Context, ack string, f Facts, d Decision) error {
+	log := s.log.With(zap.String("job", f.Job.JobID), zap.String("rule", string(d.Rule)))
+	rec := journal.Record{JobID: f.Job.JobID}
+	if f.Journal != nil {
+		rec = *f.Journal
 	}
-	rec.JobID = job.JobID
-	if rec.Phase == "" || rec.Phase == journal.PhaseStarted {
-		rec.Phase = journal.PhaseReceived
+	rec.AckSubject = ack
+	if d.Report != nil {
+		log.Info("job ends without running", zap.String("state", string(d.Report.State)), zap.String("why", d.Why))
+		return s.journalLog(&rec).record(ctx, s.reportOf(f.Job, d.Report), d.Report.Ends)
 	}
-	rec.FinalState = string(state)
-	rec.AckSubject = msg.Reply()
-	if _, err := s.journal.Put(rec, out...); err != nil {
-		s.log.Error("cannot journal the final status; the offer comes back", zap.String("job", job.JobID), zap.Error(err))
-		_ = msg.NakWithDelay(retryLater)
-		return
+	log.Info("job already over on this client; not running it", zap.String("why", d.Why))
+	if rec.Phase != journal.PhaseDone {
+		rec.Phase = journal.PhaseDone
+		if f.Last != nil {
+			rec.Attempt, rec.FinalState = f.Last.Attempt, string(f.Last.State)
+		}
+		if _, err := s.journal.Put(rec); err != nil {
+			log.Warn("cannot journal that the job is over here", zap.Error(err))
+		}
 	}
-	s.log.Info("job ends without running", zap.String("job", job.JobID), zap.String("state", string(state)), zap.String("why", reason))
-	if s.report(ctx, job.JobID) {
-		s.ack(ctx, msg)
-	}
-}
-
-// adopt records a final status found on the broker (published by the
-// desktop, or by an earlier life of this agent whose journal was lost) and
-// acks the offer without running the job.
-func (s *Service) adopt(ctx context.Context, msg jetstream.Msg, job events.JobOffered, last *events.JobStatus, seq uint64) {
-	_, err := s.journal.Put(journal.Record{
-		JobID: job.JobID, Phase: journal.PhaseDone, Attempt: last.Attempt,
-		FinalState: string(last.State), StatusSeq: seq, AckSubject: msg.Reply(),
-	})
-	if err != nil {
-		s.log.Warn("cannot journal an adopted final status", zap.String("job", job.JobID), zap.Error(err))
-	}
-	s.log.Info("job already has a final status on this client; not running it",
-		zap.String("job", job.JobID), zap.String("state", string(last.State)), zap.String("runner", string(last.Runner)), zap.Int("attempt", last.Attempt))
-	s.ack(ctx, msg)
-}
-
-// jobOver reports whether last is a final status that ends job on this
-// client: not a rejection (which names an event, not a run), and either not
-// retryable or the last allowed attempt.
-func jobOver(last *events.JobStatus, job events.JobOffered) bool {
-	if last == nil || !last.State.Final() || last.State == events.StateRejected {
-		return false
-	}
-	return !last.State.Retryable() || last.Attempt >= job.Attempts()
-}
-
-func (s *Service) ack(ctx context.Context, msg jetstream.Msg) {
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := msg.DoubleAck(actx); err != nil {
-		s.log.Warn("ack not confirmed; the offer may come back and will be acked then", zap.Error(err))
-	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
+	s.ackAfterFlush(ack)
+	s.report(ctx, f.Job.JobID, ack)
+	return nil
 }

@@ -35,21 +35,27 @@ func (s *Service) outgoing(st events.JobStatus, final bool) ([]journal.Outgoing,
 	}}, nil
 }
 
-// report publishes the outbox until jobID has nothing left in it, retrying
-// while the broker is unreachable. It returns false only when ctx ends
-// first: the status then waits in the journal.
-func (s *Service) report(ctx context.Context, jobID string) bool {
+// report publishes the outbox until jobID has nothing left in it and the
+// delivery ack (when not "") is acked, retrying while the broker is
+// unreachable. It returns false only when ctx ends first: the status then
+// waits in the journal.
+func (s *Service) report(ctx context.Context, jobID, ack string) bool {
 	b := newBackoff()
 	for {
 		err := s.flush(ctx)
+		pending, perr := s.journal.Pending(jobID)
+		if perr == nil && len(pending) == 0 && !s.ackPending(ack) {
+			return true
+		}
 		if err == nil {
-			pending, perr := s.journal.Pending(jobID)
-			if perr == nil && len(pending) == 0 {
-				return true
-			}
+			err = perr
 		}
 		d := b.delay()
-		s.log.Warn("status not persisted yet; it waits in the journal", zap.String("job", jobID), zap.Error(err), zap.Duration("retry_in", d))
+		if len(pending) > 0 || perr != nil {
+			s.log.Warn("status not persisted yet; it waits in the journal", zap.String("job", jobID), zap.Error(err), zap.Duration("retry_in", d))
+		} else {
+			s.log.Warn("offer not acked yet; the ack is retried", zap.String("job", jobID), zap.Error(err), zap.Duration("retry_in", d))
+		}
 		if !sleep(ctx, d) {
 			return false
 		}
@@ -57,8 +63,11 @@ func (s *Service) report(ctx context.Context, jobID string) bool {
 }
 
 // flush publishes the outbox in order, each entry with its Nats-Msg-Id,
-// waiting for the PubAck before marking it sent. After a final status is
-// persisted, the offer is acked through the ack subject the journal kept.
+// waiting for the PubAck before marking it sent. Once a status that ends a
+// job is persisted, the delivery of its offer the journal recorded (the
+// offer may have been delivered to an earlier life of the agent) is queued
+// for its ack; then every queued delivery is acked. Flushing is the one
+// place that acks what the client's consumer delivered.
 func (s *Service) flush(ctx context.Context) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
@@ -84,42 +93,79 @@ func (s *Service) flush(ctx context.Context) error {
 		}
 		if o.Final {
 			s.fault(FaultAfterPublish)
-			if s.ackRecorded(ctx, o.JobID) {
-				s.markLiveAcked(o.JobID)
+			if rec, ok, err := s.journal.Get(o.JobID); err == nil && ok {
+				s.ackAfterFlush(rec.AckSubject)
 			}
 		}
 	}
-	return nil
+	return s.ackQueued(ctx)
 }
 
-// ackRecorded acks the last delivery of jobID's offer through the ack
-// subject kept in the journal (the offer may have been delivered to an
-// earlier life of the agent). It reports whether the broker confirmed it.
-func (s *Service) ackRecorded(ctx context.Context, jobID string) bool {
-	rec, ok, err := s.journal.Get(jobID)
-	if err != nil || !ok || rec.AckSubject == "" {
-		return false
-	}
-	actx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	if _, err := s.nc.RequestWithContext(actx, rec.AckSubject, []byte("+ACK")); err != nil {
-		s.log.Debug("ack through the journal not confirmed; the offer is acked when it comes back", zap.String("job", jobID), zap.Error(err))
-		return false
-	}
-	return true
-}
+// maxAckTries bounds the tries of one ack while connected: a delivery the
+// broker no longer knows (its consumer was re-created) is never answered,
+// and its offer, if still pending, comes back and is settled again.
+const maxAckTries = 3
 
-// markLiveAcked marks the message in the consume loop's hands acked when
-// it is jobID's recorded delivery, which ackRecorded just acked.
-func (s *Service) markLiveAcked(jobID string) {
-	live := s.live.Load()
-	if live == nil {
+// ackAfterFlush queues the delivery whose ack subject is subject ("" is
+// nothing) for the next flush to ack.
+func (s *Service) ackAfterFlush(subject string) {
+	if subject == "" {
 		return
 	}
-	if rec, ok, err := s.journal.Get(jobID); err == nil && ok && rec.AckSubject == live.Reply() {
-		live.acked.Store(true)
+	s.acksMu.Lock()
+	defer s.acksMu.Unlock()
+	if _, queued := s.acks[subject]; !queued {
+		s.acks[subject] = 0
 	}
 }
+
+// ackPending reports whether the delivery of subject waits for its ack.
+func (s *Service) ackPending(subject string) bool {
+	s.acksMu.Lock()
+	defer s.acksMu.Unlock()
+	_, queued := s.acks[subject]
+	return queued
+}
+
+// ackQueued acks each queued delivery and waits for the broker's
+// confirmation (a double ack: after it the offer is never redelivered).
+// An ack that fails stays queued for the next flush, up to maxAckTries
+// while connected.
+func (s *Service) ackQueued(ctx context.Context) error {
+	s.acksMu.Lock()
+	subjects := make([]string, 0, len(s.acks))
+	for subj := range s.acks {
+		subjects = append(subjects, subj)
+	}
+	s.acksMu.Unlock()
+	if len(subjects) > 0 && !s.nc.IsConnected() {
+		return fmt.Errorf("%d acks wait for the connection to the broker", len(subjects))
+	}
+	var failed error
+	for _, subj := range subjects {
+		actx, cancel := context.WithTimeout(ctx, publishTimeout)
+		_, err := s.nc.RequestWithContext(actx, subj, []byte(jetstreamAck))
+		cancel()
+		s.acksMu.Lock()
+		switch {
+		case err == nil:
+			delete(s.acks, subj)
+		case s.nc.IsConnected() && ctx.Err() == nil:
+			if s.acks[subj]++; s.acks[subj] >= maxAckTries {
+				delete(s.acks, subj)
+				s.log.Warn("ack not confirmed; giving up on it: the offer comes back and is settled again", zap.String("ack_subject", subj), zap.Error(err))
+			}
+		}
+		s.acksMu.Unlock()
+		if err != nil && failed == nil {
+			failed = fmt.Errorf("acking a delivery: %w", err)
+		}
+	}
+	return failed
+}
+
+// jetstreamAck is the body of a JetStream ack.
+const jetstreamAck = "+ACK"
 
 // reportLoop flushes the outbox when asked, when the connection comes back,
 // and on a backoff while anything is left in it.

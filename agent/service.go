@@ -28,14 +28,13 @@ type Service struct {
 	ackWait time.Duration
 
 	flushMu sync.Mutex
-	kick    chan struct{} // wakes the reporter
-	beat    chan struct{} // wakes the heartbeat
+	acksMu  sync.Mutex
+	acks    map[string]int // deliveries to ack at the next flush, by ack subject, with their failed tries
+	kick    chan struct{}  // wakes the reporter
+	beat    chan struct{}  // wakes the heartbeat
 	ready   chan struct{}
 	current atomic.Value // string: the job running now
 	started time.Time
-
-	// live is the message the consume loop is handling now (see liveMsg).
-	live atomic.Pointer[liveMsg]
 
 	curMu    sync.Mutex  // guards curTimer and curShown
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
@@ -58,7 +57,7 @@ func New(nc *nats.Conn, cfg Config) (*Service, error) {
 	s := &Service{
 		face: newFace(nc, js, cfg, events.RunnerService, cfg.Logger.Named("service")),
 		cfg:  cfg,
-		kick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
+		acks: map[string]int{}, kick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 	s.current.Store("")
 	return s, nil
@@ -112,13 +111,15 @@ func (s *Service) Run(ctx context.Context) error {
 	return nil
 }
 
-// bind waits for the broker and looks up the client's consumer, the status
-// stream and the buckets.
+// bind waits for the broker and looks up the client's consumer and the
+// buckets. It retries what the broker's absence explains, never an error
+// of the configuration (the client not enrolled, an unusable lock
+// configuration).
 func (s *Service) bind(ctx context.Context) (jetstream.Consumer, error) {
 	b := newBackoff()
 	for {
 		cons, err := s.bindOnce(ctx)
-		if err == nil || errors.Is(err, ErrNotEnrolled) {
+		if err == nil || errors.Is(err, ErrNotEnrolled) || errors.Is(err, ErrInvalidConfig) {
 			return cons, err
 		}
 		if ctx.Err() != nil {
@@ -145,7 +146,7 @@ func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	s.agents = kvkey.New(s.js, events.BucketAgents, s.cfg.ClientID)
-	if err := s.bindLock(s.cfg.Lease); err != nil {
+	if err := s.bindLock(); err != nil {
 		return nil, err
 	}
 	s.ackWait = cons.CachedInfo().Config.AckWait
@@ -182,10 +183,7 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx), jetstream.FetchHeartbeat(fetchHeartbeat))
 		if err == nil {
 			for msg := range batch.Messages() {
-				lm := &liveMsg{Msg: msg}
-				s.live.Store(lm)
-				s.handle(ctx, lm)
-				s.live.Store(nil)
+				s.handle(ctx, msg)
 			}
 			err = batch.Error()
 		}
@@ -201,35 +199,6 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 			sleep(ctx, d)
 		}
 	}
-}
-
-// liveMsg is the message the consume loop hands to its handler. When flush
-// acks the offer right after its final status is persisted (through the ack
-// subject kept in the journal, which also serves an offer delivered to an
-// earlier life of the agent), it marks the live message acked, and the
-// handler's own ack that follows costs nothing instead of a second round
-// trip to the broker. An ack flush could not confirm is left to the
-// handler, which sends it again.
-type liveMsg struct {
-	jetstream.Msg
-	acked atomic.Bool
-}
-
-// Ack acks the message unless flush already did.
-func (m *liveMsg) Ack() error {
-	if m.acked.Load() {
-		return nil
-	}
-	return m.Msg.Ack()
-}
-
-// DoubleAck acks the message and waits for the broker's confirmation,
-// unless flush already did.
-func (m *liveMsg) DoubleAck(ctx context.Context) error {
-	if m.acked.Load() {
-		return nil
-	}
-	return m.Msg.DoubleAck(ctx)
 }
 
 // sleep waits d or until ctx ends; it reports whether d elapsed.

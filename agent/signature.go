@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/events"
@@ -32,19 +31,6 @@ func (f *face) warnUnsigned() {
 		return
 	}
 	f.log.Info("job signatures are verified", zap.Strings("trusted_keys", f.cfg.TrustedKeys))
-}
-
-// verified checks the signature of an offer or a cancellation before the
-// service does anything else with it. An event that fails is refused:
-// logged, reported rejected with the reason when it names a job this client
-// has not seen, and termed; verified then returns false.
-func (s *Service) verified(ctx context.Context, msg jetstream.Msg, ev event.Event) bool {
-	err := s.checkSignature(ev)
-	if err == nil {
-		return true
-	}
-	s.refuse(ctx, msg, events.JobIDOf(ev), err)
-	return false
 }
 
 // trusted is the desktop's offers.Verifier: it logs an event it will not

@@ -276,3 +276,38 @@ func TestProvisionErrors(t *testing.T) {
 		t.Errorf("error %q does not name %s", err, events.StreamJobs)
 	}
 }
+
+// TestProvisionAddsSubjectsToAnExistingStream: a PCM_JOBS provisioned
+// before the per-job cancellation subjects existed gains them on the next
+// provisioning, keeping what it holds, and again is a no-op.
+func TestProvisionAddsSubjectsToAnExistingStream(t *testing.T) {
+	tb := testenv.StartBroker(t, testenv.WithoutProvision())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	old := broker.JobsStreamConfig(broker.ProvisionOptions{})
+	old.Subjects = []string{events.SubjectJobsClients, events.SubjectJobsGroups, events.SubjectJobsAll}
+	if _, err := tb.JS.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.JS.Publish(ctx, events.SubjectJobsAll, []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := broker.Provision(ctx, tb.JS, broker.ProvisionOptions{}); err != nil {
+			t.Fatalf("Provision over an older PCM_JOBS: %v", err)
+		}
+		s, err := tb.JS.Stream(ctx, events.StreamJobs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.Subjects; !reflect.DeepEqual(got, events.JobsStreamSubjects()) {
+			t.Fatalf("PCM_JOBS subjects %v, want %v", got, events.JobsStreamSubjects())
+		}
+		if n := s.CachedInfo().State.Msgs; n != 1 {
+			t.Fatalf("PCM_JOBS holds %d messages after provisioning, want the 1 it had", n)
+		}
+	}
+	if _, err := tb.JS.Publish(ctx, events.CancelSubject("j1"), []byte("cancel")); err != nil {
+		t.Fatalf("publishing on %s: %v", events.CancelSubject("j1"), err)
+	}
+}

@@ -83,14 +83,6 @@ type PackageRef struct {
 // Mandatory reports whether the job has a mandatory time.
 func (j JobOffered) Mandatory() bool { return j.MandatoryAfter != nil }
 
-// Attempts is MaxAttempts with its default applied.
-func (j JobOffered) Attempts() int {
-	if j.MaxAttempts <= 0 {
-		return 1
-	}
-	return j.MaxAttempts
-}
-
 // Succeeded reports whether exit code means success for this command line.
 func (c CommandLine) Succeeded(exit int) bool {
 	if len(c.SuccessExitCodes) == 0 {

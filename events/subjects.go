@@ -26,6 +26,7 @@ const (
 	jobsPrefix         = "pcm.jobs."
 	jobsClientPrefix   = jobsPrefix + "client."
 	jobsGroupPrefix    = jobsPrefix + "group."
+	jobsCancelPrefix   = jobsPrefix + "cancel."
 	statusPrefix       = "pcm.status."
 	consumerNamePrefix = "agent-"
 	// SubjectJobsAll is the subject of jobs offered to every client.
@@ -34,13 +35,16 @@ const (
 	SubjectJobsClients = jobsClientPrefix + "*"
 	// SubjectJobsGroups matches every per-group job subject.
 	SubjectJobsGroups = jobsGroupPrefix + "*"
+	// SubjectJobsCancels matches every per-job cancellation subject (see
+	// CancelSubject).
+	SubjectJobsCancels = jobsCancelPrefix + "*"
 	// SubjectStatusAll matches every status subject.
 	SubjectStatusAll = statusPrefix + "*.*"
 )
 
 // JobsStreamSubjects are the subjects the PCM_JOBS stream captures.
 func JobsStreamSubjects() []string {
-	return []string{SubjectJobsClients, SubjectJobsGroups, SubjectJobsAll}
+	return []string{SubjectJobsClients, SubjectJobsGroups, SubjectJobsAll, SubjectJobsCancels}
 }
 
 // StatusStreamSubjects are the subjects the PCM_STATUS stream captures.
@@ -119,6 +123,14 @@ func JobSubject(t Target) string {
 		return SubjectJobsAll
 	}
 }
+
+// CancelSubject is the PCM_JOBS subject that keeps the cancellations of
+// job, whatever its targets: pcm cancel publishes there first, then on the
+// job's target subjects. An agent reads the last message on it (a direct
+// get by subject) before it runs the job, so a cancellation holds whatever
+// the order in which the offer and the cancellation reach the client. No
+// client's consumer is filtered to it.
+func CancelSubject(job string) string { return jobsCancelPrefix + job }
 
 // StatusSubject is the PCM_STATUS subject of the statuses of job on client.
 func StatusSubject(client, job string) string {

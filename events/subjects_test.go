@@ -3,6 +3,7 @@ package events_test
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/pcm-project/pcm/events"
@@ -37,6 +38,15 @@ func TestSubjects(t *testing.T) {
 	}
 	if _, ok := events.TargetOfSubject("pcm.status.a.b"); ok {
 		t.Error("a status subject is not a job subject")
+	}
+	if got := events.CancelSubject("j1"); got != "pcm.jobs.cancel.j1" {
+		t.Errorf("CancelSubject = %q", got)
+	}
+	if _, ok := events.TargetOfSubject(events.CancelSubject("j1")); ok {
+		t.Error("a cancellation subject is not a target's subject")
+	}
+	if got := events.JobsStreamSubjects(); !slices.Contains(got, "pcm.jobs.cancel.*") {
+		t.Errorf("PCM_JOBS subjects %v do not keep the cancellations", got)
 	}
 	if err := events.ValidID("client id", "a.b"); !errors.Is(err, events.ErrInvalidID) {
 		t.Errorf("ValidID: %v", err)

@@ -45,9 +45,10 @@ func TestAudit(t *testing.T) {
 		waitAcked(t, env.JS, c, 10*time.Second)
 	}
 	hist := storedHistory(t, env.JS)
-	// 4 offer copies + 1 cancellation; 2 statuses per run, 6 runs.
-	if len(hist) != 17 {
-		t.Fatalf("the streams hold %d events, want 17", len(hist))
+	// 4 offer copies + 2 cancellation copies (the job's cancellation
+	// subject, then its target); 2 statuses per run, 6 runs.
+	if len(hist) != 18 {
+		t.Fatalf("the streams hold %d events, want 18", len(hist))
 	}
 
 	// check compares pcm audit's JSON lines with the expected events.
@@ -154,6 +155,7 @@ func TestAudit(t *testing.T) {
 			regexp.MustCompile(`^\S+Z\s+offered\s+` + j2 + `\s+client:a1\s+-\s+test$`),
 			regexp.MustCompile(`^\S+Z\s+status\s+` + j2 + `\s+a1\s+started\s+service/\S+$`),
 			regexp.MustCompile(`^\S+Z\s+status\s+` + j2 + `\s+a1\s+failed\s+service/\S+$`),
+			regexp.MustCompile(`^\S+Z\s+cancelled\s+` + j2 + `\s+-\s+-\s+test$`),
 			regexp.MustCompile(`^\S+Z\s+cancelled\s+` + j2 + `\s+client:a1\s+-\s+test$`),
 		}
 		if len(lines) != len(want) {

@@ -40,16 +40,24 @@ type chaosFigures struct {
 	overlaps             int
 	desktopRuns, svcRuns int
 	audited              int // events a full audit printed, exactly those stored
+	// cancellations made, those made before the job's mandatory time (no
+	// client could have started it), the (job, client) pairs of those, and
+	// how many of those pairs started the job anyway (must be 0).
+	cancels, cancelsBefore int
+	cancelledPairs         int
+	startedAfterCancel     int
 }
 
 // TestChaos runs real pcm agent processes under faults: SIGKILL at random
 // moments and at the named dangerous points, broker restarts, stalls past
 // the ack wait (redeliveries), and duplicate offers; a desktop face races
-// the services for the lock. At the end a checker verifies: every run at
-// most max_attempts times per (job, client) (exactly once unless the agent
-// died before it could know), one final status per (job, client, attempt),
-// no offer left unacked, no overlap of service and desktop runs, and a full
-// pcm audit prints exactly the events the streams hold.
+// the services for the lock; cancellations come at random moments. At the
+// end a checker verifies: every run at most max_attempts times per (job,
+// client) (exactly once unless the agent died before it could know), one
+// final status per (job, client, attempt), no offer left unacked, no
+// overlap of service and desktop runs, no client started a job cancelled
+// before it could start there, and a full pcm audit prints exactly the
+// events the streams hold.
 //
 // PCM_CHAOS_FAULTS=100 go test -run TestChaos ./integration/ (CI);
 // PCM_CHAOS_FAULTS=1000 for the full run (see docs/testing.md).
@@ -93,13 +101,23 @@ func TestChaos(t *testing.T) {
 		desktops[i] = d
 	}
 
-	// Jobs: most succeed (max_attempts 1), one in five fails (max_attempts 3).
+	// Jobs: most succeed (max_attempts 1), one in five fails (max_attempts
+	// 3). One in four is mandatory 1 to 3 s after it is published, kept
+	// from the desktops' picks, and a candidate for cancellation: until its
+	// mandatory time no client may start it.
 	var jobsMu sync.Mutex
-	jobs := map[string]int{} // job id -> max attempts
+	jobs := map[string]int{}              // job id -> max attempts
+	mandatoryAt := map[string]time.Time{} // cancellable job -> its mandatory time
+	cancelledAt := map[string]time.Time{} // cancelled job -> when its cancellation was stored (at the latest)
 	publishJob := func(ctx context.Context) {
 		j := job([]string{"bash", "-c", record}, toGroup("fleet"))
 		j.MaxAttempts = 1
-		if rand.IntN(5) == 0 {
+		cancellable := rand.IntN(4) == 0
+		switch {
+		case cancellable:
+			at := time.Now().Add(time.Second + rand.N(2*time.Second)).UTC()
+			j.MandatoryAfter = &at
+		case rand.IntN(5) == 0:
 			j.Command.Argv = []string{"bash", "-c", record + "; exit 1"}
 			j.MaxAttempts = 3
 		}
@@ -109,7 +127,28 @@ func TestChaos(t *testing.T) {
 		}
 		jobsMu.Lock()
 		jobs[id] = j.MaxAttempts
+		if cancellable {
+			mandatoryAt[id] = *j.MandatoryAfter
+		}
 		jobsMu.Unlock()
+	}
+	cancelJob := func(ctx context.Context) {
+		pick := pickWhere(&jobsMu, mandatoryAt, func(id string) bool { _, done := cancelledAt[id]; return !done })
+		if pick == "" {
+			return
+		}
+		for ctx.Err() == nil {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			err := p.Cancel(cctx, pick, "chaos")
+			cancel()
+			if err == nil {
+				jobsMu.Lock()
+				cancelledAt[pick] = time.Now()
+				jobsMu.Unlock()
+				return
+			}
+			sleep(ctx, 100*time.Millisecond)
+		}
 	}
 
 	faults := map[string]int{}
@@ -138,17 +177,18 @@ func TestChaos(t *testing.T) {
 			sleep(ctx, 150*time.Millisecond)
 		}
 	})
+	// Cancellations at random moments, of jobs not due yet or already due.
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			sleep(ctx, time.Duration(200+rand.IntN(500))*time.Millisecond)
+			cancelJob(ctx)
+		}
+	})
 	// Desktops: each picks live jobs of its client and runs one now and then.
 	for i := range desktops {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				jobsMu.Lock()
-				var pick string
-				for id := range jobs {
-					pick = id
-					break
-				}
-				jobsMu.Unlock()
+				pick := pickWhere(&jobsMu, jobs, func(id string) bool { _, cancellable := mandatoryAt[id]; return !cancellable })
 				if pick != "" {
 					rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 					_, _ = desktops[i].Run(rctx, pick)
@@ -198,7 +238,17 @@ func TestChaos(t *testing.T) {
 	}
 	jobsMu.Lock()
 	defer jobsMu.Unlock()
-	fig := chaosFigures{faults: faults, finalsPerAttempt: map[int]int{}}
+	fig := chaosFigures{faults: faults, finalsPerAttempt: map[int]int{}, cancels: len(cancelledAt)}
+	// A job cancelled before its mandatory time could not have started
+	// anywhere (the services wait for that time, the desktops never pick
+	// it): it must never start.
+	cancelledBefore := map[string]bool{}
+	for id, at := range cancelledAt {
+		if at.Before(mandatoryAt[id]) {
+			cancelledBefore[id] = true
+		}
+	}
+	fig.cancelsBefore = len(cancelledBefore)
 	testenv.WaitFor(t, 3*time.Minute, "every offer acked on every client", func() bool {
 		for _, c := range ids {
 			if a, p, err := consumerBacklog(env.JS, c); err != nil || a != 0 || p != 0 {
@@ -231,13 +281,20 @@ func TestChaos(t *testing.T) {
 			for _, n := range perAttempt {
 				fig.finalsPerAttempt[n]++
 			}
-			if !jobOverStatus(last, maxAttempts) {
+			if !last.EndsJob(maxAttempts) {
 				fig.unfinished++
 				t.Errorf("job %s on %s not finished: %+v", id, c, sts)
 			}
 			n := runs[id]
 			fig.runs += n
 			fig.maxRuns = max(fig.maxRuns, n)
+			if cancelledBefore[id] {
+				fig.cancelledPairs++
+				if n > 0 || last.State != events.StateCancelled {
+					fig.startedAfterCancel++
+					t.Errorf("job %s, cancelled before its mandatory time, ran %d times on %s: %+v", id, n, c, sts)
+				}
+			}
 			if n > maxAttempts || (maxAttempts == 1 && n == 0 && !interrupted && last.State == events.StateSucceeded) {
 				fig.overRuns++
 				t.Errorf("job %s ran %d times on %s (max_attempts %d): %+v", id, n, c, maxAttempts, sts)
@@ -253,7 +310,8 @@ func TestChaos(t *testing.T) {
 	report := fig.String()
 	t.Log(report)
 	fmt.Println(report)
-	if fig.overRuns != 0 || fig.unfinished != 0 || fig.unacked != 0 || fig.overlaps != 0 || len(fig.finalsPerAttempt) != 1 || fig.finalsPerAttempt[1] == 0 {
+	if fig.overRuns != 0 || fig.unfinished != 0 || fig.unacked != 0 || fig.overlaps != 0 || len(fig.finalsPerAttempt) != 1 || fig.finalsPerAttempt[1] == 0 ||
+		fig.startedAfterCancel != 0 || fig.cancelsBefore == 0 {
 		t.Fatalf("chaos checker failed:\n%s", report)
 	}
 }
@@ -275,15 +333,9 @@ func (f chaosFigures) String() string {
 	fmt.Fprintf(&b, "  offers left unacked:              %d\n", f.unacked)
 	fmt.Fprintf(&b, "  lock overlaps:                    %d (runs by service %d, by desktop %d)\n", f.overlaps, f.svcRuns, f.desktopRuns)
 	fmt.Fprintf(&b, "  full audit:                       %d events, exactly those stored (pcm audit --verify: whole)\n", f.audited)
+	fmt.Fprintf(&b, "  cancellations:                    %d (%d before the job's mandatory time)\n", f.cancels, f.cancelsBefore)
+	fmt.Fprintf(&b, "  cancelled before start never started: %d of %d (job, client) pairs started anyway (must be 0)\n", f.startedAfterCancel, f.cancelledPairs)
 	return b.String()
-}
-
-// jobOverStatus says whether last ends a job of maxAttempts.
-func jobOverStatus(last events.JobStatus, maxAttempts int) bool {
-	if !last.State.Final() || last.State == events.StateRejected {
-		return false
-	}
-	return !last.State.Retryable() || last.Attempt >= maxAttempts
 }
 
 // chaosAgent is one real pcm agent process that the test kills and
@@ -372,18 +424,31 @@ func duplicateOffer(t testing.TB, env *testenv.Broker, jobs map[string]int, mu *
 	return err == nil
 }
 
+// pickWhere returns a key of m that keep accepts (the first in map order,
+// so any), or "" when there is none; mu guards m and what keep reads.
+func pickWhere[V any](mu *sync.Mutex, m map[string]V, keep func(string) bool) string {
+	mu.Lock()
+	defer mu.Unlock()
+	for id := range m {
+		if keep(id) {
+			return id
+		}
+	}
+	return ""
+}
+
 // publishRetrying publishes j, retrying with the same job id while the
 // broker restarts (the stored targets are de-duplicated).
 func publishRetrying(ctx context.Context, p interface {
-	Publish(context.Context, events.JobOffered) (string, error)
+	Publish(context.Context, events.JobOffered) (events.JobOffered, error)
 }, j events.JobOffered) (string, error) {
 	j.JobID = newJobID()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		id, err := p.Publish(pctx, j)
+		published, err := p.Publish(pctx, j)
 		cancel()
 		if err == nil || ctx.Err() != nil {
-			return id, err
+			return published.JobID, err
 		}
 		sleep(ctx, 100*time.Millisecond)
 	}

@@ -174,8 +174,10 @@ func TestServiceAndDesktopNeverOverlap(t *testing.T) {
 }
 
 // TestBusyNotice: with the service running a long job, pcm desktop run
-// prints the busy notice, waits, and runs its job within 2 s after the
-// service releases; with the notice switched off it waits silently.
+// prints the busy notice, naming the job being run and the job that waits
+// (a job, not a package: it has none), waits, and runs its job within 2 s
+// after the service releases; with the notice switched off it waits
+// silently.
 func TestBusyNotice(t *testing.T) {
 	env := testenv.StartBroker(t)
 	p := newPublisher(t, env.JS)
@@ -200,7 +202,7 @@ func TestBusyNotice(t *testing.T) {
 			}
 			desk := startPCM(t, dir, envv, args...)
 			if !silent {
-				desk.stdout.waitLine(t, regexp.MustCompile(`^A package is being installed in the background\. `+mineID+` starts when it finishes\.$`), 10*time.Second)
+				desk.stdout.waitLine(t, regexp.MustCompile(`^job `+long+` is running in the background; job `+mineID+` starts when it finishes\.$`), 10*time.Second)
 			} else {
 				testenv.WaitFor(t, 10*time.Second, "the desktop waiting for the lock", func() bool {
 					b, _ := os.ReadFile(desk.logf)

@@ -281,11 +281,11 @@ func toGroup(g string) events.Target  { return events.Target{Kind: events.Target
 // publish publishes j and returns its id.
 func publish(t testing.TB, p *publisher.Publisher, j events.JobOffered) string {
 	t.Helper()
-	id, err := p.Publish(context.Background(), j)
+	published, err := p.Publish(context.Background(), j)
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	return id
+	return published.JobID
 }
 
 // markerLines counts the lines of a marker file (0 when absent).

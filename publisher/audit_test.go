@@ -62,14 +62,14 @@ func TestReplay(t *testing.T) {
 	}
 	offer := func(target events.Target) string {
 		t.Helper()
-		id, err := p.Publish(ctx, events.JobOffered{
+		published, err := p.Publish(ctx, events.JobOffered{
 			Command: events.CommandLine{Argv: []string{"true"}, Automated: true, Timeout: events.Duration(time.Minute)},
 			Targets: []events.Target{target},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return id
+		return published.JobID
 	}
 	a := offer(events.Target{Kind: events.TargetGroup, Name: "lab"})
 	putStatus(t, js, "c1", a, events.StateStarted)
@@ -81,7 +81,9 @@ func TestReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	late := time.Now()
-	all := []string{"offered:" + a, "status:" + a + "@c1", "offered:" + b, "status:" + b + "@c2", "offered:" + c, "cancelled:" + a}
+	// The cancellation is stored on the job's cancellation subject, then on
+	// its target.
+	all := []string{"offered:" + a, "status:" + a + "@c1", "offered:" + b, "status:" + b + "@c2", "offered:" + c, "cancelled:" + a, "cancelled:" + a}
 
 	replay := func(f publisher.AuditFilter) []string {
 		t.Helper()
@@ -106,11 +108,11 @@ func TestReplay(t *testing.T) {
 		want []string
 	}{
 		{"everything, in stored order", publisher.AuditFilter{}, all},
-		{"one job", publisher.AuditFilter{JobID: a}, []string{all[0], all[1], all[5]}},
-		{"an enrolled client", publisher.AuditFilter{Client: "c1"}, []string{all[0], all[1], all[4], all[5]}},
+		{"one job", publisher.AuditFilter{JobID: a}, []string{all[0], all[1], all[5], all[6]}},
+		{"an enrolled client", publisher.AuditFilter{Client: "c1"}, []string{all[0], all[1], all[4], all[6]}},
 		{"a client not enrolled", publisher.AuditFilter{Client: "c2"}, []string{all[2], all[3], all[4]}},
 		{"statuses", publisher.AuditFilter{Types: []string{"status"}}, []string{all[1], all[3]}},
-		{"offers and cancellations", publisher.AuditFilter{Types: []string{"offered", "cancelled"}}, []string{all[0], all[2], all[4], all[5]}},
+		{"offers and cancellations", publisher.AuditFilter{Types: []string{"offered", "cancelled"}}, []string{all[0], all[2], all[4], all[5], all[6]}},
 		{"since", publisher.AuditFilter{Since: mid}, all[3:]},
 		{"until", publisher.AuditFilter{Until: mid}, all[:3]},
 		{"since the end", publisher.AuditFilter{Since: late}, nil},

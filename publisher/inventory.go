@@ -421,7 +421,7 @@ func pendingJobs(ctx context.Context, js jetstream.JetStream, e Enrollment) ([]P
 			return nil, err
 		}
 		if last != nil {
-			if last.State.Final() && !(last.State.Retryable() && last.Attempt < max(last.MaxAttempts, 1)) {
+			if last.EndsJob(last.MaxAttempts) {
 				continue
 			}
 			p.LastState = last.State

@@ -17,13 +17,14 @@ import (
 	"github.com/pcm-project/pcm/internal/backoff"
 )
 
-// Defaults applied by Publish to fields left zero.
+// Defaults applied by Publish to fields left zero: the job's own (see
+// events.JobOffered.WithDefaults).
 const (
 	// DefaultExpiry is how long after offer_after a job expires when no
 	// expire_after is given.
-	DefaultExpiry = 7 * 24 * time.Hour
+	DefaultExpiry = events.DefaultExpiry
 	// DefaultTimeout is a command line's timeout when none is given.
-	DefaultTimeout = time.Hour
+	DefaultTimeout = events.DefaultTimeout
 	// defaultRequestTimeout bounds a call whose ctx has no deadline: the
 	// retries of a call that rides through a leader election (a new
 	// stream leader is usually up within seconds) fit in it.
@@ -88,11 +89,12 @@ func New(js jetstream.JetStream, cfg Config) (*Publisher, error) {
 // Name is the publisher's name, as it appears in the events' source.
 func (p *Publisher) Name() string { return p.cfg.Name }
 
-// Prepare applies the defaults to job (a new sortable job id, offer_after
-// now, expire_after a week later, a one-hour timeout) and checks every rule,
-// the clock and the jobs stream's retention, without sending anything. A
-// job naming a package gets it resolved in PCM_PACKAGES and pinned: its
-// sha256 and size are filled in, or, when the job gives them, checked
+// Prepare gives job a new sortable job id when it has none, applies the
+// job defaults (events.JobOffered.WithDefaults: offer_after now,
+// expire_after a week later, a one-hour timeout) and checks every rule, the
+// clock and the jobs stream's retention, without sending anything. A job
+// naming a package gets it resolved in PCM_PACKAGES and pinned: its sha256
+// and size are filled in, or, when the job gives them, checked
 // (ErrPackageNotFound, ErrPackageMismatch). It returns the job as it would
 // be published.
 func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
@@ -100,24 +102,7 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 	if job.JobID == "" {
 		job.JobID = ulid.Make().String()
 	}
-	if job.OfferAfter.IsZero() {
-		job.OfferAfter = now
-		if m := job.MandatoryAfter; m != nil && m.Before(now) {
-			job.OfferAfter = *m // mandatory "now" a moment ago is offered from then
-		}
-	}
-	if job.ExpireAfter.IsZero() {
-		job.ExpireAfter = job.OfferAfter.Add(DefaultExpiry)
-		if job.MandatoryAfter != nil && !job.MandatoryAfter.Before(job.ExpireAfter) {
-			job.ExpireAfter = job.MandatoryAfter.Add(DefaultExpiry)
-		}
-	}
-	if job.Command.Timeout == 0 {
-		job.Command.Timeout = events.Duration(DefaultTimeout)
-	}
-	if job.Command.Background {
-		job.Command.Automated = true
-	}
+	job = job.WithDefaults(now)
 	// The package is checked last, against PCM_PACKAGES: every local rule
 	// first, so a bad job fails without a round trip.
 	local := job
@@ -154,31 +139,36 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 // Publish validates job (see Prepare), signs its offer when the publisher
 // has a Signer, then publishes it once per target, each with a Nats-Msg-Id
 // derived from the job id and the target so a retried publish is stored
-// once. It returns the job id. When some targets were stored and one
-// failed, the error is a *PartialError saying which.
-func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (string, error) {
+// once. It returns the job as published (id and defaults filled in; on an
+// error, as far as it was prepared, so its JobID names the job when it has
+// one). When some targets were stored and one failed, the error is a
+// *PartialError saying which.
+func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 	job, err := p.Prepare(ctx, job)
 	if err != nil {
-		return job.JobID, err
+		return job, err
 	}
 	ev, err := events.NewJobOffered(p.cfg.Name, job)
 	if err != nil {
-		return job.JobID, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+		return job, fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
 	if err := p.sign(&ev); err != nil {
-		return job.JobID, err
+		return job, err
 	}
-	return job.JobID, p.publishToTargets(ctx, job.JobID, job.Targets, func(t events.Target) string {
+	return job, p.publishToTargets(ctx, job.JobID, job.Targets, func(t events.Target) string {
 		return offerMsgID(job.JobID, t)
 	}, ev)
 }
 
-// Cancel publishes a pcm.job.cancelled.v1 for jobID to the targets of its
-// offer, which it finds in the jobs stream, signed when the publisher has a
-// Signer. Agents that have not started the
-// job report it cancelled and never run it.
+// Cancel publishes a pcm.job.cancelled.v1 for jobID, signed when the
+// publisher has a Signer: first on the job's own cancellation subject
+// (events.CancelSubject), which every agent reads before it runs the job,
+// so that the cancellation holds for clients offline now, enrolled later or
+// about to start; then on the targets of its offer, which it finds in the
+// jobs stream, so that agents holding the offer hear it at once. Agents that
+// have not started the job report it cancelled and never run it.
 func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
@@ -197,8 +187,19 @@ func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 	if err := p.sign(&ev); err != nil {
 		return err
 	}
+	msg, err := events.NewMsg(events.CancelSubject(jobID), ev, cancelMsgID(jobID, nil))
+	if err == nil {
+		err = p.publishMsg(ctx, msg)
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			err = fmt.Errorf("%w: no stream answered on %s: run pcm broker provision to add it to %s (%w)",
+				ErrNotProvisioned, events.CancelSubject(jobID), events.StreamJobs, err)
+		}
+		return fmt.Errorf("%w: cancellation of job %s: %w", ErrPublish, jobID, err)
+	}
 	return p.publishToTargets(ctx, jobID, c.Targets, func(t events.Target) string {
-		return cancelMsgID(jobID, t)
+		return cancelMsgID(jobID, &t)
 	}, ev)
 }
 
@@ -226,9 +227,15 @@ func (p *Publisher) Signer() string {
 // offerMsgID is the Nats-Msg-Id of a job's offer to one target.
 func offerMsgID(job string, t events.Target) string { return "offer." + job + "." + t.String() }
 
-// cancelMsgID is the Nats-Msg-Id of a job's cancellation to one target:
-// cancelling twice stores one cancellation.
-func cancelMsgID(job string, t events.Target) string { return "cancel." + job + "." + t.String() }
+// cancelMsgID is the Nats-Msg-Id of a job's cancellation to one target, or
+// on the job's cancellation subject when t is nil: cancelling twice stores
+// one cancellation.
+func cancelMsgID(job string, t *events.Target) string {
+	if t == nil {
+		return "cancel." + job
+	}
+	return "cancel." + job + "." + t.String()
+}
 
 func (p *Publisher) publishToTargets(ctx context.Context, jobID string, targets []events.Target,
 	msgID func(events.Target) string, ev event.Event) error {

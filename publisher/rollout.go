@@ -52,11 +52,13 @@ type ClientRollout struct {
 	// client that reported without being expected (enrolled later) is
 	// listed with Expected false.
 	Expected bool `json:"expected"`
-	// Done is true when the client's last status ends the job there: a
-	// final state with no attempt left.
+	// Done is true when the client's last status ends the job there (see
+	// events.JobStatus.EndsJob): a final state with no attempt left; a
+	// rejection does not end the job.
 	Done bool `json:"done"`
-	// Failed is true when Done and the state is neither succeeded nor
-	// not_applicable.
+	// Failed is true when Done and the job failed there (see
+	// events.State.Failure): failed, timed out or expired; not when it
+	// succeeded, did not apply or was cancelled.
 	Failed bool `json:"failed"`
 	// ExitCode, Runner, User, Host, Platform and Attempt come from the
 	// latest status.
@@ -182,8 +184,8 @@ type Rollout struct {
 	// Counts are the number of clients per state.
 	Counts map[ClientState]int `json:"counts"`
 	// Done counts the clients whose last status ends the job; Failed those
-	// of them that did not succeed; Succeeded those that did (including
-	// not_applicable).
+	// of them where it failed; Succeeded the others (succeeded, and also
+	// not_applicable and cancelled: nothing failed there).
 	Done      int `json:"done"`
 	Succeeded int `json:"succeeded"`
 	Failed    int `json:"failed"`
@@ -360,11 +362,11 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 			cr.MaxAttempts = job.Attempts()
 		}
 		switch {
-		case st.State.Final() && st.State.Retryable() && st.Attempt < cr.MaxAttempts:
-			cr.note = noteRetrying
-		case st.State.Final():
+		case st.EndsJob(cr.MaxAttempts):
 			cr.Done = true
-			cr.Failed = st.State != events.StateSucceeded && st.State != events.StateNotApplicable
+			cr.Failed = st.State.Failure()
+		case st.State.Retryable(): // with attempts left
+			cr.note = noteRetrying
 		case seen && a.Stale(now):
 			cr.note, cr.Since = noteAgentOffline, &a.LastSeen
 		}

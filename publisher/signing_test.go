@@ -134,21 +134,23 @@ func TestPublishSigns(t *testing.T) {
 		Command: events.CommandLine{Argv: []string{"true"}, Automated: true},
 		Targets: []events.Target{{Kind: events.TargetClient, Name: "c1"}, {Kind: events.TargetGroup, Name: "lab"}},
 	}
-	id, err := signed.Publish(ctx, job)
+	published, err := signed.Publish(ctx, job)
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := published.JobID
 	if err := signed.Cancel(ctx, id, "changed my mind"); err != nil {
 		t.Fatal(err)
 	}
-	plain, err := unsigned.Publish(ctx, job)
+	published, err = unsigned.Publish(ctx, job)
 	if err != nil {
 		t.Fatal(err)
 	}
+	plain := published.JobID
 
 	stored := storedJobEvents(t, tb.JS)
-	if len(stored) != 6 {
-		t.Fatalf("PCM_JOBS holds %d events, want 2 offers, 2 cancellations and 2 unsigned offers", len(stored))
+	if len(stored) != 7 {
+		t.Fatalf("PCM_JOBS holds %d events, want 2 offers, 3 cancellations (the job's own subject and its 2 targets) and 2 unsigned offers", len(stored))
 	}
 	for _, ev := range stored {
 		signer, err := events.Verify(ev, []string{pub})

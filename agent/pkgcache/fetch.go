@@ -324,11 +324,11 @@ func (c *Cache) lookup(ctx context.Context, js jetstream.JetStream, ref events.P
 	spec := ObjectName(ref.Name, ref.Version)
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.StallTimeout)
 	defer cancel()
-	m, err := streamread.Last(lctx, js, objStream, metaSubjectPre+base64.URLEncoding.EncodeToString([]byte(spec)))
+	m, found, err := streamread.Last(lctx, js, objStream, metaSubjectPre+base64.URLEncoding.EncodeToString([]byte(spec)))
 	notFound := fmt.Errorf("%w: %s is not in %s (removed, or never pushed): push its content (sha256 %s) again, or publish the job for another version",
 		ErrMissing, spec, events.BucketPackages, ref.SHA256)
 	switch {
-	case errors.Is(err, streamread.ErrNotFound):
+	case err == nil && !found:
 		return nil, notFound
 	case errors.Is(err, streamread.ErrNoStream):
 		return nil, fmt.Errorf("%w: %s: the broker has no %s object store", ErrMissing, spec, events.BucketPackages)

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 
 	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/events"
 )
 
 func TestSetupCreatesThenLoads(t *testing.T) {
@@ -232,7 +233,7 @@ func TestPermissionsShape(t *testing.T) {
 	for _, im := range imports {
 		switch s := im.Subject; {
 		case strings.Contains(s, "PCM_PACKAGES"), strings.HasSuffix(s, "pcm.jobs.all"), strings.HasSuffix(s, "pcm.jobs.group.g1"), s == "pcm.none",
-			s == "$JS.API.DIRECT.GET.PCM_JOBS", s == "$JS.API.DIRECT.GET.PCM_JOBS."+auth.SubjectCancellations:
+			s == "$JS.API.DIRECT.GET.PCM_JOBS", s == "$JS.API.DIRECT.GET.PCM_JOBS."+events.SubjectJobsCancels:
 			// shared content, its group, the cancellation records, the
 			// desktop's listing (see docs/security.md), the shadow
 		case !strings.Contains(s, "c1"):

@@ -255,16 +255,11 @@ func clientStatus(client string) []Grant {
 // account imports the subject of each of its groups (Imports).
 const groupJobs = "pcm.jobs.group.*"
 
-// SubjectCancellations is the subject of every job's cancellation record
-// in PCM_JOBS (pcm.jobs.cancel.<job>): the last message on it says whether
-// the job was cancelled.
-const SubjectCancellations = "pcm.jobs.cancel.*"
-
 // cancellationRead is reading whether a job was cancelled: the last
 // message on its cancellation subject.
 func cancellationRead() []Grant {
 	return pub("read whether a job was cancelled (the last cancellation of the job)",
-		directGet(events.StreamJobs, SubjectCancellations))
+		directGet(events.StreamJobs, events.SubjectJobsCancels))
 }
 
 func agentGrants(client string) []Grant {

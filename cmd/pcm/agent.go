@@ -66,7 +66,9 @@ agent enroll itself with --groups.`,
 			if f.enroll && g.sec.creds != "" {
 				return fmt.Errorf("--enroll: an agent with credentials (a broker started with --auth) cannot enroll itself: an operator runs pcm enroll %s --group ... --issuer ISSUER.json", f.clientID)
 			}
-			trusted, err := f.trust.resolve(g.sec.creds, f.clientID)
+			// The configuration is checked before the broker is reached:
+			// a bad value fails at once, never in a retry loop.
+			cfg, err := f.config(g.log, g.sec.creds)
 			if err != nil {
 				return err
 			}
@@ -75,7 +77,7 @@ agent enroll itself with --groups.`,
 				return err
 			}
 			defer nc.Close()
-			return runAgent(cmd.Context(), g.log, nc, f, trusted)
+			return runAgent(cmd.Context(), g.log, nc, f, cfg)
 		},
 	}
 	f.register(cmd)
@@ -83,26 +85,38 @@ agent enroll itself with --groups.`,
 	return cmd
 }
 
-// runAgent runs the service face on nc until ctx ends, trusting the
-// publisher keys trusted.
-func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, trusted []string) error {
+// config is the service face's configuration from the flags, checked
+// (agent.Config.Validate); creds is the --creds given, next to which the
+// client's trusted keys may be.
+func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error) {
+	trusted, err := f.trust.resolve(creds, f.clientID)
+	if err != nil {
+		return agent.Config{}, err
+	}
 	if f.stateDir == "" {
 		f.stateDir = defaultStateDir(f.clientID)
 	}
+	cfg := agent.Config{
+		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
+		Heartbeat: f.heartbeat, Lease: f.lease, CacheSize: int64(f.cacheSize), Fault: faultFromEnv(log), Logger: log,
+		TrustedKeys: trusted,
+	}
+	return cfg, cfg.Validate()
+}
+
+// runAgent runs the service face of cfg on nc until ctx ends, enrolling
+// the client first when f asks.
+func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, cfg agent.Config) error {
 	if f.enroll {
 		if err := enrollSelf(ctx, nc, f); err != nil {
 			return err
 		}
 	}
-	svc, err := agent.New(nc, agent.Config{
-		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
-		Heartbeat: f.heartbeat, Lease: f.lease, CacheSize: int64(f.cacheSize), Fault: faultFromEnv(log), Logger: log,
-		TrustedKeys: trusted,
-	})
+	svc, err := agent.New(nc, cfg)
 	if err != nil {
 		return err
 	}
-	log.Info("starting agent", zap.String("client", f.clientID), zap.String("state_dir", f.stateDir), zap.String("url", nc.ConnectedUrl()))
+	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("state_dir", cfg.StateDir), zap.String("url", nc.ConnectedUrl()))
 	return svc.Run(ctx)
 }
 

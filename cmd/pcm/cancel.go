@@ -13,8 +13,10 @@ func newCancelCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cancel JOB",
 		Short: "Cancel a job on every client that has not started it",
-		Long: `Publishes a cancellation of JOB to the targets it was offered to. Clients that have not
-started it report it cancelled and never run it; clients that ran it keep their status.`,
+		Long: `Stores a cancellation of JOB on the job's own cancellation subject (pcm.jobs.cancel.JOB), which
+every agent reads before it runs the job, then on the targets it was offered to. Clients that
+have not started it report it cancelled and never run it, also when they are offline now, are
+enrolled later or hold the offer for its mandatory time; clients that ran it keep their status.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			signer, err := signerFrom(signingKey)

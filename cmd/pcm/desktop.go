@@ -34,7 +34,8 @@ func (f *desktopFlags) register(cmd *cobra.Command) {
 	f.trust.register(pf)
 }
 
-// open connects and builds the desktop face; lines for the user go to stdout.
+// open checks the configuration, connects and builds the desktop face;
+// lines for the user go to stdout.
 func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *nats.Conn, error) {
 	if f.clientID == "" {
 		f.clientID = defaultClientID()
@@ -43,20 +44,26 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := g.dial(agent.ConnectOptions("pcm desktop " + f.clientID))
-	if err != nil {
-		return nil, nil, err
-	}
 	stateDir := f.stateDir
 	if stateDir == "" {
 		stateDir = defaultDesktopStateDir(f.clientID)
 	}
 	out := cmd.OutOrStdout()
-	d, err := agent.NewDesktop(nc, agent.DesktopConfig{
+	cfg := agent.DesktopConfig{
 		Config:       agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log, TrustedKeys: trusted},
+		Grace:        f.grace,
 		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
 		Notify:       func(line string) { fmt.Fprintln(out, line) },
-	})
+	}
+	// Checked before the broker is reached: a bad value fails at once.
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, err
+	}
+	nc, err := g.dial(agent.ConnectOptions("pcm desktop " + f.clientID))
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := agent.NewDesktop(nc, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
@@ -70,10 +77,12 @@ func newDesktopCmd(g *globals) *cobra.Command {
 		Use:   "desktop",
 		Short: "Run the agent's desktop face in the user's session",
 		Long: `The desktop face runs as the logged-in user. Without a subcommand it stays running for the
-session: it shows the jobs offered to this client as they arrive and runs each non-background
-mandatory job at its mandatory time, after counting down --grace so the user can save their work.
-It never shows or runs background (service-only) jobs. When a background installation holds the
-client it says so and waits; it never gives up because of the lock.`,
+session: it shows the jobs offered to this client as they arrive and runs each mandatory job that
+needs the user (published with --interactive) at its mandatory time, after counting down --grace
+so the user can save their work; the service runs the automated ones. Before each line it checks
+that the job is still pending here: it says nothing of a job the service ran, that was cancelled
+or that expired. It never shows or runs background (service-only) jobs. When the service holds
+the client it says which job it runs and waits; it never gives up because of the lock.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, nc, err := f.open(cmd, g)
@@ -85,7 +94,7 @@ client it says so and waits; it never gives up because of the lock.`,
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job runs")
+	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job that needs the user runs")
 	cmd.AddCommand(newDesktopListCmd(g, &f), newDesktopRunCmd(g, &f))
 	return cmd
 }

@@ -78,23 +78,21 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 			if err != nil {
 				return err
 			}
-			id, err := p.Publish(cmd.Context(), job)
+			published, err := p.Publish(cmd.Context(), job)
 			if err != nil {
 				return err
 			}
-			job.JobID = id
 			if f.output == "json" {
-				prepared, _ := p.Prepare(cmd.Context(), job)
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				if err := enc.Encode(prepared); err != nil {
+				if err := enc.Encode(published); err != nil {
 					return err
 				}
 			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), id)
+				fmt.Fprintln(cmd.OutOrStdout(), published.JobID)
 			}
 			if f.wait.wait {
-				return waitForRollout(cmd.Context(), cmd.ErrOrStderr(), js, id, f.wait)
+				return waitForRollout(cmd.Context(), cmd.ErrOrStderr(), js, published.JobID, f.wait)
 			}
 			return nil
 		},
@@ -222,9 +220,6 @@ func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 	if job.OfferAfter, err = at("offer-after", jf.OfferAfter); err != nil {
 		return job, err
 	}
-	if job.OfferAfter.IsZero() {
-		job.OfferAfter = now.UTC()
-	}
 	if job.ExpireAfter, err = at("expire-after", jf.ExpireAfter); err != nil {
 		return job, err
 	}
@@ -238,16 +233,14 @@ func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 			return job, err
 		}
 		job.MandatoryAfter = &m
-	default:
+	default: // mandatory from the offer time: the service runs it then
 		m := job.OfferAfter
+		if m.IsZero() {
+			m = now.UTC()
+		}
 		job.MandatoryAfter = &m
 	}
-	if job.Command.Background {
-		job.Command.Automated = true
-	}
-	if job.Command.Timeout == 0 {
-		job.Command.Timeout = events.Duration(publisher.DefaultTimeout)
-	}
+	// The publisher applies the job defaults (events.JobOffered.WithDefaults).
 	if len(job.Command.SuccessExitCodes) == 1 && job.Command.SuccessExitCodes[0] == 0 {
 		job.Command.SuccessExitCodes = nil // the default
 	}

@@ -26,12 +26,15 @@ same --data keeps everything.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			af.resolve()
-			if !broker.IsLoopback(bf.listen) {
-				return fmt.Errorf("--listen %s: pcm up runs an open broker (no authentication) and listens on loopback only: use 127.0.0.1:PORT, or run pcm broker --auth for a broker other machines reach", bf.listen)
+			if af.stateDir == "" {
+				af.stateDir = filepath.Join(bf.data, "agent-"+af.clientID)
 			}
-			trusted, err := af.trust.resolve("", af.clientID) // an open broker: no key, unsigned jobs run
+			cfg, err := af.config(g.log, "") // an open broker: no key, unsigned jobs run
 			if err != nil {
 				return err
+			}
+			if !broker.IsLoopback(bf.listen) {
+				return fmt.Errorf("--listen %s: pcm up runs an open broker (no authentication) and listens on loopback only: use 127.0.0.1:PORT, or run pcm broker --auth for a broker other machines reach", bf.listen)
 			}
 			b, err := broker.New(bf.config(g.log))
 			if err != nil {
@@ -54,14 +57,11 @@ same --data keeps everything.`,
 				return err
 			}
 			defer nc.Close()
-			if af.stateDir == "" {
-				af.stateDir = filepath.Join(bf.data, "agent-"+af.clientID)
-			}
 			af.enroll = true
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "pcm is up: broker %s (open, no authentication: loopback only), agent %s\n", b.ClientURL(), af.clientID)
 			fmt.Fprintf(out, "try, in another terminal:\n  pcm publish --url %s --all -- echo hello\n", b.ClientURL())
-			return runAgent(ctx, g.log, nc, af, trusted)
+			return runAgent(ctx, g.log, nc, af, cfg)
 		},
 	}
 	bf.register(cmd)

@@ -97,12 +97,12 @@ func (k *Key) Get(ctx context.Context) (Entry, error) {
 // last reads the key's last message, a delete marker included (deleted is
 // then true and the entry carries the marker's revision).
 func (k *Key) last(ctx context.Context) (e Entry, deleted bool, err error) {
-	m, err := streamread.Last(ctx, k.js, k.stream, k.subject)
-	if errors.Is(err, streamread.ErrNotFound) {
-		return Entry{}, true, nil
-	}
+	m, found, err := streamread.Last(ctx, k.js, k.stream, k.subject)
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("reading %s: %w", k, err)
+	}
+	if !found {
+		return Entry{}, true, nil
 	}
 	e = Entry{Value: m.Data, Revision: m.Seq, Created: m.Time}
 	if m.Header != nil {

@@ -27,16 +27,18 @@ func TestScanAndFind(t *testing.T) {
 		Targets:        []events.Target{{Kind: events.TargetGroup, Name: "lab"}, {Kind: events.TargetClient, Name: "ws-1"}},
 		MandatoryAfter: &now,
 	}
-	id, err := p.Publish(ctx, job)
+	published, err := p.Publish(ctx, job)
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := published.JobID
 	other := job
 	other.Targets = []events.Target{{Kind: events.TargetAll}}
-	otherID, err := p.Publish(ctx, other)
+	published, err = p.Publish(ctx, other)
 	if err != nil {
 		t.Fatal(err)
 	}
+	otherID := published.JobID
 	// Garbage in the stream is skipped, not an error.
 	if _, err := env.JS.PublishMsg(ctx, &nats.Msg{Subject: "pcm.jobs.all", Data: []byte("garbage")}); err != nil {
 		t.Fatal(err)
@@ -97,10 +99,11 @@ func TestFollow(t *testing.T) {
 			Targets: []events.Target{target},
 		}
 	}
-	old, err := p.Publish(ctx, mk(events.Target{Kind: events.TargetClient, Name: "ws-1"}))
+	published, err := p.Publish(ctx, mk(events.Target{Kind: events.TargetClient, Name: "ws-1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	old := published.JobID
 	got := make(chan string, 16)
 	f, err := offers.Follow(ctx, env.JS, []string{"pcm.jobs.client.ws-1", "pcm.jobs.all"}, nil)
 	if err != nil {
@@ -142,10 +145,11 @@ func TestFollow(t *testing.T) {
 	if _, err := p.Publish(ctx, mk(events.Target{Kind: events.TargetClient, Name: "ws-2"})); err != nil {
 		t.Fatal(err)
 	}
-	all, err := p.Publish(ctx, mk(events.Target{Kind: events.TargetAll}))
+	published, err = p.Publish(ctx, mk(events.Target{Kind: events.TargetAll}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	all := published.JobID
 	for g := ""; g != "offer:"+all; {
 		select {
 		case g = <-got:

@@ -4,51 +4,60 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ErrNotFound is what Last returns when nothing is stored on the subject.
-var ErrNotFound = errors.New("no message on the subject")
-
-// Last returns the last message stored on subject (no wildcard) in
-// stream, with one direct get of the subject form
-// (<API prefix>DIRECT.GET.<stream>.<subject>, empty body), which any replica
-// answers. It needs no right on the stream but that one subject: pcm's
-// clients read their own last status, lock and inventory this way. It
-// returns ErrNotFound when nothing is stored on subject, ErrNoStream when
-// nobody answers (no such stream, or a subject the user may not read).
-func Last(ctx context.Context, js jetstream.JetStream, stream, subject string) (Msg, error) {
+// Last reads the last message stored on subject (one subject, no
+// wildcard) in stream, with one direct get by subject: a request with an
+// empty body to <API prefix>DIRECT.GET.<stream>.<subject>, which any replica
+// answers, and the one request a user restricted to that subject may send
+// (pcm's clients read their own last status, a job's cancellation, their
+// lock and inventory keys and a package's info this way). found is false
+// when nothing is stored on subject (the broker answers 404). When ctx has
+// no deadline, the wait for the answer is bounded by DefaultTimeout. The
+// message's headers are those it was stored with: the server's own are
+// removed (the last value of each name), never confused with a stored one.
+//
+// Errors wrap ErrNoStream (nobody answers: the stream does not exist, does
+// not allow direct gets, or the user's account does not reach it),
+// ErrNoAnswer (no answer in time), ErrRefused (an error status) or
+// ErrInvalidOptions (a bad stream name or subject).
+func Last(ctx context.Context, js jetstream.JetStream, stream, subject string) (m Msg, found bool, err error) {
 	if err := validStream(stream); err != nil {
-		return Msg{}, err
+		return Msg{}, false, err
 	}
-	if err := validSubject(subject); err != nil {
-		return Msg{}, err
+	if err := validSubject(subject); err != nil || strings.ContainsAny(subject, "*>") {
+		return Msg{}, false, fmt.Errorf("%w: subject %q: give one subject, without wildcards", ErrInvalidOptions, subject)
 	}
-	api := apiPrefix(js.Options()) + "DIRECT.GET." + stream
+	api := apiPrefix(js.Options()) + "DIRECT.GET." + stream + "." + subject
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	msg, err := js.Conn().RequestWithContext(ctx, api+"."+subject, nil)
+	msg, err := js.Conn().RequestWithContext(ctx, api, nil)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return Msg{}, fmt.Errorf("%w: %s: %w", ErrNoStream, api+"."+subject, jetstream.ErrStreamNotFound)
+		return Msg{}, false, fmt.Errorf("%w: nobody answers %s: %w", ErrNoStream, api, jetstream.ErrStreamNotFound)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return Msg{}, false, fmt.Errorf("%w: %s did not answer in time: check the connection, and that the user may publish to it: %w",
+			ErrNoAnswer, api, err)
 	case err != nil:
-		return Msg{}, fmt.Errorf("reading the last message of %s in %s: %w", subject, stream, err)
+		return Msg{}, false, fmt.Errorf("reading %s: %w", stream, err)
 	}
 	if isStatus(msg) {
 		code, descr := statusOf(msg)
 		if code == "404" {
-			return Msg{}, fmt.Errorf("%w: %s in %s", ErrNotFound, subject, stream)
+			return Msg{}, false, nil
 		}
-		return Msg{}, fmt.Errorf("%w: %s answered %s %s", ErrRefused, api+"."+subject, code, descr)
+		return Msg{}, false, fmt.Errorf("%w: %s answered %s %s", ErrRefused, api, code, descr)
 	}
 	s, err := parseStored(stream, msg, false)
 	if err != nil {
-		return Msg{}, fmt.Errorf("%w: %s answered %v", ErrRefused, api+"."+subject, err)
+		return Msg{}, false, fmt.Errorf("%w: %s answered %v", ErrRefused, api, err)
 	}
-	return s.Msg, nil
+	return s.Msg, true, nil
 }

@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pcm-project/pcm/agent/journal"
+	"github.com/pcm-project/pcm/agent/pkgcache"
+	"github.com/pcm-project/pcm/events"
+)
+
+// TestDecide is the decision table: one row per rule of the design
+// contract, for the face it concerns, without a broker.
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	hourAgo, inAnHour := now.Add(-time.Hour), now.Add(time.Hour)
+	// job is mandatory since an hour ago, automated, expiring tomorrow,
+	// with 3 attempts.
+	job := func(tweak ...func(*events.JobOffered)) events.JobOffered {
+		j := events.JobOffered{JobID: "J1", OfferAfter: hourAgo, MandatoryAfter: &hourAgo, ExpireAfter: now.Add(24 * time.Hour),
+			MaxAttempts: 3, Command: events.CommandLine{Argv: []string{"true"}, Automated: true, Timeout: events.Duration(time.Minute)}}
+		for _, f := range tweak {
+			f(&j)
+		}
+		return j
+	}
+	optional := func(j *events.JobOffered) { j.MandatoryAfter = nil }
+	interactive := func(j *events.JobOffered) { j.Command.Automated = false }
+	background := func(j *events.JobOffered) { j.Command.Background = true }
+	last := func(s events.State, attempt int, runner events.Runner) *events.JobStatus {
+		return &events.JobStatus{JobID: "J1", State: s, Attempt: attempt, Runner: runner, User: "ann"}
+	}
+	service := func(j events.JobOffered) Facts {
+		return Facts{Face: events.RunnerService, Unattended: true, Job: j, OS: "linux", Arch: "amd64", Now: now}
+	}
+	userPick := func(j events.JobOffered) Facts {
+		return Facts{Face: events.RunnerDesktop, Job: j, OS: "linux", Arch: "amd64", Now: now}
+	}
+	session := func(j events.JobOffered) Facts {
+		f := userPick(j)
+		f.Unattended = true
+		return f
+	}
+	with := func(f Facts, tweak func(*Facts)) Facts { tweak(&f); return f }
+	cancel := &events.JobCancelled{JobID: "J1", Reason: "wrong version"}
+
+	for _, tc := range []struct {
+		name   string
+		facts  Facts
+		action Action
+		rule   Rule
+		// report is the state of the status to record, "" for none.
+		report  events.State
+		attempt int // of the run, or of the report
+		ends    bool
+		until   time.Time
+		why     string // a part of Why
+	}{
+		// signature outcome, validity, routing
+		{name: "untrusted signature, job never seen: rejected and termed",
+			facts:  with(service(job()), func(f *Facts) { f.Refused = events.ErrUntrustedKey }),
+			action: Refuse, rule: RuleRefused, report: events.StateRejected, attempt: 1, why: "untrusted"},
+		{name: "refused event naming a job the journal knows: no rejection over its record",
+			facts: with(service(job()), func(f *Facts) {
+				f.Refused = ErrMisrouted
+				f.Journal = &journal.Record{JobID: "J1", Phase: journal.PhaseReceived}
+			}),
+			action: Refuse, rule: RuleRefused},
+		{name: "refused event naming no job: no rejection",
+			facts:  with(service(events.JobOffered{}), func(f *Facts) { f.Refused = events.ErrMalformed }),
+			action: Refuse, rule: RuleRefused},
+		{name: "the desktop reports no rejection",
+			facts:  with(userPick(job()), func(f *Facts) { f.Refused = events.ErrUnsigned }),
+			action: Refuse, rule: RuleRefused},
+		// already final
+		{name: "journal says done: settled, never run again",
+			facts: with(service(job()), func(f *Facts) {
+				f.Journal = &journal.Record{JobID: "J1", Phase: journal.PhaseDone, FinalState: "succeeded"}
+			}),
+			action: Settle, rule: RuleDone},
+		{name: "last status succeeded (by the desktop): settled without running",
+			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateSucceeded, 1, events.RunnerDesktop) }),
+			action: Settle, rule: RuleDone, why: "by the desktop face"},
+		{name: "done outranks a cancellation",
+			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateSucceeded, 1, events.RunnerService); f.Cancel = cancel }),
+			action: Settle, rule: RuleDone},
+		// attempts
+		{name: "failed at the last attempt: over",
+			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateFailed, 3, events.RunnerService) }),
+			action: Settle, rule: RuleDone},
+		{name: "failed with attempts left: the next one runs",
+			facts: with(service(job()), func(f *Facts) {
+				f.Last = last(events.StateTimedOut, 1, events.RunnerService)
+				f.Journal = &journal.Record{JobID: "J1", Phase: journal.PhaseFinished, Attempt: 1, FinalState: "timed_out"}
+			}),
+			action: Run, rule: RuleDue, attempt: 2},
+		{name: "a rejection does not end the job: the real offer runs",
+			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateRejected, 1, events.RunnerService) }),
+			action: Run, rule: RuleDue, attempt: 1},
+		// cancelled
+		{name: "cancelled (read from the broker): settled cancelled, the attempt it would have been",
+			facts:  with(service(job()), func(f *Facts) { f.Cancel = cancel; f.Last = last(events.StateFailed, 1, events.RunnerService) }),
+			action: Settle, rule: RuleCancelled, report: events.StateCancelled, attempt: 2, ends: true, why: "wrong version"},
+		{name: "cancelled (recorded in the journal before the offer came)",
+			facts: with(service(job()), func(f *Facts) {
+				f.Journal = &journal.Record{JobID: "J1", Phase: journal.PhaseReceived, Cancelled: true, CancelReason: "superseded"}
+			}),
+			action: Settle, rule: RuleCancelled, report: events.StateCancelled, attempt: 1, ends: true, why: "superseded"},
+		{name: "cancelled while waiting for the mandatory time",
+			facts:  with(service(job(func(j *events.JobOffered) { j.MandatoryAfter = &inAnHour })), func(f *Facts) { f.Cancel = cancel }),
+			action: Settle, rule: RuleCancelled, report: events.StateCancelled, attempt: 1, ends: true},
+		{name: "cancelled, the desktop: not run, nothing recorded (the service records it)",
+			facts:  with(userPick(job()), func(f *Facts) { f.Cancel = cancel }),
+			action: Settle, rule: RuleCancelled},
+		// platform
+		{name: "another platform: not applicable",
+			facts:  service(job(func(j *events.JobOffered) { j.Command.Platforms = []string{"windows/*"} })),
+			action: Settle, rule: RulePlatform, report: events.StateNotApplicable, attempt: 1, ends: true, why: "windows/*"},
+		// window
+		{name: "expired before it ran",
+			facts:  service(job(func(j *events.JobOffered) { j.ExpireAfter = now })),
+			action: Settle, rule: RuleExpired, report: events.StateExpired, attempt: 1, ends: true},
+		{name: "before the offer time: wait until it",
+			facts:  service(job(func(j *events.JobOffered) { j.OfferAfter, j.MandatoryAfter = inAnHour, &inAnHour })),
+			action: Wait, rule: RuleOfferTime, until: inAnHour},
+		{name: "before the mandatory time: the service waits until it",
+			facts:  service(job(func(j *events.JobOffered) { j.MandatoryAfter = &inAnHour })),
+			action: Wait, rule: RuleMandatoryTime, until: inAnHour},
+		{name: "a user may run a job before its mandatory time",
+			facts:  userPick(job(func(j *events.JobOffered) { j.MandatoryAfter = &inAnHour })),
+			action: Run, rule: RuleDue, attempt: 1},
+		// background vs desktop
+		{name: "background on the desktop: never",
+			facts:  userPick(job(background)),
+			action: Wait, rule: RuleBackground, until: now.Add(24 * time.Hour)},
+		{name: "background on the service: due",
+			facts:  service(job(background)),
+			action: Run, rule: RuleDue, attempt: 1},
+		// optional, interactive, automated
+		{name: "optional: the service holds it for the user until it expires",
+			facts:  service(job(optional)),
+			action: Wait, rule: RuleOptional, until: now.Add(24 * time.Hour)},
+		{name: "optional: a user may run it",
+			facts:  userPick(job(optional)),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "interactive mandatory: the service leaves it to the desktop",
+			facts:  service(job(interactive)),
+			action: Wait, rule: RuleInteractive, until: now.Add(24 * time.Hour)},
+		{name: "interactive mandatory, due: the desktop session runs it",
+			facts:  session(job(interactive)),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "interactive mandatory, not due: the desktop session waits for its time",
+			facts:  session(job(interactive, func(j *events.JobOffered) { j.MandatoryAfter = &inAnHour })),
+			action: Wait, rule: RuleMandatoryTime, until: inAnHour},
+		{name: "automated mandatory: the desktop session leaves it to the service",
+			facts:  session(job()),
+			action: Wait, rule: RuleAutomated},
+		// package
+		{name: "package refused: failed without running, on the service",
+			facts:  with(service(job()), func(f *Facts) { f.PackageErr = pkgcache.ErrDigestMismatch }),
+			action: Settle, rule: RulePackage, report: events.StateFailed, attempt: 1, ends: true},
+		{name: "package refused: the desktop records its failure too",
+			facts:  with(userPick(job()), func(f *Facts) { f.PackageErr = pkgcache.ErrDigestMismatch }),
+			action: Settle, rule: RulePackage, report: events.StateFailed, attempt: 1, ends: true},
+		// interrupted attempts
+		{name: "started elsewhere, outside the lock: decide again under it",
+			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateStarted, 1, events.RunnerDesktop) }),
+			action: Run, rule: RuleDue, attempt: 2},
+		{name: "started and never finished, under the lock: it counts, the next runs",
+			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateStarted, 1, events.RunnerDesktop); f.Locked = true }),
+			action: Run, rule: RuleInterrupted, report: events.StateFailed, attempt: 2, why: "attempt 1 was interrupted"},
+		{name: "started and never finished at the last attempt, under the lock: failed, over",
+			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateStarted, 3, events.RunnerService); f.Locked = true }),
+			action: Settle, rule: RuleInterrupted, report: events.StateFailed, attempt: 3, ends: true},
+		{name: "the desktop settles an interrupted last attempt too",
+			facts:  with(userPick(job()), func(f *Facts) { f.Last = last(events.StateStarted, 3, events.RunnerService); f.Locked = true }),
+			action: Settle, rule: RuleInterrupted, report: events.StateFailed, attempt: 3, ends: true},
+		// due
+		{name: "mandatory, automated, due: the service runs it",
+			facts:  service(job()),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "the journal counts attempts the broker has not seen yet",
+			facts:  with(service(job()), func(f *Facts) { f.Journal = &journal.Record{JobID: "J1", Phase: journal.PhaseFinished, Attempt: 2} }),
+			action: Run, rule: RuleDue, attempt: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(tc.facts)
+			if d.Action != tc.action || d.Rule != tc.rule {
+				t.Fatalf("Decide = %s by rule %q (%s), want %s by rule %q", d.Action, d.Rule, d.Why, tc.action, tc.rule)
+			}
+			switch {
+			case tc.report == "" && d.Report != nil:
+				t.Fatalf("report %+v, want none", *d.Report)
+			case tc.report != "" && d.Report == nil:
+				t.Fatalf("no report, want %s", tc.report)
+			case tc.report != "" && (d.Report.State != tc.report || d.Report.Ends != tc.ends || d.Report.Reason == ""):
+				t.Fatalf("report %+v, want %s with a reason, ends %v", *d.Report, tc.report, tc.ends)
+			}
+			if tc.action == Run && d.Attempt != tc.attempt {
+				t.Errorf("runs attempt %d, want %d", d.Attempt, tc.attempt)
+			}
+			if tc.action == Run && d.Report != nil && d.Report.Attempt != tc.attempt-1 {
+				t.Errorf("settles interrupted attempt %d, want %d", d.Report.Attempt, tc.attempt-1)
+			}
+			if tc.action != Run && tc.report != "" && d.Report.Attempt != tc.attempt {
+				t.Errorf("report of attempt %d, want %d", d.Report.Attempt, tc.attempt)
+			}
+			if !tc.until.IsZero() && !d.Until.Equal(tc.until) {
+				t.Errorf("waits until %s, want %s", d.Until, tc.until)
+			}
+			if d.Why == "" || !strings.Contains(d.Why, tc.why) {
+				t.Errorf("why %q, want it to say %q", d.Why, tc.why)
+			}
+		})
+	}
+}
+
+// TestDecideIsPure: the same facts give the same decision, and deciding
+// changes nothing of the facts.
+func TestDecideIsPure(t *testing.T) {
+	now := time.Now()
+	rec := &journal.Record{JobID: "J1", Phase: journal.PhaseReceived, Cancelled: true}
+	f := Facts{Face: events.RunnerService, Unattended: true, Now: now, OS: "linux", Arch: "amd64", Journal: rec,
+		Job: events.JobOffered{JobID: "J1", OfferAfter: now, ExpireAfter: now.Add(time.Hour)}}
+	a, b := Decide(f), Decide(f)
+	if a.Action != b.Action || a.Rule != b.Rule || a.Why != b.Why || *a.Report != *b.Report {
+		t.Fatalf("two decisions on the same facts differ: %+v, %+v", a, b)
+	}
+	if *rec != (journal.Record{JobID: "J1", Phase: journal.PhaseReceived, Cancelled: true}) || f.Cancel != nil {
+		t.Fatal("Decide changed its facts")
+	}
+}

@@ -1,0 +1,70 @@
+package streamread_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/streamread"
+)
+
+func TestLast(t *testing.T) {
+	env := testenv.StartBroker(t, testenv.WithoutProvision())
+	newStream(t, env.JS, false)
+	ctx := context.Background()
+	put(t, env.JS, "sr.a.1", "first")
+	seq := put(t, env.JS, "sr.a.1", "second")
+	put(t, env.JS, "sr.b.1", "other")
+
+	m, found, err := streamread.Last(ctx, env.JS, testStream, "sr.a.1")
+	if err != nil || !found {
+		t.Fatalf("Last(sr.a.1) = found %v, %v", found, err)
+	}
+	if m.Seq != seq || string(m.Data) != "second" || m.Subject != "sr.a.1" || m.Stream != testStream ||
+		m.Header.Get("X-Test") != "kept" || m.Header.Get("Nats-Sequence") != "" || m.Time.IsZero() {
+		t.Fatalf("Last(sr.a.1) = %+v", m)
+	}
+	if _, found, err := streamread.Last(ctx, env.JS, testStream, "sr.a.2"); err != nil || found {
+		t.Fatalf("Last of a subject with nothing stored = found %v, %v; want not found, no error", found, err)
+	}
+	for _, bad := range []string{"sr.a.*", "sr.>", "", "sr..a"} {
+		if _, _, err := streamread.Last(ctx, env.JS, testStream, bad); !errors.Is(err, streamread.ErrInvalidOptions) {
+			t.Errorf("Last(%q) = %v, want %v", bad, err, streamread.ErrInvalidOptions)
+		}
+	}
+	_, _, err = streamread.Last(ctx, env.JS, "NO_SUCH_STREAM", "sr.a.1")
+	if !errors.Is(err, streamread.ErrNoStream) || !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("Last on a missing stream = %v, want %v", err, streamread.ErrNoStream)
+	}
+}
+
+// TestLastAsAgent: an agent restricted to a job's cancellation subject
+// reads it with a direct get by subject; the broker's own API prefix comes
+// from the JetStream handle.
+func TestLastAsAgent(t *testing.T) {
+	env := testenv.StartBroker(t, testenv.WithAuth())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := env.JS.Publish(ctx, "pcm.jobs.cancel.j1", []byte("cancelled")); err != nil {
+		t.Fatal(err)
+	}
+	_, js := env.ConnectAs(t, auth.User{Role: auth.RoleAgent, Name: "c1"})
+	m, found, err := streamread.Last(ctx, js, "PCM_JOBS", "pcm.jobs.cancel.j1")
+	if err != nil || !found || string(m.Data) != "cancelled" {
+		t.Fatalf("agent's Last = %q, found %v, %v", m.Data, found, err)
+	}
+	if _, found, err := streamread.Last(ctx, js, "PCM_JOBS", "pcm.jobs.cancel.j2"); err != nil || found {
+		t.Fatalf("agent's Last of a job never cancelled = found %v, %v", found, err)
+	}
+	// A subject outside its grants is refused by the broker: no answer.
+	short, cancel2 := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel2()
+	if _, _, err := streamread.Last(short, js, "PCM_JOBS", "pcm.jobs.client.c2"); !errors.Is(err, streamread.ErrNoAnswer) {
+		t.Fatalf("agent's Last of another client's subject = %v, want %v", err, streamread.ErrNoAnswer)
+	}
+}
