@@ -111,6 +111,9 @@ type Facts struct {
 	// Last is the last status of the job on this client, as the broker
 	// stores it; nil when there is none.
 	Last *events.JobStatus
+	// Disbelieved is set by Decide, never by a caller: a status of the
+	// desktop face for a job only the service runs, taken out of Last.
+	Disbelieved *events.JobStatus
 	// Cancel is the job's verified cancellation; nil when none is known.
 	// A cancellation recorded in the journal counts as well.
 	Cancel *events.JobCancelled
@@ -184,6 +187,14 @@ const maxReasonLen = 1024
 // the service, which sees every offer.
 func Decide(f Facts) Decision {
 	job := f.Job
+	if f.Last != nil && f.Last.Runner == events.RunnerDesktop && job.Command.Background {
+		// A desktop never runs a background job, so its status of one is
+		// not its word to give (a user holding the desktop's credentials
+		// could otherwise skip a job only the service runs): it is not
+		// believed. The job runs as the attempt after it, so that their
+		// statuses keep apart.
+		f.Disbelieved, f.Last = f.Last, nil
+	}
 	switch {
 	case f.Refused != nil:
 		d := Decision{Action: Refuse, Rule: RuleRefused, Why: f.Refused.Error()}
@@ -204,6 +215,9 @@ func Decide(f Facts) Decision {
 		journaled = f.Journal.Attempt
 	}
 	next := events.NextAttempt(journaled, f.Last)
+	if f.Disbelieved != nil {
+		next = max(next, f.Disbelieved.Attempt+1)
+	}
 	// ends settles the offer with a final status of the attempt it would
 	// have been; the desktop records only a refused package.
 	ends := func(rule Rule, state events.State, why string) Decision {

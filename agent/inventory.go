@@ -48,21 +48,30 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 
 // watchDesktopStatuses listens (push, no polling) to this client's statuses
 // and settles an offer held for the desktop as soon as the desktop reports
-// a final status that ends it.
+// a final status that ends it. What it hears is a hint: the status stored
+// on the broker decides, and a desktop's status of a job only the service
+// runs (a background job) is never believed.
 func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 	return s.nc.Subscribe(events.StatusSubjectsOfClient(s.cfg.ClientID), func(m *nats.Msg) {
 		ev, err := events.Decode(m.Header, m.Data)
 		if err != nil {
 			return
 		}
-		st, err := events.ParseJobStatus(ev)
-		if err != nil || st.Runner != events.RunnerDesktop || !st.EndsJob(st.MaxAttempts) {
+		heard, err := events.ParseJobStatus(ev)
+		if err != nil || heard.Runner != events.RunnerDesktop || !heard.EndsJob(heard.MaxAttempts) {
 			return
 		}
-		rec, ok, err := s.journal.Get(st.JobID)
-		if err != nil || !ok || rec.Phase != journal.PhaseReceived || rec.AckSubject == "" {
+		rec, ok, err := s.journal.Get(heard.JobID)
+		if err != nil || !ok || rec.Phase != journal.PhaseReceived || rec.AckSubject == "" || rec.ForService {
 			return
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		stored, err := s.lastStatus(ctx, heard.JobID)
+		cancel()
+		if err != nil || stored == nil || stored.Runner != events.RunnerDesktop || !stored.EndsJob(stored.MaxAttempts) {
+			return // the broker holds no such status: nothing was reported
+		}
+		st := *stored
 		rec.Phase = journal.PhaseDone
 		rec.Attempt = st.Attempt
 		rec.FinalState = string(st.State)

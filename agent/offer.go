@@ -251,8 +251,9 @@ func (s *Service) hold(msg jetstream.Msg, f Facts, d Decision) {
 	if f.Journal != nil {
 		rec = *f.Journal
 	}
-	if rec.AckSubject != msg.Reply() || f.Journal == nil {
+	if rec.AckSubject != msg.Reply() || f.Journal == nil || rec.ForService != f.Job.Command.Background {
 		rec.AckSubject = msg.Reply()
+		rec.ForService = f.Job.Command.Background
 		if _, err := s.journal.Put(rec); err != nil {
 			s.log.Error("cannot journal a pending job; it comes back", zap.String("job", rec.JobID), zap.Error(err))
 			_ = msg.NakWithDelay(retryLater)

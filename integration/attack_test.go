@@ -564,3 +564,65 @@ func TestAttackRequestsCoverGrants(t *testing.T) {
 		}
 	}
 }
+
+// TestDesktopCannotSkipBackgroundJobs: a user holding its client's desktop
+// credentials reports a job done before the service runs it. For a job the
+// desktop may run, the service believes it (the desktop's word); for a
+// background job, which only the service runs, it does not: the job runs
+// anyway, as the next attempt.
+func TestDesktopCannotSkipBackgroundJobs(t *testing.T) {
+	env := testenv.StartBroker(t, testenv.WithAuth())
+	testenv.EnrollClient(t, env.JS, "c1", nil, fleet.ConsumerOptions{AckWait: testAckWait})
+	p := newPublisher(t, env.JS)
+	dir := t.TempDir()
+	bgMarker, optMarker := filepath.Join(dir, "bg"), filepath.Join(dir, "opt")
+	bg := job([]string{"sh", "-c", "echo ran >> " + bgMarker}, toClient("c1"))
+	bg.Command.Background = true
+	bgID := publish(t, p, bg)
+	opt := job([]string{"sh", "-c", "echo ran >> " + optMarker}, toClient("c1"))
+	opt.MandatoryAfter = nil
+	opt.Command.Automated = false
+	optID := publish(t, p, opt)
+
+	_, js := env.ConnectAs(t, auth.User{Role: auth.RoleDesktop, Name: "c1"})
+	for _, id := range []string{bgID, optID} {
+		ev, err := events.NewJobStatus(events.JobStatus{JobID: id, ClientID: "c1", Host: "ws", State: events.StateSucceeded,
+			Attempt: 1, MaxAttempts: 1, Runner: events.RunnerDesktop, User: "mallory"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := events.NewMsg(events.StatusSubject("c1", id), ev, ev.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatalf("the desktop reporting its client's status: %v", err)
+		}
+	}
+	startAgent(t, env.URL, "c1", filepath.Join(dir, "state")).waitReady(t)
+	sts := waitFinalBy(t, env.JS, "c1", bgID, events.RunnerService, 20*time.Second)
+	if markerLines(t, bgMarker) != 1 {
+		t.Fatalf("the background job ran %d times, want once despite the desktop's status", markerLines(t, bgMarker))
+	}
+	t.Logf("background job: %d statuses, the service's final at attempt %d", len(sts), finals(sts)[len(finals(sts))-1].Attempt)
+	waitAcked(t, env.JS, "c1", 20*time.Second)
+	if _, err := os.Stat(optMarker); err == nil {
+		t.Fatal("the optional job ran although its desktop reported it done")
+	}
+}
+
+// waitFinalBy waits for a final status of job on client reported by runner.
+func waitFinalBy(t *testing.T, js jetstream.JetStream, client, job string, runner events.Runner, timeout time.Duration) []events.JobStatus {
+	t.Helper()
+	var sts []events.JobStatus
+	testenv.WaitFor(t, timeout, "a final status of "+job+" by the "+string(runner), func() bool {
+		sts = readStatuses(t, js, client, job)
+		for _, st := range finals(sts) {
+			if st.Runner == runner {
+				return true
+			}
+		}
+		return false
+	})
+	return sts
+}

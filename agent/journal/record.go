@@ -61,6 +61,9 @@ type Record struct {
 	// AckSubject is the reply subject of the latest delivery of the offer, so
 	// the offer can be acked after a restart.
 	AckSubject string `json:"ack_subject,omitempty"`
+	// ForService is set for a job only the service runs (a background
+	// job): a desktop's status of it is never believed (see agent.Decide).
+	ForService bool `json:"for_service,omitempty"`
 	// Cancelled is set once the job was cancelled by its publisher.
 	Cancelled bool `json:"cancelled,omitempty"`
 	// CancelReason is the reason given with the cancellation.
