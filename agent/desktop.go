@@ -14,7 +14,9 @@ import (
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/clientview"
 	"github.com/pcm-project/pcm/internal/offers"
+	"github.com/pcm-project/pcm/internal/streamread"
 )
 
 // DefaultGrace is how long the desktop warns the user before it runs a
@@ -173,10 +175,28 @@ func (d *Desktop) skipped(job events.JobOffered, dec Decision) {
 	d.log.Info("not offering job", zap.String("job", job.JobID), zap.String("rule", string(dec.Rule)), zap.String("why", dec.Why))
 }
 
+// viewOffers calls fn, in stream order, with each valid offer and
+// cancellation of this client that verify accepts, read through the client
+// view (internal/clientview): the broker's service that reads them for
+// this client, since a client's credentials may not read PCM_JOBS at large.
+func (d *Desktop) viewOffers(ctx context.Context, verify offers.Verifier, fn func(offers.Entry) bool) error {
+	errStop := errors.New("stop")
+	err := clientview.Scan(ctx, d.nc, d.cfg.ClientID, clientview.Offers, func(m streamread.Msg) error {
+		if e, ok := offers.EntryOf(m, verify); ok && !fn(e) {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return fmt.Errorf("reading the offers of %s: %w", d.cfg.ClientID, err)
+	}
+	return nil
+}
+
 // scanLive returns the offers of this client not cancelled, by offer time.
 func (d *Desktop) scanLive(ctx context.Context) ([]events.JobOffered, error) {
 	jobs := map[string]events.JobOffered{}
-	err := offers.ScanVerified(ctx, d.js, d.filters, time.Time{}, d.trusted, func(e offers.Entry) bool {
+	err := d.viewOffers(ctx, d.trusted, func(e offers.Entry) bool {
 		if e.Offer != nil {
 			jobs[e.Offer.JobID] = *e.Offer
 		} else {
@@ -327,11 +347,11 @@ func describe(job events.JobOffered) string {
 // that moment: a job the service ran, that was cancelled or that expired
 // is never announced nor counted down. It returns when ctx ends.
 //
-// It creates no consumer: it reads the client's offers (its consumer's
-// filters: its own subject, its groups', pcm.jobs.all) with batched direct
-// gets, and hears of new ones through core subscriptions to those subjects,
-// taken before the first read (see offers.Follow): the history first, then
-// each new offer once, in stream order, also across a reconnection.
+// It creates no consumer: it reads the client's offers (on its consumer's
+// filters: its own subject, its groups', pcm.jobs.all) through the client
+// view, and hears of new ones through core subscriptions to those subjects,
+// taken before the first read (see clientview.Follow): the history first,
+// then each new offer once, in stream order, also across a reconnection.
 func (d *Desktop) Session(ctx context.Context) error {
 	if err := d.bind(ctx); err != nil {
 		return err
@@ -377,7 +397,7 @@ func (d *Desktop) Session(ctx context.Context) error {
 			d.dcfg.Notify(fmt.Sprintf("%s offered; run it with: pcm desktop run %s", describe(job), job.JobID))
 		}
 	}
-	followed, err := offers.Follow(ctx, d.js, d.filters, func(err error) {
+	followed, err := clientview.Follow(ctx, d.nc, d.cfg.ClientID, clientview.Offers, d.filters, func(err error) {
 		d.log.Warn("reading new offers failed, retrying", zap.Error(err))
 	})
 	if err != nil {

@@ -49,12 +49,15 @@ func (d *Desktop) trusted(ev event.Event) error {
 // says why instead of "not found".
 func (d *Desktop) find(ctx context.Context, jobID string) (offers.Found, error) {
 	var refused error
-	found, err := offers.FindVerified(ctx, d.js, d.filters, jobID, func(ev event.Event) error {
+	verify := func(ev event.Event) error {
 		err := d.trusted(ev)
 		if err != nil && ev.Type() == events.TypeJobOffered && events.JobIDOf(ev) == jobID {
 			refused = err
 		}
 		return err
+	}
+	found, err := offers.FindIn(jobID, func(fn func(offers.Entry) bool) error {
+		return d.viewOffers(ctx, verify, fn)
 	})
 	if errors.Is(err, offers.ErrNotFound) && refused != nil {
 		return found, fmt.Errorf("%w: job %s is not signed by a trusted key, it is never run: %w", ErrNotRunnable, jobID, refused)

@@ -23,6 +23,8 @@ import (
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/clientview"
+	"github.com/pcm-project/pcm/internal/streamread"
 	"github.com/pcm-project/pcm/publisher"
 )
 
@@ -289,10 +291,7 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 			req{subject: "$KV.PCM_AGENTS." + own, body: `{"client_id":"` + own + `"}`, header: wrongRev},
 			req{subject: "$JS.API.DIRECT.GET.KV_PCM_AGENTS.$KV.PCM_AGENTS." + own})
 	case auth.RoleDesktop:
-		return append(client, req{subject: "$JS.API.DIRECT.GET.PCM_JOBS", body: `{"seq":1,"batch":3,"next_by_subj":"pcm.jobs.client.` + own + `"}`},
-			req{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.client." + own},
-			req{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.group.g1"},
-			req{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.all"},
+		return append(client,
 			req{subject: "pcm.view." + own + ".offers", body: `{"max":2}`},
 			req{subject: "pcm.view." + own + ".statuses", body: `{"max":2}`})
 	case auth.RolePublisher:
@@ -492,6 +491,23 @@ func (f *attackFixture) knownAttacks(t *testing.T, a *attacker, victim string) {
 			_, err := js.Publish(c, "pcm.jobs.client."+victim, []byte(`{"specversion":"1.0"}`))
 			return err
 		})
+	}
+	if a.u.Role.Kind() == auth.KindClient {
+		// Reading the other client's offers: through the view, and by
+		// sequence with a direct get (no filter in the request subject).
+		seen := 0
+		err := clientview.Scan(ctx, a.nc, victim, clientview.Offers, func(streamread.Msg) error { seen++; return nil })
+		if err == nil || seen > 0 {
+			t.Errorf("%s: read %d of %s's offers through the view (%v)", a.u.UserName(), seen, victim, err)
+		}
+		for _, body := range []string{`{"seq":1}`, `{"seq":1,"batch":10}`, `{"last_by_subj":"pcm.jobs.client.` + victim + `"}`} {
+			c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			m, err := a.nc.RequestWithContext(c, "$JS.API.DIRECT.GET."+events.StreamJobs, []byte(body))
+			cancel()
+			if err == nil && len(m.Data) > 0 {
+				t.Errorf("%s: read an offer by a direct get %s: %q", a.u.UserName(), body, m.Data)
+			}
+		}
 	}
 	// The v2-shaped ack subject whose tokens read as the victim's consumer:
 	// a +NXT there would pull the victim's offers to the attacker.

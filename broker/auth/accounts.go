@@ -158,13 +158,6 @@ func Imports(p Principal) ([]Import, error) {
 				continue
 			}
 			seen[g.Subject] = true
-			if g.Subject == directGet(events.StreamJobs, groupJobs) {
-				// The account reaches the subjects of its groups only.
-				for _, grp := range p.Groups {
-					out = append(out, Import{Subject: directGet(events.StreamJobs, "pcm.jobs.group."+grp), Why: g.Why})
-				}
-				continue
-			}
 			out = append(out, Import{Subject: g.Subject, Why: g.Why})
 		}
 	}

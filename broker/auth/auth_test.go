@@ -232,10 +232,10 @@ func TestPermissionsShape(t *testing.T) {
 	}
 	for _, im := range imports {
 		switch s := im.Subject; {
-		case strings.Contains(s, "PCM_PACKAGES"), strings.HasSuffix(s, "pcm.jobs.all"), strings.HasSuffix(s, "pcm.jobs.group.g1"), s == "pcm.none",
-			s == "$JS.API.DIRECT.GET.PCM_JOBS", s == "$JS.API.DIRECT.GET.PCM_JOBS."+events.SubjectJobsCancels:
+		case strings.Contains(s, "PCM_PACKAGES"), s == "pcm.jobs.all", s == "pcm.jobs.group.g1", s == "pcm.none",
+			s == "$JS.API.DIRECT.GET.PCM_JOBS."+events.SubjectJobsCancels:
 			// shared content, its group, the cancellation records, the
-			// desktop's listing (see docs/security.md), the shadow
+			// shadow
 		case !strings.Contains(s, "c1"):
 			t.Errorf("the account of client c1 imports %q, which does not name its client", s)
 		}

@@ -251,10 +251,6 @@ func clientStatus(client string) []Grant {
 	)
 }
 
-// groupJobs stands for the job subjects of a client's groups; its
-// account imports the subject of each of its groups (Imports).
-const groupJobs = "pcm.jobs.group.*"
-
 // cancellationRead is reading whether a job was cancelled: the last
 // message on its cancellation subject.
 func cancellationRead() []Grant {
@@ -279,17 +275,15 @@ func agentGrants(client string) []Grant {
 	)
 }
 
-// desktopGrants: the desktop reads its client's offers with batched direct
-// gets on PCM_JOBS (a request whose body names the filter: a
-// confidentiality gap, see docs/security.md) and hears of new ones on its
-// client's job subjects, which its account imports (its own subject, its
-// groups', pcm.jobs.all) and nothing else.
+// desktopGrants: the desktop reads its client's offers and statuses
+// through the client view (a service of the pcm account that reads them
+// for it: a client may not read PCM_JOBS at large, since a batched direct
+// get names its filter in its body, where no import can confine it), and
+// hears of new offers on its client's job subjects, which its account
+// imports (its own subject, its groups', pcm.jobs.all) and nothing else.
 func desktopGrants(client string) []Grant {
 	return cat(
-		pub("read its client's consumer filters", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
-		pub("list its client's offers (batched direct gets merged by sequence, one per filter)", directGet(events.StreamJobs, "")),
-		pub("read the last offer on each of its subjects (where a complete read of its offers must reach)",
-			directGet(events.StreamJobs, "pcm.jobs.client."+client), directGet(events.StreamJobs, groupJobs), directGet(events.StreamJobs, events.SubjectJobsAll)),
+		pub("read its client's consumer filters (the subjects its offers come on)", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
 		pub("list its client's offers and statuses through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+".*"),
 		clientStatus(client),
 		cancellationRead(),

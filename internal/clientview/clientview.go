@@ -233,14 +233,7 @@ const requestTimeout = 30 * time.Second
 // (Offers or Statuses) from the beginning, through the view service, page by
 // page. It returns ErrNoView when no view service answers.
 func Scan(ctx context.Context, nc *nats.Conn, client, what string, fn func(streamread.Msg) error) error {
-	var start uint64
-	for {
-		next, more, err := page(ctx, nc, client, what, start, fn)
-		if err != nil || !more {
-			return err
-		}
-		start = next
-	}
+	return scanFrom(ctx, nc, client, what, 0, fn)
 }
 
 // page reads one page.
@@ -313,4 +306,159 @@ func msgOf(stream string, m *nats.Msg) (streamread.Msg, error) {
 		out.Header = h
 	}
 	return out, nil
+}
+
+// DefaultResync is how often a Follower reads through the view when
+// nothing told it of a new message.
+const DefaultResync = 10 * time.Second
+
+// noticeRetries are the delays after which a Follower reads again when a
+// notice's read found nothing new (the stream may store the message a
+// moment after it is heard).
+var noticeRetries = []time.Duration{5 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}
+
+// Follower follows a client's offers or statuses through the view: its
+// Updates send each stored message in stream order, then nil once it has
+// sent what was stored when it began, then each new message as it is
+// stored, until Stop or the end of the context; then they close (see Err).
+type Follower struct {
+	updates chan *streamread.Msg
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error
+}
+
+// Updates are the messages.
+func (f *Follower) Updates() <-chan *streamread.Msg { return f.updates }
+
+// Err is why the updates closed early (nil after Stop or the context's
+// end).
+func (f *Follower) Err() error {
+	<-f.done
+	return f.err
+}
+
+// Stop stops the follower and waits for it.
+func (f *Follower) Stop() {
+	f.cancel()
+	<-f.done
+}
+
+// Follow follows client's what (Offers or Statuses) through the view. It
+// hears of new messages on subjects (core subscriptions, taken before the
+// first read: for offers, the client's job subjects); a message heard is
+// only a notice, the view's answer is what is delivered, in stream order,
+// each message once. It reads again after a reconnection and every
+// DefaultResync anyway. A read that fails after the first is retried and
+// reported to onError; a first read's error ends the updates (see Err).
+func Follow(ctx context.Context, nc *nats.Conn, client, what string, subjects []string, onError func(error)) (*Follower, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	notices := make(chan struct{}, 1)
+	notify := func(*nats.Msg) {
+		select {
+		case notices <- struct{}{}:
+		default:
+		}
+	}
+	var subs []*nats.Subscription
+	stop := func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}
+	for _, s := range subjects {
+		sub, err := nc.Subscribe(s, notify)
+		if err != nil {
+			stop()
+			cancel()
+			return nil, fmt.Errorf("following %s of %s: subscribing to %s: %w", what, client, s, err)
+		}
+		subs = append(subs, sub)
+	}
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	if err := nc.Flush(); err != nil {
+		stop()
+		nc.RemoveStatusListener(reconnected)
+		cancel()
+		return nil, fmt.Errorf("following %s of %s: %w", what, client, err)
+	}
+	f := &Follower{updates: make(chan *streamread.Msg, 64), cancel: cancel, done: make(chan struct{})}
+	var next uint64
+	read := func() (int, error) {
+		n := 0
+		err := scanFrom(ctx, nc, client, what, next, func(m streamread.Msg) error {
+			if m.Seq < next {
+				return nil
+			}
+			next = m.Seq + 1
+			n++
+			select {
+			case f.updates <- &m:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		return n, err
+	}
+	go func() {
+		defer close(f.done)
+		defer close(f.updates)
+		defer nc.RemoveStatusListener(reconnected)
+		defer stop()
+		if _, err := read(); err != nil {
+			if ctx.Err() == nil {
+				f.err = err
+			}
+			return
+		}
+		select {
+		case f.updates <- nil:
+		case <-ctx.Done():
+			return
+		}
+		tick := time.NewTicker(DefaultResync)
+		defer tick.Stop()
+		var retry <-chan time.Time
+		tries := 0
+		for {
+			noticed := false
+			select {
+			case <-ctx.Done():
+				return
+			case <-notices:
+				noticed, tries = true, 0
+			case <-reconnected:
+			case <-tick.C:
+			case <-retry:
+				noticed = true
+			}
+			retry = nil
+			n, err := read()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				if onError != nil {
+					onError(err)
+				}
+				retry = time.After(time.Second)
+			case n == 0 && noticed && tries < len(noticeRetries):
+				retry = time.After(noticeRetries[tries])
+				tries++
+			}
+		}
+	}()
+	return f, nil
+}
+
+// scanFrom is Scan from sequence start.
+func scanFrom(ctx context.Context, nc *nats.Conn, client, what string, start uint64, fn func(streamread.Msg) error) error {
+	for {
+		next, more, err := page(ctx, nc, client, what, start, fn)
+		if err != nil || !more {
+			return err
+		}
+		start = next
+	}
 }

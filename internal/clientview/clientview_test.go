@@ -105,3 +105,68 @@ func TestView(t *testing.T) {
 		}
 	}
 }
+
+// TestFollow: a follower sends the history, then nil, then each new
+// message of the client's subjects once, in order, and nothing of another
+// client's.
+func TestFollow(t *testing.T) {
+	env := testenv.StartBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := fleet.EnrollConsumer(ctx, env.JS, "c1", []string{"g1"}, fleet.ConsumerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(subject string) uint64 {
+		pa, err := env.JS.Publish(ctx, subject, []byte(subject))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pa.Sequence
+	}
+	var want []uint64
+	for i := 0; i < 120; i++ {
+		want = append(want, pub("pcm.jobs.client.c1"))
+		pub("pcm.jobs.client.c2")
+	}
+	nc, _ := env.Connect(t)
+	f, err := clientview.Follow(ctx, nc, "c1", clientview.Offers, events.ConsumerFilters("c1", []string{"g1"}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	var got []uint64
+	caught := false
+	next := func() {
+		select {
+		case m, ok := <-f.Updates():
+			if !ok {
+				t.Fatalf("updates closed: %v", f.Err())
+			}
+			if m == nil {
+				caught = true
+				return
+			}
+			got = append(got, m.Seq)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no update after %d messages", len(got))
+		}
+	}
+	for !caught {
+		next()
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("history: %d messages, want %d", len(got), len(want))
+	}
+	for i := 0; i < 30; i++ {
+		want = append(want, pub([]string{"pcm.jobs.group.g1", "pcm.jobs.all", "pcm.jobs.client.c1"}[i%3]))
+		pub("pcm.jobs.group.g2")
+	}
+	start := time.Now()
+	for len(got) < len(want) {
+		next()
+	}
+	t.Logf("30 new messages delivered within %s", time.Since(start).Round(time.Millisecond))
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("followed %v, want %v", got, want)
+	}
+}

@@ -1,8 +1,10 @@
 // Package offers reads job events back from the PCM_JOBS stream: a
 // streaming scan with batched direct gets (internal/streamread: no
-// consumer, nothing is loaded whole), following new events as they are
-// stored, and the lookup of one job's offer. The desktop face of the agent
-// and the publisher use it; it never writes and never creates a consumer.
+// consumer, nothing is loaded whole), the reading of one stored event as an
+// offer or a cancellation (EntryOf), and the lookup of one job's offer among
+// any such events (FindIn: a scan, or a client's offers through the client
+// view). The publisher and the desktop face use it; it never writes and
+// never creates a consumer.
 package offers
 
 import (
@@ -57,11 +59,6 @@ func Scan(ctx context.Context, js jetstream.JetStream, filters []string, start t
 // refuses is skipped like one that does not parse.
 type Verifier func(event.Event) error
 
-// ScanVerified is Scan that also skips the events verify refuses.
-func ScanVerified(ctx context.Context, js jetstream.JetStream, filters []string, start time.Time, verify Verifier, fn func(Entry) bool) error {
-	return scan(ctx, js, filters, start, nil, verify, fn)
-}
-
 // errStop is how a scan's callback stops the read.
 var errStop = errors.New("scan stopped")
 
@@ -82,24 +79,6 @@ func scan(ctx context.Context, js jetstream.JetStream, filters []string, start t
 		return fmt.Errorf("reading %s: %w", events.StreamJobs, err)
 	}
 	return nil
-}
-
-// Follow follows PCM_JOBS on filters (every subject when empty) from the
-// beginning: see streamread.Follow. Each update is a stored message (read
-// it with EntryOf) or nil, the mark that every event stored when it last
-// looked was delivered (the first nil ends the history). onError, when
-// set, hears the read errors it retries (a broker restart after the
-// history was read).
-func Follow(ctx context.Context, js jetstream.JetStream, filters []string, onError func(error)) (*streamread.Follower, error) {
-	fo := streamread.FollowOptions{Options: streamread.Options{Filters: filters}, OnError: onError}
-	if len(filters) == 0 {
-		fo.Subjects = events.JobsStreamSubjects()
-	}
-	f, err := streamread.Follow(ctx, js, events.StreamJobs, fo)
-	if err != nil {
-		return nil, fmt.Errorf("following %s: %w", events.StreamJobs, err)
-	}
-	return f, nil
 }
 
 // EntryOf reads an offer or a cancellation out of a stored message; ok is
@@ -157,14 +136,17 @@ type Found struct {
 
 // Find looks jobID's offer up among filters (every subject when empty).
 func Find(ctx context.Context, js jetstream.JetStream, filters []string, jobID string) (Found, error) {
-	return FindVerified(ctx, js, filters, jobID, nil)
+	return FindIn(jobID, func(fn func(Entry) bool) error {
+		return scan(ctx, js, filters, StartOf(jobID), []byte(`"`+jobID+`"`), nil, fn)
+	})
 }
 
-// FindVerified is Find among the events verify accepts: an offer or a
-// cancellation it refuses is ignored.
-func FindVerified(ctx context.Context, js jetstream.JetStream, filters []string, jobID string, verify Verifier) (Found, error) {
+// FindIn looks jobID's offer up among the entries each calls fn with, in
+// stream order (each stops when fn returns false): a scan of PCM_JOBS, or
+// a client's offers through the client view.
+func FindIn(jobID string, each func(fn func(Entry) bool) error) (Found, error) {
 	var f Found
-	err := scan(ctx, js, filters, StartOf(jobID), []byte(`"`+jobID+`"`), verify, func(e Entry) bool {
+	err := each(func(e Entry) bool {
 		if e.JobID() != jobID {
 			return true
 		}
