@@ -54,6 +54,9 @@ type stockNode struct {
 	client, route, http int
 	conf, dir, logf     string
 	jetstream           bool
+	// rewrite, when set, changes the member's configuration further
+	// (set by startStockClusterFrom's prepare).
+	rewrite func(conf string) string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -73,10 +76,11 @@ type stockCluster struct {
 	nodes []*stockNode
 }
 
-// stockExample reads the example configuration of member i (1-based).
-func stockExample(t testing.TB, i int) string {
+// stockExample reads the example configuration of member i (1-based) in
+// docs/examples/<example>.
+func stockExample(t testing.TB, example string, i int) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "docs", "examples", "stock-cluster", fmt.Sprintf("nats-%d.conf", i)))
+	b, err := os.ReadFile(filepath.Join("..", "docs", "examples", example, fmt.Sprintf("nats-%d.conf", i)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +102,14 @@ func replaceOnce(t testing.TB, s, old, new string) string {
 // replica of anything), and waits until JetStream has a meta leader.
 func startStockCluster(t *testing.T, bin string, extra int) *stockCluster {
 	t.Helper()
+	return startStockClusterFrom(t, bin, "stock-cluster", extra, nil)
+}
+
+// startStockClusterFrom starts the members of docs/examples/<example>;
+// prepare, when set, puts what a member's configuration refers to into its
+// directory (its auth.conf, its tls/ files).
+func startStockClusterFrom(t *testing.T, bin, example string, extra int, prepare func(n *stockNode)) *stockCluster {
+	t.Helper()
 	c := &stockCluster{t: t, bin: bin}
 	ports := freeLoopbackPorts(t, 3*(3+extra))
 	for i := range 3 + extra {
@@ -105,7 +117,7 @@ func startStockCluster(t *testing.T, bin string, extra int) *stockCluster {
 			dir: t.TempDir(), jetstream: i < 3})
 	}
 	for i, n := range c.nodes {
-		conf := stockExample(t, min(i+1, 3))
+		conf := stockExample(t, example, min(i+1, 3))
 		conf = replaceOnce(t, conf, "server_name: nats-"+fmt.Sprint(min(i+1, 3)), "server_name: "+n.name)
 		conf = replaceOnce(t, conf, "listen: 0.0.0.0:4222", fmt.Sprintf("listen: 127.0.0.1:%d", n.client))
 		conf = replaceOnce(t, conf, "http: 0.0.0.0:8222", fmt.Sprintf("http: 127.0.0.1:%d", n.http))
@@ -120,6 +132,12 @@ func startStockCluster(t *testing.T, bin string, extra int) *stockCluster {
 				t.Fatal("docs/examples/stock-cluster: no single jetstream { } block to remove")
 			}
 			conf = re.ReplaceAllString(conf, "\n")
+		}
+		if prepare != nil {
+			prepare(n)
+		}
+		if n.rewrite != nil {
+			conf = n.rewrite(conf)
 		}
 		n.conf = filepath.Join(n.dir, n.name+".conf")
 		n.logf = filepath.Join(n.dir, n.name+".log")

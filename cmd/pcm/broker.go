@@ -139,7 +139,7 @@ a restart.
 	cmd.Flags().StringSliceVar(&bf.routes, "routes", nil, "nats-route://host:port of the other members, comma-separated")
 	cmd.Flags().BoolVar(&noProvision, "no-provision", false, "do not create or update pcm's streams and buckets at start")
 	bf.registerSecurity(cmd)
-	cmd.AddCommand(newProvisionCmd(g), newInitAuthCmd())
+	cmd.AddCommand(newProvisionCmd(g), newInitAuthCmd(), newNatsConfigCmd())
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -176,5 +177,82 @@ DIR that already holds one.`,
 		},
 	}
 	cmd.Flags().StringVar(&dir, "auth-dir", "", "directory to create the authority in (created 0700)")
+	return cmd
+}
+
+// natsConfig renders the authentication part of a nats-server
+// configuration for trust: the operator, the system account, a full
+// resolver in resolverDir, and the system and pcm accounts preloaded.
+func natsConfig(t auth.Trust, resolverDir string) (string, error) {
+	sc, err := t.System()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `# pcm: the authentication part of a nats-server configuration (operator mode),
+# made by pcm broker nats-config from pcm's authority. Include it in the
+# configuration of every member of the cluster: include "auth.conf".
+# It holds no secret. After pcm broker --auth or pcm broker init-auth change
+# the JWTs (an upgrade of pcm), make it again and restart the members one
+# at a time.
+
+# The operator every account is signed by.
+operator: %q
+
+# The system account: the resolver's updates and lookups, which pcm's admins
+# reach through the pcm account's imports.
+system_account: %s
+
+# A full resolver: each member keeps every account JWT in dir; pcm enroll,
+# pcm creds and pcm revoke push them (a claims update through any member
+# reaches every member); a member that was down copies what it missed
+# within interval.
+resolver: {
+  type: full
+  dir: %q
+  allow_delete: false
+  interval: "1m"
+  timeout: "5s"
+}
+
+# The system account and the pcm account (the one that holds the streams).
+resolver_preload: {
+  %s: %q
+  %s: %q
+}
+`, t.OperatorJWT, sc.Subject, resolverDir, sc.Subject, t.SystemJWT, t.Account(), t.AccountJWT)
+	return b.String(), nil
+}
+
+func newNatsConfigCmd() *cobra.Command {
+	var dir, resolverDir string
+	cmd := &cobra.Command{
+		Use:   "nats-config --auth-dir DIR",
+		Short: "Print the authentication part of a stock nats-server configuration for pcm's authority",
+		Long: `Prints what a stock nats-server cluster needs to trust pcm's authority (made by pcm broker
+init-auth or pcm broker --auth in DIR): the operator, the system account, a full account resolver
+keeping every account JWT in --resolver-dir, and the system and pcm accounts preloaded. Save it as
+auth.conf next to each member's configuration and include it (docs/stock-cluster.md). It holds
+no secret.`,
+		Example: `  pcm broker nats-config --auth-dir ./pcm-auth > auth.conf`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return fmt.Errorf("--auth-dir DIR is required: the directory pcm broker init-auth created")
+			}
+			t, err := auth.LoadTrust(dir)
+			if err != nil {
+				return err
+			}
+			conf, err := natsConfig(t, resolverDir)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), conf)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dir, "auth-dir", "", "directory of the authority (pcm broker init-auth)")
+	cmd.Flags().StringVar(&resolverDir, "resolver-dir", "/var/lib/nats/accounts", "directory each member keeps the account JWTs in")
 	return cmd
 }
