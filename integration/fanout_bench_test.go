@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,7 +49,8 @@ const fanHostSize = 5000
 // authentication, each client in its own account with its own
 // credentials (the trust model of docs/security.md), to measure what the
 // accounts cost (its ratio to pcm is the secure/open figure).
-// PCM_BENCH_NOSYNC=1 runs the agents' journals without fsync and
+// PCM_BENCH_FLEETS=pcms (a comma-separated list) runs only those fleets
+// besides the baseline. PCM_BENCH_NOSYNC=1 runs the agents' journals without fsync and
 // PCM_BENCH_NOECHO=1 connects them with nats.NoEcho, to measure what those
 // would save. PCM_BENCH_PROFILE=DIR writes CPU profiles of the broker and
 // of the agents for the measured rounds.
@@ -65,6 +67,9 @@ func BenchmarkFanout(b *testing.B) {
 	if os.Getenv("PCM_BENCH_SECURE") == "1" {
 		bins["pcms"] = host
 		names = append(names, "pcms")
+	}
+	if only := os.Getenv("PCM_BENCH_FLEETS"); only != "" {
+		names = slices.DeleteFunc(names, func(n string) bool { return n != "bare" && !slices.Contains(strings.Split(only, ","), n) })
 	}
 	rounds := benchEnvInts(b, "PCM_BENCH_ROUNDS", 5)[0]
 	for _, n := range benchEnvInts(b, "PCM_BENCH_N", 100, 1000, 5000, 10000) {

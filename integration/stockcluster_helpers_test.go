@@ -3,7 +3,6 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -111,7 +110,7 @@ func startStockCluster(t *testing.T, bin string, extra int) *stockCluster {
 func startStockClusterFrom(t *testing.T, bin, example string, extra int, prepare func(n *stockNode)) *stockCluster {
 	t.Helper()
 	c := &stockCluster{t: t, bin: bin}
-	ports := freeLoopbackPorts(t, 3*(3+extra))
+	ports := testenv.FreePorts(t, 3*(3+extra))
 	for i := range 3 + extra {
 		c.nodes = append(c.nodes, &stockNode{name: fmt.Sprintf("nats-%d", i+1), client: ports[3*i], route: ports[3*i+1], http: ports[3*i+2],
 			dir: t.TempDir(), jetstream: i < 3})
@@ -151,27 +150,6 @@ func startStockClusterFrom(t *testing.T, bin, example string, extra int, prepare
 	}
 	c.waitHealthy(t)
 	return c
-}
-
-// freeLoopbackPorts finds n free TCP ports on 127.0.0.1.
-func freeLoopbackPorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
 }
 
 // start runs member i's nats-server.

@@ -55,7 +55,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	o := buildOptions(opts)
 	c := &Cluster{name: "pcm-test-cluster", opts: o, Sec: newSecurity(t, o)}
 
-	routePorts := freePorts(t, n)
+	routePorts := FreePorts(t, n)
 	routes := make([]string, n)
 	for i, p := range routePorts {
 		routes[i] = "nats-route://127.0.0.1:" + strconv.Itoa(p)
@@ -118,9 +118,10 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
-// freePorts finds n free loopback TCP ports. The route ports must be known
-// before the first member starts, since each lists the others.
-func freePorts(t testing.TB, n int) []int {
+// FreePorts finds n free loopback TCP ports (on 127.0.0.1). The route
+// ports of a cluster must be known before the first member starts, since
+// each lists the others.
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports := make([]int, 0, n)
 	var ls []net.Listener
