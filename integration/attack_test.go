@@ -278,8 +278,7 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 		{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.cancel." + f.job[own]},
 		{subject: "$KV.PCM_LOCKS." + own, body: `{"holder":"service"}`, header: wrongRev},
 		{subject: "$JS.API.DIRECT.GET.KV_PCM_LOCKS.$KV.PCM_LOCKS." + own},
-		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES." + f.pkgMeta},
-		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES." + f.pkgObject},
+		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES", body: `{"last_by_subj":"` + f.pkgMeta + `"}`},
 		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES", body: `{"seq":1,"batch":3,"next_by_subj":"` + f.pkgObject + `"}`},
 	}
 	switch u.Role {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -228,6 +229,7 @@ func newFanFleet(b *testing.B, name string, n int, bin string) *fanFleet {
 // start launches the hosts and waits until every client has a pull request
 // waiting on its consumer.
 func (f *fanFleet) start(b *testing.B) {
+	f.writeHeapProfile(b, "enrolled")
 	heap := benchHeap()
 	began := time.Now()
 	hosts := make([]*benchHost, (f.n+fanHostSize-1)/fanHostSize)
@@ -253,6 +255,7 @@ func (f *fanFleet) start(b *testing.B) {
 	benchWaitConsumers(b, f.env.Server().Server(), 5*time.Minute, "every client to wait for offers",
 		func(s benchConsumers) bool { return s.waiting == f.n })
 	f.heapPerClient = (int64(benchHeap()) - int64(heap)) / int64(f.n)
+	f.writeHeapProfile(b, "ready")
 	benchSay(b, "N=%d %s: %d clients ready in %s", f.n, f.name, f.n, time.Since(began).Round(time.Millisecond))
 }
 
@@ -322,6 +325,26 @@ func (f *fanFleet) startProfile(b *testing.B, dir string) {
 	b.Cleanup(func() { p.Close() })
 	for i, h := range f.hosts {
 		h.send(b, "cpuprofile "+filepath.Join(dir, fmt.Sprintf("fleet-%s-%d-%d.pprof", f.name, f.n, i)))
+	}
+}
+
+// writeHeapProfile writes the broker's heap profile to PCM_BENCH_PROFILE
+// (when set) as heap-NAME-N-STAGE.pprof: what the clients' connections
+// cost is the difference of the ready and the enrolled profiles
+// (go tool pprof -base heap-...-enrolled.pprof heap-...-ready.pprof).
+func (f *fanFleet) writeHeapProfile(b *testing.B, stage string) {
+	dir := os.Getenv("PCM_BENCH_PROFILE")
+	if dir == "" {
+		return
+	}
+	runtime.GC()
+	p, err := os.Create(filepath.Join(dir, fmt.Sprintf("heap-%s-%d-%s.pprof", f.name, f.n, stage)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	if err := pprof.WriteHeapProfile(p); err != nil {
+		b.Fatal(err)
 	}
 }
 

@@ -318,13 +318,15 @@ func (c *Cache) countResume() {
 }
 
 // lookup reads the object's info: the last message on its meta subject,
-// with a direct get (a client may read the object store's messages, not
-// bind it or create consumers on it).
+// with a direct get that names it in its body (a client may read the
+// object store's messages through its batched direct gets, the one import
+// that serves the info and the chunks; it may not bind the store or
+// create consumers on it).
 func (c *Cache) lookup(ctx context.Context, js jetstream.JetStream, ref events.PackageRef) (*jetstream.ObjectInfo, error) {
 	spec := ObjectName(ref.Name, ref.Version)
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.StallTimeout)
 	defer cancel()
-	m, found, err := streamread.Last(lctx, js, objStream, metaSubjectPre+base64.URLEncoding.EncodeToString([]byte(spec)))
+	m, found, err := streamread.LastInBody(lctx, js, objStream, metaSubjectPre+base64.URLEncoding.EncodeToString([]byte(spec)))
 	notFound := fmt.Errorf("%w: %s is not in %s (removed, or never pushed): push its content (sha256 %s) again, or publish the job for another version",
 		ErrMissing, spec, events.BucketPackages, ref.SHA256)
 	switch {

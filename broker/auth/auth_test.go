@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
@@ -169,6 +170,39 @@ func TestLoadIssuerErrors(t *testing.T) {
 			t.Fatalf("issued JWT does not validate: %v", vr.Errors())
 		}
 	}
+	// Every principal's user connects with its private inbox prefix, from
+	// the file or from memory, the agent (whose JWT allows its whole
+	// account) included.
+	for _, u := range []auth.User{{Role: auth.RoleAgent, Name: "c1"}, {Role: auth.RoleDesktop, Name: "c1"},
+		{Role: auth.RolePublisher, Name: "ci"}, {Role: auth.RoleAuditor, Name: "audit"}} {
+		creds, err := iss.Issue(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), u.UserName()+".creds")
+		if err := auth.WriteCreds(path, creds); err != nil {
+			t.Fatal(err)
+		}
+		fromFile, err := auth.ClientConfig{CredsFile: path}.Options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromMemory, err := auth.CredsOption(creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, opts := range [][]nats.Option{fromFile, {fromMemory}} {
+			var o nats.Options
+			for _, opt := range opts {
+				if err := opt(&o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if o.InboxPrefix != u.InboxPrefix() {
+				t.Errorf("%s connects with inbox prefix %q, want %q", u.UserName(), o.InboxPrefix, u.InboxPrefix())
+			}
+		}
+	}
 }
 
 func TestUserValidate(t *testing.T) {
@@ -201,9 +235,11 @@ func TestUserValidate(t *testing.T) {
 }
 
 // TestPermissionsShape pins the properties the permission tests rely on:
-// every role but admin has a private inbox and no wildcard over its whole
-// account, and what a client's account imports names only that client
-// (but the shared package content and the cancellation records).
+// every role but admin and agent has a private inbox and no wildcard over
+// its whole account (an agent's JWT allows its whole account, which its
+// account's imports confine; its desktop's grants do not reach the agent's
+// inbox), and what a client's account imports names only that client (but
+// the shared package content and the cancellation records).
 func TestPermissionsShape(t *testing.T) {
 	for _, r := range auth.Roles {
 		u := auth.User{Role: r, Name: "c1"}
@@ -211,9 +247,9 @@ func TestPermissionsShape(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r == auth.RoleAdmin {
-			if !slices.Contains(p.Pub.Allow, ">") {
-				t.Fatal("admin cannot publish everywhere")
+		if r == auth.RoleAdmin || r == auth.RoleAgent {
+			if !slices.Equal(p.Pub.Allow, jwt.StringList{">"}) || !slices.Equal(p.Sub.Allow, jwt.StringList{">"}) {
+				t.Fatalf("%s may not use its whole account: %+v", r, p)
 			}
 			continue
 		}
@@ -224,6 +260,16 @@ func TestPermissionsShape(t *testing.T) {
 			if s == ">" || strings.HasPrefix(s, "_INBOX.") || s == "$JS.API.>" || s == "$KV.>" {
 				t.Errorf("%s may use %q", r, s)
 			}
+		}
+	}
+	desktop, err := auth.Permissions(auth.User{Role: auth.RoleDesktop, Name: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentInbox := auth.User{Role: auth.RoleAgent, Name: "c1"}.InboxPrefix() + ".x"
+	for _, s := range desktop.Sub.Allow {
+		if jwt.Subject(agentInbox).IsContainedIn(jwt.Subject(s)) {
+			t.Errorf("the desktop may subscribe to %q, which holds the agent's inbox", s)
 		}
 	}
 	imports, err := auth.Imports(auth.Principal{Kind: auth.KindClient, Name: "c1", Groups: []string{"g1"}})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 )
 
@@ -35,7 +36,7 @@ func (c ClientConfig) Options() ([]nats.Option, error) {
 			return nil, err
 		}
 		opts = append(opts, nats.UserCredentials(c.CredsFile))
-		if p := inboxPrefixOf(uc.Permissions.Sub.Allow); p != "" {
+		if p := inboxPrefixOf(uc); p != "" {
 			opts = append(opts, nats.CustomInboxPrefix(p))
 		}
 	}
@@ -86,13 +87,17 @@ func LoadCAPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// inboxPrefixOf finds the private inbox prefix among a user's allowed
-// subscriptions (_INBOX_<user>.>).
-func inboxPrefixOf(subs []string) string {
-	for _, s := range subs {
+// inboxPrefixOf is a pcm user's private inbox prefix: the one its
+// subscription grants name, or, for an agent (whose JWT allows its whole
+// account), the one its name makes. "" for a user without one (an admin).
+func inboxPrefixOf(uc *jwt.UserClaims) string {
+	for _, s := range uc.Permissions.Sub.Allow {
 		if strings.HasPrefix(s, inboxPrefixStart) && strings.HasSuffix(s, ".>") {
 			return strings.TrimSuffix(s, ".>")
 		}
+	}
+	if r, _ := RoleOf(uc); r == RoleAgent {
+		return inboxPrefixStart + uc.Name
 	}
 	return ""
 }

@@ -52,11 +52,20 @@ func permissionTables(t *testing.T) string {
 		}
 		b.WriteString("\n")
 		for i, r := range k.p.Kind.Roles() {
-			gs, err := auth.Grants(auth.User{Role: r, Name: k.p.Name})
+			u := auth.User{Role: r, Name: k.p.Name}
+			gs, err := auth.Grants(u)
 			if err != nil {
 				t.Fatal(err)
 			}
-			fmt.Fprintf(&b, "Its users, %s:\n\n| | subject | needed to |\n|---|---|---|\n", k.roles[i])
+			perms, err := auth.Permissions(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(perms.Pub.Allow) == 1 && perms.Pub.Allow[0] == ">" {
+				fmt.Fprintf(&b, "Its users, %s: its JWT allows its whole account (`>`, see \"The agent's JWT\"); what it uses:\n\n| | subject | needed to |\n|---|---|---|\n", k.roles[i])
+			} else {
+				fmt.Fprintf(&b, "Its users, %s:\n\n| | subject | needed to |\n|---|---|---|\n", k.roles[i])
+			}
 			for _, g := range gs {
 				dir := "pub"
 				if g.Sub {

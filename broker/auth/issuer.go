@@ -226,7 +226,7 @@ func (i *Issuer) Issue(u User) ([]byte, error) {
 	uc.Permissions = perms
 	uc.Limits = userLimits(u.Role)
 	uc.BearerToken = false
-	uc.Tags.Add("pcm-role:" + string(u.Role))
+	uc.Tags.Add(roleTag(u.Role))
 	signer := i.accSigner
 	uc.IssuerAccount = i.file.Account
 	if u.Role != RoleAdmin {
@@ -277,6 +277,20 @@ func CredsUser(path string) (*jwt.UserClaims, error) {
 	return uc, nil
 }
 
+// roleTag is the tag of a user JWT that names its role.
+func roleTag(r Role) string { return "pcm-role:" + string(r) }
+
+// RoleOf is the role a user JWT was issued for (Issue tags it), and false
+// for a JWT pcm did not issue.
+func RoleOf(uc *jwt.UserClaims) (Role, bool) {
+	for _, r := range Roles {
+		if uc.Tags.Contains(roleTag(r)) {
+			return r, true
+		}
+	}
+	return "", false
+}
+
 // CredsOption is the nats.Option authenticating with credentials held in
 // memory (as Issue returns them), for a process that mints its own.
 func CredsOption(creds []byte) (nats.Option, error) {
@@ -294,7 +308,7 @@ func CredsOption(creds []byte) (nats.Option, error) {
 	}
 	opts := []nats.Option{nats.UserJWTAndSeed(tok, string(seed))}
 	if uc, err := jwt.DecodeUserClaims(tok); err == nil {
-		if p := inboxPrefixOf(uc.Permissions.Sub.Allow); p != "" {
+		if p := inboxPrefixOf(uc); p != "" {
 			opts = append(opts, nats.CustomInboxPrefix(p))
 		}
 	}

@@ -137,7 +137,19 @@ type Grant struct {
 }
 
 // Grants returns what u may publish and subscribe to, each with its
-// reason, in a stable order (docs/security.md is generated from it).
+// reason, in a stable order (docs/security.md is generated from it). Its
+// account imports exactly what its users' grants publish to (Imports).
+//
+// AgentPermissions: an agent's JWT does not list its grants; it allows
+// the agent's whole account (publish and subscribe to ">"). Its account
+// confines it all the same: a subject leads out of the account only
+// through an import, and the account imports only what the grants of its
+// agent and desktop use. Inside the account the agent reaches its own
+// desktop's subjects and the client view, which its grants leave out and
+// which hold nothing the agent, the machine's service, may not already
+// do or read. A listed grant costs the broker a subscription-list entry
+// per connection: about 25 KiB per connected agent (BENCHMARKS.md,
+// "Issue 12").
 func Grants(u User) ([]Grant, error) {
 	if err := u.Validate(); err != nil {
 		return nil, err
@@ -162,15 +174,21 @@ func Grants(u User) ([]Grant, error) {
 		Why: "its private inbox: the answers to its requests, which its account's imports bring back (no other user of the account may read them)"}), nil
 }
 
-// Permissions returns the exact subject permissions of u (its Grants).
-// integration/permissions_test.go checks each role's allowed acts and
-// forbidden ones against a real nats-server.
+// Permissions returns the subject permissions of u's JWT: its Grants,
+// but for an agent, whose JWT allows its whole account (AgentPermissions).
+// integration/attack_test.go makes every request each role may make
+// against a real nats-server, aimed at every target.
 func Permissions(u User) (jwt.Permissions, error) {
 	gs, err := Grants(u)
 	if err != nil {
 		return jwt.Permissions{}, err
 	}
 	var p jwt.Permissions
+	if u.Role == RoleAgent {
+		p.Pub.Allow.Add(">")
+		p.Sub.Allow.Add(">")
+		return p, nil
+	}
 	for _, g := range gs {
 		if g.Sub {
 			p.Sub.Allow.Add(g.Subject)
@@ -230,15 +248,12 @@ func ownKey(bucket, key, what string) []Grant {
 }
 
 // packagesRead is downloading packages: an object's info (the last message
-// on its meta subject) and its chunks (batched direct gets of its chunk
-// subject). Package content is shared by the fleet: any client may read
-// any package.
+// on its meta subject) and its chunks, both with direct gets that name
+// the subject in their body. Package content is shared by the fleet: any
+// client may read any package, so one import serves both.
 func packagesRead() []Grant {
-	s := objSPre + events.BucketPackages
-	return cat(
-		pub("read a package's info, and where its chunks end", directGet(s, objPre+events.BucketPackages+".M.*"), directGet(s, objPre+events.BucketPackages+".C.*")),
-		pub("download a package's chunks (batched direct gets)", directGet(s, "")),
-	)
+	return pub("read a package's info and download its chunks (direct gets naming the subject in their body)",
+		directGet(objSPre+events.BucketPackages, ""))
 }
 
 // clientStatus is reporting a client's statuses and reading the last

@@ -45,8 +45,18 @@ func (c *clientSecurity) options() ([]nats.Option, error) {
 
 // connect dials the broker for a short-lived command (publish, status, ...)
 // with the user's credentials and TLS settings: it fails fast with a clear
-// error when no broker answers or the broker refuses the user.
+// error when no broker answers or the broker refuses the user, and before
+// dialling when the credentials are a client's (an agent's or a
+// desktop's), whose account reaches none of what these commands use.
 func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	if g.sec.creds != "" {
+		if uc, err := auth.CredsUser(g.sec.creds); err == nil {
+			if r, ok := auth.RoleOf(uc); ok && r.Kind() == auth.KindClient {
+				return nil, nil, fmt.Errorf("%s: %s holds the credentials of the %s of client %s, whose account reaches only its own client: give a publisher's (pcm creds publisher NAME), an auditor's (pcm creds auditor NAME) or an admin's",
+					name, g.sec.creds, r, strings.TrimPrefix(uc.Name, string(r)+"-"))
+			}
+		}
+	}
 	return g.connectWith(name)
 }
 

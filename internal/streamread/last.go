@@ -2,6 +2,7 @@ package streamread
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -26,19 +27,52 @@ import (
 // ErrNoAnswer (no answer in time), ErrRefused (an error status) or
 // ErrInvalidOptions (a bad stream name or subject).
 func Last(ctx context.Context, js jetstream.JetStream, stream, subject string) (m Msg, found bool, err error) {
-	if err := validStream(stream); err != nil {
+	if err := validLast(stream, subject); err != nil {
 		return Msg{}, false, err
 	}
-	if err := validSubject(subject); err != nil || strings.ContainsAny(subject, "*>") {
-		return Msg{}, false, fmt.Errorf("%w: subject %q: give one subject, without wildcards", ErrInvalidOptions, subject)
+	return last(ctx, js, stream, apiPrefix(js.Options())+"DIRECT.GET."+stream+"."+subject, nil)
+}
+
+// LastInBody reads like Last, with a direct get that names subject in its
+// body ({"last_by_subj": subject} to <API prefix>DIRECT.GET.<stream>): the
+// form for a user that may read the whole stream. pcm's clients read a
+// package's info this way: packages are the fleet's, and one import of
+// the object store's batched direct gets serves its info and its chunks.
+func LastInBody(ctx context.Context, js jetstream.JetStream, stream, subject string) (m Msg, found bool, err error) {
+	if err := validLast(stream, subject); err != nil {
+		return Msg{}, false, err
 	}
-	api := apiPrefix(js.Options()) + "DIRECT.GET." + stream + "." + subject
+	return last(ctx, js, stream, apiPrefix(js.Options())+"DIRECT.GET."+stream, lastBySubject(subject))
+}
+
+// lastBySubject is the body of a direct get of the last message on
+// subject.
+func lastBySubject(subject string) []byte {
+	b, _ := json.Marshal(struct { // a struct of one string always marshals
+		LastBySubject string `json:"last_by_subj"`
+	}{subject})
+	return b
+}
+
+// validLast checks the stream and the one subject Last reads.
+func validLast(stream, subject string) error {
+	if err := validStream(stream); err != nil {
+		return err
+	}
+	if err := validSubject(subject); err != nil || strings.ContainsAny(subject, "*>") {
+		return fmt.Errorf("%w: subject %q: give one subject, without wildcards", ErrInvalidOptions, subject)
+	}
+	return nil
+}
+
+// last sends the direct get body to api and reads its answer.
+func last(ctx context.Context, js jetstream.JetStream, stream, api string, body []byte) (m Msg, found bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	msg, err := js.Conn().RequestWithContext(ctx, api, nil)
+	msg, err := js.Conn().RequestWithContext(ctx, api, body)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return Msg{}, false, fmt.Errorf("%w: nobody answers %s: %w", ErrNoStream, api, jetstream.ErrStreamNotFound)

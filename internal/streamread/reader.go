@@ -547,13 +547,14 @@ func notAnswered(err error) bool {
 }
 
 // lastOf is the last message stored on filter (zero Msg when none), asked
-// for in the subject form, again while no answer comes in time.
+// for with a direct get naming filter in its body (the form every reader
+// of the stream may send), again while no answer comes in time.
 func (r *Reader) lastOf(ctx context.Context, filter string) (Msg, error) {
-	subject := r.api + "." + filter
+	subject := r.api + " (last of " + filter + ")"
 	var b backoff.Backoff
 	start := time.Now()
 	for {
-		req, err := r.in.send(r.nc, subject, nil)
+		req, err := r.in.send(r.nc, r.api, lastBySubject(filter))
 		if err != nil {
 			return Msg{}, fmt.Errorf("reading %s: %w", r.stream, err)
 		}

@@ -274,22 +274,35 @@ func TestScanErrors(t *testing.T) {
 	})
 }
 
-// TestScanAsDesktop: a desktop reads PCM_JOBS with direct gets, through
-// its private inbox, with no right on any consumer.
-func TestScanAsDesktop(t *testing.T) {
+// TestScanAsAuditor: an auditor reads PCM_JOBS with direct gets, through
+// its private inbox, with no right on any consumer. A desktop may not (its
+// account does not import PCM_JOBS's batched direct gets: it reads its
+// client's offers through the client view): its scan fails, it does not
+// end empty.
+func TestScanAsAuditor(t *testing.T) {
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	if _, err := env.JS.Publish(context.Background(), "pcm.jobs.client.c1", []byte("offer")); err != nil {
 		t.Fatal(err)
 	}
-	_, desk := env.ConnectAs(t, auth.User{Role: auth.RoleDesktop, Name: "c1"})
+	opts := streamread.Options{Filters: []string{"pcm.jobs.client.c1", "pcm.jobs.all"}}
+	_, auditor := env.ConnectAs(t, auth.User{Role: auth.RoleAuditor, Name: "audit"})
 	n := 0
-	err := streamread.Scan(context.Background(), desk, "PCM_JOBS", streamread.Options{Filters: []string{"pcm.jobs.client.c1", "pcm.jobs.all"}},
-		func(m streamread.Msg) error {
-			n++
-			return nil
-		})
+	err := streamread.Scan(context.Background(), auditor, "PCM_JOBS", opts, func(m streamread.Msg) error {
+		n++
+		return nil
+	})
 	if err != nil || n != 1 {
-		t.Fatalf("desktop scan: %d messages, %v", n, err)
+		t.Fatalf("auditor scan: %d messages, %v", n, err)
+	}
+	_, desk := env.ConnectAs(t, auth.User{Role: auth.RoleDesktop, Name: "c1"})
+	opts.Timeout, opts.RetryFor = 300*time.Millisecond, time.Second
+	n = 0
+	err = streamread.Scan(context.Background(), desk, "PCM_JOBS", opts, func(m streamread.Msg) error {
+		n++
+		return nil
+	})
+	if n != 0 || !(errors.Is(err, streamread.ErrNoAnswer) || errors.Is(err, streamread.ErrNoStream)) {
+		t.Fatalf("desktop scan: %d messages, %v; want none and %v or %v", n, err, streamread.ErrNoAnswer, streamread.ErrNoStream)
 	}
 }
 
