@@ -44,7 +44,7 @@ func BenchmarkClientAccounts(b *testing.B) {
 			b.ReportMetric(float64(secure.lastConnect.Microseconds())/1000, "secure-connect-ms")
 			b.ReportMetric(float64(secure.lastConnect)/float64(open.lastConnect), "secure/open-connect")
 			b.ReportMetric(float64(secure.heap-open.heap)/float64(n)/1024, "account-KiB")
-			benchSay(b, "N=%d | connection at N: open %s ms, secure %s ms (%.1fx) | all N connected in: open %s, secure %s | broker heap per connected client: open %.1f KiB, secure %.1f KiB, the account %.1f KiB",
+			benchSay(b, "N=%d | connection at N: open %s ms, secure %s ms (%.1fx) | all N connected in: open %s, secure %s | heap per connected client (this process holds both ends): open %.1f KiB, secure %.1f KiB, the account %.1f KiB",
 				n, benchMs(open.lastConnect), benchMs(secure.lastConnect), float64(secure.lastConnect)/float64(open.lastConnect),
 				open.all.Round(time.Millisecond), secure.all.Round(time.Millisecond),
 				float64(open.heap)/float64(n)/1024, float64(secure.heap)/float64(n)/1024, float64(secure.heap-open.heap)/float64(n)/1024)
