@@ -305,8 +305,8 @@ func benchStartHost(b testing.TB, bin, logDir string, args ...string) *benchHost
 	return h
 }
 
-// waitLine waits for a stdout line starting with prefix.
-func (h *benchHost) waitLine(b testing.TB, prefix string, timeout time.Duration) {
+// waitLine waits for a stdout line starting with prefix and returns it.
+func (h *benchHost) waitLine(b testing.TB, prefix string, timeout time.Duration) string {
 	b.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -317,10 +317,11 @@ func (h *benchHost) waitLine(b testing.TB, prefix string, timeout time.Duration)
 				b.Fatalf("benchhost exited before printing %q: %s", prefix, tail(string(log), 2000))
 			}
 			if strings.HasPrefix(l, prefix) {
-				return
+				return l
 			}
 		case <-deadline:
 			b.Fatalf("benchhost printed no %q line within %s", prefix, timeout)
+			return ""
 		}
 	}
 }

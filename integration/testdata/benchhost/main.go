@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ import (
 
 func main() {
 	var (
-		mode     = flag.String("mode", "pcm", "pcm (real agents) or bare (the nats.go baseline)")
+		mode     = flag.String("mode", "pcm", "pcm (real agents), bare (the nats.go baseline) or idle (connections that subscribe as an agent does and wait; with -parallel 1 the ready line says what the last tenth of the connections took)")
 		url      = flag.String("url", "", "broker URL")
 		prefix   = flag.String("prefix", "c", "client id prefix; clients are PREFIX-000000 ...")
 		from     = flag.Int("from", 0, "first client number")
@@ -101,6 +102,7 @@ func main() {
 		mu   sync.Mutex
 		errs []error
 		conn []*nats.Conn
+		took []time.Duration // idle mode: each client's connection and subscriptions
 	)
 	failed := func(err error) {
 		mu.Lock()
@@ -121,8 +123,12 @@ func main() {
 			defer isReady()
 			var nc *nats.Conn
 			var err error
-			if *mode == "pcm" {
+			began := time.Now()
+			if *mode != "bare" {
 				opts := agent.ConnectOptions("bench agent " + id)
+				if *mode == "idle" { // a connection that loads an account waits for the broker's lock
+					opts = append(opts, nats.Timeout(time.Minute))
+				}
 				if *noEcho {
 					opts = append(opts, nats.NoEcho())
 				}
@@ -150,9 +156,17 @@ func main() {
 			mu.Lock()
 			conn = append(conn, nc)
 			mu.Unlock()
-			if *mode == "pcm" {
+			switch *mode {
+			case "pcm":
 				err = runAgent(ctx, nc, id, filepath.Join(*state, id), *noSync, isReady)
-			} else {
+			case "idle":
+				err = runIdle(ctx, nc, id, func() {
+					mu.Lock()
+					took = append(took, time.Since(began))
+					mu.Unlock()
+					isReady()
+				})
+			default:
 				err = runBare(ctx, nc, id, isReady)
 			}
 			if err != nil && ctx.Err() == nil {
@@ -162,7 +176,16 @@ func main() {
 	}
 	ready.Wait()
 	if ctx.Err() == nil {
-		fmt.Printf("ready %d\n", len(ids))
+		if *mode == "idle" && len(took) > 0 {
+			tail := took[len(took)-max(len(took)/10, 1):]
+			var sum time.Duration
+			for _, d := range tail {
+				sum += d
+			}
+			fmt.Printf("ready %d tail-us=%d max-us=%d\n", len(ids), (sum / time.Duration(len(tail))).Microseconds(), slices.Max(took).Microseconds())
+		} else {
+			fmt.Printf("ready %d\n", len(ids))
+		}
 	}
 	<-ctx.Done()
 	wg.Wait()
@@ -177,6 +200,22 @@ func main() {
 
 // ClientID is the id of client number i.
 func ClientID(prefix string, i int) string { return fmt.Sprintf("%s-%06d", prefix, i) }
+
+// runIdle subscribes as an agent does (its statuses, its lock key),
+// flushes, says it is ready and waits until ctx ends.
+func runIdle(ctx context.Context, nc *nats.Conn, id string, ready func()) error {
+	for _, s := range []string{"pcm.status." + id + ".*", "$KV.PCM_LOCKS." + id} {
+		if _, err := nc.Subscribe(s, func(*nats.Msg) {}); err != nil {
+			return err
+		}
+	}
+	if err := nc.FlushTimeout(time.Minute); err != nil {
+		return err
+	}
+	ready()
+	<-ctx.Done()
+	return nil
+}
 
 // runAgent runs a real service face with the no-op runner until ctx ends.
 func runAgent(ctx context.Context, nc *nats.Conn, id, dir string, noSync bool, ready func()) error {
