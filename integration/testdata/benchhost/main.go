@@ -210,7 +210,7 @@ func runIdle(ctx context.Context, nc *nats.Conn, id string, ready func()) error 
 		}
 	}
 	if err := nc.FlushTimeout(time.Minute); err != nil {
-		return err
+		return fmt.Errorf("%w (the last error of the connection: %v)", err, nc.LastError())
 	}
 	ready()
 	<-ctx.Done()
