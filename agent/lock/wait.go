@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
@@ -35,7 +36,7 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 	var (
 		hints   *hints
 		busy    *Info
-		backoff = newBackoff(100*time.Millisecond, min(l.cfg.Lease, 5*time.Second))
+		retry   = backoff.Backoff{Initial: 100 * time.Millisecond, Max: min(l.cfg.Lease, 5*time.Second), Jitter: -1}
 		lastRev uint64
 	)
 	defer func() { hints.stop() }()
@@ -68,7 +69,7 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 					return nil, err
 				}
 				l.log.Warn("cannot listen to the lock key; retrying", zap.Error(err))
-				if err := backoff.wait(ctx); err != nil {
+				if err := retry.Wait(ctx); err != nil {
 					return nil, err
 				}
 				continue
@@ -88,7 +89,7 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 			return nil, err
 		default:
 			l.log.Warn("cannot take the lock yet; retrying", zap.Error(err))
-			if err := backoff.wait(ctx); err != nil {
+			if err := retry.Wait(ctx); err != nil {
 				return nil, err
 			}
 			continue
@@ -96,11 +97,11 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 		// The same holding as at the last try, past its end: the read was
 		// stale (a lagging replica) or the clocks differ. Back off a little.
 		if held.Revision != 0 && held.Revision == lastRev && !time.Now().Before(held.expires) {
-			if err := backoff.wait(ctx); err != nil {
+			if err := retry.Wait(ctx); err != nil {
 				return nil, err
 			}
 		} else {
-			backoff.reset()
+			retry.Reset()
 		}
 		lastRev = held.Revision
 		switch err := hints.waitFree(ctx, l, held.expires, reconnected, notice); {
@@ -200,28 +201,5 @@ func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reco
 func (h *hints) stop() {
 	if h != nil {
 		_ = h.sub.Unsubscribe()
-	}
-}
-
-// backoff is a capped doubling delay.
-type backoff struct {
-	first, max, next time.Duration
-}
-
-func newBackoff(first, max time.Duration) *backoff {
-	return &backoff{first: first, max: max, next: first}
-}
-
-func (b *backoff) reset() { b.next = b.first }
-
-func (b *backoff) wait(ctx context.Context) error {
-	t := time.NewTimer(b.next)
-	defer t.Stop()
-	b.next = min(2*b.next, b.max)
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/streamread"
 )
 
@@ -278,13 +279,11 @@ func (c *Cache) download(ctx context.Context, js jetstream.JetStream, ref events
 				ErrDownload, spec, idle, t.n, e.Size, err)
 		}
 		c.countResume()
-		d := min(200*time.Millisecond<<idle, 5*time.Second)
+		d := resumeDelays.Nth(idle)
 		c.log.Warn("package download interrupted; resuming", zap.String("package", spec),
 			zap.Int64("received", t.n), zap.Int64("size", e.Size), zap.Duration("retry_in", d), zap.Error(err))
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return Entry{}, fmt.Errorf("%w: %s: %w", ErrDownload, spec, ctx.Err())
+		if err := backoff.Sleep(ctx, d); err != nil {
+			return Entry{}, fmt.Errorf("%w: %s: %w", ErrDownload, spec, err)
 		}
 	}
 	if got := hex.EncodeToString(t.h.Sum(nil)); t.n != e.Size || got != ref.SHA256 {
@@ -310,6 +309,10 @@ func (c *Cache) download(ctx context.Context, js jetstream.JetStream, ref events
 		zap.Float64("mib_per_s", float64(e.Size)/(1<<20)/max(elapsed.Seconds(), 1e-6)))
 	return e, nil
 }
+
+// resumeDelays are the waits before a download resumes: 200 ms after
+// progress, doubled per attempt in a row without progress, up to 5 s.
+var resumeDelays = backoff.Backoff{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: -1}
 
 func (c *Cache) countResume() {
 	c.mu.Lock()
