@@ -22,9 +22,9 @@ import (
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/clientview"
 	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/testenv"
 )
 
 // TestNoRerunAcrossCrashes kills a real pcm agent (SIGKILL, by the test-only

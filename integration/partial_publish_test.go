@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
 )
 

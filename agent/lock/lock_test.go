@@ -25,7 +25,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/testenv"
 )
 
 // testTimeout bounds every test's own waits.

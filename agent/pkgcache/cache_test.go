@@ -20,7 +20,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/testenv"
 )
 
 // randomBytes returns n reproducible pseudo-random bytes.

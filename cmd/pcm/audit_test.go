@@ -15,7 +15,7 @@ import (
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
 )
 

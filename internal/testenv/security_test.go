@@ -10,7 +10,7 @@ import (
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/internal/testenv"
 )
 
 // TestSecureBroker: WithAuth and WithTLS give a broker whose helper
