@@ -142,15 +142,14 @@ func (a *runningAgent) logged(text string) bool {
 // Transient errors (a cluster member restarting) are retried for 15 s.
 func readStatuses(t testing.TB, js jetstream.JetStream, client, job string) []events.JobStatus {
 	t.Helper()
-	var err error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		var out []events.JobStatus
-		if out, err = tryReadStatuses(js, client, job); err == nil {
-			return out
+	var out []events.JobStatus
+	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() (err error) {
+		if out, err = tryReadStatuses(js, client, job); err != nil {
+			return fmt.Errorf("reading the statuses of %s on %s: %w", job, client, err)
 		}
-	}
-	t.Fatalf("reading the statuses of %s on %s: %v", job, client, err)
-	return nil
+		return nil
+	})
+	return out
 }
 
 func tryReadStatuses(js jetstream.JetStream, client, job string) ([]events.JobStatus, error) {

@@ -68,18 +68,16 @@ func clientOf(t testing.TB, r publisher.Rollout, client string) publisher.Client
 func waitRollout(t testing.TB, js jetstream.JetStream, job, what string, timeout time.Duration, cond func(publisher.Rollout) bool) publisher.Rollout {
 	t.Helper()
 	var r publisher.Rollout
-	deadline := time.Now().Add(timeout)
-	for {
-		var err error
-		r, err = publisher.ReadRollout(context.Background(), js, job)
-		if err == nil && cond(r) {
-			return r
+	testenv.CheckFor(t, timeout, 20*time.Millisecond, func() (err error) {
+		if r, err = publisher.ReadRollout(context.Background(), js, job); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error %v, rollout %+v)", timeout, what, err, r.Clients)
+		if !cond(r) {
+			return fmt.Errorf("waiting for %s: rollout %+v", what, r.Clients)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return r
 }
 
 // statesOf maps each client of a rollout to its state.
@@ -110,15 +108,20 @@ type storedEvent struct {
 // not answer (a cluster electing a leader).
 func readStored(t testing.TB, js jetstream.JetStream, stream string) []storedEvent {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		out, err := tryReadStored(js, stream)
-		if err == nil {
-			return out
+	var out []storedEvent
+	var bad error
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() (err error) {
+		out, err = tryReadStored(js, stream)
+		if errors.Is(err, errNotAnEvent) {
+			bad = err // asking again cannot mend it
+			return nil
 		}
-		if errors.Is(err, errNotAnEvent) || time.Now().After(deadline) {
-			t.Fatalf("reading %s: %v", stream, err)
-		}
+		return err
+	})
+	if bad != nil {
+		t.Fatalf("reading %s: %v", stream, bad)
 	}
+	return out
 }
 
 // errNotAnEvent: a stored message is not a pcm CloudEvent.

@@ -96,14 +96,12 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 			popts.Replicas = min(n, 3)
 		}
 		_, js := c.Connect(t)
-		var err error
-		ok := poll(clusterTimeout, func() bool {
+		err := Poll(clusterTimeout, pollInterval, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			err = broker.Provision(ctx, js, popts)
-			return err == nil
+			return broker.Provision(ctx, js, popts)
 		})
-		if !ok {
+		if err != nil {
 			t.Fatalf("testenv: provisioning the cluster: %v", err)
 		}
 		// Provisioned means usable: every stream has elected its leader.
