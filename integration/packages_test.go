@@ -22,7 +22,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/packages"
 )
 
 // pkgLargeEnv opts into the 200 MiB variant of TestPackageFleet (the
@@ -71,7 +71,7 @@ func pkgEndsSHA(t testing.TB, path string) (head, tail string) {
 
 // pkgPush pushes path with the built pcm binary and returns the package
 // as pcm package list -o json reports it.
-func pkgPush(t testing.TB, url, path, name, version string, extra ...string) publisher.PackageInfo {
+func pkgPush(t testing.TB, url, path, name, version string, extra ...string) packages.Info {
 	t.Helper()
 	args := append([]string{"package", "push", "--url", url, path, "--name", name, "--version", version, "--pushed-by", "ci"}, extra...)
 	out, errOut, code := runPCM(t, nil, args...)
@@ -82,7 +82,7 @@ func pkgPush(t testing.TB, url, path, name, version string, extra ...string) pub
 	if code != 0 {
 		t.Fatalf("pcm package list: exit %d: %s", code, errOut)
 	}
-	var list []publisher.PackageInfo
+	var list []packages.Info
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("pcm package list -o json: %v\n%s", err, out)
 	}
@@ -92,7 +92,7 @@ func pkgPush(t testing.TB, url, path, name, version string, extra ...string) pub
 		}
 	}
 	t.Fatalf("pcm package list does not show %s@%s: %s", name, version, out)
-	return publisher.PackageInfo{}
+	return packages.Info{}
 }
 
 // withCacheSize sets the agent's package cache limit.
@@ -274,7 +274,7 @@ func TestPackageDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	info := pkgPush(t, env.URL, tree, "tree", "1.0")
-	if info.Format != publisher.FormatTarGz {
+	if info.Format != events.PackageFormatTarGz {
 		t.Fatalf("a directory was pushed as %q", info.Format)
 	}
 	enroll(t, env.JS, "pkdir")
@@ -305,7 +305,7 @@ func TestPackageDirectory(t *testing.T) {
 func TestPackageAlteredOrMissing(t *testing.T) {
 	env := testenv.StartBroker(t)
 	p := newPublisher(t, env.JS)
-	pk := publisher.NewPackages(env.JS)
+	pk := packages.NewStore(env.JS)
 	obs, err := env.JS.ObjectStore(t.Context(), events.BucketPackages)
 	if err != nil {
 		t.Fatal(err)
@@ -359,7 +359,7 @@ func TestPackageAlteredOrMissing(t *testing.T) {
 				t.Fatal(err)
 			}
 			version := strconv.Itoa(i)
-			if _, err := pk.Push(t.Context(), script, publisher.PushOptions{Name: "victim", Version: version}); err != nil {
+			if _, err := pk.Push(t.Context(), script, packages.PushOptions{Name: "victim", Version: version}); err != nil {
 				t.Fatal(err)
 			}
 			enroll(t, env.JS, client)
@@ -442,7 +442,7 @@ func TestPackageCacheEviction(t *testing.T) {
 		}
 		path := filepath.Join(dir, "blob-"+v)
 		shas[v] = pkgRandomFile(t, path, size, uint64(10+i))
-		if _, err := publisher.NewPackages(env.JS).Push(t.Context(), path, publisher.PushOptions{Name: "blob", Version: v}); err != nil {
+		if _, err := packages.NewStore(env.JS).Push(t.Context(), path, packages.PushOptions{Name: "blob", Version: v}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -34,25 +34,6 @@ var (
 	ErrUnknownClient = errors.New("unknown client")
 )
 
-// Errors of package content (packages.go).
-var (
-	// ErrInvalidPackage: a package name, version, NAME@VERSION spec or path
-	// to push is unusable (bad characters, missing part, not a regular file
-	// or directory, a symlink leaving the directory).
-	ErrInvalidPackage = errors.New("invalid package")
-	// ErrPackageNotFound: PCM_PACKAGES holds no complete package of that
-	// name and version (never pushed, removed, or its push was interrupted).
-	ErrPackageNotFound = errors.New("package not found")
-	// ErrPackageExists: that name and version is already pushed; a push
-	// replaces it only when forced.
-	ErrPackageExists = errors.New("package version already exists")
-	// ErrPackageMismatch: a job pins a sha256 (or size) that is not the one
-	// PCM_PACKAGES holds for its package.
-	ErrPackageMismatch = errors.New("package does not match the job's pinned digest")
-	// ErrPush: the package content could not be read or stored.
-	ErrPush = errors.New("package push failed")
-)
-
 // PartialError reports a publish that stored the event for some targets and
 // failed for one: Stored lists the targets whose subjects hold it, Failed the
 // one that failed, NotSent those not tried. Retrying the same job (same job

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/backoff"
+	"github.com/pcm-project/pcm/packages"
 )
 
 // Defaults applied by Publish to fields left zero: the job's own (see
@@ -95,7 +96,7 @@ func (p *Publisher) Name() string { return p.cfg.Name }
 // clock and the jobs stream's retention, without sending anything. A job
 // naming a package gets it resolved in PCM_PACKAGES and pinned: its sha256
 // and size are filled in, or, when the job gives them, checked
-// (ErrPackageNotFound, ErrPackageMismatch). It returns the job as it would
+// (packages.ErrNotFound, packages.ErrMismatch). It returns the job as it would
 // be published.
 func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
 	now := p.cfg.Now().UTC()
@@ -124,12 +125,15 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 			events.StreamJobs, retention)
 	}
 	if job.Package != nil {
-		ref, err := NewPackages(p.js).resolveJobPackage(ctx, *job.Package)
+		ref, err := packages.NewStore(p.js).Pin(ctx, *job.Package)
+		if err == nil {
+			err = ref.Validate()
+		}
+		if errors.Is(err, events.ErrInvalidPackage) {
+			err = fmt.Errorf("%w: %w", ErrInvalidJob, err)
+		}
 		if err != nil {
 			return job, err
-		}
-		if err := ref.Validate(); err != nil {
-			return job, fmt.Errorf("%w: %w", ErrInvalidJob, err)
 		}
 		job.Package = &ref
 	}
