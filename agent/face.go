@@ -148,8 +148,8 @@ func (f *face) bindLock() error {
 }
 
 // lockInfo is the lock value this face writes while it runs jobID.
-func (f *face) lockInfo(jobID string) lock.Info {
-	return lock.Info{Holder: lock.Holder(f.kind), PID: pid, User: f.user, Host: f.cfg.Host, JobID: jobID, Since: time.Now().UTC()}
+func (f *face) lockInfo(jobID string) events.LockInfo {
+	return events.LockInfo{Holder: events.Runner(f.kind), PID: pid, User: f.user, Host: f.cfg.Host, JobID: jobID, Since: time.Now().UTC()}
 }
 
 // newStatus starts a status reported by this face.

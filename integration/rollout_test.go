@@ -148,7 +148,7 @@ func TestStatusReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease, err := locker.TryAcquire(t.Context(), lock.Info{Holder: lock.HolderDesktop, User: "ann"})
+	lease, err := locker.TryAcquire(t.Context(), events.LockInfo{Holder: events.RunnerDesktop, User: "ann"})
 	if err != nil {
 		t.Fatal(err)
 	}

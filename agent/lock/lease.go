@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
@@ -26,7 +27,7 @@ const (
 // or until it is lost. Its methods are safe for concurrent use.
 type Lease struct {
 	l    *Locker
-	info Info
+	info events.LockInfo
 	id   string
 	data []byte
 	log  *zap.Logger
@@ -46,7 +47,7 @@ type Lease struct {
 
 // startLease starts renewing the key just written at revision rev; sent is
 // when that write was sent, the earliest the server can have started its TTL.
-func (l *Locker) startLease(info Info, id string, data []byte, rev uint64, sent time.Time) *Lease {
+func (l *Locker) startLease(info events.LockInfo, id string, data []byte, rev uint64, sent time.Time) *Lease {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Lease{
 		l:        l,
@@ -70,7 +71,7 @@ func (l *Locker) startLease(info Info, id string, data []byte, rev uint64, sent 
 func (s *Lease) Revision() uint64 { return s.rev.Load() }
 
 // Info says who holds the lease (with the defaults filled in).
-func (s *Lease) Info() Info { return s.info }
+func (s *Lease) Info() events.LockInfo { return s.info }
 
 // Lost is closed when the lease is lost: its renewals failed for a whole
 // lease, or the key changed under it (detected at the next renewal, within a

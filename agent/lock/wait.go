@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/kvkey"
 )
@@ -17,7 +18,7 @@ import (
 // because the lock is held, and it retries through broker outages. It returns
 // early only for an unusable info (ErrInvalidInfo), a bucket without per-key
 // TTLs (ErrNoTTL) or a closed connection. onBusy (may be nil) is called with
-// the holder's Info when the lock is found held, once per holder (not at
+// the holder's events.LockInfo when the lock is found held, once per holder (not at
 // every renewal), including when the lock passes from one holder to another
 // while Acquire waits.
 //
@@ -27,7 +28,7 @@ import (
 // without a renewal heard, or after a reconnection to the broker. What it
 // hears is only a hint: every decision is made on the key read back from
 // the broker.
-func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Lease, error) {
+func (l *Locker) Acquire(ctx context.Context, info events.LockInfo, onBusy func(events.LockInfo)) (*Lease, error) {
 	info, err := prepare(info)
 	if err != nil {
 		return nil, err
@@ -35,12 +36,12 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 	id := newLeaseID() // one id for every attempt: a create whose reply was lost is recognised
 	var (
 		hints   *hints
-		busy    *Info
+		busy    *events.LockInfo
 		retry   = backoff.Backoff{Initial: 100 * time.Millisecond, Max: min(l.cfg.Lease, 5*time.Second), Jitter: -1}
 		lastRev uint64
 	)
 	defer func() { hints.stop() }()
-	notice := func(holder Info) {
+	notice := func(holder events.LockInfo) {
 		if busy != nil && sameHolder(*busy, holder) {
 			return
 		}
@@ -157,7 +158,7 @@ const slack = 250 * time.Millisecond
 // key back and passes its holder to onHolder (a new holder may have taken
 // it over without freeing it): who holds the lock is never taken from what
 // was heard.
-func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reconnected <-chan nats.Status, onHolder func(Info)) error {
+func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reconnected <-chan nats.Status, onHolder func(events.LockInfo)) error {
 	lease := l.cfg.Lease
 	if expires.IsZero() {
 		expires = time.Now().Add(lease)
@@ -192,7 +193,7 @@ func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reco
 				continue // the timer still runs
 			}
 			if r, err := decodeRecord(h.client, e.Value); err == nil {
-				onHolder(r.Info)
+				onHolder(r.LockInfo)
 			}
 		}
 	}
