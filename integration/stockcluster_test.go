@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/offers"
 	"github.com/pcm-project/pcm/internal/testenv"
-	"github.com/pcm-project/pcm/publisher"
 )
 
 // stockEnv turns the stock-cluster test on: it builds nats-server and
@@ -138,7 +138,7 @@ func TestStockCluster(t *testing.T) {
 				c.start(leader)
 				c.waitHealthy(t)
 			}
-			offer, err := publisher.FindOffer(ctx, js, id)
+			offer, err := offers.Find(ctx, js, nil, id)
 			if err != nil || len(offer.Copies) != 2 || offer.Copies[0].Subject == offer.Copies[1].Subject {
 				t.Fatalf("stored offers of %s: %+v, %v: want one per target", id, offer.Copies, err)
 			}

@@ -18,20 +18,12 @@ var (
 	ErrBeyondRetention = errors.New("expiry beyond the jobs stream's retention")
 	// ErrPublish: the broker did not store an event.
 	ErrPublish = errors.New("publish failed")
-	// ErrNotProvisioned: PCM_JOBS (or PCM_STATUS) does not exist: run pcm broker provision.
+	// ErrNotProvisioned: PCM_JOBS does not exist: run pcm broker provision.
 	ErrNotProvisioned = errors.New("pcm streams not provisioned")
 	// ErrJobNotFound: no offer of that job id is in the jobs stream.
 	ErrJobNotFound = errors.New("job not found")
 	// ErrInvalidTime: a time flag is neither RFC 3339 nor a +/-duration.
 	ErrInvalidTime = errors.New("invalid time")
-	// ErrRead: a stream, a bucket or a consumer could not be read.
-	ErrRead = errors.New("reading the broker failed")
-	// ErrInvalidFilter: an audit filter or a client id to look up is
-	// unusable (a bad id, an unknown event type, --until before --since).
-	ErrInvalidFilter = errors.New("invalid filter")
-	// ErrUnknownClient: a client is neither enrolled nor has an agent
-	// inventory.
-	ErrUnknownClient = errors.New("unknown client")
 )
 
 // PartialError reports a publish that stored the event for some targets and

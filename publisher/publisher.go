@@ -15,6 +15,7 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/backoff"
+	"github.com/pcm-project/pcm/internal/offers"
 	"github.com/pcm-project/pcm/packages"
 )
 
@@ -148,7 +149,7 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 // one). When some targets were stored and one failed, the error is a
 // *PartialError saying which.
 func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultRequestTimeout)
 	defer cancel()
 	job, err := p.Prepare(ctx, job)
 	if err != nil {
@@ -171,16 +172,22 @@ func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (events.
 // (events.CancelSubject), which every agent reads before it runs the job,
 // so that the cancellation holds for clients offline now, enrolled later or
 // about to start; then on the targets of its offer, which it finds in the
-// jobs stream, so that agents holding the offer hear it at once. Agents that
+// jobs stream (internal/offers: a ULID job id, as Publish assigns, starts
+// the scan just before its time), so that agents holding the offer hear it at once. Agents that
 // have not started the job report it cancelled and never run it.
 func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultRequestTimeout)
 	defer cancel()
 	if err := events.ValidID("job id", jobID); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
-	offer, err := FindOffer(ctx, p.js, jobID)
-	if err != nil {
+	offer, err := offers.Find(ctx, p.js, nil, jobID)
+	switch {
+	case errors.Is(err, offers.ErrNotFound):
+		return fmt.Errorf("%w: %w", ErrJobNotFound, err)
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)
+	case err != nil:
 		return err
 	}
 	c := events.JobCancelled{JobID: jobID, Reason: reason, Targets: offer.Job.Targets}
@@ -307,11 +314,4 @@ func (p *Publisher) jobsRetention(ctx context.Context) (time.Duration, error) {
 	p.retention = s.CachedInfo().Config.MaxAge
 	p.haveInfo = true
 	return p.retention, nil
-}
-
-func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, defaultRequestTimeout)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/offers"
+	"github.com/pcm-project/pcm/internal/streamread"
 	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
 )
@@ -48,7 +49,7 @@ func TestScanAndFind(t *testing.T) {
 	}
 
 	var seen []string
-	err = offers.Scan(ctx, env.JS, []string{"pcm.jobs.client.ws-1", "pcm.jobs.all"}, time.Time{}, func(e offers.Entry) bool {
+	err = offers.Scan(ctx, env.JS, streamread.Options{Filters: []string{"pcm.jobs.client.ws-1", "pcm.jobs.all"}}, func(e offers.Entry) bool {
 		kind := "offer"
 		if e.Cancel != nil {
 			kind = "cancel"
