@@ -12,8 +12,8 @@ import (
 	"github.com/pcm-project/pcm/audit"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // putStatus stores a status of job on client.

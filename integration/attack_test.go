@@ -24,8 +24,8 @@ import (
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/internal/clientview"
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // The attack suite: every role, holding only its own credentials, makes

@@ -12,7 +12,7 @@ import (
 
 	"github.com/pcm-project/pcm/audit"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // forgeHeaders adds to msg the headers a direct get's answer carries, with

@@ -33,7 +33,7 @@ import (
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // benchBuild builds the program ./testdata/<name> into a temporary

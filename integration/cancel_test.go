@@ -11,7 +11,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // cancelledOnly waits until job is settled on client and acked, and checks

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestDesktopRunsPackagedJobs: the desktop fetches and verifies a job's

@@ -24,7 +24,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // testDesktop is an in-process desktop face with its user-facing lines and

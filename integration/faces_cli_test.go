@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestFacesRefuseBadConfiguration: a bad lease or grace makes pcm agent and

@@ -11,7 +11,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // countingRunner runs nothing and counts runs per job and client: the

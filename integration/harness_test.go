@@ -22,8 +22,8 @@ import (
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // pcmBinary is the pcm binary built once for the tests that run processes.

@@ -19,7 +19,7 @@ import (
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // BenchmarkJobLatency runs one real agent (production defaults, fsynced

@@ -7,7 +7,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestNoRerunAcrossCrashes kills a real pcm agent (SIGKILL, by the test-only

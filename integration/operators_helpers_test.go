@@ -16,8 +16,8 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/rollout"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // asOS makes an in-process agent report another operating system.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // pkgBenchSizeEnv overrides the package size of BenchmarkPackageTransfer,

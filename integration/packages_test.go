@@ -21,8 +21,8 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // pkgLargeEnv opts into the 200 MiB variant of TestPackageFleet (the

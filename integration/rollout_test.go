@@ -10,8 +10,8 @@ import (
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/rollout"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // slowScript is the command of the rollout tests: it fails on client bad,

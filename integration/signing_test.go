@@ -14,8 +14,8 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // signingKey is a publisher's key pair and its public key.

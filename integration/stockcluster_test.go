@@ -15,7 +15,7 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/offers"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // stockEnv turns the stock-cluster test on: it builds nats-server and

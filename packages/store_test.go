@@ -19,8 +19,8 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/archive"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 func hexSum(b []byte) string {

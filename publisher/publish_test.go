@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/packages"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 func hexSum(b []byte) string {

@@ -25,7 +25,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // testTimeout bounds every test's own waits.

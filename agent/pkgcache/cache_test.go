@@ -20,7 +20,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // randomBytes returns n reproducible pseudo-random bytes.

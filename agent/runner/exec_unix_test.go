@@ -18,7 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pcm-project/pcm/agent/runner"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // newSpec returns a spec running argv in a fresh temp dir, with a log in

@@ -16,7 +16,7 @@ import (
 	"github.com/pcm-project/pcm/audit"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // syncBuffer is an io.Writer safe for the replay's goroutines.

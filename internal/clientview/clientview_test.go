@@ -13,7 +13,7 @@ import (
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/internal/clientview"
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestView: a client's view holds the events of its own subjects only, in

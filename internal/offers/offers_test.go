@@ -11,8 +11,8 @@ import (
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/offers"
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/internal/testenv"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 func TestScanAndFind(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 func TestLast(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // testStream is the stream the tests read: sr.<kind>.<n>, direct gets

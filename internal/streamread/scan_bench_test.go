@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // BenchmarkScan reads 100,000 stored messages of about 1 KiB (headers like

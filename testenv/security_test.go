@@ -11,7 +11,7 @@ import (
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestSecureBroker: WithAuth and WithTLS give a broker whose helper
