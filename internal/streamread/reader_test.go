@@ -274,22 +274,23 @@ func TestScanErrors(t *testing.T) {
 	})
 }
 
-// TestScanAsDesktop: a desktop reads PCM_JOBS with direct gets, through
-// its private inbox, with no right on any consumer.
-func TestScanAsDesktop(t *testing.T) {
+// TestScanAsAuditor: an auditor reads PCM_JOBS with direct gets, through
+// its private inbox, with no right on any consumer. (A desktop no longer
+// may: it reads its own client's offers through the client view.)
+func TestScanAsAuditor(t *testing.T) {
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	if _, err := env.JS.Publish(context.Background(), "pcm.jobs.client.c1", []byte("offer")); err != nil {
 		t.Fatal(err)
 	}
-	_, desk := env.ConnectAs(t, auth.User{Role: auth.RoleDesktop, Name: "c1"})
+	_, aud := env.ConnectAs(t, auth.User{Role: auth.RoleAuditor, Name: "audit"})
 	n := 0
-	err := streamread.Scan(context.Background(), desk, "PCM_JOBS", streamread.Options{Filters: []string{"pcm.jobs.client.c1", "pcm.jobs.all"}},
+	err := streamread.Scan(context.Background(), aud, "PCM_JOBS", streamread.Options{Filters: []string{"pcm.jobs.client.c1", "pcm.jobs.all"}},
 		func(m streamread.Msg) error {
 			n++
 			return nil
 		})
 	if err != nil || n != 1 {
-		t.Fatalf("desktop scan: %d messages, %v", n, err)
+		t.Fatalf("auditor scan: %d messages, %v", n, err)
 	}
 }
 
