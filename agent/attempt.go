@@ -61,6 +61,7 @@ func (f *face) runAttempt(ctx context.Context, sl statusLog, job events.JobOffer
 	if err := sl.begin(ctx, started); err != nil {
 		return events.JobStatus{}, err
 	}
+	f.counts.started.Add(1)
 	log.Info("running job", zap.String("user", f.user), zap.Strings("argv", job.Command.Argv), zap.Uint64("lock_revision", lease.Revision()))
 	res, runErr := f.cfg.Runner.Run(ctx, f.runSpec(job, attempt), func(pid int) {
 		st := started

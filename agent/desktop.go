@@ -168,6 +168,7 @@ func (d *Desktop) List(ctx context.Context) ([]events.JobOffered, error) {
 // skipped logs why the desktop does not offer job to the user.
 func (d *Desktop) skipped(job events.JobOffered, dec Decision) {
 	if dec.Rule == RuleBackground {
+		d.counts.serviceOnly.Add(1)
 		d.log.Info(fmt.Sprintf("job %s is marked for service-only execution, skipping it", job.JobID))
 		return
 	}

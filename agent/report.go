@@ -45,6 +45,7 @@ func (s *Service) report(ctx context.Context, jobID, ack string) bool {
 	err := backoff.Retry(ctx, backoff.Policy{
 		Backoff: retryDelays,
 		OnRetry: func(err error, d time.Duration) {
+			s.counts.statusWaits.Add(1)
 			msg := "offer not acked yet; the ack is retried"
 			if errors.Is(err, errNotPersisted) {
 				msg = "status not persisted yet; it waits in the journal"

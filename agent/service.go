@@ -41,7 +41,6 @@ type Service struct {
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
 	curShown bool        // the inventory was asked to show the running job
 
-	seen, kept atomic.Int64 // offers before and after the platform filter
 }
 
 // New returns a Service that talks to the broker over nc (see
@@ -193,6 +192,7 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 			b.Reset()
 		default:
 			d := b.Next()
+			s.counts.fetchRetries.Add(1)
 			s.log.Debug("fetch failed, retrying", zap.Error(err), zap.Duration("retry_in", d))
 			sleep(ctx, d)
 		}

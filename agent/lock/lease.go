@@ -32,8 +32,9 @@ type Lease struct {
 	data []byte
 	log  *zap.Logger
 
-	rev  atomic.Uint64
-	lost chan struct{}
+	rev    atomic.Uint64
+	failed atomic.Int64 // renewals that failed
+	lost   chan struct{}
 
 	mu       sync.Mutex
 	state    leaseState
@@ -69,6 +70,11 @@ func (l *Locker) startLease(info events.LockInfo, id string, data []byte, rev ui
 // Revision is the key's current revision: the fencing token to put in every
 // status published under this lease. It changes at every renewal.
 func (s *Lease) Revision() uint64 { return s.rev.Load() }
+
+// FailedRenewals counts the renewals that failed (the broker away, no
+// answer in time) since the lease was taken: it rides through them until
+// the lease ends.
+func (s *Lease) FailedRenewals() int64 { return s.failed.Load() }
 
 // Info says who holds the lease (with the defaults filled in).
 func (s *Lease) Info() events.LockInfo { return s.info }
@@ -120,6 +126,7 @@ func (s *Lease) renewLoop(ctx context.Context) {
 			return
 		case err != nil:
 			failures++
+			s.failed.Add(1)
 			logf := s.log.Debug
 			if failures == 1 {
 				logf = s.log.Warn
