@@ -90,11 +90,7 @@ func (b *Broker) ConnectAdmin(iss *auth.Issuer, name string) (*nats.Conn, error)
 		if iss == nil {
 			return nil, ErrNoIssuer
 		}
-		creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "broker-services"})
-		if err != nil {
-			return nil, err
-		}
-		o, err := auth.CredsOption(creds)
+		o, err := iss.Option(auth.User{Role: auth.RoleAdmin, Name: "broker-services"})
 		if err != nil {
 			return nil, err
 		}

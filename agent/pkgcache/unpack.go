@@ -35,7 +35,7 @@ func Unpack(ctx context.Context, e Entry, dir string) error {
 	case events.PackageFormatFile:
 		return copyFile(ctx, f, dir, e)
 	case events.PackageFormatTarGz:
-		err := archive.Extract(ctx, f, dir)
+		err := archive.Extract(ctx, ctxReader{ctx: ctx, r: f}, dir)
 		switch {
 		case err == nil:
 			return nil

@@ -21,8 +21,9 @@ import (
 // entry, a symlink that resolves to nothing inside root once every entry
 // is written; and an archive that is not a valid tar.gz. Modes are kept to
 // their owner-readable, at most 0755, form; owners and times are not
-// restored. On error root may hold part of the content: the caller
-// removes it.
+// restored. It checks ctx between entries; to stop within a large one, give
+// it an r that fails once ctx ends. On error root may hold part of the
+// content: the caller removes it.
 func Extract(ctx context.Context, r io.Reader, root string) error {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
@@ -79,7 +80,7 @@ func Extract(ctx context.Context, r io.Reader, root string) error {
 			if err != nil {
 				return err
 			}
-			_, err = io.Copy(out, ctxReader{ctx: ctx, r: tr})
+			_, err = io.Copy(out, tr)
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}
@@ -160,16 +161,3 @@ func extractedFileMode(m int64) fs.FileMode { return fs.FileMode(m)&0o755 | 0o60
 // extractedDirMode keeps a directory's permission bits, at most 0755,
 // owner rwx always.
 func extractedDirMode(m int64) fs.FileMode { return fs.FileMode(m)&0o755 | 0o700 }
-
-// ctxReader stops reading once ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r ctxReader) Read(b []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(b)
-}

@@ -235,18 +235,7 @@ const requestTimeout = 30 * time.Second
 func Scan(ctx context.Context, nc *nats.Conn, client, what string, fn func(streamread.Msg) error) error {
 	r := newReader(nc, client, what)
 	defer r.Close()
-	for {
-		m, err := r.Next(ctx)
-		if errors.Is(err, streamread.ErrCaughtUp) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := fn(m); err != nil {
-			return err
-		}
-	}
+	return streamread.Round(ctx, r, fn)
 }
 
 // Follow follows client's what (Offers or Statuses) through the view: a

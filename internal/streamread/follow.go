@@ -2,7 +2,6 @@ package streamread
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
@@ -292,21 +291,15 @@ func (f *Follower) run(ctx context.Context, nc *nats.Conn, r Source, w *notices,
 
 // round delivers one round of r, marking each message read.
 func (f *Follower) round(ctx context.Context, r Source, w *notices) error {
-	for {
-		m, err := r.Next(ctx)
-		if errors.Is(err, ErrCaughtUp) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	return Round(ctx, r, func(m Msg) error {
 		w.read(m.Subject, m.Data)
 		select {
 		case f.updates <- &m:
+			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
+	})
 }
 
 // notices are the messages heard on the subscriptions and not read from
