@@ -3,8 +3,9 @@
 // consumer, nothing is loaded whole), the reading of one stored event as an
 // offer or a cancellation (EntryOf), and the lookup of one job's offer among
 // any such events (FindIn: a scan, or a client's offers through the client
-// view). The publisher and the desktop face use it; it never writes and
-// never creates a consumer.
+// view). It is the one place that scans PCM_JOBS for jobs: the publisher's
+// cancel, the rollout, the fleet's pending jobs and the desktop face use
+// it. It never writes and never creates a consumer.
 package offers
 
 import (
