@@ -159,10 +159,12 @@ func (f *follow) stop() {
 func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 	caught, agentsInit, locksInit, ready := false, false, false, false
 	last := ""
-	send := func() bool {
+	// send sends the rollout when it shows something new, or always (the
+	// first, caught-up one: it may show nothing at all).
+	send := func(always bool) bool {
 		r := f.v.rollout(time.Now())
 		fp := r.fingerprint()
-		if fp == last {
+		if fp == last && !always {
 			return true
 		}
 		last = fp
@@ -178,7 +180,7 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 	for {
 		if !ready && caught && agentsInit && locksInit {
 			ready = true
-			if !send() {
+			if !send(true) {
 				return ctx.Err()
 			}
 		}
@@ -230,7 +232,7 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 			}
 		case <-tick.C:
 		}
-		if ready && !send() {
+		if ready && !send(false) {
 			return ctx.Err()
 		}
 	}
