@@ -11,6 +11,7 @@ import (
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // statusLog is where a face records the statuses of a job on this client:
@@ -60,6 +61,7 @@ func (f *face) runAttempt(ctx context.Context, sl statusLog, job events.JobOffer
 	if err := sl.begin(ctx, started); err != nil {
 		return events.JobStatus{}, err
 	}
+	f.counts.started.Add(1)
 	log.Info("running job", zap.String("user", f.user), zap.Strings("argv", job.Command.Argv), zap.Uint64("lock_revision", lease.Revision()))
 	res, runErr := f.cfg.Runner.Run(ctx, f.runSpec(job, attempt), func(pid int) {
 		st := started
@@ -114,17 +116,14 @@ const persistFor = 10 * time.Minute
 // persist publishes a status, retrying until the broker stores it (the
 // desktop has no journal: it waits for the broker instead).
 func (f *face) persist(ctx context.Context, st events.JobStatus) error {
-	b := newBackoff()
-	deadline := time.Now().Add(persistFor)
-	for {
-		err := f.publishStatus(ctx, st)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("reporting %s of job %s: %w", st.State, st.JobID, err)
-		}
-		f.log.Warn("status not stored yet, retrying", zap.Error(err))
-		sleep(ctx, b.delay())
+	ctx, cancel := context.WithTimeout(ctx, persistFor)
+	defer cancel()
+	err := backoff.Retry(ctx, backoff.Policy{
+		Backoff: retryDelays,
+		OnRetry: func(err error, _ time.Duration) { f.log.Warn("status not stored yet, retrying", zap.Error(err)) },
+	}, func(ctx context.Context) error { return f.publishStatus(ctx, st) })
+	if err != nil {
+		return fmt.Errorf("reporting %s of job %s: %w", st.State, st.JobID, err)
 	}
+	return nil
 }

@@ -1,10 +1,11 @@
 package agent
 
 import (
-	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // ConnectOptions are the connection options of a long-running agent face:
@@ -24,27 +25,14 @@ func ConnectOptions(name string) []nats.Option {
 	}
 }
 
-// reconnectDelay is 100 ms doubled per attempt up to 5 s, times a random
-// factor in [0.5, 1.5) so a fleet does not reconnect in step.
-func reconnectDelay(attempts int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 0; i < attempts && d < 5*time.Second; i++ {
-		d *= 2
-	}
-	d = min(d, 5*time.Second)
-	return time.Duration(float64(d) * (0.5 + rand.Float64()))
-}
+// reconnectDelays are 100 ms doubled per attempt up to 5 s, each times a
+// random factor in [0.5, 1.5) so a fleet does not reconnect in step.
+var reconnectDelays = backoff.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 
-// backoff is a jittered exponential wait between retries of a failed call.
-type backoff struct{ next, max time.Duration }
+// reconnectDelay is the wait before reconnection attempt attempts+1.
+func reconnectDelay(attempts int) time.Duration { return reconnectDelays.Nth(attempts) }
 
-func newBackoff() *backoff { return &backoff{next: 50 * time.Millisecond, max: 5 * time.Second} }
-
-func (b *backoff) reset() { b.next = 50 * time.Millisecond }
-
-// delay returns the next wait and doubles the one after.
-func (b *backoff) delay() time.Duration {
-	d := time.Duration(float64(b.next) * (0.5 + rand.Float64()))
-	b.next = min(2*b.next, b.max)
-	return d
-}
+// retryDelays are the waits between the retries of a failed call to the
+// broker (a publish, a fetch, an ack): 50 ms doubled up to 5 s, jittered.
+// Each retry loop starts from a copy.
+var retryDelays = backoff.Backoff{Initial: 50 * time.Millisecond, Max: 5 * time.Second}

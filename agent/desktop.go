@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/clientview"
@@ -169,6 +168,7 @@ func (d *Desktop) List(ctx context.Context) ([]events.JobOffered, error) {
 // skipped logs why the desktop does not offer job to the user.
 func (d *Desktop) skipped(job events.JobOffered, dec Decision) {
 	if dec.Rule == RuleBackground {
+		d.counts.serviceOnly.Add(1)
 		d.log.Info(fmt.Sprintf("job %s is marked for service-only execution, skipping it", job.JobID))
 		return
 	}
@@ -259,9 +259,9 @@ func (d *Desktop) runJob(ctx context.Context, job events.JobOffered, unattended 
 	}
 	defer release()
 	notified := false
-	lease, err := d.locker.Acquire(ctx, d.lockInfo(job.JobID), func(h lock.Info) {
+	lease, err := d.locker.Acquire(ctx, d.lockInfo(job.JobID), func(h events.LockInfo) {
 		log.Info("job waits: the lock is held", zap.String("holder", string(h.Holder)), zap.String("holder_job", h.JobID), zap.Time("since", h.Since))
-		if notified || d.dcfg.NoBusyNotice || h.Holder != lock.Holder(events.RunnerService) || h.JobID == job.JobID {
+		if notified || d.dcfg.NoBusyNotice || h.Holder != events.RunnerService || h.JobID == job.JobID {
 			return // the service running this very job is no news: it is done when the lock is free
 		}
 		if _, dec, err := d.decide(ctx, job, unattended, false, known); err != nil || dec.Action != Run {

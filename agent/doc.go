@@ -28,4 +28,10 @@
 // (process execution), lock (the service-versus-desktop lease), pkgcache
 // (package content fetched from PCM_PACKAGES, verified by sha256, cached
 // with LRU eviction).
+//
+// The agent never publishes or cancels jobs, never enrolls its client
+// (package fleet, or fleet.EnrollSelf on an open broker), never reads
+// another client's offers, statuses, lock or inventory, and creates no
+// consumer: it consumes the one its client was enrolled with. What it did
+// is counted (Stats) as well as logged.
 package agent

@@ -163,7 +163,7 @@ func (s *Service) packageFailed(ctx context.Context, msg jetstream.Msg, f *Facts
 func (s *Service) takeLock(ctx context.Context, msg jetstream.Msg, job events.JobOffered) *lock.Lease {
 	stop := s.keepAlive(ctx, msg)
 	defer stop()
-	lease, err := s.locker.Acquire(ctx, s.lockInfo(job.JobID), func(h lock.Info) {
+	lease, err := s.locker.Acquire(ctx, s.lockInfo(job.JobID), func(h events.LockInfo) {
 		s.log.Info("job waits: the lock is held by the other face", zap.String("job", job.JobID),
 			zap.String("holder", string(h.Holder)), zap.String("holder_job", h.JobID), zap.Time("since", h.Since))
 	})

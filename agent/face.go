@@ -36,6 +36,7 @@ type face struct {
 	js     jetstream.JetStream
 	locker *lock.Locker
 	pkgs   *packages
+	counts *counters
 }
 
 // packages is a face's package cache, opened on first use.
@@ -49,7 +50,7 @@ func newFace(nc *nats.Conn, js jetstream.JetStream, cfg Config, kind events.Runn
 	if u, err := user.Current(); err == nil {
 		name = u.Username
 	}
-	return face{cfg: cfg, kind: kind, user: name, nc: nc, js: js, log: log.With(zap.String("client", cfg.ClientID)), pkgs: &packages{}}
+	return face{cfg: cfg, kind: kind, user: name, nc: nc, js: js, log: log.With(zap.String("client", cfg.ClientID)), pkgs: &packages{}, counts: &counters{}}
 }
 
 // PackageCacheDir is where an agent keeps its package cache.
@@ -148,8 +149,8 @@ func (f *face) bindLock() error {
 }
 
 // lockInfo is the lock value this face writes while it runs jobID.
-func (f *face) lockInfo(jobID string) lock.Info {
-	return lock.Info{Holder: lock.Holder(f.kind), PID: pid, User: f.user, Host: f.cfg.Host, JobID: jobID, Since: time.Now().UTC()}
+func (f *face) lockInfo(jobID string) events.LockInfo {
+	return events.LockInfo{Holder: events.Runner(f.kind), PID: pid, User: f.user, Host: f.cfg.Host, JobID: jobID, Since: time.Now().UTC()}
 }
 
 // newStatus starts a status reported by this face.

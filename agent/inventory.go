@@ -78,6 +78,7 @@ func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 		if _, err := s.journal.Put(rec); err != nil {
 			return
 		}
+		s.counts.desktopRuns.Add(1)
 		s.log.Info("the desktop ran the job; acking its offer", zap.String("job", st.JobID), zap.String("state", string(st.State)), zap.String("user", st.User))
 		s.ackAfterFlush(rec.AckSubject)
 		select {

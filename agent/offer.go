@@ -192,12 +192,11 @@ func (s *Service) handleOffer(ctx context.Context, msg jetstream.Msg, ev event.E
 		d = Decide(f)
 	}
 	if f.Refused == nil {
-		s.seen.Add(1)
+		seen := s.counts.offers.Add(1)
 		if d.Rule == RulePlatform {
+			filtered := s.counts.filtered.Add(1)
 			s.log.Info("job filtered out by platform", zap.String("job", f.Job.JobID), zap.String("why", d.Why),
-				zap.Int64("jobs_before_filter", s.seen.Load()), zap.Int64("jobs_after_filter", s.kept.Load()))
-		} else {
-			s.kept.Add(1)
+				zap.Int64("jobs_before_filter", seen), zap.Int64("jobs_after_filter", seen-filtered))
 		}
 	}
 	s.apply(ctx, msg, f, d)
@@ -231,6 +230,7 @@ func (s *Service) refuse(ctx context.Context, msg jetstream.Msg, f Facts, d Deci
 	if meta, err := msg.Metadata(); err == nil {
 		log = log.With(zap.Uint64("stream_seq", meta.Sequence.Stream))
 	}
+	s.counts.refused.Add(1)
 	log.Warn("refusing an event", zap.Error(f.Refused))
 	if r := d.Report; r != nil {
 		st := s.reportOf(f.Job, r)
@@ -261,6 +261,7 @@ func (s *Service) hold(msg jetstream.Msg, f Facts, d Decision) {
 		}
 	}
 	until := max(time.Until(d.Until), 0) + 5*time.Millisecond
+	s.counts.held.Add(1)
 	s.log.Info("job pending", zap.String("job", rec.JobID), zap.String("why", d.Why), zap.Time("until", d.Until))
 	_ = msg.NakWithDelay(until)
 }

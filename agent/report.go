@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // statusMsg encodes a status as a NATS message with its Nats-Msg-Id.
@@ -40,27 +42,36 @@ func (s *Service) outgoing(st events.JobStatus, final bool) ([]journal.Outgoing,
 // unreachable. It returns false only when ctx ends first: the status then
 // waits in the journal.
 func (s *Service) report(ctx context.Context, jobID, ack string) bool {
-	b := newBackoff()
-	for {
+	err := backoff.Retry(ctx, backoff.Policy{
+		Backoff: retryDelays,
+		OnRetry: func(err error, d time.Duration) {
+			s.counts.statusWaits.Add(1)
+			msg := "offer not acked yet; the ack is retried"
+			if errors.Is(err, errNotPersisted) {
+				msg = "status not persisted yet; it waits in the journal"
+			}
+			s.log.Warn(msg, zap.String("job", jobID), zap.Error(err), zap.Duration("retry_in", d))
+		},
+	}, func(ctx context.Context) error {
 		err := s.flush(ctx)
 		pending, perr := s.journal.Pending(jobID)
-		if perr == nil && len(pending) == 0 && !s.ackPending(ack) {
-			return true
+		switch {
+		case perr == nil && len(pending) == 0 && !s.ackPending(ack):
+			return nil
+		case len(pending) > 0 || perr != nil:
+			return fmt.Errorf("%w: %w", errNotPersisted, errors.Join(err, perr))
+		default:
+			return fmt.Errorf("%w: %w", errNotAcked, err)
 		}
-		if err == nil {
-			err = perr
-		}
-		d := b.delay()
-		if len(pending) > 0 || perr != nil {
-			s.log.Warn("status not persisted yet; it waits in the journal", zap.String("job", jobID), zap.Error(err), zap.Duration("retry_in", d))
-		} else {
-			s.log.Warn("offer not acked yet; the ack is retried", zap.String("job", jobID), zap.Error(err), zap.Duration("retry_in", d))
-		}
-		if !sleep(ctx, d) {
-			return false
-		}
-	}
+	})
+	return err == nil
 }
+
+// Why report retries.
+var (
+	errNotPersisted = errors.New("status not persisted yet")
+	errNotAcked     = errors.New("offer not acked yet")
+)
 
 // flush publishes the outbox in order, each entry with its Nats-Msg-Id,
 // waiting for the PubAck before marking it sent. Once a status that ends a
@@ -172,18 +183,18 @@ const jetstreamAck = "+ACK"
 func (s *Service) reportLoop(ctx context.Context) {
 	reconnected := s.nc.StatusChanged(nats.CONNECTED)
 	defer s.nc.RemoveStatusListener(reconnected)
-	b := newBackoff()
+	b := retryDelays
 	for {
 		var retry <-chan time.Time
 		if err := s.flush(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			d := b.delay()
+			d := b.Next()
 			s.log.Debug("outbox not flushed", zap.Error(err), zap.Duration("retry_in", d))
 			retry = time.After(d)
 		} else {
-			b.reset()
+			b.Reset()
 		}
 		select {
 		case <-ctx.Done():

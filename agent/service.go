@@ -15,6 +15,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
@@ -40,7 +41,6 @@ type Service struct {
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
 	curShown bool        // the inventory was asked to show the running job
 
-	seen, kept atomic.Int64 // offers before and after the platform filter
 }
 
 // New returns a Service that talks to the broker over nc (see
@@ -116,21 +116,18 @@ func (s *Service) Run(ctx context.Context) error {
 // of the configuration (the client not enrolled, an unusable lock
 // configuration).
 func (s *Service) bind(ctx context.Context) (jetstream.Consumer, error) {
-	b := newBackoff()
-	for {
-		cons, err := s.bindOnce(ctx)
-		if err == nil || errors.Is(err, ErrNotEnrolled) || errors.Is(err, ErrInvalidConfig) {
-			return cons, err
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		d := b.delay()
-		s.log.Warn("waiting for the broker", zap.Error(err), zap.Duration("retry_in", d))
-		if !sleep(ctx, d) {
-			return nil, ctx.Err()
-		}
-	}
+	var cons jetstream.Consumer
+	err := backoff.Retry(ctx, backoff.Policy{
+		Backoff:   retryDelays,
+		Retryable: func(err error) bool { return !errors.Is(err, ErrNotEnrolled) && !errors.Is(err, ErrInvalidConfig) },
+		OnRetry: func(err error, d time.Duration) {
+			s.log.Warn("waiting for the broker", zap.Error(err), zap.Duration("retry_in", d))
+		},
+	}, func(ctx context.Context) (err error) {
+		cons, err = s.bindOnce(ctx)
+		return err
+	})
+	return cons, err
 }
 
 func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
@@ -170,7 +167,7 @@ const (
 func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 	reconnected := s.nc.StatusChanged(nats.CONNECTED)
 	defer s.nc.RemoveStatusListener(reconnected)
-	b := newBackoff()
+	b := retryDelays
 	for ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(ctx, fetchWait)
 		go func() { // a reconnection renews the pull request
@@ -192,9 +189,10 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 		switch {
 		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, jetstream.ErrNoMessages), ctx.Err() != nil,
 			renewed && errors.Is(err, context.Canceled):
-			b.reset()
+			b.Reset()
 		default:
-			d := b.delay()
+			d := b.Next()
+			s.counts.fetchRetries.Add(1)
 			s.log.Debug("fetch failed, retrying", zap.Error(err), zap.Duration("retry_in", d))
 			sleep(ctx, d)
 		}
@@ -202,16 +200,7 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 }
 
 // sleep waits d or until ctx ends; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+func sleep(ctx context.Context, d time.Duration) bool { return backoff.Sleep(ctx, d) == nil }
 
 // currentGrace is how long a job runs before the inventory is rewritten to
 // show it: a job that ends sooner (most do) costs no inventory write at

@@ -38,6 +38,7 @@ func (f *face) warnUnsigned() {
 func (d *Desktop) trusted(ev event.Event) error {
 	err := d.checkSignature(ev)
 	if err != nil {
+		d.counts.untrusted.Add(1)
 		d.log.Warn("ignoring a job event whose signature is not trusted", zap.String("job", events.JobIDOf(ev)),
 			zap.String("type", ev.Type()), zap.Error(err))
 	}

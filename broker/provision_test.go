@@ -12,7 +12,7 @@ import (
 
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // allStreams are the streams Provision creates, the buckets' included.

@@ -14,7 +14,7 @@ import (
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 func TestSecurityConfigValidate(t *testing.T) {

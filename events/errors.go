@@ -47,7 +47,8 @@ var (
 	// do not fit its state.
 	ErrInvalidState = errors.New("invalid status")
 	// ErrInvalidPackage: a package reference is incomplete, not UTF-8, has a
-	// negative size, or its sha256 is not 64 hex digits.
+	// negative size, or its sha256 is not 64 hex digits; or a package name,
+	// version or NAME@VERSION spec breaks ValidPackagePart.
 	ErrInvalidPackage = errors.New("invalid package reference")
 )
 

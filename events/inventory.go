@@ -1,6 +1,9 @@
 package events
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // AgentInfo is the value an agent keeps under its client id in the
 // PCM_AGENTS bucket: its inventory and heartbeat.
@@ -46,4 +49,26 @@ type LockInfo struct {
 	JobID string `json:"job_id,omitempty"`
 	// Since is when the holder took the lock.
 	Since time.Time `json:"since"`
+}
+
+// ParseAgentInfo reads the PCM_AGENTS value of key; ok is false for a value
+// that is not an AgentInfo, or is another client's (a missing client id is
+// the key's).
+func ParseAgentInfo(key string, value []byte) (a AgentInfo, ok bool) {
+	if json.Unmarshal(value, &a) != nil {
+		return AgentInfo{}, false
+	}
+	if a.ClientID == "" {
+		a.ClientID = key
+	}
+	return a, a.ClientID == key
+}
+
+// ParseLockInfo reads a PCM_LOCKS value; ok is false for a value that
+// names no holder.
+func ParseLockInfo(value []byte) (l LockInfo, ok bool) {
+	if json.Unmarshal(value, &l) != nil || l.Holder == "" {
+		return LockInfo{}, false
+	}
+	return l, true
 }

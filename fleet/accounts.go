@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // Accounts makes, pushes and revokes the principals' accounts on the
@@ -38,7 +39,7 @@ const lookupLinger = 300 * time.Millisecond
 // when they hold none. Each member of a cluster answers; the newest JWT
 // wins.
 func (a *Accounts) Lookup(ctx context.Context, p auth.Principal) (*jwt.AccountClaims, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
 	defer cancel()
 	pub, err := a.iss.AccountOf(p)
 	if err != nil {
@@ -109,7 +110,7 @@ type claimUpdateAnswer struct {
 // push stores an account JWT in the resolver of every broker (the members
 // of a cluster each store it; the first answer is returned).
 func (a *Accounts) push(ctx context.Context, what, token string) error {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
 	defer cancel()
 	m, err := a.nc.RequestWithContext(ctx, auth.ClaimsUpdateSubject, []byte(token))
 	if errors.Is(err, nats.ErrNoResponders) {

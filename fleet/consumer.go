@@ -46,7 +46,7 @@ type ConsumerOptions struct {
 // broker). groups are normalized (split at commas, trimmed, sorted, each
 // once) and returned as enrolled.
 func EnrollConsumer(ctx context.Context, js jetstream.JetStream, client string, groups []string, opts ConsumerOptions) (jetstream.Consumer, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
 	defer cancel()
 	groups, err := checkClient(client, groups)
 	if err != nil {
@@ -91,7 +91,7 @@ func EnrollConsumer(ctx context.Context, js jetstream.JetStream, client string, 
 
 // Unenroll deletes client's consumer. Its pending offers are forgotten.
 func Unenroll(ctx context.Context, js jetstream.JetStream, client string) error {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
 	defer cancel()
 	if err := js.DeleteConsumer(ctx, events.StreamJobs, events.ConsumerName(client)); err != nil {
 		return fmt.Errorf("%w: removing client %s: %w", ErrEnroll, client, err)
@@ -130,12 +130,4 @@ func NormalizeGroups(groups []string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// withDefaultTimeout applies defaultTimeout when ctx has no deadline.
-func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, defaultTimeout)
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // BenchmarkClientAccounts measures what a client's account costs the broker

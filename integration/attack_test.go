@@ -22,10 +22,10 @@ import (
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/clientview"
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // The attack suite: every role, holding only its own credentials, makes
@@ -82,7 +82,7 @@ func newAttackFixture(t *testing.T) *attackFixture {
 	if err := os.WriteFile(file, []byte("#!/bin/sh\necho tool\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	info, err := publisher.NewPackages(env.JS).Push(ctx, file, publisher.PushOptions{Name: "tool", Version: "1.0"})
+	info, err := packages.NewStore(env.JS).Push(ctx, file, packages.PushOptions{Name: "tool", Version: "1.0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/pcm-project/pcm/audit"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // forgeHeaders adds to msg the headers a direct get's answer carries, with
@@ -79,7 +79,7 @@ func TestAuditForgedHeaders(t *testing.T) {
 		}
 	}
 	i := 0
-	err := publisher.Replay(context.Background(), env.JS, publisher.AuditFilter{}, func(ev publisher.AuditEvent) error {
+	err := audit.Replay(context.Background(), env.JS, audit.Filter{}, func(ev audit.Event) error {
 		if w := hist[i]; ev.Stream != w.stream || ev.Seq != w.seq || ev.Subject != w.subject || !ev.Stored.Equal(w.stored) {
 			return fmt.Errorf("event %d: %s seq %d on %s at %s, want %s seq %d on %s at %s (the server's)", i,
 				ev.Stream, ev.Seq, ev.Subject, ev.Stored, w.stream, w.seq, w.subject, w.stored)
@@ -131,7 +131,7 @@ func TestAuditVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	var report struct {
-		Streams []publisher.StreamVerification `json:"streams"`
+		Streams []audit.StreamVerification `json:"streams"`
 	}
 	out, errOut, code = runPCM(t, nil, "audit", "--url", env.URL, "--verify", "-o", "json")
 	if code == 0 || !strings.Contains(errOut, "PCM_STATUS holds 1 events that do not decode") {
@@ -141,7 +141,7 @@ func TestAuditVerify(t *testing.T) {
 		t.Fatalf("report %q: %v", out, err)
 	}
 	j, st := report.Streams[0], report.Streams[1]
-	if !j.Complete || j.Messages != jobs-1 || j.Read != jobs-1 || len(j.Deleted) != 1 || j.Deleted[0] != (publisher.SeqRange{From: 2, To: 2}) {
+	if !j.Complete || j.Messages != jobs-1 || j.Read != jobs-1 || len(j.Deleted) != 1 || j.Deleted[0] != (audit.SeqRange{From: 2, To: 2}) {
 		t.Errorf("PCM_JOBS: %+v, want %d held and read, sequence 2 deleted", j, jobs-1)
 	}
 	if !st.Complete || st.Read != statuses+1 || st.Undecodable != 1 || st.UndecodableSeqs[0] != junk.Sequence || st.Last != junk.Sequence {

@@ -33,7 +33,7 @@ import (
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // benchBuild builds the program ./testdata/<name> into a temporary
@@ -249,17 +249,14 @@ func benchConsumerState(b testing.TB, srv *server.Server) benchConsumers {
 // benchWaitConsumers polls the consumer state until cond holds.
 func benchWaitConsumers(b testing.TB, srv *server.Server, timeout time.Duration, what string, cond func(benchConsumers) bool) benchConsumers {
 	b.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s := benchConsumerState(b, srv)
-		if cond(s) {
-			return s
+	var s benchConsumers
+	testenv.CheckFor(b, timeout, 20*time.Millisecond, func() error {
+		if s = benchConsumerState(b, srv); !cond(s) {
+			return fmt.Errorf("waiting for %s: consumers %+v", what, s)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out after %s waiting for %s: consumers %+v", timeout, what, s)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return s
 }
 
 // benchHost is a child process hosting part of a fleet (testdata/benchhost).

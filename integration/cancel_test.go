@@ -11,7 +11,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // cancelledOnly waits until job is settled on client and acked, and checks
@@ -62,7 +62,7 @@ func TestCancellationHolds(t *testing.T) {
 		enroll(t, env.JS, "off1")
 		args := []string{"agent", "--url", env.URL, "--client-id", "off1", "--state-dir", filepath.Join(dir, "state"), "--lease", "2s"}
 		a := startPCM(t, dir, nil, args...)
-		waitLogged(t, a, "agent ready")
+		waitPulling(t, env.JS, "off1")
 		if err := a.stopGracefully(t, 10*time.Second); err != nil {
 			t.Fatalf("stopping the agent: %v", err)
 		}
@@ -95,7 +95,7 @@ func TestCancellationHolds(t *testing.T) {
 		a, dir := enrolledAgent(t, env, client)
 		gate := filepath.Join(dir, "gate")
 		long := publish(t, p, job([]string{"sh", "-c", "while [ ! -f " + gate + " ]; do sleep 0.02; done"}, toClient(client)))
-		testenv.WaitFor(t, 10*time.Second, "the agent running the long job", func() bool { return a.logged("running job") })
+		a.waitStats(t, 10*time.Second, "the agent running the long job", func(s agent.Stats) bool { return s.Started > 0 })
 		return dir, func() {
 			touch(t, gate)
 			waitFinal(t, env.JS, client, long, 10*time.Second)
@@ -120,7 +120,7 @@ func TestCancellationHolds(t *testing.T) {
 		at := time.Now().Add(2 * time.Second).UTC()
 		j.MandatoryAfter = &at
 		id := publish(t, p, j)
-		testenv.WaitFor(t, 5*time.Second, "the agent holding the job", func() bool { return heldJob(a, id) })
+		a.waitStats(t, 5*time.Second, "the agent holding the job", func(s agent.Stats) bool { return s.Held > 0 })
 		if err := p.Cancel(context.Background(), id, "not now"); err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +142,7 @@ func TestCancellationHolds(t *testing.T) {
 		at := time.Now().Add(time.Hour).UTC()
 		j.MandatoryAfter = &at
 		id := publish(t, p, j)
-		testenv.WaitFor(t, 5*time.Second, "the agent holding the job", func() bool { return heldJob(a, id) })
+		a.waitStats(t, 5*time.Second, "the agent holding the job", func(s agent.Stats) bool { return s.Held > 0 })
 		a.stop()
 		if err := p.Cancel(context.Background(), id, "changed plans"); err != nil {
 			t.Fatal(err)

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestDesktopRunsPackagedJobs: the desktop fetches and verifies a job's
@@ -25,8 +25,8 @@ func TestDesktopRunsPackagedJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	pkgs := publisher.NewPackages(env.JS)
-	if _, err := pkgs.Push(ctx, file, publisher.PushOptions{Name: "tool", Version: "1"}); err != nil {
+	pkgs := packages.NewStore(env.JS)
+	if _, err := pkgs.Push(ctx, file, packages.PushOptions{Name: "tool", Version: "1"}); err != nil {
 		t.Fatal(err)
 	}
 	optional := func(version string, argv ...string) events.JobOffered {
@@ -47,7 +47,7 @@ func TestDesktopRunsPackagedJobs(t *testing.T) {
 	if err := os.WriteFile(file, []byte("echo version 2\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pkgs.Push(ctx, file, publisher.PushOptions{Name: "tool", Version: "2"}); err != nil {
+	if _, err := pkgs.Push(ctx, file, packages.PushOptions{Name: "tool", Version: "2"}); err != nil {
 		t.Fatal(err)
 	}
 	marker := filepath.Join(dir, "marker")

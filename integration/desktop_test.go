@@ -17,21 +17,18 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
-// testDesktop is an in-process desktop face with its user-facing lines and
-// logs captured.
+// testDesktop is an in-process desktop face with its user-facing lines
+// captured (its logs go to the test's log).
 type testDesktop struct {
 	*agent.Desktop
-	logs *observer.ObservedLogs
 	mu   sync.Mutex
 	said []string
 }
@@ -43,10 +40,9 @@ func newTestDesktop(t testing.TB, url, client string, tweak func(*agent.DesktopC
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	core, logs := observer.New(zapcore.DebugLevel)
-	td := &testDesktop{logs: logs}
+	td := &testDesktop{}
 	cfg := agent.DesktopConfig{
-		Config: agent.Config{ClientID: client, StateDir: t.TempDir(), Lease: 2 * time.Second, Logger: zap.New(core)},
+		Config: agent.Config{ClientID: client, StateDir: t.TempDir(), Lease: 2 * time.Second, Logger: zaptest.NewLogger(t)},
 		Notify: func(line string) { td.mu.Lock(); td.said = append(td.said, line); td.mu.Unlock() },
 	}
 	if tweak != nil {
@@ -190,7 +186,7 @@ func TestBusyNotice(t *testing.T) {
 			a.waitReady(t)
 			gate := filepath.Join(dir, "gate")
 			long := publish(t, p, job([]string{"sh", "-c", "while [ ! -f " + gate + " ]; do sleep 0.02; done"}, toClient(client)))
-			testenv.WaitFor(t, 10*time.Second, "the service running the long job", func() bool { return a.logged("running job") })
+			a.waitStats(t, 10*time.Second, "the service running the long job", func(s agent.Stats) bool { return s.Started > 0 })
 
 			mine := job([]string{"echo", "desktop job"}, toClient(client))
 			mine.MandatoryAfter = nil // optional: the user's pick
@@ -263,15 +259,19 @@ func TestServiceHoldsLockOnlyWhileRunning(t *testing.T) {
 	later := time.Now().Add(time.Hour).UTC()
 	future.MandatoryAfter = &later
 	publish(t, p, future)
-	testenv.WaitFor(t, 5*time.Second, "both jobs held", func() bool { return a.logs.FilterMessage("job pending").Len() >= 2 })
+	a.waitStats(t, 5*time.Second, "both jobs held", func(s agent.Stats) bool { return s.Held >= 2 })
 	if m := lockTrace(t, env.JS, "idle"); m != nil {
 		t.Fatalf("the lock was written while the service only held optional and future jobs: %s", m.Header)
 	}
+	retries := a.svc.Stats().FetchRetries
 	env.Stop()
-	time.Sleep(time.Second) // the service retries while the broker is away
+	a.waitStats(t, 10*time.Second, "the service retrying while the broker is away", func(s agent.Stats) bool { return s.FetchRetries > retries })
 	env.Restart(t)
 	testenv.WaitFor(t, 10*time.Second, "the agent reconnected", func() bool { return a.nc.IsConnected() })
-	time.Sleep(time.Second) // and idles a second after the outage
+	waitPulling(t, env.JS, "idle") // back to waiting for offers
+	if s := a.svc.Stats(); s.Started != 0 {
+		t.Fatalf("the service started %d attempts around the outage", s.Started)
+	}
 	if m := lockTrace(t, env.JS, "idle"); m != nil {
 		t.Fatalf("the lock was written around a broker outage: %s", m.Header)
 	}
@@ -312,8 +312,8 @@ func TestDesktopNeverRunsBackgroundJobs(t *testing.T) {
 	if len(list) != 1 || list[0].JobID != optID {
 		t.Fatalf("desktop lists %+v, want only %s", list, optID)
 	}
-	if d.logs.FilterMessage("job "+bgID+" is marked for service-only execution, skipping it").Len() == 0 {
-		t.Fatal("the skipped background job was not logged")
+	if n := d.Stats().ServiceOnly; n != 1 {
+		t.Fatalf("the desktop skipped %d service-only jobs, want the background one", n)
 	}
 	if _, err := d.Run(ctx, bgID); !errors.Is(err, agent.ErrServiceOnly) {
 		t.Fatalf("running a background job from the desktop: %v", err)
@@ -322,9 +322,7 @@ func TestDesktopNeverRunsBackgroundJobs(t *testing.T) {
 	if err != nil || st.State != events.StateSucceeded || st.Runner != events.RunnerDesktop {
 		t.Fatalf("desktop run: %+v, %v", st, err)
 	}
-	testenv.WaitFor(t, 10*time.Second, "the service acks the job the desktop ran", func() bool {
-		return a.logged("the desktop ran the job; acking its offer")
-	})
+	a.waitStats(t, 10*time.Second, "the service acking the job the desktop ran", func(s agent.Stats) bool { return s.DesktopRuns == 1 })
 	if n, _ := ackPending(t, env.JS, "desk"); n != 1 { // the background job, due in an hour
 		t.Fatalf("ack pending %d, want 1 (the future background job)", n)
 	}

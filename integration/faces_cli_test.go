@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -9,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestFacesRefuseBadConfiguration: a bad lease or grace makes pcm agent and
@@ -53,8 +52,8 @@ func TestDesktopTellsTheTruth(t *testing.T) {
 	dir := t.TempDir()
 	enroll(t, env.JS, "truth1")
 	common := []string{"--url", env.URL, "--client-id", "truth1", "--lease", "2s"}
-	svc := startPCM(t, dir, nil, append([]string{"agent", "--state-dir", filepath.Join(dir, "svc")}, common...)...)
-	waitLogged(t, svc, "agent ready")
+	startPCM(t, dir, nil, append([]string{"agent", "--state-dir", filepath.Join(dir, "svc")}, common...)...)
+	waitPulling(t, env.JS, "truth1")
 	desk := startPCM(t, dir, nil, append([]string{"desktop", "--grace", "10s", "--state-dir", filepath.Join(dir, "desk")}, common...)...)
 	said := &saidLines{lr: desk.stdout}
 
@@ -87,15 +86,6 @@ func TestDesktopTellsTheTruth(t *testing.T) {
 			t.Fatalf("the desktop told the user about the job the service ran: %q", l)
 		}
 	}
-}
-
-// waitLogged waits until the process logged text (its stderr).
-func waitLogged(t testing.TB, p *proc, text string) {
-	t.Helper()
-	testenv.WaitFor(t, 10*time.Second, "pcm logging "+text, func() bool {
-		b, _ := os.ReadFile(p.logf)
-		return strings.Contains(string(b), text)
-	})
 }
 
 // saidLines keeps every stdout line of a process read so far.

@@ -11,7 +11,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // countingRunner runs nothing and counts runs per job and client: the
@@ -77,20 +77,24 @@ func TestClusterFailover(t *testing.T) {
 			published <- i
 		}
 		close(ids)
+		close(published)
 	}()
+	done := 0 // jobs published so far
 	waitPublished := func(n int) {
-		for i := range published {
-			if i+1 >= n {
+		for done < n {
+			i, ok := <-published
+			if !ok {
 				return
 			}
+			done = i + 1
 		}
 	}
-	for _, stream := range []string{events.StreamJobs, events.StreamStatus} {
-		waitPublished(jobs / 3)
+	for k, stream := range []string{events.StreamJobs, events.StreamStatus} {
+		waitPublished((k + 1) * jobs / 3)
 		leader := c.StreamLeader(t, stream)
 		t.Logf("stopping node %d, leader of %s", leader, stream)
 		c.Stop(leader)
-		time.Sleep(2 * time.Second) // the rollout goes on without it
+		waitPublished(min(done+jobs/10, jobs)) // the rollout goes on without it
 		c.Restart(t, leader)
 	}
 	var all []string

@@ -22,8 +22,8 @@ import (
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // pcmBinary is the pcm binary built once for the tests that run processes.
@@ -57,11 +57,12 @@ func enroll(t testing.TB, js jetstream.JetStream, client string, groups ...strin
 
 // runningAgent is an in-process service face.
 type runningAgent struct {
-	svc    *agent.Service
-	cancel context.CancelFunc
-	done   chan error
-	logs   *observer.ObservedLogs
-	nc     *nats.Conn
+	svc      *agent.Service
+	cancel   context.CancelFunc
+	done     chan error
+	logs     *observer.ObservedLogs // for warned, and to read when a test fails
+	nc       *nats.Conn
+	stopOnce sync.Once
 }
 
 // agentOpts tweaks the config of startAgent.
@@ -118,39 +119,73 @@ func (a *runningAgent) waitReady(t testing.TB) {
 	}
 }
 
-var stopOnce sync.Map
-
-// stop cancels the agent and waits for Run to return.
+// stop cancels the agent and waits for Run to return; stopping it again
+// does nothing.
 func (a *runningAgent) stop() {
-	if _, done := stopOnce.LoadOrStore(a, true); done {
-		return
-	}
-	a.cancel()
-	select {
-	case <-a.done:
-	case <-time.After(15 * time.Second):
-	}
-	a.nc.Close()
+	a.stopOnce.Do(func() {
+		a.cancel()
+		select {
+		case <-a.done:
+		case <-time.After(15 * time.Second):
+		}
+		a.nc.Close()
+	})
 }
 
-// logged reports whether the agent logged a message containing text.
-func (a *runningAgent) logged(text string) bool {
-	return a.logs.FilterMessageSnippet(text).Len() > 0
+// warned reports whether the agent logged a warning containing text. The
+// one warning tests look for is the agent's to its operator at start (it
+// runs unsigned jobs): that line is the behaviour under test. Everything
+// else is asserted on counters (waitStats), statuses and the broker's state.
+func (a *runningAgent) warned(text string) bool {
+	return a.logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet(text).Len() > 0
+}
+
+// waitStats waits until the agent's counters satisfy cond (what names it).
+func (a *runningAgent) waitStats(t testing.TB, timeout time.Duration, what string, cond func(agent.Stats) bool) {
+	t.Helper()
+	testenv.CheckFor(t, timeout, 10*time.Millisecond, func() error {
+		if s := a.svc.Stats(); !cond(s) {
+			return fmt.Errorf("waiting for %s: the agent counts %+v", what, s)
+		}
+		return nil
+	})
+}
+
+// waitPulling waits until client's consumer has a pull request waiting: its
+// agent is bound and idle, waiting for offers (a process's "agent ready"
+// said without reading its log).
+func waitPulling(t testing.TB, js jetstream.JetStream, client string) {
+	t.Helper()
+	testenv.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cons, err := js.Consumer(ctx, events.StreamJobs, events.ConsumerName(client))
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumWaiting == 0 {
+			return fmt.Errorf("no pull request of %s's agent is waiting", client)
+		}
+		return nil
+	})
 }
 
 // readStatuses returns every status stored for job on client, in order.
 // Transient errors (a cluster member restarting) are retried for 15 s.
 func readStatuses(t testing.TB, js jetstream.JetStream, client, job string) []events.JobStatus {
 	t.Helper()
-	var err error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		var out []events.JobStatus
-		if out, err = tryReadStatuses(js, client, job); err == nil {
-			return out
+	var out []events.JobStatus
+	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() (err error) {
+		if out, err = tryReadStatuses(js, client, job); err != nil {
+			return fmt.Errorf("reading the statuses of %s on %s: %w", job, client, err)
 		}
-	}
-	t.Fatalf("reading the statuses of %s on %s: %v", job, client, err)
-	return nil
+		return nil
+	})
+	return out
 }
 
 func tryReadStatuses(js jetstream.JetStream, client, job string) ([]events.JobStatus, error) {

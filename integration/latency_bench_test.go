@@ -4,6 +4,7 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +19,7 @@ import (
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // BenchmarkJobLatency runs one real agent (production defaults, fsynced
@@ -236,15 +237,10 @@ func latWatchAcks(b *testing.B, nc *nats.Conn, client string) *latEvents {
 // millisecond.
 func latQuiet(b *testing.B, srv *server.Server) {
 	b.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s := benchConsumerState(b, srv)
-		if s.waiting == 1 && s.ackPending == 0 && s.pending == 0 {
-			return
+	testenv.CheckFor(b, 30*time.Second, time.Millisecond, func() error {
+		if s := benchConsumerState(b, srv); s.waiting != 1 || s.ackPending != 0 || s.pending != 0 {
+			return fmt.Errorf("agent not back to waiting for offers: %+v", s)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("agent not back to waiting for offers after 30s: %+v", s)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestNoRerunAcrossCrashes kills a real pcm agent (SIGKILL, by the test-only
@@ -67,13 +67,11 @@ func TestNothingLostOffline(t *testing.T) {
 	a.waitReady(t)
 	gate, marker := filepath.Join(dir, "go"), filepath.Join(dir, "marker")
 	id := publish(t, p, job([]string{"sh", "-c", "while [ ! -f " + gate + " ]; do sleep 0.02; done; echo ran >> " + marker}, toClient("offline")))
-	testenv.WaitFor(t, 10*time.Second, "the job running", func() bool { return a.logged("running job") })
+	a.waitStats(t, 10*time.Second, "the job running", func(s agent.Stats) bool { return s.Started > 0 })
 
 	env.Stop()
 	touch(t, gate)
-	testenv.WaitFor(t, 10*time.Second, "the final status waiting in the journal", func() bool {
-		return a.logged("status not persisted yet")
-	})
+	a.waitStats(t, 10*time.Second, "the final status waiting in the journal", func(s agent.Stats) bool { return s.StatusWaits > 0 })
 	a.stop()
 	startAgent(t, env.URL, "offline", state) // restarted while the broker is down
 	env.Restart(t)

@@ -15,9 +15,9 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/streamread"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/rollout"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // asOS makes an in-process agent report another operating system.
@@ -43,9 +43,9 @@ func putAgentInfo(t testing.TB, js jetstream.JetStream, info events.AgentInfo) {
 }
 
 // parseRollout decodes the output of pcm status -o json.
-func parseRollout(t testing.TB, out string) publisher.Rollout {
+func parseRollout(t testing.TB, out string) rollout.Rollout {
 	t.Helper()
-	var r publisher.Rollout
+	var r rollout.Rollout
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("pcm status -o json printed something else than a rollout: %v\n%s", err, out)
 	}
@@ -53,7 +53,7 @@ func parseRollout(t testing.TB, out string) publisher.Rollout {
 }
 
 // clientOf finds a client in a rollout.
-func clientOf(t testing.TB, r publisher.Rollout, client string) publisher.ClientRollout {
+func clientOf(t testing.TB, r rollout.Rollout, client string) rollout.ClientRollout {
 	t.Helper()
 	for _, c := range r.Clients {
 		if c.Client == client {
@@ -61,30 +61,28 @@ func clientOf(t testing.TB, r publisher.Rollout, client string) publisher.Client
 		}
 	}
 	t.Fatalf("client %s missing from the rollout of %s: %+v", client, r.JobID, r.Clients)
-	return publisher.ClientRollout{}
+	return rollout.ClientRollout{}
 }
 
 // waitRollout polls the rollout of job until cond holds.
-func waitRollout(t testing.TB, js jetstream.JetStream, job, what string, timeout time.Duration, cond func(publisher.Rollout) bool) publisher.Rollout {
+func waitRollout(t testing.TB, js jetstream.JetStream, job, what string, timeout time.Duration, cond func(rollout.Rollout) bool) rollout.Rollout {
 	t.Helper()
-	var r publisher.Rollout
-	deadline := time.Now().Add(timeout)
-	for {
-		var err error
-		r, err = publisher.ReadRollout(context.Background(), js, job)
-		if err == nil && cond(r) {
-			return r
+	var r rollout.Rollout
+	testenv.CheckFor(t, timeout, 20*time.Millisecond, func() (err error) {
+		if r, err = rollout.Read(context.Background(), js, job); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error %v, rollout %+v)", timeout, what, err, r.Clients)
+		if !cond(r) {
+			return fmt.Errorf("waiting for %s: rollout %+v", what, r.Clients)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return r
 }
 
 // statesOf maps each client of a rollout to its state.
-func statesOf(r publisher.Rollout) map[string]publisher.ClientState {
-	m := map[string]publisher.ClientState{}
+func statesOf(r rollout.Rollout) map[string]rollout.ClientState {
+	m := map[string]rollout.ClientState{}
 	for _, c := range r.Clients {
 		m[c.Client] = c.State
 	}
@@ -110,15 +108,20 @@ type storedEvent struct {
 // not answer (a cluster electing a leader).
 func readStored(t testing.TB, js jetstream.JetStream, stream string) []storedEvent {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		out, err := tryReadStored(js, stream)
-		if err == nil {
-			return out
+	var out []storedEvent
+	var bad error
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() (err error) {
+		out, err = tryReadStored(js, stream)
+		if errors.Is(err, errNotAnEvent) {
+			bad = err // asking again cannot mend it
+			return nil
 		}
-		if errors.Is(err, errNotAnEvent) || time.Now().After(deadline) {
-			t.Fatalf("reading %s: %v", stream, err)
-		}
+		return err
+	})
+	if bad != nil {
+		t.Fatalf("reading %s: %v", stream, bad)
 	}
+	return out
 }
 
 // errNotAnEvent: a stored message is not a pcm CloudEvent.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // pkgBenchSizeEnv overrides the package size of BenchmarkPackageTransfer,
@@ -22,7 +22,7 @@ import (
 const pkgBenchSizeEnv = "PCM_BENCH_PACKAGE_MIB"
 
 // BenchmarkPackageTransfer pushes and fetches one package with pcm's code
-// (publisher.Packages.Push of a file; pkgcache.Fetch into an empty cache,
+// (packages.Store.Push of a file; pkgcache.Fetch into an empty cache,
 // which hashes, fsyncs and verifies) and with a bare nats.go object store
 // (ObjectStore.Put of the same file; ObjectStore.Get copied to a file, as
 // GetFile does, without fsync), against one embedded broker, in the same
@@ -40,7 +40,7 @@ func BenchmarkPackageTransfer(b *testing.B) {
 	dir := b.TempDir()
 	src := filepath.Join(dir, "package.bin")
 	pkgRandomFile(b, src, size, 7)
-	pk := publisher.NewPackages(env.JS)
+	pk := packages.NewStore(env.JS)
 	obs, err := env.JS.ObjectStore(ctx, events.BucketPackages)
 	if err != nil {
 		b.Fatal(err)
@@ -49,7 +49,7 @@ func BenchmarkPackageTransfer(b *testing.B) {
 	var push, put, fetch, get time.Duration
 	pcmPush := func() {
 		start := time.Now()
-		if _, err := pk.Push(ctx, src, publisher.PushOptions{Name: "bench", Version: "pcm", Force: true}); err != nil {
+		if _, err := pk.Push(ctx, src, packages.PushOptions{Name: "bench", Version: "pcm", Force: true}); err != nil {
 			b.Fatal(err)
 		}
 		push += time.Since(start)

@@ -20,9 +20,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // pkgLargeEnv opts into the 200 MiB variant of TestPackageFleet (the
@@ -71,7 +72,7 @@ func pkgEndsSHA(t testing.TB, path string) (head, tail string) {
 
 // pkgPush pushes path with the built pcm binary and returns the package
 // as pcm package list -o json reports it.
-func pkgPush(t testing.TB, url, path, name, version string, extra ...string) publisher.PackageInfo {
+func pkgPush(t testing.TB, url, path, name, version string, extra ...string) packages.Info {
 	t.Helper()
 	args := append([]string{"package", "push", "--url", url, path, "--name", name, "--version", version, "--pushed-by", "ci"}, extra...)
 	out, errOut, code := runPCM(t, nil, args...)
@@ -82,7 +83,7 @@ func pkgPush(t testing.TB, url, path, name, version string, extra ...string) pub
 	if code != 0 {
 		t.Fatalf("pcm package list: exit %d: %s", code, errOut)
 	}
-	var list []publisher.PackageInfo
+	var list []packages.Info
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("pcm package list -o json: %v\n%s", err, out)
 	}
@@ -92,7 +93,7 @@ func pkgPush(t testing.TB, url, path, name, version string, extra ...string) pub
 		}
 	}
 	t.Fatalf("pcm package list does not show %s@%s: %s", name, version, out)
-	return publisher.PackageInfo{}
+	return packages.Info{}
 }
 
 // withCacheSize sets the agent's package cache limit.
@@ -140,19 +141,6 @@ func (lp *lockPuts) first(client string, since time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// packageReadyAt returns when the agent logged that job's package was
-// ready, and whether it was downloaded.
-func packageReadyAt(t testing.TB, a *runningAgent, job string) (time.Time, bool) {
-	t.Helper()
-	for _, e := range a.logs.FilterMessage("package ready").All() {
-		if e.ContextMap()["job"] == job {
-			return e.Time, e.ContextMap()["downloaded"] == true
-		}
-	}
-	t.Fatalf("the agent did not log that the package of %s was ready", job)
-	return time.Time{}, false
-}
-
 // TestPackageFleet: a package pushed once with pcm package push and used by
 // jobs on five agents is downloaded once per agent, verified, unpacked into
 // each job's directory where the command sees it, without the lock held
@@ -193,7 +181,7 @@ func TestPackageFleet(t *testing.T) {
 	headSHA, tailSHA := pkgEndsSHA(t, payload)
 	check := []string{"sh", "-c", `test "$(wc -c < payload.bin)" -eq ` + strconv.FormatInt(size, 10) +
 		` && head -c 1048576 payload.bin | sha256sum && tail -c 1048576 payload.bin | sha256sum && pwd`}
-	runJob := func(round int) (string, time.Duration) {
+	runJob := func(round int) time.Duration {
 		t.Helper()
 		j := job(check, toGroup("pkgfleet"))
 		j.Package = &events.PackageRef{Name: "payload", Version: "1"}
@@ -209,45 +197,37 @@ func TestPackageFleet(t *testing.T) {
 				t.Fatalf("round %d, %s: ran in %q, want the job's directory %s", round, c, fin.OutputTail, want)
 			}
 			waitAcked(t, env.JS, c, 10*time.Second)
-			for _, e := range agents[c].logs.FilterMessage("package ready").All() {
-				if e.ContextMap()["job"] == id {
-					t.Logf("round %d, %s: package ready %s after the publish (fetch took %v); command started %s after the publish",
-						round, c, e.Time.Sub(published).Round(time.Millisecond), e.ContextMap()["took"], fin.StartedAt.Sub(published).Round(time.Millisecond))
-				}
-			}
+			t.Logf("round %d, %s: command started %s after the publish", round, c, fin.StartedAt.Sub(published).Round(time.Millisecond))
 		}
-		return id, time.Since(published)
+		return time.Since(published)
 	}
 
-	id1, took := runJob(1)
+	took := runJob(1)
 	t.Logf("first job on 5 agents (5 downloads of %d MiB): %s", size>>20, took.Round(time.Millisecond))
 	for _, c := range clients {
 		s := agents[c].svc.PackageCacheStats()
 		if s.Downloads != 1 || s.DownloadedBytes != size || s.Hits != 0 || s.Entries != 1 {
 			t.Fatalf("%s after the first job: %+v; want one download of %d bytes", c, s, size)
 		}
-		// The lock was taken only once the package was ready.
-		ready, downloaded := packageReadyAt(t, agents[c], id1)
-		locked, ok := locks.first(c, ready.Add(-time.Hour))
-		if !downloaded || !ok || locked.Before(ready) {
-			t.Fatalf("%s: package ready at %s (downloaded %v), lock taken at %s (seen %v): the lock must be taken after the download",
-				c, ready.Format(time.RFC3339Nano), downloaded, locked.Format(time.RFC3339Nano), ok)
-		}
 		cached, err := os.ReadFile(filepath.Join(agent.PackageCacheDir(filepath.Join(dir, c)), sha+".json"))
-		if err != nil || !bytes.Contains(cached, []byte(`"name":"payload"`)) {
+		var rec pkgcache.Entry
+		if err != nil || json.Unmarshal(cached, &rec) != nil || rec.Name != "payload" {
 			t.Fatalf("%s: the cache holds no record of the package: %v", c, err)
+		}
+		// The lock was taken only once the package was downloaded.
+		locked, ok := locks.first(c, rec.FetchedAt.Add(-time.Hour))
+		if !ok || locked.Before(rec.FetchedAt) {
+			t.Fatalf("%s: package downloaded at %s, lock taken at %s (seen %v): the lock must be taken after the download",
+				c, rec.FetchedAt.Format(time.RFC3339Nano), locked.Format(time.RFC3339Nano), ok)
 		}
 	}
 
-	id2, took := runJob(2)
+	took = runJob(2)
 	t.Logf("second job on 5 agents (no download): %s", took.Round(time.Millisecond))
 	for _, c := range clients {
 		s := agents[c].svc.PackageCacheStats()
 		if s.Downloads != 1 || s.DownloadedBytes != size || s.Hits != 1 {
 			t.Fatalf("%s after the second job: %+v; want still one download and one cache hit", c, s)
-		}
-		if _, downloaded := packageReadyAt(t, agents[c], id2); downloaded {
-			t.Fatalf("%s logged a download for the second job", c)
 		}
 	}
 }
@@ -274,7 +254,7 @@ func TestPackageDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	info := pkgPush(t, env.URL, tree, "tree", "1.0")
-	if info.Format != publisher.FormatTarGz {
+	if info.Format != events.PackageFormatTarGz {
 		t.Fatalf("a directory was pushed as %q", info.Format)
 	}
 	enroll(t, env.JS, "pkdir")
@@ -305,7 +285,7 @@ func TestPackageDirectory(t *testing.T) {
 func TestPackageAlteredOrMissing(t *testing.T) {
 	env := testenv.StartBroker(t)
 	p := newPublisher(t, env.JS)
-	pk := publisher.NewPackages(env.JS)
+	pk := packages.NewStore(env.JS)
 	obs, err := env.JS.ObjectStore(t.Context(), events.BucketPackages)
 	if err != nil {
 		t.Fatal(err)
@@ -359,7 +339,7 @@ func TestPackageAlteredOrMissing(t *testing.T) {
 				t.Fatal(err)
 			}
 			version := strconv.Itoa(i)
-			if _, err := pk.Push(t.Context(), script, publisher.PushOptions{Name: "victim", Version: version}); err != nil {
+			if _, err := pk.Push(t.Context(), script, packages.PushOptions{Name: "victim", Version: version}); err != nil {
 				t.Fatal(err)
 			}
 			enroll(t, env.JS, client)
@@ -442,7 +422,7 @@ func TestPackageCacheEviction(t *testing.T) {
 		}
 		path := filepath.Join(dir, "blob-"+v)
 		shas[v] = pkgRandomFile(t, path, size, uint64(10+i))
-		if _, err := publisher.NewPackages(env.JS).Push(t.Context(), path, publisher.PushOptions{Name: "blob", Version: v}); err != nil {
+		if _, err := packages.NewStore(env.JS).Push(t.Context(), path, packages.PushOptions{Name: "blob", Version: v}); err != nil {
 			t.Fatal(err)
 		}
 	}

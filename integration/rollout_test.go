@@ -9,8 +9,9 @@ import (
 
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/fleet"
+	"github.com/pcm-project/pcm/rollout"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // slowScript is the command of the rollout tests: it fails on client bad,
@@ -55,10 +56,10 @@ func TestRolloutFiveAgents(t *testing.T) {
 	}
 
 	// pcm status reports each client, once ok has finished and slow started.
-	waitRollout(t, env.JS, job1, "ok succeeded and slow started", 15*time.Second, func(r publisher.Rollout) bool {
+	waitRollout(t, env.JS, job1, "ok succeeded and slow started", 15*time.Second, func(r rollout.Rollout) bool {
 		s := statesOf(r)
-		return s["ok"] == publisher.ClientState(events.StateSucceeded) && s["slow"] == publisher.ClientState(events.StateStarted) &&
-			s["win"] == publisher.ClientState(events.StateNotApplicable)
+		return s["ok"] == rollout.ClientState(events.StateSucceeded) && s["slow"] == rollout.ClientState(events.StateStarted) &&
+			s["win"] == rollout.ClientState(events.StateNotApplicable)
 	})
 	out, errOut, code = runPCM(t, nil, "status", "--url", env.URL, job1, "-o", "json")
 	if code != 0 {
@@ -77,7 +78,7 @@ func TestRolloutFiveAgents(t *testing.T) {
 		t.Fatalf("bad: %+v", bad)
 	}
 	off := clientOf(t, r, "off")
-	if off.State != publisher.ClientOffline || off.Since == nil || !off.Since.Equal(offSince) || off.Detail != "offline since "+offSince.Format(time.RFC3339) || off.Done {
+	if off.State != rollout.ClientOffline || off.Since == nil || !off.Since.Equal(offSince) || off.Detail != "offline since "+offSince.Format(time.RFC3339) || off.Done {
 		t.Fatalf("off: %+v (want offline since %s)", off, offSince)
 	}
 	win := clientOf(t, r, "win")
@@ -122,7 +123,7 @@ func TestRolloutFiveAgents(t *testing.T) {
 		t.Fatalf("publish --wait on clients that all succeed: exit %d, stdout %q, stderr:\n%s", code, out, errOut)
 	}
 	job3 := strings.TrimSpace(out)
-	r = waitRollout(t, env.JS, job3, "job 3 done", time.Second, func(r publisher.Rollout) bool { return r.Done == 3 })
+	r = waitRollout(t, env.JS, job3, "job 3 done", time.Second, func(r rollout.Rollout) bool { return r.Done == 3 })
 	if r.Failed != 0 || r.Counts["succeeded"] != 2 || r.Counts["not_applicable"] != 1 {
 		t.Fatalf("job 3 rollout %+v", r)
 	}
@@ -148,14 +149,14 @@ func TestStatusReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease, err := locker.TryAcquire(t.Context(), lock.Info{Holder: lock.HolderDesktop, User: "ann"})
+	lease, err := locker.TryAcquire(t.Context(), events.LockInfo{Holder: events.RunnerDesktop, User: "ann"})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	jobA := publish(t, p, job([]string{"true"}, toClient("desk"), toClient("idle"), toClient("never"), toClient("ghost")))
-	r := waitRollout(t, env.JS, jobA, "desk locked", 10*time.Second, func(r publisher.Rollout) bool {
-		return statesOf(r)["desk"] == publisher.ClientLocked
+	r := waitRollout(t, env.JS, jobA, "desk locked", 10*time.Second, func(r rollout.Rollout) bool {
+		return statesOf(r)["desk"] == rollout.ClientLocked
 	})
 	want := map[string]string{
 		"desk":  "locked by desktop (user ann) since ",
@@ -175,8 +176,8 @@ func TestStatusReasons(t *testing.T) {
 	jb := job([]string{"true"}, toGroup("lab"))
 	jb.MandatoryAfter = &later
 	jobB := publish(t, p, jb)
-	r = waitRollout(t, env.JS, jobB, "later pending", 10*time.Second, func(r publisher.Rollout) bool {
-		return statesOf(r)["later"] == publisher.ClientPending
+	r = waitRollout(t, env.JS, jobB, "later pending", 10*time.Second, func(r rollout.Rollout) bool {
+		return statesOf(r)["later"] == rollout.ClientPending
 	})
 	if c := clientOf(t, r, "later"); c.Due == nil || !c.Due.Equal(later) || c.Detail != "pending: mandatory at "+later.Format(time.RFC3339) {
 		t.Fatalf("later: %+v", c)
@@ -196,15 +197,15 @@ func TestStatusReasons(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("pcm agents exited %d: %s", code, errOut)
 	}
-	var inv []publisher.AgentEntry
+	var inv []fleet.AgentEntry
 	if err := jsonUnmarshal(out, &inv); err != nil {
 		t.Fatalf("pcm agents -o json: %v\n%s", err, out)
 	}
-	live := map[string]publisher.Liveness{}
+	live := map[string]fleet.Liveness{}
 	for _, a := range inv {
 		live[a.Client] = a.Liveness
 	}
-	wantLive := map[string]publisher.Liveness{"desk": publisher.Online, "later": publisher.Online, "idle": publisher.Online, "never": publisher.NeverSeen}
+	wantLive := map[string]fleet.Liveness{"desk": fleet.Online, "later": fleet.Online, "idle": fleet.Online, "never": fleet.NeverSeen}
 	if len(live) != len(wantLive) {
 		t.Fatalf("inventory %v, want %v", live, wantLive)
 	}
@@ -221,7 +222,7 @@ func TestStatusReasons(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("pcm agents show exited %d: %s", code, errOut)
 	}
-	var detail publisher.AgentDetail
+	var detail fleet.AgentDetail
 	if err := jsonUnmarshal(out, &detail); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestStatusReasons(t *testing.T) {
 		t.Fatalf("agents show later: pending %+v, recent %+v; want job B received and no status", detail.Pending, detail.Recent)
 	}
 	out, _, code = runPCM(t, nil, "agents", "show", "desk", "--url", env.URL, "-o", "json")
-	detail = publisher.AgentDetail{}
+	detail = fleet.AgentDetail{}
 	if err := jsonUnmarshal(out, &detail); code != 0 || err != nil {
 		t.Fatalf("agents show desk: exit %d, %v", code, err)
 	}

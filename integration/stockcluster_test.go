@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/internal/offers"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // stockEnv turns the stock-cluster test on: it builds nats-server and
@@ -138,7 +138,7 @@ func TestStockCluster(t *testing.T) {
 				c.start(leader)
 				c.waitHealthy(t)
 			}
-			offer, err := publisher.FindOffer(ctx, js, id)
+			offer, err := offers.Find(ctx, js, nil, id)
 			if err != nil || len(offer.Copies) != 2 || offer.Copies[0].Subject == offer.Copies[1].Subject {
 				t.Fatalf("stored offers of %s: %+v, %v: want one per target", id, offer.Copies, err)
 			}
@@ -239,21 +239,14 @@ func TestStockCluster(t *testing.T) {
 			case <-s.f.Err():
 				// Not stored (a leader still settling): again, the same
 				// Nats-Msg-Id, until it is.
-				publishRetrying := func() error {
-					var err error
-					for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-						pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-						_, err = js.PublishMsg(pctx, s.msg)
-						cancel()
-						if err == nil {
-							return nil
-						}
+				testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+					pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					defer cancel()
+					if _, err := js.PublishMsg(pctx, s.msg); err != nil {
+						return fmt.Errorf("storing a forged copy: %w", err)
 					}
-					return err
-				}
-				if err := publishRetrying(); err != nil {
-					t.Fatalf("storing a forged copy: %v", err)
-				}
+					return nil
+				})
 			case <-time.After(time.Minute):
 				t.Fatal("forged copies not stored within a minute")
 			}

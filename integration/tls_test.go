@@ -15,7 +15,7 @@ import (
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestTLS checks TLS on client connections (a whole job over TLS; plain

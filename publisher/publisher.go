@@ -15,6 +15,8 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/backoff"
+	"github.com/pcm-project/pcm/internal/offers"
+	"github.com/pcm-project/pcm/packages"
 )
 
 // Defaults applied by Publish to fields left zero: the job's own (see
@@ -95,7 +97,7 @@ func (p *Publisher) Name() string { return p.cfg.Name }
 // clock and the jobs stream's retention, without sending anything. A job
 // naming a package gets it resolved in PCM_PACKAGES and pinned: its sha256
 // and size are filled in, or, when the job gives them, checked
-// (ErrPackageNotFound, ErrPackageMismatch). It returns the job as it would
+// (packages.ErrNotFound, packages.ErrMismatch). It returns the job as it would
 // be published.
 func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
 	now := p.cfg.Now().UTC()
@@ -124,12 +126,15 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 			events.StreamJobs, retention)
 	}
 	if job.Package != nil {
-		ref, err := NewPackages(p.js).resolveJobPackage(ctx, *job.Package)
+		ref, err := packages.NewStore(p.js).Pin(ctx, *job.Package)
+		if err == nil {
+			err = ref.Validate()
+		}
+		if errors.Is(err, events.ErrInvalidPackage) {
+			err = fmt.Errorf("%w: %w", ErrInvalidJob, err)
+		}
 		if err != nil {
 			return job, err
-		}
-		if err := ref.Validate(); err != nil {
-			return job, fmt.Errorf("%w: %w", ErrInvalidJob, err)
 		}
 		job.Package = &ref
 	}
@@ -144,7 +149,7 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 // one). When some targets were stored and one failed, the error is a
 // *PartialError saying which.
 func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultRequestTimeout)
 	defer cancel()
 	job, err := p.Prepare(ctx, job)
 	if err != nil {
@@ -167,16 +172,22 @@ func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (events.
 // (events.CancelSubject), which every agent reads before it runs the job,
 // so that the cancellation holds for clients offline now, enrolled later or
 // about to start; then on the targets of its offer, which it finds in the
-// jobs stream, so that agents holding the offer hear it at once. Agents that
+// jobs stream (internal/offers: a ULID job id, as Publish assigns, starts
+// the scan just before its time), so that agents holding the offer hear it at once. Agents that
 // have not started the job report it cancelled and never run it.
 func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultRequestTimeout)
 	defer cancel()
 	if err := events.ValidID("job id", jobID); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
-	offer, err := FindOffer(ctx, p.js, jobID)
-	if err != nil {
+	offer, err := offers.Find(ctx, p.js, nil, jobID)
+	switch {
+	case errors.Is(err, offers.ErrNotFound):
+		return fmt.Errorf("%w: %w", ErrJobNotFound, err)
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)
+	case err != nil:
 		return err
 	}
 	c := events.JobCancelled{JobID: jobID, Reason: reason, Targets: offer.Job.Targets}
@@ -303,11 +314,4 @@ func (p *Publisher) jobsRetention(ctx context.Context) (time.Duration, error) {
 	p.retention = s.CachedInfo().Config.MaxAge
 	p.haveInfo = true
 	return p.retention, nil
-}
-
-func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, defaultRequestTimeout)
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestSigningKeyFiles: a new key is written 0600 and read back; a key file

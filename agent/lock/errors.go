@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/pcm-project/pcm/events"
 )
 
 // Sentinel errors. Every error this package returns wraps one of them (or a
@@ -11,7 +13,8 @@ import (
 var (
 	// ErrInvalidConfig: the Config, or an argument of New, is unusable.
 	ErrInvalidConfig = errors.New("invalid lock config")
-	// ErrInvalidInfo: the Info given to TryAcquire or Acquire is unusable.
+	// ErrInvalidInfo: the events.LockInfo given to TryAcquire or Acquire is
+	// unusable.
 	ErrInvalidInfo = errors.New("invalid lock info")
 	// ErrHeld: the lock is held by someone else. The error is a *HeldError
 	// that says who holds it.
@@ -40,7 +43,7 @@ type HeldError struct {
 	// Client is the client id whose lock is held.
 	Client string
 	// Info says who holds the lock. It is zero if the key's value could not be read.
-	Info Info
+	Info events.LockInfo
 	// Revision is the revision of the lock key when it was read (0 if unknown).
 	Revision uint64
 

@@ -11,45 +11,32 @@ import (
 	"github.com/pcm-project/pcm/events"
 )
 
-// Holder names the face of the agent that holds the lock (the runner of
-// the statuses that face reports).
-type Holder = events.Runner
-
-// The two faces that take the lock.
-const (
-	// HolderService is the unattended service (pcm agent).
-	HolderService = events.RunnerService
-	// HolderDesktop is the face running in the user's session (pcm desktop).
-	HolderDesktop = events.RunnerDesktop
-)
-
-// Info is the value of the lock key: who holds it (events.LockInfo; PID
-// defaults to the calling process, Host to os.Hostname, Since to now). The
-// key stores it as JSON with one more field, "lease", the random id of the
-// lease that wrote it, so that a holder recognises its own writes.
-type Info = events.LockInfo
+// The lock key's value is an events.LockInfo (PID defaults to the calling
+// process, Host to os.Hostname, Since to now), stored as JSON with one more
+// field, "lease", the random id of the lease that wrote it, so that a
+// holder recognises its own writes.
 
 // record is what the lock key stores: the Info and the id of the lease that
 // wrote it, which lets a holder recognise its own write when the reply to a
 // publish was lost.
 type record struct {
-	Info
+	events.LockInfo
 	Lease string `json:"lease"`
 }
 
 // prepare fills the defaults of info and checks it.
-func prepare(info Info) (Info, error) {
+func prepare(info events.LockInfo) (events.LockInfo, error) {
 	switch info.Holder {
-	case HolderService, HolderDesktop:
+	case events.RunnerService, events.RunnerDesktop:
 	default:
-		return Info{}, fmt.Errorf("%w: holder %q: use %q or %q", ErrInvalidInfo, info.Holder, HolderService, HolderDesktop)
+		return events.LockInfo{}, fmt.Errorf("%w: holder %q: use %q or %q", ErrInvalidInfo, info.Holder, events.RunnerService, events.RunnerDesktop)
 	}
 	if info.PID < 0 {
-		return Info{}, fmt.Errorf("%w: pid %d is negative: leave it 0 to use the calling process's pid", ErrInvalidInfo, info.PID)
+		return events.LockInfo{}, fmt.Errorf("%w: pid %d is negative: leave it 0 to use the calling process's pid", ErrInvalidInfo, info.PID)
 	}
 	if info.JobID != "" {
 		if err := events.ValidID("job id", info.JobID); err != nil {
-			return Info{}, fmt.Errorf("%w: %w", ErrInvalidInfo, err)
+			return events.LockInfo{}, fmt.Errorf("%w: %w", ErrInvalidInfo, err)
 		}
 	}
 	if info.PID == 0 {
@@ -66,7 +53,7 @@ func prepare(info Info) (Info, error) {
 }
 
 // sameHolder tells whether a and b describe the same holding.
-func sameHolder(a, b Info) bool {
+func sameHolder(a, b events.LockInfo) bool {
 	return a.Holder == b.Holder && a.PID == b.PID && a.User == b.User && a.Host == b.Host &&
 		a.JobID == b.JobID && a.Since.Equal(b.Since)
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
@@ -26,13 +27,14 @@ const (
 // or until it is lost. Its methods are safe for concurrent use.
 type Lease struct {
 	l    *Locker
-	info Info
+	info events.LockInfo
 	id   string
 	data []byte
 	log  *zap.Logger
 
-	rev  atomic.Uint64
-	lost chan struct{}
+	rev    atomic.Uint64
+	failed atomic.Int64 // renewals that failed
+	lost   chan struct{}
 
 	mu       sync.Mutex
 	state    leaseState
@@ -46,7 +48,7 @@ type Lease struct {
 
 // startLease starts renewing the key just written at revision rev; sent is
 // when that write was sent, the earliest the server can have started its TTL.
-func (l *Locker) startLease(info Info, id string, data []byte, rev uint64, sent time.Time) *Lease {
+func (l *Locker) startLease(info events.LockInfo, id string, data []byte, rev uint64, sent time.Time) *Lease {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Lease{
 		l:        l,
@@ -69,8 +71,13 @@ func (l *Locker) startLease(info Info, id string, data []byte, rev uint64, sent 
 // status published under this lease. It changes at every renewal.
 func (s *Lease) Revision() uint64 { return s.rev.Load() }
 
+// FailedRenewals counts the renewals that failed (the broker away, no
+// answer in time) since the lease was taken: it rides through them until
+// the lease ends.
+func (s *Lease) FailedRenewals() int64 { return s.failed.Load() }
+
 // Info says who holds the lease (with the defaults filled in).
-func (s *Lease) Info() Info { return s.info }
+func (s *Lease) Info() events.LockInfo { return s.info }
 
 // Lost is closed when the lease is lost: its renewals failed for a whole
 // lease, or the key changed under it (detected at the next renewal, within a
@@ -119,6 +126,7 @@ func (s *Lease) renewLoop(ctx context.Context) {
 			return
 		case err != nil:
 			failures++
+			s.failed.Add(1)
 			logf := s.log.Debug
 			if failures == 1 {
 				logf = s.log.Warn

@@ -97,7 +97,7 @@ func (l *Locker) Lease() time.Duration { return l.cfg.Lease }
 // TryAcquire takes the lock if it is free. When it is held it returns a
 // *HeldError (matching ErrHeld) saying who holds it. Unset fields of info get
 // defaults (PID: this process, Host: this host, Since: now).
-func (l *Locker) TryAcquire(ctx context.Context, info Info) (*Lease, error) {
+func (l *Locker) TryAcquire(ctx context.Context, info events.LockInfo) (*Lease, error) {
 	info, err := prepare(info)
 	if err != nil {
 		return nil, err
@@ -108,8 +108,8 @@ func (l *Locker) TryAcquire(ctx context.Context, info Info) (*Lease, error) {
 // tryAcquire creates the key for the lease id. When the key exists and holds
 // this very lease id (an earlier attempt landed but its reply was lost), it
 // takes the lease over by renewing it.
-func (l *Locker) tryAcquire(ctx context.Context, info Info, id string) (*Lease, error) {
-	data, err := json.Marshal(record{Info: info, Lease: id})
+func (l *Locker) tryAcquire(ctx context.Context, info events.LockInfo, id string) (*Lease, error) {
+	data, err := json.Marshal(record{LockInfo: info, Lease: id})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidInfo, err)
 	}
@@ -141,7 +141,7 @@ func (l *Locker) tryAcquire(ctx context.Context, info Info, id string) (*Lease, 
 			}
 			return l.startLease(info, id, data, rev, sent), nil
 		}
-		return nil, &HeldError{Client: l.cfg.Client, Info: r.Info, Revision: e.Revision, expires: l.expiry(e)}
+		return nil, &HeldError{Client: l.cfg.Client, Info: r.LockInfo, Revision: e.Revision, expires: l.expiry(e)}
 	}
 	return nil, &HeldError{Client: l.cfg.Client}
 }
@@ -164,19 +164,19 @@ func (l *Locker) expiry(e kvkey.Entry) time.Time {
 // Current reads the lock: who holds it and the key's revision; ok is false
 // when the lock is free. A key whose value is not a lock record counts as
 // held: ok is true and err wraps ErrBadValue.
-func (l *Locker) Current(ctx context.Context) (info Info, revision uint64, ok bool, err error) {
+func (l *Locker) Current(ctx context.Context) (info events.LockInfo, revision uint64, ok bool, err error) {
 	e, err := l.key.Get(ctx)
 	if errors.Is(err, kvkey.ErrNotFound) {
-		return Info{}, 0, false, nil
+		return events.LockInfo{}, 0, false, nil
 	}
 	if err != nil {
-		return Info{}, 0, false, l.mapErr(err)
+		return events.LockInfo{}, 0, false, l.mapErr(err)
 	}
 	r, err := decodeRecord(l.cfg.Client, e.Value)
 	if err != nil {
-		return Info{}, e.Revision, true, err
+		return events.LockInfo{}, e.Revision, true, err
 	}
-	return r.Info, e.Revision, true, nil
+	return r.LockInfo, e.Revision, true, nil
 }
 
 // publish writes data on the key if its last revision is rev, with the lease

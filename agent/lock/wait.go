@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
@@ -16,7 +18,7 @@ import (
 // because the lock is held, and it retries through broker outages. It returns
 // early only for an unusable info (ErrInvalidInfo), a bucket without per-key
 // TTLs (ErrNoTTL) or a closed connection. onBusy (may be nil) is called with
-// the holder's Info when the lock is found held, once per holder (not at
+// the holder's events.LockInfo when the lock is found held, once per holder (not at
 // every renewal), including when the lock passes from one holder to another
 // while Acquire waits.
 //
@@ -26,7 +28,7 @@ import (
 // without a renewal heard, or after a reconnection to the broker. What it
 // hears is only a hint: every decision is made on the key read back from
 // the broker.
-func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Lease, error) {
+func (l *Locker) Acquire(ctx context.Context, info events.LockInfo, onBusy func(events.LockInfo)) (*Lease, error) {
 	info, err := prepare(info)
 	if err != nil {
 		return nil, err
@@ -34,12 +36,12 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 	id := newLeaseID() // one id for every attempt: a create whose reply was lost is recognised
 	var (
 		hints   *hints
-		busy    *Info
-		backoff = newBackoff(100*time.Millisecond, min(l.cfg.Lease, 5*time.Second))
+		busy    *events.LockInfo
+		retry   = backoff.Backoff{Initial: 100 * time.Millisecond, Max: min(l.cfg.Lease, 5*time.Second), Jitter: -1}
 		lastRev uint64
 	)
 	defer func() { hints.stop() }()
-	notice := func(holder Info) {
+	notice := func(holder events.LockInfo) {
 		if busy != nil && sameHolder(*busy, holder) {
 			return
 		}
@@ -68,7 +70,7 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 					return nil, err
 				}
 				l.log.Warn("cannot listen to the lock key; retrying", zap.Error(err))
-				if err := backoff.wait(ctx); err != nil {
+				if err := retry.Wait(ctx); err != nil {
 					return nil, err
 				}
 				continue
@@ -88,7 +90,7 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 			return nil, err
 		default:
 			l.log.Warn("cannot take the lock yet; retrying", zap.Error(err))
-			if err := backoff.wait(ctx); err != nil {
+			if err := retry.Wait(ctx); err != nil {
 				return nil, err
 			}
 			continue
@@ -96,11 +98,11 @@ func (l *Locker) Acquire(ctx context.Context, info Info, onBusy func(Info)) (*Le
 		// The same holding as at the last try, past its end: the read was
 		// stale (a lagging replica) or the clocks differ. Back off a little.
 		if held.Revision != 0 && held.Revision == lastRev && !time.Now().Before(held.expires) {
-			if err := backoff.wait(ctx); err != nil {
+			if err := retry.Wait(ctx); err != nil {
 				return nil, err
 			}
 		} else {
-			backoff.reset()
+			retry.Reset()
 		}
 		lastRev = held.Revision
 		switch err := hints.waitFree(ctx, l, held.expires, reconnected, notice); {
@@ -156,7 +158,7 @@ const slack = 250 * time.Millisecond
 // key back and passes its holder to onHolder (a new holder may have taken
 // it over without freeing it): who holds the lock is never taken from what
 // was heard.
-func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reconnected <-chan nats.Status, onHolder func(Info)) error {
+func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reconnected <-chan nats.Status, onHolder func(events.LockInfo)) error {
 	lease := l.cfg.Lease
 	if expires.IsZero() {
 		expires = time.Now().Add(lease)
@@ -191,7 +193,7 @@ func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reco
 				continue // the timer still runs
 			}
 			if r, err := decodeRecord(h.client, e.Value); err == nil {
-				onHolder(r.Info)
+				onHolder(r.LockInfo)
 			}
 		}
 	}
@@ -200,28 +202,5 @@ func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reco
 func (h *hints) stop() {
 	if h != nil {
 		_ = h.sub.Unsubscribe()
-	}
-}
-
-// backoff is a capped doubling delay.
-type backoff struct {
-	first, max, next time.Duration
-}
-
-func newBackoff(first, max time.Duration) *backoff {
-	return &backoff{first: first, max: max, next: first}
-}
-
-func (b *backoff) reset() { b.next = b.first }
-
-func (b *backoff) wait(ctx context.Context) error {
-	t := time.NewTimer(b.next)
-	defer t.Stop()
-	b.next = min(2*b.next, b.max)
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

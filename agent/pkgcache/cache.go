@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/pcm-project/pcm/events"
 )
 
 // Defaults of Config.
@@ -27,15 +25,6 @@ const (
 	// DefaultRetries is how many times in a row a download that makes no
 	// progress is resumed before Fetch gives up (ErrDownload).
 	DefaultRetries = 3
-)
-
-// Formats of package content, as the publisher records them.
-const (
-	// FormatFile: one file, copied into the job's directory.
-	FormatFile = events.PackageFormatFile
-	// FormatTarGz: a directory packed as tar.gz, extracted into the job's
-	// directory.
-	FormatTarGz = events.PackageFormatTarGz
 )
 
 // File names inside the cache directory: <sha256> is the content,
@@ -107,11 +96,11 @@ type Entry struct {
 	SHA256 string `json:"sha256"`
 	// Size of the content in bytes.
 	Size int64 `json:"size"`
-	// Format is FormatFile or FormatTarGz.
+	// Format is events.PackageFormatFile or events.PackageFormatTarGz.
 	Format string `json:"format"`
-	// File is the name a FormatFile package is copied under.
+	// File is the name a file package is copied under.
 	File string `json:"file,omitempty"`
-	// Mode is the permission a FormatFile package is copied with.
+	// Mode is the permission a file package is copied with.
 	Mode fs.FileMode `json:"mode,omitempty"`
 	// FetchedAt is when the content was downloaded.
 	FetchedAt time.Time `json:"fetched_at"`

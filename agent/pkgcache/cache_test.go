@@ -20,7 +20,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // randomBytes returns n reproducible pseudo-random bytes.
@@ -54,7 +54,7 @@ func put(t testing.TB, js jetstream.JetStream, name, version string, data []byte
 	if meta == nil {
 		meta = map[string]string{"pcm-format": "file", "pcm-file": name + ".bin", "pcm-mode": "0755"}
 	}
-	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: pkgcache.ObjectName(name, version), Metadata: meta}, bytes.NewReader(data)); err != nil {
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: events.PackageObjectName(name, version), Metadata: meta}, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 	return events.PackageRef{Name: name, Version: version, SHA256: sum(data), Size: int64(len(data))}
@@ -123,7 +123,7 @@ func TestFetchDownloadsOnceThenHits(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first fetch: %v", err)
 	}
-	if !e.Downloaded || e.SHA256 != ref.SHA256 || e.Size != ref.Size || e.Format != pkgcache.FormatFile || e.File != "app.bin" || e.Mode != 0o755 {
+	if !e.Downloaded || e.SHA256 != ref.SHA256 || e.Size != ref.Size || e.Format != events.PackageFormatFile || e.File != "app.bin" || e.Mode != 0o755 {
 		t.Fatalf("entry after the first fetch: %+v", e)
 	}
 	got, err := os.ReadFile(e.Path)
@@ -198,8 +198,8 @@ func TestFetchRefusals(t *testing.T) {
 		{"other size pinned", events.PackageRef{Name: "tool", Version: "1", SHA256: ref.SHA256, Size: 10}, 0, pkgcache.ErrDigestMismatch},
 		{"larger than the cache", ref, 1000, pkgcache.ErrTooLarge},
 		{"unknown format", weird, 0, pkgcache.ErrFormat},
-		{"bad sha256", events.PackageRef{Name: "tool", Version: "1", SHA256: "ABC"}, 0, pkgcache.ErrInvalidRef},
-		{"no version", events.PackageRef{Name: "tool", SHA256: ref.SHA256}, 0, pkgcache.ErrInvalidRef},
+		{"bad sha256", events.PackageRef{Name: "tool", Version: "1", SHA256: "ABC"}, 0, events.ErrInvalidPackage},
+		{"no version", events.PackageRef{Name: "tool", SHA256: ref.SHA256}, 0, events.ErrInvalidPackage},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -302,7 +302,7 @@ func TestFetchTamperedChunks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			version := fmt.Sprint(i)
 			ref := put(t, tb.JS, "tampered", version, randomBytes(uint64(10+i), 600_000), nil)
-			stream, subj, seqs := chunkMsgs(t, tb.JS, pkgcache.ObjectName("tampered", version))
+			stream, subj, seqs := chunkMsgs(t, tb.JS, events.PackageObjectName("tampered", version))
 			if len(seqs) < 3 {
 				t.Fatalf("want several chunks, got %d", len(seqs))
 			}

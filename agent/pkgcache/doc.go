@@ -7,14 +7,16 @@
 // A download is streamed to a temporary file while it is hashed, fsynced,
 // and renamed into place only once its digest matches: a download cut short
 // (a broker restart, a crash of the agent) never leaves a file that counts
-// as valid. Downloads read the object's chunks with an ordered consumer, so
-// one interrupted by a broker restart resumes at the next chunk, and one
-// that stalls is abandoned after Config.StallTimeout and resumed again.
+// as valid. Downloads read the object's chunks with batched direct gets
+// (no consumer), so one interrupted by a broker restart resumes at the next
+// chunk, and one that stalls is abandoned after Config.StallTimeout and
+// resumed again (internal/backoff's delays).
 // Cached content is hashed again on every use.
 //
 // The cache has a size limit, enforced by evicting the least recently used
 // content first; content pinned (Pin) by a job that is still pending is
-// never evicted. Tar.gz packages are extracted safely: absolute paths, ".."
+// never evicted. Tar.gz packages are extracted by internal/archive, with
+// the rules pcm package push packs them by: absolute paths, ".."
 // components, writes through symlinks and symlinks that resolve outside the
 // job's directory are refused.
 //

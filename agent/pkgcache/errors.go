@@ -1,8 +1,13 @@
 package pkgcache
 
-import "errors"
+import (
+	"errors"
 
-// Sentinel errors. Every error of the package wraps one of them; the message
+	"github.com/pcm-project/pcm/events"
+)
+
+// Sentinel errors. Every error of the package wraps one of them (or, for an
+// invalid reference, events.ErrInvalidPackage); the message
 // around it names the package and says what to do. ErrMissing,
 // ErrDigestMismatch, ErrTooLarge, ErrFormat and ErrUnsafeArchive are
 // permanent for a job (retrying cannot help); ErrDownload, ErrCacheFull and
@@ -10,9 +15,6 @@ import "errors"
 var (
 	// ErrInvalidConfig: a Config field is missing or out of range.
 	ErrInvalidConfig = errors.New("invalid package cache configuration")
-	// ErrInvalidRef: a package reference lacks a name or a version, or its
-	// sha256 is not 64 lower-case hex digits.
-	ErrInvalidRef = errors.New("invalid package reference")
 	// ErrMissing: the package's object is not in PCM_PACKAGES (never pushed,
 	// or removed), or the object store does not exist.
 	ErrMissing = errors.New("package missing from the broker")
@@ -44,10 +46,10 @@ var (
 )
 
 // Permanent reports whether err means the package can never be used for
-// the job (missing, altered, too large, unknown format, unsafe archive), as
+// the job (an invalid reference, events.ErrInvalidPackage; missing, altered, too large, unknown format, unsafe archive), as
 // opposed to a failure that may pass (download, full cache, unpack).
 func Permanent(err error) bool {
-	for _, p := range []error{ErrInvalidRef, ErrMissing, ErrDigestMismatch, ErrTooLarge, ErrFormat, ErrUnsafeArchive} {
+	for _, p := range []error{events.ErrInvalidPackage, ErrMissing, ErrDigestMismatch, ErrTooLarge, ErrFormat, ErrUnsafeArchive} {
 		if errors.Is(err, p) {
 			return true
 		}

@@ -20,6 +20,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/archive"
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/streamread"
 )
 
@@ -30,30 +32,9 @@ const (
 	objStream       = "OBJ_" + events.BucketPackages
 	chunkSubjectFmt = "$O." + events.BucketPackages + ".C.%s"
 	metaSubjectPre  = "$O." + events.BucketPackages + ".M."
-	metaFormat      = events.PackageMetaFormat
-	metaFile        = events.PackageMetaFile
-	metaMode        = events.PackageMetaMode
 	// batchBytes bounds the chunks one direct get brings.
 	batchBytes = 8 << 20
 )
-
-// ObjectName is the object holding a package version in PCM_PACKAGES
-// (events.PackageObjectName).
-func ObjectName(name, version string) string { return events.PackageObjectName(name, version) }
-
-// checkRef validates what Fetch relies on.
-func checkRef(ref events.PackageRef) error {
-	if ref.Name == "" || ref.Version == "" {
-		return fmt.Errorf("%w: package %q@%q needs a name and a version", ErrInvalidRef, ref.Name, ref.Version)
-	}
-	if !shaPattern.MatchString(ref.SHA256) {
-		return fmt.Errorf("%w: package %s@%s pins sha256 %q, not 64 lower-case hex digits", ErrInvalidRef, ref.Name, ref.Version, ref.SHA256)
-	}
-	if ref.Size < 0 {
-		return fmt.Errorf("%w: package %s@%s has a negative size", ErrInvalidRef, ref.Name, ref.Version)
-	}
-	return nil
-}
 
 // Fetch returns the cached content of ref, downloading it from the
 // PCM_PACKAGES object store reached through js when it is not in the cache
@@ -70,7 +51,7 @@ func checkRef(ref events.PackageRef) error {
 // Pin ref.SHA256 before calling Fetch and until the content is unpacked,
 // so that no other download evicts it meanwhile.
 func (c *Cache) Fetch(ctx context.Context, js jetstream.JetStream, ref events.PackageRef) (Entry, error) {
-	if err := checkRef(ref); err != nil {
+	if err := ref.Validate(); err != nil {
 		return Entry{}, err
 	}
 	sha := ref.SHA256
@@ -206,7 +187,7 @@ var errWrite = errors.New("writing the download")
 
 // download fetches ref into the cache.
 func (c *Cache) download(ctx context.Context, js jetstream.JetStream, ref events.PackageRef) (Entry, error) {
-	spec := ObjectName(ref.Name, ref.Version)
+	spec := events.PackageObjectName(ref.Name, ref.Version)
 	info, err := c.lookup(ctx, js, ref)
 	if err != nil {
 		return Entry{}, err
@@ -278,13 +259,11 @@ func (c *Cache) download(ctx context.Context, js jetstream.JetStream, ref events
 				ErrDownload, spec, idle, t.n, e.Size, err)
 		}
 		c.countResume()
-		d := min(200*time.Millisecond<<idle, 5*time.Second)
+		d := resumeDelays.Nth(idle)
 		c.log.Warn("package download interrupted; resuming", zap.String("package", spec),
 			zap.Int64("received", t.n), zap.Int64("size", e.Size), zap.Duration("retry_in", d), zap.Error(err))
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return Entry{}, fmt.Errorf("%w: %s: %w", ErrDownload, spec, ctx.Err())
+		if err := backoff.Sleep(ctx, d); err != nil {
+			return Entry{}, fmt.Errorf("%w: %s: %w", ErrDownload, spec, err)
 		}
 	}
 	if got := hex.EncodeToString(t.h.Sum(nil)); t.n != e.Size || got != ref.SHA256 {
@@ -311,6 +290,10 @@ func (c *Cache) download(ctx context.Context, js jetstream.JetStream, ref events
 	return e, nil
 }
 
+// resumeDelays are the waits before a download resumes: 200 ms after
+// progress, doubled per attempt in a row without progress, up to 5 s.
+var resumeDelays = backoff.Backoff{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: -1}
+
 func (c *Cache) countResume() {
 	c.mu.Lock()
 	c.stats.Resumes++
@@ -323,7 +306,7 @@ func (c *Cache) countResume() {
 // that serves the info and the chunks; it may not bind the store or
 // create consumers on it).
 func (c *Cache) lookup(ctx context.Context, js jetstream.JetStream, ref events.PackageRef) (*jetstream.ObjectInfo, error) {
-	spec := ObjectName(ref.Name, ref.Version)
+	spec := events.PackageObjectName(ref.Name, ref.Version)
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.StallTimeout)
 	defer cancel()
 	m, found, err := streamread.LastInBody(lctx, js, objStream, metaSubjectPre+base64.URLEncoding.EncodeToString([]byte(spec)))
@@ -351,7 +334,7 @@ func (c *Cache) lookup(ctx context.Context, js jetstream.JetStream, ref events.P
 // entryOf checks an object against the reference a job pins, before any
 // byte is downloaded, and describes the content it will become.
 func entryOf(ref events.PackageRef, info *jetstream.ObjectInfo) (Entry, error) {
-	spec := ObjectName(ref.Name, ref.Version)
+	spec := events.PackageObjectName(ref.Name, ref.Version)
 	if info.Opts != nil && info.Opts.Link != nil {
 		return Entry{}, fmt.Errorf("%w: %s is an object store link, not package content: push the package again", ErrFormat, spec)
 	}
@@ -362,18 +345,16 @@ func entryOf(ref events.PackageRef, info *jetstream.ObjectInfo) (Entry, error) {
 	if ref.Size > 0 && int64(info.Size) != ref.Size {
 		return Entry{}, fmt.Errorf("%w: %s holds %d bytes, the job pins %d", ErrDigestMismatch, spec, info.Size, ref.Size)
 	}
-	e := Entry{Name: ref.Name, Version: ref.Version, SHA256: ref.SHA256, Size: int64(info.Size), Format: info.Metadata[metaFormat]}
+	e := Entry{Name: ref.Name, Version: ref.Version, SHA256: ref.SHA256, Size: int64(info.Size), Format: info.Metadata[events.PackageMetaFormat]}
 	switch e.Format {
-	case "", FormatFile:
-		e.Format = FormatFile
-		e.File = safeFileName(info.Metadata[metaFile], ref.Name)
-		e.Mode = 0o644
-		if m, err := strconv.ParseUint(info.Metadata[metaMode], 8, 32); err == nil && m&0o111 != 0 {
-			e.Mode = 0o755
-		}
-	case FormatTarGz:
+	case "", events.PackageFormatFile:
+		e.Format = events.PackageFormatFile
+		e.File = safeFileName(info.Metadata[events.PackageMetaFile], ref.Name)
+		m, _ := strconv.ParseUint(info.Metadata[events.PackageMetaMode], 8, 32)
+		e.Mode = archive.FileMode(fs.FileMode(m))
+	case events.PackageFormatTarGz:
 	default:
-		return Entry{}, fmt.Errorf("%w: %s has format %q; this agent knows %s and %s: upgrade the agent", ErrFormat, spec, e.Format, FormatFile, FormatTarGz)
+		return Entry{}, fmt.Errorf("%w: %s has format %q; this agent knows %s and %s: upgrade the agent", ErrFormat, spec, e.Format, events.PackageFormatFile, events.PackageFormatTarGz)
 	}
 	return e, nil
 }

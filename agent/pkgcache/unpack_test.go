@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pcm-project/pcm/agent/pkgcache"
+	"github.com/pcm-project/pcm/events"
 )
 
 // entry is one member of a test archive.
@@ -55,7 +56,7 @@ func archive(t *testing.T, entries ...entry) pkgcache.Entry {
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return rawEntry(t, buf.Bytes(), pkgcache.FormatTarGz)
+	return rawEntry(t, buf.Bytes(), events.PackageFormatTarGz)
 }
 
 func rawEntry(t *testing.T, content []byte, format string) pkgcache.Entry {
@@ -146,7 +147,7 @@ func TestUnpackRefusesUnsafeArchives(t *testing.T) {
 	}
 
 	t.Run("not gzip", func(t *testing.T) {
-		err := pkgcache.Unpack(t.Context(), rawEntry(t, []byte("plain text"), pkgcache.FormatTarGz), t.TempDir())
+		err := pkgcache.Unpack(t.Context(), rawEntry(t, []byte("plain text"), events.PackageFormatTarGz), t.TempDir())
 		if !errors.Is(err, pkgcache.ErrUnsafeArchive) {
 			t.Fatalf("Unpack = %v, want %v", err, pkgcache.ErrUnsafeArchive)
 		}
@@ -154,7 +155,7 @@ func TestUnpackRefusesUnsafeArchives(t *testing.T) {
 }
 
 func TestUnpackFile(t *testing.T) {
-	e := rawEntry(t, []byte("#!/bin/sh\nexit 0\n"), pkgcache.FormatFile)
+	e := rawEntry(t, []byte("#!/bin/sh\nexit 0\n"), events.PackageFormatFile)
 	e.File, e.Mode = "setup.sh", 0o755
 	out := t.TempDir()
 	// A symlink planted where the file goes is replaced, not followed.

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pcm-project/pcm/agent/runner"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // newSpec returns a spec running argv in a fresh temp dir, with a log in
@@ -50,18 +51,6 @@ func run(t *testing.T, spec runner.Spec) runner.Result {
 	return res
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // alive reports whether pid is a live process. A zombie counts as gone: it
 // has been killed, and in a container the orphan may never be reaped.
 func alive(pid int) bool {
@@ -82,16 +71,18 @@ func alive(pid int) bool {
 // pollPID polls path until it holds a pid, for at most d; ok is false when
 // none came. It does not use t, so it may run on any goroutine.
 func pollPID(path string, d time.Duration) (pid int, ok bool) {
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	err := testenv.Poll(d, 5*time.Millisecond, func() error {
 		b, err := os.ReadFile(path)
-		if err != nil || !bytes.HasSuffix(b, []byte("\n")) {
-			continue
+		if err != nil {
+			return err
 		}
-		if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			return pid, true
+		if !bytes.HasSuffix(b, []byte("\n")) {
+			return fmt.Errorf("%s holds no whole line yet", path)
 		}
-	}
-	return 0, false
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err
+	})
+	return pid, err == nil
 }
 
 // readPID waits for path to hold a pid and returns it.
@@ -324,7 +315,7 @@ func TestTimeoutKillsTree(t *testing.T) {
 		t.Fatalf("Run took %v with a %v timeout", took, s.Timeout)
 	}
 	child := readPID(t, pidFile)
-	waitFor(t, 5*time.Second, fmt.Sprintf("grandchild %d to die", child), func() bool { return !alive(child) })
+	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("grandchild %d to die", child), func() bool { return !alive(child) })
 }
 
 func TestCancelKillsTree(t *testing.T) {
@@ -349,7 +340,7 @@ func TestCancelKillsTree(t *testing.T) {
 	if child == 0 {
 		t.Fatalf("no pid in %s", pidFile)
 	}
-	waitFor(t, 5*time.Second, fmt.Sprintf("grandchild %d to die", child), func() bool { return !alive(child) })
+	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("grandchild %d to die", child), func() bool { return !alive(child) })
 }
 
 func TestCancelledBeforeStart(t *testing.T) {

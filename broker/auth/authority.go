@@ -220,6 +220,23 @@ func sameAccount(have, want *jwt.AccountClaims) bool {
 	return key(have) == key(want)
 }
 
+// Open is the authority a broker runs with: on a single node, Setup (it is
+// created at the first start); for a member of a cluster (member true),
+// Load, refusing with ErrNoAuthority a dir that holds none, since every
+// member must trust the same authority, created once (pcm broker
+// init-auth) and copied to each.
+func Open(dir string, member bool) (a *Authority, created bool, err error) {
+	if !member {
+		return Setup(dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, OperatorJWTFile)); errors.Is(err, os.ErrNotExist) {
+		return nil, false, fmt.Errorf("%w: cluster member with --auth: %s holds no authority; every member must trust the same one: create it once with pcm broker init-auth --auth-dir DIR and copy %s, %s and %s to each member's --auth-dir",
+			ErrNoAuthority, dir, OperatorJWTFile, AccountJWTFile, SystemJWTFile)
+	}
+	a, err = Load(dir)
+	return a, false, err
+}
+
 // Load reads the authority in dir: its JWTs, and its issuer when the issuer
 // file is there (Issuer fails without it).
 func Load(dir string) (*Authority, error) {

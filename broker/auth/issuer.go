@@ -291,6 +291,17 @@ func RoleOf(uc *jwt.UserClaims) (Role, bool) {
 	return "", false
 }
 
+// Option is the nats.Option of credentials of u minted now (Issue) and held
+// in memory only (CredsOption): how a process that keeps the issuer file
+// connects as a user it mints for itself.
+func (i *Issuer) Option(u User) (nats.Option, error) {
+	creds, err := i.Issue(u)
+	if err != nil {
+		return nil, err
+	}
+	return CredsOption(creds)
+}
+
 // CredsOption is the nats.Option authenticating with credentials held in
 // memory (as Issue returns them), for a process that mints its own.
 func CredsOption(creds []byte) (nats.Option, error) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/pkgcache"
-	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
 )
 
@@ -126,22 +124,7 @@ func enrollSelf(ctx context.Context, nc *nats.Conn, f agentFlags) error {
 	if err != nil {
 		return err
 	}
-	for {
-		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := fleet.EnrollConsumer(ectx, js, f.clientID, f.groups, fleet.ConsumerOptions{AckWait: f.ackWait})
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
-		if errors.Is(err, fleet.ErrNotProvisioned) || errors.Is(err, events.ErrInvalidID) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
+	return fleet.EnrollSelf(ctx, js, f.clientID, f.groups, fleet.ConsumerOptions{AckWait: f.ackWait})
 }
 
 // faultFromEnv returns the test-only fault hook: when PCM_TEST_FAULT_POINT

@@ -10,7 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 )
 
 func newAgentsCmd(g *globals) *cobra.Command {
@@ -33,7 +34,7 @@ pcm agents show CLIENT adds the client's pending jobs and its last statuses.`,
 				return err
 			}
 			defer nc.Close()
-			list, err := publisher.Inventory(cmd.Context(), js, time.Now())
+			list, err := fleet.Inventory(cmd.Context(), js, time.Now())
 			if err != nil {
 				return err
 			}
@@ -69,7 +70,7 @@ received and waiting, or not received yet) and its last statuses, oldest first.`
 				return err
 			}
 			defer nc.Close()
-			detail, err := publisher.ShowAgent(cmd.Context(), js, args[0], last, time.Now())
+			detail, err := fleet.ShowAgent(cmd.Context(), js, args[0], last, time.Now())
 			if err != nil {
 				return err
 			}
@@ -81,7 +82,7 @@ received and waiting, or not received yet) and its last statuses, oldest first.`
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
-	cmd.Flags().IntVar(&last, "last", publisher.DefaultRecentStatuses, "how many of the last statuses to show")
+	cmd.Flags().IntVar(&last, "last", fleet.DefaultRecentStatuses, "how many of the last statuses to show")
 	addUTCFlag(cmd, &utc)
 	return cmd
 }
@@ -94,7 +95,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // agentCells are the inventory columns of one client.
-func agentCells(d display, a publisher.AgentEntry) []string {
+func agentCells(d display, a fleet.AgentEntry) []string {
 	host, platform, version, seen, job := "-", "-", "-", "-", "-"
 	if i := a.Info; i != nil {
 		host, platform, version, seen, job = dash(i.Host), i.OS+"/"+i.Arch, dash(i.Version), d.time(i.LastSeen), dash(i.CurrentJob)
@@ -104,7 +105,7 @@ func agentCells(d display, a publisher.AgentEntry) []string {
 }
 
 // lockCell describes a lock holder briefly: "desktop/ann (job J)".
-func lockCell(l *publisher.LockHolder) string {
+func lockCell(l *events.LockInfo) string {
 	if l == nil {
 		return "-"
 	}
@@ -118,10 +119,10 @@ func lockCell(l *publisher.LockHolder) string {
 	return s
 }
 
-func renderAgents(w io.Writer, d display, list []publisher.AgentEntry) error {
+func renderAgents(w io.Writer, d display, list []fleet.AgentEntry) error {
 	t := newTable(w)
 	row(t, "CLIENT", "HOST", "OS/ARCH", "GROUPS", "VERSION", "LAST SEEN", "STATE", "JOB", "LOCK")
-	counts := map[publisher.Liveness]int{}
+	counts := map[fleet.Liveness]int{}
 	for _, a := range list {
 		row(t, agentCells(d, a)...)
 		counts[a.Liveness]++
@@ -130,11 +131,11 @@ func renderAgents(w io.Writer, d display, list []publisher.AgentEntry) error {
 		return err
 	}
 	fmt.Fprintf(w, "%d clients: %d online, %d stale, %d never seen\n", len(list),
-		counts[publisher.Online], counts[publisher.Stale], counts[publisher.NeverSeen])
+		counts[fleet.Online], counts[fleet.Stale], counts[fleet.NeverSeen])
 	return nil
 }
 
-func renderAgentDetail(w io.Writer, d display, a publisher.AgentDetail) error {
+func renderAgentDetail(w io.Writer, d display, a fleet.AgentDetail) error {
 	t := newTable(w)
 	cells := agentCells(d, a.AgentEntry)
 	for i, name := range []string{"client", "host", "os/arch", "groups", "version", "last seen", "state", "current job", "lock"} {

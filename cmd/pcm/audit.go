@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/pcm-project/pcm/audit"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/publisher"
@@ -122,11 +123,11 @@ var resumeWait = backoff.Backoff{Initial: 500 * time.Millisecond, Max: 10 * time
 // connection closed, a read that failed before catching up) is started
 // again on a new connection, resuming each stream after the last event
 // delivered, until ctx ends; each error is reported to errw.
-func resumingReplay(errw io.Writer, f publisher.AuditFilter, conn func() (func(), jetstream.JetStream, error)) func(context.Context, func(publisher.AuditEvent) error) error {
-	return func(ctx context.Context, fn func(publisher.AuditEvent) error) error {
+func resumingReplay(errw io.Writer, f audit.Filter, conn func() (func(), jetstream.JetStream, error)) func(context.Context, func(audit.Event) error) error {
+	return func(ctx context.Context, fn func(audit.Event) error) error {
 		last := map[string]uint64{}
 		var fnErr error
-		each := func(ev publisher.AuditEvent) error {
+		each := func(ev audit.Event) error {
 			if err := fn(ev); err != nil {
 				fnErr = err
 				return err
@@ -141,11 +142,11 @@ func resumingReplay(errw io.Writer, f publisher.AuditFilter, conn func() (func()
 				if len(last) > 0 {
 					f.Resume = maps.Clone(last)
 				}
-				err = publisher.Replay(ctx, js, f, each)
+				err = audit.Replay(ctx, js, f, each)
 				closeConn()
 			}
 			switch {
-			case !f.Follow, err == nil, fnErr != nil, ctx.Err() != nil, errors.Is(err, publisher.ErrInvalidFilter):
+			case !f.Follow, err == nil, fnErr != nil, ctx.Err() != nil, errors.Is(err, audit.ErrInvalidFilter):
 				return err
 			}
 			fmt.Fprintf(errw, "pcm: %v; reconnecting to resume %s\n", err, resumeText(last))
@@ -173,7 +174,7 @@ func resumeText(last map[string]uint64) string {
 // runVerify prints VerifyHistory's report as a table or JSON, and fails
 // unless both streams were read whole and every event decodes.
 func runVerify(ctx context.Context, w io.Writer, output string, js jetstream.JetStream) error {
-	report, err := publisher.VerifyHistory(ctx, js)
+	report, err := audit.Verify(ctx, js)
 	if err != nil {
 		return err
 	}
@@ -210,7 +211,7 @@ func runVerify(ctx context.Context, w io.Writer, output string, js jetstream.Jet
 }
 
 // gapsText lists a stream's gaps: purged and deleted ranges.
-func gapsText(v publisher.StreamVerification) string {
+func gapsText(v audit.StreamVerification) string {
 	var parts []string
 	if v.Purged != nil {
 		parts = append(parts, v.Purged.String()+" purged or expired")
@@ -229,7 +230,7 @@ func gapsText(v publisher.StreamVerification) string {
 }
 
 // undecodableText counts the undecodable events and names the first.
-func undecodableText(v publisher.StreamVerification) string {
+func undecodableText(v audit.StreamVerification) string {
 	if v.Undecodable == 0 {
 		return "0"
 	}
@@ -241,11 +242,11 @@ func undecodableText(v publisher.StreamVerification) string {
 }
 
 // filter checks the flags and builds the replay filter.
-func (f auditFlags) filter(now time.Time) (publisher.AuditFilter, error) {
+func (f auditFlags) filter(now time.Time) (audit.Filter, error) {
 	if err := checkOutput(f.output, "table", "json"); err != nil {
-		return publisher.AuditFilter{}, err
+		return audit.Filter{}, err
 	}
-	af := publisher.AuditFilter{JobID: f.job, Client: f.client, Follow: f.follow}
+	af := audit.Filter{JobID: f.job, Client: f.client, Follow: f.follow}
 	for flag, dst := range map[string]*time.Time{"since": &af.Since, "until": &af.Until} {
 		v := f.since
 		if flag == "until" {
@@ -261,7 +262,7 @@ func (f auditFlags) filter(now time.Time) (publisher.AuditFilter, error) {
 		*dst = t
 	}
 	for _, t := range f.types {
-		full, err := publisher.EventType(t)
+		full, err := audit.EventType(t)
 		if err != nil {
 			return af, fmt.Errorf("--type: %w", err)
 		}
@@ -276,8 +277,8 @@ const auditFlushEvery = 100 * time.Millisecond
 // runAudit writes the replay to w as table rows or JSON lines. Output is
 // buffered; when following it is flushed every auditFlushEvery, so an
 // event shows within that of being stored.
-func runAudit(ctx context.Context, w, errw io.Writer, d display, output string, f publisher.AuditFilter,
-	replay func(context.Context, func(publisher.AuditEvent) error) error) error {
+func runAudit(ctx context.Context, w, errw io.Writer, d display, output string, f audit.Filter,
+	replay func(context.Context, func(audit.Event) error) error) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var mu sync.Mutex
 	if f.Follow {
@@ -304,7 +305,7 @@ func runAudit(ctx context.Context, w, errw io.Writer, d display, output string, 
 		mu.Unlock()
 	}
 	n := 0
-	err := replay(ctx, func(ev publisher.AuditEvent) error {
+	err := replay(ctx, func(ev audit.Event) error {
 		mu.Lock()
 		defer mu.Unlock()
 		n++
@@ -325,7 +326,7 @@ func runAudit(ctx context.Context, w, errw io.Writer, d display, output string, 
 // writeAuditJSON writes one event as one line of CloudEvents JSON: the
 // stored body itself when it is a structured-mode event on one line (the
 // form pcm publishes), else the event compacted or re-encoded.
-func writeAuditJSON(w *bufio.Writer, errw io.Writer, ev publisher.AuditEvent) error {
+func writeAuditJSON(w *bufio.Writer, errw io.Writer, ev audit.Event) error {
 	b, err := ev.JSON()
 	if err != nil {
 		fmt.Fprintf(errw, "pcm: skipping %s sequence %d on %s: %v\n", ev.Stream, ev.Seq, ev.Subject, err)
@@ -358,14 +359,14 @@ func writeAuditHeader(w io.Writer) {
 // writeAuditRow writes one event as a table row: the stored time, the type,
 // the job, the client (or the target of an offer), the state of a status,
 // and who made it.
-func writeAuditRow(w io.Writer, d display, ev publisher.AuditEvent) {
+func writeAuditRow(w io.Writer, d display, ev audit.Event) {
 	when := d.time(ev.Stored)
 	ce, err := ev.Decode()
 	if err != nil {
 		fmt.Fprintf(w, auditRowFormat, when, "invalid", "-", "-", "-", fmt.Sprintf("%s seq %d on %s: %v", ev.Stream, ev.Seq, ev.Subject, err))
 		return
 	}
-	typ, job, client, state, who := publisher.ShortType(ce.Type()), ce.Subject(), "-", "-", "-"
+	typ, job, client, state, who := audit.ShortType(ce.Type()), ce.Subject(), "-", "-", "-"
 	switch ce.Type() {
 	case events.TypeJobStatus:
 		st, err := events.ParseJobStatus(ce)

@@ -13,10 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pcm-project/pcm/audit"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // syncBuffer is an io.Writer safe for the replay's goroutines.
@@ -68,14 +68,14 @@ func TestFollowResumesOnANewConnection(t *testing.T) {
 		mu.Unlock()
 		return nc.Close, js, nil
 	}
-	f := publisher.AuditFilter{Follow: true}
+	f := audit.Filter{Follow: true}
 	var errw syncBuffer
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	got := make(chan uint64, 64)
 	done := make(chan error, 1)
 	go func() {
-		done <- resumingReplay(&errw, f, conn)(rctx, func(ev publisher.AuditEvent) error {
+		done <- resumingReplay(&errw, f, conn)(rctx, func(ev audit.Event) error {
 			if ev.Seq == 10 {
 				mu.Lock()
 				conns[len(conns)-1].Close() // the connection is lost for good

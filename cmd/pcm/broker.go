@@ -106,20 +106,16 @@ a restart.
 				return err
 			}
 			defer b.Shutdown()
+			var popts *broker.ProvisionOptions
 			if !noProvision && !clustered {
-				nopts, err := selfOptions(b, authority)
-				if err != nil {
-					return err
-				}
-				if err := provisionAt(ctx, b.ClientURL(), pf.options(), nopts...); err != nil {
-					return err
-				}
+				o := pf.options()
+				popts = &o
 			}
-			stopView, err := serveView(cmd.OutOrStdout(), b, authority, g.log)
+			stop, err := startServices(ctx, cmd.OutOrStdout(), b, authority, popts, g.log)
 			if err != nil {
 				return err
 			}
-			defer stopView()
+			defer stop()
 			fmt.Fprintf(cmd.OutOrStdout(), "pcm broker ready: %s\n", b.ClientURL())
 			bf.sayAuth(cmd.OutOrStdout(), g.log, authority, created)
 			if clustered {

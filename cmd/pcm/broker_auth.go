@@ -3,22 +3,19 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/broker/auth"
-	"github.com/pcm-project/pcm/internal/clientview"
 )
 
 // registerSecurity adds the authentication and TLS flags of pcm broker.
@@ -47,16 +44,7 @@ func (f *brokerFlags) setupAuth(clustered bool) (*auth.Authority, bool, error) {
 	if !f.auth {
 		return nil, false, nil
 	}
-	dir := f.authDirOrDefault()
-	if clustered {
-		if _, err := os.Stat(filepath.Join(dir, auth.OperatorJWTFile)); errors.Is(err, os.ErrNotExist) {
-			return nil, false, fmt.Errorf("%w: cluster member with --auth: %s holds no authority; every member must trust the same one: create it once with pcm broker init-auth --auth-dir DIR and copy %s, %s and %s to each member's --auth-dir",
-				auth.ErrNoAuthority, dir, auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile)
-		}
-		a, err := auth.Load(dir)
-		return a, false, err
-	}
-	return auth.Setup(dir)
+	return auth.Open(f.authDirOrDefault(), clustered)
 }
 
 // sayAuth tells the operator how the broker authenticates.
@@ -81,70 +69,35 @@ func (f *brokerFlags) sayAuth(w io.Writer, log *zap.Logger, a *auth.Authority, c
 		issuer, issuer)
 }
 
-// selfProvisionTTL bounds the admin credentials a broker mints for itself.
-const selfProvisionTTL = 5 * time.Minute
-
-// selfOptions are the options of the broker's own provisioning
-// connection: in-process (no network, no TLS) and, with auth, as a
-// short-lived admin minted with the issuer.
-func selfOptions(b *broker.Broker, a *auth.Authority) ([]nats.Option, error) {
-	opts := []nats.Option{nats.InProcessServer(b.Server())}
-	if a == nil {
-		return opts, nil
-	}
-	iss, err := a.Issuer()
-	if err != nil {
-		return nil, fmt.Errorf("provisioning needs admin rights: %w (or start with --no-provision and run pcm broker provision --creds ADMIN.creds)", err)
-	}
-	creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "broker-provision", TTL: selfProvisionTTL})
-	if err != nil {
-		return nil, err
-	}
-	o, err := auth.CredsOption(creds)
-	if err != nil {
-		return nil, err
-	}
-	return append(opts, o), nil
-}
-
-// serveView runs the client view service (internal/clientview), which
-// answers the desktops' requests for their own offers and statuses, over an
-// in-process connection: on an authenticated broker as an admin minted with
-// the issuer (never written anywhere). A cluster member without the issuer
-// file runs none and says so: pcm controller serves the view then.
-func serveView(w io.Writer, b *broker.Broker, a *auth.Authority, log *zap.Logger) (stop func(), err error) {
-	opts := []nats.Option{nats.InProcessServer(b.Server()), nats.Name("pcm client view"), nats.MaxReconnects(-1)}
+// startServices runs the broker's own services (broker.StartServices)
+// over an in-process admin connection: the provisioning, when popts is
+// set, and the client view. An authenticated broker without the issuer
+// file (a cluster member) cannot mint that admin: it provisions nothing
+// (an error when asked to) and serves no client view, and says so.
+func startServices(ctx context.Context, w io.Writer, b *broker.Broker, a *auth.Authority, popts *broker.ProvisionOptions, log *zap.Logger) (stop func(), err error) {
+	var iss *auth.Issuer
 	if a != nil {
-		iss, err := a.Issuer()
-		if err != nil {
+		if iss, err = a.Issuer(); err != nil {
+			if popts != nil {
+				return nil, fmt.Errorf("provisioning needs admin rights: %w (or start with --no-provision and run pcm broker provision --creds ADMIN.creds)", err)
+			}
 			fmt.Fprintf(w, "no issuer in %s: this member serves no client view; run pcm controller with admin credentials next to the cluster, or desktops cannot list their jobs\n", a.Dir())
 			return func() {}, nil
 		}
-		creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "broker-view"})
-		if err != nil {
-			return nil, err
-		}
-		o, err := auth.CredsOption(creds)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, o)
 	}
-	nc, err := nats.Connect(b.ClientURL(), opts...)
+	nc, err := b.ConnectAdmin(iss, "pcm broker services")
 	if err != nil {
-		return nil, fmt.Errorf("connecting the client view: %w", err)
+		return nil, err
 	}
 	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, err
+	if err == nil {
+		var svc *broker.Services
+		if svc, err = broker.StartServices(ctx, js, broker.ServicesConfig{Provision: popts, Logger: log.Named("view")}); err == nil {
+			return func() { svc.Stop(); nc.Close() }, nil
+		}
 	}
-	v, err := clientview.Serve(js, log.Named("view"))
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return func() { v.Stop(); nc.Close() }, nil
+	nc.Close()
+	return nil, err
 }
 
 func newInitAuthCmd() *cobra.Command {

@@ -59,11 +59,7 @@ func (g *globals) adminSession(name, issuerPath string, longLived bool) (*adminS
 		extra = append(extra, nats.MaxReconnects(-1))
 	}
 	if g.sec.creds == "" && iss != nil {
-		creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "pcm-cli", TTL: ttl})
-		if err != nil {
-			return nil, err
-		}
-		o, err := auth.CredsOption(creds)
+		o, err := iss.Option(auth.User{Role: auth.RoleAdmin, Name: "pcm-cli", TTL: ttl})
 		if err != nil {
 			return nil, err
 		}

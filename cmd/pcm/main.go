@@ -1,6 +1,11 @@
 // Command pcm is the one binary of pcm, the Package Command Manager: the
 // broker, the publisher's commands, the agent's two faces and the operator's
 // tools. Run pcm --help for the list.
+//
+// It turns flags and environment variables into calls of the packages below
+// it and their results into what the user asked for (tables, JSON, exit
+// codes); logs go to stderr. It holds no rule of pcm's own: what a job is,
+// how it is published, run, followed or audited lives in those packages.
 package main
 
 import (

@@ -13,7 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/packages"
 )
 
 func newPackageCmd(g *globals) *cobra.Command {
@@ -31,7 +32,7 @@ job's working directory before running the command there.`,
 }
 
 func newPackagePushCmd(g *globals) *cobra.Command {
-	var opts publisher.PushOptions
+	var opts packages.PushOptions
 	var output string
 	cmd := &cobra.Command{
 		Use:   "push PATH --name NAME --version VERSION",
@@ -48,10 +49,10 @@ published pin the old sha256 and fail on agents that have not cached it.`,
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o %q: use text or json", output)
 			}
-			if err := publisher.ValidPackagePart("name", opts.Name); err != nil {
+			if err := events.ValidPackagePart("name", opts.Name); err != nil {
 				return fmt.Errorf("--name: %w", err)
 			}
-			if err := publisher.ValidPackagePart("version", opts.Version); err != nil {
+			if err := events.ValidPackagePart("version", opts.Version); err != nil {
 				return fmt.Errorf("--version: %w", err)
 			}
 			if opts.PushedBy == "" {
@@ -64,10 +65,10 @@ published pin the old sha256 and fail on agents that have not cached it.`,
 			defer nc.Close()
 			var bar *pushBar
 			if f, ok := cmd.ErrOrStderr().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				bar = &pushBar{w: f, label: publisher.PackageObjectName(opts.Name, opts.Version), start: time.Now()}
+				bar = &pushBar{w: f, label: events.PackageObjectName(opts.Name, opts.Version), start: time.Now()}
 				opts.Progress = bar.update
 			}
-			info, err := publisher.NewPackages(js).Push(cmd.Context(), args[0], opts)
+			info, err := packages.NewStore(js).Push(cmd.Context(), args[0], opts)
 			if bar != nil {
 				bar.finish(err == nil)
 			}
@@ -105,13 +106,13 @@ func newPackageListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			list, err := publisher.NewPackages(js).List(cmd.Context())
+			list, err := packages.NewStore(js).List(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
 				if list == nil {
-					list = []publisher.PackageInfo{}
+					list = []packages.Info{}
 				}
 				return encodePackages(cmd.OutOrStdout(), list)
 			}
@@ -130,7 +131,7 @@ func newPackageRmCmd(g *globals) *cobra.Command {
 cached; the others report them failed (package missing).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, _, err := publisher.ParsePackageSpec(args[0]); err != nil {
+			if _, _, err := events.ParsePackageSpec(args[0]); err != nil {
 				return err
 			}
 			nc, js, err := g.connect("pcm package rm")
@@ -138,7 +139,7 @@ cached; the others report them failed (package missing).`,
 				return err
 			}
 			defer nc.Close()
-			if err := publisher.NewPackages(js).Remove(cmd.Context(), args[0]); err != nil {
+			if err := packages.NewStore(js).Remove(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
@@ -155,7 +156,7 @@ func encodePackages(w io.Writer, v any) error {
 }
 
 // renderPackages writes the package table.
-func renderPackages(w io.Writer, list []publisher.PackageInfo) error {
+func renderPackages(w io.Writer, list []packages.Info) error {
 	if len(list) == 0 {
 		_, err := fmt.Fprintln(w, "no packages (push one with pcm package push PATH --name N --version V)")
 		return err

@@ -187,7 +187,7 @@ func mergeJobFile(file, flags jobFile, cmd *cobra.Command) jobFile {
 func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 	job := events.JobOffered{JobID: jf.JobID, Name: jf.Name, Command: jf.Command, MaxAttempts: jf.MaxAttempts}
 	if jf.Package != "" {
-		name, version, err := publisher.ParsePackageSpec(jf.Package)
+		name, version, err := events.ParsePackageSpec(jf.Package)
 		if err != nil {
 			return job, fmt.Errorf("package (--package or the job file): %w", err)
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -14,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/rollout"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -50,7 +49,7 @@ JSON document per change with -o json) until interrupted.`,
 			out := cmd.OutOrStdout()
 			d := newDisplay(out, utc)
 			if !watch {
-				r, err := publisher.ReadRollout(cmd.Context(), js, args[0])
+				r, err := rollout.Read(cmd.Context(), js, args[0])
 				if err != nil {
 					return err
 				}
@@ -67,7 +66,7 @@ JSON document per change with -o json) until interrupted.`,
 
 // renderRollout writes a rollout as a table (with a heading and a summary
 // line) or as one indented JSON document.
-func renderRollout(w io.Writer, d display, r publisher.Rollout, output string) error {
+func renderRollout(w io.Writer, d display, r rollout.Rollout, output string) error {
 	if output == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -112,7 +111,7 @@ func renderRollout(w io.Writer, d display, r publisher.Rollout, output string) e
 
 // rolloutHeading is the line above the table: the job, who published it,
 // its targets and window, and a cancellation.
-func rolloutHeading(d display, r publisher.Rollout) string {
+func rolloutHeading(d display, r rollout.Rollout) string {
 	targets := make([]string, len(r.Targets))
 	for i, t := range r.Targets {
 		targets[i] = t.String()
@@ -133,18 +132,18 @@ func rolloutHeading(d display, r publisher.Rollout) string {
 
 // stateOrder is the order of the summary line: outcomes, then work under
 // way, then the reasons for silence.
-var stateOrder = []publisher.ClientState{
-	publisher.ClientState(events.StateSucceeded), publisher.ClientState(events.StateNotApplicable),
-	publisher.ClientState(events.StateFailed), publisher.ClientState(events.StateTimedOut),
-	publisher.ClientState(events.StateCancelled), publisher.ClientState(events.StateExpired),
-	publisher.ClientState(events.StateRejected), publisher.ClientState(events.StateStarted),
-	publisher.ClientPending, publisher.ClientLocked, publisher.ClientNotReceived, publisher.ClientOffline,
+var stateOrder = []rollout.ClientState{
+	rollout.ClientState(events.StateSucceeded), rollout.ClientState(events.StateNotApplicable),
+	rollout.ClientState(events.StateFailed), rollout.ClientState(events.StateTimedOut),
+	rollout.ClientState(events.StateCancelled), rollout.ClientState(events.StateExpired),
+	rollout.ClientState(events.StateRejected), rollout.ClientState(events.StateStarted),
+	rollout.ClientPending, rollout.ClientLocked, rollout.ClientNotReceived, rollout.ClientOffline,
 }
 
 // summaryLine counts the clients per state: "5 clients: 1 succeeded, 1
 // failed, ... (3 done, 1 failed)". Clients marked * reported without being
 // targeted.
-func summaryLine(r publisher.Rollout) string {
+func summaryLine(r rollout.Rollout) string {
 	line := plural(len(r.Clients), "client")
 	if counts := countsText(r); counts != "" {
 		line += ": " + counts
@@ -160,9 +159,9 @@ func summaryLine(r publisher.Rollout) string {
 }
 
 // countsText lists the number of clients per state: "1 succeeded, 1 failed".
-func countsText(r publisher.Rollout) string {
+func countsText(r rollout.Rollout) string {
 	var parts []string
-	seen := map[publisher.ClientState]bool{}
+	seen := map[rollout.ClientState]bool{}
 	for _, s := range stateOrder {
 		seen[s] = true
 		if n := r.Counts[s]; n > 0 {
@@ -192,8 +191,13 @@ func plural(n int, word string) string {
 // change (or one JSON document per change with -o json).
 func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetStream, jobID, output string) error {
 	redraw := isTerminal(w) && output != "json"
-	var prev *publisher.Rollout
-	err := publisher.WatchRollout(ctx, js, jobID, func(r publisher.Rollout) bool {
+	watcher, err := rollout.Watch(ctx, js, jobID)
+	if err != nil {
+		return err
+	}
+	defer watcher.Stop()
+	var prev *rollout.Rollout
+	for r := range watcher.Updates() {
 		switch {
 		case output == "json":
 			b, err := json.Marshal(r)
@@ -211,18 +215,17 @@ func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetSt
 			}
 		}
 		prev = &r
-		return true
-	})
-	if errors.Is(err, context.Canceled) {
-		return nil
 	}
-	return err
+	if err := watcher.Err(); err != nil || ctx.Err() != nil {
+		return err // nil when interrupted
+	}
+	return fmt.Errorf("the rollout of job %s stopped being followed", jobID)
 }
 
 // changeLines returns one line per client whose state or detail changed
 // between two rollouts, each ending with the running counts.
-func changeLines(d display, prev, cur publisher.Rollout) []string {
-	before := map[string]publisher.ClientRollout{}
+func changeLines(d display, prev, cur rollout.Rollout) []string {
+	before := map[string]rollout.ClientRollout{}
 	for _, c := range prev.Clients {
 		before[c.Client] = c
 	}
@@ -238,7 +241,7 @@ func changeLines(d display, prev, cur publisher.Rollout) []string {
 
 // changeLine is one plain, CI-friendly line about one client: "T client
 // failed, exit 3: reason [2/5 done, 1 failed]".
-func changeLine(d display, r publisher.Rollout, c publisher.ClientRollout) string {
+func changeLine(d display, r rollout.Rollout, c rollout.ClientRollout) string {
 	return fmt.Sprintf("%s %s %s [%d/%d done, %d failed]", d.time(r.At), c.Client,
 		d.paint(string(c.State), clientSummary(d, c)), r.Done, len(r.Clients), r.Failed)
 }

@@ -12,7 +12,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/fleet"
+	"github.com/pcm-project/pcm/rollout"
 )
 
 // display is how an operator command renders: colours (only on a terminal
@@ -60,16 +61,16 @@ const (
 // stateColor is the colour of a client state or a liveness.
 func stateColor(state string) string {
 	switch state {
-	case string(events.StateSucceeded), string(publisher.Online):
+	case string(events.StateSucceeded), string(fleet.Online):
 		return ansiGreen
 	case string(events.StateFailed), string(events.StateTimedOut), string(events.StateRejected):
 		return ansiRed
-	case string(events.StateStarted), string(publisher.ClientPending):
+	case string(events.StateStarted), string(rollout.ClientPending):
 		return ansiBlue
-	case string(publisher.ClientLocked), string(publisher.ClientNotReceived), string(events.StateExpired),
-		string(events.StateCancelled), string(publisher.Stale):
+	case string(rollout.ClientLocked), string(rollout.ClientNotReceived), string(events.StateExpired),
+		string(events.StateCancelled), string(fleet.Stale):
 		return ansiYellow
-	case string(publisher.ClientOffline), string(events.StateNotApplicable), string(publisher.NeverSeen):
+	case string(rollout.ClientOffline), string(events.StateNotApplicable), string(fleet.NeverSeen):
 		return ansiGrey
 	}
 	return ansiDefault

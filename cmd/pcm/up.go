@@ -44,14 +44,11 @@ same --data keeps everything.`,
 				return err
 			}
 			defer b.Shutdown()
-			if err := provisionAt(ctx, b.ClientURL(), broker.ProvisionOptions{}); err != nil {
-				return err
-			}
-			stopView, err := serveView(cmd.OutOrStdout(), b, nil, g.log)
+			stop, err := startServices(ctx, cmd.OutOrStdout(), b, nil, &broker.ProvisionOptions{}, g.log)
 			if err != nil {
 				return err
 			}
-			defer stopView()
+			defer stop()
 			nc, err := nats.Connect(b.ClientURL(), agent.ConnectOptions("pcm agent "+af.clientID)...)
 			if err != nil {
 				return err

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/rollout"
 )
 
 // Exit codes of pcm publish --wait.
@@ -59,28 +59,25 @@ func waitForRollout(ctx context.Context, w io.Writer, js jetstream.JetStream, jo
 	defer cancel()
 	d := newDisplay(w, false)
 	bar := isTerminal(w)
-	updates := make(chan publisher.Rollout)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- publisher.WatchRollout(ctx, js, jobID, func(r publisher.Rollout) bool {
-			select {
-			case updates <- r:
-				return true
-			case <-ctx.Done():
-				return false
-			}
-		})
-	}()
+	watcher, err := rollout.Watch(ctx, js, jobID)
+	if err != nil {
+		return waitEnded(parent, ctx, d, jobID, f, nil, err)
+	}
+	defer watcher.Stop()
 	var tick <-chan time.Time
 	if bar {
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		tick = t.C
 	}
-	var cur *publisher.Rollout
+	var cur *rollout.Rollout
 	for {
 		select {
-		case r := <-updates:
+		case r, ok := <-watcher.Updates():
+			if !ok {
+				endBar(w, bar)
+				return waitEnded(parent, ctx, d, jobID, f, cur, watcher.Err())
+			}
 			if cur == nil {
 				if len(r.Clients) == 0 {
 					return &exitError{code: exitFailed, err: fmt.Errorf("no client is expected to run job %s: no client is named and no enrolled client's consumer takes %s (enroll clients with pcm enroll CLIENT --group G)",
@@ -98,11 +95,11 @@ func waitForRollout(ctx context.Context, w io.Writer, js jetstream.JetStream, jo
 				drawBar(w, r, time.Since(start))
 			}
 			switch r.Verdict(f.maxFailures) {
-			case publisher.VerdictFailed:
+			case rollout.VerdictFailed:
 				endBar(w, bar)
 				return &exitError{code: exitFailed, err: fmt.Errorf("job %s failed on %d of %s (more than --max-failures %d): %s",
 					jobID, r.Failed, plural(len(r.Clients), "client"), f.maxFailures, listClients(d, r.FailedClients()))}
-			case publisher.VerdictSucceeded:
+			case rollout.VerdictSucceeded:
 				endBar(w, bar)
 				fmt.Fprintf(w, "job %s done on %s in %s: %s\n", jobID, plural(len(r.Clients), "client"), time.Since(start).Round(time.Millisecond), countsText(r))
 				return nil
@@ -111,29 +108,33 @@ func waitForRollout(ctx context.Context, w io.Writer, js jetstream.JetStream, jo
 			if cur != nil {
 				drawBar(w, *cur, time.Since(start))
 			}
-		case err := <-errc:
-			endBar(w, bar)
-			switch {
-			case parent.Err() != nil:
-				return fmt.Errorf("interrupted while waiting for job %s", jobID)
-			case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
-				if cur == nil {
-					return &exitError{code: exitTimeout, err: fmt.Errorf("timed out after %s before the rollout of job %s could be read", f.timeout, jobID)}
-				}
-				un := cur.Unfinished()
-				return &exitError{code: exitTimeout, err: fmt.Errorf("timed out after %s waiting for job %s: %d of %s unfinished: %s",
-					f.timeout, jobID, len(un), plural(len(cur.Clients), "client"), listClients(d, un))}
-			case err == nil:
-				return fmt.Errorf("the rollout of job %s stopped being followed", jobID)
-			default:
-				return err
-			}
 		}
 	}
 }
 
+// waitEnded is the outcome of a wait whose rollout stopped being followed
+// (err says why; cur is the last rollout seen, if any): interrupted, timed
+// out (exit 2, naming the unfinished clients), or failed.
+func waitEnded(parent, ctx context.Context, d display, jobID string, f waitFlags, cur *rollout.Rollout, err error) error {
+	switch {
+	case parent.Err() != nil:
+		return fmt.Errorf("interrupted while waiting for job %s", jobID)
+	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+		if cur == nil {
+			return &exitError{code: exitTimeout, err: fmt.Errorf("timed out after %s before the rollout of job %s could be read", f.timeout, jobID)}
+		}
+		un := cur.Unfinished()
+		return &exitError{code: exitTimeout, err: fmt.Errorf("timed out after %s waiting for job %s: %d of %s unfinished: %s",
+			f.timeout, jobID, len(un), plural(len(cur.Clients), "client"), listClients(d, un))}
+	case err == nil:
+		return fmt.Errorf("the rollout of job %s stopped being followed", jobID)
+	default:
+		return err
+	}
+}
+
 // listClients names clients with their state and detail, at most maxListed.
-func listClients(d display, cs []publisher.ClientRollout) string {
+func listClients(d display, cs []rollout.ClientRollout) string {
 	var parts []string
 	for i, c := range cs {
 		if i == maxListed {
@@ -147,7 +148,7 @@ func listClients(d display, cs []publisher.ClientRollout) string {
 
 // clientSummary describes a client's state briefly: "failed, exit 3: exit
 // code 3 is not a success code", "offline since T", "started".
-func clientSummary(d display, c publisher.ClientRollout) string {
+func clientSummary(d display, c rollout.ClientRollout) string {
 	why := c.Explain(d.time)
 	if !events.State(c.State).Known() {
 		return why // the explanation of a client without status starts with its state
@@ -175,7 +176,7 @@ func targetList(ts []events.Target) string {
 const barWidth = 30
 
 // drawBar redraws the progress line: done/expected, failures, running, elapsed.
-func drawBar(w io.Writer, r publisher.Rollout, elapsed time.Duration) {
+func drawBar(w io.Writer, r rollout.Rollout, elapsed time.Duration) {
 	n := len(r.Clients)
 	filled := 0
 	if n > 0 {
@@ -183,7 +184,7 @@ func drawBar(w io.Writer, r publisher.Rollout, elapsed time.Duration) {
 	}
 	gauge := strings.Repeat("#", filled) + strings.Repeat(".", barWidth-filled)
 	fmt.Fprintf(w, "\r\x1b[K[%s] %d/%d done, %d failed, %d running  %s",
-		gauge, r.Done, n, r.Failed, r.Counts[publisher.ClientState(events.StateStarted)], elapsed.Round(time.Second))
+		gauge, r.Done, n, r.Failed, r.Counts[rollout.ClientState(events.StateStarted)], elapsed.Round(time.Second))
 }
 
 // endBar ends the progress line.

@@ -35,7 +35,7 @@ type Backoff struct {
 	// factor in [1-Jitter, 1+Jitter); default DefaultJitter; negative: none.
 	Jitter float64
 
-	next time.Duration
+	n int // delays given since the last Reset
 }
 
 func (b *Backoff) defaults() (initial, maxDelay time.Duration, jitter float64) {
@@ -58,27 +58,49 @@ func (b *Backoff) defaults() (initial, maxDelay time.Duration, jitter float64) {
 	return initial, maxDelay, jitter
 }
 
-// Next returns the next delay and doubles the nominal one after it.
-func (b *Backoff) Next() time.Duration {
-	initial, maxDelay, jitter := b.defaults()
-	if b.next <= 0 {
-		b.next = initial
-	}
-	d := b.next
-	b.next = min(2*b.next, maxDelay)
-	if jitter > 0 {
+// Nth returns the delay after n failed attempts in a row (n = 0: the first
+// delay): Initial doubled n times, capped at Max, jittered. It does not
+// change b: it suits callbacks that are given the attempt count, such as
+// nats.CustomReconnectDelay.
+func (b Backoff) Nth(n int) time.Duration {
+	d, _ := b.nominal(n)
+	if _, _, jitter := b.defaults(); jitter > 0 {
 		d = time.Duration(float64(d) * (1 - jitter + 2*jitter*rand.Float64()))
 	}
 	return d
 }
 
+// nominal is the unjittered delay after n failures, and whether it is
+// capped at Max.
+func (b *Backoff) nominal(n int) (time.Duration, bool) {
+	initial, maxDelay, _ := b.defaults()
+	d := initial
+	for i := 0; i < n && d < maxDelay; i++ {
+		d *= 2
+	}
+	return min(d, maxDelay), d >= maxDelay
+}
+
+// Next returns the next delay (the Nth of those given since the last
+// Reset) and doubles the nominal one after it.
+func (b *Backoff) Next() time.Duration {
+	d := b.Nth(b.n)
+	if _, capped := b.nominal(b.n); !capped {
+		b.n++
+	}
+	return d
+}
+
 // Reset starts the delays again from Initial (after a success).
-func (b *Backoff) Reset() { b.next = 0 }
+func (b *Backoff) Reset() { b.n = 0 }
 
 // Wait sleeps for the next delay, or until ctx ends (then it returns
 // ctx.Err()).
-func (b *Backoff) Wait(ctx context.Context) error {
-	t := time.NewTimer(b.Next())
+func (b *Backoff) Wait(ctx context.Context) error { return Sleep(ctx, b.Next()) }
+
+// Sleep waits d, or until ctx ends (then it returns ctx.Err()).
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -101,6 +123,9 @@ type Policy struct {
 	// nil retries every error. An error wrapped by Permanent is never
 	// retried.
 	Retryable func(error) bool
+	// OnRetry, when set, hears each error that is retried and the delay
+	// before the next attempt (to log it); it runs on Retry's goroutine.
+	OnRetry func(err error, delay time.Duration)
 }
 
 // ErrGaveUp is wrapped, with the last attempt's error, by Retry when the
@@ -142,9 +167,16 @@ func Retry(ctx context.Context, p Policy, op func(ctx context.Context) error) er
 		if p.Retryable != nil && !p.Retryable(err) {
 			return err
 		}
-		if ctx.Err() != nil || b.Wait(ctx) != nil {
-			return fmt.Errorf("%w after %d attempts over %s: %w", ErrGaveUp, attempt, time.Since(start).Round(time.Millisecond), err)
+		if ctx.Err() == nil {
+			d := b.Next()
+			if p.OnRetry != nil {
+				p.OnRetry(err, d)
+			}
+			if Sleep(ctx, d) == nil {
+				continue
+			}
 		}
+		return fmt.Errorf("%w after %d attempts over %s: %w", ErrGaveUp, attempt, time.Since(start).Round(time.Millisecond), err)
 	}
 }
 

@@ -96,3 +96,42 @@ func TestRetry(t *testing.T) {
 		}
 	})
 }
+
+func TestNthIsTheDelayAfterNFailures(t *testing.T) {
+	b := backoff.Backoff{Initial: time.Millisecond, Max: 8 * time.Millisecond, Jitter: -1}
+	for n, want := range []time.Duration{1, 2, 4, 8, 8, 8} {
+		if d := b.Nth(n); d != want*time.Millisecond {
+			t.Fatalf("Nth(%d) = %s, want %s", n, d, want*time.Millisecond)
+		}
+	}
+	if d := b.Nth(1 << 20); d != 8*time.Millisecond {
+		t.Fatalf("Nth of a large count = %s, want the cap", d)
+	}
+	jittered := backoff.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
+	if d := jittered.Nth(30); d < 2500*time.Millisecond || d >= 7500*time.Millisecond {
+		t.Fatalf("jittered Nth(30) = %s, want in [2.5s, 7.5s)", d)
+	}
+}
+
+func TestRetryTellsOnRetry(t *testing.T) {
+	transient := errors.New("transient")
+	var heard []error
+	n := 0
+	err := backoff.Retry(context.Background(), backoff.Policy{
+		Backoff: backoff.Backoff{Initial: time.Millisecond, Jitter: -1},
+		OnRetry: func(err error, d time.Duration) {
+			if d <= 0 {
+				t.Errorf("OnRetry told a delay of %s", d)
+			}
+			heard = append(heard, err)
+		},
+	}, func(context.Context) error {
+		if n++; n < 3 {
+			return transient
+		}
+		return nil
+	})
+	if err != nil || len(heard) != 2 || !errors.Is(heard[0], transient) {
+		t.Fatalf("Retry = %v after hearing %v, want success after two retries heard", err, heard)
+	}
+}

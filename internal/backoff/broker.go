@@ -61,3 +61,14 @@ func Transient(err error) bool {
 	}
 	return false
 }
+
+// WithDefaultTimeout bounds ctx by d when the caller gave it no deadline,
+// as nats.go's jetstream does its calls: an operation retried with
+// RetryBroker then gives up at that deadline. A ctx with a deadline is
+// only made cancellable.
+func WithDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}

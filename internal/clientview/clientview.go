@@ -233,58 +233,136 @@ const requestTimeout = 30 * time.Second
 // (Offers or Statuses) from the beginning, through the view service, page by
 // page. It returns ErrNoView when no view service answers.
 func Scan(ctx context.Context, nc *nats.Conn, client, what string, fn func(streamread.Msg) error) error {
-	return scanFrom(ctx, nc, client, what, 0, fn)
+	r := newReader(nc, client, what)
+	defer r.Close()
+	return streamread.Round(ctx, r, fn)
 }
 
-// page reads one page.
-func page(ctx context.Context, nc *nats.Conn, client, what string, start uint64, fn func(streamread.Msg) error) (uint64, bool, error) {
-	inbox := nc.NewRespInbox()
-	ch := make(chan *nats.Msg, DefaultMax+1)
-	sub, err := nc.ChanSubscribe(inbox, ch)
+// Follow follows client's what (Offers or Statuses) through the view: a
+// streamread.Follower whose Source is the view (streamread.FollowSource).
+// It hears of new messages on subjects (core subscriptions, taken before
+// the first read: for offers, the client's job subjects); a message heard
+// is only a notice, the view's answer is what is delivered, in stream
+// order, each message once. It reads again after a reconnection and every
+// streamread.DefaultResync anyway. A read that fails after the first is
+// retried with backoff and reported to onError; a first read's error ends
+// the updates (see Err).
+func Follow(ctx context.Context, nc *nats.Conn, client, what string, subjects []string, onError func(error)) (*streamread.Follower, error) {
+	r := newReader(nc, client, what)
+	f, err := streamread.FollowSource(ctx, nc, r, subjects, streamread.FollowOptions{OnError: onError})
 	if err != nil {
-		return 0, false, err
+		r.Close()
+		return nil, fmt.Errorf("following %s of %s: %w", what, client, err)
 	}
-	defer sub.Unsubscribe()
-	body, _ := json.Marshal(request{StartSeq: start})
-	if err := nc.PublishRequest(Subject(client, what), inbox, body); err != nil {
-		return 0, false, err
-	}
+	return f, nil
+}
+
+// reader reads client's what through the view, page by page, from the
+// sequence after the last message it returned: a streamread.Source. A
+// round ends (streamread.ErrCaughtUp) with the page the view says is the
+// last.
+type reader struct {
+	nc                   *nats.Conn
+	client, what, stream string
+	next                 uint64 // the sequence to read from
+
+	// The page being read: its subscription and answers; nil between
+	// pages.
+	sub *nats.Subscription
+	ch  chan *nats.Msg
+}
+
+func newReader(nc *nats.Conn, client, what string) *reader {
 	stream := events.StreamJobs
 	if what == Statuses {
 		stream = events.StreamStatus
 	}
+	return &reader{nc: nc, client: client, what: what, stream: stream}
+}
+
+// Next returns the next message, or streamread.ErrCaughtUp at the end of
+// a round.
+func (r *reader) Next(ctx context.Context) (streamread.Msg, error) {
 	for {
-		t := time.NewTimer(requestTimeout)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return 0, false, ctx.Err()
-		case <-t.C:
-			return 0, false, fmt.Errorf("%w: no answer from %s within %s", ErrNoView, Subject(client, what), requestTimeout)
-		case m := <-ch:
-			t.Stop()
-			if m.Header.Get("Status") == "503" {
-				return 0, false, fmt.Errorf("%w: %s: run pcm broker, or pcm controller next to the NATS cluster", ErrNoView, Subject(client, what))
-			}
-			if e := m.Header.Get(HdrError); e != "" {
-				return 0, false, fmt.Errorf("%w: %s", ErrRefused, e)
-			}
-			if n := m.Header.Get(HdrNext); n != "" {
-				next, err := strconv.ParseUint(n, 10, 64)
-				if err != nil {
-					return 0, false, fmt.Errorf("%w: a page ended with %s %q", ErrRefused, HdrNext, n)
-				}
-				return next, m.Header.Get(HdrMore) == "true", nil
-			}
-			msg, err := msgOf(stream, m)
-			if err != nil {
-				return 0, false, err
-			}
-			if err := fn(msg); err != nil {
-				return 0, false, err
+		if r.sub == nil {
+			if err := r.ask(); err != nil {
+				return streamread.Msg{}, err
 			}
 		}
+		m, err := r.answer(ctx)
+		if err != nil {
+			r.Close()
+			return streamread.Msg{}, err
+		}
+		if n := m.Header.Get(HdrNext); n != "" {
+			r.Close()
+			next, err := strconv.ParseUint(n, 10, 64)
+			if err != nil {
+				return streamread.Msg{}, fmt.Errorf("%w: a page ended with %s %q", ErrRefused, HdrNext, n)
+			}
+			r.next = max(r.next, next)
+			if m.Header.Get(HdrMore) == "true" {
+				continue
+			}
+			return streamread.Msg{}, streamread.ErrCaughtUp
+		}
+		msg, err := msgOf(r.stream, m)
+		if err != nil {
+			r.Close()
+			return streamread.Msg{}, err
+		}
+		if msg.Seq < r.next {
+			continue // returned already
+		}
+		r.next = msg.Seq + 1
+		return msg, nil
 	}
+}
+
+// ask requests the page from r.next.
+func (r *reader) ask() error {
+	inbox := r.nc.NewRespInbox()
+	ch := make(chan *nats.Msg, DefaultMax+1)
+	sub, err := r.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(request{StartSeq: r.next})
+	if err := r.nc.PublishRequest(Subject(r.client, r.what), inbox, body); err != nil {
+		_ = sub.Unsubscribe()
+		return err
+	}
+	r.sub, r.ch = sub, ch
+	return nil
+}
+
+// answer waits for the page's next answer: a message, its end, or why not.
+func (r *reader) answer(ctx context.Context) (*nats.Msg, error) {
+	t := time.NewTimer(requestTimeout)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		return nil, fmt.Errorf("%w: no answer from %s within %s", ErrNoView, Subject(r.client, r.what), requestTimeout)
+	case m := <-r.ch:
+		if m.Header.Get("Status") == "503" {
+			return nil, fmt.Errorf("%w: %s: run pcm broker, or pcm controller next to the NATS cluster", ErrNoView, Subject(r.client, r.what))
+		}
+		if e := m.Header.Get(HdrError); e != "" {
+			return nil, fmt.Errorf("%w: %s", ErrRefused, e)
+		}
+		return m, nil
+	}
+}
+
+// Close drops the page being read, if any.
+func (r *reader) Close() error {
+	if r.sub != nil {
+		_ = r.sub.Unsubscribe()
+		r.sub, r.ch = nil, nil
+	}
+	return nil
 }
 
 // msgOf reads a stored message out of an answer.
@@ -306,159 +384,4 @@ func msgOf(stream string, m *nats.Msg) (streamread.Msg, error) {
 		out.Header = h
 	}
 	return out, nil
-}
-
-// DefaultResync is how often a Follower reads through the view when
-// nothing told it of a new message.
-const DefaultResync = 10 * time.Second
-
-// noticeRetries are the delays after which a Follower reads again when a
-// notice's read found nothing new (the stream may store the message a
-// moment after it is heard).
-var noticeRetries = []time.Duration{5 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}
-
-// Follower follows a client's offers or statuses through the view: its
-// Updates send each stored message in stream order, then nil once it has
-// sent what was stored when it began, then each new message as it is
-// stored, until Stop or the end of the context; then they close (see Err).
-type Follower struct {
-	updates chan *streamread.Msg
-	cancel  context.CancelFunc
-	done    chan struct{}
-	err     error
-}
-
-// Updates are the messages.
-func (f *Follower) Updates() <-chan *streamread.Msg { return f.updates }
-
-// Err is why the updates closed early (nil after Stop or the context's
-// end).
-func (f *Follower) Err() error {
-	<-f.done
-	return f.err
-}
-
-// Stop stops the follower and waits for it.
-func (f *Follower) Stop() {
-	f.cancel()
-	<-f.done
-}
-
-// Follow follows client's what (Offers or Statuses) through the view. It
-// hears of new messages on subjects (core subscriptions, taken before the
-// first read: for offers, the client's job subjects); a message heard is
-// only a notice, the view's answer is what is delivered, in stream order,
-// each message once. It reads again after a reconnection and every
-// DefaultResync anyway. A read that fails after the first is retried and
-// reported to onError; a first read's error ends the updates (see Err).
-func Follow(ctx context.Context, nc *nats.Conn, client, what string, subjects []string, onError func(error)) (*Follower, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	notices := make(chan struct{}, 1)
-	notify := func(*nats.Msg) {
-		select {
-		case notices <- struct{}{}:
-		default:
-		}
-	}
-	var subs []*nats.Subscription
-	stop := func() {
-		for _, s := range subs {
-			_ = s.Unsubscribe()
-		}
-	}
-	for _, s := range subjects {
-		sub, err := nc.Subscribe(s, notify)
-		if err != nil {
-			stop()
-			cancel()
-			return nil, fmt.Errorf("following %s of %s: subscribing to %s: %w", what, client, s, err)
-		}
-		subs = append(subs, sub)
-	}
-	reconnected := nc.StatusChanged(nats.CONNECTED)
-	if err := nc.Flush(); err != nil {
-		stop()
-		nc.RemoveStatusListener(reconnected)
-		cancel()
-		return nil, fmt.Errorf("following %s of %s: %w", what, client, err)
-	}
-	f := &Follower{updates: make(chan *streamread.Msg, 64), cancel: cancel, done: make(chan struct{})}
-	var next uint64
-	read := func() (int, error) {
-		n := 0
-		err := scanFrom(ctx, nc, client, what, next, func(m streamread.Msg) error {
-			if m.Seq < next {
-				return nil
-			}
-			next = m.Seq + 1
-			n++
-			select {
-			case f.updates <- &m:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-		return n, err
-	}
-	go func() {
-		defer close(f.done)
-		defer close(f.updates)
-		defer nc.RemoveStatusListener(reconnected)
-		defer stop()
-		if _, err := read(); err != nil {
-			if ctx.Err() == nil {
-				f.err = err
-			}
-			return
-		}
-		select {
-		case f.updates <- nil:
-		case <-ctx.Done():
-			return
-		}
-		tick := time.NewTicker(DefaultResync)
-		defer tick.Stop()
-		var retry <-chan time.Time
-		tries := 0
-		for {
-			noticed := false
-			select {
-			case <-ctx.Done():
-				return
-			case <-notices:
-				noticed, tries = true, 0
-			case <-reconnected:
-			case <-tick.C:
-			case <-retry:
-				noticed = true
-			}
-			retry = nil
-			n, err := read()
-			switch {
-			case ctx.Err() != nil:
-				return
-			case err != nil:
-				if onError != nil {
-					onError(err)
-				}
-				retry = time.After(time.Second)
-			case n == 0 && noticed && tries < len(noticeRetries):
-				retry = time.After(noticeRetries[tries])
-				tries++
-			}
-		}
-	}()
-	return f, nil
-}
-
-// scanFrom is Scan from sequence start.
-func scanFrom(ctx context.Context, nc *nats.Conn, client, what string, start uint64, fn func(streamread.Msg) error) error {
-	for {
-		next, more, err := page(ctx, nc, client, what, start, fn)
-		if err != nil || !more {
-			return err
-		}
-		start = next
-	}
 }

@@ -11,9 +11,9 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/clientview"
 	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestView: a client's view holds the events of its own subjects only, in

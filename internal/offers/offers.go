@@ -3,8 +3,9 @@
 // consumer, nothing is loaded whole), the reading of one stored event as an
 // offer or a cancellation (EntryOf), and the lookup of one job's offer among
 // any such events (FindIn: a scan, or a client's offers through the client
-// view). The publisher and the desktop face use it; it never writes and
-// never creates a consumer.
+// view). It is the one place that scans PCM_JOBS for jobs: the publisher's
+// cancel, the rollout, the fleet's pending jobs and the desktop face use
+// it. It never writes and never creates a consumer.
 package offers
 
 import (
@@ -47,12 +48,13 @@ func (e Entry) JobID() string {
 	return e.Cancel.JobID
 }
 
-// Scan reads PCM_JOBS on filters (every subject when empty) from start
-// (the beginning when zero) up to the last message stored when it is
-// called, and calls fn for each valid offer and cancellation in stream
-// order; events that do not parse are skipped. fn returns false to stop.
-func Scan(ctx context.Context, js jetstream.JetStream, filters []string, start time.Time, fn func(Entry) bool) error {
-	return scan(ctx, js, filters, start, nil, nil, fn)
+// Scan reads PCM_JOBS on o.Filters (every subject when empty) from o's
+// start (StartSeq or StartTime; the beginning when both are zero) up to
+// the last message stored when it is called, and calls fn for each valid
+// offer and cancellation in stream order; events that do not parse are
+// skipped. fn returns false to stop.
+func Scan(ctx context.Context, js jetstream.JetStream, o streamread.Options, fn func(Entry) bool) error {
+	return scan(ctx, js, o, nil, nil, fn)
 }
 
 // Verifier checks an event's signature (see events.Verify). An event it
@@ -64,8 +66,8 @@ var errStop = errors.New("scan stopped")
 
 // scan is Scan with a cheap pre-filter on the raw bytes and an optional
 // verifier.
-func scan(ctx context.Context, js jetstream.JetStream, filters []string, start time.Time, needle []byte, verify Verifier, fn func(Entry) bool) error {
-	err := streamread.Scan(ctx, js, events.StreamJobs, streamread.Options{Filters: filters, StartTime: start}, func(m streamread.Msg) error {
+func scan(ctx context.Context, js jetstream.JetStream, o streamread.Options, needle []byte, verify Verifier, fn func(Entry) bool) error {
+	err := streamread.Scan(ctx, js, events.StreamJobs, o, func(m streamread.Msg) error {
 		if needle != nil && !bytes.Contains(m.Data, needle) {
 			return nil
 		}
@@ -137,7 +139,7 @@ type Found struct {
 // Find looks jobID's offer up among filters (every subject when empty).
 func Find(ctx context.Context, js jetstream.JetStream, filters []string, jobID string) (Found, error) {
 	return FindIn(jobID, func(fn func(Entry) bool) error {
-		return scan(ctx, js, filters, StartOf(jobID), []byte(`"`+jobID+`"`), nil, fn)
+		return scan(ctx, js, streamread.Options{Filters: filters, StartTime: StartOf(jobID)}, []byte(`"`+jobID+`"`), nil, fn)
 	})
 }
 

@@ -9,9 +9,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/offers"
+	"github.com/pcm-project/pcm/internal/streamread"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 func TestScanAndFind(t *testing.T) {
@@ -48,7 +49,7 @@ func TestScanAndFind(t *testing.T) {
 	}
 
 	var seen []string
-	err = offers.Scan(ctx, env.JS, []string{"pcm.jobs.client.ws-1", "pcm.jobs.all"}, time.Time{}, func(e offers.Entry) bool {
+	err = offers.Scan(ctx, env.JS, streamread.Options{Filters: []string{"pcm.jobs.client.ws-1", "pcm.jobs.all"}}, func(e offers.Entry) bool {
 		kind := "offer"
 		if e.Cancel != nil {
 			kind = "cancel"

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // readOutcome classifies one read against the sequences the stream holds:

@@ -3,6 +3,8 @@ package streamread
 import (
 	"errors"
 	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Sentinel errors.
@@ -67,3 +69,15 @@ func (e *IncompleteError) Is(target error) bool { return target == ErrIncomplete
 
 // Unwrap returns the last failure.
 func (e *IncompleteError) Unwrap() error { return e.Err }
+
+// Describe wraps err, an error of reading what ("stream PCM_JOBS", "bucket
+// PCM_AGENTS"), in a caller's sentinels: notProvisioned when the stream
+// does not exist (jetstream.ErrStreamNotFound, ErrNoStream: pcm broker
+// provision makes it), read for any other error. It is how the packages
+// that read pcm's streams say so, in the same words.
+func Describe(what string, err, notProvisioned, read error) error {
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, ErrNoStream) {
+		return fmt.Errorf("%w: %s does not exist: run pcm broker provision", notProvisioned, what)
+	}
+	return fmt.Errorf("%w: %s: %w", read, what, err)
+}

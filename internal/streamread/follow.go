@@ -2,9 +2,9 @@ package streamread
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"sync"
 	"time"
 
@@ -93,9 +93,21 @@ func (f *Follower) Stop() {
 	<-f.done
 }
 
-// Follow starts following stream on o.Filters from o's start. It returns
-// once its subscriptions are in effect at the broker; the messages come on
-// the Follower's Updates channel until ctx ends or Stop.
+// Source is what a Follower reads: Next returns the message after the last
+// one it returned, or ErrCaughtUp once it has returned every message stored
+// when its round began (the next call begins a new round, from where it
+// is). A Reader is one; so is a client's view of its offers (package
+// clientview). A Source that is an io.Closer is closed when the Follower
+// stops.
+type Source interface {
+	Next(ctx context.Context) (Msg, error)
+}
+
+// Follow starts following stream on o.Filters from o's start: FollowSource
+// of a Reader of the stream (direct gets), hearing of new messages on
+// o.Subjects. It returns once its subscriptions are in effect at the
+// broker; the messages come on the Follower's Updates channel until ctx
+// ends or Stop.
 //
 // How it follows without polling: before its first read it subscribes (core
 // NATS) to o.Subjects. A message heard there is only a notice: the Follower
@@ -131,14 +143,35 @@ func Follow(ctx context.Context, js jetstream.JetStream, stream string, o Follow
 			return nil, err
 		}
 	}
-	if o.Resync == 0 {
-		o.Resync = DefaultResync
-	}
 	r, err := NewReader(js, stream, o.Options)
 	if err != nil {
 		return nil, err
 	}
-	nc := js.Conn()
+	f, err := FollowSource(ctx, js.Conn(), r, subjects, o)
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("following %s: %w", stream, err)
+	}
+	return f, nil
+}
+
+// FollowSource follows src, hearing of new messages on subjects (core
+// subscriptions on nc, in effect at the broker before the first read), as
+// Follow describes: each notice, reconnection or resync (o.Resync) starts
+// a round of src; what it delivers is src's, each message once, in src's
+// order; a heard message not read yet is looked for again after a short
+// backoff. Of o, only Resync, OnError and Timeout (the wait for the
+// subscriptions to take effect) are used.
+func FollowSource(ctx context.Context, nc *nats.Conn, src Source, subjects []string, o FollowOptions) (*Follower, error) {
+	if len(subjects) == 0 {
+		return nil, fmt.Errorf("%w: a follower needs subjects to hear of new messages on", ErrInvalidOptions)
+	}
+	if o.Resync == 0 {
+		o.Resync = DefaultResync
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
 	w := newNotices()
 	var subs []*nats.Subscription
 	unsubscribe := func() {
@@ -150,7 +183,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, stream string, o Follow
 		sub, err := nc.Subscribe(s, w.heard)
 		if err != nil {
 			unsubscribe()
-			return nil, fmt.Errorf("following %s: subscribing to %s: %w", stream, s, err)
+			return nil, fmt.Errorf("subscribing to %s: %w", s, err)
 		}
 		subs = append(subs, sub)
 		// A notice is small work; beyond these, notices are dropped (a
@@ -158,16 +191,20 @@ func Follow(ctx context.Context, js jetstream.JetStream, stream string, o Follow
 		_ = sub.SetPendingLimits(8192, 8<<20)
 	}
 	// The subscriptions are in effect at the broker before the first read.
-	_ = nc.FlushTimeout(r.opts.Timeout)
+	_ = nc.FlushTimeout(o.Timeout)
 	ctx, cancel := context.WithCancel(ctx)
 	f := &Follower{updates: make(chan *Msg, 64), done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(f.done)
 		defer close(f.updates)
 		defer cancel()
-		defer func() { _ = r.Close() }()
+		defer func() {
+			if c, ok := src.(io.Closer); ok {
+				_ = c.Close()
+			}
+		}()
 		defer unsubscribe()
-		err := f.run(ctx, nc, r, w, o)
+		err := f.run(ctx, nc, src, w, o)
 		if ctx.Err() != nil {
 			err = nil // stopped
 		}
@@ -177,7 +214,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, stream string, o Follow
 }
 
 // run is the Follower's loop.
-func (f *Follower) run(ctx context.Context, nc *nats.Conn, r *Reader, w *notices, o FollowOptions) error {
+func (f *Follower) run(ctx context.Context, nc *nats.Conn, r Source, w *notices, o FollowOptions) error {
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(reconnected)
 	var resync <-chan time.Time
@@ -191,7 +228,7 @@ func (f *Follower) run(ctx context.Context, nc *nats.Conn, r *Reader, w *notices
 	defer retry.Stop()
 
 	rounds := 0
-	var noticeWait time.Duration
+	noticeWait := backoff.Backoff{Initial: firstRetry, Max: maxRetry, Jitter: -1}
 	errWait := backoff.Backoff{Initial: errRetry, Max: maxErrRetry}
 	for {
 		err := f.round(ctx, r, w)
@@ -223,12 +260,12 @@ func (f *Follower) run(ctx context.Context, nc *nats.Conn, r *Reader, w *notices
 		var wait time.Duration
 		switch {
 		case w.unread(time.Now()) > 0:
-			noticeWait = min(max(2*noticeWait, firstRetry), maxRetry)
-			wait = noticeWait
+			wait = noticeWait.Next()
 		case rounds == 1:
-			noticeWait, wait = 0, settle
+			noticeWait.Reset()
+			wait = settle
 		default:
-			noticeWait = 0
+			noticeWait.Reset()
 		}
 		var retryC <-chan time.Time
 		if wait > 0 {
@@ -253,22 +290,16 @@ func (f *Follower) run(ctx context.Context, nc *nats.Conn, r *Reader, w *notices
 }
 
 // round delivers one round of r, marking each message read.
-func (f *Follower) round(ctx context.Context, r *Reader, w *notices) error {
-	for {
-		m, err := r.Next(ctx)
-		if errors.Is(err, ErrCaughtUp) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+func (f *Follower) round(ctx context.Context, r Source, w *notices) error {
+	return Round(ctx, r, func(m Msg) error {
 		w.read(m.Subject, m.Data)
 		select {
 		case f.updates <- &m:
+			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
+	})
 }
 
 // notices are the messages heard on the subscriptions and not read from

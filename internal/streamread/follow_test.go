@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // follower collects what a Follower delivers, in the background.

@@ -383,8 +383,15 @@ func Scan(ctx context.Context, js jetstream.JetStream, stream string, opts Optio
 		return err
 	}
 	defer func() { _ = r.Close() }()
+	return Round(ctx, r, fn)
+}
+
+// Round calls fn with each message of one round of src (until its Next
+// says ErrCaughtUp), in src's order. An error of src, or of fn, ends the
+// round and is returned as is.
+func Round(ctx context.Context, src Source, fn func(Msg) error) error {
 	for {
-		m, err := r.Next(ctx)
+		m, err := src.Next(ctx)
 		if errors.Is(err, ErrCaughtUp) {
 			return nil
 		}

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/broker/auth"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // testStream is the stream the tests read: sr.<kind>.<n>, direct gets

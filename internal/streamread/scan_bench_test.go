@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // BenchmarkScan reads 100,000 stored messages of about 1 KiB (headers like

@@ -133,12 +133,7 @@ func main() {
 					opts = append(opts, nats.NoEcho())
 				}
 				if iss != nil {
-					creds, cerr := iss.Issue(auth.User{Role: auth.RoleAgent, Name: id})
-					if cerr != nil {
-						failed(fmt.Errorf("%s: %w", id, cerr))
-						return
-					}
-					o, cerr := auth.CredsOption(creds)
+					o, cerr := iss.Option(auth.User{Role: auth.RoleAgent, Name: id})
 					if cerr != nil {
 						failed(fmt.Errorf("%s: %w", id, cerr))
 						return

@@ -2,6 +2,7 @@ package testenv_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -10,7 +11,7 @@ import (
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // TestSecureBroker: WithAuth and WithTLS give a broker whose helper
@@ -49,21 +50,15 @@ func TestSecureBroker(t *testing.T) {
 	// reconnects on its schedule, and a request sent while it drops is lost
 	// (nats.go does not retry API requests), so ask again until the deadline.
 	var s jetstream.Stream
-	var err error
-	for ctx.Err() == nil {
-		if anc.IsConnected() {
-			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-			s, err = js.Stream(actx, events.StreamJobs)
-			acancel()
-			if err == nil {
-				break
-			}
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() (err error) {
+		if !anc.IsConnected() {
+			return errors.New("the auditor is not reconnected yet")
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if s == nil {
-		t.Fatalf("the auditor after a restart: %v (%v)", err, ctx.Err())
-	}
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		defer acancel()
+		s, err = js.Stream(actx, events.StreamJobs)
+		return err
+	})
 	if n := s.CachedInfo().State.Msgs; n != 1 {
 		t.Fatalf("PCM_JOBS holds %d messages after a restart, want 1", n)
 	}

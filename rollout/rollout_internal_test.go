@@ -1,37 +1,14 @@
-package publisher
+package rollout
 
 import (
-	"context"
-	"errors"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/fleet"
+	"github.com/pcm-project/pcm/internal/offers"
 )
-
-func TestSubjectMatches(t *testing.T) {
-	cases := []struct {
-		filter, subject string
-		want            bool
-	}{
-		{"pcm.jobs.group.lab", "pcm.jobs.group.lab", true},
-		{"pcm.jobs.group.lab", "pcm.jobs.group.lab2", false},
-		{"pcm.jobs.group.*", "pcm.jobs.group.lab", true},
-		{"pcm.jobs.*", "pcm.jobs.group.lab", false},
-		{"pcm.jobs.>", "pcm.jobs.group.lab", true},
-		{"pcm.jobs.all", "pcm.jobs", false},
-		{"pcm.jobs", "pcm.jobs.all", false},
-		{">", "pcm.jobs.all", true},
-	}
-	for _, c := range cases {
-		if got := subjectMatches(c.filter, c.subject); got != c.want {
-			t.Errorf("subjectMatches(%q, %q) = %v, want %v", c.filter, c.subject, got, c.want)
-		}
-	}
-}
 
 // rolloutFixture is a job offered to group lab (seq 10) and client ws-x
 // (seq 11), mandatory in an hour unless changed.
@@ -43,16 +20,16 @@ func rolloutFixture(now time.Time) *view {
 		Targets:    []events.Target{{Kind: events.TargetGroup, Name: "lab"}, {Kind: events.TargetClient, Name: "ws-x"}},
 		OfferAfter: now.Add(-time.Minute), MandatoryAfter: &mandatory, ExpireAfter: now.Add(24 * time.Hour),
 	}
-	offer := Offer{Job: job, Seq: 10, Copies: []OfferCopy{{Subject: "pcm.jobs.group.lab", Seq: 10}, {Subject: "pcm.jobs.client.ws-x", Seq: 11}}}
-	enrolled := map[string]Enrollment{}
+	offer := offers.Found{Job: job, Copies: []offers.Entry{{Subject: "pcm.jobs.group.lab", Seq: 10}, {Subject: "pcm.jobs.client.ws-x", Seq: 11}}}
+	enrolled := map[string]fleet.Enrollment{}
 	for _, c := range []string{"done", "got", "late", "stale", "desk", "never", "other"} {
 		groups := []string{"lab"}
 		if c == "other" {
 			groups = []string{"ops"}
 		}
-		enrolled[c] = Enrollment{Client: c, Groups: groups, Filters: events.ConsumerFilters(c, groups), Delivered: 9}
+		enrolled[c] = fleet.Enrollment{Client: c, Groups: groups, Filters: events.ConsumerFilters(c, groups), Delivered: 9}
 	}
-	enrolled["got"] = Enrollment{Client: "got", Groups: []string{"lab"}, Filters: events.ConsumerFilters("got", []string{"lab"}), Delivered: 10}
+	enrolled["got"] = fleet.Enrollment{Client: "got", Groups: []string{"lab"}, Filters: events.ConsumerFilters("got", []string{"lab"}), Delivered: 10}
 	v := newView(offer, enrolled)
 	fresh := events.AgentInfo{LastSeen: now, Heartbeat: events.Duration(time.Second)}
 	for _, c := range []string{"done", "got", "late", "desk", "other"} {
@@ -61,7 +38,7 @@ func rolloutFixture(now time.Time) *view {
 		v.agents[c] = a
 	}
 	v.agents["stale"] = events.AgentInfo{ClientID: "stale", LastSeen: now.Add(-time.Minute), Heartbeat: events.Duration(time.Second)}
-	v.locks["desk"] = LockHolder{Holder: HolderDesktop, User: "ann", Since: now.Add(-time.Second)}
+	v.locks["desk"] = events.LockInfo{Holder: events.RunnerDesktop, User: "ann", Since: now.Add(-time.Second)}
 	exit := 0
 	v.apply(events.JobStatus{JobID: "j1", ClientID: "done", State: events.StateSucceeded, Attempt: 1, ExitCode: &exit, Runner: events.RunnerService}, now)
 	return v
@@ -171,80 +148,3 @@ func TestVerdict(t *testing.T) {
 		}
 	}
 }
-
-func TestAuditFilterValidate(t *testing.T) {
-	now := time.Now()
-	cases := []struct {
-		name string
-		f    AuditFilter
-		want error
-	}{
-		{"zero", AuditFilter{}, nil},
-		{"everything", AuditFilter{Since: now.Add(-time.Hour), Until: now, JobID: "j1", Client: "ws-1", Types: []string{"status", events.TypeJobOffered}, Follow: true}, nil},
-		{"bad job", AuditFilter{JobID: "a.b"}, ErrInvalidFilter},
-		{"bad client", AuditFilter{Client: "a b"}, ErrInvalidFilter},
-		{"unknown type", AuditFilter{Types: []string{"exploded"}}, ErrInvalidFilter},
-		{"until before since", AuditFilter{Since: now, Until: now.Add(-time.Second)}, ErrInvalidFilter},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			err := c.f.Validate()
-			if c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
-				t.Fatalf("Validate() = %v, want %v", err, c.want)
-			}
-		})
-	}
-	for name, want := range map[string]string{"offered": events.TypeJobOffered, "cancelled": events.TypeJobCancelled,
-		"status": events.TypeJobStatus, events.TypeJobStatus: events.TypeJobStatus} {
-		if got, err := EventType(name); err != nil || got != want {
-			t.Errorf("EventType(%q) = %q, %v", name, got, err)
-		}
-		if ShortType(want) == want {
-			t.Errorf("ShortType(%q) did not shorten it", want)
-		}
-	}
-}
-
-// TestMergeOrder feeds two followed sources and checks that merge
-// delivers their events by stored time, offers first at equal times, and
-// that a caught-up source does not hold the other back.
-func TestMergeOrder(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	msg := func(seq uint64, at int) *streamread.Msg {
-		return &streamread.Msg{Seq: seq, Time: t0.Add(time.Duration(at) * time.Second)}
-	}
-	source := func(stream string, updates chan *streamread.Msg) *auditSource {
-		return &auditSource{stream: stream, keep: func(AuditEvent) bool { return true },
-			updates: updates, stopErr: func() error { return nil }}
-	}
-	jobsC, statusC := make(chan *streamread.Msg, 16), make(chan *streamread.Msg, 16)
-	for i, at := range []int{1, 3, 3, 7} {
-		jobsC <- msg(uint64(i+1), at)
-	}
-	close(jobsC) // the jobs follower stops
-	for i, at := range []int{2, 3, 4} {
-		statusC <- msg(uint64(i+1), at)
-	}
-	// The status source is caught up after its third event: it is
-	// following, so the merge must not wait for it to end.
-	statusC <- nil
-	var got []string
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := merge(ctx, []*auditSource{source(events.StreamJobs, jobsC), source(events.StreamStatus, statusC)}, func(e AuditEvent) error {
-		got = append(got, e.Stream[4:5]+string(rune('0'+e.Seq)))
-		if len(got) == 7 {
-			return errStop
-		}
-		return nil
-	})
-	if !errors.Is(err, errStop) {
-		t.Fatalf("merge: %v", err)
-	}
-	want := []string{"J1", "S1", "J2", "J3", "S2", "S3", "J4"}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("merged %v, want %v", got, want)
-	}
-}
-
-var errStop = errors.New("stop")

@@ -1,4 +1,4 @@
-package publisher_test
+package packages_test
 
 import (
 	"archive/tar"
@@ -18,8 +18,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/integration/testenv"
-	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/internal/archive"
+	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 func hexSum(b []byte) string {
@@ -62,19 +63,19 @@ func getObject(t *testing.T, js jetstream.JetStream, name string) ([]byte, *jets
 func TestPushFileListResolveRemove(t *testing.T) {
 	tb := testenv.StartBroker(t)
 	ctx := t.Context()
-	pk := publisher.NewPackages(tb.JS)
+	pk := packages.NewStore(tb.JS)
 	path := filepath.Join(t.TempDir(), "setup.sh")
 	body := "#!/bin/sh\necho installing\n"
 	writeFile(t, path, body, 0o750)
 
 	var lastSent, lastTotal int64
-	info, err := pk.Push(ctx, path, publisher.PushOptions{Name: "setup", Version: "1.0.0", PushedBy: "alice",
+	info, err := pk.Push(ctx, path, packages.PushOptions{Name: "setup", Version: "1.0.0", PushedBy: "alice",
 		Progress: func(sent, total int64) { lastSent, lastTotal = sent, total }})
 	if err != nil {
 		t.Fatalf("Push: %v", err)
 	}
-	want := publisher.PackageInfo{Name: "setup", Version: "1.0.0", Size: int64(len(body)), SHA256: hexSum([]byte(body)),
-		Format: publisher.FormatFile, File: "setup.sh", PushedBy: "alice", PushedAt: info.PushedAt, Complete: true}
+	want := packages.Info{Name: "setup", Version: "1.0.0", Size: int64(len(body)), SHA256: hexSum([]byte(body)),
+		Format: events.PackageFormatFile, File: "setup.sh", PushedBy: "alice", PushedAt: info.PushedAt, Complete: true}
 	if info != want {
 		t.Fatalf("Push = %+v\nwant  %+v", info, want)
 	}
@@ -98,20 +99,20 @@ func TestPushFileListResolveRemove(t *testing.T) {
 
 	// The same name and version is refused, unless forced.
 	writeFile(t, path, body+"echo v2\n", 0o750)
-	if _, err := pk.Push(ctx, path, publisher.PushOptions{Name: "setup", Version: "1.0.0"}); !errors.Is(err, publisher.ErrPackageExists) {
-		t.Fatalf("second Push = %v, want %v", err, publisher.ErrPackageExists)
+	if _, err := pk.Push(ctx, path, packages.PushOptions{Name: "setup", Version: "1.0.0"}); !errors.Is(err, packages.ErrExists) {
+		t.Fatalf("second Push = %v, want %v", err, packages.ErrExists)
 	}
 	if ref2, _ := pk.Resolve(ctx, "setup@1.0.0"); ref2 != ref {
 		t.Fatal("a refused push changed the package")
 	}
-	forced, err := pk.Push(ctx, path, publisher.PushOptions{Name: "setup", Version: "1.0.0", Force: true})
+	forced, err := pk.Push(ctx, path, packages.PushOptions{Name: "setup", Version: "1.0.0", Force: true})
 	if err != nil || forced.SHA256 == ref.SHA256 {
 		t.Fatalf("forced Push = %+v, %v; want new content", forced, err)
 	}
-	if _, err := pk.Push(ctx, path, publisher.PushOptions{Name: "setup", Version: "2.0"}); err != nil {
+	if _, err := pk.Push(ctx, path, packages.PushOptions{Name: "setup", Version: "2.0"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pk.Push(ctx, path, publisher.PushOptions{Name: "agent", Version: "9"}); err != nil {
+	if _, err := pk.Push(ctx, path, packages.PushOptions{Name: "agent", Version: "9"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -133,18 +134,18 @@ func TestPushFileListResolveRemove(t *testing.T) {
 	if err := pk.Remove(ctx, "setup@1.0.0"); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
-	if _, err := pk.Resolve(ctx, "setup@1.0.0"); !errors.Is(err, publisher.ErrPackageNotFound) {
-		t.Fatalf("Resolve after Remove = %v, want %v", err, publisher.ErrPackageNotFound)
+	if _, err := pk.Resolve(ctx, "setup@1.0.0"); !errors.Is(err, packages.ErrNotFound) {
+		t.Fatalf("Resolve after Remove = %v, want %v", err, packages.ErrNotFound)
 	}
-	if err := pk.Remove(ctx, "setup@1.0.0"); !errors.Is(err, publisher.ErrPackageNotFound) {
-		t.Fatalf("second Remove = %v, want %v", err, publisher.ErrPackageNotFound)
+	if err := pk.Remove(ctx, "setup@1.0.0"); !errors.Is(err, packages.ErrNotFound) {
+		t.Fatalf("second Remove = %v, want %v", err, packages.ErrNotFound)
 	}
 }
 
 func TestPushDirectoryIsDeterministic(t *testing.T) {
 	tb := testenv.StartBroker(t)
 	ctx := t.Context()
-	pk := publisher.NewPackages(tb.JS)
+	pk := packages.NewStore(tb.JS)
 	// Two copies of one tree, made in another order, with other times and
 	// other permission bits beyond the executable ones.
 	makeTree := func(root string, reverse bool, mtime time.Time) {
@@ -181,10 +182,10 @@ func TestPushDirectoryIsDeterministic(t *testing.T) {
 	makeTree(two, true, time.Now())
 
 	var a, b bytes.Buffer
-	if err := publisher.PackDir(ctx, one, &a); err != nil {
+	if err := archive.Pack(ctx, one, &a); err != nil {
 		t.Fatal(err)
 	}
-	if err := publisher.PackDir(ctx, two, &b); err != nil {
+	if err := archive.Pack(ctx, two, &b); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
@@ -229,14 +230,14 @@ func TestPushDirectoryIsDeterministic(t *testing.T) {
 		}
 	}
 
-	info, err := pk.Push(ctx, one, publisher.PushOptions{Name: "tree", Version: "1"})
+	info, err := pk.Push(ctx, one, packages.PushOptions{Name: "tree", Version: "1"})
 	if err != nil {
 		t.Fatalf("Push of a directory: %v", err)
 	}
-	if info.Format != publisher.FormatTarGz || info.SHA256 != hexSum(a.Bytes()) || info.Size != int64(a.Len()) {
+	if info.Format != events.PackageFormatTarGz || info.SHA256 != hexSum(a.Bytes()) || info.Size != int64(a.Len()) {
 		t.Fatalf("Push = %+v, want tar.gz of %d bytes with sha256 %s", info, a.Len(), hexSum(a.Bytes()))
 	}
-	again, err := pk.Push(ctx, two, publisher.PushOptions{Name: "tree", Version: "1", Force: true})
+	again, err := pk.Push(ctx, two, packages.PushOptions{Name: "tree", Version: "1", Force: true})
 	if err != nil || again.SHA256 != info.SHA256 {
 		t.Fatalf("push of the same tree from elsewhere: %+v, %v; want sha256 %s", again, err, info.SHA256)
 	}
@@ -245,7 +246,7 @@ func TestPushDirectoryIsDeterministic(t *testing.T) {
 func TestPushRefusals(t *testing.T) {
 	tb := testenv.StartBroker(t)
 	ctx := t.Context()
-	pk := publisher.NewPackages(tb.JS)
+	pk := packages.NewStore(tb.JS)
 	dir := t.TempDir()
 	okFile := filepath.Join(dir, "ok")
 	writeFile(t, okFile, "x", 0o644)
@@ -270,17 +271,17 @@ func TestPushRefusals(t *testing.T) {
 	cases := []struct {
 		name    string
 		path    string
-		opts    publisher.PushOptions
+		opts    packages.PushOptions
 		wantErr error
 	}{
-		{"no name", okFile, publisher.PushOptions{Version: "1"}, publisher.ErrInvalidPackage},
-		{"no version", okFile, publisher.PushOptions{Name: "a"}, publisher.ErrInvalidPackage},
-		{"at sign in the name", okFile, publisher.PushOptions{Name: "a@b", Version: "1"}, publisher.ErrInvalidPackage},
-		{"slash in the version", okFile, publisher.PushOptions{Name: "a", Version: "1/2"}, publisher.ErrInvalidPackage},
-		{"missing path", filepath.Join(dir, "nope"), publisher.PushOptions{Name: "a", Version: "1"}, publisher.ErrInvalidPackage},
-		{"symlink out of the directory", escaping, publisher.PushOptions{Name: "a", Version: "2"}, publisher.ErrInvalidPackage},
-		{"absolute symlink", absolute, publisher.PushOptions{Name: "a", Version: "3"}, publisher.ErrInvalidPackage},
-		{"socket in the directory", withSocket, publisher.PushOptions{Name: "a", Version: "4"}, publisher.ErrInvalidPackage},
+		{"no name", okFile, packages.PushOptions{Version: "1"}, events.ErrInvalidPackage},
+		{"no version", okFile, packages.PushOptions{Name: "a"}, events.ErrInvalidPackage},
+		{"at sign in the name", okFile, packages.PushOptions{Name: "a@b", Version: "1"}, events.ErrInvalidPackage},
+		{"slash in the version", okFile, packages.PushOptions{Name: "a", Version: "1/2"}, events.ErrInvalidPackage},
+		{"missing path", filepath.Join(dir, "nope"), packages.PushOptions{Name: "a", Version: "1"}, packages.ErrInvalidContent},
+		{"symlink out of the directory", escaping, packages.PushOptions{Name: "a", Version: "2"}, packages.ErrInvalidContent},
+		{"absolute symlink", absolute, packages.PushOptions{Name: "a", Version: "3"}, packages.ErrInvalidContent},
+		{"socket in the directory", withSocket, packages.PushOptions{Name: "a", Version: "4"}, packages.ErrInvalidContent},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -295,108 +296,9 @@ func TestPushRefusals(t *testing.T) {
 
 	t.Run("not provisioned", func(t *testing.T) {
 		bare := testenv.StartBroker(t, testenv.WithoutProvision())
-		_, err := publisher.NewPackages(bare.JS).Push(ctx, okFile, publisher.PushOptions{Name: "a", Version: "1"})
-		if !errors.Is(err, publisher.ErrNotProvisioned) {
-			t.Fatalf("Push without PCM_PACKAGES = %v, want %v", err, publisher.ErrNotProvisioned)
+		_, err := packages.NewStore(bare.JS).Push(ctx, okFile, packages.PushOptions{Name: "a", Version: "1"})
+		if !errors.Is(err, packages.ErrNotProvisioned) {
+			t.Fatalf("Push without PCM_PACKAGES = %v, want %v", err, packages.ErrNotProvisioned)
 		}
 	})
-}
-
-func TestParsePackageSpec(t *testing.T) {
-	cases := []struct {
-		spec          string
-		name, version string
-		wantErr       error
-	}{
-		{"app@1.2.3", "app", "1.2.3", nil},
-		{"my_app-x@2025.06+build.7~rc1", "my_app-x", "2025.06+build.7~rc1", nil},
-		{"app", "", "", publisher.ErrInvalidPackage},
-		{"@1", "", "", publisher.ErrInvalidPackage},
-		{"app@", "", "", publisher.ErrInvalidPackage},
-		{"app@1@2", "", "", publisher.ErrInvalidPackage},
-		{"a pp@1", "", "", publisher.ErrInvalidPackage},
-		{".hidden@1", "", "", publisher.ErrInvalidPackage},
-		{"app@../1", "", "", publisher.ErrInvalidPackage},
-	}
-	for _, tc := range cases {
-		t.Run(tc.spec, func(t *testing.T) {
-			name, version, err := publisher.ParsePackageSpec(tc.spec)
-			if !errors.Is(err, tc.wantErr) || name != tc.name || version != tc.version {
-				t.Fatalf("ParsePackageSpec = %q, %q, %v; want %q, %q, %v", name, version, err, tc.name, tc.version, tc.wantErr)
-			}
-		})
-	}
-}
-
-// TestPublishPinsThePackage: a job naming a package gets its sha256 pinned;
-// a missing, incomplete or mismatching package is refused before anything
-// is sent.
-func TestPublishPinsThePackage(t *testing.T) {
-	tb := testenv.StartBroker(t)
-	ctx := t.Context()
-	pk := publisher.NewPackages(tb.JS)
-	p, err := publisher.New(tb.JS, publisher.Config{Name: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "tool")
-	writeFile(t, path, "tool v1", 0o755)
-	info, err := pk.Push(ctx, path, publisher.PushOptions{Name: "tool", Version: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An incomplete push: content stored without its recorded sha256.
-	obs, err := tb.JS.ObjectStore(ctx, events.BucketPackages)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: "tool@half", Metadata: map[string]string{"pcm-name": "tool", "pcm-version": "half"}}, bytes.NewReader([]byte("x"))); err != nil {
-		t.Fatal(err)
-	}
-
-	job := func(ref *events.PackageRef) events.JobOffered {
-		return events.JobOffered{
-			Package: ref,
-			Command: events.CommandLine{Argv: []string{"./tool"}, Automated: true},
-			Targets: []events.Target{{Kind: events.TargetClient, Name: "c1"}},
-		}
-	}
-	prepared, err := p.Prepare(ctx, job(&events.PackageRef{Name: "tool", Version: "1"}))
-	if err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	if *prepared.Package != info.Ref() {
-		t.Fatalf("prepared package %+v, want %+v", *prepared.Package, info.Ref())
-	}
-	if _, err := p.Publish(ctx, job(&events.PackageRef{Name: "tool", Version: "1", SHA256: info.SHA256})); err != nil {
-		t.Fatalf("Publish with the right sha256: %v", err)
-	}
-
-	cases := []struct {
-		name    string
-		ref     events.PackageRef
-		wantErr error
-	}{
-		{"missing package", events.PackageRef{Name: "missing", Version: "1"}, publisher.ErrPackageNotFound},
-		{"incomplete push", events.PackageRef{Name: "tool", Version: "half"}, publisher.ErrPackageNotFound},
-		{"other sha256", events.PackageRef{Name: "tool", Version: "1", SHA256: hexSum([]byte("other"))}, publisher.ErrPackageMismatch},
-		{"other size", events.PackageRef{Name: "tool", Version: "1", Size: 1}, publisher.ErrPackageMismatch},
-		{"bad version", events.PackageRef{Name: "tool", Version: "1 2"}, publisher.ErrInvalidJob},
-		{"bad sha256", events.PackageRef{Name: "tool", Version: "1", SHA256: "xyz"}, publisher.ErrInvalidJob},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ref := tc.ref
-			if _, err := p.Publish(ctx, job(&ref)); !errors.Is(err, tc.wantErr) {
-				t.Fatalf("Publish = %v, want %v", err, tc.wantErr)
-			}
-		})
-	}
-	s, err := tb.JS.Stream(ctx, events.StreamJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := s.CachedInfo().State.Msgs; n != 1 {
-		t.Fatalf("PCM_JOBS holds %d offers, want only the one with a good package", n)
-	}
 }

@@ -1,4 +1,4 @@
-package publisher_test
+package audit_test
 
 import (
 	"context"
@@ -9,10 +9,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pcm-project/pcm/audit"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
-	"github.com/pcm-project/pcm/integration/testenv"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/testenv"
 )
 
 // putStatus stores a status of job on client.
@@ -34,13 +35,13 @@ func putStatus(t *testing.T, js jetstream.JetStream, client, job string, state e
 }
 
 // describe names an audit event: type, job and, for a status, client.
-func describe(t *testing.T, e publisher.AuditEvent) string {
+func describe(t *testing.T, e audit.Event) string {
 	t.Helper()
 	ev, err := e.Decode()
 	if err != nil {
 		t.Fatalf("event %s %d: %v", e.Stream, e.Seq, err)
 	}
-	s := publisher.ShortType(ev.Type()) + ":" + ev.Subject()
+	s := audit.ShortType(ev.Type()) + ":" + ev.Subject()
 	if e.Stream == events.StreamStatus {
 		s += "@" + e.Subject[len("pcm.status."):len("pcm.status.")+2]
 	}
@@ -85,11 +86,11 @@ func TestReplay(t *testing.T) {
 	// its target.
 	all := []string{"offered:" + a, "status:" + a + "@c1", "offered:" + b, "status:" + b + "@c2", "offered:" + c, "cancelled:" + a, "cancelled:" + a}
 
-	replay := func(f publisher.AuditFilter) []string {
+	replay := func(f audit.Filter) []string {
 		t.Helper()
 		var got []string
 		var last time.Time
-		err := publisher.Replay(ctx, js, f, func(e publisher.AuditEvent) error {
+		err := audit.Replay(ctx, js, f, func(e audit.Event) error {
 			if e.Stored.Before(last) {
 				t.Errorf("event stored at %s after one stored at %s", e.Stored, last)
 			}
@@ -104,18 +105,18 @@ func TestReplay(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		f    publisher.AuditFilter
+		f    audit.Filter
 		want []string
 	}{
-		{"everything, in stored order", publisher.AuditFilter{}, all},
-		{"one job", publisher.AuditFilter{JobID: a}, []string{all[0], all[1], all[5], all[6]}},
-		{"an enrolled client", publisher.AuditFilter{Client: "c1"}, []string{all[0], all[1], all[4], all[6]}},
-		{"a client not enrolled", publisher.AuditFilter{Client: "c2"}, []string{all[2], all[3], all[4]}},
-		{"statuses", publisher.AuditFilter{Types: []string{"status"}}, []string{all[1], all[3]}},
-		{"offers and cancellations", publisher.AuditFilter{Types: []string{"offered", "cancelled"}}, []string{all[0], all[2], all[4], all[5], all[6]}},
-		{"since", publisher.AuditFilter{Since: mid}, all[3:]},
-		{"until", publisher.AuditFilter{Until: mid}, all[:3]},
-		{"since the end", publisher.AuditFilter{Since: late}, nil},
+		{"everything, in stored order", audit.Filter{}, all},
+		{"one job", audit.Filter{JobID: a}, []string{all[0], all[1], all[5], all[6]}},
+		{"an enrolled client", audit.Filter{Client: "c1"}, []string{all[0], all[1], all[4], all[6]}},
+		{"a client not enrolled", audit.Filter{Client: "c2"}, []string{all[2], all[3], all[4]}},
+		{"statuses", audit.Filter{Types: []string{"status"}}, []string{all[1], all[3]}},
+		{"offers and cancellations", audit.Filter{Types: []string{"offered", "cancelled"}}, []string{all[0], all[2], all[4], all[5], all[6]}},
+		{"since", audit.Filter{Since: mid}, all[3:]},
+		{"until", audit.Filter{Until: mid}, all[:3]},
+		{"since the end", audit.Filter{Since: late}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := replay(tc.f); !reflect.DeepEqual(got, tc.want) {
@@ -130,7 +131,7 @@ func TestReplay(t *testing.T) {
 		seen := make(chan string, 16)
 		done := make(chan error, 1)
 		go func() {
-			done <- publisher.Replay(fctx, js, publisher.AuditFilter{Since: late, Follow: true}, func(e publisher.AuditEvent) error {
+			done <- audit.Replay(fctx, js, audit.Filter{Since: late, Follow: true}, func(e audit.Event) error {
 				seen <- describe(t, e)
 				return nil
 			})
@@ -175,8 +176,8 @@ func TestReplay(t *testing.T) {
 // ErrNotProvisioned.
 func TestReplayWithoutStreams(t *testing.T) {
 	env := testenv.StartBroker(t, testenv.WithoutProvision())
-	err := publisher.Replay(context.Background(), env.JS, publisher.AuditFilter{}, func(publisher.AuditEvent) error { return nil })
-	if !errors.Is(err, publisher.ErrNotProvisioned) {
-		t.Fatalf("got %v, want %v", err, publisher.ErrNotProvisioned)
+	err := audit.Replay(context.Background(), env.JS, audit.Filter{}, func(audit.Event) error { return nil })
+	if !errors.Is(err, audit.ErrNotProvisioned) {
+		t.Fatalf("got %v, want %v", err, audit.ErrNotProvisioned)
 	}
 }

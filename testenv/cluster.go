@@ -90,30 +90,28 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	register(t, c.Sec, c.URLs()...)
 	c.WaitMetaLeader(t)
 
+	if o.provision && !o.provisionSet {
+		o.popts.Replicas = min(n, 3)
+	}
+	// What pcm broker runs, once for the cluster, through a connection to
+	// any member; provisioning is tried again while the cluster settles.
+	_, js := c.Connect(t)
+	var svc *broker.Services
+	err := Poll(clusterTimeout, pollInterval, func() (err error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		svc, err = broker.StartServices(ctx, js, o.services())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("testenv: starting the cluster's services: %v", err)
+	}
+	t.Cleanup(svc.Stop)
 	if o.provision {
-		popts := o.popts
-		if !o.provisionSet {
-			popts.Replicas = min(n, 3)
-		}
-		_, js := c.Connect(t)
-		var err error
-		ok := poll(clusterTimeout, func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			err = broker.Provision(ctx, js, popts)
-			return err == nil
-		})
-		if !ok {
-			t.Fatalf("testenv: provisioning the cluster: %v", err)
-		}
 		// Provisioned means usable: every stream has elected its leader.
 		for _, stream := range []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks} {
 			c.StreamLeader(t, stream)
 		}
-	}
-	if !o.noView {
-		_, js := c.Connect(t)
-		serveView(t, js)
 	}
 	return c
 }

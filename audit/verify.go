@@ -1,16 +1,22 @@
-package publisher
+package audit
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/streamread"
 )
+
+// stateTimeout bounds a read of a stream's state whose ctx has no
+// deadline.
+const stateTimeout = 30 * time.Second
 
 // maxUndecodable bounds the sequences of undecodable events a
 // StreamVerification lists (it counts them all).
@@ -29,7 +35,7 @@ func (r SeqRange) String() string {
 	return fmt.Sprintf("%d-%d", r.From, r.To)
 }
 
-// StreamVerification is what VerifyHistory found in one stream.
+// StreamVerification is what Verify found in one stream.
 type StreamVerification struct {
 	Stream string `json:"stream"`
 	// Messages, First and Last are the stream's state when the read began
@@ -60,13 +66,13 @@ type StreamVerification struct {
 // Whole says whether the stream was read whole and every event decodes.
 func (v StreamVerification) Whole() bool { return v.Complete && v.Undecodable == 0 }
 
-// VerifyHistory replays PCM_JOBS and PCM_STATUS whole, as Replay does, and
+// Verify replays PCM_JOBS and PCM_STATUS whole, as Replay does, and
 // reports per stream what they held, what was read, the gaps in their
 // sequences and the events that do not decode: proof that a replay was
 // whole. It needs STREAM.INFO on both streams (an auditor has it). An error
 // is returned only when a stream's state cannot be read; a read that
 // cannot complete is reported in its stream's Err.
-func VerifyHistory(ctx context.Context, js jetstream.JetStream) ([]StreamVerification, error) {
+func Verify(ctx context.Context, js jetstream.JetStream) ([]StreamVerification, error) {
 	var out []StreamVerification
 	for _, stream := range []string{events.StreamJobs, events.StreamStatus} {
 		v, err := verifyStream(ctx, js, stream)
@@ -164,7 +170,7 @@ var errVerified = errors.New("verified up to the state's last sequence")
 
 // streamState reads a stream's state with its deleted sequences.
 func streamState(ctx context.Context, js jetstream.JetStream, stream string) (jetstream.StreamState, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, stateTimeout)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {

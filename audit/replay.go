@@ -1,11 +1,9 @@
-package publisher
+package audit
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -13,91 +11,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/internal/streamread"
 )
 
-// AuditFilter selects the events Replay delivers. The zero value selects
-// every stored event and stops at the end of the history.
-type AuditFilter struct {
-	// Since and Until bound the time the broker stored an event (both
-	// inclusive); zero means unbounded.
-	Since, Until time.Time
-	// JobID keeps the offers, cancellations and statuses of one job.
-	JobID string
-	// Client keeps the client's statuses and the offers and cancellations
-	// its consumer takes: those on its own subject, on the subjects of the
-	// groups it is enrolled in, and on pcm.jobs.all (its own subject and
-	// pcm.jobs.all when it is not enrolled).
-	Client string
-	// Types keeps events of these CloudEvents types (see EventType); empty
-	// keeps every type.
-	Types []string
-	// Follow keeps delivering events as they are stored, after the
-	// history, until Until passes or the context ends.
-	Follow bool
-	// Resume, when it names a stream (PCM_JOBS, PCM_STATUS), starts that
-	// stream just after the sequence given (the last one an earlier
-	// replay delivered) instead of at Since: a replay resumed after a lost
-	// connection repeats nothing and skips nothing.
-	Resume map[string]uint64
-}
-
-// Validate checks the filter.
-func (f AuditFilter) Validate() error {
-	if f.JobID != "" {
-		if err := events.ValidID("job id", f.JobID); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidFilter, err)
-		}
-	}
-	if f.Client != "" {
-		if err := events.ValidID("client id", f.Client); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidFilter, err)
-		}
-	}
-	for _, t := range f.Types {
-		if _, err := EventType(t); err != nil {
-			return err
-		}
-	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
-		return fmt.Errorf("%w: until (%s) is before since (%s): swap them", ErrInvalidFilter,
-			f.Until.Format(time.RFC3339), f.Since.Format(time.RFC3339))
-	}
-	return nil
-}
-
-// EventType resolves a type name: a full CloudEvents type
-// (pcm.job.offered.v1) or its short name (offered, cancelled, status).
-func EventType(name string) (string, error) {
-	for _, t := range events.Types {
-		if name == t || name == shortType(t) {
-			return t, nil
-		}
-	}
-	return "", fmt.Errorf("%w: event type %q: use offered, cancelled or status (or %s)", ErrInvalidFilter, name, strings.Join(events.Types, ", "))
-}
-
-// shortType is "offered" for pcm.job.offered.v1.
-func shortType(t string) string {
-	s := strings.TrimPrefix(t, "pcm.job.")
-	s, _, _ = strings.Cut(s, ".")
-	return s
-}
-
-// ShortType names an event type briefly: offered, cancelled, status; other
-// types are returned unchanged.
-func ShortType(t string) string {
-	for _, k := range events.Types {
-		if t == k {
-			return shortType(t)
-		}
-	}
-	return t
-}
-
-// AuditEvent is one stored event as Replay delivers it. Header and Data
+// Event is one stored event as Replay delivers it. Header and Data
 // alias the message received: copy them to keep them after the callback.
-type AuditEvent struct {
+type Event struct {
 	// Stream is PCM_JOBS or PCM_STATUS.
 	Stream string
 	// Subject is the NATS subject the event was stored on.
@@ -113,14 +33,14 @@ type AuditEvent struct {
 
 // JSON returns the event in the CloudEvents JSON format: the stored body,
 // byte for byte, for a structured-mode message (see events.StructuredJSON).
-func (e AuditEvent) JSON() ([]byte, error) { return events.StructuredJSON(e.Header, e.Data) }
+func (e Event) JSON() ([]byte, error) { return events.StructuredJSON(e.Header, e.Data) }
 
 // Decode reads the CloudEvent (see events.Decode).
-func (e AuditEvent) Decode() (event.Event, error) { return events.Decode(e.Header, e.Data) }
+func (e Event) Decode() (event.Event, error) { return events.Decode(e.Header, e.Data) }
 
 // before orders events by stored time; at equal times offers come before
 // statuses, then stream order.
-func (e AuditEvent) before(o AuditEvent) bool {
+func (e Event) before(o Event) bool {
 	if !e.Stored.Equal(o.Stored) {
 		return e.Stored.Before(o.Stored)
 	}
@@ -147,7 +67,7 @@ func (e AuditEvent) before(o AuditEvent) bool {
 // filter's) before it reads, and reads each stream on from its last
 // sequence whenever a new message is heard of, retrying failed reads from
 // there. An error from fn stops the replay and is returned.
-func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(AuditEvent) error) error {
+func Replay(ctx context.Context, js jetstream.JetStream, f Filter, fn func(Event) error) error {
 	if err := f.Validate(); err != nil {
 		return err
 	}
@@ -162,7 +82,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 	wantStatus := len(types) == 0 || types[events.TypeJobStatus]
 	peekTypes := len(types) > 0 && len(types) < len(events.Types)
 
-	var sources []*auditSource
+	var sources []*source
 	defer func() {
 		for _, s := range sources {
 			if s.close != nil {
@@ -173,7 +93,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 	if wantJobs {
 		var filters []string
 		if f.Client != "" {
-			e, ok, err := EnrollmentOf(ctx, js, f.Client)
+			e, ok, err := fleet.EnrollmentOf(ctx, js, f.Client)
 			if err != nil {
 				return err
 			}
@@ -182,7 +102,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 				filters = []string{events.JobSubject(events.Target{Kind: events.TargetClient, Name: f.Client}), events.SubjectJobsAll}
 			}
 		}
-		keep := func(ev AuditEvent) bool {
+		keep := func(ev Event) bool {
 			if f.JobID == "" && !peekTypes {
 				return true
 			}
@@ -209,7 +129,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 		case f.Client != "":
 			filters = []string{events.StatusSubjectsOfClient(f.Client)}
 		}
-		keep := func(ev AuditEvent) bool {
+		keep := func(ev Event) bool {
 			if !peekTypes {
 				return true
 			}
@@ -233,14 +153,14 @@ func Replay(ctx context.Context, js jetstream.JetStream, f AuditFilter, fn func(
 // source that is caught up (nothing pending on the broker) does not hold
 // the others back: what it stores later is stored after what they have
 // now.
-func merge(ctx context.Context, sources []*auditSource, fn func(AuditEvent) error) error {
+func merge(ctx context.Context, sources []*source, fn func(Event) error) error {
 	for {
 		for _, s := range sources {
 			if err := s.fill(ctx); err != nil {
 				return err
 			}
 		}
-		var next *auditSource
+		var next *source
 		open := 0
 		for _, s := range sources {
 			if !s.done {
@@ -270,8 +190,8 @@ func merge(ctx context.Context, sources []*auditSource, fn func(AuditEvent) erro
 
 // waitAny blocks until an update arrives from one of the open sources
 // (there are at most two) and takes it.
-func waitAny(ctx context.Context, sources []*auditSource) error {
-	var open []*auditSource
+func waitAny(ctx context.Context, sources []*source) error {
+	var open []*source
 	for _, s := range sources {
 		if !s.done {
 			open = append(open, s)
@@ -292,12 +212,12 @@ func waitAny(ctx context.Context, sources []*auditSource) error {
 	}
 }
 
-// auditSource is one stream being replayed: read to the end of its
+// source is one stream being replayed: read to the end of its
 // history (read), or followed (updates).
-type auditSource struct {
+type source struct {
 	stream string
 	until  time.Time
-	keep   func(AuditEvent) bool
+	keep   func(Event) bool
 	// read returns the next message of the history, ErrCaughtUp at its
 	// end (a Reader's Next); nil when following.
 	read func(context.Context) (streamread.Msg, error)
@@ -306,20 +226,20 @@ type auditSource struct {
 	stopErr func() error
 	close   func()
 
-	head *AuditEvent
+	head *Event
 	idle bool // following: caught up with the broker, nothing buffered
 	done bool
 }
 
 // openSource starts reading stream on filters (listening to subjects when
 // following) from f.Resume's sequence for it, or f.Since.
-func openSource(ctx context.Context, js jetstream.JetStream, stream string, filters, subjects []string, f AuditFilter,
-	keep func(AuditEvent) bool) (*auditSource, error) {
+func openSource(ctx context.Context, js jetstream.JetStream, stream string, filters, subjects []string, f Filter,
+	keep func(Event) bool) (*source, error) {
 	opts := streamread.Options{Filters: filters, StartTime: f.Since}
 	if last, ok := f.Resume[stream]; ok {
 		opts.StartSeq, opts.StartTime = last+1, time.Time{}
 	}
-	s := &auditSource{stream: stream, until: f.Until, keep: keep}
+	s := &source{stream: stream, until: f.Until, keep: keep}
 	if f.Follow {
 		fl, err := streamread.Follow(ctx, js, stream, streamread.FollowOptions{Options: opts, Subjects: subjects})
 		if err != nil {
@@ -338,7 +258,7 @@ func openSource(ctx context.Context, js jetstream.JetStream, stream string, filt
 
 // fill reads the source's next event unless it has one, is done, or is a
 // caught-up follower with nothing new (then it only takes what is there).
-func (s *auditSource) fill(ctx context.Context) error {
+func (s *source) fill(ctx context.Context) error {
 	for !s.done && s.head == nil {
 		if s.read != nil {
 			m, err := s.read(ctx)
@@ -376,7 +296,7 @@ func (s *auditSource) fill(ctx context.Context) error {
 }
 
 // take records an update of the source's follower (ok false: it stopped).
-func (s *auditSource) take(m *streamread.Msg, ok bool) error {
+func (s *source) take(m *streamread.Msg, ok bool) error {
 	switch {
 	case !ok:
 		s.done = true
@@ -394,12 +314,12 @@ func (s *auditSource) take(m *streamread.Msg, ok bool) error {
 
 // offer makes m the source's head if the filter keeps it; past Until, the
 // source is done.
-func (s *auditSource) offer(m streamread.Msg) {
+func (s *source) offer(m streamread.Msg) {
 	if !s.until.IsZero() && m.Time.After(s.until) {
 		s.done = true
 		return
 	}
-	ev := AuditEvent{Stream: s.stream, Subject: m.Subject, Seq: m.Seq, Stored: m.Time, Header: m.Header, Data: m.Data}
+	ev := Event{Stream: s.stream, Subject: m.Subject, Seq: m.Seq, Stored: m.Time, Header: m.Header, Data: m.Data}
 	if s.keep(ev) {
 		s.head = &ev
 	}
@@ -420,4 +340,9 @@ func peek(header nats.Header, data []byte) (typ, subject string, ok bool) {
 		return "", "", false
 	}
 	return probe.Type, probe.Subject, true
+}
+
+// streamErr says that reading stream failed, in the package's sentinels.
+func streamErr(stream string, err error) error {
+	return streamread.Describe("stream "+stream, err, ErrNotProvisioned, ErrRead)
 }

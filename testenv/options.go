@@ -34,7 +34,8 @@ func WithProvisionOptions(o broker.ProvisionOptions) Option {
 }
 
 // WithoutView starts no client view service (internal/clientview), which
-// StartBroker and StartCluster otherwise run as pcm broker does.
+// StartBroker and StartCluster otherwise run as pcm broker does
+// (broker.StartServices).
 func WithoutView() Option { return func(o *options) { o.noView = true } }
 
 // WithLogger routes the brokers' and nats-server's logs to l (for example
@@ -53,4 +54,14 @@ func buildOptions(opts []Option) options {
 		f(&o)
 	}
 	return o
+}
+
+// services are the broker services o asks for (broker.StartServices).
+func (o options) services() broker.ServicesConfig {
+	cfg := broker.ServicesConfig{NoView: o.noView}
+	if o.provision {
+		popts := o.popts
+		cfg.Provision = &popts
+	}
+	return cfg
 }

@@ -1,4 +1,4 @@
-package publisher
+package packages
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,87 +18,29 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/archive"
 	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/streamread"
-)
-
-// Formats of package content.
-const (
-	// FormatFile: the package is one file, which agents copy into the job's
-	// working directory under its file name.
-	FormatFile = events.PackageFormatFile
-	// FormatTarGz: the package is a directory packed by PackDir, which
-	// agents extract into the job's working directory.
-	FormatTarGz = events.PackageFormatTarGz
-)
-
-// Metadata keys of a package object in PCM_PACKAGES (see events).
-const (
-	metaName     = events.PackageMetaName
-	metaVersion  = events.PackageMetaVersion
-	metaSHA256   = events.PackageMetaSHA256 // set last: a package without it is incomplete
-	metaSize     = events.PackageMetaSize
-	metaFormat   = events.PackageMetaFormat
-	metaFile     = events.PackageMetaFile
-	metaMode     = events.PackageMetaMode
-	metaPushedBy = events.PackageMetaPushedBy
-	metaPushedAt = events.PackageMetaPushedAt
 )
 
 // packageChunkSize is the size of the object store chunks of a push.
 const packageChunkSize = 256 << 10
 
-// maxPackagePart bounds a package name and a version, as events does.
-const maxPackagePart = 128
+// defaultTimeout bounds a lookup, a listing or a removal whose ctx has no
+// deadline.
+const defaultTimeout = 30 * time.Second
 
-var packagePartPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]*$`)
-
-// PackageObjectName is the name of the object holding name@version in
-// PCM_PACKAGES (events.PackageObjectName).
-func PackageObjectName(name, version string) string { return events.PackageObjectName(name, version) }
-
-// ValidPackagePart checks a package name or version (what says which): 1 to
-// 128 characters from A-Z a-z 0-9 . _ + ~ -, starting with a letter or a
-// digit. Errors wrap ErrInvalidPackage.
-func ValidPackagePart(what, s string) error {
-	switch {
-	case s == "":
-		return fmt.Errorf("%w: package %s is empty: give it (NAME@VERSION, as in app@1.2.0)", ErrInvalidPackage, what)
-	case len(s) > maxPackagePart:
-		return fmt.Errorf("%w: package %s %.20q... is %d characters long: use at most %d", ErrInvalidPackage, what, s, len(s), maxPackagePart)
-	case !packagePartPattern.MatchString(s):
-		return fmt.Errorf("%w: package %s %q may only contain A-Z a-z 0-9 . _ + ~ - and must start with a letter or a digit", ErrInvalidPackage, what, s)
-	}
-	return nil
-}
-
-// ParsePackageSpec splits "NAME@VERSION" and checks both parts. Errors wrap
-// ErrInvalidPackage.
-func ParsePackageSpec(spec string) (name, version string, err error) {
-	name, version, ok := strings.Cut(spec, "@")
-	if !ok {
-		return "", "", fmt.Errorf("%w: %q is not NAME@VERSION (as in app@1.2.0)", ErrInvalidPackage, spec)
-	}
-	if err := ValidPackagePart("name", name); err != nil {
-		return "", "", err
-	}
-	if err := ValidPackagePart("version", version); err != nil {
-		return "", "", err
-	}
-	return name, version, nil
-}
-
-// PackageInfo describes a package version stored in PCM_PACKAGES.
-type PackageInfo struct {
+// Info describes a package version stored in PCM_PACKAGES.
+type Info struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
 	// Size of the content in bytes (the tar.gz of a directory).
 	Size int64 `json:"size"`
 	// SHA256 is the hex digest of the content; empty while incomplete.
 	SHA256 string `json:"sha256"`
-	// Format is FormatFile or FormatTarGz.
+	// Format is events.Packageevents.PackageFormatFile or events.Packageevents.PackageFormatTarGz.
 	Format string `json:"format"`
-	// File is the file name of a FormatFile package.
+	// File is the file name of a single-file package.
 	File     string    `json:"file,omitempty"`
 	PushedBy string    `json:"pushed_by,omitempty"`
 	PushedAt time.Time `json:"pushed_at"`
@@ -109,17 +50,18 @@ type PackageInfo struct {
 }
 
 // Spec is "NAME@VERSION".
-func (i PackageInfo) Spec() string { return PackageObjectName(i.Name, i.Version) }
+func (i Info) Spec() string { return events.PackageObjectName(i.Name, i.Version) }
 
 // Ref is the reference a job carries: name, version, the pinned sha256 and
 // the size.
-func (i PackageInfo) Ref() events.PackageRef {
+func (i Info) Ref() events.PackageRef {
 	return events.PackageRef{Name: i.Name, Version: i.Version, SHA256: i.SHA256, Size: i.Size}
 }
 
 // PushOptions says what a pushed path becomes.
 type PushOptions struct {
-	// Name and Version of the package (see ValidPackagePart). Required.
+	// Name and Version of the package (see events.ValidPackagePart).
+	// Required.
 	Name, Version string
 	// Force replaces an existing package of that name and version. Jobs
 	// already published pin the old sha256: agents that have not cached it
@@ -132,20 +74,20 @@ type PushOptions struct {
 	Progress func(sent, total int64)
 }
 
-// Packages stores, lists, removes and resolves package content in the
+// Store stores, lists, removes and resolves package content in the
 // PCM_PACKAGES object store.
-type Packages struct {
+type Store struct {
 	js  jetstream.JetStream
 	now func() time.Time
 }
 
-// NewPackages returns the package store reached through js.
-func NewPackages(js jetstream.JetStream) *Packages {
-	return &Packages{js: js, now: time.Now}
+// NewStore returns the package store reached through js.
+func NewStore(js jetstream.JetStream) *Store {
+	return &Store{js: js, now: time.Now}
 }
 
 // bucket binds to PCM_PACKAGES.
-func (p *Packages) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
+func (p *Store) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
 	var obs jetstream.ObjectStore
 	err := backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
 		obs, err = p.js.ObjectStore(ctx, events.BucketPackages)
@@ -161,35 +103,35 @@ func (p *Packages) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
 }
 
 // Push stores the file or directory at path as package opts.Name at
-// opts.Version: a file as it is, a directory packed by PackDir. It refuses
-// (ErrPackageExists) to replace an existing version unless opts.Force. The
+// opts.Version: a file as it is, a directory packed by archive.Pack. It refuses
+// (ErrExists) to replace an existing version unless opts.Force. The
 // content is streamed, hashed as it is sent, and the package becomes
 // usable only once its sha256 and size are recorded, after the last chunk
 // is stored: an interrupted push leaves an incomplete package that no job
 // resolves. If ctx has no deadline, each chunk gets the jetstream default
 // timeout and the push as a whole none.
-func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (PackageInfo, error) {
-	if err := ValidPackagePart("name", opts.Name); err != nil {
-		return PackageInfo{}, err
+func (p *Store) Push(ctx context.Context, path string, opts PushOptions) (Info, error) {
+	if err := events.ValidPackagePart("name", opts.Name); err != nil {
+		return Info{}, err
 	}
-	if err := ValidPackagePart("version", opts.Version); err != nil {
-		return PackageInfo{}, err
+	if err := events.ValidPackagePart("version", opts.Version); err != nil {
+		return Info{}, err
 	}
 	if opts.PushedBy == "" {
 		opts.PushedBy = "pcm"
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return PackageInfo{}, fmt.Errorf("%w: %w", ErrInvalidPackage, err)
+		return Info{}, fmt.Errorf("%w: %w", ErrInvalidContent, err)
 	}
 	if !st.IsDir() && !st.Mode().IsRegular() {
-		return PackageInfo{}, fmt.Errorf("%w: %s is neither a regular file nor a directory", ErrInvalidPackage, path)
+		return Info{}, fmt.Errorf("%w: %s is neither a regular file nor a directory", ErrInvalidContent, path)
 	}
 	obs, err := p.bucket(ctx)
 	if err != nil {
-		return PackageInfo{}, err
+		return Info{}, err
 	}
-	spec := PackageObjectName(opts.Name, opts.Version)
+	spec := events.PackageObjectName(opts.Name, opts.Version)
 	var existing *jetstream.ObjectInfo
 	err = backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
 		existing, err = obs.GetInfo(ctx, spec)
@@ -198,30 +140,26 @@ func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (Pac
 	switch {
 	case err == nil && !opts.Force:
 		what := "exists"
-		if existing.Metadata[metaSHA256] == "" {
+		if existing.Metadata[events.PackageMetaSHA256] == "" {
 			what = "exists, from a push that did not complete,"
 		}
-		return PackageInfo{}, fmt.Errorf("%w: %s already %s in %s: push it under a new version, or replace it with --force", ErrPackageExists, spec, what, events.BucketPackages)
+		return Info{}, fmt.Errorf("%w: %s already %s in %s: push it under a new version, or replace it with --force", ErrExists, spec, what, events.BucketPackages)
 	case err != nil && !errors.Is(err, jetstream.ErrObjectNotFound):
-		return PackageInfo{}, fmt.Errorf("%w: looking up %s: %w", ErrRead, spec, err)
+		return Info{}, fmt.Errorf("%w: looking up %s: %w", ErrRead, spec, err)
 	}
 
-	info := PackageInfo{Name: opts.Name, Version: opts.Version, PushedBy: opts.PushedBy, PushedAt: p.now().UTC().Truncate(time.Second)}
+	info := Info{Name: opts.Name, Version: opts.Version, PushedBy: opts.PushedBy, PushedAt: p.now().UTC().Truncate(time.Second)}
 	meta := map[string]string{
-		metaName: opts.Name, metaVersion: opts.Version,
-		metaPushedBy: info.PushedBy, metaPushedAt: info.PushedAt.Format(time.RFC3339),
+		events.PackageMetaName: opts.Name, events.PackageMetaVersion: opts.Version,
+		events.PackageMetaPushedBy: info.PushedBy, events.PackageMetaPushedAt: info.PushedAt.Format(time.RFC3339),
 	}
 	if st.IsDir() {
-		info.Format = FormatTarGz
+		info.Format = events.PackageFormatTarGz
 	} else {
-		info.Format, info.File = FormatFile, filepath.Base(path)
-		mode := os.FileMode(packFileMode)
-		if st.Mode()&0o111 != 0 {
-			mode = packExecMode
-		}
-		meta[metaFile], meta[metaMode] = info.File, fmt.Sprintf("%04o", mode)
+		info.Format, info.File = events.PackageFormatFile, filepath.Base(path)
+		meta[events.PackageMetaFile], meta[events.PackageMetaMode] = info.File, fmt.Sprintf("%04o", archive.FileMode(st.Mode()))
 	}
-	meta[metaFormat] = info.Format
+	meta[events.PackageMetaFormat] = info.Format
 
 	// A put the broker did not take (a leader election, a lost answer) is
 	// sent again whole, from the content read anew: the object store
@@ -236,10 +174,10 @@ func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (Pac
 	})
 	var pe packError
 	if errors.As(err, &pe) {
-		return PackageInfo{}, pe.err
+		return Info{}, pe.err
 	}
 	if err != nil {
-		return PackageInfo{}, fmt.Errorf("%w: storing %s: %w (an incomplete package may remain: push it again with --force)", ErrPush, spec, err)
+		return Info{}, fmt.Errorf("%w: storing %s: %w (an incomplete package may remain: push it again with --force)", ErrPush, spec, err)
 	}
 	// The object store hashed the content as it sent it: its digest is the
 	// sha256 of exactly the bytes stored (hashing them again here would
@@ -247,17 +185,17 @@ func (p *Packages) Push(ctx context.Context, path string, opts PushOptions) (Pac
 	info.Size = cr.n
 	sum, err := jetstream.DecodeObjectDigest(stored.Digest)
 	if err != nil || len(sum) != sha256.Size {
-		return PackageInfo{}, fmt.Errorf("%w: %s: the object store recorded no usable digest (%q): push it again with --force", ErrPush, spec, stored.Digest)
+		return Info{}, fmt.Errorf("%w: %s: the object store recorded no usable digest (%q): push it again with --force", ErrPush, spec, stored.Digest)
 	}
 	info.SHA256 = hex.EncodeToString(sum)
 	if stored.Size != uint64(info.Size) {
-		return PackageInfo{}, fmt.Errorf("%w: %s: the object store recorded %d bytes, %d were sent: push it again with --force", ErrPush, spec, stored.Size, info.Size)
+		return Info{}, fmt.Errorf("%w: %s: the object store recorded %d bytes, %d were sent: push it again with --force", ErrPush, spec, stored.Size, info.Size)
 	}
 	// The commit: recording the sha256 makes the package usable.
-	meta[metaSHA256], meta[metaSize] = info.SHA256, strconv.FormatInt(info.Size, 10)
+	meta[events.PackageMetaSHA256], meta[events.PackageMetaSize] = info.SHA256, strconv.FormatInt(info.Size, 10)
 	commit := jetstream.ObjectMeta{Name: spec, Description: stored.Description, Headers: stored.Headers, Metadata: meta}
 	if err := backoff.RetryBroker(ctx, func(ctx context.Context) error { return obs.UpdateMeta(ctx, spec, commit) }); err != nil {
-		return PackageInfo{}, fmt.Errorf("%w: recording the sha256 of %s: %w (the package stays incomplete: push it again with --force)", ErrPush, spec, err)
+		return Info{}, fmt.Errorf("%w: recording the sha256 of %s: %w (the package stays incomplete: push it again with --force)", ErrPush, spec, err)
 	}
 	info.Complete = true
 	return info, nil
@@ -269,7 +207,7 @@ type packError struct{ err error }
 
 func (e packError) Error() string { return e.err.Error() }
 
-// putContent stores the content at path (a directory packed by PackDir, or
+// putContent stores the content at path (a directory packed by archive.Pack, or
 // a file as it is) as object spec.
 func putContent(ctx context.Context, obs jetstream.ObjectStore, path string, dir bool, spec string, meta map[string]string,
 	progress func(sent, total int64)) (*jetstream.ObjectInfo, *countingReader, error) {
@@ -280,7 +218,7 @@ func putContent(ctx context.Context, obs jetstream.ObjectStore, path string, dir
 	if dir {
 		pr, pw := io.Pipe()
 		go func() {
-			err := PackDir(ctx, path, pw)
+			err := archive.Pack(ctx, path, pw)
 			pw.CloseWithError(err)
 			packErr <- err
 		}()
@@ -289,12 +227,12 @@ func putContent(ctx context.Context, obs jetstream.ObjectStore, path string, dir
 	} else {
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, nil, backoff.Permanent(packError{fmt.Errorf("%w: %w", ErrInvalidPackage, err)})
+			return nil, nil, backoff.Permanent(packError{fmt.Errorf("%w: %w", ErrInvalidContent, err)})
 		}
 		defer f.Close()
 		st, err := f.Stat()
 		if err != nil {
-			return nil, nil, backoff.Permanent(packError{fmt.Errorf("%w: %w", ErrInvalidPackage, err)})
+			return nil, nil, backoff.Permanent(packError{fmt.Errorf("%w: %w", ErrInvalidContent, err)})
 		}
 		content, total = f, st.Size()
 		packErr <- nil
@@ -310,6 +248,12 @@ func putContent(ctx context.Context, obs jetstream.ObjectStore, path string, dir
 	// A put that read to the end saw the packer finish; one that failed may
 	// have failed because of the packer, whose error then says more.
 	if perr := <-packErr; perr != nil && !errors.Is(perr, io.ErrClosedPipe) {
+		switch {
+		case errors.Is(perr, archive.ErrRefused):
+			perr = fmt.Errorf("%w: %w", ErrInvalidContent, perr)
+		case ctx.Err() == nil:
+			perr = fmt.Errorf("%w: %w", ErrPush, perr)
+		}
 		return nil, nil, backoff.Permanent(packError{perr})
 	}
 	return stored, cr, err
@@ -334,13 +278,13 @@ func (c *countingReader) Read(b []byte) (int, error) {
 }
 
 // Info returns the package stored under spec ("NAME@VERSION"), complete or
-// not; ErrPackageNotFound when there is none.
-func (p *Packages) Info(ctx context.Context, spec string) (PackageInfo, error) {
-	name, version, err := ParsePackageSpec(spec)
+// not; ErrNotFound when there is none.
+func (p *Store) Info(ctx context.Context, spec string) (Info, error) {
+	name, version, err := events.ParsePackageSpec(spec)
 	if err != nil {
-		return PackageInfo{}, err
+		return Info{}, err
 	}
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
 	defer cancel()
 	var obs jetstream.ObjectStore
 	err = backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
@@ -348,62 +292,62 @@ func (p *Packages) Info(ctx context.Context, spec string) (PackageInfo, error) {
 		return err
 	})
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return PackageInfo{}, fmt.Errorf("%w: %s: the broker has no %s object store (run pcm broker provision, then pcm package push)", ErrPackageNotFound, spec, events.BucketPackages)
+		return Info{}, fmt.Errorf("%w: %s: the broker has no %s object store (run pcm broker provision, then pcm package push)", ErrNotFound, spec, events.BucketPackages)
 	}
 	if err != nil {
-		return PackageInfo{}, fmt.Errorf("%w: %s: %w", ErrRead, events.BucketPackages, err)
+		return Info{}, fmt.Errorf("%w: %s: %w", ErrRead, events.BucketPackages, err)
 	}
 	var oi *jetstream.ObjectInfo
 	err = backoff.RetryBroker(ctx, func(ctx context.Context) (err error) {
-		oi, err = obs.GetInfo(ctx, PackageObjectName(name, version))
+		oi, err = obs.GetInfo(ctx, events.PackageObjectName(name, version))
 		return err
 	})
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return PackageInfo{}, fmt.Errorf("%w: %s is not in %s: push it with pcm package push PATH --name %s --version %s (pcm package list shows what exists)",
-			ErrPackageNotFound, spec, events.BucketPackages, name, version)
+		return Info{}, fmt.Errorf("%w: %s is not in %s: push it with pcm package push PATH --name %s --version %s (pcm package list shows what exists)",
+			ErrNotFound, spec, events.BucketPackages, name, version)
 	}
 	if err != nil {
-		return PackageInfo{}, fmt.Errorf("%w: looking up %s: %w", ErrRead, spec, err)
+		return Info{}, fmt.Errorf("%w: looking up %s: %w", ErrRead, spec, err)
 	}
 	return packageInfo(oi), nil
 }
 
 // packageInfo reads a package from its object's metadata.
-func packageInfo(oi *jetstream.ObjectInfo) PackageInfo {
+func packageInfo(oi *jetstream.ObjectInfo) Info {
 	m := oi.Metadata
-	info := PackageInfo{
-		Name: m[metaName], Version: m[metaVersion], SHA256: m[metaSHA256], Format: m[metaFormat],
-		File: m[metaFile], PushedBy: m[metaPushedBy], Size: int64(oi.Size),
+	info := Info{
+		Name: m[events.PackageMetaName], Version: m[events.PackageMetaVersion], SHA256: m[events.PackageMetaSHA256], Format: m[events.PackageMetaFormat],
+		File: m[events.PackageMetaFile], PushedBy: m[events.PackageMetaPushedBy], Size: int64(oi.Size),
 	}
 	if info.Name == "" || info.Version == "" {
 		info.Name, info.Version, _ = strings.Cut(oi.Name, "@")
 	}
-	if t, err := time.Parse(time.RFC3339, m[metaPushedAt]); err == nil {
+	if t, err := time.Parse(time.RFC3339, m[events.PackageMetaPushedAt]); err == nil {
 		info.PushedAt = t
 	} else {
 		info.PushedAt = oi.ModTime.UTC()
 	}
 	if info.Format == "" {
-		info.Format = FormatFile
+		info.Format = events.PackageFormatFile
 	}
 	// Complete: the recorded sha256 is the digest of the stored chunks.
 	if sum, err := jetstream.DecodeObjectDigest(oi.Digest); err == nil && info.SHA256 != "" && hex.EncodeToString(sum) == info.SHA256 &&
-		m[metaSize] == strconv.FormatUint(oi.Size, 10) {
+		m[events.PackageMetaSize] == strconv.FormatUint(oi.Size, 10) {
 		info.Complete = true
 	}
 	return info
 }
 
 // Resolve returns the reference a job pins for spec ("NAME@VERSION"): its
-// sha256 and size. It fails with ErrPackageNotFound when the package does
+// sha256 and size. It fails with ErrNotFound when the package does
 // not exist or its push did not complete.
-func (p *Packages) Resolve(ctx context.Context, spec string) (events.PackageRef, error) {
+func (p *Store) Resolve(ctx context.Context, spec string) (events.PackageRef, error) {
 	info, err := p.Info(ctx, spec)
 	if err != nil {
 		return events.PackageRef{}, err
 	}
 	if !info.Complete {
-		return events.PackageRef{}, fmt.Errorf("%w: the push of %s did not complete: push it again with --force", ErrPackageNotFound, spec)
+		return events.PackageRef{}, fmt.Errorf("%w: the push of %s did not complete: push it again with --force", ErrNotFound, spec)
 	}
 	return info.Ref(), nil
 }
@@ -416,12 +360,12 @@ const (
 
 // List returns every package in PCM_PACKAGES (incomplete ones included), by
 // name then push time. No bucket or no package gives an empty list.
-func (p *Packages) List(ctx context.Context) ([]PackageInfo, error) {
-	ctx, cancel := withDefaultTimeout(ctx)
+func (p *Store) List(ctx context.Context) ([]Info, error) {
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
 	defer cancel()
 	// The objects' info, read with batched direct gets of their meta
 	// subjects (nats.go's List would create a consumer).
-	var out []PackageInfo
+	var out []Info
 	err := streamread.Scan(ctx, p.js, objStream, streamread.Options{Filters: []string{objMetaSubjects}}, func(m streamread.Msg) error {
 		var oi jetstream.ObjectInfo
 		if json.Unmarshal(m.Data, &oi) != nil || oi.Deleted {
@@ -452,24 +396,24 @@ func (p *Packages) List(ctx context.Context) ([]PackageInfo, error) {
 // Remove deletes the package stored under spec ("NAME@VERSION"). Jobs that
 // pin it still run on agents that have it cached; the others report them
 // failed (package missing).
-func (p *Packages) Remove(ctx context.Context, spec string) error {
-	name, version, err := ParsePackageSpec(spec)
+func (p *Store) Remove(ctx context.Context, spec string) error {
+	name, version, err := events.ParsePackageSpec(spec)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := withDefaultTimeout(ctx)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
 	defer cancel()
 	obs, err := p.bucket(ctx)
 	if err != nil {
 		return err
 	}
 	// Delete does not tell an object removed before from one removed now.
-	_, err = obs.GetInfo(ctx, PackageObjectName(name, version))
+	_, err = obs.GetInfo(ctx, events.PackageObjectName(name, version))
 	if err == nil {
-		err = obs.Delete(ctx, PackageObjectName(name, version))
+		err = obs.Delete(ctx, events.PackageObjectName(name, version))
 	}
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("%w: %s is not in %s (pcm package list shows what exists)", ErrPackageNotFound, spec, events.BucketPackages)
+		return fmt.Errorf("%w: %s is not in %s (pcm package list shows what exists)", ErrNotFound, spec, events.BucketPackages)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: removing %s: %w", ErrPush, spec, err)
@@ -477,31 +421,35 @@ func (p *Packages) Remove(ctx context.Context, spec string) error {
 	return nil
 }
 
-// resolveJobPackage pins a job's package: it looks ref up and fills in its
-// sha256 and size, or checks those the job gives against the stored ones.
-func (p *Packages) resolveJobPackage(ctx context.Context, ref events.PackageRef) (events.PackageRef, error) {
-	if err := ValidPackagePart("name", ref.Name); err != nil {
-		return ref, fmt.Errorf("%w: %w: %w", ErrInvalidJob, events.ErrInvalidPackage, err)
+// Pin is how a job pins its package: it looks ref up in PCM_PACKAGES and
+// fills in its sha256 and size, or checks those the job gives against the
+// stored ones. A name, version or sha256 that breaks the rules fails with
+// events.ErrInvalidPackage, a package not stored (or whose push did not
+// complete) with ErrNotFound, one whose stored content is not what ref
+// gives with ErrMismatch.
+func (p *Store) Pin(ctx context.Context, ref events.PackageRef) (events.PackageRef, error) {
+	if err := events.ValidPackagePart("name", ref.Name); err != nil {
+		return ref, err
 	}
-	if err := ValidPackagePart("version", ref.Version); err != nil {
-		return ref, fmt.Errorf("%w: %w: %w", ErrInvalidJob, events.ErrInvalidPackage, err)
+	if err := events.ValidPackagePart("version", ref.Version); err != nil {
+		return ref, err
 	}
 	if ref.SHA256 != "" {
 		if err := ref.Validate(); err != nil {
-			return ref, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+			return ref, err
 		}
 	}
-	stored, err := p.Resolve(ctx, PackageObjectName(ref.Name, ref.Version))
+	stored, err := p.Resolve(ctx, events.PackageObjectName(ref.Name, ref.Version))
 	if err != nil {
 		return ref, err
 	}
-	spec := PackageObjectName(ref.Name, ref.Version)
+	spec := events.PackageObjectName(ref.Name, ref.Version)
 	if ref.SHA256 != "" && ref.SHA256 != stored.SHA256 {
 		return ref, fmt.Errorf("%w: the job pins %s at sha256 %s but %s holds %s: leave the sha256 out to pin the stored content, or push the intended content",
-			ErrPackageMismatch, spec, ref.SHA256, events.BucketPackages, stored.SHA256)
+			ErrMismatch, spec, ref.SHA256, events.BucketPackages, stored.SHA256)
 	}
 	if ref.Size != 0 && ref.Size != stored.Size {
-		return ref, fmt.Errorf("%w: the job gives %s a size of %d bytes but %s holds %d", ErrPackageMismatch, spec, ref.Size, events.BucketPackages, stored.Size)
+		return ref, fmt.Errorf("%w: the job gives %s a size of %d bytes but %s holds %d", ErrMismatch, spec, ref.Size, events.BucketPackages, stored.Size)
 	}
 	return stored, nil
 }

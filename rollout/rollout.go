@@ -1,19 +1,15 @@
-package publisher
+package rollout
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/pcm-project/pcm/events"
-	"github.com/pcm-project/pcm/internal/kvread"
-	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/fleet"
+	"github.com/pcm-project/pcm/internal/offers"
 )
 
 // ClientState is where a job stands on one client: the state of the
@@ -81,7 +77,7 @@ type ClientRollout struct {
 	// Groups are the client's enrolled groups.
 	Groups []string `json:"groups,omitempty"`
 	// Lock is who holds the client's lock, if anyone.
-	Lock *LockHolder `json:"lock,omitempty"`
+	Lock *events.LockInfo `json:"lock,omitempty"`
 
 	note note
 }
@@ -261,18 +257,32 @@ type trackedStatus struct {
 	at time.Time
 }
 
-// view is what a rollout is computed from.
+// view is what a rollout is computed from: the job's offer as stored
+// (every copy, and its cancellation), the enrollments, the agents'
+// inventory, the locks and each client's latest status. It is pure:
+// nothing in it reads the broker.
 type view struct {
-	offer    Offer
-	enrolled map[string]Enrollment
+	offer    offers.Found
+	enrolled map[string]fleet.Enrollment
 	agents   map[string]events.AgentInfo
-	locks    map[string]LockHolder
+	locks    map[string]events.LockInfo
 	statuses map[string]trackedStatus
 }
 
-func newView(offer Offer, enrolled map[string]Enrollment) *view {
+func newView(offer offers.Found, enrolled map[string]fleet.Enrollment) *view {
 	return &view{offer: offer, enrolled: enrolled, agents: map[string]events.AgentInfo{},
-		locks: map[string]LockHolder{}, statuses: map[string]trackedStatus{}}
+		locks: map[string]events.LockInfo{}, statuses: map[string]trackedStatus{}}
+}
+
+// firstCopy returns the sequence of the first copy of the offer that e's
+// consumer takes, and whether there is one.
+func (v *view) firstCopy(e fleet.Enrollment) (uint64, bool) {
+	for _, c := range v.offer.Copies {
+		if e.Receives(c.Subject) {
+			return c.Seq, true
+		}
+	}
+	return 0, false
 }
 
 // apply records a status unless it is older than what is known: a started
@@ -294,7 +304,7 @@ func (v *view) expected(client string) bool {
 		}
 	}
 	if e, ok := v.enrolled[client]; ok {
-		_, ok := e.firstCopy(v.offer.Copies)
+		_, ok := v.firstCopy(e)
 		return ok
 	}
 	return false
@@ -304,8 +314,8 @@ func (v *view) expected(client string) bool {
 func (v *view) rollout(now time.Time) Rollout {
 	job := v.offer.Job
 	r := Rollout{
-		JobID: job.JobID, Name: job.Name, Targets: job.Targets, Publisher: events.PublisherOf(v.offer.Event),
-		OfferedAt: v.offer.Event.Time(), OfferAfter: job.OfferAfter, MandatoryAfter: job.MandatoryAfter,
+		JobID: job.JobID, Name: job.Name, Targets: job.Targets, Publisher: events.PublisherOf(v.offer.Copies[0].Event),
+		OfferedAt: v.offer.Copies[0].Event.Time(), OfferAfter: job.OfferAfter, MandatoryAfter: job.MandatoryAfter,
 		ExpireAfter: job.ExpireAfter, Cancelled: v.offer.Cancelled, Counts: map[ClientState]int{}, At: now,
 	}
 	clients := map[string]bool{}
@@ -380,11 +390,11 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 	case a.Stale(now):
 		last := a.LastSeen
 		cr.State, cr.Since = ClientOffline, &last
-	case cr.Lock != nil && cr.Lock.Holder == HolderDesktop:
+	case cr.Lock != nil && cr.Lock.Holder == events.RunnerDesktop:
 		since := cr.Lock.Since
 		cr.State, cr.Since = ClientLocked, &since
 	default:
-		seq, ok := e.firstCopy(v.offer.Copies)
+		seq, ok := v.firstCopy(e)
 		if !ok || e.Delivered < seq {
 			cr.State = ClientNotReceived
 			break
@@ -404,172 +414,4 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 		}
 	}
 	return cr
-}
-
-// ReadRollout reads, once, where job stands on every client it targets: its
-// offer, the enrolled consumers, the agents' heartbeats, the locks and every
-// status of the job.
-func ReadRollout(ctx context.Context, js jetstream.JetStream, jobID string) (Rollout, error) {
-	var out Rollout
-	err := WatchRollout(ctx, js, jobID, func(r Rollout) bool {
-		out = r
-		return false
-	})
-	return out, err
-}
-
-// refreshEvery bounds how often WatchRollout re-reads one client's consumer.
-const refreshEvery = time.Second
-
-// WatchRollout reads where job stands (see ReadRollout), calls fn with it,
-// then follows the job's statuses, the agents' heartbeats and the locks as
-// they are stored (subscriptions, no polling of the streams) and calls fn
-// again each time what it shows changes, until fn returns false (WatchRollout
-// returns nil) or ctx ends (it returns ctx.Err()). Without events it
-// re-evaluates every second, so an agent whose heartbeat goes stale shows
-// as offline. A client that has not received the offer has its consumer
-// re-read when its agent's heartbeat arrives, at most once a second.
-// fn runs on the caller's goroutine, never concurrently.
-func WatchRollout(ctx context.Context, js jetstream.JetStream, jobID string, fn func(Rollout) bool) error {
-	if err := events.ValidID("job id", jobID); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidFilter, err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	offer, err := FindOffer(ctx, js, jobID)
-	if err != nil {
-		return err
-	}
-	enrolled, err := ListEnrollments(ctx, js)
-	if err != nil {
-		return err
-	}
-	v := newView(offer, enrolled)
-	agentsW, err := kvread.Follow(ctx, js, events.BucketAgents)
-	if err != nil {
-		return bucketErr(events.BucketAgents, err)
-	}
-	defer agentsW.Stop()
-	locksW, err := kvread.Follow(ctx, js, events.BucketLocks)
-	if err != nil {
-		return bucketErr(events.BucketLocks, err)
-	}
-	defer locksW.Stop()
-	// Every status of the job, stored and future, read with batched direct
-	// gets as they are heard of on the job's status subjects (no consumer).
-	statuses, err := streamread.Follow(ctx, js, events.StreamStatus, streamread.FollowOptions{
-		Options: streamread.Options{Filters: []string{events.StatusSubjectsOfJob(jobID)}},
-	})
-	if err != nil {
-		return streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, err))
-	}
-	defer statuses.Stop()
-
-	caught, agentsInit, locksInit, ready := false, false, false, false
-	refreshed := map[string]time.Time{}
-	last := ""
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		if !ready && caught && agentsInit && locksInit {
-			ready = true
-			r := v.rollout(time.Now())
-			last = r.fingerprint()
-			if !fn(r) {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case m, ok := <-statuses.Updates():
-			switch {
-			case !ok && ctx.Err() != nil:
-				return ctx.Err()
-			case !ok && statuses.Err() != nil:
-				return streamErr(events.StreamStatus, fmt.Errorf("statuses of %s: %w", jobID, statuses.Err()))
-			case !ok:
-				return fmt.Errorf("%w: the statuses of %s stopped arriving", ErrRead, jobID)
-			case m == nil:
-				caught = true
-			default:
-				if ev, err := events.Decode(m.Header, m.Data); err == nil {
-					if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == jobID {
-						v.apply(st, ev.Time())
-					}
-				}
-			}
-		case m, ok := <-agentsW.Updates():
-			if !ok {
-				return bucketErr(events.BucketAgents, fmt.Errorf("the watch of %s ended: %w", events.BucketAgents, agentsW.Err()))
-			}
-			if m == nil {
-				agentsInit = true
-				continue
-			}
-			e := kvread.EntryOf(events.BucketAgents, *m)
-			if e.Deleted {
-				delete(v.agents, e.Key)
-			} else if a, ok := decodeAgent(e.Key, e.Value); ok {
-				v.agents[e.Key] = a
-			}
-			if ready {
-				v.refreshEnrollment(ctx, js, e.Key, refreshed)
-			}
-		case m, ok := <-locksW.Updates():
-			if !ok {
-				return bucketErr(events.BucketLocks, fmt.Errorf("the watch of %s ended: %w", events.BucketLocks, locksW.Err()))
-			}
-			if m == nil {
-				locksInit = true
-				continue
-			}
-			if e := kvread.EntryOf(events.BucketLocks, *m); e.Deleted {
-				delete(v.locks, e.Key)
-			} else if l, ok := decodeLock(e.Value); ok {
-				v.locks[e.Key] = l
-			}
-		case <-tick.C:
-		}
-		if !ready {
-			continue
-		}
-		r := v.rollout(time.Now())
-		if fp := r.fingerprint(); fp != last {
-			last = fp
-			if !fn(r) {
-				return nil
-			}
-		}
-	}
-}
-
-// refreshEnrollment re-reads the consumer of an expected client that has no
-// status and has not received the offer, at most once per refreshEvery.
-func (v *view) refreshEnrollment(ctx context.Context, js jetstream.JetStream, client string, refreshed map[string]time.Time) {
-	if _, ok := v.statuses[client]; ok || !v.expected(client) {
-		return
-	}
-	e, ok := v.enrolled[client]
-	if !ok {
-		return
-	}
-	if seq, ok := e.firstCopy(v.offer.Copies); !ok || e.Delivered >= seq {
-		return
-	}
-	if time.Since(refreshed[client]) < refreshEvery {
-		return
-	}
-	refreshed[client] = time.Now()
-	if fresh, ok, err := EnrollmentOf(ctx, js, client); err == nil && ok {
-		v.enrolled[client] = fresh
-	}
-}
-
-// bucketErr describes a watch of bucket that failed.
-func bucketErr(bucket string, err error) error {
-	if errors.Is(err, streamread.ErrNoStream) {
-		return fmt.Errorf("%w: bucket %s does not exist: run pcm broker provision", ErrNotProvisioned, bucket)
-	}
-	return fmt.Errorf("%w: %w", ErrRead, err)
 }

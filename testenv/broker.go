@@ -14,7 +14,6 @@ import (
 
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/broker/auth"
-	"github.com/pcm-project/pcm/internal/clientview"
 )
 
 // startTimeout bounds the start and the provisioning of a test broker.
@@ -75,28 +74,16 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 	tb.NC, tb.JS = connect(t, "testenv", []string{tb.URL}, tb.Sec.adminOptions(t)...)
 	t.Cleanup(tb.NC.Close)
 
-	if o.provision {
-		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-		defer cancel()
-		if err := broker.Provision(ctx, tb.JS, o.popts); err != nil {
-			t.Fatalf("testenv: provisioning %s: %v", tb.URL, err)
-		}
-	}
-	if !o.noView {
-		serveView(t, tb.JS)
-	}
-	return tb
-}
-
-// serveView runs the client view service (as pcm broker does) on an
-// admin's connection until the test ends.
-func serveView(t testing.TB, js jetstream.JetStream) {
-	t.Helper()
-	v, err := clientview.Serve(js, nil)
+	// What pcm broker runs next to its server, on the helper's admin
+	// connection (which reconnects across Restart).
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	svc, err := broker.StartServices(ctx, tb.JS, o.services())
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	t.Cleanup(v.Stop)
+	t.Cleanup(svc.Stop)
+	return tb
 }
 
 // startOne creates and starts a broker, failing the test on error.

@@ -1,0 +1,51 @@
+package agent
+
+import "sync/atomic"
+
+// Stats counts what a face did with the jobs it was given since it was
+// created: for tests, benchmarks and monitoring, which should not have to
+// read its logs. Each face counts what it does; the others stay zero.
+type Stats struct {
+	// Offers counts the offers decided (a valid offer, once per delivery);
+	// Filtered those not for this client's platform.
+	Offers, Filtered int64
+	// Held counts the deliveries held for later (the offer or mandatory
+	// time has not come, the job waits for the user): the service asks the
+	// broker to deliver them again then.
+	Held int64
+	// Refused counts the events refused: malformed, of an unknown type,
+	// invalid, or not signed by a trusted key (the service reports them
+	// rejected where it can name the job, and terms them).
+	Refused int64
+	// Started counts the attempts started: a start recorded and a process
+	// about to run.
+	Started int64
+	// StatusWaits counts the times a status, or the ack of an offer, could
+	// not be stored yet and waited for the broker (in the journal).
+	StatusWaits int64
+	// FetchRetries counts the service's pulls of offers that failed (the
+	// broker away) and were tried again.
+	FetchRetries int64
+	// DesktopRuns counts the offers the service acked because the desktop
+	// ran the job.
+	DesktopRuns int64
+	// Untrusted counts the job events the desktop ignored because their
+	// signature is not trusted; ServiceOnly the background jobs it would
+	// not list or run.
+	Untrusted, ServiceOnly int64
+}
+
+// counters are a face's Stats as they are counted.
+type counters struct {
+	offers, filtered, held, refused, started, statusWaits, fetchRetries, desktopRuns, untrusted, serviceOnly atomic.Int64
+}
+
+// Stats returns what the face has counted so far.
+func (f *face) Stats() Stats {
+	c := f.counts
+	return Stats{
+		Offers: c.offers.Load(), Filtered: c.filtered.Load(), Held: c.held.Load(), Refused: c.refused.Load(),
+		Started: c.started.Load(), StatusWaits: c.statusWaits.Load(), FetchRetries: c.fetchRetries.Load(),
+		DesktopRuns: c.desktopRuns.Load(), Untrusted: c.untrusted.Load(), ServiceOnly: c.serviceOnly.Load(),
+	}
+}

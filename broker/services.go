@@ -1,0 +1,104 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/internal/backoff"
+	"github.com/pcm-project/pcm/internal/clientview"
+)
+
+// provisionTimeout bounds StartServices's provisioning when its ctx has no
+// deadline.
+const provisionTimeout = time.Minute
+
+// ServicesConfig says what StartServices runs.
+type ServicesConfig struct {
+	// Provision, when set, creates or updates pcm's streams and buckets
+	// (Provision) before anything else; nil provisions nothing (a cluster
+	// member, whose cluster is provisioned once it has formed).
+	Provision *ProvisionOptions
+	// NoView runs no client view (internal/clientview), through which
+	// each desktop lists its own client's offers and statuses.
+	NoView bool
+	// Logger receives the client view's logs; nil discards them.
+	Logger *zap.Logger
+}
+
+// Services are what pcm runs in the pcm account next to a broker, besides
+// nats-server: the provisioning of its streams and buckets, and the
+// client view. pcm broker and pcm up run them on the broker they embed,
+// pcm controller next to a cluster pcm does not run, and the test
+// environment on its test brokers.
+type Services struct {
+	view *clientview.Service
+}
+
+// StartServices does, through js (an admin's connection of the pcm
+// account, or an open broker's), what a pcm broker does once its server
+// runs: it provisions pcm's streams and buckets when cfg.Provision is set,
+// then serves the client view until Stop. A provisioning that fails
+// starts nothing.
+func StartServices(ctx context.Context, js jetstream.JetStream, cfg ServicesConfig) (*Services, error) {
+	if cfg.Provision != nil {
+		pctx, cancel := backoff.WithDefaultTimeout(ctx, provisionTimeout)
+		err := Provision(pctx, js, *cfg.Provision)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("provisioning %s: %w", js.Conn().ConnectedUrlRedacted(), err)
+		}
+	}
+	s := &Services{}
+	if !cfg.NoView {
+		v, err := clientview.Serve(js, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		s.view = v
+	}
+	return s, nil
+}
+
+// Stop stops the services (the answers under way end first).
+func (s *Services) Stop() {
+	if s != nil && s.view != nil {
+		s.view.Stop()
+	}
+}
+
+// ErrNoIssuer: an authenticated broker's own services need an admin of
+// the pcm account, whom only the authority's issuer file can mint, and
+// none was given (a cluster member that keeps only the authority's public
+// JWTs).
+var ErrNoIssuer = errors.New("no issuer to mint the broker's own admin")
+
+// ConnectAdmin opens an in-process connection to b (no network, no TLS),
+// reconnecting for ever, for the broker's own services (StartServices):
+// on an authenticated broker as an admin of the pcm account whose
+// credentials iss mints now and never writes anywhere (ErrNoIssuer when
+// iss is nil); on an open broker iss is not needed.
+func (b *Broker) ConnectAdmin(iss *auth.Issuer, name string) (*nats.Conn, error) {
+	opts := []nats.Option{nats.InProcessServer(b.Server()), nats.Name(name), nats.MaxReconnects(-1)}
+	if b.cfg.Auth != nil {
+		if iss == nil {
+			return nil, ErrNoIssuer
+		}
+		o, err := iss.Option(auth.User{Role: auth.RoleAdmin, Name: "broker-services"})
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(b.ClientURL(), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting %s in process: %w", name, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,279 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
+	"github.com/pcm-project/pcm/internal/backoff"
+	"github.com/pcm-project/pcm/internal/kvread"
+	"github.com/pcm-project/pcm/internal/offers"
+	"github.com/pcm-project/pcm/internal/streamread"
+)
+
+// findTimeout bounds the lookup of the job's offer and the enrollments
+// when the caller's ctx has no deadline.
+const findTimeout = 30 * time.Second
+
+// refreshEvery bounds how often a Watcher re-reads one client's consumer.
+const refreshEvery = time.Second
+
+// Read reads, once, where job stands on every client it targets: its
+// offer, the enrolled consumers, the agents' heartbeats, the locks and
+// every status of the job (the first update of Watch).
+func Read(ctx context.Context, js jetstream.JetStream, jobID string) (Rollout, error) {
+	w, err := Watch(ctx, js, jobID)
+	if err != nil {
+		return Rollout{}, err
+	}
+	defer w.Stop()
+	r, ok := <-w.Updates()
+	if !ok {
+		return Rollout{}, w.Err()
+	}
+	return r, nil
+}
+
+// Watcher follows the rollout of one job: what Watch returns. Its Updates
+// channel has the shape of nats.go's KeyWatcher.Updates(): the rollout
+// once everything stored has been read (the caught-up state), then the
+// rollout again each time what it shows changes.
+type Watcher struct {
+	updates chan Rollout
+	done    chan struct{}
+	cancel  context.CancelFunc
+	err     error // set before done is closed
+}
+
+// Updates delivers the rollouts; it is closed when the Watcher stops (see
+// Err). A Watcher waits for the caller to take each update.
+func (w *Watcher) Updates() <-chan Rollout { return w.updates }
+
+// Err waits until the Watcher has stopped and says why: nil after Stop or
+// the end of its context, else the error that ended it.
+func (w *Watcher) Err() error {
+	<-w.done
+	return w.err
+}
+
+// Stop stops the Watcher and waits until it has.
+func (w *Watcher) Stop() {
+	w.cancel()
+	<-w.done
+}
+
+// Watch starts following where job stands. It finds the job's offer and
+// the enrollments first (ErrJobNotFound, ErrNotProvisioned come back
+// here), then follows the job's statuses, the agents' heartbeats and the
+// locks as they are stored (subscriptions and direct gets, no consumer,
+// no polling of the streams) and sends the rollout on Updates once it has
+// read all three, and again each time what it shows changes. Without
+// events it re-evaluates every second, so an agent whose heartbeat goes
+// stale shows as offline. A client that has not received the offer has
+// its consumer re-read when its agent's heartbeat arrives, at most once a
+// second. It stops when ctx ends or on Stop.
+func Watch(ctx context.Context, js jetstream.JetStream, jobID string) (*Watcher, error) {
+	if err := events.ValidID("job id", jobID); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidJobID, err)
+	}
+	fctx, cancel := backoff.WithDefaultTimeout(ctx, findTimeout)
+	defer cancel()
+	found, err := offers.Find(fctx, js, nil, jobID)
+	switch {
+	case errors.Is(err, offers.ErrNotFound):
+		return nil, fmt.Errorf("%w: %w", ErrJobNotFound, err)
+	case err != nil:
+		return nil, streamErr("stream "+events.StreamJobs, err)
+	}
+	enrolled, err := fleet.ListEnrollments(fctx, js)
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(ctx)
+	f := &follow{js: js, jobID: jobID, v: newView(found, enrolled), refreshed: map[string]time.Time{}}
+	if err := f.start(ctx); err != nil {
+		f.stop()
+		stop()
+		return nil, err
+	}
+	w := &Watcher{updates: make(chan Rollout), done: make(chan struct{}), cancel: stop}
+	go func() {
+		defer close(w.done)
+		defer close(w.updates)
+		defer stop()
+		defer f.stop()
+		err := f.run(ctx, w.updates)
+		if ctx.Err() != nil {
+			err = nil // stopped
+		}
+		w.err = err
+	}()
+	return w, nil
+}
+
+// follow is the state of a Watcher's loop: the view and the three
+// followers that feed it.
+type follow struct {
+	js        jetstream.JetStream
+	jobID     string
+	v         *view
+	refreshed map[string]time.Time // when each client's consumer was last re-read
+
+	agents, locks, statuses *streamread.Follower
+}
+
+// start starts the followers: every key of PCM_AGENTS and PCM_LOCKS, and
+// every status of the job, stored and future.
+func (f *follow) start(ctx context.Context) (err error) {
+	if f.agents, err = kvread.Follow(ctx, f.js, events.BucketAgents); err != nil {
+		return streamErr("bucket "+events.BucketAgents, err)
+	}
+	if f.locks, err = kvread.Follow(ctx, f.js, events.BucketLocks); err != nil {
+		return streamErr("bucket "+events.BucketLocks, err)
+	}
+	f.statuses, err = streamread.Follow(ctx, f.js, events.StreamStatus, streamread.FollowOptions{
+		Options: streamread.Options{Filters: []string{events.StatusSubjectsOfJob(f.jobID)}},
+	})
+	if err != nil {
+		return streamErr("the statuses of "+f.jobID+" in "+events.StreamStatus, err)
+	}
+	return nil
+}
+
+// stop stops the followers that were started.
+func (f *follow) stop() {
+	for _, fl := range []*streamread.Follower{f.agents, f.locks, f.statuses} {
+		if fl != nil {
+			fl.Stop()
+		}
+	}
+}
+
+// run feeds the view from the followers and sends each rollout that
+// shows something new, until ctx ends or a follower stops.
+func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
+	caught, agentsInit, locksInit, ready := false, false, false, false
+	last := ""
+	// send sends the rollout when it shows something new, or always (the
+	// first, caught-up one: it may show nothing at all).
+	send := func(always bool) bool {
+		r := f.v.rollout(time.Now())
+		fp := r.fingerprint()
+		if fp == last && !always {
+			return true
+		}
+		last = fp
+		select {
+		case out <- r:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if !ready && caught && agentsInit && locksInit {
+			ready = true
+			if !send(true) {
+				return ctx.Err()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m, ok := <-f.statuses.Updates():
+			if !ok {
+				return stopped(ctx, "the statuses of "+f.jobID, f.statuses)
+			}
+			if m == nil {
+				caught = true
+				continue
+			}
+			if ev, err := events.Decode(m.Header, m.Data); err == nil {
+				if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == f.jobID {
+					f.v.apply(st, ev.Time())
+				}
+			}
+		case m, ok := <-f.agents.Updates():
+			if !ok {
+				return stopped(ctx, "bucket "+events.BucketAgents, f.agents)
+			}
+			if m == nil {
+				agentsInit = true
+				continue
+			}
+			e := kvread.EntryOf(events.BucketAgents, *m)
+			if e.Deleted {
+				delete(f.v.agents, e.Key)
+			} else if a, ok := events.ParseAgentInfo(e.Key, e.Value); ok {
+				f.v.agents[e.Key] = a
+			}
+			if ready {
+				f.refreshEnrollment(ctx, e.Key)
+			}
+		case m, ok := <-f.locks.Updates():
+			if !ok {
+				return stopped(ctx, "bucket "+events.BucketLocks, f.locks)
+			}
+			if m == nil {
+				locksInit = true
+				continue
+			}
+			if e := kvread.EntryOf(events.BucketLocks, *m); e.Deleted {
+				delete(f.v.locks, e.Key)
+			} else if l, ok := events.ParseLockInfo(e.Value); ok {
+				f.v.locks[e.Key] = l
+			}
+		case <-tick.C:
+		}
+		if ready && !send(false) {
+			return ctx.Err()
+		}
+	}
+}
+
+// stopped is why a follower's updates closed.
+func stopped(ctx context.Context, what string, fl *streamread.Follower) error {
+	switch err := fl.Err(); {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		return streamErr(what, err)
+	default:
+		return fmt.Errorf("%w: %s stopped arriving", ErrRead, what)
+	}
+}
+
+// refreshEnrollment re-reads the consumer of an expected client that has no
+// status and has not received the offer, at most once per refreshEvery.
+func (f *follow) refreshEnrollment(ctx context.Context, client string) {
+	v := f.v
+	if _, ok := v.statuses[client]; ok || !v.expected(client) {
+		return
+	}
+	e, ok := v.enrolled[client]
+	if !ok {
+		return
+	}
+	if seq, ok := v.firstCopy(e); !ok || e.Delivered >= seq {
+		return
+	}
+	if time.Since(f.refreshed[client]) < refreshEvery {
+		return
+	}
+	f.refreshed[client] = time.Now()
+	if fresh, ok, err := fleet.EnrollmentOf(ctx, f.js, client); err == nil && ok {
+		v.enrolled[client] = fresh
+	}
+}
+
+// streamErr says that reading what failed, in the package's sentinels.
+func streamErr(what string, err error) error {
+	return streamread.Describe(what, err, ErrNotProvisioned, ErrRead)
+}
