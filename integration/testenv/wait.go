@@ -30,3 +30,14 @@ func poll(timeout time.Duration, cond func() bool) bool {
 		time.Sleep(pollInterval)
 	}
 }
+
+// CheckFor polls check every ~10ms until it returns nil, and fails the test
+// with "timed out waiting for <what>" and the last error check returned if
+// it has not after timeout.
+func CheckFor(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	var last error
+	if !poll(timeout, func() bool { last = check(); return last == nil }) {
+		t.Fatalf("timed out waiting for %s (after %s): %v", what, timeout, last)
+	}
+}
