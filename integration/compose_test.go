@@ -67,6 +67,12 @@ var (
 type composeFile struct {
 	Services map[string]*composeService `json:"services"`
 	Volumes  map[string]json.RawMessage `json:"volumes"`
+
+	// name is the file's name in the repository root.
+	name string
+	// host lays out what each service's container sees, to parse the nats
+	// services' configuration files (compose_host_test.go).
+	host *composeHost
 }
 
 // composeService is the part of a service the checks read.
@@ -80,6 +86,33 @@ type composeService struct {
 	DependsOn   composeDependsOn    `json:"depends_on"`
 	Healthcheck *composeHealthcheck `json:"healthcheck"`
 	Restart     string              `json:"restart"`
+	Environment composeEnv          `json:"environment"`
+	WorkingDir  string              `json:"working_dir"`
+	Profiles    []string            `json:"profiles"`
+}
+
+// composeEnv is a service's environment: a map, or a list of NAME=value.
+type composeEnv map[string]string
+
+func (e *composeEnv) UnmarshalJSON(b []byte) error {
+	var list []string
+	if err := json.Unmarshal(b, &list); err == nil {
+		*e = composeEnv{}
+		for _, kv := range list {
+			k, v, _ := strings.Cut(kv, "=")
+			(*e)[k] = v
+		}
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*e = composeEnv{}
+	for k, v := range m {
+		(*e)[k] = fmt.Sprint(v)
+	}
+	return nil
 }
 
 // composeHealthcheck is a service's healthcheck.
@@ -170,24 +203,29 @@ func (p *composePort) UnmarshalJSON(b []byte) error {
 // composeMount is one volume mount, from the short or the long syntax.
 type composeMount struct {
 	Source, Target string
+	ReadOnly       bool
 }
 
 func (m *composeMount) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		var long struct {
-			Source string `json:"source"`
-			Target string `json:"target"`
+			Source   string `json:"source"`
+			Target   string `json:"target"`
+			ReadOnly bool   `json:"read_only"`
 		}
 		err := json.Unmarshal(b, &long)
-		*m = composeMount{Source: long.Source, Target: long.Target}
+		*m = composeMount{Source: long.Source, Target: long.Target, ReadOnly: long.ReadOnly}
 		return err
 	}
 	parts := strings.Split(s, ":")
-	if len(parts) == 1 {
+	switch len(parts) {
+	case 1:
 		*m = composeMount{Target: parts[0]} // anonymous volume
-	} else {
+	case 2:
 		*m = composeMount{Source: parts[0], Target: parts[1]}
+	default:
+		*m = composeMount{Source: parts[0], Target: parts[1], ReadOnly: slices.Contains(strings.Split(parts[2], ","), "ro")}
 	}
 	return nil
 }
@@ -244,7 +282,15 @@ func interpolateCompose(raw []byte) ([]byte, error) {
 // loadCompose parses docker-compose.yml from the repository root.
 func loadCompose(t testing.TB) *composeFile {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(composeRoot, "docker-compose.yml"))
+	return loadComposeFile(t, "docker-compose.yml", nil)
+}
+
+// loadComposeFile parses the Compose file name from the repository root;
+// its services see their volumes in the directory volumes (a new one when
+// empty: see composeHost).
+func loadComposeFile(t testing.TB, name string, volumes *composeVolumes) *composeFile {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(composeRoot, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +298,14 @@ func loadCompose(t testing.TB) *composeFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c composeFile
+	c := composeFile{name: name}
 	if err := yaml.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("docker-compose.yml does not parse: %v", err)
+		t.Fatalf("%s does not parse: %v", name, err)
 	}
 	if len(c.Services) == 0 {
-		t.Fatal("docker-compose.yml has no services")
+		t.Fatalf("%s has no services", name)
 	}
+	c.host = newComposeHost(t, &c, volumes)
 	return &c
 }
 
@@ -343,13 +390,11 @@ func composeNATSNodes(c *composeFile) (map[string]composeNATSNode, error) {
 			errs = append(errs, fmt.Errorf("%w: service %s: entrypoint %q is not nats-server: drop it or set it to [nats-server]", errComposeNATS, name, s.Entrypoint))
 			continue
 		}
-		// A mounted config file is read from the host path behind the mount.
+		// As the container sees them: a mounted configuration file, and the
+		// files it includes or names, are read from the host's layout.
+		c.host.layout(name)
 		for i, a := range args {
-			for _, m := range s.Volumes {
-				if a == m.Target && !m.named() && m.Source != "" {
-					args[i] = filepath.Join(composeRoot, m.Source)
-				}
-			}
+			args[i] = c.host.rewrite(name, a)
 		}
 		fs := flag.NewFlagSet("nats-server", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
@@ -359,9 +404,10 @@ func composeNATSNodes(c *composeFile) (map[string]composeNATSNode, error) {
 			err = errors.New("it only prints help or a version")
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%w: service %s: nats-server refuses its command line %q: %v", errComposeNATS, name, args, err))
+			errs = append(errs, fmt.Errorf("%w: service %s: nats-server refuses its command line %q: %v", errComposeNATS, name, s.Command, err))
 			continue
 		}
+		opts.StoreDir = c.host.containerPath(name, opts.StoreDir)
 		nodes[name] = composeNATSNode{name: name, opts: opts}
 	}
 	return nodes, errors.Join(errs...)
