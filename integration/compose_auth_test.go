@@ -1,9 +1,13 @@
 package integration_test
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/pcm-project/pcm/broker/auth"
@@ -44,14 +49,9 @@ func prepareComposeAuth(t testing.TB) *composeVolumes {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := map[string]bool{}
-	for _, name := range c.serviceNames((*composeService).isNATS) {
-		for dep := range c.Services[name].DependsOn {
-			before[dep] = true
-		}
-	}
+	members := c.serviceNames((*composeService).isNATS)
 	for _, name := range order {
-		if before[name] {
+		if slices.ContainsFunc(members, func(n string) bool { return c.after(n, name) }) {
 			c.host.complete(name)
 		}
 	}
@@ -159,4 +159,307 @@ func TestComposeAuthRun(t *testing.T) {
 
 	composeAuthTool(t, h, "revoke", "client", "agent2")
 	h.nats.waitRefused(t, filepath.Join(h.volume("agent2-state"), "creds", "agent2-agent.creds"), ca)
+}
+
+// composeMountOf returns the mount of service s that container path p is
+// on (the deepest), and p relative to it.
+func composeMountOf(s *composeService, p string) (composeMount, string, bool) {
+	var best composeMount
+	var rel string
+	found := false
+	for _, m := range s.Volumes {
+		r, ok := strings.CutPrefix(p, strings.TrimSuffix(m.Target, "/")+"/")
+		if p == m.Target {
+			r, ok = ".", true
+		}
+		if ok && (!found || len(m.Target) > len(best.Target)) {
+			best, rel, found = m, r, true
+		}
+	}
+	return best, rel, found
+}
+
+// composeFlagValues returns every value of --name in args.
+func composeFlagValues(args []string, name string) []string {
+	var out []string
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			out = append(out, v)
+		} else if a == "--"+name && i+1 < len(args) {
+			out = append(out, args[i+1])
+		}
+	}
+	return out
+}
+
+// composeSetting is a pcm setting of service s: its flag --name, or its
+// environment variable.
+func composeSetting(s *composeService, name string) (string, bool) {
+	if v, ok := composeFlag(s.Command, name); ok {
+		return v, true
+	}
+	v, ok := s.Environment[envNameOf(name)]
+	return v, ok
+}
+
+// envNameOf is pcm's environment variable of flag --name.
+func envNameOf(name string) string {
+	return "PCM_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// checkComposeEnrolledAgent: agent service name (client id) of an
+// authenticated cluster runs with the credentials an admin's pcm enroll
+// wrote into its own volume, after that enrollment, in the groups it was
+// enrolled in, and never enrolls itself.
+func checkComposeEnrolledAgent(c *composeFile, name, id string) error {
+	s := c.Services[name]
+	if slices.Contains(s.Command, "--enroll") {
+		return errors.New("--enroll: an agent with credentials cannot enroll itself (an admin's pcm enroll decides its groups)")
+	}
+	creds, ok := composeFlag(s.Command, "creds")
+	if !ok {
+		return errors.New("no --creds: the cluster refuses a client without credentials")
+	}
+	m, rel, ok := composeMountOf(s, creds)
+	if !ok || !m.named() || m.ReadOnly {
+		return fmt.Errorf("its credentials %s are not on a writable named volume of its own", creds)
+	}
+	for _, other := range c.serviceNames(func(o *composeService) bool {
+		return slices.ContainsFunc(o.Volumes, func(om composeMount) bool { return om.Source == m.Source })
+	}) {
+		if other != name && !(c.Services[other].isPCM() && slices.Equal(c.Services[other].Command[:min(2, len(c.Services[other].Command))], []string{"enroll", id})) {
+			return fmt.Errorf("volume %s, which holds its credentials, is also mounted by %s", m.Source, other)
+		}
+	}
+	enrolls := c.serviceNames(func(o *composeService) bool {
+		return o.isPCM() && len(o.Command) >= 2 && o.Command[0] == "enroll" && o.Command[1] == id
+	})
+	if len(enrolls) != 1 {
+		return fmt.Errorf("%d services run pcm enroll %s (%v), want one: an admin enrolls the client and writes its credentials", len(enrolls), id, enrolls)
+	}
+	e := c.Services[enrolls[0]]
+	out, _ := composeFlag(e.Command, "out-dir")
+	em, erel, ok := composeMountOf(e, out)
+	if !ok || em.Source != m.Source || path.Clean(erel) != path.Dir(rel) {
+		return fmt.Errorf("--creds %s is not where %s writes the credentials (--out-dir %s)", creds, enrolls[0], out)
+	}
+	if path.Base(rel) != id+"-agent.creds" {
+		return fmt.Errorf("--creds %s: pcm enroll writes the agent's credentials to %s-agent.creds", creds, id)
+	}
+	if !c.after(name, enrolls[0]) {
+		return fmt.Errorf("does not wait for %s to complete (service_completed_successfully): it would start without credentials", enrolls[0])
+	}
+	if g, eg := composeFlagValues(s.Command, "groups"), composeFlagValues(e.Command, "group"); strings.Join(g, ",") != strings.Join(eg, ",") {
+		return fmt.Errorf("--groups %v, but %s enrolls it in %v: its inventory would report other groups than it receives jobs for", g, enrolls[0], eg)
+	}
+	if _, ok := composeFlag(e.Command, "issuer"); !ok {
+		return fmt.Errorf("%s has no --issuer: it cannot make the client's account and credentials", enrolls[0])
+	}
+	if len(composeFlagValues(e.Command, "trusted-keys"))+len(composeFlagValues(e.Command, "trusted-keys-file")) == 0 {
+		return fmt.Errorf("%s gives no --trusted-keys: the agent would refuse every job", enrolls[0])
+	}
+	return nil
+}
+
+// checkComposeAuthCluster: the nats services run pcm's trust model: operator
+// mode with one operator and a system account, the full account resolver
+// (an account pushed through one member reaches every member), TLS for
+// clients and mutual TLS for routes.
+func checkComposeAuthCluster(c *composeFile) error {
+	nodes, err := composeNATSNodes(c)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	operators := map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(nodes)) {
+		o := nodes[name].opts
+		fail := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%w: service %s: "+format, append([]any{errComposeAuth, name}, args...)...))
+		}
+		if len(o.TrustedOperators) == 0 {
+			fail("not in operator mode: include the auth.conf pcm broker nats-config makes")
+			continue
+		}
+		operators[o.TrustedOperators[0].Subject] = true
+		if o.SystemAccount == "" {
+			fail("no system account: enrollments could not push accounts")
+		}
+		if _, ok := o.AccountResolver.(*server.DirAccResolver); !ok {
+			fail("account resolver %T is not the full one (type: full): an account pushed through another member would not reach it", o.AccountResolver)
+		}
+		if o.TLSConfig == nil {
+			fail("clients connect without TLS: add a tls block")
+		}
+		if o.Cluster.TLSConfig == nil || o.Cluster.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+			fail("routes without mutual TLS: add a tls block with verify: true to the cluster block")
+		}
+	}
+	if len(operators) > 1 {
+		errs = append(errs, fmt.Errorf("%w: the nats services trust %d operators: every member must include the same auth.conf", errComposeAuth, len(operators)))
+	}
+	return errors.Join(errs...)
+}
+
+// checkComposeAuthClients: every pcm service that connects to an
+// authenticated cluster does so over TLS (--tls-ca or PCM_TLS_CA) with
+// credentials (--creds, or an issuer to mint an admin), each a file on one
+// of its mounts; a controller serves the client view once provisioning
+// succeeded (desktops list their jobs through it).
+func checkComposeAuthClients(c *composeFile) error {
+	var errs []error
+	for _, name := range c.serviceNames((*composeService).isPCM) {
+		s := c.Services[name]
+		if _, ok := composeSetting(s, "url"); !ok {
+			continue // it does not connect
+		}
+		fail := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%w: service %s: "+format, append([]any{errComposeAuth, name}, args...)...))
+		}
+		if ca, ok := composeSetting(s, "tls-ca"); !ok {
+			fail("no --tls-ca: the members require TLS")
+		} else if _, _, ok := composeMountOf(s, ca); !ok {
+			fail("--tls-ca %s is on none of its mounts", ca)
+		}
+		creds, ok := composeSetting(s, "creds")
+		if !ok {
+			creds, ok = composeSetting(s, "issuer")
+		}
+		if !ok {
+			fail("no --creds (nor --issuer to mint an admin): the members refuse a client without credentials")
+		} else if _, _, ok := composeMountOf(s, creds); !ok {
+			fail("its credentials %s are on none of its mounts", creds)
+		}
+	}
+	provisioners := c.serviceNames(func(s *composeService) bool { return s.isPCM() && s.pcmPath() == "broker provision" })
+	controllers := c.serviceNames(func(s *composeService) bool { return s.isPCM() && s.pcmPath() == "controller" })
+	if len(controllers) == 0 {
+		errs = append(errs, fmt.Errorf("%w: no service runs pcm controller: stock nats-server serves no client view, and desktops could not list their jobs", errComposeAuth))
+	}
+	for _, ctl := range controllers {
+		for _, p := range provisioners {
+			if !c.after(ctl, p) {
+				errs = append(errs, fmt.Errorf("%w: service %s does not wait for %s to complete: the client view reads the streams", errComposeAuth, ctl, p))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkComposeSecrets: no nats service and no agent mounts a volume that
+// holds an issuer or an admin's credentials (the files behind the --issuer
+// and, but for agents, --creds of the pcm services).
+func checkComposeSecrets(c *composeFile) error {
+	secrets := map[string]string{} // volume -> what it holds
+	for _, name := range c.serviceNames((*composeService).isPCM) {
+		s := c.Services[name]
+		for _, flag := range []string{"issuer", "creds"} {
+			if flag == "creds" && s.pcmPath() == "agent" {
+				continue
+			}
+			if v, ok := composeSetting(s, flag); ok {
+				if m, _, ok := composeMountOf(s, v); ok && m.named() {
+					secrets[m.Source] = v
+				}
+			}
+		}
+	}
+	var errs []error
+	for _, name := range c.serviceNames(func(s *composeService) bool { return s.isNATS() || (s.isPCM() && s.pcmPath() == "agent") }) {
+		for _, m := range c.Services[name].Volumes {
+			if what, ok := secrets[m.Source]; ok {
+				errs = append(errs, fmt.Errorf("%w: service %s mounts volume %s, which holds %s: only admin services may", errComposeSecrets, name, m.Source, what))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// composeAuthChecks are the checks of docker-compose.auth.yml: those of
+// docker-compose.yml and those of an authenticated deployment.
+var composeAuthChecks = append(slices.Clone(composeChecks), []struct {
+	name  string
+	check func(*composeFile) error
+}{
+	{"authenticated cluster", checkComposeAuthCluster},
+	{"authenticated clients", checkComposeAuthClients},
+	{"secrets", checkComposeSecrets},
+}...)
+
+// TestComposeAuthFile checks docker-compose.auth.yml with every check, its
+// nats services' configuration parsed once the services they wait for (tls,
+// init) have made the files it includes.
+func TestComposeAuthFile(t *testing.T) {
+	c := loadComposeFile(t, composeAuthFile, prepareComposeAuth(t))
+	for _, tc := range composeAuthChecks {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.check(c); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestComposeAuthChecksCatchMistakes breaks docker-compose.auth.yml one way
+// at a time and asserts that the check in charge reports it.
+func TestComposeAuthChecksCatchMistakes(t *testing.T) {
+	volumes := prepareComposeAuth(t)
+	drop := func(args composeStrings, flag string) composeStrings {
+		i := slices.Index(args, flag)
+		return slices.Delete(slices.Clone(args), i, i+2)
+	}
+	cases := []composeMistake{
+		{"member in open mode", checkComposeAuthCluster, errComposeAuth, func(c *composeFile) {
+			c.Services["n1"].Volumes[0].Source = "./docs/examples/stock-cluster/nats-1.conf"
+		}},
+		{"client without TLS", checkComposeAuthClients, errComposeAuth, func(c *composeFile) {
+			c.Services["provision"].Command = drop(c.Services["provision"].Command, "--tls-ca")
+		}},
+		{"client without credentials", checkComposeAuthClients, errComposeAuth, func(c *composeFile) {
+			c.Services["controller"].Command = drop(c.Services["controller"].Command, "--creds")
+		}},
+		{"CA off every mount", checkComposeAuthClients, errComposeAuth, func(c *composeFile) {
+			c.Services["agent1"].Command = composeSetElem(c.Services["agent1"].Command, "/pcm/public/ca.pem", "/etc/ca.pem")
+		}},
+		{"no controller", checkComposeAuthClients, errComposeAuth, func(c *composeFile) {
+			delete(c.Services, "controller")
+		}},
+		{"agent without credentials", checkComposeAgents, errComposeAgents, func(c *composeFile) {
+			c.Services["agent1"].Command = drop(c.Services["agent1"].Command, "--creds")
+		}},
+		{"agent enrolling itself", checkComposeAgents, errComposeAgents, func(c *composeFile) {
+			c.Services["agent2"].Command = append(c.Services["agent2"].Command, "--enroll")
+		}},
+		{"agent with another client's credentials", checkComposeAgents, errComposeAgents, func(c *composeFile) {
+			c.Services["agent1"].Command = composeSetElem(c.Services["agent1"].Command, "/var/lib/pcm/creds/agent1-agent.creds", "/var/lib/pcm/creds/agent2-agent.creds")
+		}},
+		{"agent before its enrollment", checkComposeAgents, errComposeAgents, func(c *composeFile) {
+			c.Services["agent2"].DependsOn["enroll-agent2"] = "service_started"
+		}},
+		{"enrollment into another volume", checkComposeAgents, errComposeAgents, func(c *composeFile) {
+			c.Services["enroll-agent1"].Volumes[2].Source = "operator"
+		}},
+		{"enrollment without trusted keys", checkComposeAgents, errComposeAgents, func(c *composeFile) {
+			c.Services["enroll-agent2"].Command = drop(c.Services["enroll-agent2"].Command, "--trusted-keys-file")
+		}},
+		{"agent in other groups than enrolled", checkComposeAgents, errComposeAgents, func(c *composeFile) {
+			c.Services["agent1"].Command = composeSetElem(c.Services["agent1"].Command, "lab", "prod")
+		}},
+		{"member mounting the authority", checkComposeSecrets, errComposeSecrets, func(c *composeFile) {
+			c.Services["n3"].Volumes = append(c.Services["n3"].Volumes, composeMount{Source: "authority", Target: "/etc/nats/authority", ReadOnly: true})
+		}},
+		{"agent mounting the authority", checkComposeSecrets, errComposeSecrets, func(c *composeFile) {
+			c.Services["agent2"].Volumes = append(c.Services["agent2"].Volumes, composeMount{Source: "authority", Target: "/pcm/authority", ReadOnly: true})
+		}},
+		{"agent not waiting for the enrollment writing its volume", checkComposeVolumes, errComposeVolumes, func(c *composeFile) {
+			c.Services["agent1"].DependsOn = composeDependsOn{"provision": "service_completed_successfully"}
+		}},
+		{"script not in the repository", checkComposePCMCommands, errComposePCMCommand, func(c *composeFile) {
+			c.Services["init"].Entrypoint = composeStrings{"/bin/sh", "/pcm/compose/nope.sh"}
+		}},
+		{"enroll without its client", checkComposePCMCommands, errComposePCMCommand, func(c *composeFile) {
+			c.Services["enroll-agent1"].Command = slices.Delete(slices.Clone(c.Services["enroll-agent1"].Command), 1, 2)
+		}},
+	}
+	checkComposeMistakes(t, func(t *testing.T) *composeFile { return loadComposeFile(t, composeAuthFile, volumes) }, cases)
 }
