@@ -69,7 +69,6 @@ type composeHost struct {
 	// while the host only lays out files for parsing.
 	ports map[string]int
 	nats  *stockCluster
-	procs map[string]*proc
 }
 
 // newComposeHost is a host for c whose services share volumes (new ones
@@ -78,7 +77,7 @@ func newComposeHost(t testing.TB, c *composeFile, volumes *composeVolumes) *comp
 	if volumes == nil {
 		volumes = newComposeVolumes(t)
 	}
-	return &composeHost{t: t, c: c, volumes: volumes, dir: t.TempDir(), procs: map[string]*proc{}}
+	return &composeHost{t: t, c: c, volumes: volumes, dir: t.TempDir()}
 }
 
 // volume is the directory of the named volume.
@@ -270,9 +269,13 @@ func (h *composeHost) cmd(ctx context.Context, service string, command []string)
 		env = append(env, k+"="+h.rewrite(service, s.Environment[k]))
 	}
 	cmd.Env = env
-	cmd.Dir = h.root(service)
-	if s.WorkingDir != "" {
-		cmd.Dir = h.rewrite(service, s.WorkingDir)
+	// Docker makes the working directory when the image lacks it.
+	cmd.Dir = filepath.Join(h.root(service), s.WorkingDir)
+	if dir := h.rewrite(service, s.WorkingDir); s.WorkingDir != "" && dir != s.WorkingDir {
+		cmd.Dir = dir
+	}
+	if err := os.MkdirAll(cmd.Dir, 0o755); err != nil {
+		h.t.Fatal(err)
 	}
 	return cmd
 }
@@ -375,9 +378,7 @@ func (h *composeHost) up() {
 		case h.c.oneShot(name):
 			h.complete(name)
 		default:
-			ctx, cancel := context.WithCancel(context.Background())
-			t.Cleanup(cancel)
-			h.procs[name] = startCmd(t, h.dir, name, h.cmd(ctx, name, nil))
+			startCmd(t, h.dir, name, h.cmd(context.Background(), name, nil))
 		}
 	}
 }
