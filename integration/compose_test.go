@@ -2,8 +2,11 @@ package integration_test
 
 // Docker cannot run where these tests run, so docker-compose.yml, the
 // Dockerfile and .dockerignore are checked statically: the Compose file is
-// parsed, the nats-server command lines are parsed by nats-server's own flag
+// parsed, the nats-server command lines (and the configuration files they
+// name, as composeHost lays them out) are parsed by nats-server's own
 // parser, and every pcm command line is parsed by the built pcm binary.
+// compose_auth_test.go checks docker-compose.auth.yml with the same checks
+// and more, and runs it.
 
 import (
 	"bytes"
@@ -292,8 +295,8 @@ func loadCompose(t testing.TB) *composeFile {
 }
 
 // loadComposeFile parses the Compose file name from the repository root;
-// its services see their volumes in the directory volumes (a new one when
-// empty: see composeHost).
+// its services see their named volumes in volumes (new ones when nil: see
+// composeHost).
 func loadComposeFile(t testing.TB, name string, volumes *composeVolumes) *composeFile {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(composeRoot, name))
