@@ -209,7 +209,7 @@ func (f *face) finalStatus(job events.JobOffered, attempt int, res runner.Result
 	st := f.newStatus(job.JobID, state, attempt, job.Attempts())
 	st.Reason = reason
 	st.PID = res.PID
-	st.OutputTail = res.OutputTail
+	st.OutputTail, st.OutputEncoding = res.OutputTail, res.OutputEncoding
 	st.LockRevision = revision
 	if runErr == nil {
 		code := res.ExitCode
