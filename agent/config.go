@@ -18,6 +18,8 @@ import (
 const (
 	// DefaultHeartbeat is how often the inventory is refreshed.
 	DefaultHeartbeat = 30 * time.Second
+	// DefaultPackageRetryFor is Config.PackageRetryFor's default.
+	DefaultPackageRetryFor = time.Hour
 	// DefaultLease is the lease of the service-versus-desktop lock: the
 	// lock's own default.
 	DefaultLease = lock.DefaultLease
@@ -52,6 +54,11 @@ type Config struct {
 	// pkgcache.DefaultMaxBytes (2 GiB). The least recently used packages
 	// are evicted first; a package of a job still pending never is.
 	CacheSize int64
+	// PackageRetryFor bounds how long the service retries a job whose
+	// package store cannot be reached (or whose package does not fit the
+	// cache now) before the job fails with the reason; default
+	// DefaultPackageRetryFor.
+	PackageRetryFor time.Duration
 	// Host name reported in statuses; default os.Hostname.
 	Host string
 	// OS and Arch of this client for the platform filter; default the
@@ -105,6 +112,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = pkgcache.DefaultMaxBytes
+	}
+	if c.PackageRetryFor <= 0 {
+		c.PackageRetryFor = DefaultPackageRetryFor
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

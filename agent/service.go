@@ -41,6 +41,8 @@ type Service struct {
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
 	curShown bool        // the inventory was asked to show the running job
 
+	pkgMu   sync.Mutex
+	pkgWait map[string]time.Time // jobs whose package store was unreachable, since when
 }
 
 // New returns a Service that talks to the broker over nc (see
