@@ -17,6 +17,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/fleet"
+	"github.com/pcm-project/pcm/internal/osservice"
 )
 
 // faultEnv names the test-only variable that crashes the agent (SIGKILL of
@@ -75,11 +76,26 @@ agent enroll itself with --groups.`,
 				return err
 			}
 			defer nc.Close()
-			return runAgent(cmd.Context(), g.log, nc, f, cfg)
+			return osservice.Run(cmd.Context(), "pcm-agent", stopTimeout, func(ctx context.Context) error {
+				return runAgent(ctx, g.log, nc, f, cfg)
+			})
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&f.enroll, "enroll", false, "enroll this client itself with --groups (open brokers only)")
+	var inst agentFlags
+	cmd.AddCommand(serviceCommands(g, serviceFace{
+		face: "agent",
+		spec: osservice.Spec{Name: "pcm-agent", DisplayName: "pcm agent",
+			Description: "pcm agent: receives this client's jobs, runs them unattended, reports their statuses"},
+		desktop:  true,
+		register: inst.register,
+		check: func(*cobra.Command) error {
+			inst.resolve()
+			_, err := inst.config(g.log, g.sec.creds)
+			return err
+		},
+	})...)
 	return cmd
 }
 
