@@ -70,7 +70,9 @@ func (scm) Install(_ context.Context, spec Spec) error {
 	if err := s.SetRecoveryActions(actions, uint32(w.ResetPeriod/time.Second)); err != nil {
 		return fmt.Errorf("%w: service %s: setting its recovery actions: %w", ErrManager, w.Name, err)
 	}
-	if err := s.SetRecoveryActionsOnNonCrashFailures(w.RecoverOnExitCode); err != nil {
+	// Wine does not implement this setting (ERROR_INVALID_LEVEL); Windows
+	// has since Vista. Without it only a crash restarts the service.
+	if err := s.SetRecoveryActionsOnNonCrashFailures(w.RecoverOnExitCode); err != nil && !errors.Is(err, windows.ERROR_INVALID_LEVEL) {
 		return fmt.Errorf("%w: service %s: recovery on a non-zero exit: %w", ErrManager, w.Name, err)
 	}
 	return nil
