@@ -191,6 +191,20 @@ func LocksBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 	}
 }
 
+// ReleasesBucketConfig is the configuration Provision gives PCM_RELEASES,
+// the signed agent release manifests (pcm release push): agents watch their
+// channel's key. A few versions of history keep what a channel ran before.
+func ReleasesBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
+	o.setDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      events.BucketReleases,
+		Description: "pcm agent releases: signed manifests by version and by channel",
+		History:     10,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
 // PackagesBucketConfig is the configuration Provision gives PCM_PACKAGES,
 // the object store of package content: file storage, the streams' replicas,
 // and opts.PackagesMaxBytes as its cap (-1, none, when that is 0).
@@ -227,7 +241,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
 		}
 	}
-	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts)} {
+	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts), ReleasesBucketConfig(opts)} {
 		if err := provisionBucket(ctx, js, cfg, opts.MaxConsumers); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}

@@ -1,0 +1,114 @@
+package events_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/pcm-project/pcm/events"
+)
+
+func TestCompareReleaseVersions(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"v1.2.3", "v1.2.3", 0},
+		{"1.2.3", "v1.2.3", 0},
+		{"v1.2.3", "v1.2.4", -1},
+		{"v1.10.0", "v1.9.9", 1},
+		{"v2.0.0", "v10.0.0", -1},
+		{"v1.0.0-rc.1", "v1.0.0", -1},
+		{"v1.0.0-rc.2", "v1.0.0-rc.10", -1},
+		{"v1.0.0-alpha", "v1.0.0-1", 1},
+		{"v1.0.0-rc.1", "v1.0.0-rc.1.1", -1},
+		{"dev", "v0.0.1", -1},
+		{"v0.0.1", "dev", 1},
+	} {
+		if got := events.CompareReleaseVersions(tc.a, tc.b); got != tc.want {
+			t.Errorf("CompareReleaseVersions(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+func TestValidReleaseVersion(t *testing.T) {
+	for _, v := range []string{"v1.0.0", "1.0.0", "v0.10.3-rc.1"} {
+		if err := events.ValidReleaseVersion(v); err != nil {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+	for _, v := range []string{"", "dev", "v1.0", "v01.0.0", "v1.0.0+build", "v1.0.0-", "1.0.0 "} {
+		if err := events.ValidReleaseVersion(v); !errors.Is(err, events.ErrInvalidRelease) {
+			t.Errorf("%q: %v, want ErrInvalidRelease", v, err)
+		}
+	}
+}
+
+func testRelease() events.Release {
+	return events.Release{Version: "v1.1.0", Channel: "stable", PublishedAt: time.Now().UTC(),
+		Platforms: map[string]events.PackageRef{"linux/amd64": {Name: "pcm-linux-amd64", Version: "v1.1.0", SHA256: strings.Repeat("a", 64), Size: 10}}}
+}
+
+func TestReleaseSignedRoundTrip(t *testing.T) {
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	ev, err := events.NewRelease("ci", testRelease())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := events.Sign(&ev, kp); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(ev)
+	got, r, err := events.ParseRelease(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Version != "v1.1.0" || r.Channel != "stable" {
+		t.Fatalf("parsed %+v", r)
+	}
+	if _, err := events.Verify(got, []string{pub}); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	// A manifest whose channel is rewritten after signing fails to verify.
+	tampered := strings.Replace(string(b), `\"channel\":\"stable\"`, `\"channel\":\"beta\"`, 1)
+	tampered = strings.Replace(tampered, `"channel":"stable"`, `"channel":"beta"`, 1)
+	if tampered == string(b) {
+		t.Fatal("the channel was not found in the manifest")
+	}
+	evT, rT, err := events.ParseRelease([]byte(tampered))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rT.Channel != "beta" {
+		t.Fatalf("tampered channel %q", rT.Channel)
+	}
+	if _, err := events.Verify(evT, []string{pub}); !errors.Is(err, events.ErrBadSignature) {
+		t.Fatalf("verify of a tampered manifest: %v, want ErrBadSignature", err)
+	}
+}
+
+func TestReleaseValidate(t *testing.T) {
+	for name, edit := range map[string]func(*events.Release){
+		"bad version": func(r *events.Release) { r.Version = "latest" },
+		"bad channel": func(r *events.Release) { r.Channel = "st able" },
+		"no binary":   func(r *events.Release) { r.Platforms = nil },
+		"bad platform": func(r *events.Release) {
+			r.Platforms = map[string]events.PackageRef{"linux": r.Platforms["linux/amd64"]}
+		},
+		"wildcard": func(r *events.Release) {
+			r.Platforms = map[string]events.PackageRef{"linux/*": r.Platforms["linux/amd64"]}
+		},
+		"bad reference": func(r *events.Release) { r.Platforms = map[string]events.PackageRef{"linux/amd64": {Name: "pcm"}} },
+	} {
+		r := testRelease()
+		edit(&r)
+		if err := r.Validate(); !errors.Is(err, events.ErrInvalidRelease) && !errors.Is(err, events.ErrInvalidPackage) {
+			t.Errorf("%s: %v, want ErrInvalidRelease", name, err)
+		}
+	}
+}
