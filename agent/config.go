@@ -86,6 +86,12 @@ type Config struct {
 	// badly signed or otherwise signed one is never acted on. Empty runs
 	// unsigned jobs (the open default), with a warning at start.
 	TrustedKeys []string
+	// Channel is the release channel this agent follows (pcm release
+	// push --channel); empty: it never updates itself.
+	Channel string
+	// ReleaseKeys are the public keys whose signed release manifests this
+	// agent installs; required with Channel.
+	ReleaseKeys []string
 }
 
 func (c *Config) setDefaults() {
@@ -144,6 +150,17 @@ func (c Config) Validate() error {
 	}
 	if err := events.ValidateTrustedKeys(c.TrustedKeys); err != nil {
 		return fmt.Errorf("%w: %w (set --trusted-keys)", ErrInvalidConfig, err)
+	}
+	if c.Channel != "" {
+		if err := events.ValidID("channel", c.Channel); err != nil {
+			return fmt.Errorf("%w: %w (set --channel)", ErrInvalidConfig, err)
+		}
+		if len(c.ReleaseKeys) == 0 {
+			return fmt.Errorf("%w: --channel %s without --release-keys: an agent installs only releases signed by a key it trusts", ErrInvalidConfig, c.Channel)
+		}
+	}
+	if err := events.ValidateTrustedKeys(c.ReleaseKeys); err != nil {
+		return fmt.Errorf("%w: %w (set --release-keys)", ErrInvalidConfig, err)
 	}
 	return nil
 }

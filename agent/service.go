@@ -43,6 +43,11 @@ type Service struct {
 
 	pkgMu   sync.Mutex
 	pkgWait map[string]time.Time // jobs whose package store was unreachable, since when
+
+	pending      atomic.Pointer[Update]            // a verified release waiting for the agent to be idle
+	refused      atomic.Pointer[events.UpdateInfo] // the last release refused in this run
+	updateKick   chan struct{}                     // wakes the consume loop for a pending update
+	ready4update *Update                           // the update Run stopped for
 }
 
 // New returns a Service that talks to the broker over nc (see
@@ -59,7 +64,7 @@ func New(nc *nats.Conn, cfg Config) (*Service, error) {
 	s := &Service{
 		face: newFace(nc, js, cfg, events.RunnerService, cfg.Logger.Named("service")),
 		cfg:  cfg,
-		acks: map[string]int{}, kick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
+		acks: map[string]int{}, kick: make(chan struct{}, 1), updateKick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 	s.current.Store("")
 	return s, nil
@@ -94,9 +99,14 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
 	var wg sync.WaitGroup
-	wg.Go(func() { s.reportLoop(ctx) })
-	wg.Go(func() { s.heartbeatLoop(ctx) })
+	wg.Go(func() { s.reportLoop(runCtx) })
+	wg.Go(func() { s.heartbeatLoop(runCtx) })
+	if s.cfg.Channel != "" {
+		wg.Go(func() { s.watchReleases(runCtx) })
+	}
 	sub, err := s.watchDesktopStatuses()
 	if err != nil {
 		s.log.Warn("cannot watch the desktop's statuses; jobs it runs are acked when they come back", zap.Error(err))
@@ -109,7 +119,14 @@ func (s *Service) Run(ctx context.Context) error {
 	if sub != nil {
 		_ = sub.Unsubscribe()
 	}
+	stop()
 	wg.Wait()
+	if u := s.ready4update; u != nil && ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		_ = s.flush(fctx) // what is left waits in the journal for the next version
+		cancel()
+		return fmt.Errorf("%w: %s -> %s", ErrUpdateReady, u.From, u.Release.Version)
+	}
 	return nil
 }
 
@@ -171,10 +188,15 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 	defer s.nc.RemoveStatusListener(reconnected)
 	b := retryDelays
 	for ctx.Err() == nil {
+		if s.takeUpdate(ctx) {
+			return // no job runs: Run returns ErrUpdateReady
+		}
 		fctx, cancel := context.WithTimeout(ctx, fetchWait)
-		go func() { // a reconnection renews the pull request
+		go func() { // a reconnection renews the pull request; a staged update ends it
 			select {
 			case <-reconnected:
+				cancel()
+			case <-s.updateKick:
 				cancel()
 			case <-fctx.Done():
 			}

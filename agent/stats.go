@@ -33,11 +33,14 @@ type Stats struct {
 	// signature is not trusted; ServiceOnly the background jobs it would
 	// not list or run.
 	Untrusted, ServiceOnly int64
+	// ReleasesRefused counts the release manifests the service refused
+	// (signature, channel, platform, downgrade, download).
+	ReleasesRefused int64
 }
 
 // counters are a face's Stats as they are counted.
 type counters struct {
-	offers, filtered, held, refused, started, statusWaits, fetchRetries, desktopRuns, untrusted, serviceOnly atomic.Int64
+	offers, filtered, held, refused, started, statusWaits, fetchRetries, desktopRuns, untrusted, serviceOnly, releasesRefused atomic.Int64
 }
 
 // Stats returns what the face has counted so far.
@@ -47,5 +50,6 @@ func (f *face) Stats() Stats {
 		Offers: c.offers.Load(), Filtered: c.filtered.Load(), Held: c.held.Load(), Refused: c.refused.Load(),
 		Started: c.started.Load(), StatusWaits: c.statusWaits.Load(), FetchRetries: c.fetchRetries.Load(),
 		DesktopRuns: c.desktopRuns.Load(), Untrusted: c.untrusted.Load(), ServiceOnly: c.serviceOnly.Load(),
+		ReleasesRefused: c.releasesRefused.Load(),
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,6 +34,9 @@ type agentFlags struct {
 	ackWait            time.Duration
 	cacheSize          byteSize
 	trust              trustFlags
+	channel            string
+	releaseKeys        []string
+	updateHealth       time.Duration
 }
 
 func (f *agentFlags) register(cmd *cobra.Command) {
@@ -45,6 +49,9 @@ func (f *agentFlags) register(cmd *cobra.Command) {
 	f.cacheSize = pkgcache.DefaultMaxBytes
 	cmd.Flags().Var(&f.cacheSize, "cache-size", "size limit of the package cache in the state dir (2GiB, 500MiB, ...); least recently used packages are evicted first, never one of a pending job")
 	f.trust.register(cmd.Flags())
+	cmd.Flags().StringVar(&f.channel, "channel", "", "release channel to follow (pcm release push --channel): the agent installs each newer release signed by --release-keys once no job runs (default: none, no self-update)")
+	cmd.Flags().StringSliceVar(&f.releaseKeys, "release-keys", nil, "public keys whose signed agent releases this client installs, comma-separated (pcm keys public RELEASE-KEY); required with --channel")
+	cmd.Flags().DurationVar(&f.updateHealth, "update-health-timeout", DefaultUpdateHealthTimeout, "after a self-update, how long the new version has to connect, check its journal and report its version before the previous binary is restored")
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -113,7 +120,7 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 	cfg := agent.Config{
 		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
 		Heartbeat: f.heartbeat, Lease: f.lease, CacheSize: int64(f.cacheSize), Fault: faultFromEnv(log), Logger: log,
-		TrustedKeys: trusted,
+		TrustedKeys: trusted, Channel: f.channel, ReleaseKeys: f.releaseKeys,
 	}
 	return cfg, cfg.Validate()
 }
@@ -121,6 +128,9 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 // runAgent runs the service face of cfg on nc until ctx ends, enrolling
 // the client first when f asks.
 func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, cfg agent.Config) error {
+	if os.Getenv(updateWatchEnv) == "1" {
+		return watchUpdate(ctx, log.Named("update"), nc, cfg)
+	}
 	if f.enroll {
 		if err := enrollSelf(ctx, nc, f); err != nil {
 			return err
@@ -130,8 +140,13 @@ func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags,
 	if err != nil {
 		return err
 	}
-	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("state_dir", cfg.StateDir), zap.String("url", nc.ConnectedUrl()))
-	return svc.Run(ctx)
+	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("version", cfg.Version),
+		zap.String("state_dir", cfg.StateDir), zap.String("url", nc.ConnectedUrl()))
+	err = svc.Run(ctx)
+	if errors.Is(err, agent.ErrUpdateReady) {
+		return applyUpdate(log.Named("update"), nc, cfg, svc.PendingUpdate(), f.updateHealth)
+	}
+	return err
 }
 
 // enrollSelf creates the client's consumer, waiting for the broker first.
