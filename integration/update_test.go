@@ -150,7 +150,7 @@ func TestAgentSelfUpdate(t *testing.T) {
 	}
 	stateDir := filepath.Join(dir, "state")
 	agentCmd := exec.Command(bin, "agent", "--url", env.URL, "--client-id", client, "--state-dir", stateDir,
-		"--heartbeat", "1s", "--lease", "2s", "--channel", "stable", "--release-keys", pub, "--update-health-timeout", "20s")
+		"--heartbeat", "1s", "--lease", "2s", "--channel", "stable", "--release-keys", pub, "--update-health-timeout", "15s")
 	agentCmd.Env = os.Environ()
 	startCmd(t, dir, "pcm-agent", agentCmd)
 	waitInventory(t, env.JS, client, 30*time.Second, func(i events.AgentInfo) error {
@@ -267,7 +267,30 @@ func TestAgentSelfUpdate(t *testing.T) {
 		if code != 0 || !strings.Contains(stdout, "0 of 1 clients run it, 1 failed to update") || !strings.Contains(stdout, client+" failed: version v1.2.0 exited") {
 			t.Fatalf("pcm release status v1.2.0 (exit %d):\n%s", code, stdout)
 		}
-		// The rolled-back agent still runs jobs.
+		// The rolled-back agent still runs jobs (below, after the next case).
+	})
+
+	t.Run("a release that never reports healthy is rolled back at the deadline", func(t *testing.T) {
+		// It starts and runs on, but never connects: the watchdog stops it
+		// when --update-health-timeout (15s here) has passed.
+		hangs := filepath.Join(builds, "hangs")
+		if err := os.WriteFile(hangs, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		release("push", "--version", "v1.3.0", "--channel", "stable", "--release-key", key, platform+"="+hangs)
+		rolled := waitInventory(t, env.JS, client, time.Minute, func(i events.AgentInfo) error {
+			u := i.Update
+			if i.Version != "v1.1.0" || u == nil || u.Version != "v1.3.0" || u.State != events.UpdateFailed || !strings.Contains(u.Reason, "did not report healthy") {
+				return fmt.Errorf("agent runs %s, last update %+v: want v1.1.0 after a failed update to v1.3.0", i.Version, u)
+			}
+			return nil
+		})
+		t.Logf("update failed after %s: %s", time.Since(start).Round(time.Millisecond), rolled.Update.Reason)
+		if v := binaryVersion(t, bin); v != "v1.1.0" {
+			t.Fatalf("%s reports %s after the rollback, want v1.1.0", bin, v)
+		}
+
 		p := newPublisher(t, env.JS)
 		id := publish(t, p, job([]string{"true"}, toClient(client)))
 		if fin := finals(waitFinal(t, env.JS, client, id, time.Minute)); fin[0].State != events.StateSucceeded || fin[0].AgentVersion != "v1.1.0" {
