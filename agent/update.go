@@ -214,6 +214,9 @@ func (s *Service) checkRelease(value []byte) (events.Release, error) {
 	if r.Channel != s.cfg.Channel {
 		return r, fmt.Errorf("release %s is signed for channel %s, heard on %s", r.Version, r.Channel, s.cfg.Channel)
 	}
+	if !r.InRelease(s.cfg.ClientID) {
+		return r, errNothingToDo // offered to another part of the fleet for now
+	}
 	if _, ok := r.Platforms[s.cfg.Platform()]; !ok {
 		return r, fmt.Errorf("release %s has no binary for %s", r.Version, s.cfg.Platform())
 	}

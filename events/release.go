@@ -2,6 +2,8 @@ package events
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -45,6 +47,11 @@ type Release struct {
 	// Rollback allows agents running a newer version to install this one:
 	// without it an older version is refused.
 	Rollback bool `json:"rollback,omitempty"`
+	// Percent, from 1 to 99, offers the release to that share of the
+	// clients only: those whose stable hash of version and client id
+	// (InRelease) falls under it. 0 or 100 offers it to every client. A
+	// client chosen at 10% is chosen at every higher percentage.
+	Percent int `json:"percent,omitempty"`
 	// Platforms maps "os/arch" to the package holding its binary.
 	Platforms   map[string]PackageRef `json:"platforms"`
 	PublishedAt time.Time             `json:"published_at"`
@@ -153,6 +160,9 @@ func (r Release) Validate() error {
 	if err := ValidID("channel", r.Channel); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRelease, err)
 	}
+	if r.Percent < 0 || r.Percent > 100 {
+		return fmt.Errorf("%w: release %s: percent %d is not between 0 and 100", ErrInvalidRelease, r.Version, r.Percent)
+	}
 	if len(r.Platforms) == 0 {
 		return fmt.Errorf("%w: release %s has no binary: give one per os/arch", ErrInvalidRelease, r.Version)
 	}
@@ -166,6 +176,24 @@ func (r Release) Validate() error {
 		}
 	}
 	return nil
+}
+
+// InRelease reports whether client is among the clients r is offered to:
+// always at 0 or 100 percent, else when the client's bucket, the first 8
+// bytes of sha256("<version>/<client>") modulo 100, is under r.Percent.
+// The bucket is stable for a version, so raising the percentage of a
+// release only adds clients.
+func (r Release) InRelease(client string) bool {
+	if r.Percent <= 0 || r.Percent >= 100 {
+		return true
+	}
+	return ReleaseBucket(r.Version, client) < r.Percent
+}
+
+// ReleaseBucket is client's bucket, 0 to 99, for version (see InRelease).
+func ReleaseBucket(version, client string) int {
+	sum := sha256.Sum256([]byte(version + "/" + client))
+	return int(binary.BigEndian.Uint64(sum[:8]) % 100)
 }
 
 // NewRelease validates r and returns its pcm.release.v1 event (a new

@@ -3,6 +3,7 @@ package events_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,7 @@ func TestReleaseValidate(t *testing.T) {
 		"wildcard": func(r *events.Release) {
 			r.Platforms = map[string]events.PackageRef{"linux/*": r.Platforms["linux/amd64"]}
 		},
+		"percent":       func(r *events.Release) { r.Percent = 101 },
 		"bad reference": func(r *events.Release) { r.Platforms = map[string]events.PackageRef{"linux/amd64": {Name: "pcm"}} },
 	} {
 		r := testRelease()
@@ -110,5 +112,35 @@ func TestReleaseValidate(t *testing.T) {
 		if err := r.Validate(); !errors.Is(err, events.ErrInvalidRelease) && !errors.Is(err, events.ErrInvalidPackage) {
 			t.Errorf("%s: %v, want ErrInvalidRelease", name, err)
 		}
+	}
+}
+
+func TestInRelease(t *testing.T) {
+	r := testRelease()
+	counts := map[int]int{}
+	for i := range 2000 {
+		client := fmt.Sprintf("client-%d", i)
+		for _, p := range []int{0, 10, 50, 100} {
+			r.Percent = p
+			if r.InRelease(client) {
+				counts[p]++
+			}
+		}
+		// Stable, and monotonic in the percentage.
+		r.Percent = 10
+		in10 := r.InRelease(client)
+		r.Percent = 50
+		if in10 && !r.InRelease(client) {
+			t.Fatalf("%s is in at 10%% but not at 50%%", client)
+		}
+		if events.ReleaseBucket(r.Version, client) != events.ReleaseBucket(r.Version, client) {
+			t.Fatal("the bucket is not stable")
+		}
+	}
+	if counts[0] != 2000 || counts[100] != 2000 {
+		t.Fatalf("0%% and 100%% offer to every client: %v", counts)
+	}
+	if counts[10] < 140 || counts[10] > 260 || counts[50] < 900 || counts[50] > 1100 {
+		t.Fatalf("out of 2000 clients, %d at 10%% and %d at 50%%", counts[10], counts[50])
 	}
 }

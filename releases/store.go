@@ -27,6 +27,9 @@ type PushOptions struct {
 	Binaries map[string]string
 	// Rollback lets agents running a newer version install this one.
 	Rollback bool
+	// Percent offers the release to that share of the channel's clients
+	// (events.Release.Percent); 0 to all.
+	Percent int
 	// Force replaces an existing version and its binaries.
 	Force bool
 	// Key signs the manifest. Required.
@@ -76,6 +79,9 @@ func (s *Store) Push(ctx context.Context, opts PushOptions) (events.Release, err
 	if opts.Key == nil {
 		return events.Release{}, fmt.Errorf("%w: no release key to sign the manifest with", events.ErrInvalidKey)
 	}
+	if opts.Percent < 0 || opts.Percent > 100 {
+		return events.Release{}, fmt.Errorf("%w: percent %d is not between 0 and 100", events.ErrInvalidRelease, opts.Percent)
+	}
 	if len(opts.Binaries) == 0 {
 		return events.Release{}, fmt.Errorf("%w: no binary: give one per os/arch", events.ErrInvalidRelease)
 	}
@@ -86,7 +92,7 @@ func (s *Store) Push(ctx context.Context, opts PushOptions) (events.Release, err
 	if _, err := kv.Get(ctx, events.ReleaseVersionKey(opts.Version)); err == nil && !opts.Force {
 		return events.Release{}, fmt.Errorf("%w: %s: push another version, or --force to replace it", ErrExists, opts.Version)
 	}
-	r := events.Release{Version: opts.Version, Channel: opts.Channel, Rollback: opts.Rollback,
+	r := events.Release{Version: opts.Version, Channel: opts.Channel, Rollback: opts.Rollback, Percent: opts.Percent,
 		Platforms: map[string]events.PackageRef{}, PublishedAt: s.now().UTC(), PublishedBy: opts.Publisher}
 	store := packages.NewStore(s.js)
 	for _, p := range sortedKeys(opts.Binaries) {
@@ -115,9 +121,10 @@ func (s *Store) Push(ctx context.Context, opts PushOptions) (events.Release, err
 }
 
 // Promote makes version the release of channel: its manifest signed again
-// with key, naming that channel. rollback marks it as allowed to replace
-// newer versions (to bring a channel back to it).
-func (s *Store) Promote(ctx context.Context, version, channel string, rollback bool, key nkeys.KeyPair, publisher string) (events.Release, error) {
+// with key, naming that channel, offered to percent of its clients (0:
+// all). rollback marks it as allowed to replace newer versions (to bring a
+// channel back to it).
+func (s *Store) Promote(ctx context.Context, version, channel string, percent int, rollback bool, key nkeys.KeyPair, publisher string) (events.Release, error) {
 	if err := events.ValidID("channel", channel); err != nil {
 		return events.Release{}, fmt.Errorf("%w: %w", events.ErrInvalidRelease, err)
 	}
@@ -132,7 +139,7 @@ func (s *Store) Promote(ctx context.Context, version, channel string, rollback b
 	if err != nil {
 		return events.Release{}, err
 	}
-	r.Channel, r.Rollback, r.PublishedAt, r.PublishedBy = channel, rollback, s.now().UTC(), publisher
+	r.Channel, r.Percent, r.Rollback, r.PublishedAt, r.PublishedBy = channel, percent, rollback, s.now().UTC(), publisher
 	value, err := s.sign(r, key, publisher)
 	if err != nil {
 		return events.Release{}, err

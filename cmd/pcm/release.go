@@ -79,7 +79,7 @@ pcm-linux-amd64 or pcm-windows-amd64.exe. A version is never replaced unless --f
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pushed release %s on channel %s: %s\n", r.Version, r.Channel, platformsOf(r))
+			fmt.Fprintf(cmd.OutOrStdout(), "pushed release %s on channel %s%s: %s\n", r.Version, r.Channel, percentNote(r), platformsOf(r))
 			return nil
 		},
 	}
@@ -88,6 +88,7 @@ pcm-linux-amd64 or pcm-windows-amd64.exe. A version is never replaced unless --f
 	fl.StringVar(&opts.Channel, "channel", "stable", "channel to publish the release on")
 	fl.StringVar(&key, "release-key", "", "file holding the seed of the release key (pcm keys new); agents trust its public key with --release-keys")
 	fl.BoolVar(&opts.Rollback, "rollback", false, "let agents running a newer version install this one (to bring a channel back)")
+	fl.IntVar(&opts.Percent, "percent", 0, "offer the release to this percentage of the channel's clients only (1-99, by a stable hash of version and client id; 0: all); promote with a higher one to widen it")
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing version and its binaries")
 	return cmd
 }
@@ -108,6 +109,13 @@ func releaseBinaryArg(a string) (platform, path string, err error) {
 	return "", "", fmt.Errorf("%s: give its platform as OS/ARCH=%s, or name it pcm-OS-ARCH (pcm-linux-amd64)", a, a)
 }
 
+func percentNote(r events.Release) string {
+	if r.Percent <= 0 || r.Percent >= 100 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d%% of its clients)", r.Percent)
+}
+
 func platformsOf(r events.Release) string {
 	var ps []string
 	for p := range r.Platforms {
@@ -120,6 +128,7 @@ func platformsOf(r events.Release) string {
 func newReleasePromoteCmd(g *globals) *cobra.Command {
 	var channel, key string
 	var rollback bool
+	var percent int
 	cmd := &cobra.Command{
 		Use:   "promote V --channel C --release-key FILE",
 		Short: "Make a pushed release the release of a channel",
@@ -141,17 +150,18 @@ a downgrade otherwise).`,
 				return err
 			}
 			defer nc.Close()
-			r, err := releases.NewStore(js).Promote(cmd.Context(), args[0], channel, rollback, kp, defaultPublisherName())
+			r, err := releases.NewStore(js).Promote(cmd.Context(), args[0], channel, percent, rollback, kp, defaultPublisherName())
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "release %s is now the release of channel %s\n", r.Version, r.Channel)
+			fmt.Fprintf(cmd.OutOrStdout(), "release %s is now the release of channel %s%s\n", r.Version, r.Channel, percentNote(r))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&channel, "channel", "stable", "channel to promote the release to")
 	cmd.Flags().StringVar(&key, "release-key", "", "file holding the seed of the release key (pcm keys new)")
 	cmd.Flags().BoolVar(&rollback, "rollback", false, "let agents running a newer version install this one")
+	cmd.Flags().IntVar(&percent, "percent", 0, "offer the release to this percentage of the channel's clients only (1-99, by a stable hash of version and client id; 0: all)")
 	return cmd
 }
 
