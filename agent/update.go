@@ -9,11 +9,12 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
 // UpdateJobID is the job id the service writes in its lock while it
@@ -113,45 +114,80 @@ func (s *Service) updateInfo() *events.UpdateInfo {
 	return &events.UpdateInfo{Version: rec.To, From: rec.From, State: rec.State, Reason: rec.Reason, At: rec.At}
 }
 
-// watchReleases follows the channel's key of PCM_RELEASES (a KV watch: the
-// current release at once, then each promotion as it happens) until ctx
-// ends, and stages each release this agent should install.
+// watchReleases follows the channel's key of PCM_RELEASES until ctx
+// ends, and stages each release this agent should install. It reads the
+// key at start, then each time it hears the key written (a subscription to
+// events.ReleaseHintSubject: no polling, and no consumer, which a client's
+// account may not create), and again after a reconnection.
 func (s *Service) watchReleases(ctx context.Context) {
 	log := s.log.With(zap.String("channel", s.cfg.Channel))
-	b := retryDelays
-	for ctx.Err() == nil {
-		err := s.watchReleasesOnce(ctx, log)
-		if ctx.Err() != nil {
-			return
-		}
-		d := b.Next()
-		log.Warn("cannot watch the release channel; retrying", zap.Error(err), zap.Duration("retry_in", d))
-		sleep(ctx, d)
-	}
-}
-
-func (s *Service) watchReleasesOnce(ctx context.Context, log *zap.Logger) error {
-	kv, err := s.js.KeyValue(ctx, events.BucketReleases)
-	if err != nil {
-		return fmt.Errorf("bucket %s: %w", events.BucketReleases, err)
-	}
-	w, err := kv.Watch(ctx, events.ReleaseChannelKey(s.cfg.Channel))
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
-	for {
+	key := kvkey.New(s.js, events.BucketReleases, events.ReleaseChannelKey(s.cfg.Channel))
+	heard := make(chan struct{}, 1)
+	hint := func() {
 		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("the watch ended")
+		case heard <- struct{}{}:
+		default:
+		}
+	}
+	sub, err := s.nc.Subscribe(events.ReleaseHintSubject(s.cfg.Channel), func(*nats.Msg) { hint() })
+	if err != nil {
+		log.Warn("cannot hear the release channel; it is read at start and after each reconnection only", zap.Error(err))
+	} else {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	reconnected := s.nc.StatusChanged(nats.CONNECTED)
+	defer s.nc.RemoveStatusListener(reconnected)
+	var last uint64 // the revision considered last
+	b := retryDelays
+	// A write is heard once stored (the bucket republishes it), but a
+	// read may reach a replica that has not applied it yet: a read that
+	// finds nothing new after a hint is tried again a few times.
+	const rechecks = 5
+	recheck := 0
+	wait := false // the first read is at once
+	for {
+		if wait {
+			select {
+			case <-ctx.Done():
+				return
+			case <-heard:
+				recheck = rechecks
+			case <-reconnected:
 			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
+		}
+		wait = true
+		rctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		e, err := key.Get(rctx)
+		cancel()
+		var delay time.Duration
+		switch {
+		case errors.Is(err, kvkey.ErrNotFound), err == nil && e.Revision == last:
+			b.Reset()
+			if recheck > 0 {
+				recheck--
+				delay = 200 * time.Millisecond
 			}
-			s.considerRelease(ctx, log, e.Value())
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			delay = b.Next()
+			log.Warn("cannot read the release channel; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+		default:
+			b.Reset()
+			recheck = 0
+			last = e.Revision
+			s.considerRelease(ctx, log, e.Value)
+		}
+		if delay > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			case <-heard:
+				recheck = rechecks
+			}
+			wait = false
 		}
 	}
 }

@@ -202,6 +202,11 @@ func ReleasesBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 		History:     10,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
+		RePublish: &jetstream.RePublish{
+			Source:      "$KV." + events.BucketReleases + "." + events.ReleaseChannelKey("*"),
+			Destination: events.ReleaseHintSubject("{{wildcard(1)}}"),
+			HeadersOnly: true,
+		},
 	}
 }
 
@@ -340,5 +345,7 @@ func sameBucketConfig(have, want jetstream.KeyValueConfig) bool {
 		have.Storage == want.Storage &&
 		have.Replicas == want.Replicas &&
 		have.TTL == want.TTL &&
-		have.LimitMarkerTTL == want.LimitMarkerTTL
+		have.LimitMarkerTTL == want.LimitMarkerTTL &&
+		(have.RePublish == nil) == (want.RePublish == nil) &&
+		(have.RePublish == nil || *have.RePublish == *want.RePublish)
 }

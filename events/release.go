@@ -36,6 +36,14 @@ func ReleaseVersionKey(version string) string { return "version." + version }
 // ReleaseChannelKey is the PCM_RELEASES key of a channel's current release.
 func ReleaseChannelKey(channel string) string { return "channel." + channel }
 
+// ReleaseHintSubject is where PCM_RELEASES republishes (headers only,
+// once stored) each write of a channel's key: agents subscribe to hear of
+// a new release, then read the key. The bucket's stream publishes it in
+// the account that holds the resources, so it reaches every client's
+// account through its stream import (a write arriving through a
+// publisher's service import would not).
+func ReleaseHintSubject(channel string) string { return "pcm.releases.channel." + channel }
+
 // Release is an agent release manifest: the version, the channel it is
 // meant for, and the binary of each platform by sha256. A manifest is
 // trusted only when signed by a release key an agent trusts

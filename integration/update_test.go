@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/packages"
 	"github.com/pcm-project/pcm/testenv"
@@ -122,9 +123,6 @@ func binaryVersion(t *testing.T, path string) string {
 // does not run again after the restart), and one whose binary exits at
 // start (v1.2.0: rolled back to v1.1.0, the failure reported).
 func TestAgentSelfUpdate(t *testing.T) {
-	if testenv.Secure() {
-		t.Skipf("PCM_RELEASES is not exported to the client accounts yet: self-update runs on open brokers only; unset %s", testenv.SecureEnv)
-	}
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
 		t.Skip("release platforms are linux/amd64 and linux/arm64 here")
 	}
@@ -149,8 +147,17 @@ func TestAgentSelfUpdate(t *testing.T) {
 		t.Fatalf("cp: %v %s", err, out)
 	}
 	stateDir := filepath.Join(dir, "state")
-	agentCmd := exec.Command(bin, "agent", "--url", env.URL, "--client-id", client, "--state-dir", stateDir,
-		"--heartbeat", "1s", "--lease", "2s", "--channel", "stable", "--release-keys", pub, "--update-health-timeout", "15s")
+	// On a secure broker (PCM_TEST_SECURE=1) the agent connects with its
+	// client's agent credentials and pcm release with a publisher's: the
+	// grants of PCM_RELEASES are those of production.
+	agentArgs := []string{"agent", "--url", env.URL, "--client-id", client, "--state-dir", stateDir,
+		"--heartbeat", "1s", "--lease", "2s", "--channel", "stable", "--release-keys", pub, "--update-health-timeout", "15s"}
+	var releaseArgs []string
+	if s := testenv.SecurityOf(env.URL); s != nil {
+		agentArgs = append(agentArgs, "--creds", s.Creds(t, auth.User{Role: auth.RoleAgent, Name: client}))
+		releaseArgs = append(releaseArgs, "--creds", s.Creds(t, auth.User{Role: auth.RolePublisher, Name: "ci"}))
+	}
+	agentCmd := exec.Command(bin, agentArgs...)
 	agentCmd.Env = os.Environ()
 	startCmd(t, dir, "pcm-agent", agentCmd)
 	waitInventory(t, env.JS, client, 30*time.Second, func(i events.AgentInfo) error {
@@ -162,7 +169,7 @@ func TestAgentSelfUpdate(t *testing.T) {
 	waitPulling(t, env.JS, client)
 	release := func(args ...string) {
 		t.Helper()
-		stdout, stderr, code := runPCM(t, nil, append([]string{"release", "--url", env.URL}, args...)...)
+		stdout, stderr, code := runPCM(t, nil, append(append([]string{"release", "--url", env.URL}, releaseArgs...), args...)...)
 		if code != 0 {
 			t.Fatalf("pcm release %v: exit %d\n%s%s", args, code, stdout, stderr)
 		}
@@ -263,7 +270,7 @@ func TestAgentSelfUpdate(t *testing.T) {
 		if v := binaryVersion(t, bin); v != "v1.1.0" {
 			t.Fatalf("%s reports %s after the rollback, want v1.1.0", bin, v)
 		}
-		stdout, _, code := runPCM(t, nil, "release", "status", "v1.2.0", "--url", env.URL)
+		stdout, _, code := runPCM(t, nil, append([]string{"release", "status", "v1.2.0", "--url", env.URL}, releaseArgs...)...)
 		if code != 0 || !strings.Contains(stdout, "0 of 1 clients run it, 1 failed to update") || !strings.Contains(stdout, client+" failed: version v1.2.0 exited") {
 			t.Fatalf("pcm release status v1.2.0 (exit %d):\n%s", code, stdout)
 		}

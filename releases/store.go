@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/kvread"
 	"github.com/pcm-project/pcm/packages"
 )
 
@@ -151,29 +152,29 @@ func (s *Store) Promote(ctx context.Context, version, channel string, percent in
 }
 
 // List returns every pushed version, newest first, with the channels that
-// run it now.
+// run it now. It reads the bucket by direct gets (no consumer: what a
+// publisher or an auditor may do).
 func (s *Store) List(ctx context.Context) ([]Entry, error) {
-	kv, err := s.bucket(ctx)
-	if err != nil {
+	if _, err := s.bucket(ctx); err != nil {
 		return nil, err
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: listing %s: %w", ErrStore, events.BucketReleases, err)
 	}
 	byVersion := map[string]*Entry{}
 	channels := map[string]string{} // channel -> version
-	for k := range keys.Keys() {
-		r, signer, err := s.get(ctx, kv, k)
+	err := kvread.Snapshot(ctx, s.js, events.BucketReleases, func(e kvread.Entry) {
+		ev, r, err := events.ParseRelease(e.Value)
 		if err != nil {
-			continue // a damaged or foreign value is not a release
+			return // a damaged or foreign value is not a release
 		}
 		switch {
-		case strings.HasPrefix(k, "version."):
+		case strings.HasPrefix(e.Key, "version."):
+			signer, _ := ev.Extensions()[events.ExtensionSigner].(string)
 			byVersion[r.Version] = &Entry{Release: r, Signer: signer}
-		case strings.HasPrefix(k, "channel."):
-			channels[strings.TrimPrefix(k, "channel.")] = r.Version
+		case strings.HasPrefix(e.Key, "channel."):
+			channels[strings.TrimPrefix(e.Key, "channel.")] = r.Version
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", ErrStore, events.BucketReleases, err)
 	}
 	for c, v := range channels {
 		if e, ok := byVersion[v]; ok {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/kvkey"
 	"github.com/pcm-project/pcm/internal/selfupdate"
 )
 
@@ -117,47 +118,53 @@ func watchUpdate(ctx context.Context, log *zap.Logger, nc *nats.Conn, cfg agent.
 }
 
 // healthOf waits for the new version's inventory; it returns "" when
-// healthy, else why not.
+// healthy, else why not. It reads the client's own key of PCM_AGENTS (what
+// an agent's credentials allow: a direct get of its key, no watcher) when
+// it hears the key written, and every second of the trial besides.
 func healthOf(ctx context.Context, nc *nats.Conn, client string, rec agent.UpdateRecord) string {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err.Error()
 	}
+	key := kvkey.New(js, events.BucketAgents, client)
+	heard := make(chan struct{}, 1)
+	if sub, err := nc.Subscribe(key.Subject(), func(*nats.Msg) {
+		select {
+		case heard <- struct{}{}:
+		default:
+		}
+	}); err == nil {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	deadline := time.NewTimer(time.Until(rec.Deadline))
 	defer deadline.Stop()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	var updates <-chan jetstream.KeyValueEntry
+	alive := time.NewTicker(200 * time.Millisecond)
+	defer alive.Stop()
+	read := time.NewTicker(time.Second)
+	defer read.Stop()
 	for {
-		if updates == nil {
-			if kv, err := js.KeyValue(ctx, events.BucketAgents); err == nil {
-				if w, err := kv.Watch(ctx, client); err == nil {
-					defer w.Stop()
-					updates = w.Updates()
-				}
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err().Error()
-		case e, ok := <-updates:
-			if !ok {
-				updates = nil
-				continue
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			if info, ok := events.ParseAgentInfo(client, e.Value()); ok && info.Version == rec.To && info.StartedAt.After(rec.At.Add(-time.Second)) {
-				return ""
-			}
-		case <-tick.C:
-			if !selfupdate.Alive(rec.PID) {
-				return fmt.Sprintf("version %s exited before reporting healthy", rec.To)
-			}
 		case <-deadline.C:
 			return fmt.Sprintf("version %s did not report healthy (connected, journal checked, inventory written) within %s",
 				rec.To, rec.Deadline.Sub(rec.At).Round(time.Second))
+		case <-alive.C:
+			if !selfupdate.Alive(rec.PID) {
+				return fmt.Sprintf("version %s exited before reporting healthy", rec.To)
+			}
+			continue
+		case <-heard:
+		case <-read.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		e, err := key.Get(rctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if info, ok := events.ParseAgentInfo(client, e.Value); ok && info.Version == rec.To && info.StartedAt.After(rec.At.Add(-time.Second)) {
+			return ""
 		}
 	}
 }
