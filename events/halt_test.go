@@ -147,7 +147,9 @@ func TestRolloutTally(t *testing.T) {
 // TestSupersedes: the latest status of a job on a client, whatever the
 // order the statuses are read in.
 func TestSupersedes(t *testing.T) {
-	st := func(s events.State, attempt int) events.JobStatus { return events.JobStatus{State: s, Attempt: attempt} }
+	st := func(s events.State, attempt int) events.JobStatus {
+		return events.JobStatus{State: s, Attempt: attempt}
+	}
 	for _, tc := range []struct {
 		s, cur events.JobStatus
 		want   bool

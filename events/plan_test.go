@@ -138,7 +138,11 @@ func TestPlanValidation(t *testing.T) {
 		{"group ring first ok", func(j *events.JobOffered) {
 			j.Rollout = &events.RolloutPlan{Soak: events.Duration(time.Hour), Rings: []events.Ring{{Groups: []string{"pilot"}}, {Percent: 100}}}
 		}, nil, ""},
-		{"halt threshold ok", func(j *events.JobOffered) { j.Rollout = plan(time.Hour, 10, 100); j.Rollout.HaltAt = ptr(5.0); j.Rollout.HaltMin = 20 }, nil, ""},
+		{"halt threshold ok", func(j *events.JobOffered) {
+			j.Rollout = plan(time.Hour, 10, 100)
+			j.Rollout.HaltAt = ptr(5.0)
+			j.Rollout.HaltMin = 20
+		}, nil, ""},
 		{"halt at 0 ok", func(j *events.JobOffered) { j.Rollout = plan(time.Hour, 10, 100); j.Rollout.HaltAt = ptr(0.0) }, nil, ""},
 		{"no rings", func(j *events.JobOffered) { j.Rollout = plan(time.Hour) }, events.ErrInvalidPlan, "rollout.rings"},
 		{"percentages not increasing", func(j *events.JobOffered) { j.Rollout = plan(time.Hour, 10, 5, 100) }, events.ErrInvalidPlan, "rollout.rings[1]"},
@@ -164,7 +168,11 @@ func TestPlanValidation(t *testing.T) {
 		{"threshold negative", func(j *events.JobOffered) { j.Rollout = plan(time.Hour, 10, 100); j.Rollout.HaltAt = ptr(-1.0) }, events.ErrInvalidPlan, "rollout.halt_at"},
 		{"threshold NaN", func(j *events.JobOffered) { j.Rollout = plan(time.Hour, 10, 100); j.Rollout.HaltAt = ptr(math.NaN()) }, events.ErrInvalidPlan, "rollout.halt_at"},
 		{"halt min without threshold", func(j *events.JobOffered) { j.Rollout = plan(time.Hour, 10, 100); j.Rollout.HaltMin = 5 }, events.ErrInvalidPlan, "rollout.halt_min"},
-		{"halt min negative", func(j *events.JobOffered) { j.Rollout = plan(time.Hour, 10, 100); j.Rollout.HaltAt = ptr(5.0); j.Rollout.HaltMin = -1 }, events.ErrInvalidPlan, "rollout.halt_min"},
+		{"halt min negative", func(j *events.JobOffered) {
+			j.Rollout = plan(time.Hour, 10, 100)
+			j.Rollout.HaltAt = ptr(5.0)
+			j.Rollout.HaltMin = -1
+		}, events.ErrInvalidPlan, "rollout.halt_min"},
 		{"detect ok", func(j *events.JobOffered) { j.Detect = &events.DetectCommand{Argv: []string{"test", "-f", "/x"}} }, nil, ""},
 		{"detect empty", func(j *events.JobOffered) { j.Detect = &events.DetectCommand{} }, events.ErrEmptyArgv, "detect argv"},
 		{"detect NUL", func(j *events.JobOffered) { j.Detect = &events.DetectCommand{Argv: []string{"a\x00"}} }, events.ErrInvalidArgv, "detect argv[0]"},
