@@ -212,7 +212,7 @@ func ReadHalt(h nats.Header, data []byte, job string, publishers, controllers []
 			err = check(publishers)
 		}
 		if err != nil {
-			return &JobHalted{JobID: job, Reason: "halted: its resume is not a trusted publisher's"}, err
+			return &JobHalted{JobID: job, Reason: "its resume is not a trusted publisher's"}, err
 		}
 		return nil, nil
 	}

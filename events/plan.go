@@ -320,3 +320,10 @@ func (r RolloutPlan) Halts(t RolloutTally) bool {
 	}
 	return float64(t.Failed)*100 > *r.HaltAt*float64(t.Finished)
 }
+
+// Fulfilled reports whether a job that ended in s is in place on its
+// client, for the jobs that require it: it succeeded, or its detection
+// found it already present.
+func (s JobStatus) Fulfilled() bool {
+	return s.State == StateSucceeded || (s.State == StateNotApplicable && s.Reason == ReasonAlreadyPresent)
+}
