@@ -23,6 +23,20 @@ const (
 	TypeJobResumed = "pcm.job.resumed.v1"
 )
 
+// BucketController is the KV bucket of the rollout controller: the lease of
+// the one active controller of a cluster (key ControllerLeaderKey). Only
+// the pcm account reaches it.
+const BucketController = "PCM_CONTROLLER"
+
+// ControllerLeaderKey is the key of BucketController whose holder is the
+// active rollout controller.
+const ControllerLeaderKey = "leader"
+
+// HolderController is the holder of the rollout controller's lease (a
+// LockInfo under ControllerLeaderKey of BucketController), beside the two
+// faces that hold a client's lock.
+const HolderController Runner = "controller"
+
 // controllerSourcePrefix starts the source of the rollout controller's
 // events.
 const controllerSourcePrefix = "/pcm/controller/"
