@@ -266,8 +266,11 @@ func (s *Service) hold(msg jetstream.Msg, f Facts, d Decision) {
 		}
 	}
 	until := max(time.Until(d.Until), 0) + 5*time.Millisecond
-	if d.Rule == RuleRequires {
+	switch d.Rule {
+	case RuleRequires:
 		s.waiting.add(rec.JobID, f.Job.Requires)
+	case RuleHalted:
+		s.counts.haltedHolds.Add(1)
 	}
 	s.counts.held.Add(1)
 	s.log.Info("job pending", zap.String("job", rec.JobID), zap.String("why", d.Why), zap.Time("until", d.Until))

@@ -44,12 +44,15 @@ type Stats struct {
 	// Woken counts the held offers woken before their time: by a resume,
 	// or by the end of a job they require.
 	Woken int64
+	// HaltedHolds counts the offers held because their staged rollout is
+	// halted (among Held).
+	HaltedHolds int64
 }
 
 // counters are a face's Stats as they are counted.
 type counters struct {
 	offers, filtered, held, refused, started, statusWaits, fetchRetries, desktopRuns, untrusted, serviceOnly atomic.Int64
-	untrustedHalts, detections, present, woken                                                               atomic.Int64
+	untrustedHalts, detections, present, woken, haltedHolds                                                  atomic.Int64
 }
 
 // Stats returns what the face has counted so far.
@@ -60,5 +63,6 @@ func (f *face) Stats() Stats {
 		Started: c.started.Load(), StatusWaits: c.statusWaits.Load(), FetchRetries: c.fetchRetries.Load(),
 		DesktopRuns: c.desktopRuns.Load(), Untrusted: c.untrusted.Load(), ServiceOnly: c.serviceOnly.Load(),
 		UntrustedHalts: c.untrustedHalts.Load(), Detections: c.detections.Load(), Present: c.present.Load(), Woken: c.woken.Load(),
+		HaltedHolds: c.haltedHolds.Load(),
 	}
 }

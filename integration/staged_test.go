@@ -1,0 +1,304 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/controller"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/rollout"
+	"github.com/pcm-project/pcm/testenv"
+)
+
+// runningController is an in-process rollout controller.
+type runningController struct {
+	c      *controller.Controller
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// startController runs a rollout controller signing with k on js; it is
+// stopped at cleanup.
+func startController(t testing.TB, js jetstream.JetStream, name string, k signingKey) *runningController {
+	t.Helper()
+	c, err := controller.New(js, controller.Config{Name: name, Signer: k.kp, Lease: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rc := &runningController{c: c, cancel: cancel, done: make(chan error, 1)}
+	go func() { rc.done <- c.Run(ctx) }()
+	t.Cleanup(func() { rc.stop(t) })
+	return rc
+}
+
+// stop stops the controller (as a kill would: it leads no more) and waits
+// for Run to return.
+func (rc *runningController) stop(t testing.TB) {
+	rc.once.Do(func() {
+		rc.cancel()
+		if err := <-rc.done; err != nil {
+			t.Errorf("the controller's Run: %v", err)
+		}
+	})
+}
+
+// waitLeading waits until the controller leads.
+func (rc *runningController) waitLeading(t testing.TB) {
+	t.Helper()
+	testenv.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if s := rc.c.Stats(); !s.Leading {
+			return fmt.Errorf("the controller does not lead: %+v", s)
+		}
+		return nil
+	})
+}
+
+// controllerKeys makes an agent obey the halts signed by keys.
+func controllerKeys(keys ...signingKey) agentOpts {
+	return func(c *agent.Config) {
+		for _, k := range keys {
+			c.ControllerKeys = append(c.ControllerKeys, k.pub)
+		}
+	}
+}
+
+// seedFile writes k's seed to a file of dir for --signing-key.
+func seedFile(t testing.TB, dir string, k signingKey) string {
+	t.Helper()
+	seed, err := k.kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "seed-"+k.pub[:8]+".nk")
+	if err := os.WriteFile(path, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runsOf is how many times the staged command ran on client (one line of
+// its marker file per run).
+func runsOf(t testing.TB, dir, client string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "ran-"+client))
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
+}
+
+// TestStagedRolloutHaltsItself is the end to end of a staged rollout that
+// stops itself: 50 agents, rings 10/50/100 with a short soak, a command
+// that fails on 20% of the clients (some of ring 1's among them). The
+// rollout controller is stopped mid-ring 1 and another one takes over: it
+// halts the job once ring 1 has finished, signed by its key. pcm publish
+// --wait exits 1 on the halt; the clients of rings 2 and 3 never run the
+// job while it is halted, even after their rings' times, and pcm status
+// says halted; pcm resume lets them run it, and nothing runs twice.
+func TestStagedRolloutHaltsItself(t *testing.T) {
+	const clients = 50
+	const soak = 8 * time.Second
+	env := testenv.StartBroker(t)
+	dir := t.TempDir()
+	pubKey, ctlKey := newSigningKey(t), newSigningKey(t)
+
+	// The job id fixes every client's ring: take one whose ring 1 has a
+	// few clients, as 10% of 50 should.
+	plan := events.RolloutPlan{Rings: []events.Ring{{Percent: 10}, {Percent: 50}, {Percent: 100}}}
+	var job string
+	rings := map[int][]string{}
+	ringOf := map[string]int{}
+	for i := 0; ; i++ {
+		job = fmt.Sprintf("staged-%d", i)
+		clear(rings)
+		for c := range clients {
+			client := fmt.Sprintf("c%02d", c)
+			ring := plan.RingOf(job, client, nil)
+			rings[ring] = append(rings[ring], client)
+			ringOf[client] = ring
+		}
+		if n := len(rings[1]); n >= 4 && n <= 7 {
+			break
+		}
+	}
+	ring1 := rings[1]
+	later := append(append([]string{}, rings[2]...), rings[3]...)
+	// 20% fail: every other client of ring 1 (over the 20% threshold
+	// there), the rest in the later rings. One client of ring 1 is slow:
+	// it runs until released.
+	var failing []string
+	for i, c := range ring1 {
+		if i%2 == 0 {
+			failing = append(failing, c)
+		}
+	}
+	for _, c := range later {
+		if len(failing) == clients/5 {
+			break
+		}
+		failing = append(failing, c)
+	}
+	for _, c := range failing {
+		touch(t, filepath.Join(dir, "fail-"+c))
+	}
+	slow := ring1[1]
+	touch(t, filepath.Join(dir, "slow-"+slow))
+	script := fmt.Sprintf(`d=%s; echo run >> "$d/ran-$PCM_CLIENT_ID"
+if [ -e "$d/slow-$PCM_CLIENT_ID" ]; then while [ ! -e "$d/release" ]; do sleep 0.05; done; fi
+if [ -e "$d/fail-$PCM_CLIENT_ID" ]; then exit 3; fi`, dir)
+
+	agents := map[string]*runningAgent{}
+	for c := range clients {
+		client := fmt.Sprintf("c%02d", c)
+		enroll(t, env.JS, client)
+		agents[client] = startAgent(t, env.URL, client, filepath.Join(dir, "state-"+client), trusting(pubKey), controllerKeys(ctlKey))
+	}
+	for _, a := range agents {
+		a.waitReady(t)
+	}
+	first := startController(t, env.JS, "ctl", ctlKey)
+	first.waitLeading(t)
+
+	seed := seedFile(t, dir, pubKey)
+	pub := startPCM(t, dir, nil, "publish", "--url", env.URL, "--all", "--job-id", job, "--rings", "10,50,100", "--soak", soak.String(),
+		"--halt-at", "20%", "--halt-min", strconv.Itoa(len(ring1)), "--signing-key", seed, "--wait", "--wait-timeout", "2m",
+		"--", "sh", "-c", script)
+	pub.stdout.waitLine(t, regexp.MustCompile("^"+job+"$"), 15*time.Second)
+	published := time.Now()
+
+	// Ring 1 runs at once, the slow client still running: the controller
+	// is stopped (a crash halts nothing, starts nothing) and another one
+	// takes over, reading where the rollout stands from the streams.
+	for _, c := range ring1 {
+		if c != slow {
+			waitFinal(t, env.JS, c, job, 15*time.Second)
+		}
+	}
+	if s := first.c.Stats(); s.Halts != 0 {
+		t.Fatalf("the first controller halted before ring 1 finished: %+v", s)
+	}
+	first.stop(t)
+	second := startController(t, env.JS, "ctl", ctlKey)
+	second.waitLeading(t)
+	touch(t, filepath.Join(dir, "release"))
+	waitFinal(t, env.JS, slow, job, 15*time.Second)
+	testenv.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if s := second.c.Stats(); s.Halts != 1 {
+			return fmt.Errorf("the controller that took over has halted %d rollouts", s.Halts)
+		}
+		return nil
+	})
+	if took := time.Since(published); took >= soak {
+		t.Fatalf("the halt came %s after the publish, after ring 2 opened (soak %s): the test machine is too slow for this soak", took, soak)
+	}
+
+	// pcm publish --wait sees the halt: exit 1, saying so.
+	pub.waitExit(t, 15*time.Second)
+	if code := pub.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("pcm publish --wait exited %d on the halt, want 1", code)
+	}
+	if b, _ := os.ReadFile(pub.logf); !strings.Contains(string(b), "halted by controller ctl") || !strings.Contains(string(b), "pcm resume "+job) {
+		t.Fatalf("pcm publish --wait's stderr does not say the job was halted:\n%s", b)
+	}
+
+	// Past the opening of ring 3, each client of rings 2 and 3 has decided
+	// again and holds the job, halted; none ran it.
+	testenv.CheckFor(t, 2*soak+30*time.Second, 50*time.Millisecond, func() error {
+		if time.Since(published) < 2*soak {
+			return fmt.Errorf("ring 3 has not opened yet")
+		}
+		for _, c := range later {
+			if s := agents[c].svc.Stats(); s.HaltedHolds == 0 {
+				return fmt.Errorf("client %s (ring %d) has not held the job as halted: %+v", c, ringOf[c], s)
+			}
+		}
+		return nil
+	})
+	for _, c := range later {
+		if n := runsOf(t, dir, c); n != 0 {
+			t.Fatalf("client %s of ring %d ran the halted job %d times", c, ringOf[c], n)
+		}
+	}
+	out, errOut, code := runPCM(t, nil, "status", "--url", env.URL, job, "-o", "json")
+	if code != 0 {
+		t.Fatalf("pcm status exited %d: %s", code, errOut)
+	}
+	r := parseRollout(t, out)
+	if r.Halted == nil || r.HaltedBy != "controller ctl" || r.Halted.Finished != len(ring1) || len(r.Rings) != 3 {
+		t.Fatalf("pcm status of the halted job: halted %+v by %q, rings %+v", r.Halted, r.HaltedBy, r.Rings)
+	}
+	for _, rs := range r.Rings {
+		if rs.State != rollout.RingHalted || rs.Clients != len(rings[rs.Ring]) {
+			t.Fatalf("ring %+v, want halted with %d clients", rs, len(rings[rs.Ring]))
+		}
+	}
+	for _, c := range later {
+		if cr := clientOf(t, r, c); cr.State != rollout.ClientHalted || cr.Ring != ringOf[c] || !strings.HasPrefix(cr.Detail, "halted") {
+			t.Fatalf("client %s in pcm status: %+v, want halted in ring %d", c, cr, ringOf[c])
+		}
+	}
+	out, _, code = runPCM(t, []string{"NO_COLOR=1"}, "status", "--url", env.URL, job, "--utc")
+	if code != 0 || !strings.Contains(out, "HALTED by controller ctl") || !regexp.MustCompile(`(?m)^ring 2 \(50%\) halted: `).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^`+later[0]+`\s+halted\s.*\s`+strconv.Itoa(ringOf[later[0]])+`\s+halted`).MatchString(out) {
+		t.Fatalf("pcm status table of the halted job (exit %d):\n%s", code, out)
+	}
+
+	// Fixed: pcm resume lets rings 2 and 3 run it; nothing runs twice.
+	for _, c := range failing {
+		if err := os.Remove(filepath.Join(dir, "fail-"+c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, errOut, code = runPCM(t, nil, "resume", "--url", env.URL, job, "--reason", "fixed", "--signing-key", seed)
+	if code != 0 || strings.TrimSpace(out) != "resumed "+job {
+		t.Fatalf("pcm resume: exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+	for _, c := range later {
+		sts := waitFinal(t, env.JS, c, job, 30*time.Second)
+		if f := finals(sts); len(f) != 1 || f[0].State != events.StateSucceeded {
+			t.Fatalf("client %s after the resume: %+v", c, sts)
+		}
+	}
+	for c := range agents {
+		if n := runsOf(t, dir, c); n != 1 {
+			t.Fatalf("client %s ran the job %d times, want once", c, n)
+		}
+	}
+	r = waitRollout(t, env.JS, job, "every client done", 10*time.Second, func(r rollout.Rollout) bool { return r.Done == clients })
+	if r.Halted != nil || r.Failed != countIn(failing, ring1) {
+		t.Fatalf("after the resume: halted %+v, %d failed (want those of ring 1: %d)", r.Halted, r.Failed, countIn(failing, ring1))
+	}
+	if s := second.c.Stats(); s.Halts != 1 {
+		t.Fatalf("the controller halted again after the resume: %+v", s)
+	}
+}
+
+// countIn counts the elements of xs that are in set.
+func countIn(xs, set []string) int {
+	n := 0
+	for _, x := range xs {
+		for _, s := range set {
+			if x == s {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
