@@ -48,8 +48,10 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 
 // watchDesktopStatuses listens (push, no polling) to this client's statuses
 // and settles an offer held for the desktop as soon as the desktop reports
-// a final status that ends it; a status that ends a job, whichever face
-// reported it, also wakes the offers held for that job's end (wake.go).
+// a final status that ends it; a status of the desktop that ends a job
+// also wakes the offers held for that job's end (wake.go; the service's
+// own statuses wake them when they are stored, as the connection does not
+// echo them).
 // What it hears is a hint: the status stored on the broker decides, and a
 // desktop's status of a job only the service runs (a background job) is
 // never believed.

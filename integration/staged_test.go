@@ -89,20 +89,6 @@ func seedFile(t testing.TB, dir string, k signingKey) string {
 	return path
 }
 
-// runsOf is how many times the staged command ran on client (one line of
-// its marker file per run).
-func runsOf(t testing.TB, dir, client string) int {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "ran-"+client))
-	if os.IsNotExist(err) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(string(b), "\n")
-}
-
 // TestStagedRolloutHaltsItself is the end to end of a staged rollout that
 // stops itself: 50 agents, rings 10/50/100 with a short soak, a command
 // that fails on 20% of the clients (some of ring 1's among them). The
@@ -231,7 +217,7 @@ if [ -e "$d/fail-$PCM_CLIENT_ID" ]; then exit 3; fi`, dir)
 		return nil
 	})
 	for _, c := range later {
-		if n := runsOf(t, dir, c); n != 0 {
+		if n := markerLines(t, filepath.Join(dir, "ran-"+c)); n != 0 {
 			t.Fatalf("client %s of ring %d ran the halted job %d times", c, ringOf[c], n)
 		}
 	}
@@ -276,7 +262,7 @@ if [ -e "$d/fail-$PCM_CLIENT_ID" ]; then exit 3; fi`, dir)
 		}
 	}
 	for c := range agents {
-		if n := runsOf(t, dir, c); n != 1 {
+		if n := markerLines(t, filepath.Join(dir, "ran-"+c)); n != 1 {
 			t.Fatalf("client %s ran the job %d times, want once", c, n)
 		}
 	}
