@@ -52,8 +52,10 @@ type publishFlags struct {
 	plan                        planFlags
 }
 
-func newPublishCmd(g *globals) *cobra.Command {
-	var f publishFlags
+func newPublishCmd(g *globals) *cobra.Command { return publishCmd(g, &publishFlags{}) }
+
+// publishCmd is pcm publish with its flags bound to f.
+func publishCmd(g *globals, f *publishFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "publish [flags] -- COMMAND [ARG...]",
 		Short: "Publish a job: run a command line on clients, groups or all",
