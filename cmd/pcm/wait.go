@@ -142,19 +142,20 @@ func waitEnded(parent, ctx context.Context, d display, jobID string, f waitFlags
 	}
 }
 
-// haltText says who halted a rollout and why: "halted by controller c1
-// (2 of 5 finished clients failed): failure rate above 5%".
+// haltText says who halted a rollout and why: "halted by controller c1:
+// failed on 2 of 5 finished clients (40% > halt_at 20%) with ring 1 of 3
+// open".
 func haltText(r rollout.Rollout) string {
 	s := "halted"
 	if r.HaltedBy != "" {
 		s += " by " + r.HaltedBy
 	}
 	if h := r.Halted; h != nil {
-		if h.Finished > 0 {
-			s += fmt.Sprintf(" (%d of %d finished clients failed)", h.Failed, h.Finished)
-		}
-		if h.Reason != "" {
+		switch {
+		case h.Reason != "":
 			s += ": " + h.Reason
+		case h.Finished > 0:
+			s += fmt.Sprintf(": failed on %d of %d finished clients", h.Failed, h.Finished)
 		}
 	}
 	return s
