@@ -61,6 +61,9 @@ type Stats struct {
 	Watched int
 	// Halts counts the halts it stored.
 	Halts int64
+	// Statuses counts the status messages it has read (those of the
+	// rollouts it does not watch too).
+	Statuses int64
 }
 
 // Controller is the rollout controller (see the package doc).
@@ -75,6 +78,7 @@ type Controller struct {
 	leaderships atomic.Int64
 	watched     atomic.Int64
 	halts       atomic.Int64
+	statuses    atomic.Int64
 }
 
 // New returns a Controller working through js: an admin's connection of
@@ -95,7 +99,8 @@ func New(js jetstream.JetStream, cfg Config) (*Controller, error) {
 
 // Stats returns what the controller has done so far.
 func (c *Controller) Stats() Stats {
-	return Stats{Leading: c.leading.Load(), Leaderships: c.leaderships.Load(), Watched: int(c.watched.Load()), Halts: c.halts.Load()}
+	return Stats{Leading: c.leading.Load(), Leaderships: c.leaderships.Load(), Watched: int(c.watched.Load()), Halts: c.halts.Load(),
+		Statuses: c.statuses.Load()}
 }
 
 // Signer is the public key the controller signs its halts with, "" when
@@ -197,7 +202,13 @@ func (c *Controller) lead(ctx context.Context) error {
 				return followErr(ctx, events.StreamJobs, jobs)
 			}
 			if m != nil {
-				c.onJobEvent(r, *m)
+				if job := c.onJobEvent(r, *m); job != "" && statuses != nil {
+					// Its statuses may have been heard before its offer
+					// (two followers): they are read once more.
+					if err := c.backfill(ctx, r, job); err != nil {
+						return err
+					}
+				}
 				break
 			}
 			if statuses != nil {
@@ -228,28 +239,49 @@ func (c *Controller) lead(ctx context.Context) error {
 	}
 }
 
-// onJobEvent feeds a PCM_JOBS message to the rollouts.
-func (c *Controller) onJobEvent(r *rollouts, m streamread.Msg) {
+// onJobEvent feeds a PCM_JOBS message to the rollouts; it returns the id
+// of the rollout it starts watching, if any.
+func (c *Controller) onJobEvent(r *rollouts, m streamread.Msg) (watched string) {
 	if job, ok := strings.CutPrefix(m.Subject, events.HaltSubject("")); ok {
 		ev, err := events.Decode(m.Header, m.Data)
 		if err == nil && (ev.Type() == events.TypeJobHalted || ev.Type() == events.TypeJobResumed) {
 			r.halt(job, ev.Type() == events.TypeJobHalted, m.Time)
 		}
-		return
+		return ""
 	}
 	e, ok := offers.EntryOf(m, nil)
 	switch {
 	case !ok:
 	case e.Offer != nil:
-		r.offer(*e.Offer, m.Time)
+		if r.offer(*e.Offer, m.Time) {
+			return e.Offer.JobID
+		}
 	case e.Cancel != nil:
 		r.cancelled(e.Cancel.JobID)
 	}
+	return ""
+}
+
+// backfill reads the statuses of job stored so far, for a rollout whose
+// offer arrived after the statuses' follower started: the follower may
+// have passed some of them before the offer was heard, and a status
+// counted twice is counted once (the latest per client).
+func (c *Controller) backfill(ctx context.Context, r *rollouts, job string) error {
+	err := streamread.Scan(ctx, c.js, events.StreamStatus, streamread.Options{Filters: []string{events.StatusSubjectsOfJob(job)}},
+		func(m streamread.Msg) error {
+			c.onStatus(r, m)
+			return nil
+		})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("reading the statuses of job %s in %s: %w", job, events.StreamStatus, err)
+	}
+	return nil
 }
 
 // onStatus feeds a PCM_STATUS message to the rollouts; the statuses of
 // jobs it does not watch are not decoded.
 func (c *Controller) onStatus(r *rollouts, m streamread.Msg) {
+	c.statuses.Add(1)
 	if i := strings.LastIndexByte(m.Subject, '.'); i < 0 || !r.watches(m.Subject[i+1:]) {
 		return
 	}

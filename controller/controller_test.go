@@ -187,3 +187,41 @@ func TestControllerHaltsOnce(t *testing.T) {
 		t.Fatalf("the second halt: %+v, %v; want 2 of 6 failed (the statuses since the resume)", h, err)
 	}
 }
+
+// TestControllerCountsStatusesHeardFirst: a status the controller reads
+// before the offer of its rollout (its two followers do not keep the
+// streams' order between them) still counts once the offer arrives.
+func TestControllerCountsStatusesHeardFirst(t *testing.T) {
+	env := testenv.StartBroker(t)
+	js := env.JS
+	c := start(t, js, "ctl", nil)
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.c.Stats(); !s.Leading {
+			return fmt.Errorf("the controller: %+v, want leading", s)
+		}
+		return nil
+	})
+	report(t, js, "EARLY", "c0", events.StateFailed)
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.c.Stats(); s.Statuses != 1 {
+			return fmt.Errorf("the controller has read %d statuses, want 1", s.Statuses)
+		}
+		return nil
+	})
+	ops, err := publisher.New(js, publisher.Config{Name: "ops"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	haltAt := 0.0
+	if _, err := ops.Publish(t.Context(), events.JobOffered{JobID: "EARLY", Command: events.CommandLine{Argv: []string{"true"}, Automated: true},
+		Targets: []events.Target{{Kind: events.TargetAll}},
+		JobPlan: events.JobPlan{Rollout: &events.RolloutPlan{Rings: []events.Ring{{Percent: 100}}, HaltAt: &haltAt}}}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.c.Stats(); s.Halts != 1 {
+			return fmt.Errorf("the controller: %+v, want the rollout halted (1 of 1 failed)", s)
+		}
+		return nil
+	})
+}

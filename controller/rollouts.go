@@ -38,12 +38,14 @@ type latest struct {
 func newRollouts() *rollouts { return &rollouts{jobs: map[string]*rollout{}} }
 
 // offer starts watching job, offered at stored, when it is a staged
-// rollout with a halt threshold (the first copy of an offer counts).
-func (r *rollouts) offer(job events.JobOffered, stored time.Time) {
+// rollout with a halt threshold (the first copy of an offer counts), and
+// says whether it did.
+func (r *rollouts) offer(job events.JobOffered, stored time.Time) bool {
 	if job.Rollout == nil || job.Rollout.HaltAt == nil || r.jobs[job.JobID] != nil {
-		return
+		return false
 	}
 	r.jobs[job.JobID] = &rollout{job: job, stored: stored, clients: map[string]latest{}}
+	return true
 }
 
 // cancelled stops watching job: it starts nowhere any more.

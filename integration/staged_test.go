@@ -288,3 +288,46 @@ func countIn(xs, set []string) int {
 	}
 	return n
 }
+
+// TestBrokerRunsController: pcm broker runs the rollout controller, which
+// signs its halts with --controller-key: a staged rollout whose failures
+// pass its threshold is halted with no other process running.
+func TestBrokerRunsController(t *testing.T) {
+	dir := t.TempDir()
+	key := newSigningKey(t)
+	b := startPCM(t, dir, nil, "broker", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:-1", "--controller-key", seedFile(t, dir, key))
+	if got := b.stdout.waitLine(t, regexp.MustCompile(`^rollout controller: halts signed by (\S+)$`), 10*time.Second)[1]; got != key.pub {
+		t.Fatalf("the broker's controller signs with %s, want %s", got, key.pub)
+	}
+	url := b.stdout.waitLine(t, brokerReadyLine, 10*time.Second)[1]
+	js := dial(t, url)
+	haltAt := 0.0
+	j := job([]string{"true"}, toClient("x1"))
+	j.Rollout = &events.RolloutPlan{Rings: []events.Ring{{Percent: 100}}, HaltAt: &haltAt}
+	id := publish(t, newPublisher(t, js), j)
+	st := events.JobStatus{JobID: id, ClientID: "x1", State: events.StateFailed, Attempt: 1, MaxAttempts: 1, Runner: events.RunnerService}
+	ev, err := events.NewJobStatus(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := events.NewMsg(events.StatusSubject("x1", id), ev, ev.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishRaw(t, js, msg)
+	testenv.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		s, err := js.Stream(t.Context(), events.StreamJobs)
+		if err != nil {
+			return err
+		}
+		m, err := s.GetLastMsgForSubject(t.Context(), events.HaltSubject(id))
+		if err != nil {
+			return fmt.Errorf("no halt stored: %w", err)
+		}
+		h, err := events.ReadHalt(m.Header, m.Data, id, []string{newSigningKey(t).pub}, []string{key.pub})
+		if h == nil || err != nil || h.Failed != 1 || h.Finished != 1 {
+			return fmt.Errorf("the stored halt, read trusting the controller's key: %+v, %v", h, err)
+		}
+		return nil
+	})
+}
