@@ -330,4 +330,24 @@ func TestBrokerRunsController(t *testing.T) {
 		}
 		return nil
 	})
+
+	// An operator's pcm halt and pcm resume: each stores once per state.
+	for _, step := range []struct{ cmd, want string }{
+		{"halt", id + " is halted already"},
+		{"resume", "resumed " + id},
+		{"resume", id + " is not halted"},
+		{"halt", "halted " + id},
+	} {
+		out, errOut, code := runPCM(t, nil, step.cmd, "--url", url, id, "--reason", "by hand", "--publisher", "ops")
+		if code != 0 || strings.TrimSpace(out) != step.want || !strings.Contains(errOut, "no --signing-key") {
+			t.Fatalf("pcm %s: exit %d, stdout %q, stderr %q; want %q and a warning that it is unsigned", step.cmd, code, out, errOut, step.want)
+		}
+	}
+	r, err := rollout.Read(t.Context(), js, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Halted == nil || r.HaltedBy != "ops" || r.Halted.Reason != "by hand" {
+		t.Fatalf("after pcm halt: halted %+v by %q", r.Halted, r.HaltedBy)
+	}
 }
