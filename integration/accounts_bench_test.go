@@ -60,7 +60,7 @@ type accountsResult struct {
 }
 
 // accountsFleet connects n idle agents (with their accounts when secure)
-// to a fresh broker, one after the other, and stops them at the end of b.
+// to a fresh broker, one after the other, measures, and stops them.
 func accountsFleet(b *testing.B, host string, n int, secure bool) accountsResult {
 	var opts []testenv.Option
 	if secure {
@@ -80,6 +80,7 @@ func accountsFleet(b *testing.B, host string, n int, secure bool) accountsResult
 	h := benchStartHost(b, host, b.TempDir(), append(args, "-prefix", prefix)...)
 	line := h.waitLine(b, "ready", time.Hour)
 	res := accountsResult{all: time.Since(start), heap: int64(benchHeap()) - int64(heap)}
+	h.stop(b, time.Minute) // its connections hold this process's descriptors too
 	for _, f := range strings.Fields(line) {
 		k, v, _ := strings.Cut(f, "=")
 		us, err := strconv.ParseInt(v, 10, 64)
