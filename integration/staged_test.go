@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -350,4 +351,66 @@ func TestBrokerRunsController(t *testing.T) {
 	if r.Halted == nil || r.HaltedBy != "ops" || r.Halted.Reason != "by hand" {
 		t.Fatalf("after pcm halt: halted %+v by %q", r.Halted, r.HaltedBy)
 	}
+}
+
+// TestControllerKilled: a pcm controller killed (SIGKILL: its lease is not
+// released) mid-rollout is replaced by another within the lease; the new
+// one counts the statuses stored before it started and halts the rollout
+// once.
+func TestControllerKilled(t *testing.T) {
+	dir := t.TempDir()
+	key := newSigningKey(t)
+	b := startPCM(t, dir, nil, "broker", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:-1", "--no-controller")
+	url := b.stdout.waitLine(t, brokerReadyLine, 10*time.Second)[1]
+	js := dial(t, url)
+	seed := seedFile(t, dir, key)
+	controllerLine := regexp.MustCompile(`^rollout controller: halts signed by (\S+)$`)
+	first := startPCM(t, dir, nil, "controller", "--url", url, "--controller-key", seed, "--controller-lease", "2s")
+	first.stdout.waitLine(t, controllerLine, 10*time.Second)
+	haltAt := 0.0
+	j := job([]string{"true"}, toClient("k1"), toClient("k2"))
+	j.Rollout = &events.RolloutPlan{Rings: []events.Ring{{Percent: 100}}, HaltAt: &haltAt, HaltMin: 2}
+	id := publish(t, newPublisher(t, js), j)
+	fail := func(client string) {
+		st := events.JobStatus{JobID: id, ClientID: client, State: events.StateFailed, Attempt: 1, MaxAttempts: 1, Runner: events.RunnerService}
+		ev, err := events.NewJobStatus(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := events.NewMsg(events.StatusSubject(client, id), ev, ev.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		publishRaw(t, js, msg)
+	}
+	fail("k1") // 1 of 1 failed, below halt_min 2
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.waitExit(t, 10*time.Second)
+	second := startPCM(t, dir, nil, "controller", "--url", url, "--controller-key", seed, "--controller-lease", "2s")
+	second.stdout.waitLine(t, controllerLine, 10*time.Second)
+	fail("k2")
+	testenv.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		s, err := js.Stream(t.Context(), events.StreamJobs)
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(events.HaltSubject(id)))
+		if err != nil {
+			return err
+		}
+		if n := info.State.Subjects[events.HaltSubject(id)]; n != 1 {
+			return fmt.Errorf("%d halts stored, want 1", n)
+		}
+		m, err := s.GetLastMsgForSubject(t.Context(), events.HaltSubject(id))
+		if err != nil {
+			return err
+		}
+		h, err := events.ReadHalt(m.Header, m.Data, id, []string{newSigningKey(t).pub}, []string{key.pub})
+		if h == nil || err != nil || h.Failed != 2 || h.Finished != 2 {
+			return fmt.Errorf("the stored halt: %+v, %v; want 2 of 2 failed (the status stored before the takeover counted)", h, err)
+		}
+		return nil
+	})
 }
