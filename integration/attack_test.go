@@ -162,6 +162,24 @@ func (f *attackFixture) snapshot(t *testing.T) map[string]string {
 			}
 		}
 	}
+	// The halt records of the clients' jobs: only the pcm account stores
+	// one, so no attack may (a publisher, which may change PCM_JOBS by
+	// publishing jobs, included).
+	jobs, err := js.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"c1", "c2"} {
+		m, err := jobs.GetLastMsgForSubject(ctx, events.HaltSubject(f.job[c]))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			out["halt of the job of "+c] = "none"
+		case err != nil:
+			t.Fatal(err)
+		default:
+			out["halt of the job of "+c] = fmt.Sprintf("seq %d", m.Sequence)
+		}
+	}
 	accts := f.env.Sec.Accounts(t)
 	for _, c := range []string{"c1", "c2"} {
 		ac, err := accts.Lookup(ctx, auth.Principal{Kind: auth.KindClient, Name: c})
@@ -276,6 +294,7 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 		{subject: events.StatusSubject(own, f.job[own]), body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.statusID[own]}},
 		{subject: "$JS.API.DIRECT.GET.PCM_STATUS." + events.StatusSubject(own, f.job[own])},
 		{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.cancel." + f.job[own]},
+		{subject: "$JS.API.DIRECT.GET.PCM_JOBS." + events.HaltSubject(f.job[own])},
 		{subject: "$KV.PCM_LOCKS." + own, body: `{"holder":"service"}`, header: wrongRev},
 		{subject: "$JS.API.DIRECT.GET.KV_PCM_LOCKS.$KV.PCM_LOCKS." + own},
 		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES", body: `{"last_by_subj":"` + f.pkgMeta + `"}`},
@@ -296,6 +315,9 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 	case auth.RolePublisher:
 		return append(readers(),
 			req{subject: "pcm.jobs.client.c1", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
+			req{subject: "pcm.jobs.group.g1", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
+			req{subject: "pcm.jobs.all", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
+			req{subject: events.CancelSubject(f.job["c1"]), body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
 			req{subject: f.pkgObject, body: "chunk", header: wrongRev},
 			req{subject: "$JS.API.STREAM.PURGE.OBJ_PCM_PACKAGES", body: `{"filter":"$O.PCM_PACKAGES.C.nothing-here"}`})
 	case auth.RoleAuditor:
@@ -329,6 +351,7 @@ func (f *attackFixture) targetsOf(attacker, victim string) []string {
 		"$KV." + events.BucketAgents + "." + victim,
 		"pcm.jobs.client." + victim,
 		"pcm.jobs.all",
+		events.HaltSubject(f.job[victim]),
 	}
 	if attacker != "" {
 		ts = append(ts, events.StatusSubject(attacker, f.job[attacker]), "$KV."+events.BucketLocks+"."+attacker, "$KV."+events.BucketAgents+"."+attacker)
