@@ -92,6 +92,11 @@ type Config struct {
 	// ReleaseKeys are the public keys whose signed release manifests this
 	// agent installs; required with Channel.
 	ReleaseKeys []string
+	// ControllerKeys are the public keys of the rollout controllers whose
+	// signed halts this client accepts, besides the TrustedKeys': a
+	// controller's key may halt a staged rollout, never resume one nor
+	// start anything.
+	ControllerKeys []string
 }
 
 func (c *Config) setDefaults() {
@@ -161,6 +166,9 @@ func (c Config) Validate() error {
 	}
 	if err := events.ValidateTrustedKeys(c.ReleaseKeys); err != nil {
 		return fmt.Errorf("%w: %w (set --release-keys)", ErrInvalidConfig, err)
+	}
+	if err := events.ValidateTrustedKeys(c.ControllerKeys); err != nil {
+		return fmt.Errorf("%w: %w (set --controller-keys)", ErrInvalidConfig, err)
 	}
 	return nil
 }

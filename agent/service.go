@@ -48,6 +48,7 @@ type Service struct {
 	refused      atomic.Pointer[events.UpdateInfo] // the last release refused in this run
 	updateKick   chan struct{}                     // wakes the consume loop for a pending update
 	ready4update *Update                           // the update Run stopped for
+	waiting      waiters                           // held offers waiting for a job they require
 }
 
 // New returns a Service that talks to the broker over nc (see
@@ -166,6 +167,7 @@ func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	s.ackWait = cons.CachedInfo().Config.AckWait
+	s.groups = events.GroupsOfConsumer(cons.CachedInfo().Config.Metadata)
 	return cons, nil
 }
 

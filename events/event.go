@@ -19,8 +19,9 @@ const (
 	TypeJobStatus    = "pcm.job.status.v1"
 )
 
-// Types lists the event types pcm knows.
-var Types = []string{TypeJobOffered, TypeJobCancelled, TypeJobStatus}
+// Types lists the event types pcm knows (the halt and the resume of a
+// staged rollout are in halt.go).
+var Types = []string{TypeJobOffered, TypeJobCancelled, TypeJobStatus, TypeJobHalted, TypeJobResumed}
 
 // ContentTypeJSON is the datacontenttype of every pcm event.
 const ContentTypeJSON = "application/json"
@@ -225,6 +226,10 @@ func jobIDField(v any) string {
 	case *JobCancelled:
 		return d.JobID
 	case *JobStatus:
+		return d.JobID
+	case *JobHalted:
+		return d.JobID
+	case *JobResumed:
 		return d.JobID
 	}
 	return ""

@@ -99,6 +99,7 @@ func composeAuthTool(t *testing.T, h *composeHost, args ...string) string {
 // starts the file again (docker compose up once more): tls and init keep
 // what they made.
 func TestComposeAuthRun(t *testing.T) {
+	testenv.SameInBothModes(t)
 	if testing.Short() {
 		t.Skip("runs a 3-node cluster")
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/backoff"
-	"github.com/pcm-project/pcm/internal/offers"
 	"github.com/pcm-project/pcm/packages"
 )
 
@@ -45,6 +44,10 @@ type Config struct {
 	// Agents that trust its public key run the jobs; agents with trusted
 	// keys refuse unsigned ones. Nil publishes unsigned events.
 	Signer nkeys.KeyPair
+	// Controller marks the rollout controller: its events' source is
+	// /pcm/controller/<name> (events.ControllerSource), and it only halts
+	// (Publish, Cancel and Resume refuse with ErrController).
+	Controller bool
 }
 
 func (c *Config) setDefaults() {
@@ -91,6 +94,14 @@ func New(js jetstream.JetStream, cfg Config) (*Publisher, error) {
 // Name is the publisher's name, as it appears in the events' source.
 func (p *Publisher) Name() string { return p.cfg.Name }
 
+// source is the source attribute of the publisher's events.
+func (p *Publisher) source() string {
+	if p.cfg.Controller {
+		return events.ControllerSource(p.cfg.Name)
+	}
+	return events.PublisherSource(p.cfg.Name)
+}
+
 // Prepare gives job a new sortable job id when it has none, applies the
 // job defaults (events.JobOffered.WithDefaults: offer_after now,
 // expire_after a week later, a one-hour timeout) and checks every rule, the
@@ -125,6 +136,9 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 			ErrBeyondRetention, job.ExpireAfter.Format(time.RFC3339), job.ExpireAfter.Sub(now).Round(time.Hour),
 			events.StreamJobs, retention)
 	}
+	if err := p.checkRequires(ctx, job); err != nil {
+		return job, err
+	}
 	if job.Package != nil {
 		ref, err := packages.NewStore(p.js).Pin(ctx, *job.Package)
 		if err == nil {
@@ -151,6 +165,9 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
 	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultRequestTimeout)
 	defer cancel()
+	if p.cfg.Controller {
+		return job, fmt.Errorf("%w: it may halt a rollout, never publish a job", ErrController)
+	}
 	job, err := p.Prepare(ctx, job)
 	if err != nil {
 		return job, err
@@ -181,13 +198,11 @@ func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 	if err := events.ValidID("job id", jobID); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
-	offer, err := offers.Find(ctx, p.js, nil, jobID)
-	switch {
-	case errors.Is(err, offers.ErrNotFound):
-		return fmt.Errorf("%w: %w", ErrJobNotFound, err)
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)
-	case err != nil:
+	if p.cfg.Controller {
+		return fmt.Errorf("%w: it may halt a rollout, never cancel a job", ErrController)
+	}
+	offer, err := p.find(ctx, jobID)
+	if err != nil {
 		return err
 	}
 	c := events.JobCancelled{JobID: jobID, Reason: reason, Targets: offer.Job.Targets}

@@ -70,6 +70,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	var bf brokerFlags
 	var pf provisionFlags
 	var noProvision bool
+	var cf controllerFlags
 	cmd := &cobra.Command{
 		Use:   "broker",
 		Short: "Run the embedded NATS JetStream broker, provisioned for pcm",
@@ -86,24 +87,33 @@ client's, publisher's and auditor's own account, their credentials and their rev
 issuer file (issuer.json); the broker keeps the accounts in DATA/accounts and accepts them without
 a restart.
 --tls-cert and --tls-key turn TLS on for clients and cluster routes; --tls-ca is the CA routes
-(and client certificates) are verified with. See docs/security.md.`,
+(and client certificates) are verified with. See docs/security.md.
+
+It also runs the rollout controller, which halts a staged rollout (pcm publish --rings ...
+--halt-at) as soon as its failure rate passes its threshold, signing its halts with
+--controller-key; one controller leads at a time in a cluster.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return osservice.Run(cmd.Context(), brokerService, stopTimeout, func(ctx context.Context) error {
-				return runBroker(ctx, cmd, g, &bf, &pf, noProvision)
+				return runBroker(ctx, cmd, g, &bf, &pf, cf, noProvision)
 			})
 		},
 	}
 	registerBroker(cmd, &bf, &pf, &noProvision)
+	cf.register(cmd.Flags())
 	var inst brokerFlags
 	var instP provisionFlags
 	var instNoProvision bool
+	var instC controllerFlags
 	cmd.AddCommand(newProvisionCmd(g), newInitAuthCmd(), newNatsConfigCmd())
 	cmd.AddCommand(serviceCommands(g, serviceFace{
 		face: "broker",
 		spec: osservice.Spec{Name: brokerService, DisplayName: "pcm broker",
 			Description: "pcm broker: the embedded NATS JetStream server of pcm", FileLimit: brokerFileLimit},
-		register: func(c *cobra.Command) { registerBroker(c, &inst, &instP, &instNoProvision) },
+		register: func(c *cobra.Command) {
+			registerBroker(c, &inst, &instP, &instNoProvision)
+			instC.register(c.Flags())
+		},
 		check:    func(*cobra.Command) error { return nil },
 		defaults: func() map[string]string { return map[string]string{"data": defaultBrokerData()} },
 	})...)
@@ -140,7 +150,7 @@ func registerBroker(cmd *cobra.Command, bf *brokerFlags, pf *provisionFlags, noP
 }
 
 // runBroker runs the embedded broker until ctx ends.
-func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlags, pf *provisionFlags, noProvision bool) error {
+func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlags, pf *provisionFlags, cf controllerFlags, noProvision bool) error {
 	clustered := bf.clusterName != ""
 	cfg := bf.config(g.log)
 	authority, created, err := bf.setupAuth(clustered)
@@ -165,7 +175,7 @@ func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFl
 		o := pf.options()
 		popts = &o
 	}
-	stop, err := startServices(ctx, cmd.OutOrStdout(), b, authority, popts, g.log)
+	stop, err := startServices(ctx, cmd.OutOrStdout(), b, authority, popts, cf, g.log)
 	if err != nil {
 		return err
 	}
@@ -188,7 +198,7 @@ func newProvisionCmd(g *globals) *cobra.Command {
 		Use:   "provision",
 		Short: "Create or update pcm's streams and buckets on a running NATS (external or embedded)",
 		Long: `Creates or updates, idempotently, the streams PCM_JOBS and PCM_STATUS, the key-value buckets
-PCM_AGENTS and PCM_LOCKS and the object store PCM_PACKAGES on the NATS server or cluster at
+PCM_AGENTS, PCM_LOCKS and PCM_CONTROLLER and the object store PCM_PACKAGES on the NATS server or cluster at
 --url. Use it for deployments that run their own nats-server (docs/stock-cluster.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -63,7 +63,7 @@ file of settings (what pcm agent install and pcm broker install write).`,
 		newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
 		newAgentCmd(g), newDesktopCmd(g), newVersionCmd(),
 		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
-		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newReleaseCmd(g),
+		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g), newReleaseCmd(g),
 	)
 	root.AddCommand(brokerCommands(g)...)
 	annotateEnv(root)
