@@ -26,7 +26,7 @@ func TestCheckRelease(t *testing.T) {
 	var out, in string
 	for i := 0; out == "" || in == ""; i++ {
 		c := "c" + strings.Repeat("x", i%5) + string(rune('a'+i%26))
-		if events.ReleaseBucket("v1.1.0", c) < 10 {
+		if events.RingPosition("v1.1.0", c) < 10 {
 			in = c
 		} else {
 			out = c

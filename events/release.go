@@ -2,8 +2,6 @@ package events
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -187,21 +185,15 @@ func (r Release) Validate() error {
 }
 
 // InRelease reports whether client is among the clients r is offered to:
-// always at 0 or 100 percent, else when the client's bucket, the first 8
-// bytes of sha256("<version>/<client>") modulo 100, is under r.Percent.
-// The bucket is stable for a version, so raising the percentage of a
-// release only adds clients.
+// always at 0 or 100 percent, else when the client's RingPosition for the
+// release's version (the staged rollouts' stable hash, the version in the
+// place of the job) is under r.Percent. The position is stable for a
+// version, so raising the percentage of a release only adds clients.
 func (r Release) InRelease(client string) bool {
 	if r.Percent <= 0 || r.Percent >= 100 {
 		return true
 	}
-	return ReleaseBucket(r.Version, client) < r.Percent
-}
-
-// ReleaseBucket is client's bucket, 0 to 99, for version (see InRelease).
-func ReleaseBucket(version, client string) int {
-	sum := sha256.Sum256([]byte(version + "/" + client))
-	return int(binary.BigEndian.Uint64(sum[:8]) % 100)
+	return RingPosition(r.Version, client) < float64(r.Percent)
 }
 
 // NewRelease validates r and returns its pcm.release.v1 event (a new

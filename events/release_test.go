@@ -133,8 +133,8 @@ func TestInRelease(t *testing.T) {
 		if in10 && !r.InRelease(client) {
 			t.Fatalf("%s is in at 10%% but not at 50%%", client)
 		}
-		if events.ReleaseBucket(r.Version, client) != events.ReleaseBucket(r.Version, client) {
-			t.Fatal("the bucket is not stable")
+		if events.RingPosition(r.Version, client) != events.RingPosition(r.Version, client) {
+			t.Fatal("the position is not stable")
 		}
 	}
 	if counts[0] != 2000 || counts[100] != 2000 {
