@@ -62,10 +62,14 @@ type UpdateRecord struct {
 	// Executable is the path swapped; Previous the previous binary kept.
 	Executable string `json:"executable"`
 	Previous   string `json:"previous"`
-	// PID is the process that swapped the binary (and, where it re-executes
-	// itself in place, the new version's process).
-	PID int       `json:"pid"`
-	At  time.Time `json:"at"`
+	// PID is the new version's process, where it is known in advance (it
+	// re-executes itself in place, on Unix): the watchdog sees it exit.
+	// Zero on Windows.
+	PID int `json:"pid,omitempty"`
+	// Service is set when a Windows service swapped itself: its recovery
+	// actions start the binary again.
+	Service bool      `json:"service,omitempty"`
+	At      time.Time `json:"at"`
 	// Deadline is when the new version must have reported healthy.
 	Deadline time.Time `json:"deadline"`
 }

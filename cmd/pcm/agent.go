@@ -144,7 +144,7 @@ func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags,
 		zap.String("state_dir", cfg.StateDir), zap.String("url", nc.ConnectedUrl()))
 	err = svc.Run(ctx)
 	if errors.Is(err, agent.ErrUpdateReady) {
-		return applyUpdate(log.Named("update"), nc, cfg, svc.PendingUpdate(), f.updateHealth)
+		return applyUpdate(ctx, log.Named("update"), nc, cfg, svc.PendingUpdate(), f.updateHealth)
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/kvkey"
+	"github.com/pcm-project/pcm/internal/osservice"
 	"github.com/pcm-project/pcm/internal/selfupdate"
 )
 
@@ -31,7 +33,7 @@ const DefaultUpdateHealthTimeout = 2 * time.Minute
 // previous binary, swaps in the new one, records the trial in the state
 // directory, starts the previous binary as the watchdog of the trial, and
 // re-executes itself as the new version. It returns only on error.
-func applyUpdate(log *zap.Logger, nc *nats.Conn, cfg agent.Config, u *agent.Update, health time.Duration) error {
+func applyUpdate(ctx context.Context, log *zap.Logger, nc *nats.Conn, cfg agent.Config, u *agent.Update, health time.Duration) error {
 	defer u.ReleaseLock()
 	log = log.With(zap.String("from", u.From), zap.String("to", u.Release.Version))
 	exe, err := selfupdate.Executable()
@@ -40,7 +42,10 @@ func applyUpdate(log *zap.Logger, nc *nats.Conn, cfg agent.Config, u *agent.Upda
 	}
 	now := time.Now().UTC()
 	rec := agent.UpdateRecord{From: u.From, To: u.Release.Version, State: agent.UpdateTrial, Executable: exe,
-		PID: os.Getpid(), At: now, Deadline: now.Add(health)}
+		At: now, Deadline: now.Add(health), Service: osservice.UnderManager(ctx)}
+	if runtime.GOOS != "windows" {
+		rec.PID = os.Getpid() // the new version runs in this process (exec)
+	}
 	previous, err := selfupdate.Swap(exe, u.Binary)
 	if err != nil {
 		// The binary is unchanged: record why, and run it again.
@@ -59,6 +64,14 @@ func applyUpdate(log *zap.Logger, nc *nats.Conn, cfg agent.Config, u *agent.Upda
 	watch := exec.Command(previous, os.Args[1:]...)
 	watch.Env = append(withoutEnv(os.Environ(), updateWatchEnv), updateWatchEnv+"=1")
 	watch.Stderr = os.Stderr
+	if unit := systemdUnit(); unit != "" {
+		// Under systemd the watchdog must outlive the unit's processes (a
+		// new version that exits makes systemd kill the unit's control
+		// group and restart it): it runs as a transient unit of its own,
+		// and restarts the agent's unit after a rollback.
+		watch = exec.Command("systemd-run", append([]string{"--collect", "--quiet", "--unit", fmt.Sprintf("%s-update-%d", unit, os.Getpid()),
+			"--setenv=" + updateWatchEnv + "=1", "--setenv=" + updateUnitEnv + "=" + unit, previous}, os.Args[1:]...)...)
+	}
 	if err := watch.Start(); err != nil {
 		_ = selfupdate.Restore(exe, previous)
 		rec.State, rec.Reason = events.UpdateFailed, "starting the watchdog: "+err.Error()
@@ -71,6 +84,11 @@ func applyUpdate(log *zap.Logger, nc *nats.Conn, cfg agent.Config, u *agent.Upda
 	_ = log.Sync()
 	u.ReleaseLock()
 	nc.Close()
+	if osservice.UnderManager(ctx) {
+		// A Windows service cannot replace its process: it exits with an
+		// error, and the recovery actions start the new binary.
+		return fmt.Errorf("%w: %s -> %s: exiting for the service manager to start the new binary", agent.ErrUpdateReady, u.From, u.Release.Version)
+	}
 	return selfupdate.Exec(exe, os.Args, withoutEnv(os.Environ(), updateWatchEnv))
 }
 
@@ -97,7 +115,7 @@ func watchUpdate(ctx context.Context, log *zap.Logger, nc *nats.Conn, cfg agent.
 		return agent.WriteUpdateRecord(cfg.StateDir, rec)
 	}
 	log.Error("update failed: rolling back", zap.String("reason", reason))
-	if selfupdate.Alive(rec.PID) {
+	if rec.PID != 0 && selfupdate.Alive(rec.PID) {
 		selfupdate.Kill(rec.PID)
 		for end := time.Now().Add(10 * time.Second); selfupdate.Alive(rec.PID) && time.Now().Before(end); {
 			time.Sleep(50 * time.Millisecond) // a killed process has no event to wait for here
@@ -113,8 +131,47 @@ func watchUpdate(ctx context.Context, log *zap.Logger, nc *nats.Conn, cfg agent.
 		log.Error("cannot record the failed update", zap.Error(err))
 	}
 	nc.Close()
+	if rec.Service {
+		// The Windows service's recovery actions start the restored binary.
+		return nil
+	}
+	if unit := os.Getenv(updateUnitEnv); unit != "" {
+		// The agent's unit restarts the restored binary; a crash loop of the
+		// new version ends here too, its first exit being seen above.
+		if out, err := exec.Command("systemctl", "restart", unit).CombinedOutput(); err != nil {
+			return fmt.Errorf("rolled back to %s, but systemctl restart %s failed: %v: %s", rec.From, unit, err, out)
+		}
+		return nil
+	}
 	args := append([]string{rec.Executable}, os.Args[1:]...)
 	return selfupdate.Exec(rec.Executable, args, withoutEnv(os.Environ(), updateWatchEnv))
+}
+
+// updateUnitEnv names the systemd unit a watchdog started by systemd-run
+// restarts after a rollback.
+const updateUnitEnv = "PCM_UPDATE_UNIT"
+
+// systemdUnit is the systemd unit this process is the main process of
+// ("" when it is not run by systemd: its parent is not pid 1, or systemd
+// set no INVOCATION_ID).
+func systemdUnit() string {
+	if runtime.GOOS != "linux" || os.Getenv("INVOCATION_ID") == "" || os.Getppid() != 1 {
+		return ""
+	}
+	if _, err := exec.LookPath("systemd-run"); err != nil {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return ""
+	}
+	// 0::/system.slice/pcm-agent.service
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if i := strings.LastIndex(line, "/"); i >= 0 && strings.HasSuffix(line, ".service") {
+			return strings.TrimSuffix(line[i+1:], ".service")
+		}
+	}
+	return ""
 }
 
 // healthOf waits for the new version's inventory; it returns "" when
@@ -150,7 +207,7 @@ func healthOf(ctx context.Context, nc *nats.Conn, client string, rec agent.Updat
 			return fmt.Sprintf("version %s did not report healthy (connected, journal checked, inventory written) within %s",
 				rec.To, rec.Deadline.Sub(rec.At).Round(time.Second))
 		case <-alive.C:
-			if !selfupdate.Alive(rec.PID) {
+			if rec.PID != 0 && !selfupdate.Alive(rec.PID) {
 				return fmt.Sprintf("version %s exited before reporting healthy", rec.To)
 			}
 			continue

@@ -59,7 +59,7 @@ func (h *handler) Execute(_ []string, req <-chan svc.ChangeRequest, status chan<
 	ctx, cancel := context.WithCancel(h.ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- h.body(ctx) }()
+	go func() { done <- h.body(context.WithValue(ctx, underManagerKey{}, true)) }()
 	const accepts = svc.AcceptStop | svc.AcceptShutdown
 	status <- svc.Status{State: svc.Running, Accepts: accepts}
 	stopping := false

@@ -1,6 +1,7 @@
 package osservice
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -115,4 +116,16 @@ type Status struct {
 	Path string `json:"path,omitempty"`
 	// Command is the command line the manager starts.
 	Command string `json:"command,omitempty"`
+}
+
+// underManagerKey marks the context Run gives a body that the Service
+// Control Manager started.
+type underManagerKey struct{}
+
+// UnderManager reports whether ctx is that of a body Run runs as a Windows
+// service: such a process cannot replace itself (no exec on Windows); it
+// exits with an error and the service's recovery actions start it again.
+func UnderManager(ctx context.Context) bool {
+	v, _ := ctx.Value(underManagerKey{}).(bool)
+	return v
 }
