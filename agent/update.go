@@ -206,11 +206,12 @@ func (s *Service) considerRelease(ctx context.Context, log *zap.Logger, value []
 	}
 	if err == nil {
 		ref := r.Platforms[s.cfg.Platform()]
-		entry, release, ferr := s.fetchPackage(ctx, ref)
+		// The binary stays pinned in the cache (no job's package evicts it)
+		// until the swap copies it: this process ends there.
+		entry, _, ferr := s.fetchPackage(ctx, ref)
 		if ferr != nil {
 			err = fmt.Errorf("downloading %s: %w", events.PackageObjectName(ref.Name, ref.Version), ferr)
 		} else {
-			release() // the binary is copied at the swap; the cache keeps it meanwhile
 			log.Info("release downloaded and verified; installing it once no job runs", zap.String("version", r.Version),
 				zap.String("sha256", ref.SHA256))
 			s.pending.Store(&Update{Release: r, From: s.cfg.Version, Binary: entry.Path})
