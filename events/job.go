@@ -45,6 +45,9 @@ type JobOffered struct {
 	ExpireAfter time.Time `json:"expire_after"`
 	// MaxAttempts bounds the runs of a failing command on a client (default 1).
 	MaxAttempts int `json:"max_attempts,omitempty"`
+	// TimeRules: deferrals, grace after offline, maintenance windows
+	// (schedule.go).
+	TimeRules
 }
 
 // CommandLine is what a job runs, and how.
@@ -67,8 +70,12 @@ type CommandLine struct {
 	Timeout Duration `json:"timeout"`
 	// SuccessExitCodes are the exit codes that mean success (default 0).
 	SuccessExitCodes []int64 `json:"success_exit_codes,omitempty"`
-	// MayReboot says the command may restart the machine.
+	// MayReboot says the command may restart the machine: its restart exit
+	// codes (RestartRules) ask the agent to restart it.
 	MayReboot bool `json:"may_reboot,omitempty"`
+	// RestartRules: the exit codes that mean "restart required"
+	// (schedule.go).
+	RestartRules
 }
 
 // PackageRef pins the package a job's command runs in.
@@ -120,7 +127,10 @@ func (j JobOffered) Validate() error {
 			return err
 		}
 	}
-	return j.Command.Validate()
+	if err := j.Command.Validate(); err != nil {
+		return err
+	}
+	return j.validateTimeRules()
 }
 
 func validateTargets(targets []Target) error {

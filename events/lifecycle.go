@@ -60,8 +60,13 @@ func attemptsOf(maxAttempts int) int {
 // when it is final and either not retryable (succeeded, cancelled, expired,
 // not_applicable) or the last allowed attempt. A rejection never does: it
 // names an event the agent refused (a forged or malformed offer may carry
-// any job id), not a run, so the real offer of that job still runs.
+// any job id), not a run, so the real offer of that job still runs. A
+// restarted status, which follows the success of the job's attempt, ends
+// it; a deferred one does not.
 func (s JobStatus) EndsJob(maxAttempts int) bool {
+	if s.State == StateRestarted {
+		return true
+	}
 	if !s.State.Final() || s.State == StateRejected {
 		return false
 	}
@@ -80,12 +85,30 @@ func (s State) Failure() bool {
 // NextAttempt numbers the next attempt of a job on a client: one more than
 // the attempts already made, which are the most of those its journal
 // counts (journaled) and of the attempt its last status reports (last; nil
-// when there is none). A rejection counts no attempt. A final status that
-// ends a job without running it carries the number this gives.
+// when there is none). A rejection counts no attempt, nor does a deferral
+// (it carries the attempt it put off). A final status that ends a job
+// without running it carries the number this gives.
 func NextAttempt(journaled int, last *JobStatus) int {
 	made := max(journaled, 0)
-	if last != nil && last.State != StateRejected {
+	if last != nil && last.State != StateRejected && last.State != StateDeferred {
 		made = max(made, last.Attempt)
 	}
 	return made + 1
+}
+
+// Supersedes reports whether s, a status stored after cur (of the same job
+// on the same client), says where the job stands now: a status of a later
+// attempt does, and one of the same attempt unless it is not final where
+// cur is (a started status published late), but restarted, which follows
+// the final status of its attempt. One of an earlier attempt does not.
+func (s JobStatus) Supersedes(cur JobStatus) bool {
+	switch {
+	case s.Attempt != cur.Attempt:
+		return s.Attempt > cur.Attempt
+	case cur.State == StateRestarted:
+		return s.State == StateRestarted
+	case s.State == StateRestarted:
+		return true
+	}
+	return !cur.State.Final() || s.State.Final()
 }

@@ -19,6 +19,9 @@ const (
 	BucketLocks = "PCM_LOCKS"
 	// BucketPackages is the object store of package content.
 	BucketPackages = "PCM_PACKAGES"
+	// BucketWindows is the KV bucket of maintenance windows, keyed by
+	// WindowKey: client.<id>, group.<name>, all.
+	BucketWindows = "PCM_WINDOWS"
 )
 
 // Subject prefixes and wildcards of the two streams.

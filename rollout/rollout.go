@@ -288,10 +288,8 @@ func (v *view) firstCopy(e fleet.Enrollment) (uint64, bool) {
 // apply records a status unless it is older than what is known: a started
 // status never replaces a final one of the same or a later attempt.
 func (v *view) apply(st events.JobStatus, at time.Time) {
-	if cur, ok := v.statuses[st.ClientID]; ok {
-		if cur.st.Attempt > st.Attempt || (cur.st.Attempt == st.Attempt && cur.st.State.Final() && !st.State.Final()) {
-			return
-		}
+	if cur, ok := v.statuses[st.ClientID]; ok && !st.Supersedes(cur.st) {
+		return
 	}
 	v.statuses[st.ClientID] = trackedStatus{st: st, at: at}
 }
