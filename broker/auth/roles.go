@@ -299,7 +299,7 @@ func agentGrants(client string) []Grant {
 func desktopGrants(client string) []Grant {
 	return cat(
 		pub("read its client's consumer filters (the subjects its offers come on)", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
-		pub("list its client's offers and statuses through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+".*"),
+		pub("list its client's offers, statuses and maintenance windows through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+".*"),
 		clientStatus(client),
 		cancellationRead(),
 		ownKey(events.BucketLocks, client, "its client's lock"),
@@ -311,7 +311,8 @@ func desktopGrants(client string) []Grant {
 }
 
 // readStreams are the streams and buckets publishers and auditors read.
-var readStreams = []string{events.StreamJobs, events.StreamStatus, kvSPre + events.BucketAgents, kvSPre + events.BucketLocks, objSPre + events.BucketPackages}
+var readStreams = []string{events.StreamJobs, events.StreamStatus, kvSPre + events.BucketAgents, kvSPre + events.BucketLocks, objSPre + events.BucketPackages,
+	kvSPre + events.BucketWindows}
 
 // readerGrants are what a publisher and an auditor read: the state of the
 // streams and buckets, every stored message by direct gets (no consumer),
