@@ -80,6 +80,13 @@ const (
 	RuleAutomated Rule = "automated"
 	// RuleMandatoryTime: an unattended run waits for the mandatory time.
 	RuleMandatoryTime Rule = "mandatory time"
+	// RuleGraceAfterOffline, RuleDeferred, RuleCountdown and RuleWindow are
+	// the time rules for people (timerules.go), applied after the
+	// mandatory time.
+	RuleGraceAfterOffline Rule = "grace after offline"
+	RuleDeferred          Rule = "deferred"
+	RuleCountdown         Rule = "countdown"
+	RuleWindow            Rule = "maintenance window"
 	// RuleInterrupted: an attempt was started and never finished (its face
 	// died); found under the lock, it counts as failed.
 	RuleInterrupted Rule = "interrupted"
@@ -128,6 +135,8 @@ type Facts struct {
 	// runs on the client now, so an attempt started and never finished was
 	// interrupted.
 	Locked bool
+	// TimeFacts: first sight, maintenance windows, the grace (timerules.go).
+	TimeFacts
 }
 
 // Report is a status a decision asks to record.
@@ -178,9 +187,15 @@ const maxReasonLen = 1024
 //  9. unattended, an optional job waits for the user, an interactive one
 //     waits for the desktop (on the service), an automated one for the
 //     service (on the desktop), and a mandatory one for its time;
-//  10. under the lock, an attempt started and never finished counts as
+//  10. unattended, a mandatory job due waits for the grace after offline
+//     of a client that saw it late, for the end of the user's deferral,
+//     and, on the service, for the user's countdown of a job the user may
+//     defer (timeRules);
+//  11. a job that requires a maintenance window waits for one in which its
+//     timeout fits (windowRule);
+//  12. under the lock, an attempt started and never finished counts as
 //     failed; outside the lock it may be running: decide again under it;
-//  11. otherwise the next attempt runs.
+//  13. otherwise the next attempt runs.
 //
 // The service records what ends an offer (steps 1 to 5 and 7); the desktop
 // records only its own attempts (steps 7 and 10) and leaves the rest to
@@ -261,6 +276,12 @@ func Decide(f Facts) Decision {
 		case f.Now.Before(*job.MandatoryAfter):
 			return wait(RuleMandatoryTime, *job.MandatoryAfter, "waiting for its mandatory time")
 		}
+		if d, ok := timeRules(f); ok {
+			return d
+		}
+	}
+	if d, ok := windowRule(f); ok {
+		return d
 	}
 	if f.Last != nil && f.Last.State == events.StateStarted {
 		if !f.Locked {

@@ -282,6 +282,15 @@ type Opening struct {
 // Windows are the maintenance windows of a client.
 type Windows []Window
 
+// String lists the windows, comma-separated.
+func (ws Windows) String() string {
+	s := make([]string, len(ws))
+	for i, w := range ws {
+		s[i] = w.String()
+	}
+	return strings.Join(s, ", ")
+}
+
 // Next returns the first opening of any of the windows, at or after now,
 // in which need fits: one open now with at least need left (its Start is
 // then at or before now), else the first to open that lasts at least need.

@@ -50,8 +50,8 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	}
 	out := cmd.OutOrStdout()
 	cfg := agent.DesktopConfig{
-		Config:       agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log, TrustedKeys: trusted},
-		Grace:        f.grace,
+		Config: agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log, TrustedKeys: trusted,
+			Grace: f.grace},
 		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
 		Notify:       func(line string) { fmt.Fprintln(out, line) },
 	}
