@@ -125,6 +125,8 @@ type follow struct {
 	refreshed map[string]time.Time // when each client's consumer was last re-read
 
 	agents, locks, statuses *streamread.Follower
+	// windows follows PCM_WINDOWS, for a job that requires a window only.
+	windows *streamread.Follower
 }
 
 // start starts the followers: every key of PCM_AGENTS and PCM_LOCKS, and
@@ -142,12 +144,17 @@ func (f *follow) start(ctx context.Context) (err error) {
 	if err != nil {
 		return streamErr("the statuses of "+f.jobID+" in "+events.StreamStatus, err)
 	}
+	if f.v.offer.Job.InWindow {
+		if f.windows, err = kvread.Follow(ctx, f.js, events.BucketWindows); err != nil {
+			return streamErr("bucket "+events.BucketWindows, err)
+		}
+	}
 	return nil
 }
 
 // stop stops the followers that were started.
 func (f *follow) stop() {
-	for _, fl := range []*streamread.Follower{f.agents, f.locks, f.statuses} {
+	for _, fl := range []*streamread.Follower{f.agents, f.locks, f.statuses, f.windows} {
 		if fl != nil {
 			fl.Stop()
 		}
@@ -158,6 +165,12 @@ func (f *follow) stop() {
 // shows something new, until ctx ends or a follower stops.
 func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 	caught, agentsInit, locksInit, ready := false, false, false, false
+	// The windows count only for a job that requires one.
+	var windows <-chan *streamread.Msg
+	windowsInit := f.windows == nil
+	if f.windows != nil {
+		windows = f.windows.Updates()
+	}
 	last := ""
 	// send sends the rollout when it shows something new, or always (the
 	// first, caught-up one: it may show nothing at all).
@@ -178,7 +191,7 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		if !ready && caught && agentsInit && locksInit {
+		if !ready && caught && agentsInit && locksInit && windowsInit {
 			ready = true
 			if !send(true) {
 				return ctx.Err()
@@ -229,6 +242,20 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 				delete(f.v.locks, e.Key)
 			} else if l, ok := events.ParseLockInfo(e.Value); ok {
 				f.v.locks[e.Key] = l
+			}
+		case m, ok := <-windows:
+			if !ok {
+				return stopped(ctx, "bucket "+events.BucketWindows, f.windows)
+			}
+			if m == nil {
+				windowsInit = true
+				continue
+			}
+			e := kvread.EntryOf(events.BucketWindows, *m)
+			if ws, err := events.ParseWindowSet(e.Value); err == nil && !e.Deleted {
+				f.v.windows[e.Key] = ws.Windows
+			} else {
+				delete(f.v.windows, e.Key)
 			}
 		case <-tick.C:
 		}

@@ -31,6 +31,7 @@ type jobFile struct {
 	Optional       bool               `json:"optional,omitempty"`
 	MaxAttempts    int                `json:"max_attempts,omitempty"`
 	Command        events.CommandLine `json:"command"`
+	jobFileTimeRules
 }
 
 // publishFlags are pcm publish's flags; they fill a jobFile.
@@ -44,6 +45,7 @@ type publishFlags struct {
 	platforms                   []string
 	clients, groups             []string
 	wait                        waitFlags
+	timeRules                   timeRuleFlags
 }
 
 func newPublishCmd(g *globals) *cobra.Command {
@@ -80,7 +82,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 			}
 			published, err := p.Publish(cmd.Context(), job)
 			if err != nil {
-				return err
+				return explainTimeRule(err)
 			}
 			if f.output == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -122,6 +124,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 	fl.StringVar(&f.publisherName, "publisher", "", "publisher name recorded in the events' source (default: the user name)")
 	fl.StringVar(&f.signingKey, "signing-key", "", signingKeyUsage)
 	f.wait.register(fl)
+	f.timeRules.register(fl)
 	return cmd
 }
 
@@ -160,6 +163,9 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 	}
 	jf.Clients = append(jf.Clients, f.clients...)
 	jf.Groups = append(jf.Groups, f.groups...)
+	if err := f.timeRules.apply(cmd, &jf); err != nil {
+		return events.JobOffered{}, err
+	}
 	return jf.toJob(now)
 }
 
@@ -239,6 +245,9 @@ func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 			m = now.UTC()
 		}
 		job.MandatoryAfter = &m
+	}
+	if job.TimeRules, err = jf.timeRules(now); err != nil {
+		return job, err
 	}
 	// The publisher applies the job defaults (events.JobOffered.WithDefaults).
 	if len(job.Command.SuccessExitCodes) == 1 && job.Command.SuccessExitCodes[0] == 0 {
