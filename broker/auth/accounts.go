@@ -161,6 +161,15 @@ func Imports(p Principal) ([]Import, error) {
 			out = append(out, Import{Subject: g.Subject, Why: g.Why})
 		}
 	}
+	// An account may not import overlapping subjects: a grant within
+	// another of the account's roles (the service's pcm.view.<client>.windows
+	// within the desktop's pcm.view.<client>.*) comes through the wider one.
+	granted := slices.Clone(out)
+	out = slices.DeleteFunc(out, func(im Import) bool {
+		return slices.ContainsFunc(granted, func(o Import) bool {
+			return o.Subject != im.Subject && jwt.Subject(im.Subject).IsContainedIn(jwt.Subject(o.Subject))
+		})
+	})
 	switch p.Kind {
 	case KindClient:
 		for _, s := range events.ConsumerFilters(p.Name, p.Groups) {

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/clientview"
 )
 
 // Role is what a NATS user of pcm is for; it decides the account the user
@@ -285,6 +286,7 @@ func agentGrants(client string) []Grant {
 		ownKey(events.BucketAgents, client, "its inventory"),
 		ownKey(events.BucketLocks, client, "its lock"),
 		packagesRead(),
+		pub("read its client's maintenance windows through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+"."+clientview.Windows),
 		subs("hear its desktop's statuses (a hint: it reads the stored status before acting)", events.StatusSubjectsOfClient(client)),
 		subs("hear its lock change (a hint: it reads the lock before acting)", kvPre+events.BucketLocks+"."+client),
 	)
