@@ -154,7 +154,7 @@ func (d *Desktop) deferralHint(f Facts) string {
 		return fmt.Sprintf(" (it cannot be put off: %s%s)", off.Why, deadline)
 	}
 	return fmt.Sprintf("; to put it off for %s, run: pcm desktop defer %s (%d of %d deferrals left%s)",
-		time.Duration(f.Job.Deferrals.Each), f.Job.JobID, off.Left+1, f.Job.Deferrals.Max, deadline)
+		time.Duration(f.Job.Deferrals.Each), f.Job.JobID, off.leftNow(), f.Job.Deferrals.Max, deadline)
 }
 
 // restartCountdown warns the user that the machine restarts for job, as

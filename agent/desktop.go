@@ -182,7 +182,7 @@ func (d *Desktop) List(ctx context.Context) ([]Listed, error) {
 		}
 		l := Listed{JobOffered: job}
 		if job.Deferrals != nil {
-			left := deferralOffer(f).Left
+			left := deferralOffer(f).leftNow()
 			l.DeferralsLeft = &left
 		}
 		out = append(out, l)

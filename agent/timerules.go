@@ -132,6 +132,15 @@ type Deferral struct {
 	Why string
 }
 
+// leftNow is how many deferrals the user has now (before the one offered,
+// when Allowed).
+func (o Deferral) leftNow() int {
+	if o.Allowed {
+		return o.Left + 1
+	}
+	return o.Left
+}
+
 // deferralOffer says whether the user may defer the job of f, a job that
 // allows deferrals, now: not before its mandatory time, not once its
 // deadline has passed, and not beyond the deferrals it allows.
