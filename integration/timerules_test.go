@@ -124,22 +124,29 @@ func TestDeferTwiceRunsAtTheThirdNotice(t *testing.T) {
 	j := job(appendTo(marker), toClient(client))
 	due := clk.Now().Add(30 * time.Minute).UTC()
 	j.OfferAfter, j.MandatoryAfter, j.ExpireAfter = clk.Now().UTC(), &due, due.Add(7*24*time.Hour)
-	j.Deferrals = &events.Deferrals{Max: 2, Each: events.Duration(2 * time.Hour)}
+	deadline := due.Add(48 * time.Hour)
+	j.Deferrals = &events.Deferrals{Max: 2, Each: events.Duration(2 * time.Hour), Deadline: &deadline}
 	id := publish(t, clockPublisher(t, env, clk), j)
+	deskArgs := []string{"--url", env.URL, "--client-id", client, "--state-dir", filepath.Join(dir, "desk")}
 
 	deferIt := func(left int) {
 		t.Helper()
-		out, errOut, code := runPCM(t, clockEnv(clk), "desktop", "defer", id, "--url", env.URL, "--client-id", client, "--state-dir", filepath.Join(dir, "desk"))
+		out, errOut, code := runPCM(t, clockEnv(clk), append([]string{"desktop", "defer", id}, deskArgs...)...)
 		if code != 0 || !strings.Contains(out, "deferred until") || !strings.Contains(out, fmt.Sprintf("(%d of 2 deferrals left)", left)) {
 			t.Fatalf("pcm desktop defer: exit %d, %q %q; want %d left", code, out, errOut, left)
 		}
 	}
 	notice := "is mandatory and starts in"
 	d.waitSaid(t, notice, 1, 20*time.Second)
-	if !d.saidSomething("run: pcm desktop defer " + id + " (2 of 2 deferrals left") {
-		t.Fatalf("the first notice does not say how to defer: %q", d.said)
+	if !d.saidSomething("run: pcm desktop defer " + id + " (2 of 2 deferrals left, deadline ") {
+		t.Fatalf("the first notice does not say how to defer, and the deadline: %q", d.said)
 	}
 	deferIt(1)
+	// pcm desktop list shows the deferrals left and the deadline.
+	if out, errOut, code := runPCM(t, clockEnv(clk), append([]string{"desktop", "list"}, deskArgs...)...); code != 0 ||
+		!strings.Contains(out, "1 of 2 left, deadline "+deadline.Local().Format(time.DateTime)) {
+		t.Fatalf("pcm desktop list: exit %d, %q %q; want 1 of 2 deferrals left and the deadline", code, out, errOut)
+	}
 	// The service dies and comes back: the deferral holds (the broker and
 	// its journal keep it).
 	svc.kill()
@@ -153,7 +160,7 @@ func TestDeferTwiceRunsAtTheThirdNotice(t *testing.T) {
 	if !d.saidSomething("it cannot be put off: no deferral left") {
 		t.Fatalf("the third notice does not say no deferral is left: %q", d.said)
 	}
-	if _, errOut, code := runPCM(t, clockEnv(clk), "desktop", "defer", id, "--url", env.URL, "--client-id", client, "--state-dir", filepath.Join(dir, "desk")); code == 0 ||
+	if _, errOut, code := runPCM(t, clockEnv(clk), append([]string{"desktop", "defer", id}, deskArgs...)...); code == 0 ||
 		!strings.Contains(errOut, "no deferral left") {
 		t.Fatalf("a third deferral: exit %d, %q", code, errOut)
 	}
@@ -363,6 +370,16 @@ func TestWindowStatusAndBadInput(t *testing.T) {
 	if sts := readStatuses(t, env.JS, client, id); len(sts) != 0 {
 		t.Fatalf("the job did something outside its window: %+v", sts)
 	}
+	// pcm window rm removes them; the client has none left.
+	if out, errOut, code := runPCM(t, nil, url("window", "rm", "--group", "lab")...); code != 0 {
+		t.Fatalf("pcm window rm: exit %d: %s %s", code, out, errOut)
+	}
+	if list, err := maintenance.New(env.JS).List(context.Background()); err != nil || len(list) != 0 {
+		t.Fatalf("windows after pcm window rm: %+v, %v", list, err)
+	}
+	if out, errOut, code := runPCM(t, nil, url("window", "list", "--client", client)...); code != 0 || strings.Contains(out, "group:lab") {
+		t.Fatalf("pcm window list --client after pcm window rm: exit %d: %s %s", code, out, errOut)
+	}
 }
 
 // statusErr is a pcm status output that does not say what is expected.
@@ -452,5 +469,65 @@ func TestRestartRequired(t *testing.T) {
 			}
 			_ = os.Remove(recorder)
 		})
+	}
+}
+
+// TestRestartWaitsForWindow: a window-bound job that asks for a restart
+// runs in its window (22:00-22:10 UTC on the test clock), but its restart,
+// due after the countdown (15m, at 22:16), waits for the next window
+// (22:30-22:40): the dry-run recorder sees one restart, inside it.
+func TestRestartWaitsForWindow(t *testing.T) {
+	env := testenv.StartBroker(t)
+	const client = "rebootwin"
+	enroll(t, env.JS, client)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ws []events.Window
+	for _, spec := range []string{"daily 22:00-22:10 UTC", "daily 22:30-22:40 UTC"} {
+		w, err := events.ParseWindow(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	if _, err := maintenance.New(env.JS).Set(ctx, toClient(client), ws, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	clk := testClock(time.Date(2026, 3, 2, 22, 1, 0, 0, time.UTC), 150) // 1 s real = 2.5 min
+	dir := t.TempDir()
+	recorder := filepath.Join(dir, "restarts")
+	svc := newAgentProc(t, env, client, dir, clockEnv(clk), "--grace", "15m", "--restart-dry-run", recorder)
+	svc.run()
+	waitPulling(t, env.JS, client)
+	marker := filepath.Join(dir, "ran")
+	j := job([]string{"sh", "-c", "echo ran >> " + marker + "; exit 194"}, toClient(client))
+	now := clk.Now().UTC()
+	j.OfferAfter, j.MandatoryAfter, j.ExpireAfter = now, &now, now.Add(24*time.Hour)
+	j.InWindow = true
+	j.Command.MayReboot, j.Command.RestartExitCodes = true, []int64{194}
+	id := publish(t, clockPublisher(t, env, clk), j)
+	svc.p.waitExit(t, 60*time.Second) // the dry run stops the agent
+	b, err := os.ReadFile(recorder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], "restart for job "+id) {
+		t.Fatalf("restarts recorded: %q, want one for %s", lines, id)
+	}
+	at, err := time.Parse(time.RFC3339Nano, strings.Fields(lines[0])[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := time.Date(2026, 3, 2, 22, 30, 0, 0, time.UTC)
+	if fake := fakeTime(clk, at); fake.Before(next) || !fake.Before(next.Add(10*time.Minute)) {
+		t.Fatalf("the machine restarted at %s (test clock), want inside the next window (%s to %s)", fake, next, next.Add(10*time.Minute))
+	}
+	fin := finals(readStatuses(t, env.JS, client, id))
+	if len(fin) != 1 || !fin[0].RestartRequired || markerLines(t, marker) != 1 {
+		t.Fatalf("finals %+v, runs %d: want one success asking for a restart", fin, markerLines(t, marker))
+	}
+	if ranAt := fakeTime(clk, *fin[0].StartedAt); ranAt.After(time.Date(2026, 3, 2, 22, 9, 0, 0, time.UTC)) {
+		t.Fatalf("the job started at %s (test clock), want in the first window", ranAt)
 	}
 }
