@@ -140,6 +140,12 @@ func StatusSubject(client, job string) string {
 	return statusPrefix + client + "." + job
 }
 
+// SessionSubject is where a client's desktop session says, now and then,
+// that a user is logged in: core NATS, never stored, and in an
+// authenticated deployment heard only inside the client's own account
+// (its service hears it; nothing is imported or exported).
+func SessionSubject(client string) string { return "pcm.session." + client }
+
 // StatusSubjectsOfClient matches every status subject of one client.
 func StatusSubjectsOfClient(client string) string { return statusPrefix + client + ".*" }
 

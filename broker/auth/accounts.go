@@ -154,7 +154,7 @@ func Imports(p Principal) ([]Import, error) {
 			return nil, err
 		}
 		for _, g := range gs {
-			if g.Sub || seen[g.Subject] {
+			if g.Sub || g.Local || seen[g.Subject] {
 				continue
 			}
 			seen[g.Subject] = true

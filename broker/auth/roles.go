@@ -135,6 +135,9 @@ type Grant struct {
 	Subject string
 	// Why says which act of pcm needs it.
 	Why string
+	// Local is true for a publish heard inside the user's own account (by
+	// another user of it), which its account does not import.
+	Local bool
 }
 
 // Grants returns what u may publish and subscribe to, each with its
@@ -306,6 +309,8 @@ func desktopGrants(client string) []Grant {
 		cancellationRead(),
 		ownKey(events.BucketLocks, client, "its client's lock"),
 		packagesRead(),
+		[]Grant{{Subject: events.SessionSubject(client), Local: true,
+			Why: "say its user's session is open, to its client's service inside their account (the user's deferrals and countdowns hold while one is)"}},
 		subs("hear of its client's new offers (its account imports only its own subject, its groups' and pcm.jobs.all)", "pcm.jobs.>"),
 		subs("hear its client's statuses and lock change (hints: it reads the stored state before acting)",
 			events.StatusSubjectsOfClient(client), kvPre+events.BucketLocks+"."+client),
