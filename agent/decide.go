@@ -190,7 +190,8 @@ const maxReasonLen = 1024
 //  10. unattended, a mandatory job due waits for the grace after offline
 //     of a client that saw it late, for the end of the user's deferral,
 //     and, on the service, for the user's countdown of a job the user may
-//     defer (timeRules);
+//     defer; with no desktop session open, the service waits for neither
+//     deferral nor countdown (timeRules);
 //  11. a job that requires a maintenance window waits for one in which its
 //     timeout fits (windowRule);
 //  12. under the lock, an attempt started and never finished counts as

@@ -242,6 +242,18 @@ func TestDecide(t *testing.T) {
 		{name: "deferral and countdown over (none left, or the deadline): it runs",
 			facts:  with(service(job(deferrable)), func(f *Facts) { f.Last = deferral(3, now.Add(-6*time.Minute)) }),
 			action: Run, rule: RuleDue, attempt: 1},
+		{name: "no desktop session: a deferrable job due runs at its time, with no countdown",
+			facts: with(service(job(deferrable, func(j *events.JobOffered) { j.MandatoryAfter = ptr(now.Add(-time.Minute)) })),
+				func(f *Facts) { f.NoSession = true }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "no desktop session: the user's deferral does not hold the service",
+			facts:  with(service(job(deferrable)), func(f *Facts) { f.Last, f.NoSession = deferral(1, inAnHour), true }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "no desktop session: the grace after offline still holds (the user may be logging in)",
+			facts: with(service(job(graceAfterOffline, deferrable)), func(f *Facts) {
+				f.FirstSeen, f.NoSession = now.Add(-10*time.Minute), true
+			}),
+			action: Wait, rule: RuleGraceAfterOffline, until: now.Add(20 * time.Minute)},
 		{name: "a job that allows no deferral gets no countdown on the service",
 			facts:  service(job(func(j *events.JobOffered) { j.MandatoryAfter = ptr(now.Add(-time.Minute)) })),
 			action: Run, rule: RuleDue, attempt: 1},

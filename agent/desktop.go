@@ -387,6 +387,7 @@ func (d *Desktop) Session(ctx context.Context) error {
 	if err := d.bind(ctx); err != nil {
 		return err
 	}
+	go d.sayPresent(ctx)
 	queue := make(chan events.JobOffered, 64)
 	again := make(chan events.JobOffered, 64) // jobs to consider again at their offer time
 	scheduled := map[string]bool{}

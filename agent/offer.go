@@ -138,7 +138,7 @@ func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Ev
 		f.Journal = &rec
 	}
 	f.Now = s.now()
-	f.Grace, f.FirstSeen = s.cfg.Grace, f.Now
+	f.Grace, f.FirstSeen, f.NoSession = s.cfg.Grace, f.Now, !s.sessionOpen()
 	if found && !rec.FirstSeen.IsZero() {
 		f.FirstSeen = rec.FirstSeen
 	}

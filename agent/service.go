@@ -38,6 +38,9 @@ type Service struct {
 	ready       chan struct{}
 	current     atomic.Value // string: the job running now
 	started     time.Time
+	// sessionHeard is when a desktop session was last heard (Unix ns).
+	sessionHeard atomic.Int64
+	sessionDeaf  atomic.Bool // it cannot hear them: it assumes one is open
 
 	curMu    sync.Mutex  // guards curTimer and curShown
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
@@ -115,6 +118,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		s.log.Warn("cannot watch the desktop's statuses; jobs it runs are acked when they come back", zap.Error(err))
 	}
+	sessions, err := s.hearSessions()
+	if err != nil {
+		s.log.Warn("cannot hear the desktop sessions; deferrals and countdowns hold as if one were open", zap.Error(err))
+		s.sessionDeaf.Store(true)
+	}
 	s.warnUnsigned()
 	s.log.Info("agent ready", zap.String("platform", s.cfg.Platform()), zap.Strings("groups", s.cfg.Groups),
 		zap.String("consumer", events.ConsumerName(s.cfg.ClientID)), zap.Duration("ack_wait", s.ackWait))
@@ -122,6 +130,9 @@ func (s *Service) Run(ctx context.Context) error {
 	s.consume(ctx, cons)
 	if sub != nil {
 		_ = sub.Unsubscribe()
+	}
+	if sessions != nil {
+		_ = sessions.Unsubscribe()
 	}
 	wg.Wait()
 	return nil

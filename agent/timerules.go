@@ -25,6 +25,11 @@ type TimeFacts struct {
 	// Grace is the countdown the user is given before a job the user may
 	// defer runs (Config.Grace): the service waits it once the job is due.
 	Grace time.Duration
+	// NoSession is set on the service when no desktop session of the
+	// client is open: nobody is there to defer a job or be warned, so
+	// neither the user's deferral nor the countdown holds it (the grace
+	// after offline still does: the user may be logging in).
+	NoSession bool
 }
 
 // firstSeen is FirstSeen, Now when unknown.
@@ -61,7 +66,7 @@ func unattendedDue(f Facts) (due time.Time, rule Rule, why string) {
 		why = fmt.Sprintf("first seen at %s, after its mandatory time (%s): the user is warned until %s (grace after offline)",
 			stamp(f.firstSeen()), stamp(*job.MandatoryAfter), stamp(end))
 	}
-	if n, until := deferred(f); n > 0 && until.After(due) {
+	if n, until := deferred(f); n > 0 && until.After(due) && !f.NoSession {
 		due, rule = until, RuleDeferred
 		why = fmt.Sprintf("deferred by the user until %s (deferral %d)", stamp(until), n)
 	}
@@ -70,9 +75,10 @@ func unattendedDue(f Facts) (due time.Time, rule Rule, why string) {
 
 // countsDown reports whether the service gives the user a countdown
 // before it runs a job that is due: a job the user may defer (the desktop
-// offers the deferral during the countdown).
+// offers the deferral during the countdown), while a desktop session is
+// open.
 func countsDown(f Facts) bool {
-	return f.Face == events.RunnerService && f.Job.Deferrals != nil && f.Grace > 0
+	return f.Face == events.RunnerService && f.Job.Deferrals != nil && f.Grace > 0 && !f.NoSession
 }
 
 // timeRules are rows 10 of Decide, for an unattended run of a mandatory
