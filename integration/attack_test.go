@@ -268,6 +268,9 @@ type req struct {
 	subject string
 	body    string
 	header  map[string]string
+	// unanswered: nothing answers it (a word to its own account's other
+	// users, such as a desktop session's presence), so it has no canary.
+	unanswered bool
 }
 
 func (r req) msg(reply string) *nats.Msg {
@@ -325,7 +328,8 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 		return append(client,
 			req{subject: "pcm.view." + own + ".offers", body: `{"max":2}`},
 			req{subject: "pcm.view." + own + ".statuses", body: `{"max":2}`},
-			req{subject: "pcm.view." + own + ".windows", body: `{"max":2}`})
+			req{subject: "pcm.view." + own + ".windows", body: `{"max":2}`},
+			req{subject: events.SessionSubject(own), body: "attacker", unanswered: true})
 	case auth.RolePublisher:
 		return append(readers(),
 			req{subject: "pcm.jobs.client.c1", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
@@ -387,6 +391,9 @@ func (a *attacker) redirect(t *testing.T, reqs []req, targets []string) {
 		}
 	}
 	for _, r := range reqs {
+		if r.unanswered {
+			continue
+		}
 		inbox := a.nc.NewRespInbox()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := a.nc.RequestMsgWithContext(ctx, r.msg(inbox))

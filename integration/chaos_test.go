@@ -107,6 +107,15 @@ func TestChaos(t *testing.T) {
 		}
 		desktops[i] = d
 	}
+	// Each desktop's user is logged in: its session is open (the service
+	// holds a job for a deferral only while one is).
+	sessions, stopSessions := context.WithCancel(context.Background())
+	var sessionsWG sync.WaitGroup
+	for _, d := range desktops {
+		sessionsWG.Go(func() { _ = d.Session(sessions) })
+	}
+	defer sessionsWG.Wait()
+	defer stopSessions()
 	// A maintenance window of the fleet, open for the next three hours.
 	wstart := time.Now().UTC().Truncate(time.Minute)
 	w, err := events.ParseWindow(wstart.Format("2006-01-02 15:04-") + wstart.Add(3*time.Hour).Format("15:04") + " UTC")

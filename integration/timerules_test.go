@@ -531,3 +531,41 @@ func TestRestartWaitsForWindow(t *testing.T) {
 		t.Fatalf("the job started at %s (test clock), want in the first window", ranAt)
 	}
 }
+
+// TestNoSessionNoDeferral: with no desktop session open on the client,
+// nobody may defer a job or be warned: the service runs a job that allows
+// deferrals at its mandatory time, without the user's countdown (an hour
+// here). The service first waits to hear from a session for a while after
+// it starts (30 s), so the job is due 35 s after the agent starts.
+func TestNoSessionNoDeferral(t *testing.T) {
+	env := testenv.StartBroker(t)
+	const client = "nosession"
+	enroll(t, env.JS, client)
+	dir := t.TempDir()
+	clk := testClock(time.Now(), 60) // 1 s real = 1 min
+	grace := time.Hour
+	svc := newAgentProc(t, env, client, dir, clockEnv(clk), "--grace", grace.String())
+	startedAt := clk.Now()
+	svc.run()
+	waitPulling(t, env.JS, client)
+	marker := filepath.Join(dir, "ran")
+	j := job(appendTo(marker), toClient(client))
+	due := startedAt.Add(35 * time.Minute).UTC()
+	j.OfferAfter, j.MandatoryAfter, j.ExpireAfter = clk.Now().UTC(), &due, due.Add(24*time.Hour)
+	j.Deferrals = &events.Deferrals{Max: 3, Each: events.Duration(4 * time.Hour)}
+	id := publish(t, clockPublisher(t, env, clk), j)
+	sts := waitFinal(t, env.JS, client, id, 90*time.Second)
+	var started *events.JobStatus
+	for i, s := range sts {
+		if s.State == events.StateStarted {
+			started = &sts[i]
+		}
+	}
+	if started == nil || markerLines(t, marker) != 1 {
+		t.Fatalf("statuses %+v: want one run", sts)
+	}
+	if ranAt := fakeTime(clk, *started.StartedAt); ranAt.Before(due) || ranAt.After(due.Add(grace/2)) {
+		t.Fatalf("the job started at %s (test clock), want at its mandatory time %s, with no countdown (%s) since no session is open", ranAt, due, grace)
+	}
+	waitAcked(t, env.JS, client, 10*time.Second)
+}
