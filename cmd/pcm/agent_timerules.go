@@ -21,7 +21,7 @@ type agentTimeFlags struct {
 }
 
 func (f *agentTimeFlags) register(fl *pflag.FlagSet) {
-	fl.DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown the user is given before a job they may defer runs, and before the machine restarts for a job (give the desktop the same)")
+	fl.DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown the user is given before a job they may defer runs (while a desktop session is open; with none, the job runs at its time), and before the machine restarts for a job (give the desktop the same)")
 	fl.StringVar(&f.restartCommand, "restart-command", "", "command that restarts the machine for a job whose exit code asks for it, words separated by spaces (default: shutdown /r /t 0 on Windows, shutdown -r now elsewhere)")
 	fl.StringVar(&f.restartDryRun, "restart-dry-run", "", "instead of restarting the machine, append a line to this file and stop the agent as a restart would (for tests and rehearsals; the next start counts as the machine's return)")
 }

@@ -90,7 +90,9 @@ or that expired. It never shows or runs background (service-only) jobs. When the
 the client it says which job it runs and waits; it never gives up because of the lock.
 
 A job published with --deferrals is counted down too, whichever face runs it: each notice says
-how many deferrals are left and the deadline, and pcm desktop defer JOB puts it off. A job this
+how many deferrals are left and the deadline, and pcm desktop defer JOB puts it off. The service
+holds such a job for its countdown and its deferrals only while a desktop session is open (this
+command without a subcommand): with nobody logged in, it runs the job at its time. A job this
 client first sees after its mandatory time (it was off) with --grace-after-offline is announced
 and run only after that grace. When a job asks for a restart, the session counts the restart
 down, with a final warning.`,
