@@ -362,8 +362,11 @@ func TestChaos(t *testing.T) {
 					fig.svcRuns++
 				}
 			}
-			for _, n := range perAttempt {
+			for attempt, n := range perAttempt {
 				fig.finalsPerAttempt[n]++
+				if n != 1 {
+					t.Errorf("job %s on %s: %d final statuses of attempt %d: %+v", id, c, n, attempt, sts)
+				}
 			}
 			if !last.EndsJob(maxAttempts) {
 				fig.unfinished++
