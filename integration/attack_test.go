@@ -575,17 +575,19 @@ func (f *attackFixture) knownAttacks(t *testing.T, a *attacker, victim string) {
 		// view, and by direct gets on the bucket; its own view holds its
 		// own key, its groups' and every client's, nothing else.
 		seen = 0
-		err = clientview.Scan(ctx, a.nc, victim, clientview.Windows, func(streamread.Msg) error { seen++; return nil })
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		err = clientview.Scan(wctx, a.nc, victim, clientview.Windows, func(streamread.Msg) error { seen++; return nil })
+		wcancel()
 		if err == nil || seen > 0 {
 			t.Errorf("%s: read %d of %s's maintenance windows through the view (%v)", a.u.UserName(), seen, victim, err)
 		}
 		var keys []string
-		vctx, vcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = clientview.Scan(vctx, a.nc, a.u.Name, clientview.Windows, func(m streamread.Msg) error {
+		octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = clientview.Scan(octx, a.nc, a.u.Name, clientview.Windows, func(m streamread.Msg) error {
 			keys = append(keys, kvread.EntryOf(events.BucketWindows, m).Key)
 			return nil
 		})
-		vcancel()
+		ocancel()
 		want := events.WindowKeysOf(a.u.Name, attackGroups[a.u.Name])
 		slices.Sort(keys)
 		slices.Sort(want)
