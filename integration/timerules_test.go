@@ -569,3 +569,41 @@ func TestNoSessionNoDeferral(t *testing.T) {
 	}
 	waitAcked(t, env.JS, client, 10*time.Second)
 }
+
+// TestSessionHeardInItsAccount: on an authenticated broker, a service
+// with its agent credentials hears its desktop's session (desktop
+// credentials, the same client's account): a job the user may defer,
+// mandatory after the service's first 30 s, waits for the countdown (30m
+// on a test clock 60 times as fast) instead of running at its time, as it
+// would with no session (TestNoSessionNoDeferral).
+func TestSessionHeardInItsAccount(t *testing.T) {
+	testenv.SameInBothModes(t)
+	env := testenv.StartBroker(t, testenv.WithAuth())
+	const client = "session1"
+	enroll(t, env.JS, client)
+	clk := testClock(time.Now(), 60) // 1 s real = 1 min
+	grace := 30 * time.Minute
+	d := newTestDesktop(t, env.URL, client, func(c *agent.DesktopConfig) { c.Clock, c.Grace = clk, grace })
+	d.session(t)
+	startedAt := clk.Now()
+	startAgent(t, env.URL, client, t.TempDir(), func(c *agent.Config) { c.Clock, c.Grace = clk, grace }).waitReady(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	j := job(appendTo(marker), toClient(client))
+	due := startedAt.Add(35 * time.Minute).UTC()
+	j.OfferAfter, j.MandatoryAfter, j.ExpireAfter = clk.Now().UTC(), &due, due.Add(24*time.Hour)
+	j.Deferrals = &events.Deferrals{Max: 3, Each: events.Duration(4 * time.Hour)}
+	id := publish(t, clockPublisher(t, env, clk), j)
+	sts := waitFinal(t, env.JS, client, id, 2*time.Minute)
+	var started *events.JobStatus
+	for i, s := range sts {
+		if s.State == events.StateStarted {
+			started = &sts[i]
+		}
+	}
+	if started == nil || markerLines(t, marker) != 1 {
+		t.Fatalf("statuses %+v: want one run", sts)
+	}
+	if ranAt := fakeTime(clk, *started.StartedAt); ranAt.Before(due.Add(grace - 2*time.Minute)) {
+		t.Fatalf("the job started at %s (test clock), before the end of its countdown (%s): the service did not hear the session", ranAt, due.Add(grace))
+	}
+}
