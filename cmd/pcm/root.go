@@ -57,6 +57,7 @@ A flag given on the command line wins over its variable.`,
 		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
 		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g),
 	)
+	root.AddCommand(newWindowCmd(g))
 	root.AddCommand(brokerCommands(g)...)
 	annotateEnv(root)
 	return root
