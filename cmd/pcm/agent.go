@@ -37,6 +37,7 @@ type agentFlags struct {
 	channel            string
 	releaseKeys        []string
 	updateHealth       time.Duration
+	times              agentTimeFlags
 }
 
 func (f *agentFlags) register(cmd *cobra.Command) {
@@ -52,6 +53,7 @@ func (f *agentFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.channel, "channel", "", "release channel to follow (pcm release push --channel): the agent installs each newer release signed by --release-keys once no job runs (default: none, no self-update)")
 	cmd.Flags().StringSliceVar(&f.releaseKeys, "release-keys", nil, "public keys whose signed agent releases this client installs, comma-separated (pcm keys public RELEASE-KEY); required with --channel")
 	cmd.Flags().DurationVar(&f.updateHealth, "update-health-timeout", DefaultUpdateHealthTimeout, "after a self-update, how long the new version has to connect, check its journal and report its version before the previous binary is restored")
+	f.times.register(cmd.Flags())
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -121,6 +123,9 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
 		Heartbeat: f.heartbeat, Lease: f.lease, CacheSize: int64(f.cacheSize), Fault: faultFromEnv(log), Logger: log,
 		TrustedKeys: keys.publishers, ControllerKeys: keys.controllers, Channel: f.channel, ReleaseKeys: f.releaseKeys,
+	}
+	if err := f.times.apply(&cfg, log); err != nil {
+		return cfg, err
 	}
 	return cfg, cfg.Validate()
 }

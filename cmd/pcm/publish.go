@@ -36,6 +36,7 @@ type jobFile struct {
 	Rollout  *events.RolloutPlan   `json:"rollout,omitempty"`
 	Detect   *events.DetectCommand `json:"detect,omitempty"`
 	Requires []string              `json:"requires,omitempty"`
+	jobFileTimeRules
 }
 
 // publishFlags are pcm publish's flags; they fill a jobFile.
@@ -50,6 +51,7 @@ type publishFlags struct {
 	clients, groups             []string
 	wait                        waitFlags
 	plan                        planFlags
+	timeRules                   timeRuleFlags
 }
 
 func newPublishCmd(g *globals) *cobra.Command { return publishCmd(g, &publishFlags{}) }
@@ -101,7 +103,7 @@ detect: {argv: [...]}, requires: [JOB].`,
 			}
 			published, err := p.Publish(cmd.Context(), job)
 			if err != nil {
-				return err
+				return explainTimeRule(err)
 			}
 			if f.output == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -147,6 +149,7 @@ detect: {argv: [...]}, requires: [JOB].`,
 	fl.StringVar(&f.signingKey, "signing-key", "", signingKeyUsage)
 	f.wait.register(fl)
 	f.plan.register(fl)
+	f.timeRules.register(fl)
 	return cmd
 }
 
@@ -186,6 +189,9 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 	jf.Clients = append(jf.Clients, f.clients...)
 	jf.Groups = append(jf.Groups, f.groups...)
 	if err := f.plan.apply(cmd, &jf); err != nil {
+		return events.JobOffered{}, err
+	}
+	if err := f.timeRules.apply(cmd, &jf); err != nil {
 		return events.JobOffered{}, err
 	}
 	return jf.toJob(now)
@@ -268,6 +274,9 @@ func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 			m = now.UTC()
 		}
 		job.MandatoryAfter = &m
+	}
+	if job.TimeRules, err = jf.timeRules(now); err != nil {
+		return job, err
 	}
 	// The publisher applies the job defaults (events.JobOffered.WithDefaults).
 	if len(job.Command.SuccessExitCodes) == 1 && job.Command.SuccessExitCodes[0] == 0 {

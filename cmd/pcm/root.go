@@ -65,6 +65,7 @@ file of settings (what pcm agent install and pcm broker install write).`,
 		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
 		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g), newReleaseCmd(g),
 	)
+	root.AddCommand(newWindowCmd(g))
 	root.AddCommand(brokerCommands(g)...)
 	annotateEnv(root)
 	return root
