@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -250,6 +251,16 @@ func TestAgentSelfUpdate(t *testing.T) {
 		}
 		if v := binaryVersion(t, bin+".previous"); v != "v1.0.0" {
 			t.Fatalf("the previous binary reports %s, want v1.0.0", v)
+		}
+		// pcm release list shows the versions and the channel running one;
+		// pcm agents shows the client's version and channel.
+		stdout, _, code := runPCM(t, nil, append([]string{"release", "list", "--url", env.URL}, releaseArgs...)...)
+		if code != 0 || !regexp.MustCompile(`(?m)^v1\.1\.0\s+stable\s+`+regexp.QuoteMeta(platform)).MatchString(stdout) || !strings.Contains(stdout, "v0.9.0") {
+			t.Fatalf("pcm release list (exit %d):\n%s", code, stdout)
+		}
+		stdout, _, code = runPCM(t, nil, append([]string{"agents", "--url", env.URL}, releaseArgs...)...)
+		if code != 0 || !regexp.MustCompile(`(?m)^`+client+`\s.*\sv1\.1\.0\s+stable\s`).MatchString(stdout) {
+			t.Fatalf("pcm agents (exit %d):\n%s", code, stdout)
 		}
 	})
 
