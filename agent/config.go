@@ -19,6 +19,8 @@ import (
 const (
 	// DefaultHeartbeat is how often the inventory is refreshed.
 	DefaultHeartbeat = 30 * time.Second
+	// DefaultPackageRetryFor is Config.PackageRetryFor's default.
+	DefaultPackageRetryFor = time.Hour
 	// DefaultLease is the lease of the service-versus-desktop lock: the
 	// lock's own default.
 	DefaultLease = lock.DefaultLease
@@ -57,6 +59,11 @@ type Config struct {
 	// pkgcache.DefaultMaxBytes (2 GiB). The least recently used packages
 	// are evicted first; a package of a job still pending never is.
 	CacheSize int64
+	// PackageRetryFor bounds how long the service retries a job whose
+	// package store cannot be reached (or whose package does not fit the
+	// cache now) before the job fails with the reason; default
+	// DefaultPackageRetryFor.
+	PackageRetryFor time.Duration
 	// Host name reported in statuses; default os.Hostname.
 	Host string
 	// OS and Arch of this client for the platform filter; default the
@@ -98,6 +105,12 @@ type Config struct {
 	// badly signed or otherwise signed one is never acted on. Empty runs
 	// unsigned jobs (the open default), with a warning at start.
 	TrustedKeys []string
+	// Channel is the release channel this agent follows (pcm release
+	// push --channel); empty: it never updates itself.
+	Channel string
+	// ReleaseKeys are the public keys whose signed release manifests this
+	// agent installs; required with Channel.
+	ReleaseKeys []string
 	// ControllerKeys are the public keys of the rollout controllers whose
 	// signed halts this client accepts, besides the TrustedKeys': a
 	// controller's key may halt a staged rollout, never resume one nor
@@ -129,6 +142,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = pkgcache.DefaultMaxBytes
+	}
+	if c.PackageRetryFor <= 0 {
+		c.PackageRetryFor = DefaultPackageRetryFor
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -165,6 +181,17 @@ func (c Config) Validate() error {
 	}
 	if err := events.ValidateTrustedKeys(c.TrustedKeys); err != nil {
 		return fmt.Errorf("%w: %w (set --trusted-keys)", ErrInvalidConfig, err)
+	}
+	if c.Channel != "" {
+		if err := events.ValidID("channel", c.Channel); err != nil {
+			return fmt.Errorf("%w: %w (set --channel)", ErrInvalidConfig, err)
+		}
+		if len(c.ReleaseKeys) == 0 {
+			return fmt.Errorf("%w: --channel %s without --release-keys: an agent installs only releases signed by a key it trusts", ErrInvalidConfig, c.Channel)
+		}
+	}
+	if err := events.ValidateTrustedKeys(c.ReleaseKeys); err != nil {
+		return fmt.Errorf("%w: %w (set --release-keys)", ErrInvalidConfig, err)
 	}
 	if err := events.ValidateTrustedKeys(c.ControllerKeys); err != nil {
 		return fmt.Errorf("%w: %w (set --controller-keys)", ErrInvalidConfig, err)

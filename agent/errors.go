@@ -11,6 +11,9 @@ var (
 	ErrNotEnrolled = errors.New("client not enrolled")
 	// ErrJournal: the local journal cannot be opened or read; nothing runs.
 	ErrJournal = errors.New("agent journal unusable")
+	// ErrUpdateReady: Run stopped to install a verified release
+	// (Service.PendingUpdate); no job runs and the client's lock is held.
+	ErrUpdateReady = errors.New("agent update ready")
 	// ErrMisrouted: an offer arrived on a subject that is not one of its targets.
 	ErrMisrouted = errors.New("offer on a subject that is not one of its targets")
 )

@@ -132,6 +132,7 @@ func (s *Service) readyPackage(ctx context.Context, msg jetstream.Msg, job event
 			return err
 		}
 		pkg.entry, pkg.unpin = &e, unpin
+		s.packageRetried(job.JobID)
 		s.log.Info("package ready", zap.String("job", job.JobID), zap.String("package", ref.Name+"@"+ref.Version), zap.String("sha256", ref.SHA256),
 			zap.Bool("downloaded", e.Downloaded), zap.Int64("size", e.Size), zap.Duration("took", time.Since(start)))
 	}
@@ -139,9 +140,13 @@ func (s *Service) readyPackage(ctx context.Context, msg jetstream.Msg, job event
 }
 
 // packageFailed handles a package that could not be made ready. A
-// permanent refusal (missing, altered, too large) becomes a fact, and it
-// returns true: decide again (the job fails without running). Anything
-// else sends the offer back for later, unless the agent is stopping.
+// permanent refusal (missing, altered, too large, a job directory that
+// cannot be prepared) becomes a fact, and it returns true: decide again
+// (the job fails without running). A package store that cannot be reached
+// (or a cache full of pinned content) sends the offer back for later, for
+// at most Config.PackageRetryFor since the first such failure of the job;
+// after that the failure becomes the fact. It returns false when the agent
+// is stopping.
 func (s *Service) packageFailed(ctx context.Context, msg jetstream.Msg, f *Facts, err error) bool {
 	log := s.log.With(zap.String("job", f.Job.JobID))
 	switch {
@@ -149,13 +154,43 @@ func (s *Service) packageFailed(ctx context.Context, msg jetstream.Msg, f *Facts
 		return false // the agent is stopping: the offer comes back
 	case pkgcache.Permanent(err):
 		log.Warn("package refused: the job fails without running", zap.Error(err))
+		s.packageRetried(f.Job.JobID)
 		f.PackageErr = err
 		return true
-	default:
-		log.Warn("package not available yet; the offer comes back", zap.Error(err))
-		_ = msg.NakWithDelay(retryLater)
-		return false
 	}
+	since := s.packageUnavailable(f.Job.JobID)
+	if waited := time.Since(since); waited >= s.cfg.PackageRetryFor {
+		log.Warn("package still not available: the job fails without running", zap.Duration("waited", waited), zap.Error(err))
+		s.packageRetried(f.Job.JobID)
+		f.PackageErr = fmt.Errorf("%w (retried for %s)", err, waited.Round(time.Second))
+		return true
+	}
+	log.Warn("package not available yet; the offer comes back", zap.Error(err))
+	_ = msg.NakWithDelay(retryLater)
+	return false
+}
+
+// packageUnavailable returns when the package of job was first found
+// unavailable in this run of the agent, recording now if it was not.
+func (s *Service) packageUnavailable(job string) time.Time {
+	s.pkgMu.Lock()
+	defer s.pkgMu.Unlock()
+	if s.pkgWait == nil {
+		s.pkgWait = map[string]time.Time{}
+	}
+	since, ok := s.pkgWait[job]
+	if !ok {
+		since = time.Now()
+		s.pkgWait[job] = since
+	}
+	return since
+}
+
+// packageRetried forgets job's wait for its package.
+func (s *Service) packageRetried(job string) {
+	s.pkgMu.Lock()
+	defer s.pkgMu.Unlock()
+	delete(s.pkgWait, job)
 }
 
 // takeLock waits for the client's lock while keeping the offer alive. It

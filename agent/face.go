@@ -221,7 +221,7 @@ func (f *face) finalStatus(job events.JobOffered, attempt int, res runner.Result
 		st.RestartRequired, st.RestartAt = true, &at
 	}
 	st.PID = res.PID
-	st.OutputTail = res.OutputTail
+	st.OutputTail, st.OutputEncoding = res.OutputTail, res.OutputEncoding
 	st.LockRevision = revision
 	if runErr == nil {
 		code := res.ExitCode

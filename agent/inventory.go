@@ -19,6 +19,7 @@ func (s *Service) Info() events.AgentInfo {
 		Groups: s.cfg.Groups, Version: s.cfg.Version, PID: pid,
 		StartedAt: s.started.UTC(), LastSeen: time.Now().UTC(),
 		Heartbeat: events.Duration(s.cfg.Heartbeat), CurrentJob: s.current.Load().(string),
+		Channel: s.cfg.Channel, Update: s.updateInfo(),
 	}
 }
 

@@ -46,7 +46,14 @@ type Service struct {
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
 	curShown bool        // the inventory was asked to show the running job
 
-	waiting waiters // held offers waiting for a job they require
+	pkgMu   sync.Mutex
+	pkgWait map[string]time.Time // jobs whose package store was unreachable, since when
+
+	pending      atomic.Pointer[Update]            // a verified release waiting for the agent to be idle
+	refused      atomic.Pointer[events.UpdateInfo] // the last release refused in this run
+	updateKick   chan struct{}                     // wakes the consume loop for a pending update
+	ready4update *Update                           // the update Run stopped for
+	waiting      waiters                           // held offers waiting for a job they require
 }
 
 // New returns a Service that talks to the broker over nc (see
@@ -63,7 +70,7 @@ func New(nc *nats.Conn, cfg Config) (*Service, error) {
 	s := &Service{
 		face: newFace(nc, js, cfg, events.RunnerService, cfg.Logger.Named("service")),
 		cfg:  cfg,
-		acks: map[string]int{}, kick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
+		acks: map[string]int{}, kick: make(chan struct{}, 1), updateKick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
 		restartKick: make(chan struct{}, 1),
 	}
 	s.current.Store("")
@@ -106,15 +113,21 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// runCtx ends the loops below when consume returns for an update.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	var wg sync.WaitGroup
-	wg.Go(func() { s.reportLoop(ctx) })
-	wg.Go(func() { s.heartbeatLoop(ctx) })
+	wg.Go(func() { s.reportLoop(runCtx) })
+	wg.Go(func() { s.heartbeatLoop(runCtx) })
 	wg.Go(func() {
-		if errors.Is(s.restartLoop(ctx), errRestarting) {
+		if errors.Is(s.restartLoop(runCtx), errRestarting) {
 			s.log.Warn("the machine restarts: the agent stops")
 			stop()
 		}
 	})
+	if s.cfg.Channel != "" {
+		wg.Go(func() { s.watchReleases(runCtx) })
+	}
 	sub, err := s.watchDesktopStatuses()
 	if err != nil {
 		s.log.Warn("cannot watch the desktop's statuses; jobs it runs are acked when they come back", zap.Error(err))
@@ -135,7 +148,14 @@ func (s *Service) Run(ctx context.Context) error {
 	if sessions != nil {
 		_ = sessions.Unsubscribe()
 	}
+	stopRun()
 	wg.Wait()
+	if u := s.ready4update; u != nil && ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		_ = s.flush(fctx) // what is left waits in the journal for the next version
+		cancel()
+		return fmt.Errorf("%w: %s -> %s", ErrUpdateReady, u.From, u.Release.Version)
+	}
 	return nil
 }
 
@@ -198,10 +218,15 @@ func (s *Service) consume(ctx context.Context, cons jetstream.Consumer) {
 	defer s.nc.RemoveStatusListener(reconnected)
 	b := retryDelays
 	for ctx.Err() == nil {
+		if s.takeUpdate(ctx) {
+			return // no job runs: Run returns ErrUpdateReady
+		}
 		fctx, cancel := context.WithTimeout(ctx, fetchWait)
-		go func() { // a reconnection renews the pull request
+		go func() { // a reconnection renews the pull request; a staged update ends it
 			select {
 			case <-reconnected:
+				cancel()
+			case <-s.updateKick:
 				cancel()
 			case <-fctx.Done():
 			}

@@ -33,6 +33,9 @@ type Stats struct {
 	// signature is not trusted; ServiceOnly the background jobs it would
 	// not list or run.
 	Untrusted, ServiceOnly int64
+	// ReleasesRefused counts the release manifests the service refused
+	// (signature, channel, platform, downgrade, download).
+	ReleasesRefused int64
 	// UntrustedHalts counts the halts and resumes read on a job's halt
 	// subject that were not trusted (a halt not signed by a publisher or
 	// the controller is ignored; a resume not signed by a publisher leaves
@@ -51,8 +54,8 @@ type Stats struct {
 
 // counters are a face's Stats as they are counted.
 type counters struct {
-	offers, filtered, held, refused, started, statusWaits, fetchRetries, desktopRuns, untrusted, serviceOnly atomic.Int64
-	untrustedHalts, detections, present, woken, haltedHolds                                                  atomic.Int64
+	offers, filtered, held, refused, started, statusWaits, fetchRetries, desktopRuns, untrusted, serviceOnly, releasesRefused atomic.Int64
+	untrustedHalts, detections, present, woken, haltedHolds                                                                   atomic.Int64
 }
 
 // Stats returns what the face has counted so far.
@@ -63,6 +66,7 @@ func (f *face) Stats() Stats {
 		Started: c.started.Load(), StatusWaits: c.statusWaits.Load(), FetchRetries: c.fetchRetries.Load(),
 		DesktopRuns: c.desktopRuns.Load(), Untrusted: c.untrusted.Load(), ServiceOnly: c.serviceOnly.Load(),
 		UntrustedHalts: c.untrustedHalts.Load(), Detections: c.detections.Load(), Present: c.present.Load(), Woken: c.woken.Load(),
-		HaltedHolds: c.haltedHolds.Load(),
+		HaltedHolds:     c.haltedHolds.Load(),
+		ReleasesRefused: c.releasesRefused.Load(),
 	}
 }

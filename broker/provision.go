@@ -191,6 +191,25 @@ func LocksBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 	}
 }
 
+// ReleasesBucketConfig is the configuration Provision gives PCM_RELEASES,
+// the signed agent release manifests (pcm release push): agents watch their
+// channel's key. A few versions of history keep what a channel ran before.
+func ReleasesBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
+	o.setDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      events.BucketReleases,
+		Description: "pcm agent releases: signed manifests by version and by channel",
+		History:     10,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		RePublish: &jetstream.RePublish{
+			Source:      "$KV." + events.BucketReleases + "." + events.ReleaseChannelKey("*"),
+			Destination: events.ReleaseHintSubject("{{wildcard(1)}}"),
+			HeadersOnly: true,
+		},
+	}
+}
+
 // ControllerBucketConfig is the configuration Provision gives
 // PCM_CONTROLLER, the rollout controller's bucket: its leadership is a
 // lease on a key with a per-key TTL, like a client's lock. No principal's
@@ -260,7 +279,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
 		}
 	}
-	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts), ControllerBucketConfig(opts), WindowsBucketConfig(opts)} {
+	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts), ControllerBucketConfig(opts), WindowsBucketConfig(opts), ReleasesBucketConfig(opts)} {
 		if err := provisionBucket(ctx, js, cfg, opts.MaxConsumers); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}
@@ -359,5 +378,7 @@ func sameBucketConfig(have, want jetstream.KeyValueConfig) bool {
 		have.Storage == want.Storage &&
 		have.Replicas == want.Replicas &&
 		have.TTL == want.TTL &&
-		have.LimitMarkerTTL == want.LimitMarkerTTL
+		have.LimitMarkerTTL == want.LimitMarkerTTL &&
+		(have.RePublish == nil) == (want.RePublish == nil) &&
+		(have.RePublish == nil || *have.RePublish == *want.RePublish)
 }

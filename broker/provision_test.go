@@ -16,7 +16,7 @@ import (
 )
 
 // allStreams are the streams Provision creates, the buckets' included.
-var allStreams = []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks, "OBJ_" + events.BucketPackages, "KV_" + events.BucketWindows}
+var allStreams = []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks, "OBJ_" + events.BucketPackages, "KV_" + events.BucketWindows, "KV_" + events.BucketReleases}
 
 // streamConfigs reads the configuration of every pcm stream.
 func streamConfigs(ctx context.Context, t *testing.T, js jetstream.JetStream) map[string]jetstream.StreamConfig {

@@ -50,6 +50,9 @@ var (
 	// negative size, or its sha256 is not 64 hex digits; or a package name,
 	// version or NAME@VERSION spec breaks ValidPackagePart.
 	ErrInvalidPackage = errors.New("invalid package reference")
+	// ErrInvalidRelease: an agent release manifest has an invalid version,
+	// channel, platform or binary reference.
+	ErrInvalidRelease = errors.New("invalid release")
 )
 
 // ErrUnexpectedType: a known event type arrived where another was expected,

@@ -22,6 +22,36 @@ type AgentInfo struct {
 	Heartbeat Duration `json:"heartbeat"`
 	// CurrentJob is the job the agent is running, if any.
 	CurrentJob string `json:"current_job,omitempty"`
+	// Channel is the release channel the agent follows, if any.
+	Channel string `json:"channel,omitempty"`
+	// Update is the agent's last self-update, if any: the "update failed"
+	// record says why.
+	Update *UpdateInfo `json:"update,omitempty"`
+}
+
+// The states of an UpdateInfo.
+const (
+	// UpdateApplied: the new version runs and reported healthy.
+	UpdateApplied = "applied"
+	// UpdateFailed: the new version did not report healthy in time, or
+	// exited; the previous binary was restored.
+	UpdateFailed = "failed"
+	// UpdateRefused: the release was not installed (bad signature, wrong
+	// sha256, older version, no binary for this platform).
+	UpdateRefused = "refused"
+)
+
+// UpdateInfo is an agent's last self-update.
+type UpdateInfo struct {
+	// Version is the release the update was to.
+	Version string `json:"version"`
+	// From is the version that ran before.
+	From string `json:"from,omitempty"`
+	// State is UpdateApplied, UpdateFailed or UpdateRefused.
+	State string `json:"state"`
+	// Reason says why an update failed or was refused.
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // Stale reports whether the agent has missed its heartbeats (three of them)

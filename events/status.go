@@ -84,7 +84,12 @@ type JobStatus struct {
 	Runner      Runner     `json:"runner"`
 	User        string     `json:"user,omitempty"`
 	OutputTail  string     `json:"output_tail,omitempty"`
-	Reason      string     `json:"reason,omitempty"`
+	// OutputEncoding names what the program wrote when it was not UTF-8
+	// and the agent decoded it for OutputTail: utf-16le, utf-16be, or a
+	// Windows code page (cp437, cp850, cp1252, ...). The agent's
+	// output.log keeps the raw bytes.
+	OutputEncoding string `json:"output_encoding,omitempty"`
+	Reason         string `json:"reason,omitempty"`
 	// AgentVersion is the version of the pcm agent that reported.
 	AgentVersion string `json:"agent_version,omitempty"`
 	// Platform is the client's os/arch.

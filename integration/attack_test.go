@@ -308,14 +308,15 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 	readers := func() []req {
 		var rs []req
 		for _, s := range []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks, "OBJ_" + events.BucketPackages,
-			"KV_" + events.BucketWindows} {
+			"KV_" + events.BucketWindows, "KV_" + events.BucketReleases} {
 			rs = append(rs,
 				req{subject: "$JS.API.STREAM.INFO." + s},
 				req{subject: "$JS.API.DIRECT.GET." + s, body: `{"seq":1,"batch":3}`},
 				req{subject: "$JS.API.DIRECT.GET." + s + "." + map[string]string{
 					events.StreamJobs: "pcm.jobs.client.c2", events.StreamStatus: "pcm.status.c2." + f.job["c2"],
 					"KV_" + events.BucketAgents: "$KV.PCM_AGENTS.c2", "KV_" + events.BucketLocks: "$KV.PCM_LOCKS.c2",
-					"OBJ_" + events.BucketPackages: f.pkgMeta, "KV_" + events.BucketWindows: "$KV.PCM_WINDOWS.client.c2"}[s]})
+					"OBJ_" + events.BucketPackages: f.pkgMeta, "KV_" + events.BucketWindows: "$KV.PCM_WINDOWS.client.c2",
+					"KV_" + events.BucketReleases: "$KV.PCM_RELEASES.channel.stable"}[s]})
 		}
 		return append(rs,
 			req{subject: "$JS.API.CONSUMER.LIST." + events.StreamJobs, body: `{"offset":0}`},
@@ -342,6 +343,7 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 			req{subject: "$JS.ACK.PCM_JOBS.agent-" + own + ".1.999999.999999.0.0", body: `+NXT {"batch":1,"no_wait":true}`},
 			req{subject: "$KV.PCM_AGENTS." + own, body: `{"client_id":"` + own + `"}`, header: wrongRev},
 			req{subject: "$JS.API.DIRECT.GET.KV_PCM_AGENTS.$KV.PCM_AGENTS." + own},
+			req{subject: "$JS.API.DIRECT.GET.KV_PCM_RELEASES.$KV.PCM_RELEASES.channel.stable"},
 			req{subject: "pcm.view." + own + ".windows", body: `{"max":2}`})
 	case auth.RoleDesktop:
 		return append(client,
@@ -356,7 +358,8 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 			req{subject: "pcm.jobs.all", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
 			req{subject: events.CancelSubject(f.job["c1"]), body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
 			req{subject: f.pkgObject, body: "chunk", header: wrongRev},
-			req{subject: "$JS.API.STREAM.PURGE.OBJ_PCM_PACKAGES", body: `{"filter":"$O.PCM_PACKAGES.C.nothing-here"}`})
+			req{subject: "$JS.API.STREAM.PURGE.OBJ_PCM_PACKAGES", body: `{"filter":"$O.PCM_PACKAGES.C.nothing-here"}`},
+			req{subject: "$KV.PCM_RELEASES.channel.stable", body: "not a manifest", header: wrongRev})
 	case auth.RoleAuditor:
 		return readers()
 	}
@@ -393,6 +396,8 @@ func (f *attackFixture) targetsOf(attacker, victim string) []string {
 		"pcm.jobs.client." + victim,
 		"pcm.jobs.all",
 		events.HaltSubject(f.job[victim]),
+		"$KV." + events.BucketReleases + ".channel.stable",
+		events.ReleaseHintSubject("stable"),
 	}
 	if attacker != "" {
 		ts = append(ts, events.StatusSubject(attacker, f.job[attacker]), "$KV."+events.BucketLocks+"."+attacker, "$KV."+events.BucketAgents+"."+attacker)
@@ -472,10 +477,12 @@ func TestAttacks(t *testing.T) {
 		{auth.User{Role: auth.RoleAgent, Name: "c2"}, "c1", ownClient("c2")},
 		{auth.User{Role: auth.RoleDesktop, Name: "c1"}, "c2", ownClient("c1")},
 		{auth.User{Role: auth.RoleDesktop, Name: "c2"}, "c1", ownClient("c2")},
-		// A publisher publishes jobs: the answers it aims at job subjects
-		// are jobs it published (unsigned: agents with trusted keys
-		// refuse them), which clients' consumers then hold.
-		{auth.User{Role: auth.RolePublisher, Name: "ci"}, "c2", []string{"stream " + events.StreamJobs,
+		// A publisher publishes jobs and releases: the answers it aims at
+		// job subjects are jobs it published (unsigned: agents with trusted
+		// keys refuse them), which clients' consumers then hold; those it
+		// aims at a release channel are manifests it wrote (unsigned:
+		// agents refuse them).
+		{auth.User{Role: auth.RolePublisher, Name: "ci"}, "c2", []string{"stream " + events.StreamJobs, "stream KV_" + events.BucketReleases,
 			"consumer backlog PCM_JOBS/agent-c1", "consumer backlog PCM_JOBS/agent-c2"}},
 		{auth.User{Role: auth.RoleAuditor, Name: "audit"}, "c2", nil},
 	} {

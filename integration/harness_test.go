@@ -156,7 +156,14 @@ func (a *runningAgent) waitStats(t testing.TB, timeout time.Duration, what strin
 // said without reading its log).
 func waitPulling(t testing.TB, js jetstream.JetStream, client string) {
 	t.Helper()
-	testenv.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+	waitPullingFor(t, js, client, 15*time.Second)
+}
+
+// waitPullingFor is waitPulling with its own timeout (a Windows agent
+// under Wine takes longer to start on a loaded machine).
+func waitPullingFor(t testing.TB, js jetstream.JetStream, client string, timeout time.Duration) {
+	t.Helper()
+	testenv.CheckFor(t, timeout, 20*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		cons, err := js.Consumer(ctx, events.StreamJobs, events.ConsumerName(client))

@@ -473,3 +473,50 @@ func TestPackageCacheEviction(t *testing.T) {
 		t.Fatalf("job for a 12 MiB package with a 10 MiB cache: %s (%s); want failed, naming --cache-size", fin.State, fin.Reason)
 	}
 }
+
+// TestPackageJobDirUnprepared: a job whose directory cannot be prepared
+// (here a file stands where the directory must be; under Wine it was a
+// removal the file system refused) ends with one failed status whose
+// reason names the path and the error, and is acked: no retry loop, even
+// with attempts left.
+func TestPackageJobDirUnprepared(t *testing.T) {
+	env := testenv.StartBroker(t)
+	p := newPublisher(t, env.JS)
+	pk := packages.NewStore(env.JS)
+	dir := t.TempDir()
+	const client = "pkdir"
+	marker := filepath.Join(dir, "ran")
+	script := filepath.Join(dir, "job.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho ran >> "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pk.Push(t.Context(), script, packages.PushOptions{Name: "tool", Version: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	enroll(t, env.JS, client)
+	j := job([]string{"./job.sh"}, toClient(client))
+	j.Package = &events.PackageRef{Name: "tool", Version: "1"}
+	j.MaxAttempts = 2
+	id := publish(t, p, j)
+	state := filepath.Join(dir, client)
+	blocker := filepath.Join(state, "jobs", id)
+	if err := os.MkdirAll(filepath.Dir(blocker), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blocker, []byte("in the way\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	a := startAgent(t, env.URL, client, state)
+	a.waitReady(t)
+	sts := waitFinal(t, env.JS, client, id, 20*time.Second)
+	waitAcked(t, env.JS, client, 10*time.Second)
+	if len(sts) != 1 || sts[0].State != events.StateFailed || !strings.Contains(sts[0].Reason, blocker) ||
+		!strings.Contains(sts[0].Reason, pkgcache.ErrUnpack.Error()) {
+		t.Fatalf("statuses %+v: want one failed status whose reason names %s", sts, blocker)
+	}
+	t.Logf("reason: %s", sts[0].Reason)
+	if n := markerLines(t, marker); n != 0 {
+		t.Fatalf("the command ran %d times", n)
+	}
+}

@@ -9,9 +9,9 @@ import (
 // Sentinel errors. Every error of the package wraps one of them (or, for an
 // invalid reference, events.ErrInvalidPackage); the message
 // around it names the package and says what to do. ErrMissing,
-// ErrDigestMismatch, ErrTooLarge, ErrFormat and ErrUnsafeArchive are
-// permanent for a job (retrying cannot help); ErrDownload, ErrCacheFull and
-// ErrUnpack may succeed later.
+// ErrDigestMismatch, ErrTooLarge, ErrFormat, ErrUnsafeArchive and ErrUnpack
+// are permanent for a job (retrying cannot help); ErrDownload and
+// ErrCacheFull may succeed later.
 var (
 	// ErrInvalidConfig: a Config field is missing or out of range.
 	ErrInvalidConfig = errors.New("invalid package cache configuration")
@@ -33,10 +33,12 @@ var (
 	// ErrDownload: the download failed and may succeed later (broker
 	// unreachable, stalled, cancelled, local disk error).
 	ErrDownload = errors.New("package download failed")
-	// ErrUnpack: the content could not be written into the job's
-	// directory (disk full, permissions, evicted while unpinned); it may
-	// succeed later.
-	ErrUnpack = errors.New("package unpack failed")
+	// ErrUnpack: the job's directory could not be prepared: emptied,
+	// created, or written with the content (disk full, permissions, a file
+	// system that refuses the removal). The message names the path. It is
+	// a fault of this client that redelivering the offer does not fix: the
+	// job fails with the reason instead of waiting for ever.
+	ErrUnpack = errors.New("job directory could not be prepared")
 	// ErrUnsafeArchive: a tar.gz package holds an entry that would land
 	// outside the job's directory (absolute path, "..", a write through a
 	// symlink, a symlink resolving outside, a dangling symlink), an entry
@@ -46,10 +48,12 @@ var (
 )
 
 // Permanent reports whether err means the package can never be used for
-// the job (an invalid reference, events.ErrInvalidPackage; missing, altered, too large, unknown format, unsafe archive), as
-// opposed to a failure that may pass (download, full cache, unpack).
+// the job (an invalid reference, events.ErrInvalidPackage; missing,
+// altered, too large, unknown format, unsafe archive), or the job's
+// directory cannot be prepared (ErrUnpack), as opposed to a failure that
+// may pass (the package store unreachable, a full cache).
 func Permanent(err error) bool {
-	for _, p := range []error{events.ErrInvalidPackage, ErrMissing, ErrDigestMismatch, ErrTooLarge, ErrFormat, ErrUnsafeArchive} {
+	for _, p := range []error{events.ErrInvalidPackage, ErrMissing, ErrDigestMismatch, ErrTooLarge, ErrFormat, ErrUnsafeArchive, ErrUnpack} {
 		if errors.Is(err, p) {
 			return true
 		}

@@ -28,7 +28,7 @@ func Unpack(ctx context.Context, e Entry, dir string) error {
 	}
 	f, err := os.Open(e.Path)
 	if err != nil {
-		return fmt.Errorf("%w: %s@%s is no longer in the cache (pin it while in use): %w", ErrUnpack, e.Name, e.Version, err)
+		return fmt.Errorf("%w: %s@%s is no longer in the cache (pin it while in use): %w", ErrDownload, e.Name, e.Version, err)
 	}
 	defer f.Close()
 	switch e.Format {
@@ -44,7 +44,7 @@ func Unpack(ctx context.Context, e Entry, dir string) error {
 		case errors.Is(err, archive.ErrRefused):
 			return fmt.Errorf("%w: %s@%s: %w", ErrUnsafeArchive, e.Name, e.Version, err)
 		default:
-			return fmt.Errorf("%w: %s@%s: %w", ErrUnpack, e.Name, e.Version, err)
+			return fmt.Errorf("%w: extracting %s@%s into %s: %w", ErrUnpack, e.Name, e.Version, dir, err)
 		}
 	default:
 		return fmt.Errorf("%w: %s@%s has format %q", ErrFormat, e.Name, e.Version, e.Format)
@@ -58,7 +58,7 @@ func copyFile(ctx context.Context, src *os.File, dir string, e Entry) error {
 	// Whatever is there (a file, a symlink planted by an earlier run) goes:
 	// the package is written afresh, never through a link.
 	if err := os.RemoveAll(target); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnpack, err)
+		return fmt.Errorf("%w: removing %s: %w", ErrUnpack, target, err)
 	}
 	mode := e.Mode.Perm() & 0o755
 	if mode == 0 {
@@ -66,7 +66,7 @@ func copyFile(ctx context.Context, src *os.File, dir string, e Entry) error {
 	}
 	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnpack, err)
+		return fmt.Errorf("%w: creating %s: %w", ErrUnpack, target, err)
 	}
 	// A plain *os.File copy lets the kernel copy (copy_file_range, a
 	// reflink where the file system can) instead of going through memory.
@@ -79,7 +79,7 @@ func copyFile(ctx context.Context, src *os.File, dir string, e Entry) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("%w: copying %s@%s: %w", ErrUnpack, e.Name, e.Version, err)
+		return fmt.Errorf("%w: copying %s@%s to %s: %w", ErrUnpack, e.Name, e.Version, target, err)
 	}
 	return nil
 }

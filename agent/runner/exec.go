@@ -90,7 +90,7 @@ func (execRunner) Run(ctx context.Context, spec Spec, started func(pid int)) (Re
 	if reaped && !killed && cmd.ProcessState != nil {
 		res.ExitCode = cmd.ProcessState.ExitCode()
 	}
-	res.OutputTail = readTail(spec.LogPath, offset, spec.tailBytes())
+	res.OutputTail, res.OutputEncoding = readTail(spec.LogPath, offset, spec.tailBytes())
 	if cancelled {
 		return res, fmt.Errorf("%w: process tree of pid %d killed: %w", ErrCancelled, res.PID, context.Cause(ctx))
 	}

@@ -130,22 +130,25 @@ func TestOutputTail(t *testing.T) {
 		argv []string
 		tail int
 		want string
+		enc  string
 	}{
-		{"stdout and stderr", []string{"sh", "-c", "echo out; echo err >&2"}, 0, "out\nerr\n"},
-		{"limited to TailBytes", []string{"sh", "-c", `i=0; while [ $i -lt 300 ]; do printf 'line-%03d-xxxxxxxx\n' $i; i=$((i+1)); done`}, 100, long.String()[long.Len()-100:]},
-		{"default 4096", []string{"sh", "-c", `i=0; while [ $i -lt 300 ]; do printf 'line-%03d-xxxxxxxx\n' $i; i=$((i+1)); done`}, 0, long.String()[long.Len()-4096:]},
+		{"stdout and stderr", []string{"sh", "-c", "echo out; echo err >&2"}, 0, "out\nerr\n", ""},
+		{"limited to TailBytes", []string{"sh", "-c", `i=0; while [ $i -lt 300 ]; do printf 'line-%03d-xxxxxxxx\n' $i; i=$((i+1)); done`}, 100, long.String()[long.Len()-100:], ""},
+		{"default 4096", []string{"sh", "-c", `i=0; while [ $i -lt 300 ]; do printf 'line-%03d-xxxxxxxx\n' $i; i=$((i+1)); done`}, 0, long.String()[long.Len()-4096:], ""},
 		// Three é (2 bytes each); the last 5 bytes start inside the first.
-		{"cut inside a rune", []string{"printf", `\303\251\303\251\303\251`}, 5, "éé"},
-		{"invalid bytes replaced", []string{"printf", `a\377b`}, 0, "a\uFFFDb"},
-		{"no output", []string{"true"}, 0, ""},
+		{"cut inside a rune", []string{"printf", `\303\251\303\251\303\251`}, 5, "éé", ""},
+		{"invalid bytes replaced", []string{"printf", `a\377b`}, 0, "a\uFFFDb", ""},
+		{"no output", []string{"true"}, 0, "", ""},
+		// What cmd /u writes: UTF-16LE, here with a byte-order mark.
+		{"utf-16le decoded", []string{"printf", `\377\376h\000\351\000l\000l\000o\000\254\040\r\000\n\000`}, 0, "héllo€\r\n", runner.EncodingUTF16LE},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newSpec(t, tt.argv...)
 			s.TailBytes = tt.tail
 			res := run(t, s)
-			if res.OutputTail != tt.want {
-				t.Fatalf("OutputTail = %q, want %q", res.OutputTail, tt.want)
+			if res.OutputTail != tt.want || res.OutputEncoding != tt.enc {
+				t.Fatalf("OutputTail = %q (encoding %q), want %q (%q)", res.OutputTail, res.OutputEncoding, tt.want, tt.enc)
 			}
 			if !utf8.ValidString(res.OutputTail) {
 				t.Fatalf("OutputTail %q is not valid UTF-8", res.OutputTail)

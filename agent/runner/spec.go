@@ -57,9 +57,15 @@ type Result struct {
 	StartedAt, FinishedAt time.Time
 	// OutputTail holds at most TailBytes bytes of the end of this run's
 	// output (earlier runs appended to the same log are excluded). It is
-	// always valid UTF-8: a cut never splits a rune and invalid bytes are
-	// replaced by U+FFFD.
+	// always valid UTF-8, decoded from what the program wrote: UTF-16 (a
+	// byte-order mark or the NUL pattern), UTF-8, or on Windows the OEM or
+	// ANSI code page; a cut never splits a rune and bytes that decode to
+	// nothing are replaced by U+FFFD. The log file keeps the raw bytes.
 	OutputTail string
+	// OutputEncoding names the encoding OutputTail was decoded from when it
+	// was not UTF-8: EncodingUTF16LE, EncodingUTF16BE, or a code page such
+	// as "cp437" or "cp1252"; empty for UTF-8.
+	OutputEncoding string
 }
 
 // Validate reports whether the spec can be run. Every error it returns wraps

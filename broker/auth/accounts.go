@@ -175,6 +175,8 @@ func Imports(p Principal) ([]Import, error) {
 		for _, s := range events.ConsumerFilters(p.Name, p.Groups) {
 			out = append(out, Import{Stream: true, Subject: s, Why: "its desktop hears of new offers of its client"})
 		}
+		out = append(out, Import{Stream: true, Subject: events.ReleaseHintSubject("*"),
+			Why: "its agent hears of new releases on its channel"})
 	default:
 		out = append(out,
 			Import{Stream: true, Subject: "pcm.jobs.>", Why: "hear of new offers and cancellations"},
@@ -285,6 +287,7 @@ var exports = []Export{
 	{Subject: kvPre + events.BucketAgents + ".*"},
 	{Subject: kvPre + events.BucketLocks + ".*"},
 	{Subject: objPre + events.BucketPackages + ".>"},
+	{Subject: kvPre + events.BucketReleases + ".>"},
 	{Subject: api + "STREAM.PURGE." + objSPre + events.BucketPackages},
 	{Subject: api + "CONSUMER.LIST." + events.StreamJobs},
 	{Subject: api + "CONSUMER.NAMES." + events.StreamJobs},
@@ -295,6 +298,7 @@ var exports = []Export{
 	{Stream: true, Subject: "pcm.status.>"},
 	{Stream: true, Subject: kvPre + events.BucketAgents + ".>"},
 	{Stream: true, Subject: kvPre + events.BucketLocks + ".>"},
+	{Stream: true, Subject: events.ReleaseHintSubject(">")},
 }
 
 func init() {

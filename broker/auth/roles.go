@@ -260,6 +260,19 @@ func packagesRead() []Grant {
 		directGet(objSPre+events.BucketPackages, ""))
 }
 
+// releasesRead is following the agent release channels: the direct get
+// of a channel's key (the signed manifest; the agent verifies it) and its
+// writes heard as hints. A client reads any channel's manifest (they are
+// not secret) and no other key of PCM_RELEASES.
+func releasesRead() []Grant {
+	return cat(
+		pub("read a release channel's manifest (direct get of the channel's key)",
+			directGet(kvSPre+events.BucketReleases, kvPre+events.BucketReleases+"."+events.ReleaseChannelKey("*"))),
+		subs("hear a release channel change (PCM_RELEASES republishes it; a hint: it reads the key and verifies the manifest before acting)",
+			events.ReleaseHintSubject("*")),
+	)
+}
+
 // clientStatus is reporting a client's statuses and reading the last
 // status of each of its jobs.
 func clientStatus(client string) []Grant {
@@ -298,6 +311,7 @@ func agentGrants(client string) []Grant {
 		ownKey(events.BucketAgents, client, "its inventory"),
 		ownKey(events.BucketLocks, client, "its lock"),
 		packagesRead(),
+		releasesRead(),
 		pub("read its client's maintenance windows through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+"."+clientview.Windows),
 		subs("hear its desktop's statuses (a hint: it reads the stored status before acting)", events.StatusSubjectsOfClient(client)),
 		subs("hear its lock change (a hint: it reads the lock before acting)", kvPre+events.BucketLocks+"."+client),
@@ -329,7 +343,7 @@ func desktopGrants(client string) []Grant {
 
 // readStreams are the streams and buckets publishers and auditors read.
 var readStreams = []string{events.StreamJobs, events.StreamStatus, kvSPre + events.BucketAgents, kvSPre + events.BucketLocks, objSPre + events.BucketPackages,
-	kvSPre + events.BucketWindows}
+	kvSPre + events.BucketWindows, kvSPre + events.BucketReleases}
 
 // readerGrants are what a publisher and an auditor read: the state of the
 // streams and buckets, every stored message by direct gets (no consumer),
@@ -360,6 +374,7 @@ func publisherGrants() []Grant {
 			events.SubjectJobsClients, events.SubjectJobsGroups, events.SubjectJobsAll, events.SubjectJobsCancels),
 		pub("push packages (chunks and info)", objPre+events.BucketPackages+".>"),
 		pub("remove or replace packages (purge an object's chunks)", api+"STREAM.PURGE."+pkg),
+		pub("push and promote agent releases (manifests an agent installs only when signed by a release key it trusts)", kvPre+events.BucketReleases+".>"),
 		readerGrants(),
 	)
 }

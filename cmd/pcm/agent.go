@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/fleet"
+	"github.com/pcm-project/pcm/internal/osservice"
 )
 
 // faultEnv names the test-only variable that crashes the agent (SIGKILL of
@@ -32,6 +34,9 @@ type agentFlags struct {
 	ackWait            time.Duration
 	cacheSize          byteSize
 	trust              trustFlags
+	channel            string
+	releaseKeys        []string
+	updateHealth       time.Duration
 	times              agentTimeFlags
 }
 
@@ -45,6 +50,9 @@ func (f *agentFlags) register(cmd *cobra.Command) {
 	f.cacheSize = pkgcache.DefaultMaxBytes
 	cmd.Flags().Var(&f.cacheSize, "cache-size", "size limit of the package cache in the state dir (2GiB, 500MiB, ...); least recently used packages are evicted first, never one of a pending job")
 	f.trust.register(cmd.Flags())
+	cmd.Flags().StringVar(&f.channel, "channel", "", "release channel to follow (pcm release push --channel): the agent installs each newer release signed by --release-keys once no job runs (default: none, no self-update)")
+	cmd.Flags().StringSliceVar(&f.releaseKeys, "release-keys", nil, "public keys whose signed agent releases this client installs, comma-separated (pcm keys public RELEASE-KEY); required with --channel")
+	cmd.Flags().DurationVar(&f.updateHealth, "update-health-timeout", DefaultUpdateHealthTimeout, "after a self-update, how long the new version has to connect, check its journal and report its version before the previous binary is restored")
 	f.times.register(cmd.Flags())
 }
 
@@ -77,11 +85,26 @@ agent enroll itself with --groups.`,
 				return err
 			}
 			defer nc.Close()
-			return runAgent(cmd.Context(), g.log, nc, f, cfg)
+			return osservice.Run(cmd.Context(), "pcm-agent", stopTimeout, func(ctx context.Context) error {
+				return runAgent(ctx, g.log, nc, f, cfg)
+			})
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&f.enroll, "enroll", false, "enroll this client itself with --groups (open brokers only)")
+	var inst agentFlags
+	cmd.AddCommand(serviceCommands(g, serviceFace{
+		face: "agent",
+		spec: osservice.Spec{Name: "pcm-agent", DisplayName: "pcm agent",
+			Description: "pcm agent: receives this client's jobs, runs them unattended, reports their statuses"},
+		desktop:  true,
+		register: inst.register,
+		check: func(*cobra.Command) error {
+			inst.resolve()
+			_, err := inst.config(g.log, g.sec.creds)
+			return err
+		},
+	})...)
 	return cmd
 }
 
@@ -99,7 +122,7 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 	cfg := agent.Config{
 		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
 		Heartbeat: f.heartbeat, Lease: f.lease, CacheSize: int64(f.cacheSize), Fault: faultFromEnv(log), Logger: log,
-		TrustedKeys: keys.publishers, ControllerKeys: keys.controllers,
+		TrustedKeys: keys.publishers, ControllerKeys: keys.controllers, Channel: f.channel, ReleaseKeys: f.releaseKeys,
 	}
 	if err := f.times.apply(&cfg, log); err != nil {
 		return cfg, err
@@ -110,6 +133,9 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 // runAgent runs the service face of cfg on nc until ctx ends, enrolling
 // the client first when f asks.
 func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, cfg agent.Config) error {
+	if os.Getenv(updateWatchEnv) == "1" {
+		return watchUpdate(ctx, log.Named("update"), nc, cfg)
+	}
 	if f.enroll {
 		if err := enrollSelf(ctx, nc, f); err != nil {
 			return err
@@ -119,8 +145,13 @@ func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags,
 	if err != nil {
 		return err
 	}
-	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("state_dir", cfg.StateDir), zap.String("url", nc.ConnectedUrl()))
-	return svc.Run(ctx)
+	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("version", cfg.Version),
+		zap.String("state_dir", cfg.StateDir), zap.String("url", nc.ConnectedUrl()))
+	err = svc.Run(ctx)
+	if errors.Is(err, agent.ErrUpdateReady) {
+		return applyUpdate(ctx, log.Named("update"), nc, cfg, svc.PendingUpdate(), f.updateHealth)
+	}
+	return err
 }
 
 // enrollSelf creates the client's consumer, waiting for the broker first.

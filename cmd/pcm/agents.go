@@ -21,7 +21,7 @@ func newAgentsCmd(g *globals) *cobra.Command {
 		Use:   "agents",
 		Short: "List the clients: inventory, heartbeat, current job and lock holder",
 		Long: `Lists every client that is enrolled or has an agent inventory in PCM_AGENTS: client id, host,
-os/arch, groups (as enrolled), agent version, last heartbeat, online or stale (three heartbeats
+os/arch, groups (as enrolled), agent version and release channel, last heartbeat, online or stale (three heartbeats
 missed) or never seen, the job it is running, and who holds its service-versus-desktop lock.
 pcm agents show CLIENT adds the client's pending jobs and its last statuses.`,
 		Args: cobra.NoArgs,
@@ -96,11 +96,11 @@ func writeJSON(w io.Writer, v any) error {
 
 // agentCells are the inventory columns of one client.
 func agentCells(d display, a fleet.AgentEntry) []string {
-	host, platform, version, seen, job := "-", "-", "-", "-", "-"
+	host, platform, version, channel, seen, job := "-", "-", "-", "-", "-", "-"
 	if i := a.Info; i != nil {
-		host, platform, version, seen, job = dash(i.Host), i.OS+"/"+i.Arch, dash(i.Version), d.time(i.LastSeen), dash(i.CurrentJob)
+		host, platform, version, channel, seen, job = dash(i.Host), i.OS+"/"+i.Arch, dash(i.Version), dash(i.Channel), d.time(i.LastSeen), dash(i.CurrentJob)
 	}
-	return []string{a.Client, host, platform, dash(strings.Join(a.Groups(), ",")), version, seen,
+	return []string{a.Client, host, platform, dash(strings.Join(a.Groups(), ",")), version, channel, seen,
 		d.paint(string(a.Liveness), stateLabel(string(a.Liveness))), job, lockCell(a.Lock)}
 }
 
@@ -121,7 +121,7 @@ func lockCell(l *events.LockInfo) string {
 
 func renderAgents(w io.Writer, d display, list []fleet.AgentEntry) error {
 	t := newTable(w)
-	row(t, "CLIENT", "HOST", "OS/ARCH", "GROUPS", "VERSION", "LAST SEEN", "STATE", "JOB", "LOCK")
+	row(t, "CLIENT", "HOST", "OS/ARCH", "GROUPS", "VERSION", "CHANNEL", "LAST SEEN", "STATE", "JOB", "LOCK")
 	counts := map[fleet.Liveness]int{}
 	for _, a := range list {
 		row(t, agentCells(d, a)...)
@@ -138,11 +138,14 @@ func renderAgents(w io.Writer, d display, list []fleet.AgentEntry) error {
 func renderAgentDetail(w io.Writer, d display, a fleet.AgentDetail) error {
 	t := newTable(w)
 	cells := agentCells(d, a.AgentEntry)
-	for i, name := range []string{"client", "host", "os/arch", "groups", "version", "last seen", "state", "current job", "lock"} {
+	for i, name := range []string{"client", "host", "os/arch", "groups", "version", "channel", "last seen", "state", "current job", "lock"} {
 		row(t, name+":", cells[i])
 	}
 	if i := a.Info; i != nil {
 		row(t, "started:", d.time(i.StartedAt))
+		if u := i.Update; u != nil {
+			row(t, "last update:", updateCell(d, *u))
+		}
 		row(t, "heartbeat:", time.Duration(i.Heartbeat).String())
 	}
 	if e := a.Enrollment; e != nil {
@@ -197,4 +200,13 @@ func renderAgentDetail(w io.Writer, d display, a fleet.AgentDetail) error {
 func oneLine(s string) string {
 	first, _, _ := strings.Cut(s, "\n")
 	return first
+}
+
+// updateCell describes an agent's last self-update briefly.
+func updateCell(d display, u events.UpdateInfo) string {
+	s := fmt.Sprintf("%s %s -> %s at %s", u.State, dash(u.From), u.Version, d.time(u.At))
+	if u.Reason != "" {
+		s += ": " + oneLine(u.Reason)
+	}
+	return s
 }

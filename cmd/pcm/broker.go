@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/broker"
+	"github.com/pcm-project/pcm/internal/osservice"
 )
 
 // brokerFlags configure an embedded broker (pcm broker, pcm up).
@@ -91,58 +94,102 @@ It also runs the rollout controller, which halts a staged rollout (pcm publish -
 --controller-key; one controller leads at a time in a cluster.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			clustered := bf.clusterName != ""
-			cfg := bf.config(g.log)
-			authority, created, err := bf.setupAuth(clustered)
-			if err != nil {
-				return err
-			}
-			if authority != nil {
-				tr := authority.Trust()
-				cfg.Auth = &tr
-			}
-			cfg.TLS = bf.tls
-			b, err := broker.New(cfg)
-			if err != nil {
-				return err
-			}
-			if err := b.Start(ctx); err != nil {
-				return err
-			}
-			defer b.Shutdown()
-			var popts *broker.ProvisionOptions
-			if !noProvision && !clustered {
-				o := pf.options()
-				popts = &o
-			}
-			stop, err := startServices(ctx, cmd.OutOrStdout(), b, authority, popts, cf, g.log)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			fmt.Fprintf(cmd.OutOrStdout(), "pcm broker ready: %s\n", b.ClientURL())
-			bf.sayAuth(cmd.OutOrStdout(), g.log, authority, created)
-			if clustered {
-				fmt.Fprintf(cmd.OutOrStdout(), "cluster member %s of %s; once the cluster has formed run: pcm broker provision --url %s --replicas 3\n",
-					bf.serverName, bf.clusterName, b.ClientURL())
-			}
-			g.log.Info("broker running", zap.String("url", b.ClientURL()), zap.String("data", bf.data))
-			<-ctx.Done()
-			g.log.Info("shutting down the broker")
-			return nil
+			return osservice.Run(cmd.Context(), brokerService, stopTimeout, func(ctx context.Context) error {
+				return runBroker(ctx, cmd, g, &bf, &pf, cf, noProvision)
+			})
 		},
 	}
+	registerBroker(cmd, &bf, &pf, &noProvision)
+	cf.register(cmd.Flags())
+	var inst brokerFlags
+	var instP provisionFlags
+	var instNoProvision bool
+	var instC controllerFlags
+	cmd.AddCommand(newProvisionCmd(g), newInitAuthCmd(), newNatsConfigCmd())
+	cmd.AddCommand(serviceCommands(g, serviceFace{
+		face: "broker",
+		spec: osservice.Spec{Name: brokerService, DisplayName: "pcm broker",
+			Description: "pcm broker: the embedded NATS JetStream server of pcm", FileLimit: brokerFileLimit},
+		register: func(c *cobra.Command) {
+			registerBroker(c, &inst, &instP, &instNoProvision)
+			instC.register(c.Flags())
+		},
+		check:    func(*cobra.Command) error { return nil },
+		defaults: func() map[string]string { return map[string]string{"data": defaultBrokerData()} },
+	})...)
+	return cmd
+}
+
+// brokerService is the broker's service name.
+const brokerService = "pcm-broker"
+
+// brokerFileLimit is the broker service's open-file limit: one descriptor
+// per connected agent, and a fleet may reach --max-consumers (see
+// BENCHMARKS.md).
+const brokerFileLimit = 1 << 20
+
+// defaultBrokerData is the store of a broker installed as a service:
+// /var/lib/pcm/broker, %ProgramData%\pcm\broker on Windows.
+func defaultBrokerData() string {
+	if runtime.GOOS == "windows" {
+		return filepath.Join(programData(), "pcm", "broker")
+	}
+	return "/var/lib/pcm/broker"
+}
+
+// registerBroker adds pcm broker's flags to cmd (pcm broker, pcm broker
+// install).
+func registerBroker(cmd *cobra.Command, bf *brokerFlags, pf *provisionFlags, noProvision *bool) {
 	bf.register(cmd)
 	pf.register(cmd)
 	cmd.Flags().StringVar(&bf.clusterName, "cluster-name", "", "JetStream cluster name (makes this broker a cluster member)")
 	cmd.Flags().StringVar(&bf.clusterListen, "cluster-listen", "", "host:port other members connect to")
 	cmd.Flags().StringSliceVar(&bf.routes, "routes", nil, "nats-route://host:port of the other members, comma-separated")
-	cmd.Flags().BoolVar(&noProvision, "no-provision", false, "do not create or update pcm's streams and buckets at start")
+	cmd.Flags().BoolVar(noProvision, "no-provision", false, "do not create or update pcm's streams and buckets at start")
 	bf.registerSecurity(cmd)
-	cf.register(cmd.Flags())
-	cmd.AddCommand(newProvisionCmd(g), newInitAuthCmd(), newNatsConfigCmd())
-	return cmd
+}
+
+// runBroker runs the embedded broker until ctx ends.
+func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlags, pf *provisionFlags, cf controllerFlags, noProvision bool) error {
+	clustered := bf.clusterName != ""
+	cfg := bf.config(g.log)
+	authority, created, err := bf.setupAuth(clustered)
+	if err != nil {
+		return err
+	}
+	if authority != nil {
+		tr := authority.Trust()
+		cfg.Auth = &tr
+	}
+	cfg.TLS = bf.tls
+	b, err := broker.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	defer b.Shutdown()
+	var popts *broker.ProvisionOptions
+	if !noProvision && !clustered {
+		o := pf.options()
+		popts = &o
+	}
+	stop, err := startServices(ctx, cmd.OutOrStdout(), b, authority, popts, cf, g.log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Fprintf(cmd.OutOrStdout(), "pcm broker ready: %s\n", b.ClientURL())
+	bf.sayAuth(cmd.OutOrStdout(), g.log, authority, created)
+	if clustered {
+		fmt.Fprintf(cmd.OutOrStdout(), "cluster member %s of %s; once the cluster has formed run: pcm broker provision --url %s --replicas 3\n",
+			bf.serverName, bf.clusterName, b.ClientURL())
+	}
+	g.log.Info("broker running", zap.String("url", b.ClientURL()), zap.String("data", bf.data))
+	<-ctx.Done()
+	g.log.Info("shutting down the broker")
+	return nil
 }
 
 func newProvisionCmd(g *globals) *cobra.Command {

@@ -14,6 +14,8 @@ import (
 type globals struct {
 	url      string
 	logLevel string
+	logFile  string
+	config   string
 	log      *zap.Logger
 	sec      clientSecurity
 }
@@ -33,14 +35,18 @@ time and reports a status for each; the whole history can be replayed for audit.
 
 Every flag can also be set by an environment variable: PCM_ followed by the flag's name in
 capitals with dashes as underscores (--url is PCM_URL, --state-dir is PCM_STATE_DIR).
-A flag given on the command line wins over its variable.`,
+A flag given on the command line wins over its variable, and both win over --config, a YAML
+file of settings (what pcm agent install and pcm broker install write).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnv(cmd); err != nil {
 				return err
 			}
-			log, err := newLogger(g.logLevel)
+			if err := applyConfigFile(cmd, g.config); err != nil {
+				return err
+			}
+			log, err := newLogger(g.logLevel, g.logFile)
 			if err != nil {
 				return err
 			}
@@ -50,12 +56,14 @@ A flag given on the command line wins over its variable.`,
 	}
 	root.PersistentFlags().StringVar(&g.url, "url", "nats://127.0.0.1:4222", "NATS URL(s) of the pcm broker, comma-separated for a cluster")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFile, "log-file", "", "append logs (JSON lines) to this file instead of stderr (a Windows service has no stderr)")
+	root.PersistentFlags().StringVar(&g.config, "config", "", "YAML file of settings: flag names as keys (url, creds, client-id, ...), a map per command (agent:, desktop:) for its own; flags and environment variables win")
 	g.sec.register(root)
 	root.AddCommand(
 		newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
 		newAgentCmd(g), newDesktopCmd(g), newVersionCmd(),
 		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
-		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g),
+		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g), newReleaseCmd(g),
 	)
 	root.AddCommand(newWindowCmd(g))
 	root.AddCommand(brokerCommands(g)...)
