@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // Info is the inventory the agent publishes in PCM_AGENTS.
@@ -47,6 +49,9 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 	}
 }
 
+// errNotStoredYet: the status a hint announced is not in the stream yet.
+var errNotStoredYet = errors.New("the status heard is not stored yet")
+
 // watchDesktopStatuses listens (push, no polling) to this client's statuses
 // and settles an offer held for the desktop as soon as the desktop reports
 // a final status that ends it; a status of the desktop that ends a job
@@ -74,10 +79,24 @@ func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 		if err != nil || !ok || rec.Phase != journal.PhaseReceived || rec.AckSubject == "" || rec.ForService {
 			return
 		}
+		// The hint can come before the stream has stored the status it
+		// announces (the core message and the store race): read until the
+		// stored status is at least as new as the one heard, for a while.
 		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-		stored, err := s.lastStatus(ctx, heard.JobID)
+		var stored *events.JobStatus
+		err = backoff.Retry(ctx, backoff.Policy{Backoff: backoff.Backoff{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond}},
+			func(ctx context.Context) error {
+				var err error
+				if stored, err = s.lastStatus(ctx, heard.JobID); err != nil {
+					return err
+				}
+				if stored == nil || heard.Supersedes(*stored) && !stored.Supersedes(heard) {
+					return errNotStoredYet
+				}
+				return nil
+			})
 		cancel()
-		if err != nil || stored == nil || stored.Runner != events.RunnerDesktop || !stored.EndsJob(stored.MaxAttempts) {
+		if err != nil || stored.Runner != events.RunnerDesktop || !stored.EndsJob(stored.MaxAttempts) {
 			return // the broker holds no such status: nothing was reported
 		}
 		st := *stored

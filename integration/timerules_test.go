@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/clock"
 	"github.com/pcm-project/pcm/maintenance"
@@ -59,6 +60,12 @@ type agentProc struct {
 func newAgentProc(t testing.TB, env *testenv.Broker, client, dir string, procEnv []string, extra ...string) *agentProc {
 	args := append([]string{"agent", "--url", env.URL, "--client-id", client, "--state-dir", filepath.Join(dir, "state"),
 		"--lease", "2s", "--heartbeat", "1s"}, extra...)
+	if env.Sec != nil && env.Sec.IssuerFile != "" {
+		// On a secure broker the agent runs with its client's agent
+		// credentials, as in production, not the admin's the test's
+		// processes inherit: what it publishes then reaches its desktop.
+		procEnv = append(append([]string{}, procEnv...), "PCM_CREDS="+env.Sec.Creds(t, auth.User{Role: auth.RoleAgent, Name: client}))
+	}
 	return &agentProc{t: t, dir: dir, env: procEnv, args: args, client: client}
 }
 
