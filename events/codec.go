@@ -129,6 +129,16 @@ func newNATSMessage(header nats.Header, body []byte) (*natsMessage, error) {
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: the message body is not UTF-8: JSON text is UTF-8", ErrMalformed)
 	}
+	// The SDK reads the data by its datacontenttype: refuse one that is
+	// not JSON by pcm's rule before the SDK fails on it in its own words.
+	var probe struct {
+		ContentType *string `json:"datacontenttype"`
+	}
+	if json.Unmarshal(body, &probe) == nil && probe.ContentType != nil {
+		if err := CheckContentType(*probe.ContentType); err != nil {
+			return nil, err
+		}
+	}
 	m.encoding = binding.EncodingStructured
 	return m, nil
 }
