@@ -86,7 +86,9 @@ func newEvent(typ, id, source, subject string, data any) (event.Event, error) {
 	ev.SetSource(source)
 	ev.SetType(typ)
 	ev.SetSubject(subject)
-	ev.SetTime(time.Now().UTC())
+	// To the millisecond: every language's clock type keeps it (see
+	// TimeLayout), so a relay that re-serialises the event keeps its time.
+	ev.SetTime(time.Now().UTC().Truncate(time.Millisecond))
 	if err := ev.SetData(ContentTypeJSON, json.RawMessage(body)); err != nil {
 		return event.Event{}, fmt.Errorf("%w: setting %s data: %v", ErrMalformed, typ, err)
 	}
