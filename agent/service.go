@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,7 +122,10 @@ func (s *Service) bind(ctx context.Context) (jetstream.Consumer, error) {
 		Backoff:   retryDelays,
 		Retryable: func(err error) bool { return !errors.Is(err, ErrNotEnrolled) && !errors.Is(err, ErrInvalidConfig) },
 		OnRetry: func(err error, d time.Duration) {
-			s.log.Warn("waiting for the broker", zap.Error(err), zap.Duration("retry_in", d))
+			if !s.nc.IsConnected() {
+				err = fmt.Errorf("no broker answers at %s (is it running? check --url)", strings.Join(s.nc.Servers(), ", "))
+			}
+			s.log.Warn("waiting for the broker", zap.Error(err), zap.Duration("retry_in", d.Round(time.Millisecond)))
 		},
 	}, func(ctx context.Context) (err error) {
 		cons, err = s.bindOnce(ctx)

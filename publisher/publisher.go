@@ -183,8 +183,8 @@ func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 	}
 	offer, err := offers.Find(ctx, p.js, nil, jobID)
 	switch {
-	case errors.Is(err, offers.ErrNotFound):
-		return fmt.Errorf("%w: %w", ErrJobNotFound, err)
+	case errors.Is(err, ErrJobNotFound):
+		return err
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)
 	case err != nil:

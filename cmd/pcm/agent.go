@@ -75,7 +75,7 @@ agent enroll itself with --groups.`,
 				return err
 			}
 			defer nc.Close()
-			return runAgent(cmd.Context(), g.log, nc, f, cfg)
+			return runAgent(cmd.Context(), g.log, nc, f, cfg, nil)
 		},
 	}
 	f.register(cmd)
@@ -103,8 +103,9 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 }
 
 // runAgent runs the service face of cfg on nc until ctx ends, enrolling
-// the client first when f asks.
-func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, cfg agent.Config) error {
+// the client first when f asks; ready, when not nil, is called once the
+// agent is ready.
+func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, cfg agent.Config, ready func()) error {
 	if f.enroll {
 		if err := enrollSelf(ctx, nc, f); err != nil {
 			return err
@@ -114,7 +115,16 @@ func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags,
 	if err != nil {
 		return err
 	}
-	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("state_dir", cfg.StateDir), zap.String("url", nc.ConnectedUrl()))
+	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("state_dir", cfg.StateDir), zap.String("url", strings.Join(nc.Servers(), ",")))
+	if ready != nil {
+		go func() {
+			select {
+			case <-svc.Ready():
+				ready()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	return svc.Run(ctx)
 }
 

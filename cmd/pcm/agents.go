@@ -60,7 +60,7 @@ func newAgentsShowCmd(g *globals) *cobra.Command {
 		Short: "Show one client: inventory, pending jobs and last statuses",
 		Long: `Shows one client's inventory, its pending jobs (offered to it and not settled by a final status:
 received and waiting, or not received yet) and its last statuses, oldest first.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "table", "json"); err != nil {
 				return err
@@ -130,7 +130,7 @@ func renderAgents(w io.Writer, d display, list []fleet.AgentEntry) error {
 	if err := t.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%d clients: %d online, %d stale, %d never seen\n", len(list),
+	fmt.Fprintf(w, "%s: %d online, %d stale, %d never seen\n", plural(len(list), "client"),
 		counts[fleet.Online], counts[fleet.Stale], counts[fleet.NeverSeen])
 	return nil
 }

@@ -17,7 +17,7 @@ func newCancelCmd(g *globals) *cobra.Command {
 every agent reads before it runs the job, then on the targets it was offered to. Clients that
 have not started it report it cancelled and never run it, also when they are offline now, are
 enrolled later or hold the offer for its mandatory time; clients that ran it keep their status.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			signer, err := signerFrom(signingKey)
 			if err != nil {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -101,6 +100,7 @@ the client it says which job it runs and waits; it never gives up because of the
 
 func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 	var output string
+	var utc bool
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the jobs this client's user may run now",
@@ -126,19 +126,22 @@ func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 				}
 				return enc.Encode(jobs)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tNAME\tCOMMAND\tMANDATORY AT\tEXPIRES")
+			out := cmd.OutOrStdout()
+			disp := newDisplay(out, utc)
+			t := newTable(out)
+			row(t, "JOB", "NAME", "COMMAND", "MANDATORY AT", "EXPIRES")
 			for _, j := range jobs {
 				mandatory := "optional"
 				if j.MandatoryAfter != nil {
-					mandatory = j.MandatoryAfter.Local().Format(time.DateTime)
+					mandatory = disp.time(*j.MandatoryAfter)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", j.JobID, j.Name, strings.Join(j.Command.Argv, " "), mandatory, j.ExpireAfter.Local().Format(time.DateTime))
+				row(t, j.JobID, dash(j.Name), strings.Join(j.Command.Argv, " "), mandatory, disp.time(j.ExpireAfter))
 			}
-			return tw.Flush()
+			return t.Flush()
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
+	addUTCFlag(cmd, &utc)
 	return cmd
 }
 
@@ -146,7 +149,7 @@ func newDesktopRunCmd(g *globals, f *desktopFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run JOB",
 		Short: "Run a job now, as the current user (waits while a background installation runs)",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, nc, err := f.open(cmd, g)
 			if err != nil {

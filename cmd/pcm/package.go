@@ -44,7 +44,7 @@ size and sha256. An existing NAME@VERSION is never replaced unless --force is gi
 published pin the old sha256 and fail on agents that have not cached it.`,
 		Example: `  pcm package push ./app-installer.msi --name app --version 1.4.2
   pcm package push ./scripts/ --name lab-setup --version 2025.06 --force`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o %q: use text or json", output)
@@ -129,7 +129,7 @@ func newPackageRmCmd(g *globals) *cobra.Command {
 		Short: "Remove a package version from the broker",
 		Long: `Removes NAME@VERSION from PCM_PACKAGES. Jobs that name it still run on agents that have it
 cached; the others report them failed (package missing).`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, _, err := events.ParsePackageSpec(args[0]); err != nil {
 				return err

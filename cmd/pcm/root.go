@@ -102,3 +102,15 @@ func annotateEnv(cmd *cobra.Command) {
 		annotateEnv(c)
 	}
 }
+
+// exactArgs accepts exactly n arguments, and otherwise says what the
+// command takes: "pcm status takes 1 argument, got 0: usage: pcm status JOB
+// [flags]".
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		return fmt.Errorf("%s takes %s, got %d: usage: %s", cmd.CommandPath(), plural(n, "argument"), len(args), cmd.UseLine())
+	}
+}

@@ -36,7 +36,7 @@ JSON document per change with -o json) until interrupted.`,
 		Example: `  pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 -o json | jq '.clients[] | select(.failed)'
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 --watch`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "table", "wide", "json"); err != nil {
 				return err
