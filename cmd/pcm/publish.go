@@ -3,14 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/user"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/publisher"
@@ -136,13 +134,9 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 		if len(args) > 0 {
 			return events.JobOffered{}, fmt.Errorf("give the command either in the job file or after --, not both")
 		}
-		b, err := os.ReadFile(f.file)
+		file, err := readJobFile(f.file)
 		if err != nil {
-			return events.JobOffered{}, fmt.Errorf("reading job file: %w", err)
-		}
-		var file jobFile
-		if err := yaml.UnmarshalStrict(b, &file); err != nil {
-			return events.JobOffered{}, fmt.Errorf("job file %s: %w", f.file, err)
+			return events.JobOffered{}, err
 		}
 		jf = mergeJobFile(file, jf, cmd)
 	} else {
@@ -152,6 +146,9 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 		if f.timeout <= 0 {
 			return events.JobOffered{}, fmt.Errorf("%w: --timeout %s: give a positive duration, at most 24h (such as 30m)", events.ErrTimeout, f.timeout)
 		}
+		if f.interactive && jf.Command.Background {
+			return events.JobOffered{}, fmt.Errorf("--background and --interactive contradict each other: a background job runs in the service and is never shown to the user; give one")
+		}
 		jf.Command.Argv = args
 		jf.Command.Timeout = events.Duration(f.timeout)
 		jf.Command.SuccessExitCodes = f.successCodes
@@ -160,7 +157,18 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 	}
 	jf.Clients = append(jf.Clients, f.clients...)
 	jf.Groups = append(jf.Groups, f.groups...)
-	return jf.toJob(now)
+	// A value's name in an error: the flag, or the job file's field.
+	name := func(flag string) string {
+		if f.file != "" && !cmd.Flags().Changed(flag) {
+			field := strings.ReplaceAll(flag, "-", "_")
+			if flag == "background" {
+				field = "command.background"
+			}
+			return fmt.Sprintf("%s (job file %s)", field, f.file)
+		}
+		return "--" + flag
+	}
+	return jf.toJob(now, name)
 }
 
 // mergeJobFile lets flags given on the command line add to the file's
@@ -183,16 +191,17 @@ func mergeJobFile(file, flags jobFile, cmd *cobra.Command) jobFile {
 	return file
 }
 
-// toJob resolves the times and targets of a job file.
-func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
+// toJob resolves the times and targets of a job file; name says where a
+// value came from ("--expire-after", "expire_after (job file job.yaml)").
+func (jf jobFile) toJob(now time.Time, name func(flag string) string) (events.JobOffered, error) {
 	job := events.JobOffered{JobID: jf.JobID, Name: jf.Name, Command: jf.Command, MaxAttempts: jf.MaxAttempts}
 	if jf.Package != "" {
-		name, version, err := events.ParsePackageSpec(jf.Package)
+		pkg, version, err := events.ParsePackageSpec(jf.Package)
 		if err != nil {
-			return job, fmt.Errorf("package (--package or the job file): %w", err)
+			return job, fmt.Errorf("%s: %w", name("package"), err)
 		}
 		// The publisher resolves it and pins its sha256 before sending.
-		job.Package = &events.PackageRef{Name: name, Version: version}
+		job.Package = &events.PackageRef{Name: pkg, Version: version}
 	}
 	for _, c := range jf.Clients {
 		job.Targets = append(job.Targets, events.Target{Kind: events.TargetClient, Name: c})
@@ -213,7 +222,7 @@ func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 		}
 		t, err := publisher.ParseWhen(s, now)
 		if err != nil {
-			return t, fmt.Errorf("--%s: %w", flag, err)
+			return t, fmt.Errorf("%s: %w", name(flag), err)
 		}
 		return t.UTC(), nil
 	}
@@ -225,7 +234,10 @@ func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 	}
 	switch {
 	case jf.Optional && jf.MandatoryAfter != "":
-		return job, fmt.Errorf("--optional and --mandatory-after contradict each other: give one")
+		return job, fmt.Errorf("%s and %s contradict each other: give one", name("optional"), name("mandatory-after"))
+	case jf.Optional && jf.Command.Background:
+		return job, fmt.Errorf("%s and %s contradict each other: an optional job runs only when a user picks it at the desktop, which never shows a background job; give one",
+			name("optional"), name("background"))
 	case jf.Optional:
 	case jf.MandatoryAfter != "":
 		m, err := at("mandatory-after", jf.MandatoryAfter)
