@@ -190,6 +190,10 @@ func isSigningPublicKey(k string) bool {
 	return nkeys.IsValidPublicUserKey(k) || nkeys.IsValidPublicAccountKey(k)
 }
 
+// ShortKey abbreviates a public key for messages and tables
+// ("UDYL25OOTWVR...6BHT"); the full key is in the event.
+func ShortKey(k string) string { return shortKey(k) }
+
 // shortKey abbreviates a public key for messages; the full key is in the
 // event.
 func shortKey(k string) string {

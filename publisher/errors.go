@@ -24,6 +24,9 @@ var (
 	// ErrJobNotFound: no offer of that job id is in the jobs stream. It is
 	// the error the scan of PCM_JOBS returns, so its message says it once.
 	ErrJobNotFound = offers.ErrNotFound
+	// ErrNoSuchTarget: a target of the job matches no enrolled client (see
+	// Config.RequireEnrolled).
+	ErrNoSuchTarget = errors.New("target matches no enrolled client")
 	// ErrInvalidTime: a time flag is neither RFC 3339 nor a +/-duration.
 	ErrInvalidTime = errors.New("invalid time")
 )

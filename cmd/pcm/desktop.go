@@ -160,11 +160,18 @@ func newDesktopRunCmd(g *globals, f *desktopFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s %s", args[0], st.State)
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "job %s %s", args[0], st.State)
 			if st.ExitCode != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), " (exit code %d)", *st.ExitCode)
+				fmt.Fprintf(out, " (exit code %d)", *st.ExitCode)
 			}
-			fmt.Fprintln(cmd.OutOrStdout())
+			fmt.Fprintln(out)
+			if tail := strings.TrimRight(st.OutputTail, "\r\n"); tail != "" {
+				fmt.Fprintln(out, "output (its last 4 KiB):")
+				for _, l := range strings.Split(tail, "\n") {
+					fmt.Fprintln(out, "  "+l)
+				}
+			}
 			if st.State != "succeeded" {
 				return &exitError{code: 1, err: fmt.Errorf("job %s %s: %s", args[0], st.State, st.Reason)}
 			}

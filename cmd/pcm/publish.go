@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/user"
 	"regexp"
@@ -36,7 +37,7 @@ type publishFlags struct {
 	file, output, publisherName string
 	signingKey                  string
 	job                         jobFile
-	interactive                 bool
+	interactive, force          bool
 	timeout                     time.Duration
 	successCodes                []int64
 	platforms                   []string
@@ -72,11 +73,14 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 				return err
 			}
 			defer nc.Close()
-			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, defaultPublisherName()), Signer: signer})
+			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, defaultPublisherName()), Signer: signer, RequireEnrolled: !f.force})
 			if err != nil {
 				return err
 			}
 			published, err := p.Publish(cmd.Context(), job)
+			if errors.Is(err, publisher.ErrNoSuchTarget) {
+				return fmt.Errorf("%w: check the names, or publish anyway with --force (the job then waits for clients enrolled later)", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -119,6 +123,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 	fl.StringVarP(&f.output, "output", "o", "text", "output: text (the job id) or json (the job)")
 	fl.StringVar(&f.publisherName, "publisher", "", "publisher name recorded in the events' source (default: the user name)")
 	fl.StringVar(&f.signingKey, "signing-key", "", signingKeyUsage)
+	fl.BoolVar(&f.force, "force", false, "publish even when a --client or --group matches no enrolled client (for clients enrolled later)")
 	f.wait.register(fl)
 	return cmd
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -25,14 +26,18 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Long: `Lists every client the job targets (the clients named explicitly, and every enrolled client
 whose consumer takes one of its targets' subjects) with its latest state, exit code, runner and
 time. A client that has reported nothing says why: pending (received, waiting for its time or for
-the user), not received (enrolled, but its agent has not fetched the job), offline since T (its
+the user), not received (enrolled, but its agent has not fetched the job; or not enrolled at
+all), queued behind job J (its agent is online and busy with another job), offline since T (its
 heartbeat is stale), or locked by desktop (the desktop face holds the client's lock). A summary
-line counts the clients per state.
+line counts the clients per state. The heading names the publisher and the key that signed the
+job.
 
--o table (default), wide (adds attempt, host, platform, user, groups) or json. --watch keeps
+-o table (default), wide (adds attempt, host, platform, user, groups and the last line of the
+command's output) or json (with the output's tail). --watch keeps
 following the job: it subscribes to its statuses, the agents' heartbeats and the locks and shows
 every change (on a terminal it redraws the table; otherwise it prints one line per change, or one
-JSON document per change with -o json) until interrupted.`,
+JSON document per change with -o json) until the job is over on every client it targets; it
+then exits as pcm publish --wait does: 0, or 1 when it failed on a client.`,
 		Example: `  pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 -o json | jq '.clients[] | select(.failed)'
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 --watch`,
@@ -76,7 +81,7 @@ func renderRollout(w io.Writer, d display, r rollout.Rollout, output string) err
 	t := newTable(w)
 	head := []string{"CLIENT", "STATE", "EXIT", "RUNNER", "TIME"}
 	if output == "wide" {
-		head = append(head, "ATTEMPT", "HOST", "PLATFORM", "USER", "GROUPS")
+		head = append(head, "ATTEMPT", "HOST", "PLATFORM", "USER", "GROUPS", "OUTPUT")
 	}
 	row(t, append(head, "DETAIL")...)
 	for _, c := range r.Clients {
@@ -98,7 +103,7 @@ func renderRollout(w io.Writer, d display, r rollout.Rollout, output string) err
 			if c.Attempt > 0 {
 				attempt = fmt.Sprintf("%d/%d", c.Attempt, c.MaxAttempts)
 			}
-			cells = append(cells, attempt, dash(c.Host), dash(c.Platform), dash(c.User), dash(strings.Join(c.Groups, ",")))
+			cells = append(cells, attempt, dash(c.Host), dash(c.Platform), dash(c.User), dash(strings.Join(c.Groups, ",")), dash(lastLine(c.OutputTail)))
 		}
 		row(t, append(cells, dash(c.Explain(d.time)))...)
 	}
@@ -120,7 +125,7 @@ func rolloutHeading(d display, r rollout.Rollout) string {
 	if r.Name != "" {
 		s += " (" + r.Name + ")"
 	}
-	s += fmt.Sprintf(" by %s at %s to %s, expires %s", r.Publisher, d.time(r.OfferedAt), strings.Join(targets, " "), d.time(r.ExpireAfter))
+	s += fmt.Sprintf(" by %s at %s to %s, expires %s", publisherText(r.Publisher, r.Signer), d.time(r.OfferedAt), strings.Join(targets, " "), d.time(r.ExpireAfter))
 	if r.Cancelled != nil {
 		s += "; CANCELLED"
 		if r.Cancelled.Reason != "" {
@@ -130,6 +135,29 @@ func rolloutHeading(d display, r rollout.Rollout) string {
 	return s
 }
 
+// publisherText names who published an event: its publisher name, and the
+// key that signed it, if any: "ci (signed by UDYL25OOTWVR...6BHT)".
+func publisherText(name, signer string) string {
+	if signer == "" {
+		return name
+	}
+	return name + " (signed by " + events.ShortKey(signer) + ")"
+}
+
+// maxOutputCell bounds the output shown in a table cell.
+const maxOutputCell = 60
+
+// lastLine is the last non-empty line of a command's output, shortened to
+// fit a table cell.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\r\n\t "), "\n")
+	l := strings.TrimSpace(lines[len(lines)-1])
+	if r := []rune(l); len(r) > maxOutputCell {
+		l = "..." + string(r[len(r)-maxOutputCell+3:])
+	}
+	return l
+}
+
 // stateOrder is the order of the summary line: outcomes, then work under
 // way, then the reasons for silence.
 var stateOrder = []rollout.ClientState{
@@ -137,7 +165,7 @@ var stateOrder = []rollout.ClientState{
 	rollout.ClientState(events.StateFailed), rollout.ClientState(events.StateTimedOut),
 	rollout.ClientState(events.StateCancelled), rollout.ClientState(events.StateExpired),
 	rollout.ClientState(events.StateRejected), rollout.ClientState(events.StateStarted),
-	rollout.ClientPending, rollout.ClientLocked, rollout.ClientNotReceived, rollout.ClientOffline,
+	rollout.ClientPending, rollout.ClientLocked, rollout.ClientQueued, rollout.ClientNotReceived, rollout.ClientOffline,
 }
 
 // summaryLine counts the clients per state: "5 clients: 1 succeeded, 1
@@ -186,9 +214,11 @@ func plural(n int, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// watchStatus follows a rollout until ctx ends: on a terminal it redraws
-// the table at every change; otherwise it prints one line per client
-// change (or one JSON document per change with -o json).
+// watchStatus follows a rollout until the job is over on every client it
+// targets, or ctx ends: on a terminal it redraws the table at every change;
+// otherwise it prints one line per client change (or one JSON document per
+// change with -o json). When the job is over it exits as pcm publish --wait
+// does: 0, or 1 when it failed on a client.
 func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetStream, jobID, output string) error {
 	redraw := isTerminal(w) && output != "json"
 	watcher, err := rollout.Watch(ctx, js, jobID)
@@ -213,6 +243,15 @@ func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetSt
 			for _, line := range changeLines(d, *prev, r) {
 				fmt.Fprintln(w, line)
 			}
+			if r.Over() {
+				fmt.Fprintln(w, summaryLine(r))
+			}
+		}
+		if r.Over() {
+			if r.Failed > 0 {
+				return &exitError{code: exitFailed, err: errors.New(failedOn(d, r))}
+			}
+			return nil
 		}
 		prev = &r
 	}

@@ -65,7 +65,7 @@ func stateColor(state string) string {
 		return ansiGreen
 	case string(events.StateFailed), string(events.StateTimedOut), string(events.StateRejected):
 		return ansiRed
-	case string(events.StateStarted), string(rollout.ClientPending):
+	case string(events.StateStarted), string(rollout.ClientPending), string(rollout.ClientQueued):
 		return ansiBlue
 	case string(rollout.ClientLocked), string(rollout.ClientNotReceived), string(events.StateExpired),
 		string(events.StateCancelled), string(fleet.Stale):
