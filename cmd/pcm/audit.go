@@ -383,7 +383,8 @@ func writeAuditRow(w io.Writer, d display, ev audit.Event) {
 		if t, ok := events.TargetOfSubject(ev.Subject); ok {
 			client = t.String()
 		}
-		who = events.PublisherOf(ce)
+		signer, _ := ce.Extensions()[events.ExtensionSigner].(string)
+		who = publisherText(events.PublisherOf(ce), signer)
 	}
 	// Pad the state before painting it: the colour codes are invisible.
 	stateCell := fmt.Sprintf("%-14s", stateLabel(state))

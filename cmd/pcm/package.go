@@ -56,7 +56,7 @@ published pin the old sha256 and fail on agents that have not cached it.`,
 				return fmt.Errorf("--version: %w", err)
 			}
 			if opts.PushedBy == "" {
-				opts.PushedBy = defaultPublisherName()
+				opts.PushedBy = g.identity()
 			}
 			nc, js, err := g.connect("pcm package push")
 			if err != nil {
@@ -86,7 +86,7 @@ published pin the old sha256 and fail on agents that have not cached it.`,
 	fl.StringVar(&opts.Name, "name", "", "package name (A-Z a-z 0-9 . _ + ~ -)")
 	fl.StringVar(&opts.Version, "version", "", "package version (A-Z a-z 0-9 . _ + ~ -)")
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing NAME@VERSION")
-	fl.StringVar(&opts.PushedBy, "pushed-by", "", "who pushed it, recorded with the package (default: the user name)")
+	fl.StringVar(&opts.PushedBy, "pushed-by", "", "who pushed it, recorded with the package (default: the --creds user's name, else the system user's)")
 	fl.StringVarP(&output, "output", "o", "text", "output: text or json")
 	return cmd
 }

@@ -73,7 +73,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 				return err
 			}
 			defer nc.Close()
-			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, defaultPublisherName()), Signer: signer, RequireEnrolled: !f.force})
+			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, g.identity()), Signer: signer, RequireEnrolled: !f.force})
 			if err != nil {
 				return err
 			}
@@ -121,7 +121,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 	fl.Int64SliceVar(&f.successCodes, "success-codes", []int64{0}, "exit codes that mean success, comma-separated")
 	fl.IntVar(&f.job.MaxAttempts, "max-attempts", 1, "runs of a failing command on a client, at most")
 	fl.StringVarP(&f.output, "output", "o", "text", "output: text (the job id) or json (the job)")
-	fl.StringVar(&f.publisherName, "publisher", "", "publisher name recorded in the events' source (default: the user name)")
+	fl.StringVar(&f.publisherName, "publisher", "", publisherUsage)
 	fl.StringVar(&f.signingKey, "signing-key", "", signingKeyUsage)
 	fl.BoolVar(&f.force, "force", false, "publish even when a --client or --group matches no enrolled client (for clients enrolled later)")
 	f.wait.register(fl)
@@ -276,6 +276,10 @@ func sanitizeID(s string) string {
 	return s
 }
 
+// publisherUsage is the help of --publisher.
+const publisherUsage = "publisher name recorded in the events' source (default: the --creds user's name, else the system user's)"
+
+// defaultPublisherName is the system user's name, as an id.
 func defaultPublisherName() string {
 	if u, err := user.Current(); err == nil {
 		if name := sanitizeID(u.Username); name != "" {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/events"
 )
 
 // clientSecurity are the global flags that authenticate a client to the
@@ -58,6 +59,22 @@ func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) 
 		}
 	}
 	return g.connectWith(name)
+}
+
+// identity names the user in what it publishes (the source of its events,
+// who pushed a package): the name of its --creds user (ci for publisher
+// ci), else the operating system's user name.
+func (g *globals) identity() string {
+	if g.sec.creds != "" {
+		if uc, err := auth.CredsUser(g.sec.creds); err == nil {
+			if r, ok := auth.RoleOf(uc); ok {
+				if name := strings.TrimPrefix(uc.Name, string(r)+"-"); events.ValidID("publisher name", name) == nil {
+					return name
+				}
+			}
+		}
+	}
+	return defaultPublisherName()
 }
 
 // connectWith is connect with extra options after the user's (credentials
