@@ -21,10 +21,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := newRoot().ExecuteContext(ctx)
+	root, g := newCLI()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return
 	}
+	err = g.explainRefusal(err)
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -16,6 +17,9 @@ type globals struct {
 	logLevel string
 	log      *zap.Logger
 	sec      clientSecurity
+
+	refusedMu sync.Mutex
+	refused   error // the first operation the broker refused these credentials
 }
 
 // envPrefix starts the environment variable of every flag: --state-dir is
@@ -23,6 +27,12 @@ type globals struct {
 const envPrefix = "PCM_"
 
 func newRoot() *cobra.Command {
+	root, _ := newCLI()
+	return root
+}
+
+// newCLI returns the root command and the globals its commands share.
+func newCLI() (*cobra.Command, *globals) {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:   "pcm",
@@ -59,7 +69,7 @@ A flag given on the command line wins over its variable.`,
 	)
 	root.AddCommand(brokerCommands(g)...)
 	annotateEnv(root)
-	return root
+	return root, g
 }
 
 // envName is the environment variable of a flag.

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -95,9 +96,10 @@ func (g *globals) connectWith(name string, extra ...nats.Option) (*nats.Conn, je
 	return connect(g.url, name, append(opts, nats.ErrorHandler(refused))...)
 }
 
-// asyncError logs what the broker refused (without it, a request the
-// user's credentials do not allow just times out) and reports whether it
-// was a refusal that matters.
+// asyncError records what the broker refused (without it, a request the
+// user's credentials do not allow just times out, or fails as the
+// connection closes) and reports whether it was a refusal that matters;
+// the command then ends with explainRefusal's line.
 func (g *globals) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) bool {
 	if !errors.Is(err, nats.ErrPermissionViolation) {
 		g.log.Debug("asynchronous error from the broker", zap.Error(err))
@@ -109,8 +111,52 @@ func (g *globals) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) bool
 		g.log.Debug("the broker refused to delete a consumer; it expires by itself", zap.Error(err))
 		return false
 	}
-	g.log.Error("the broker refused an operation: these credentials do not allow it (docs/security.md lists what each role may do)", zap.Error(err))
+	g.log.Debug("the broker refused an operation", zap.Error(err))
+	g.refusedMu.Lock()
+	if g.refused == nil {
+		g.refused = err
+	}
+	g.refusedMu.Unlock()
 	return true
+}
+
+// violation reads what a permissions violation refused: "publish to
+// pcm.jobs.all".
+var violation = regexp.MustCompile(`Permissions Violation for (Publish|Subscription) to "([^"]+)"`)
+
+// explainRefusal replaces err, the error a command ended with, by one line
+// saying what the broker refused and whose credentials do not allow it,
+// when the broker refused something; the exit code is kept.
+func (g *globals) explainRefusal(err error) error {
+	g.refusedMu.Lock()
+	refused := g.refused
+	g.refusedMu.Unlock()
+	if refused == nil {
+		return err
+	}
+	what := "an operation"
+	if m := violation.FindStringSubmatch(refused.Error()); m != nil {
+		verb := "publish to"
+		if m[1] == "Subscription" {
+			verb = "subscribe to"
+		}
+		what = verb + " " + m[2]
+	}
+	who := "the credentials given (none: --creds)"
+	if g.sec.creds != "" {
+		who = "the credentials in " + g.sec.creds
+		if uc, cerr := auth.CredsUser(g.sec.creds); cerr == nil {
+			if r, ok := auth.RoleOf(uc); ok {
+				who += fmt.Sprintf(" (%s %s)", r, strings.TrimPrefix(uc.Name, string(r)+"-"))
+			}
+		}
+	}
+	explained := fmt.Errorf("the broker refused to %s: %s do not allow it (docs/security.md lists what each role may do)", what, who)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return &exitError{code: ee.code, err: explained}
+	}
+	return explained
 }
 
 // dial connects a long-running face (agent, desktop) with base options and
