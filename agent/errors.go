@@ -11,6 +11,10 @@ var (
 	ErrNotEnrolled = errors.New("client not enrolled")
 	// ErrJournal: the local journal cannot be opened or read; nothing runs.
 	ErrJournal = errors.New("agent journal unusable")
+	// ErrAlreadyRunning: another agent of the same client id is running
+	// (its heartbeat is fresh), on another host or with another state
+	// directory: two would both take the client's jobs.
+	ErrAlreadyRunning = errors.New("another agent of this client is running")
 	// ErrMisrouted: an offer arrived on a subject that is not one of its targets.
 	ErrMisrouted = errors.New("offer on a subject that is not one of its targets")
 )

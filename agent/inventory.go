@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
 // Info is the inventory the agent publishes in PCM_AGENTS.
@@ -19,6 +23,63 @@ func (s *Service) Info() events.AgentInfo {
 		Groups: s.cfg.Groups, Version: s.cfg.Version, PID: pid,
 		StartedAt: s.started.UTC(), LastSeen: time.Now().UTC(),
 		Heartbeat: events.Duration(s.cfg.Heartbeat), CurrentJob: s.current.Load().(string),
+		StateDir: s.stateDir(),
+	}
+}
+
+// stateDir is the state directory as an absolute path, when it can be made
+// one.
+func (s *Service) stateDir() string {
+	if abs, err := filepath.Abs(s.cfg.StateDir); err == nil {
+		return abs
+	}
+	return s.cfg.StateDir
+}
+
+// checkAlone refuses to start beside another agent of the same client id:
+// one whose heartbeat is fresh and that did not stop, on another host or
+// with another state directory. The same host and state directory is this
+// agent restarting: the journal's lock keeps two of them from running.
+func (s *Service) checkAlone(ctx context.Context) error {
+	e, err := s.agents.Get(ctx)
+	if errors.Is(err, kvkey.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	other, ok := events.ParseAgentInfo(s.cfg.ClientID, e.Value)
+	now := time.Now()
+	if !ok || other.StoppedAt != nil || other.Stale(now) || (other.Host == s.cfg.Host && other.StateDir == s.stateDir()) {
+		return nil
+	}
+	hb := time.Duration(other.Heartbeat)
+	if hb <= 0 {
+		hb = 30 * time.Second
+	}
+	return fmt.Errorf("%w: client %s already has an agent on host %s (pid %d, state dir %s), started %s, last seen %s: "+
+		"stop it, or give this one another --client-id; if it is gone, its heartbeat goes stale at %s and this agent can start then",
+		ErrAlreadyRunning, s.cfg.ClientID, other.Host, other.PID, other.StateDir, other.StartedAt.Format(time.RFC3339),
+		other.LastSeen.Format(time.RFC3339), other.LastSeen.Add(3*hb).Format(time.RFC3339))
+}
+
+// markStopped writes the inventory once more, saying the agent stopped
+// cleanly: another agent of the client may start at once.
+func (s *Service) markStopped() {
+	if !s.nc.IsConnected() {
+		return // it goes stale instead
+	}
+	info := s.Info()
+	stopped := info.LastSeen
+	info.StoppedAt = &stopped
+	b, err := json.Marshal(info)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if _, err := s.agents.Put(ctx, b); err != nil {
+		s.log.Debug("the stopped inventory was not written", zap.Error(err))
 	}
 }
 

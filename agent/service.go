@@ -109,6 +109,7 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = sub.Unsubscribe()
 	}
 	wg.Wait()
+	s.markStopped()
 	return nil
 }
 
@@ -120,7 +121,9 @@ func (s *Service) bind(ctx context.Context) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer
 	err := backoff.Retry(ctx, backoff.Policy{
 		Backoff:   retryDelays,
-		Retryable: func(err error) bool { return !errors.Is(err, ErrNotEnrolled) && !errors.Is(err, ErrInvalidConfig) },
+		Retryable: func(err error) bool {
+			return !errors.Is(err, ErrNotEnrolled) && !errors.Is(err, ErrInvalidConfig) && !errors.Is(err, ErrAlreadyRunning)
+		},
 		OnRetry: func(err error, d time.Duration) {
 			if !s.nc.IsConnected() {
 				err = fmt.Errorf("no broker answers at %s (is it running? check --url)", strings.Join(s.nc.Servers(), ", "))
@@ -147,6 +150,9 @@ func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	s.agents = kvkey.New(s.js, events.BucketAgents, s.cfg.ClientID)
+	if err := s.checkAlone(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.bindLock(); err != nil {
 		return nil, err
 	}

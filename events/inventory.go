@@ -22,6 +22,11 @@ type AgentInfo struct {
 	Heartbeat Duration `json:"heartbeat"`
 	// CurrentJob is the job the agent is running, if any.
 	CurrentJob string `json:"current_job,omitempty"`
+	// StateDir is the agent's state directory: with Host, it tells the
+	// agent that restarts from the one that would run beside it.
+	StateDir string `json:"state_dir,omitempty"`
+	// StoppedAt is when the agent stopped cleanly, if it did.
+	StoppedAt *time.Time `json:"stopped_at,omitempty"`
 }
 
 // Stale reports whether the agent has missed its heartbeats (three of them)
