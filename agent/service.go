@@ -120,7 +120,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) bind(ctx context.Context) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer
 	err := backoff.Retry(ctx, backoff.Policy{
-		Backoff:   retryDelays,
+		Backoff: retryDelays,
 		Retryable: func(err error) bool {
 			return !errors.Is(err, ErrNotEnrolled) && !errors.Is(err, ErrInvalidConfig) && !errors.Is(err, ErrAlreadyRunning)
 		},
