@@ -98,8 +98,8 @@ func newPackageListCmd(g *globals) *cobra.Command {
 		Short: "List the packages in the broker: name, version, size, sha256, pushed at, by whom",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o %q: use text or json", output)
+			if output != "table" && output != "json" {
+				return fmt.Errorf("-o %q: use table or json", output)
 			}
 			nc, js, err := g.connect("pcm package list")
 			if err != nil {
@@ -119,7 +119,7 @@ func newPackageListCmd(g *globals) *cobra.Command {
 			return renderPackages(cmd.OutOrStdout(), list)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output: text (a table) or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
 	return cmd
 }
 

@@ -42,8 +42,10 @@ NATS JetStream. Publishers and CI publish jobs; an agent on every client runs th
 time and reports a status for each; the whole history can be replayed for audit.
 
 Every flag can also be set by an environment variable: PCM_ followed by the flag's name in
-capitals with dashes as underscores (--url is PCM_URL, --state-dir is PCM_STATE_DIR).
-A flag given on the command line wins over its variable.`,
+capitals with dashes as underscores (--url is PCM_URL, --state-dir is PCM_STATE_DIR). A flag
+that means something else in each command (--output, --client, --group, --name, --force,
+--version, --out) takes the command's name too: PCM_AUDIT_OUTPUT, PCM_PUBLISH_CLIENT,
+PCM_PACKAGE_PUSH_VERSION. A flag given on the command line wins over its variable.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -72,9 +74,21 @@ A flag given on the command line wins over its variable.`,
 	return root, g
 }
 
-// envName is the environment variable of a flag.
-func envName(flag string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+// scopedFlags are the flags that mean something else in each command that
+// has them (an audit's --client filters, a publish's --client targets; the
+// outputs differ; PCM_VERSION is also docker-compose.yml's image tag): their
+// variable names the command, so that one set for a command never changes
+// another.
+var scopedFlags = map[string]bool{"output": true, "client": true, "group": true, "name": true, "force": true, "version": true, "out": true}
+
+// envName is the environment variable of flag in cmd: PCM_STATE_DIR for
+// --state-dir, PCM_AUDIT_OUTPUT for pcm audit's --output.
+func envName(cmd *cobra.Command, flag string) string {
+	name := flag
+	if scopedFlags[flag] {
+		name = strings.Join(append(strings.Fields(cmd.CommandPath())[1:], flag), "_")
+	}
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
 // applyEnv sets every flag of cmd not given on the command line from its
@@ -85,12 +99,13 @@ func applyEnv(cmd *cobra.Command) error {
 		if f.Changed || f.Name == "help" {
 			return
 		}
-		v, ok := os.LookupEnv(envName(f.Name))
+		name := envName(cmd, f.Name)
+		v, ok := os.LookupEnv(name)
 		if !ok {
 			return
 		}
 		if err := cmd.Flags().Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Sprintf("%s=%q: %v", envName(f.Name), v, err))
+			errs = append(errs, fmt.Sprintf("%s=%q: %v", name, v, err))
 		}
 	})
 	if len(errs) > 0 {
@@ -103,7 +118,7 @@ func applyEnv(cmd *cobra.Command) error {
 func annotateEnv(cmd *cobra.Command) {
 	note := func(f *pflag.Flag) {
 		if f.Name != "help" && !strings.Contains(f.Usage, "[$"+envPrefix) {
-			f.Usage += " [$" + envName(f.Name) + "]"
+			f.Usage += " [$" + envName(cmd, f.Name) + "]"
 		}
 	}
 	cmd.LocalFlags().VisitAll(note)
