@@ -230,7 +230,7 @@ func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 }
 
 // checkTargets refuses targets that match no enrolled client, naming them
-// and the groups clients are enrolled in.
+// and, when a group is missed, the groups clients are enrolled in.
 func (p *Publisher) checkTargets(ctx context.Context, targets []events.Target) error {
 	enrolled, err := fleet.ListEnrollments(ctx, p.js)
 	if err != nil {
@@ -248,18 +248,20 @@ func (p *Publisher) checkTargets(ctx context.Context, targets []events.Target) e
 	}
 	known := slices.Sorted(maps.Keys(groups))
 	var why []string
+	groupMissed := false
 	for _, t := range unmatched {
 		switch t.Kind {
 		case events.TargetClient:
 			why = append(why, "client "+t.Name+" is not enrolled")
 		case events.TargetGroup:
+			groupMissed = true
 			why = append(why, "group "+t.Name+" has no enrolled client")
 		default:
 			why = append(why, "no client is enrolled")
 		}
 	}
 	s := strings.Join(why, "; ")
-	if len(known) > 0 {
+	if groupMissed && len(known) > 0 {
 		s += " (groups with clients: " + strings.Join(known, ", ") + ")"
 	}
 	return fmt.Errorf("%w: %s", ErrNoSuchTarget, s)
