@@ -76,6 +76,10 @@ events that do not decode; it exits 0 only when both were read whole and every e
 			if err != nil {
 				return err
 			}
+			// Refused credentials are said before the table's header.
+			if err := g.checkRole("pcm audit"); err != nil {
+				return err
+			}
 			conn := func() (func(), jetstream.JetStream, error) {
 				nc, js, err := g.connect("pcm audit")
 				if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -20,6 +21,9 @@ type globals struct {
 
 	refusedMu sync.Mutex
 	refused   error // the first operation the broker refused these credentials
+	// stop ends the command's context: a short-lived command stops waiting
+	// for what the broker refused (an object store's acks, say).
+	stop context.CancelCauseFunc
 }
 
 // envPrefix starts the environment variable of every flag: --state-dir is
@@ -49,6 +53,13 @@ PCM_PACKAGE_PUSH_VERSION. A flag given on the command line wins over its variabl
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			parent := cmd.Context()
+			if parent == nil {
+				parent = context.Background()
+			}
+			ctx, stop := context.WithCancelCause(parent)
+			cmd.SetContext(ctx)
+			g.stop = stop
 			if err := applyEnv(cmd); err != nil {
 				return err
 			}

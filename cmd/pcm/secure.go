@@ -48,18 +48,27 @@ func (c *clientSecurity) options() ([]nats.Option, error) {
 // connect dials the broker for a short-lived command (publish, status, ...)
 // with the user's credentials and TLS settings: it fails fast with a clear
 // error when no broker answers or the broker refuses the user, and before
-// dialling when the credentials are a client's (an agent's or a
-// desktop's), whose account reaches none of what these commands use.
+// dialling when the credentials are a client's (checkRole).
 func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	if err := g.checkRole(name); err != nil {
+		return nil, nil, err
+	}
+	return g.connectWith(name)
+}
+
+// checkRole refuses the credentials of a client (an agent's or a
+// desktop's), whose account reaches none of what the short-lived commands
+// use.
+func (g *globals) checkRole(name string) error {
 	if g.sec.creds != "" {
 		if uc, err := auth.CredsUser(g.sec.creds); err == nil {
 			if r, ok := auth.RoleOf(uc); ok && r.Kind() == auth.KindClient {
-				return nil, nil, fmt.Errorf("%s: %s holds the credentials of the %s of client %s, whose account reaches only its own client: give a publisher's (pcm creds publisher NAME), an auditor's (pcm creds auditor NAME) or an admin's",
+				return fmt.Errorf("%s: %s holds the credentials of the %s of client %s, whose account reaches only its own client: give a publisher's (pcm creds publisher NAME), an auditor's (pcm creds auditor NAME) or an admin's",
 					name, g.sec.creds, r, strings.TrimPrefix(uc.Name, string(r)+"-"))
 			}
 		}
 	}
-	return g.connectWith(name)
+	return nil
 }
 
 // identity names the user in what it publishes (the source of its events,
@@ -91,6 +100,9 @@ func (g *globals) connectWith(name string, extra ...nats.Option) (*nats.Conn, je
 			// A short-lived command cannot do without what was refused:
 			// fail now rather than when the request times out.
 			go nc.Close()
+			if g.stop != nil {
+				g.stop(err)
+			}
 		}
 	}
 	return connect(g.url, name, append(opts, nats.ErrorHandler(refused))...)
