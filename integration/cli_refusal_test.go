@@ -1,6 +1,7 @@
 package integration_test
 
 import (
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -73,5 +74,46 @@ func TestCLIRefusedCredentials(t *testing.T) {
 				t.Fatalf("pcm %s took %s to end", strings.Join(tc.args, " "), took)
 			}
 		})
+	}
+}
+
+// TestCLINamesThePublisher: what a publisher publishes and pushes is named
+// after its credentials' user, and a signed job after its signing key too,
+// in pcm status, pcm audit and pcm package list.
+func TestCLINamesThePublisher(t *testing.T) {
+	env := testenv.StartBroker(t, testenv.WithAuth())
+	enroll(t, env.JS, "np1")
+	sec := testenv.SecurityOf(env.URL)
+	procEnv := []string{"PCM_CREDS=" + sec.Creds(t, auth.User{Role: auth.RolePublisher, Name: "ci7"})}
+	if sec.Certs != nil {
+		procEnv = append(procEnv, "PCM_TLS_CA="+sec.Certs.CAFile)
+	}
+	dir := t.TempDir()
+	key := filepath.Join(dir, "signing.nk")
+	out, errOut, code := runPCM(t, nil, "keys", "new", "--out", key)
+	if code != 0 {
+		t.Fatalf("pcm keys new: %s", errOut)
+	}
+	pub := strings.TrimSpace(out)
+	out, errOut, code = runPCM(t, procEnv, "publish", "--url", env.URL, "--signing-key", key, "--client", "np1", "--", "true")
+	id := strings.TrimSpace(out)
+	if code != 0 || !jobIDLine.MatchString(id) {
+		t.Fatalf("pcm publish: exit %d, %q %q", code, out, errOut)
+	}
+	signer := "ci7 (signed by " + pub[:12] + "..." + pub[len(pub)-4:] + ")"
+	out, _, _ = runPCM(t, procEnv, "status", "--url", env.URL, id)
+	if first := strings.SplitN(out, "\n", 2)[0]; !regexp.MustCompile(`^job ` + id + ` by ` + regexp.QuoteMeta(signer) + ` at \S+ to client:np1, expires \S+$`).MatchString(first) {
+		t.Fatalf("pcm status's first line %q does not name %s", first, signer)
+	}
+	out, _, _ = runPCM(t, procEnv, "audit", "--url", env.URL, "--job", id)
+	if !regexp.MustCompile(`(?m)^\S+ +offered +` + id + ` +client:np1 +- +` + regexp.QuoteMeta(signer) + `$`).MatchString(out) {
+		t.Fatalf("pcm audit does not name %s:\n%s", signer, out)
+	}
+	if _, errOut, code := runPCM(t, procEnv, "package", "push", "--url", env.URL, "--name", "np", "--version", "1", "cli_refusal_test.go"); code != 0 {
+		t.Fatalf("pcm package push: %s", errOut)
+	}
+	out, _, _ = runPCM(t, procEnv, "package", "list", "--url", env.URL)
+	if !regexp.MustCompile(`(?m)^np +1 +.* ci7$`).MatchString(out) {
+		t.Fatalf("pcm package list does not name ci7:\n%s", out)
 	}
 }
