@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/testenv"
@@ -44,7 +46,9 @@ func readmeJobFile(t *testing.T) string {
 // contradictory flags are refused, status shows the output and the
 // publisher, --watch exits with --wait's codes, a busy agent's next job is
 // queued behind the running one, cancelled is not failed, cancelling a job
-// that is over says so and exits 1, and argument errors say the usage.
+// that is over says so and exits 1, desktop run prints the output, a busy
+// port names the address, -o speaks one vocabulary (table, wide, json,
+// yaml) with a variable per command, and argument errors say the usage.
 func TestCLISpeaksPlainly(t *testing.T) {
 	env := testenv.StartBroker(t)
 	enroll(t, env.JS, "plain1", "lab")
@@ -188,6 +192,66 @@ func TestCLISpeaksPlainly(t *testing.T) {
 		})
 		touch(t, release)
 		waitFinal(t, env.JS, "plain1", next, 15*time.Second)
+	})
+
+	t.Run("desktop run prints the output", func(t *testing.T) {
+		id := publish(t, "--client", "plain1", "--optional", "--", "echo", "desk-marker")
+		deskEnv := processEnv(t, env.URL, auth.User{Role: auth.RoleDesktop, Name: "plain1"})
+		out, errOut, code := runPCM(t, deskEnv, "desktop", "run", "--url", env.URL, "--client-id", "plain1", "--allow-unsigned",
+			"--state-dir", filepath.Join(dir, "desk"), id)
+		if want := "job " + id + " succeeded (exit code 0)\noutput (its last 4 KiB):\n  desk-marker\n"; code != 0 || out != want {
+			t.Fatalf("pcm desktop run: exit %d, stdout %q, want %q\nstderr: %s", code, out, want, errOut)
+		}
+	})
+
+	t.Run("a broker on a busy port says which address", func(t *testing.T) {
+		addr := strings.TrimPrefix(env.URL, "nats://")
+		data := filepath.Join(dir, "busy")
+		_, errOut, code := runPCM(t, nil, "broker", "--listen", addr, "--data", data)
+		want := regexp.MustCompile(`^pcm: broker failed to start: nats-server: Error listening on port: ` + regexp.QuoteMeta(addr) + `, .*address already in use.* \(check that the client address ` +
+			regexp.QuoteMeta(addr) + ` is free and that the store dir ` + regexp.QuoteMeta(data) + ` is writable\)$`)
+		if code != 1 || !want.MatchString(lastLine(errOut)) {
+			t.Fatalf("pcm broker on a busy port: exit %d, last line %q, want %s", code, lastLine(errOut), want)
+		}
+		for _, internal := range []string{"Config.", "stacktrace", "caller", ".go:"} {
+			if strings.Contains(errOut, internal) {
+				t.Fatalf("pcm broker shows %q:\n%s", internal, errOut)
+			}
+		}
+	})
+
+	t.Run("one output vocabulary, each command its own variable", func(t *testing.T) {
+		out, errOut, code := pcm("publish", "--client", "plain1", "-o", "yaml", "--", "true")
+		var job struct {
+			JobID string `json:"job_id"`
+		}
+		if err := yaml.Unmarshal([]byte(out), &job); code != 0 || err != nil || !jobIDLine.MatchString(job.JobID) {
+			t.Fatalf("pcm publish -o yaml: exit %d, %v, stdout %q, stderr %q", code, err, out, errOut)
+		}
+		id := job.JobID
+		waitFinal(t, env.JS, "plain1", id, 15*time.Second)
+		for _, args := range [][]string{{"status", id}, {"agents"}, {"agents", "show", "plain1"}, {"package", "list"}} {
+			for _, o := range []string{"table", "json", "yaml"} {
+				out, errOut, code := pcm(append(args, "-o", o)...)
+				var doc any
+				if code != 0 || (o != "table" && yaml.Unmarshal([]byte(out), &doc) != nil) {
+					t.Fatalf("pcm %s -o %s: exit %d, stdout %q, stderr %q", strings.Join(args, " "), o, code, out, errOut)
+				}
+			}
+		}
+		if _, errOut, code := pcm("audit", "--job", id, "-o", "table"); code != 0 {
+			t.Fatalf("pcm audit -o table: exit %d: %s", code, errOut)
+		}
+		fails(t, `pcm: -o "text": use table, wide, json or yaml`, "status", id, "-o", "text")
+		// A variable set for one command does not reach another.
+		out, errOut, code = runPCM(t, append(procEnv, "PCM_STATUS_OUTPUT=wide", "PCM_OUTPUT=wide"), "audit", "--url", env.URL, "--job", id)
+		if code != 0 || !strings.HasPrefix(out, "TIME ") {
+			t.Fatalf("pcm audit with PCM_STATUS_OUTPUT=wide: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		out, errOut, code = runPCM(t, append(procEnv, "PCM_STATUS_OUTPUT=wide"), "status", "--url", env.URL, id)
+		if code != 0 || !regexp.MustCompile(`(?m)^CLIENT +STATE .* OUTPUT +DETAIL$`).MatchString(out) {
+			t.Fatalf("pcm status with PCM_STATUS_OUTPUT=wide: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
 	})
 
 	t.Run("argument errors say the usage, a missing job is said once", func(t *testing.T) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -106,8 +105,8 @@ func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 		Short: "List the jobs this client's user may run now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return fmt.Errorf("-o %q: use table or json", output)
+			if err := checkOutput(output, "table", "json", "yaml"); err != nil {
+				return err
 			}
 			d, nc, err := f.open(cmd, g)
 			if err != nil {
@@ -118,13 +117,11 @@ func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
+			if structured(output) {
 				if jobs == nil {
-					return enc.Encode([]any{})
+					return writeDocument(cmd.OutOrStdout(), output, []any{})
 				}
-				return enc.Encode(jobs)
+				return writeDocument(cmd.OutOrStdout(), output, jobs)
 			}
 			out := cmd.OutOrStdout()
 			disp := newDisplay(out, utc)
@@ -140,7 +137,7 @@ func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 			return t.Flush()
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, json or yaml")
 	addUTCFlag(cmd, &utc)
 	return cmd
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os/user"
@@ -84,10 +83,8 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 			if err != nil {
 				return err
 			}
-			if f.output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(published); err != nil {
+			if structured(f.output) {
+				if err := writeDocument(cmd.OutOrStdout(), f.output, published); err != nil {
 					return err
 				}
 			} else {
@@ -120,7 +117,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 	fl.DurationVar(&f.timeout, "timeout", publisher.DefaultTimeout, "kill the command's process tree after this long (at most 24h)")
 	fl.Int64SliceVar(&f.successCodes, "success-codes", []int64{0}, "exit codes that mean success, comma-separated")
 	fl.IntVar(&f.job.MaxAttempts, "max-attempts", 1, "runs of a failing command on a client, at most")
-	fl.StringVarP(&f.output, "output", "o", "text", "output: text (the job id) or json (the job)")
+	fl.StringVarP(&f.output, "output", "o", "", "output: json or yaml, the job (default: its id)")
 	fl.StringVar(&f.publisherName, "publisher", "", publisherUsage)
 	fl.StringVar(&f.signingKey, "signing-key", "", signingKeyUsage)
 	fl.BoolVar(&f.force, "force", false, "publish even when a --client or --group matches no enrolled client (for clients enrolled later)")
@@ -132,8 +129,13 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 // it can before a connection is made.
 func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (events.JobOffered, error) {
 	jf := f.job
-	if f.output != "text" && f.output != "json" {
-		return events.JobOffered{}, fmt.Errorf("-o %q: use text or json", f.output)
+	if f.output == "text" { // before -o took the one vocabulary
+		f.output = ""
+	}
+	if f.output != "" {
+		if err := checkOutput(f.output, "json", "yaml"); err != nil {
+			return events.JobOffered{}, err
+		}
 	}
 	if f.file != "" {
 		if len(args) > 0 {

@@ -43,7 +43,7 @@ then exits as pcm publish --wait does: 0, or 1 when it failed on a client.`,
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 --watch`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, "table", "wide", "json"); err != nil {
+			if err := checkOutput(output, "table", "wide", "json", "yaml"); err != nil {
 				return err
 			}
 			nc, js, err := g.connect("pcm status")
@@ -63,7 +63,7 @@ then exits as pcm publish --wait does: 0, or 1 when it failed on a client.`,
 			return watchStatus(cmd.Context(), out, d, js, args[0], output)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, wide or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, wide (adds attempt, host, platform, user, groups and the output tail), json or yaml")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep following the job and show every change")
 	addUTCFlag(cmd, &utc)
 	return cmd
@@ -72,10 +72,8 @@ then exits as pcm publish --wait does: 0, or 1 when it failed on a client.`,
 // renderRollout writes a rollout as a table (with a heading and a summary
 // line) or as one indented JSON document.
 func renderRollout(w io.Writer, d display, r rollout.Rollout, output string) error {
-	if output == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+	if structured(output) {
+		return writeDocument(w, output, r)
 	}
 	fmt.Fprintln(w, rolloutHeading(d, r))
 	t := newTable(w)
@@ -220,7 +218,7 @@ func plural(n int, word string) string {
 // change with -o json). When the job is over it exits as pcm publish --wait
 // does: 0, or 1 when it failed on a client.
 func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetStream, jobID, output string) error {
-	redraw := isTerminal(w) && output != "json"
+	redraw := isTerminal(w) && !structured(output)
 	watcher, err := rollout.Watch(ctx, js, jobID)
 	if err != nil {
 		return err
@@ -234,6 +232,9 @@ func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetSt
 			if err == nil {
 				fmt.Fprintln(w, string(b))
 			}
+		case output == "yaml":
+			fmt.Fprintln(w, "---")
+			_ = writeDocument(w, output, r)
 		case redraw:
 			fmt.Fprint(w, "\x1b[H\x1b[2J")
 			_ = renderRollout(w, d, r, output)
