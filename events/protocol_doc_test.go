@@ -3,6 +3,7 @@ package events_test
 import (
 	"encoding/json"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -86,7 +87,8 @@ func schemaPaths(t *testing.T, typ string) []string {
 
 // TestProtocolDocumentsEveryField: docs/protocol.md documents every field
 // of every event type's JSON schema, and no field the schema lacks; every
-// state, whether it is final and whether it counts as a failure.
+// state, whether it is final and whether it counts as a failure; and every
+// field of the inventory an agent keeps in PCM_AGENTS.
 func TestProtocolDocumentsEveryField(t *testing.T) {
 	b, err := os.ReadFile(protocolDoc)
 	if err != nil {
@@ -109,6 +111,20 @@ func TestProtocolDocumentsEveryField(t *testing.T) {
 			if !slices.Contains(want, p) {
 				t.Errorf("%s documents a field %s of %s that its schema does not have", protocolDoc, p, typ)
 			}
+		}
+	}
+	// The inventory in PCM_AGENTS: every field of AgentInfo.
+	agents := ""
+	for _, l := range strings.Split(doc, "\n") {
+		if strings.HasPrefix(l, "| `PCM_AGENTS` |") {
+			agents = l
+		}
+	}
+	at := reflect.TypeFor[events.AgentInfo]()
+	for i := range at.NumField() {
+		name, _, _ := strings.Cut(at.Field(i).Tag.Get("json"), ",")
+		if !strings.Contains(agents, "`"+name+"`") {
+			t.Errorf("%s: field %s of the inventory in PCM_AGENTS is not documented in its row", protocolDoc, name)
 		}
 	}
 	states := rowsOf(docBlock(t, doc, "states"))
