@@ -1,6 +1,7 @@
 package integration_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -158,6 +159,18 @@ func TestCLISpeaksPlainly(t *testing.T) {
 		// Cancelling a job that is over says so.
 		fails(t, "pcm: job "+id+" is already over on every client it targets (1 succeeded): nothing to cancel", "cancel", id)
 
+		// Nor is an expired job cancelled.
+		expired := publish(t, "--client", "ghost", "--force", "--expire-after", "+1s", "--", "true")
+		out, _, _ = pcm("status", expired, "-o", "json")
+		var st struct {
+			ExpireAfter time.Time `json:"expire_after"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("pcm status -o json: %v\n%s", err, out)
+		}
+		testenv.WaitFor(t, 10*time.Second, "the job to expire", func() bool { return time.Now().After(st.ExpireAfter) })
+		fails(t, "pcm: job "+expired+" expired at "+st.ExpireAfter.Local().Format(time.RFC3339)+": nothing runs it any more, nothing to cancel", "cancel", expired)
+
 		id = publish(t, "--client", "plain1", "--", "sh", "-c", "exit 3")
 		out, errOut, code = pcm("status", id, "--watch")
 		if code != 1 || lastLine(errOut) != "pcm: job "+id+" failed on 1 of 1 client: plain1 (failed, exit 3: exit code 3 is not a success code)" {
@@ -197,7 +210,14 @@ func TestCLISpeaksPlainly(t *testing.T) {
 	t.Run("desktop run prints the output", func(t *testing.T) {
 		id := publish(t, "--client", "plain1", "--optional", "--", "echo", "desk-marker")
 		deskEnv := processEnv(t, env.URL, auth.User{Role: auth.RoleDesktop, Name: "plain1"})
-		out, errOut, code := runPCM(t, deskEnv, "desktop", "run", "--url", env.URL, "--client-id", "plain1", "--allow-unsigned",
+		// Its list shows times as the other commands do.
+		out, errOut, code := runPCM(t, deskEnv, "desktop", "list", "--url", env.URL, "--client-id", "plain1", "--allow-unsigned",
+			"--state-dir", filepath.Join(dir, "desk"), "--utc")
+		row := regexp.MustCompile(`(?m)^` + id + ` +- +echo desk-marker +optional +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`)
+		if code != 0 || !strings.HasPrefix(out, "JOB ") || !row.MatchString(out) {
+			t.Fatalf("pcm desktop list: exit %d, stdout %q, want a row matching %s\nstderr: %s", code, out, row, errOut)
+		}
+		out, errOut, code = runPCM(t, deskEnv, "desktop", "run", "--url", env.URL, "--client-id", "plain1", "--allow-unsigned",
 			"--state-dir", filepath.Join(dir, "desk"), id)
 		if want := "job " + id + " succeeded (exit code 0)\noutput (its last 4 KiB):\n  desk-marker\n"; code != 0 || out != want {
 			t.Fatalf("pcm desktop run: exit %d, stdout %q, want %q\nstderr: %s", code, out, want, errOut)
