@@ -107,6 +107,10 @@ func TestCLISpeaksPlainly(t *testing.T) {
 	t.Run("a job file's error names the file and its field", func(t *testing.T) {
 		f := write("string.yaml", "all: true\ncommand: \"echo hi\"\n")
 		fails(t, "pcm: job file "+f+": command: got a string, want an object (name, argv, shell, background, automated, platforms, timeout, success_exit_codes, may_reboot)", "publish", "-f", f)
+		f = write("unknown.yaml", "all: true\ncommand:\n  argv: [\"true\"]\n  timeout: 1m\n  bogus: 1\n")
+		fails(t, "pcm: job file "+f+`: command: unknown field "bogus": a command line has the fields name, argv, shell, background, automated, platforms, timeout, success_exit_codes, may_reboot (see README.md)`, "publish", "-f", f)
+		f = write("unknown-top.yaml", "all: true\nbogus: 1\ncommand:\n  argv: [\"true\"]\n  timeout: 1m\n")
+		fails(t, "pcm: job file "+f+`: unknown field "bogus": a job file has the fields job_id, name, package, clients, groups, all, offer_after, mandatory_after, expire_after, optional, max_attempts, command (see README.md)`, "publish", "-f", f)
 		f = write("time.yaml", "all: true\nexpire_after: tomorrow\ncommand:\n  argv: [\"true\"]\n  timeout: 1m\n")
 		fails(t, "pcm: expire_after (job file "+f+`): invalid time: "tomorrow": give RFC 3339 (2026-11-21T10:00:00Z) or a duration from now (+2h, +7d, +1d12h, -24h)`, "publish", "-f", f)
 	})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -30,13 +31,14 @@ func readJobFile(path string) (jobFile, error) {
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&jf); err != nil {
-		return jf, fmt.Errorf("job file %s: %s", path, jobFileError(err))
+		return jf, fmt.Errorf("job file %s: %s", path, jobFileError(err, j))
 	}
 	return jf, nil
 }
 
-// jobFileError says what is wrong with a field of a job file.
-func jobFileError(err error) string {
+// jobFileError says what is wrong with a field of the job file doc (as
+// JSON).
+func jobFileError(err error, doc []byte) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		field := te.Field
@@ -49,6 +51,21 @@ func jobFileError(err error) string {
 		return "command.timeout: " + err.Error()
 	}
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		// encoding/json does not say where: a field of the command line is
+		// one the document's top level does not have.
+		var top struct {
+			Command map[string]json.RawMessage `json:"command"`
+		}
+		var keys map[string]json.RawMessage
+		_ = json.Unmarshal(doc, &keys)
+		_ = json.Unmarshal(doc, &top)
+		if unquoted, uerr := strconv.Unquote(name); uerr == nil {
+			if _, atTop := keys[unquoted]; !atTop {
+				if _, inCommand := top.Command[unquoted]; inCommand {
+					return fmt.Sprintf("command: unknown field %s: a command line has the fields %s (see README.md)", name, strings.Join(jsonFields(reflect.TypeFor[events.CommandLine]()), ", "))
+				}
+			}
+		}
 		return fmt.Sprintf("unknown field %s: a job file has the fields %s (see README.md)", name, strings.Join(jsonFields(reflect.TypeFor[jobFile]()), ", "))
 	}
 	return strings.TrimPrefix(err.Error(), "json: ")
