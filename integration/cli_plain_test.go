@@ -221,6 +221,10 @@ func TestCLISpeaksPlainly(t *testing.T) {
 		if code != 0 || !strings.HasPrefix(out, "JOB ") || !row.MatchString(out) {
 			t.Fatalf("pcm desktop list: exit %d, stdout %q, want a row matching %s\nstderr: %s", code, out, row, errOut)
 		}
+		// Why the jobs over here are left out is for --log-level debug.
+		if strings.Contains(errOut, "not offering job") || strings.Contains(errOut, "jobs listed") {
+			t.Fatalf("pcm desktop list logs what it leaves out at the default level:\n%s", errOut)
+		}
 		out, errOut, code = runPCM(t, deskEnv, "desktop", "run", "--url", env.URL, "--client-id", "plain1", "--allow-unsigned",
 			"--state-dir", filepath.Join(dir, "desk"), id)
 		if want := "job " + id + " succeeded (exit code 0)\noutput (its last 4 KiB):\n  desk-marker\n"; code != 0 || out != want {
