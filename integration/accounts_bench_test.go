@@ -4,6 +4,9 @@ package integration_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,8 +30,10 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkClientAccounts -benchtime 1x -timeout 90m ./integration/
 //
-// PCM_BENCH_N (default 1000,5000) sets the sizes; 10,000 takes about half
-// an hour on two cores.
+// PCM_BENCH_N (default 1000,5000) sets the sizes; 10,000 takes about ten
+// minutes on two cores. PCM_BENCH_PROFILE=DIR writes CPU profiles of the
+// broker while each fleet connects (accounts-open-N.pprof,
+// accounts-secure-N.pprof).
 func BenchmarkClientAccounts(b *testing.B) {
 	benchOpen(b)
 	benchRaiseNoFile(b)
@@ -60,7 +65,7 @@ type accountsResult struct {
 }
 
 // accountsFleet connects n idle agents (with their accounts when secure)
-// to a fresh broker, one after the other, and stops them at the end of b.
+// to a fresh broker, one after the other, measures, and stops them.
 func accountsFleet(b *testing.B, host string, n int, secure bool) accountsResult {
 	var opts []testenv.Option
 	if secure {
@@ -76,10 +81,13 @@ func accountsFleet(b *testing.B, host string, n int, secure bool) accountsResult
 		args = append(args, "-issuer", env.Sec.IssuerFile)
 	}
 	heap := benchHeap()
+	stopProfile := accountsProfile(b, fmt.Sprintf("accounts-%s-%d.pprof", prefix, n))
 	start := time.Now()
 	h := benchStartHost(b, host, b.TempDir(), append(args, "-prefix", prefix)...)
 	line := h.waitLine(b, "ready", time.Hour)
+	stopProfile()
 	res := accountsResult{all: time.Since(start), heap: int64(benchHeap()) - int64(heap)}
+	h.stop(b, time.Minute) // its connections hold this process's descriptors too
 	for _, f := range strings.Fields(line) {
 		k, v, _ := strings.Cut(f, "=")
 		us, err := strconv.ParseInt(v, 10, 64)
@@ -94,4 +102,24 @@ func accountsFleet(b *testing.B, host string, n int, secure bool) accountsResult
 		b.Fatalf("benchhost said %q: no connection times", line)
 	}
 	return res
+}
+
+// accountsProfile starts a CPU profile of this process (the broker) into
+// PCM_BENCH_PROFILE/name when that is set, and returns what stops it.
+func accountsProfile(b *testing.B, name string) (stop func()) {
+	dir := os.Getenv("PCM_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }

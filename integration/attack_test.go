@@ -380,6 +380,7 @@ func (a *attacker) direct(t *testing.T, targets []string, subs []string) {
 // TestAttacks runs the attack suite against every role, and two clients
 // against each other both ways.
 func TestAttacks(t *testing.T) {
+	testenv.SameInBothModes(t)
 	f := newAttackFixture(t)
 	before := f.snapshot(t)
 	victimSubs := func(victim string) []string {
@@ -557,6 +558,7 @@ func (f *attackFixture) knownAttacks(t *testing.T, a *attacker, victim string) {
 // TestAttackRequestsCoverGrants: the attack suite makes a request on every
 // subject each role may publish to, so a grant added later is attacked too.
 func TestAttackRequestsCoverGrants(t *testing.T) {
+	testenv.SameInBothModes(t)
 	f := &attackFixture{job: map[string]string{"c1": "J1", "c2": "J2"}, statusID: map[string]string{"c1": "s1", "c2": "s2"},
 		pkgMeta: "$O.PCM_PACKAGES.M.dG9vbEAxLjA=", pkgObject: "$O.PCM_PACKAGES.C.x"}
 	for _, u := range []auth.User{{Role: auth.RoleAgent, Name: "c1"}, {Role: auth.RoleDesktop, Name: "c1"},
@@ -586,6 +588,7 @@ func TestAttackRequestsCoverGrants(t *testing.T) {
 // background job, which only the service runs, it does not: the job runs
 // anyway, as the next attempt.
 func TestDesktopCannotSkipBackgroundJobs(t *testing.T) {
+	testenv.SameInBothModes(t)
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	testenv.EnrollClient(t, env.JS, "c1", nil, fleet.ConsumerOptions{AckWait: testAckWait})
 	p := newPublisher(t, env.JS)

@@ -2,8 +2,11 @@ package integration_test
 
 // Docker cannot run where these tests run, so docker-compose.yml, the
 // Dockerfile and .dockerignore are checked statically: the Compose file is
-// parsed, the nats-server command lines are parsed by nats-server's own flag
+// parsed, the nats-server command lines (and the configuration files they
+// name, as composeHost lays them out) are parsed by nats-server's own
 // parser, and every pcm command line is parsed by the built pcm binary.
+// compose_auth_test.go checks docker-compose.auth.yml with the same checks
+// and more, and runs it.
 
 import (
 	"bytes"
@@ -57,6 +60,12 @@ var (
 	errComposeProvision = errors.New("compose provision service wrong")
 	// errComposeAgents: the agent services are missing or wrong.
 	errComposeAgents = errors.New("compose agent services wrong")
+	// errComposeAuth: an authenticated deployment's members or clients lack
+	// operator mode, TLS, credentials or the controller.
+	errComposeAuth = errors.New("compose authenticated deployment wrong")
+	// errComposeSecrets: a service that must not hold a secret (the issuer,
+	// an admin's credentials) mounts the volume it is in.
+	errComposeSecrets = errors.New("compose secret reachable by the wrong service")
 	// errDockerfile: the Dockerfile does not build pcm as expected.
 	errDockerfile = errors.New("Dockerfile wrong")
 	// errDockerignore: .dockerignore excludes a file the build needs.
@@ -67,6 +76,12 @@ var (
 type composeFile struct {
 	Services map[string]*composeService `json:"services"`
 	Volumes  map[string]json.RawMessage `json:"volumes"`
+
+	// name is the file's name in the repository root.
+	name string
+	// host lays out what each service's container sees, to parse the nats
+	// services' configuration files (compose_host_test.go).
+	host *composeHost
 }
 
 // composeService is the part of a service the checks read.
@@ -80,6 +95,33 @@ type composeService struct {
 	DependsOn   composeDependsOn    `json:"depends_on"`
 	Healthcheck *composeHealthcheck `json:"healthcheck"`
 	Restart     string              `json:"restart"`
+	Environment composeEnv          `json:"environment"`
+	WorkingDir  string              `json:"working_dir"`
+	Profiles    []string            `json:"profiles"`
+}
+
+// composeEnv is a service's environment: a map, or a list of NAME=value.
+type composeEnv map[string]string
+
+func (e *composeEnv) UnmarshalJSON(b []byte) error {
+	var list []string
+	if err := json.Unmarshal(b, &list); err == nil {
+		*e = composeEnv{}
+		for _, kv := range list {
+			k, v, _ := strings.Cut(kv, "=")
+			(*e)[k] = v
+		}
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*e = composeEnv{}
+	for k, v := range m {
+		(*e)[k] = fmt.Sprint(v)
+	}
+	return nil
 }
 
 // composeHealthcheck is a service's healthcheck.
@@ -170,24 +212,29 @@ func (p *composePort) UnmarshalJSON(b []byte) error {
 // composeMount is one volume mount, from the short or the long syntax.
 type composeMount struct {
 	Source, Target string
+	ReadOnly       bool
 }
 
 func (m *composeMount) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		var long struct {
-			Source string `json:"source"`
-			Target string `json:"target"`
+			Source   string `json:"source"`
+			Target   string `json:"target"`
+			ReadOnly bool   `json:"read_only"`
 		}
 		err := json.Unmarshal(b, &long)
-		*m = composeMount{Source: long.Source, Target: long.Target}
+		*m = composeMount{Source: long.Source, Target: long.Target, ReadOnly: long.ReadOnly}
 		return err
 	}
 	parts := strings.Split(s, ":")
-	if len(parts) == 1 {
+	switch len(parts) {
+	case 1:
 		*m = composeMount{Target: parts[0]} // anonymous volume
-	} else {
+	case 2:
 		*m = composeMount{Source: parts[0], Target: parts[1]}
+	default:
+		*m = composeMount{Source: parts[0], Target: parts[1], ReadOnly: slices.Contains(strings.Split(parts[2], ","), "ro")}
 	}
 	return nil
 }
@@ -244,7 +291,15 @@ func interpolateCompose(raw []byte) ([]byte, error) {
 // loadCompose parses docker-compose.yml from the repository root.
 func loadCompose(t testing.TB) *composeFile {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(composeRoot, "docker-compose.yml"))
+	return loadComposeFile(t, "docker-compose.yml", nil)
+}
+
+// loadComposeFile parses the Compose file name from the repository root;
+// its services see their named volumes in volumes (new ones when nil: see
+// composeHost).
+func loadComposeFile(t testing.TB, name string, volumes *composeVolumes) *composeFile {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(composeRoot, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +307,14 @@ func loadCompose(t testing.TB) *composeFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c composeFile
+	c := composeFile{name: name}
 	if err := yaml.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("docker-compose.yml does not parse: %v", err)
+		t.Fatalf("%s does not parse: %v", name, err)
 	}
 	if len(c.Services) == 0 {
-		t.Fatal("docker-compose.yml has no services")
+		t.Fatalf("%s has no services", name)
 	}
+	c.host = newComposeHost(t, &c, volumes)
 	return &c
 }
 
@@ -343,13 +399,11 @@ func composeNATSNodes(c *composeFile) (map[string]composeNATSNode, error) {
 			errs = append(errs, fmt.Errorf("%w: service %s: entrypoint %q is not nats-server: drop it or set it to [nats-server]", errComposeNATS, name, s.Entrypoint))
 			continue
 		}
-		// A mounted config file is read from the host path behind the mount.
+		// As the container sees them: a mounted configuration file, and the
+		// files it includes or names, are read from the host's layout.
+		c.host.layout(name)
 		for i, a := range args {
-			for _, m := range s.Volumes {
-				if a == m.Target && !m.named() && m.Source != "" {
-					args[i] = filepath.Join(composeRoot, m.Source)
-				}
-			}
+			args[i] = c.host.rewrite(name, a)
 		}
 		fs := flag.NewFlagSet("nats-server", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
@@ -359,9 +413,10 @@ func composeNATSNodes(c *composeFile) (map[string]composeNATSNode, error) {
 			err = errors.New("it only prints help or a version")
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%w: service %s: nats-server refuses its command line %q: %v", errComposeNATS, name, args, err))
+			errs = append(errs, fmt.Errorf("%w: service %s: nats-server refuses its command line %q: %v", errComposeNATS, name, s.Command, err))
 			continue
 		}
+		opts.StoreDir = c.host.containerPath(name, opts.StoreDir)
 		nodes[name] = composeNATSNode{name: name, opts: opts}
 	}
 	return nodes, errors.Join(errs...)
@@ -605,28 +660,68 @@ func checkComposeDependsOn(c *composeFile) error {
 	return errors.Join(errs...)
 }
 
+// after reports whether service a starts only after service b completed:
+// a waits for b with service_completed_successfully, or depends on a
+// service that starts only after b completed.
+func (c *composeFile) after(a, b string) bool {
+	seen := map[string]bool{}
+	var walk func(name string) bool
+	walk = func(name string) bool {
+		if seen[name] {
+			return false
+		}
+		seen[name] = true
+		s, ok := c.Services[name]
+		if !ok {
+			return false
+		}
+		for dep, cond := range s.DependsOn {
+			if (dep == b && cond == "service_completed_successfully") || (dep != b && walk(dep)) {
+				return true
+			}
+		}
+		return false
+	}
+	return walk(a)
+}
+
 // checkComposeVolumes: every named volume mounted is declared, every declared
-// one is mounted, and none is shared (two nats stores or two agent journals
-// in one directory would corrupt each other).
+// one is mounted, and no two services write one at the same time: of two
+// services that mount a volume writable, one starts only after the other
+// completed (two nats stores or two agent journals in one directory would
+// corrupt each other). A tool (a service of a profile, started by hand with
+// docker compose run) is not counted.
 func checkComposeVolumes(c *composeFile) error {
 	var errs []error
-	users := map[string]string{}
+	users := map[string]bool{}
+	writers := map[string][]string{}
 	for _, name := range c.serviceNames(func(*composeService) bool { return true }) {
-		for _, m := range c.Services[name].Volumes {
+		s := c.Services[name]
+		for _, m := range s.Volumes {
 			if !m.named() {
 				continue
 			}
 			if _, ok := c.Volumes[m.Source]; !ok {
 				errs = append(errs, fmt.Errorf("%w: service %s mounts volume %s, which is not declared under the top-level volumes", errComposeVolumes, name, m.Source))
 			}
-			if other, ok := users[m.Source]; ok && other != name {
-				errs = append(errs, fmt.Errorf("%w: volume %s is mounted by %s and %s: give each its own", errComposeVolumes, m.Source, other, name))
+			users[m.Source] = true
+			if !m.ReadOnly && len(s.Profiles) == 0 {
+				writers[m.Source] = append(writers[m.Source], name)
 			}
-			users[m.Source] = name
+		}
+	}
+	for _, v := range slices.Sorted(maps.Keys(writers)) {
+		w := writers[v]
+		for i, a := range w {
+			for _, b := range w[i+1:] {
+				if !c.after(a, b) && !c.after(b, a) {
+					errs = append(errs, fmt.Errorf("%w: volume %s is mounted writable by %s and %s, which may run at once: give each its own, mount it :ro in one, or make one wait for the other to complete", errComposeVolumes, v, a, b))
+				}
+			}
 		}
 	}
 	for _, v := range slices.Sorted(maps.Keys(c.Volumes)) {
-		if _, ok := users[v]; !ok {
+		if !users[v] {
 			errs = append(errs, fmt.Errorf("%w: volume %s is declared but no service mounts it: remove it or mount it", errComposeVolumes, v))
 		}
 	}
@@ -637,9 +732,49 @@ func checkComposeVolumes(c *composeFile) error {
 // that takes a value, the value's type.
 var composePCMHelpFlag = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([\w-]+)(?: (\w+))?\s`)
 
-// checkComposePCMCommands: the pcm services keep the image's entrypoint and
-// their command lines parse with the real pcm binary: the subcommand exists,
-// every flag exists, and no stray argument is left.
+// composePCMUsage matches the first usage line of pcm's help.
+var composePCMUsage = regexp.MustCompile(`(?m)^Usage:\n  pcm (.*)$`)
+
+// composePlaceholder is an argument's placeholder in a usage line (CLIENT).
+var composePlaceholder = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+
+// script returns the script a service runs with /bin/sh SCRIPT as its
+// entrypoint.
+func (s *composeService) script() (string, bool) {
+	if len(s.Entrypoint) == 2 && s.Entrypoint[0] == "/bin/sh" {
+		return s.Entrypoint[1], true
+	}
+	return "", false
+}
+
+// checkComposeScript: the script service runs is on a read-only bind
+// mount of a file of the repository.
+func checkComposeScript(c *composeFile, service, script string) error {
+	for _, m := range c.Services[service].Volumes {
+		rel, ok := strings.CutPrefix(script, strings.TrimSuffix(m.Target, "/")+"/")
+		if script != m.Target && !ok {
+			continue
+		}
+		if m.named() || m.Source == "" {
+			return fmt.Errorf("script %s is in volume %s: mount it from the repository, so that the file the tests run is the one the container runs", script, m.Source)
+		}
+		if !m.ReadOnly {
+			return fmt.Errorf("script %s is on a writable mount of %s: mount it :ro", script, m.Source)
+		}
+		if _, err := os.Stat(filepath.Join(composeRoot, m.Source, rel)); err != nil {
+			return fmt.Errorf("script %s: %w", script, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("script %s is on no mount of the service", script)
+}
+
+// checkComposePCMCommands: the pcm services keep the image's entrypoint (or
+// run a script of the repository with /bin/sh) and their command lines
+// parse with the real pcm binary: the subcommand exists, it gets as many
+// arguments as its usage names, every flag exists, and no stray argument is
+// left. A tool (a service of a profile) without a command gets it from
+// docker compose run.
 func checkComposePCMCommands(c *composeFile) error {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "PCM_") })
 	var errs []error
@@ -648,12 +783,21 @@ func checkComposePCMCommands(c *composeFile) error {
 		fail := func(format string, args ...any) {
 			errs = append(errs, fmt.Errorf("%w: service %s: "+format, append([]any{errComposePCMCommand, name}, args...)...))
 		}
+		if script, ok := s.script(); ok {
+			if err := checkComposeScript(c, name, script); err != nil {
+				fail("%v", err)
+			}
+			continue
+		}
 		if len(s.Entrypoint) > 0 {
 			fail("entrypoint %q overrides the image's /usr/local/bin/pcm: drop it", s.Entrypoint)
 			continue
 		}
-		path := s.pcmPath()
-		if path == "" {
+		if len(s.Command) == 0 && len(s.Profiles) > 0 {
+			continue
+		}
+		words := strings.Fields(s.pcmPath())
+		if len(words) == 0 {
 			fail("command %q does not start with a pcm subcommand", s.Command)
 			continue
 		}
@@ -664,20 +808,41 @@ func checkComposePCMCommands(c *composeFile) error {
 			fail("pcm %s --help: %v: %s", strings.Join(s.Command, " "), err, bytes.TrimSpace(out))
 			continue
 		}
-		usage := "Usage:\n  pcm " + path + " [flags]\n"
-		if !bytes.Contains(out, []byte(usage)) {
-			fail("%q is not a pcm command without arguments (help does not show %q): check the subcommand's spelling", path, strings.TrimSpace(usage))
+		m := composePCMUsage.FindSubmatch(out)
+		if m == nil {
+			fail("pcm %s --help shows no usage", strings.Join(words, " "))
+			continue
+		}
+		// The usage's words before its flags: the subcommand, then the
+		// placeholders of its arguments.
+		var path, placeholders []string
+		for _, w := range strings.Fields(string(m[1])) {
+			if strings.HasPrefix(w, "-") || strings.HasPrefix(w, "[") {
+				break
+			}
+			if composePlaceholder.MatchString(w) {
+				placeholders = append(placeholders, w)
+			} else if len(placeholders) == 0 {
+				path = append(path, w)
+			}
+		}
+		if len(words) < len(path) || !slices.Equal(words[:len(path)], path) {
+			fail("%q is not a pcm command (its help is pcm %s's): check the subcommand's spelling", strings.Join(words, " "), strings.Join(path, " "))
+			continue
+		}
+		if got := words[len(path):]; len(got) != len(placeholders) {
+			fail("pcm %s takes %d argument(s) %v, got %q: check the subcommand's spelling and arguments", strings.Join(path, " "), len(placeholders), placeholders, got)
 			continue
 		}
 		takesValue := map[string]bool{}
 		for _, m := range composePCMHelpFlag.FindAllStringSubmatch(string(out), -1) {
 			takesValue[m[1]] = m[2] != ""
 		}
-		args := s.Command[len(strings.Fields(path)):]
+		args := s.Command[len(words):]
 		for i := 0; i < len(args); i++ {
 			a := args[i]
 			if !strings.HasPrefix(a, "-") {
-				fail("stray argument %q: pcm %s takes flags only", a, path)
+				fail("stray argument %q: pcm %s takes flags only after its arguments", a, strings.Join(path, " "))
 				continue
 			}
 			if !strings.Contains(a, "=") && takesValue[strings.TrimLeft(a, "-")] {
@@ -748,9 +913,22 @@ func checkComposeProvision(c *composeFile) error {
 	return errors.Join(errs...)
 }
 
-// checkComposeAgents: at least two agents with distinct client ids, each
-// enrolling itself in a group, on every nats node, with its state dir on its
-// own volume, started once provisioning succeeded.
+// authenticated reports whether the nats services run in operator mode
+// (every client needs credentials).
+func authenticated(nodes map[string]composeNATSNode) bool {
+	for _, n := range nodes {
+		if len(n.opts.TrustedOperators) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// checkComposeAgents: at least two agents with distinct client ids, on
+// every nats node, with their state dir on their own volume, started once
+// provisioning succeeded; on an open cluster each enrolls itself in a group,
+// on an authenticated one an admin's enrollment gave it its credentials
+// (checkComposeEnrolledAgent).
 func checkComposeAgents(c *composeFile) error {
 	nodes, err := composeNATSNodes(c)
 	if err != nil {
@@ -775,11 +953,17 @@ func checkComposeAgents(c *composeFile) error {
 			fail("client id %s is also %s's: two agents would share one consumer", id, other)
 		}
 		ids[id] = name
-		if !slices.Contains(s.Command, "--enroll") {
-			fail("no --enroll: nothing else enrolls it in this file")
-		}
-		if g, _ := composeFlag(s.Command, "groups"); g == "" {
-			fail("no --groups: it would receive jobs for itself and all only")
+		if authenticated(nodes) {
+			if err := checkComposeEnrolledAgent(c, name, id); err != nil {
+				fail("%v", err)
+			}
+		} else {
+			if !slices.Contains(s.Command, "--enroll") {
+				fail("no --enroll: nothing else enrolls it in this file")
+			}
+			if g, _ := composeFlag(s.Command, "groups"); g == "" {
+				fail("no --groups: it would receive jobs for itself and all only")
+			}
 		}
 		if u, ok := composeFlag(s.Command, "url"); !ok {
 			fail("no --url: it would look for a broker inside its own container")
@@ -792,8 +976,8 @@ func checkComposeAgents(c *composeFile) error {
 			fail("state dir %s is not on a named volume: mount one there", dir)
 		}
 		for _, p := range provisioners {
-			if s.DependsOn[p] != "service_completed_successfully" {
-				fail("does not wait for %s with condition service_completed_successfully: it would enroll before the streams exist", p)
+			if !c.after(name, p) {
+				fail("does not wait for %s to complete (service_completed_successfully): it would start before the streams exist", p)
 			}
 		}
 	}
@@ -1094,15 +1278,38 @@ func composeEditArgs(args composeStrings, old, new string) composeStrings {
 	return out
 }
 
+// composeMistake breaks a Compose file one way; check must then report want.
+type composeMistake struct {
+	name   string
+	check  func(*composeFile) error
+	want   error
+	mutate func(c *composeFile)
+}
+
+// checkComposeMistakes loads the real file (load) once per case, asserts
+// that the case's check passes, breaks the file and asserts that the check
+// reports the mistake.
+func checkComposeMistakes(t *testing.T, load func(t *testing.T) *composeFile, cases []composeMistake) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := load(t)
+			if err := tc.check(c); err != nil {
+				t.Fatalf("the real file already fails: %v", err)
+			}
+			tc.mutate(c)
+			err := tc.check(c)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			t.Logf("reported: %v", err)
+		})
+	}
+}
+
 // TestComposeChecksCatchMistakes breaks the real file one way at a time and
 // asserts that the check in charge reports it.
 func TestComposeChecksCatchMistakes(t *testing.T) {
-	cases := []struct {
-		name   string
-		check  func(*composeFile) error
-		want   error
-		mutate func(c *composeFile)
-	}{
+	cases := []composeMistake{
 		{"no image nor build", checkComposeBuilds, errComposeBuild, func(c *composeFile) {
 			c.Services["n1"].Image = ""
 		}},
@@ -1194,20 +1401,7 @@ func TestComposeChecksCatchMistakes(t *testing.T) {
 			c.Services["agent1"].Volumes[0].Target = "/tmp"
 		}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := loadCompose(t)
-			if err := tc.check(c); err != nil {
-				t.Fatalf("the real file already fails: %v", err)
-			}
-			tc.mutate(c)
-			err := tc.check(c)
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
-			}
-			t.Logf("reported: %v", err)
-		})
-	}
+	checkComposeMistakes(t, func(t *testing.T) *composeFile { return loadCompose(t) }, cases)
 }
 
 // TestComposeDockerChecksCatchMistakes breaks the Dockerfile and

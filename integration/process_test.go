@@ -29,7 +29,14 @@ func startPCM(t testing.TB, dir string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(pcmBinary, args...)
 	cmd.Env = append(os.Environ(), env...)
-	logf := filepath.Join(dir, "pcm-"+strings.ReplaceAll(args[0], "/", "_")+"-"+time.Now().Format("150405.000000")+".log")
+	return startCmd(t, dir, "pcm-"+strings.ReplaceAll(args[0], "/", "_"), cmd)
+}
+
+// startCmd starts cmd; its stderr goes to a file in dir named after name,
+// its stdout is read line by line. The process is killed at cleanup.
+func startCmd(t testing.TB, dir, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	logf := filepath.Join(dir, name+"-"+time.Now().Format("150405.000000")+".log")
 	f, err := os.Create(logf)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +56,7 @@ func startPCM(t testing.TB, dir string, env []string, args ...string) *proc {
 		<-p.exited
 		if t.Failed() {
 			b, _ := os.ReadFile(logf)
-			t.Logf("log of pcm %s:\n%s", strings.Join(args, " "), tail(string(b), 4000))
+			t.Logf("log of %s %s:\n%s", filepath.Base(cmd.Path), strings.Join(cmd.Args[1:], " "), tail(string(b), 4000))
 		}
 	})
 	return p
@@ -128,6 +135,13 @@ func runPCM(t testing.TB, env []string, args ...string) (string, string, int) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pcmBinary, args...)
 	cmd.Env = append(os.Environ(), env...)
+	return runCmd(t, cmd)
+}
+
+// runCmd runs cmd to completion and returns its stdout, stderr and exit
+// code.
+func runCmd(t testing.TB, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -135,7 +149,7 @@ func runPCM(t testing.TB, env []string, args ...string) (string, string, int) {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("running pcm %v: %v", args, err)
+		t.Fatalf("running %v: %v", cmd.Args, err)
 	}
 	return out.String(), errb.String(), code
 }

@@ -73,6 +73,7 @@ func (w *watchedConn) said(s string) bool {
 // does the same for its credentials. On a cluster the revocation pushed
 // through one member reaches a connection held by another.
 func TestRevocation(t *testing.T) {
+	testenv.SameInBothModes(t)
 	t.Run("single broker", func(t *testing.T) {
 		env := testenv.StartBroker(t, testenv.WithAuth())
 		revokeAndReenroll(t, env.JS, env.Sec, []string{env.URL})
@@ -187,6 +188,7 @@ func consumerPending(t *testing.T, js jetstream.JetStream, client string) uint64
 // messages beyond the limits in their JWTs; the broker refuses them with
 // its own error.
 func TestAccountLimits(t *testing.T) {
+	testenv.SameInBothModes(t)
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	testenv.EnrollClient(t, env.JS, "c1", nil, fleet.ConsumerOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -122,19 +122,5 @@ func TestStockClusterAuthenticated(t *testing.T) {
 
 	// Revoked through the first member, refused by every member.
 	pcm("revoke", "client", "c1", "--url", first, "--creds", admin, "--issuer", issuer)
-	agentCreds := filepath.Join(creds, "c1-agent.creds")
-	for _, n := range c.nodes {
-		testenv.WaitFor(t, 10*time.Second, n.name+" refusing the revoked credentials", func() bool {
-			opts, err := auth.ClientConfig{CredsFile: agentCreds, CAFile: certs.CAFile}.Options()
-			if err != nil {
-				t.Fatal(err)
-			}
-			nc, err := nats.Connect(n.url(), append(opts, nats.Timeout(2*time.Second), nats.NoReconnect())...)
-			if err == nil {
-				nc.Close()
-				return false
-			}
-			return true
-		})
-	}
+	c.waitRefused(t, filepath.Join(creds, "c1-agent.creds"), certs.CAFile)
 }

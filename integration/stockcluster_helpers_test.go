@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/testenv"
 )
 
@@ -56,6 +57,8 @@ type stockNode struct {
 	// rewrite, when set, changes the member's configuration further
 	// (set by startStockClusterFrom's prepare).
 	rewrite func(conf string) string
+	// args, when set, is the member's command line (default: -c conf).
+	args []string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -159,7 +162,11 @@ func (c *stockCluster) start(i int) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(c.bin, "-c", n.conf)
+	args := n.args
+	if args == nil {
+		args = []string{"-c", n.conf}
+	}
+	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -271,6 +278,26 @@ func (c *stockCluster) connect(t testing.TB, urls string, opts ...nats.Option) (
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// waitRefused waits until every member refuses the credentials creds
+// (revoked), connecting over TLS with the CA ca.
+func (c *stockCluster) waitRefused(t testing.TB, creds, ca string) {
+	t.Helper()
+	opts, err := auth.ClientConfig{CredsFile: creds, CAFile: ca}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		testenv.WaitFor(t, 10*time.Second, n.name+" refusing the revoked credentials "+filepath.Base(creds), func() bool {
+			nc, err := nats.Connect(n.url(), append(opts, nats.Timeout(2*time.Second), nats.NoReconnect())...)
+			if err == nil {
+				nc.Close()
+				return false
+			}
+			return true
+		})
+	}
 }
 
 // leader waits until stream has a leader and returns its member index.

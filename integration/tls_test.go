@@ -22,6 +22,7 @@ import (
 // TCP, an unknown CA and a missing client certificate refused) and on
 // cluster routes (members talk mutual TLS, with authentication on).
 func TestTLS(t *testing.T) {
+	testenv.SameInBothModes(t)
 	t.Run("a job over TLS, strangers refused", func(t *testing.T) {
 		env := testenv.StartBroker(t, testenv.WithTLS())
 		if cs, err := env.NC.TLSConnectionState(); err != nil || !cs.HandshakeComplete {

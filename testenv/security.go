@@ -31,6 +31,17 @@ func Secure() bool {
 	return v != "" && v != "0" && !strings.EqualFold(v, "false")
 }
 
+// SameInBothModes marks a test whose brokers set their own security (or
+// that starts none): the secure mode would run it exactly as the default
+// run does, so under PCM_TEST_SECURE=1 it is skipped and runs once, in the
+// default run. Call it first in the test.
+func SameInBothModes(t testing.TB) {
+	t.Helper()
+	if Secure() {
+		t.Skip("sets its own security: it ran in the default run (" + SecureEnv + " would repeat it exactly)")
+	}
+}
+
 // WithAuth starts the broker (or every cluster member) in operator mode
 // with a fresh authority: Broker.Sec holds it, the helper connections use
 // its admin credentials, and Sec.Creds mints users of any role.
