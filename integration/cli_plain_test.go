@@ -297,6 +297,7 @@ func (e *shownError) Error() string { return "pcm has shown so far:\n" + e.out }
 // where it looks, at the default level without stack traces or source
 // locations.
 func TestAgentWithoutBrokerNamesItsURL(t *testing.T) {
+	testenv.SameInBothModes(t)
 	dir := t.TempDir()
 	port := testenv.FreePorts(t, 1)[0]
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)

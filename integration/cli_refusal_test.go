@@ -16,6 +16,7 @@ import (
 // line naming what was refused and whose credentials (role and name) do
 // not allow it, exit 1, and no stack trace or source location above it.
 func TestCLIRefusedCredentials(t *testing.T) {
+	testenv.SameInBothModes(t)
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	enroll(t, env.JS, "rc1", "lab")
 	sec := testenv.SecurityOf(env.URL)
@@ -81,6 +82,7 @@ func TestCLIRefusedCredentials(t *testing.T) {
 // after its credentials' user, and a signed job after its signing key too,
 // in pcm status, pcm audit and pcm package list.
 func TestCLINamesThePublisher(t *testing.T) {
+	testenv.SameInBothModes(t)
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	enroll(t, env.JS, "np1")
 	sec := testenv.SecurityOf(env.URL)
