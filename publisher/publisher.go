@@ -148,6 +148,11 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 		}
 		job.Package = &ref
 	}
+	// The event itself (its size above all) is a local rule too: checked
+	// before the enrollments are read.
+	if _, err := events.NewJobOffered(p.cfg.Name, job); err != nil {
+		return job, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
 	if p.cfg.RequireEnrolled {
 		if err := p.checkTargets(ctx, job.Targets); err != nil {
 			return job, err

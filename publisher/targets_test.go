@@ -2,6 +2,7 @@ package publisher_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/pcm-project/pcm/events"
@@ -13,7 +14,7 @@ import (
 // TestRequireEnrolled: with RequireEnrolled, a job one of whose targets
 // matches no enrolled client is refused (ErrNoSuchTarget) naming it, and
 // the groups clients are in only when a group was missed; without it, the
-// job waits for clients enrolled later.
+// job waits for clients enrolled later. The local rules come first.
 func TestRequireEnrolled(t *testing.T) {
 	tb := testenv.StartBroker(t)
 	testenv.EnrollClient(t, tb.JS, "ws1", []string{"lab"}, fleet.ConsumerOptions{})
@@ -52,5 +53,11 @@ func TestRequireEnrolled(t *testing.T) {
 				t.Fatalf("without RequireEnrolled the job is refused: %v", err)
 			}
 		})
+	}
+	// Every local rule comes first: an oversized job is refused as such,
+	// whatever its targets.
+	huge := events.JobOffered{Targets: []events.Target{client("ws2")}, Command: events.CommandLine{Argv: []string{"echo", strings.Repeat("x", events.MaxDataSize)}}}
+	if _, err := strict.Prepare(t.Context(), huge); !errors.Is(err, events.ErrTooLarge) || !errors.Is(err, publisher.ErrInvalidJob) {
+		t.Fatalf("an oversized job to a client not enrolled: got %v, want %v", err, events.ErrTooLarge)
 	}
 }
