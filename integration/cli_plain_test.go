@@ -235,7 +235,9 @@ func TestCLISpeaksPlainly(t *testing.T) {
 	t.Run("a broker on a busy port says which address", func(t *testing.T) {
 		addr := strings.TrimPrefix(env.URL, "nats://")
 		data := filepath.Join(dir, "busy")
-		_, errOut, code := runPCM(t, nil, "broker", "--listen", addr, "--data", data)
+		// A broker of its own: none of the test broker's TLS or credentials
+		// (set in the environment under PCM_TEST_SECURE=1).
+		_, errOut, code := runPCM(t, []string{"PCM_TLS_CA=", "PCM_TLS_CERT=", "PCM_TLS_KEY=", "PCM_CREDS=", "PCM_ISSUER="}, "broker", "--listen", addr, "--data", data)
 		want := regexp.MustCompile(`^pcm: broker failed to start: nats-server: Error listening on port: ` + regexp.QuoteMeta(addr) + `, .*address already in use.* \(check that the client address ` +
 			regexp.QuoteMeta(addr) + ` is free and that the store dir ` + regexp.QuoteMeta(data) + ` is writable\)$`)
 		if code != 1 || !want.MatchString(lastLine(errOut)) {
