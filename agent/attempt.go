@@ -46,13 +46,18 @@ var (
 // runAttempt is the one attempt engine of both faces: under lease, it
 // records the start of attempt through sl, runs the job's command, and
 // records its final status, which it returns. A face that stops during the
-// run (ctx ends) records nothing more: errStopping.
+// run (ctx ends) records nothing more: errStopping. A job with a detect
+// command is detected first (already in place: not_applicable, nothing
+// else runs) and, when its command succeeds, again after it (detect.go).
 func (f *face) runAttempt(ctx context.Context, sl statusLog, job events.JobOffered, attempt int, lease *lock.Lease) (events.JobStatus, error) {
 	log := f.log.With(zap.String("job", job.JobID), zap.Int("attempt", attempt))
 	select {
 	case <-lease.Lost():
 		return events.JobStatus{}, errLeaseLost
 	default:
+	}
+	if st, present, err := f.detectBefore(ctx, sl, job, attempt, lease.Revision()); present || err != nil {
+		return st, err
 	}
 	started := f.newStatus(job.JobID, events.StateStarted, attempt, job.Attempts())
 	started.LockRevision = lease.Revision()
@@ -73,7 +78,7 @@ func (f *face) runAttempt(ctx context.Context, sl statusLog, job events.JobOffer
 		log.Warn("stopping: the running job was killed; its attempt is settled as interrupted")
 		return events.JobStatus{}, errStopping
 	}
-	final := f.finalStatus(job, attempt, res, runErr, lease.Revision())
+	final := f.detectAfter(ctx, job, f.finalStatus(job, attempt, res, runErr, lease.Revision()))
 	if err := sl.record(ctx, final, final.EndsJob(job.Attempts())); err != nil {
 		return final, err
 	}

@@ -42,7 +42,7 @@ func (s *Service) handleCancel(ctx context.Context, msg jetstream.Msg, ev event.
 	case found && rec.Phase == journal.PhaseDone:
 		log.Info("cancellation of a job already done here: nothing to cancel", zap.String("state", rec.FinalState))
 	case held:
-		bf, err := s.lookup(ctx, c.JobID)
+		bf, err := s.lookup(ctx, events.JobOffered{JobID: c.JobID})
 		if err != nil {
 			log.Warn("cannot read the job's last status; the cancellation comes back", zap.Error(err))
 			_ = msg.NakWithDelay(retryLater)

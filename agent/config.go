@@ -79,6 +79,11 @@ type Config struct {
 	// badly signed or otherwise signed one is never acted on. Empty runs
 	// unsigned jobs (the open default), with a warning at start.
 	TrustedKeys []string
+	// ControllerKeys are the public keys of the rollout controllers whose
+	// signed halts this client accepts, besides the TrustedKeys': a
+	// controller's key may halt a staged rollout, never resume one nor
+	// start anything.
+	ControllerKeys []string
 }
 
 func (c *Config) setDefaults() {
@@ -134,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if err := events.ValidateTrustedKeys(c.TrustedKeys); err != nil {
 		return fmt.Errorf("%w: %w (set --trusted-keys)", ErrInvalidConfig, err)
+	}
+	if err := events.ValidateTrustedKeys(c.ControllerKeys); err != nil {
+		return fmt.Errorf("%w: %w (set --controller-keys)", ErrInvalidConfig, err)
 	}
 	return nil
 }

@@ -117,6 +117,16 @@ type Facts struct {
 	// Cancel is the job's verified cancellation; nil when none is known.
 	// A cancellation recorded in the journal counts as well.
 	Cancel *events.JobCancelled
+	// Client and Groups are this client's id and enrolled groups: its ring
+	// of a staged rollout (decide_plan.go).
+	Client string
+	Groups []string
+	// Halt is the halt of the job's staged rollout (events.ReadHalt); nil
+	// when it is not halted.
+	Halt *events.JobHalted
+	// Required is the last status on this client of each job the offer
+	// requires (a nil entry: none yet).
+	Required map[string]*events.JobStatus
 	// PackageErr is the permanent refusal of the job's package (missing,
 	// altered, too large); nil when it was fetched, or not tried yet.
 	PackageErr error
@@ -172,18 +182,23 @@ const maxReasonLen = 1024
 //  3. a cancelled job is settled cancelled;
 //  4. a job for other platforms is settled not_applicable;
 //  5. an expired job is settled expired;
-//  6. a background job waits for ever on the desktop (service-only);
-//  7. a job whose package was refused is settled failed;
-//  8. nothing runs before the offer time;
-//  9. unattended, an optional job waits for the user, an interactive one
+//  6. a job that requires one which ended here without being in place
+//     is settled not_applicable (decide_plan.go);
+//  7. a background job waits for ever on the desktop (service-only);
+//  8. a job whose package was refused is settled failed;
+//  9. nothing runs before the offer time;
+//  10. a staged rollout that is halted, or whose ring for this client has
+//     not opened, waits; so does a job whose required jobs have not ended
+//     here (decide_plan.go);
+//  11. unattended, an optional job waits for the user, an interactive one
 //     waits for the desktop (on the service), an automated one for the
 //     service (on the desktop), and a mandatory one for its time;
-//  10. under the lock, an attempt started and never finished counts as
+//  12. under the lock, an attempt started and never finished counts as
 //     failed; outside the lock it may be running: decide again under it;
-//  11. otherwise the next attempt runs.
+//  13. otherwise the next attempt runs.
 //
-// The service records what ends an offer (steps 1 to 5 and 7); the desktop
-// records only its own attempts (steps 7 and 10) and leaves the rest to
+// The service records what ends an offer (steps 1 to 6 and 8); the desktop
+// records only its own attempts (steps 8 and 12) and leaves the rest to
 // the service, which sees every offer.
 func Decide(f Facts) Decision {
 	job := f.Job
@@ -237,18 +252,24 @@ func Decide(f Facts) Decision {
 		}
 		return ends(RuleCancelled, events.StateCancelled, why)
 	}
+	reqWhy, reqFailed := requiredFailed(f)
 	switch {
 	case !events.PlatformMatches(job.Command.Platforms, f.OS, f.Arch):
 		return ends(RulePlatform, events.StateNotApplicable,
 			fmt.Sprintf("job is for %s; this client is %s/%s", strings.Join(job.Command.Platforms, ", "), f.OS, f.Arch))
 	case !f.Now.Before(job.ExpireAfter):
 		return ends(RuleExpired, events.StateExpired, "expired at "+job.ExpireAfter.UTC().Format(time.RFC3339)+" before it ran")
+	case reqFailed:
+		return ends(RuleRequiredFailed, events.StateNotApplicable, reqWhy)
 	case f.Face == events.RunnerDesktop && job.Command.Background:
 		return wait(RuleBackground, job.ExpireAfter, "marked background: for service-only execution")
 	case f.PackageErr != nil:
 		return ends(RulePackage, events.StateFailed, f.PackageErr.Error())
 	case f.Now.Before(job.OfferAfter):
 		return wait(RuleOfferTime, job.OfferAfter, "not offered before "+job.OfferAfter.UTC().Format(time.RFC3339))
+	}
+	if d, ok := planWait(f, wait); ok {
+		return d
 	}
 	if f.Unattended {
 		switch {

@@ -44,6 +44,26 @@ func TestDecide(t *testing.T) {
 	}
 	with := func(f Facts, tweak func(*Facts)) Facts { tweak(&f); return f }
 	cancel := &events.JobCancelled{JobID: "J1", Reason: "wrong version"}
+	// staged: ring 1 is group pilot (open since the offer, an hour ago),
+	// ring 2 everyone else (opens in an hour).
+	staged := func(j *events.JobOffered) {
+		j.Rollout = &events.RolloutPlan{Rings: []events.Ring{{Groups: []string{"pilot"}}, {Percent: 100}}, Soak: events.Duration(2 * time.Hour)}
+	}
+	inRing := func(ring int) func(*Facts) {
+		return func(f *Facts) {
+			f.Client = "ws-1"
+			if ring == 1 {
+				f.Groups = []string{"lab", "pilot"}
+			}
+		}
+	}
+	halt := &events.JobHalted{JobID: "J1", Reason: "failed 3 of 10 finished clients (30% > 5%)"}
+	requires := func(j *events.JobOffered) { j.Requires = []string{"J0"} }
+	required := func(s events.State, attempt, maxAttempts int, reason string) func(*Facts) {
+		return func(f *Facts) {
+			f.Required = map[string]*events.JobStatus{"J0": {JobID: "J0", State: s, Attempt: attempt, MaxAttempts: maxAttempts, Reason: reason}}
+		}
+	}
 
 	for _, tc := range []struct {
 		name   string
@@ -172,6 +192,61 @@ func TestDecide(t *testing.T) {
 		{name: "package refused: the desktop records its failure too",
 			facts:  with(userPick(job()), func(f *Facts) { f.PackageErr = pkgcache.ErrDigestMismatch }),
 			action: Settle, rule: RulePackage, report: events.StateFailed, attempt: 1, ends: true},
+		// plan: rings, halts, requires
+		{name: "staged: the client's ring is open: due",
+			facts:  with(service(job(staged)), inRing(1)),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "staged: the client's ring opens later: wait until it opens",
+			facts:  with(service(job(staged)), inRing(2)),
+			action: Wait, rule: RuleRing, until: inAnHour, why: "ring 2 of 2"},
+		{name: "staged: a user cannot run it before the client's ring opens",
+			facts:  with(userPick(job(staged)), inRing(2)),
+			action: Wait, rule: RuleRing, until: inAnHour},
+		{name: "staged, halted: no client starts it, in any ring; looked at again later",
+			facts:  with(with(service(job(staged)), inRing(1)), func(f *Facts) { f.Halt = halt }),
+			action: Wait, rule: RuleHalted, until: now.Add(haltRecheck), why: "halted: failed 3 of 10"},
+		{name: "staged, halted: the halt is said before the ring",
+			facts:  with(with(service(job(staged)), inRing(2)), func(f *Facts) { f.Halt = halt }),
+			action: Wait, rule: RuleHalted},
+		{name: "staged, halted: a user cannot run it either",
+			facts:  with(with(userPick(job(staged)), inRing(1)), func(f *Facts) { f.Halt = halt }),
+			action: Wait, rule: RuleHalted},
+		{name: "staged, halted, cancelled: the cancellation settles it",
+			facts:  with(with(service(job(staged)), inRing(1)), func(f *Facts) { f.Halt = halt; f.Cancel = cancel }),
+			action: Settle, rule: RuleCancelled, report: events.StateCancelled, attempt: 1, ends: true},
+		{name: "staged, halted, expired: expired",
+			facts:  with(with(service(job(staged, func(j *events.JobOffered) { j.ExpireAfter = now })), inRing(1)), func(f *Facts) { f.Halt = halt }),
+			action: Settle, rule: RuleExpired, report: events.StateExpired, attempt: 1, ends: true},
+		{name: "requires a job not run here yet: wait for it",
+			facts:  service(job(requires)),
+			action: Wait, rule: RuleRequires, until: now.Add(requiresRecheck), why: "waiting for job J0"},
+		{name: "requires a job started here: wait for it",
+			facts:  with(service(job(requires)), required(events.StateStarted, 1, 1, "")),
+			action: Wait, rule: RuleRequires, why: "J0 (started"},
+		{name: "requires a job that failed with attempts left: wait for it",
+			facts:  with(service(job(requires)), required(events.StateFailed, 1, 2, "")),
+			action: Wait, rule: RuleRequires},
+		{name: "requires: the wait ends at the expiry at the latest",
+			facts:  service(job(requires, func(j *events.JobOffered) { j.ExpireAfter = now.Add(time.Minute) })),
+			action: Wait, rule: RuleRequires, until: now.Add(time.Minute)},
+		{name: "requires a job that succeeded here: due",
+			facts:  with(service(job(requires)), required(events.StateSucceeded, 1, 1, "")),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "requires a job already present here: due",
+			facts:  with(service(job(requires)), required(events.StateNotApplicable, 1, 1, events.ReasonAlreadyPresent)),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "requires a job that failed for good here: not applicable, saying which",
+			facts:  with(service(job(requires)), required(events.StateFailed, 2, 2, "exit code 3 is not a success code")),
+			action: Settle, rule: RuleRequiredFailed, report: events.StateNotApplicable, attempt: 1, ends: true, why: "requires job J0, which ended failed"},
+		{name: "requires a job cancelled here: not applicable",
+			facts:  with(service(job(requires)), required(events.StateCancelled, 1, 1, "")),
+			action: Settle, rule: RuleRequiredFailed, report: events.StateNotApplicable, attempt: 1, ends: true, why: "cancelled"},
+		{name: "requires a job for another platform: not applicable",
+			facts:  with(service(job(requires)), required(events.StateNotApplicable, 1, 1, "job is for windows/*")),
+			action: Settle, rule: RuleRequiredFailed, report: events.StateNotApplicable, attempt: 1, ends: true},
+		{name: "requires a job that failed for good, the desktop: not run, nothing recorded",
+			facts:  with(userPick(job(requires)), required(events.StateFailed, 1, 1, "")),
+			action: Settle, rule: RuleRequiredFailed},
 		// interrupted attempts
 		{name: "started elsewhere, outside the lock: decide again under it",
 			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateStarted, 1, events.RunnerDesktop) }),

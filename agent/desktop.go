@@ -96,6 +96,7 @@ func (d *Desktop) bind(ctx context.Context) error {
 		return fmt.Errorf("reaching the broker: %w", err)
 	}
 	d.filters = cons.CachedInfo().Config.FilterSubjects
+	d.groups = events.GroupsOfConsumer(cons.CachedInfo().Config.Metadata)
 	return d.bindLock()
 }
 
@@ -104,11 +105,12 @@ func (d *Desktop) bind(ctx context.Context) error {
 // (known, when given, is a cancellation already found).
 func (d *Desktop) decide(ctx context.Context, job events.JobOffered, unattended, locked bool, known *events.JobCancelled) (Facts, Decision, error) {
 	now := time.Now() // taken first, as the service does
-	bf, err := d.lookup(ctx, job.JobID)
+	bf, err := d.lookup(ctx, job)
 	if err != nil {
 		return Facts{}, Decision{}, err
 	}
 	f := Facts{Face: events.RunnerDesktop, Unattended: unattended, Job: job, Last: bf.last, Cancel: bf.cancel,
+		Client: d.cfg.ClientID, Groups: d.groups, Halt: bf.halt, Required: bf.required,
 		OS: d.cfg.OS, Arch: d.cfg.Arch, Now: now, Locked: locked}
 	if f.Cancel == nil {
 		f.Cancel = known
@@ -372,7 +374,7 @@ func (d *Desktop) Session(ctx context.Context) error {
 			return
 		}
 		switch {
-		case pick.Rule == RuleOfferTime:
+		case pick.Action == Wait && looksAgain(pick.Rule):
 			scheduled[job.JobID] = true
 			go func() {
 				if sleep(ctx, time.Until(pick.Until)) {

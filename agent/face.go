@@ -37,6 +37,10 @@ type face struct {
 	locker *lock.Locker
 	pkgs   *packages
 	counts *counters
+	// groups are the client's groups as its enrollment says (its
+	// consumer's metadata), read when the face binds: its ring of a
+	// staged rollout may depend on them.
+	groups []string
 }
 
 // packages is a face's package cache, opened on first use.

@@ -109,9 +109,13 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 
 // watchDesktopStatuses listens (push, no polling) to this client's statuses
 // and settles an offer held for the desktop as soon as the desktop reports
-// a final status that ends it. What it hears is a hint: the status stored
-// on the broker decides, and a desktop's status of a job only the service
-// runs (a background job) is never believed.
+// a final status that ends it; a status of the desktop that ends a job
+// also wakes the offers held for that job's end (wake.go; the service's
+// own statuses wake them when they are stored, as the connection does not
+// echo them).
+// What it hears is a hint: the status stored on the broker decides, and a
+// desktop's status of a job only the service runs (a background job) is
+// never believed.
 func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 	return s.nc.Subscribe(events.StatusSubjectsOfClient(s.cfg.ClientID), func(m *nats.Msg) {
 		ev, err := events.Decode(m.Header, m.Data)
@@ -119,7 +123,11 @@ func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 			return
 		}
 		heard, err := events.ParseJobStatus(ev)
-		if err != nil || heard.Runner != events.RunnerDesktop || !heard.EndsJob(heard.MaxAttempts) {
+		if err != nil || !heard.EndsJob(heard.MaxAttempts) {
+			return
+		}
+		s.wakeDependents(heard.JobID)
+		if heard.Runner != events.RunnerDesktop {
 			return
 		}
 		rec, ok, err := s.journal.Get(heard.JobID)

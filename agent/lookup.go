@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
@@ -12,40 +14,48 @@ import (
 )
 
 // brokerFacts is what the broker says of a job on this client: its last
-// status and its cancellation.
+// status and its cancellation, and for a job with a plan, the halt of its
+// rollout and the last statuses of the jobs it requires.
 type brokerFacts struct {
-	last   *events.JobStatus
-	cancel *events.JobCancelled
+	last     *events.JobStatus
+	cancel   *events.JobCancelled
+	halt     *events.JobHalted
+	required map[string]*events.JobStatus
 }
 
-// lookup reads what the broker says of jobID on this client, both reads at
-// once: the last status on pcm.status.<client>.<job> (no rerun) and the last
+// lookup reads what the broker says of job on this client, every read at
+// once: the last status on pcm.status.<client>.<job> (no rerun), the last
 // cancellation on pcm.jobs.cancel.<job> (a cancellation holds whatever the
-// order in which it and the offer arrive). Each is one direct get by
-// subject, the only reads an agent's credentials allow on those subjects.
-func (f *face) lookup(ctx context.Context, jobID string) (brokerFacts, error) {
+// order in which it and the offer arrive), for a staged rollout the last
+// halt or resume on pcm.jobs.halt.<job> (so does a halt), and the last
+// status here of each job it requires. Each is one direct get by subject,
+// the only reads an agent's credentials allow on those subjects. A job
+// known by its id alone (job.JobID) gets the first two.
+func (f *face) lookup(ctx context.Context, job events.JobOffered) (brokerFacts, error) {
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	type cancelRead struct {
-		c   *events.JobCancelled
-		err error
+	var (
+		bf   brokerFacts
+		wg   sync.WaitGroup
+		errs = make([]error, 3+len(job.Requires))
+		reqs = make([]*events.JobStatus, len(job.Requires))
+	)
+	wg.Go(func() { bf.cancel, errs[1] = f.cancellation(ctx, job.JobID) })
+	if job.Rollout != nil {
+		wg.Go(func() { bf.halt, errs[2] = f.halted(ctx, job.JobID) })
 	}
-	cancels := make(chan cancelRead, 1)
-	go func() {
-		c, err := f.cancellation(ctx, jobID)
-		cancels <- cancelRead{c, err}
-	}()
-	var bf brokerFacts
-	last, lerr := f.lastStatus(ctx, jobID)
-	cr := <-cancels
-	if lerr != nil {
-		return bf, lerr
+	for i, req := range job.Requires {
+		wg.Go(func() { reqs[i], errs[3+i] = f.lastStatus(ctx, req) })
 	}
-	if cr.err != nil {
-		return bf, cr.err
+	bf.last, errs[0] = f.lastStatus(ctx, job.JobID)
+	wg.Wait()
+	if len(job.Requires) > 0 {
+		bf.required = make(map[string]*events.JobStatus, len(reqs))
+		for i, req := range job.Requires {
+			bf.required[req] = reqs[i]
+		}
 	}
-	bf.last, bf.cancel = last, cr.c
-	return bf, nil
+	return bf, errors.Join(errs...)
 }
 
 // lastStatus returns the last status of jobID on this client; nil when
@@ -106,4 +116,27 @@ func (f *face) parseCancellation(h nats.Header, data []byte) (events.JobCancelle
 		return events.JobCancelled{}, err
 	}
 	return events.ParseJobCancelled(ev)
+}
+
+// halted returns the halt of jobID's staged rollout: what the last event
+// on its halt subject means (events.ReadHalt, with this face's trusted
+// publisher and controller keys); nil when it is not halted. An event that
+// says nothing (not a trusted halt) is ignored, logged and counted: only a
+// publisher's or the controller's word halts a rollout, and only a
+// publisher's resumes it.
+func (f *face) halted(ctx context.Context, jobID string) (*events.JobHalted, error) {
+	m, found, err := streamread.Last(ctx, f.js, events.StreamJobs, events.HaltSubject(jobID))
+	if err != nil {
+		return nil, fmt.Errorf("reading the halt of job %s: %w", jobID, err)
+	}
+	if !found {
+		return nil, nil
+	}
+	h, err := events.ReadHalt(m.Header, m.Data, jobID, f.cfg.TrustedKeys, f.cfg.ControllerKeys)
+	if err != nil {
+		f.counts.untrustedHalts.Add(1)
+		f.log.Warn("the last halt or resume of a rollout is not trusted", zap.String("job", jobID), zap.Uint64("stream_seq", m.Seq),
+			zap.Bool("halted", h != nil), zap.Error(err))
+	}
+	return h, nil
 }

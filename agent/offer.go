@@ -36,6 +36,8 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) {
 		s.handleOffer(ctx, msg, ev)
 	case events.TypeJobCancelled:
 		s.handleCancel(ctx, msg, ev)
+	case events.TypeJobHalted, events.TypeJobResumed:
+		s.handleHalt(ctx, msg, ev)
 	default:
 		s.refuseEvent(ctx, msg, events.JobIDOf(ev), fmt.Errorf("%w: a %s event on jobs subject %s", events.ErrUnexpectedType, ev.Type(), msg.Subject()))
 	}
@@ -100,7 +102,7 @@ func (s *Service) knownRecord(jobID string) *journal.Record {
 // facts cannot be known now (journal or broker unreachable): the offer was
 // nak'ed and comes back.
 func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Event) (f Facts, ok bool) {
-	f = Facts{Face: events.RunnerService, Unattended: true, OS: s.cfg.OS, Arch: s.cfg.Arch}
+	f = Facts{Face: events.RunnerService, Unattended: true, Client: s.cfg.ClientID, Groups: s.groups, OS: s.cfg.OS, Arch: s.cfg.Arch}
 	f.Job.JobID = events.JobIDOf(ev)
 	if err := s.checkSignature(ev); err != nil {
 		f.Refused = err
@@ -162,11 +164,11 @@ func (s *Service) brokerFacts(ctx context.Context, msg jetstream.Msg, f *Facts) 
 	// The time is taken first: what the broker says is at least as fresh
 	// as the instant the decision is made for.
 	now := time.Now()
-	bf, err := s.lookup(ctx, f.Job.JobID)
+	bf, err := s.lookup(ctx, f.Job)
 	if err != nil {
 		return s.unknownFacts(ctx, msg, f.Job.JobID, err)
 	}
-	f.Last, f.Cancel, f.Now = bf.last, bf.cancel, now
+	f.Last, f.Cancel, f.Halt, f.Required, f.Now = bf.last, bf.cancel, bf.halt, bf.required, now
 	return true
 }
 
@@ -177,7 +179,9 @@ func (s *Service) brokerFacts(ctx context.Context, msg jetstream.Msg, f *Facts) 
 // to run a job with a package (not fetched for a job already over); a
 // decision to run is made again under the lock, with the last status and
 // the cancellation read afresh, so the hot path reads the last status
-// once.
+// once. A job with a plan (a staged rollout, required jobs) has what the
+// broker says of it read before the lock too: the lock is never taken for
+// a job that waits.
 func (s *Service) handleOffer(ctx context.Context, msg jetstream.Msg, ev event.Event) {
 	f, ok := s.offerFacts(ctx, msg, ev)
 	if !ok {
@@ -185,7 +189,8 @@ func (s *Service) handleOffer(ctx context.Context, msg jetstream.Msg, ev event.E
 	}
 	d := Decide(f)
 	// A package is fetched before the lock: not for a job already over.
-	if f.Refused == nil && (d.Action != Run || f.Job.Package != nil) {
+	planned := f.Job.Rollout != nil || len(f.Job.Requires) > 0
+	if f.Refused == nil && (d.Action != Run || f.Job.Package != nil || planned) {
 		if !s.brokerFacts(ctx, msg, &f) {
 			return
 		}
@@ -261,6 +266,12 @@ func (s *Service) hold(msg jetstream.Msg, f Facts, d Decision) {
 		}
 	}
 	until := max(time.Until(d.Until), 0) + 5*time.Millisecond
+	switch d.Rule {
+	case RuleRequires:
+		s.waiting.add(rec.JobID, f.Job.Requires)
+	case RuleHalted:
+		s.counts.haltedHolds.Add(1)
+	}
 	s.counts.held.Add(1)
 	s.log.Info("job pending", zap.String("job", rec.JobID), zap.String("why", d.Why), zap.Time("until", d.Until))
 	_ = msg.NakWithDelay(until)

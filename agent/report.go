@@ -77,7 +77,8 @@ var (
 // waiting for the PubAck before marking it sent. Once a status that ends a
 // job is persisted, the delivery of its offer the journal recorded (the
 // offer may have been delivered to an earlier life of the agent) is queued
-// for its ack; then every queued delivery is acked. Flushing is the one
+// for its ack, and the offers held for its end are woken; then every
+// queued delivery is acked. Flushing is the one
 // place that acks what the client's consumer delivered.
 func (s *Service) flush(ctx context.Context) error {
 	s.flushMu.Lock()
@@ -107,6 +108,9 @@ func (s *Service) flush(ctx context.Context) error {
 			if rec, ok, err := s.journal.Get(o.JobID); err == nil && ok {
 				s.ackAfterFlush(rec.AckSubject)
 			}
+			// The service does not hear its own statuses (no echo): the
+			// offers held for this job's end are woken here.
+			s.wakeDependents(o.JobID)
 		}
 	}
 	return s.ackQueued(ctx)

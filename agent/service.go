@@ -42,6 +42,7 @@ type Service struct {
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
 	curShown bool        // the inventory was asked to show the running job
 
+	waiting waiters // held offers waiting for a job they require
 }
 
 // New returns a Service that talks to the broker over nc (see
@@ -157,6 +158,7 @@ func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	s.ackWait = cons.CachedInfo().Config.AckWait
+	s.groups = events.GroupsOfConsumer(cons.CachedInfo().Config.Metadata)
 	return cons, nil
 }
 

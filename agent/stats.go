@@ -33,11 +33,26 @@ type Stats struct {
 	// signature is not trusted; ServiceOnly the background jobs it would
 	// not list or run.
 	Untrusted, ServiceOnly int64
+	// UntrustedHalts counts the halts and resumes read on a job's halt
+	// subject that were not trusted (a halt not signed by a publisher or
+	// the controller is ignored; a resume not signed by a publisher leaves
+	// the job halted).
+	UntrustedHalts int64
+	// Detections counts the detect commands run; Present those that found
+	// their job already in place.
+	Detections, Present int64
+	// Woken counts the held offers woken before their time: by a resume,
+	// or by the end of a job they require.
+	Woken int64
+	// HaltedHolds counts the offers held because their staged rollout is
+	// halted (among Held).
+	HaltedHolds int64
 }
 
 // counters are a face's Stats as they are counted.
 type counters struct {
 	offers, filtered, held, refused, started, statusWaits, fetchRetries, desktopRuns, untrusted, serviceOnly atomic.Int64
+	untrustedHalts, detections, present, woken, haltedHolds                                                  atomic.Int64
 }
 
 // Stats returns what the face has counted so far.
@@ -47,5 +62,7 @@ func (f *face) Stats() Stats {
 		Offers: c.offers.Load(), Filtered: c.filtered.Load(), Held: c.held.Load(), Refused: c.refused.Load(),
 		Started: c.started.Load(), StatusWaits: c.statusWaits.Load(), FetchRetries: c.fetchRetries.Load(),
 		DesktopRuns: c.desktopRuns.Load(), Untrusted: c.untrusted.Load(), ServiceOnly: c.serviceOnly.Load(),
+		UntrustedHalts: c.untrustedHalts.Load(), Detections: c.detections.Load(), Present: c.present.Load(), Woken: c.woken.Load(),
+		HaltedHolds: c.haltedHolds.Load(),
 	}
 }

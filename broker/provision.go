@@ -191,6 +191,23 @@ func LocksBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 	}
 }
 
+// ControllerBucketConfig is the configuration Provision gives
+// PCM_CONTROLLER, the rollout controller's bucket: its leadership is a
+// lease on a key with a per-key TTL, like a client's lock. No principal's
+// account imports anything of it: only the pcm account (the controller,
+// admins) reaches it.
+func ControllerBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
+	o.setDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:         events.BucketController,
+		Description:    "pcm rollout controller: the lease of the one active controller",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       o.Replicas,
+		LimitMarkerTTL: o.LockMarkerTTL,
+	}
+}
+
 // PackagesBucketConfig is the configuration Provision gives PCM_PACKAGES,
 // the object store of package content: file storage, the streams' replicas,
 // and opts.PackagesMaxBytes as its cap (-1, none, when that is 0).
@@ -227,7 +244,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
 		}
 	}
-	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts)} {
+	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts), ControllerBucketConfig(opts)} {
 		if err := provisionBucket(ctx, js, cfg, opts.MaxConsumers); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}

@@ -73,3 +73,15 @@ var (
 	// U or A).
 	ErrInvalidKey = errors.New("invalid key")
 )
+
+// Errors of a job's plan (plan.go).
+var (
+	// ErrInvalidPlan: a rollout plan breaks a rule: no rings, percentages
+	// not increasing, above 100 or not ending at 100, rings by group after
+	// percentages, no soak time between several rings, a last ring that
+	// opens after the expiry, a halt threshold out of range.
+	ErrInvalidPlan = errors.New("invalid rollout plan")
+	// ErrInvalidRequires: a job requires an invalid job id, itself, a job
+	// twice, too many jobs, or a job that requires it (a cycle).
+	ErrInvalidRequires = errors.New("invalid requires")
+)

@@ -20,8 +20,9 @@ const (
 	TypeJobStatus    = "pcm.job.status.v1"
 )
 
-// Types lists the event types pcm knows.
-var Types = []string{TypeJobOffered, TypeJobCancelled, TypeJobStatus}
+// Types lists the event types pcm knows (the halt and the resume of a
+// staged rollout are in halt.go).
+var Types = []string{TypeJobOffered, TypeJobCancelled, TypeJobStatus, TypeJobHalted, TypeJobResumed}
 
 // ContentTypeJSON is the datacontenttype pcm writes on every event. Readers
 // also accept what the CloudEvents JSON format allows for JSON data (see
@@ -250,6 +251,10 @@ func jobIDField(v any) string {
 	case *JobCancelled:
 		return d.JobID
 	case *JobStatus:
+		return d.JobID
+	case *JobHalted:
+		return d.JobID
+	case *JobResumed:
 		return d.JobID
 	}
 	return ""

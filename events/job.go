@@ -45,6 +45,9 @@ type JobOffered struct {
 	ExpireAfter time.Time `json:"expire_after"`
 	// MaxAttempts bounds the runs of a failing command on a client (default 1).
 	MaxAttempts int `json:"max_attempts,omitempty"`
+	// JobPlan stages the job in rings, detects whether it is already in
+	// place and names the jobs it requires (plan.go).
+	JobPlan
 }
 
 // CommandLine is what a job runs, and how.
@@ -120,7 +123,10 @@ func (j JobOffered) Validate() error {
 			return err
 		}
 	}
-	return j.Command.Validate()
+	if err := j.Command.Validate(); err != nil {
+		return err
+	}
+	return j.JobPlan.validate(j)
 }
 
 func validateTargets(targets []Target) error {
@@ -164,16 +170,8 @@ func (c CommandLine) Validate() error {
 	if len(c.Name) > maxNameLen {
 		return fmt.Errorf("%w: command name is %d bytes long: use at most %d", ErrTooLarge, len(c.Name), maxNameLen)
 	}
-	if len(c.Argv) == 0 || c.Argv[0] == "" {
-		return fmt.Errorf("%w: command argv is empty: give the program to run and its arguments", ErrEmptyArgv)
-	}
-	for i, a := range c.Argv {
-		if strings.IndexByte(a, 0) >= 0 {
-			return fmt.Errorf("%w: argv[%d] contains a NUL byte, which no program can receive: remove it", ErrInvalidArgv, i)
-		}
-		if !utf8.ValidString(a) {
-			return fmt.Errorf("%w: argv[%d] %q is not valid UTF-8, so it would change on the wire: give it as UTF-8 text", ErrInvalidArgv, i, a)
-		}
+	if err := validateArgv("command argv", c.Argv); err != nil {
+		return err
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("%w: timeout is %s: give a positive duration such as \"30m\"", ErrTimeout, c.Timeout)
@@ -192,6 +190,23 @@ func (c CommandLine) Validate() error {
 	for _, code := range c.SuccessExitCodes {
 		if code < 0 || code > maxExitCode {
 			return fmt.Errorf("%w: %d: exit codes run from 0 to 4294967295", ErrExitCode, code)
+		}
+	}
+	return nil
+}
+
+// validateArgv checks a program and its arguments; field names them in
+// the errors ("command argv", "detect argv").
+func validateArgv(field string, argv []string) error {
+	if len(argv) == 0 || argv[0] == "" {
+		return fmt.Errorf("%w: %s is empty: give the program to run and its arguments", ErrEmptyArgv, field)
+	}
+	for i, a := range argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("%w: %s[%d] contains a NUL byte, which no program can receive: remove it", ErrInvalidArgv, field, i)
+		}
+		if !utf8.ValidString(a) {
+			return fmt.Errorf("%w: %s[%d] %q is not valid UTF-8, so it would change on the wire: give it as UTF-8 text", ErrInvalidArgv, field, i, a)
 		}
 	}
 	return nil

@@ -89,3 +89,16 @@ func NextAttempt(journaled int, last *JobStatus) int {
 	}
 	return made + 1
 }
+
+// Supersedes reports whether s replaces cur as the latest status of a job
+// on a client, whatever order the two are read in: a later attempt does,
+// an earlier one never does, and within one attempt a started status never
+// replaces a final one.
+func (s JobStatus) Supersedes(cur JobStatus) bool {
+	switch {
+	case s.Attempt != cur.Attempt:
+		return s.Attempt > cur.Attempt
+	default:
+		return !cur.State.Final() || s.State.Final()
+	}
+}

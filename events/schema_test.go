@@ -84,6 +84,10 @@ func parseExample(typ string, data []byte) error {
 		_, err = events.ParseJobCancelled(ev)
 	case events.TypeJobStatus:
 		_, err = events.ParseJobStatus(ev)
+	case events.TypeJobHalted:
+		_, err = events.ParseJobHalted(ev)
+	case events.TypeJobResumed:
+		_, err = events.ParseJobResumed(ev)
 	}
 	return err
 }

@@ -44,7 +44,7 @@ const (
 
 // JobsStreamSubjects are the subjects the PCM_JOBS stream captures.
 func JobsStreamSubjects() []string {
-	return []string{SubjectJobsClients, SubjectJobsGroups, SubjectJobsAll, SubjectJobsCancels}
+	return []string{SubjectJobsClients, SubjectJobsGroups, SubjectJobsAll, SubjectJobsCancels, SubjectJobsHalts}
 }
 
 // StatusStreamSubjects are the subjects the PCM_STATUS stream captures.

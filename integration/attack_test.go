@@ -162,6 +162,24 @@ func (f *attackFixture) snapshot(t *testing.T) map[string]string {
 			}
 		}
 	}
+	// The halt records of the clients' jobs: only the pcm account stores
+	// one, so no attack may (a publisher, which may change PCM_JOBS by
+	// publishing jobs, included).
+	jobs, err := js.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"c1", "c2"} {
+		m, err := jobs.GetLastMsgForSubject(ctx, events.HaltSubject(f.job[c]))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			out["halt of the job of "+c] = "none"
+		case err != nil:
+			t.Fatal(err)
+		default:
+			out["halt of the job of "+c] = fmt.Sprintf("seq %d", m.Sequence)
+		}
+	}
 	accts := f.env.Sec.Accounts(t)
 	for _, c := range []string{"c1", "c2"} {
 		ac, err := accts.Lookup(ctx, auth.Principal{Kind: auth.KindClient, Name: c})
@@ -276,6 +294,7 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 		{subject: events.StatusSubject(own, f.job[own]), body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.statusID[own]}},
 		{subject: "$JS.API.DIRECT.GET.PCM_STATUS." + events.StatusSubject(own, f.job[own])},
 		{subject: "$JS.API.DIRECT.GET.PCM_JOBS.pcm.jobs.cancel." + f.job[own]},
+		{subject: "$JS.API.DIRECT.GET.PCM_JOBS." + events.HaltSubject(f.job[own])},
 		{subject: "$KV.PCM_LOCKS." + own, body: `{"holder":"service"}`, header: wrongRev},
 		{subject: "$JS.API.DIRECT.GET.KV_PCM_LOCKS.$KV.PCM_LOCKS." + own},
 		{subject: "$JS.API.DIRECT.GET.OBJ_PCM_PACKAGES", body: `{"last_by_subj":"` + f.pkgMeta + `"}`},
@@ -296,6 +315,9 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 	case auth.RolePublisher:
 		return append(readers(),
 			req{subject: "pcm.jobs.client.c1", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
+			req{subject: "pcm.jobs.group.g1", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
+			req{subject: "pcm.jobs.all", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
+			req{subject: events.CancelSubject(f.job["c1"]), body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
 			req{subject: f.pkgObject, body: "chunk", header: wrongRev},
 			req{subject: "$JS.API.STREAM.PURGE.OBJ_PCM_PACKAGES", body: `{"filter":"$O.PCM_PACKAGES.C.nothing-here"}`})
 	case auth.RoleAuditor:
@@ -329,6 +351,7 @@ func (f *attackFixture) targetsOf(attacker, victim string) []string {
 		"$KV." + events.BucketAgents + "." + victim,
 		"pcm.jobs.client." + victim,
 		"pcm.jobs.all",
+		events.HaltSubject(f.job[victim]),
 	}
 	if attacker != "" {
 		ts = append(ts, events.StatusSubject(attacker, f.job[attacker]), "$KV."+events.BucketLocks+"."+attacker, "$KV."+events.BucketAgents+"."+attacker)
@@ -441,12 +464,19 @@ func (f *attackFixture) knownAttacks(t *testing.T, a *attacker, victim string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each try waits for the broker's answer or 500 ms (a refused request
+	// gets none): they run side by side, and all have ended when
+	// knownAttacks returns.
+	var tries sync.WaitGroup
+	defer tries.Wait()
 	try := func(what string, fn func(context.Context) error) {
-		c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		defer cancel()
-		if err := fn(c); err == nil {
-			t.Errorf("%s: %s succeeded", a.u.UserName(), what)
-		}
+		tries.Go(func() {
+			c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			if err := fn(c); err == nil {
+				t.Errorf("%s: %s succeeded", a.u.UserName(), what)
+			}
+		})
 	}
 	// A push consumer delivering every offer and status to the attacker.
 	try("creating a spy push consumer", func(c context.Context) error {
@@ -495,18 +525,24 @@ func (f *attackFixture) knownAttacks(t *testing.T, a *attacker, victim string) {
 	if a.u.Role.Kind() == auth.KindClient {
 		// Reading the other client's offers: through the view, and by
 		// sequence with a direct get (no filter in the request subject).
+		// The view answers its own client at once; for another it stays
+		// silent, so the scan ends at its deadline: 2 s is plenty for an
+		// answer that should not come.
 		seen := 0
-		err := clientview.Scan(ctx, a.nc, victim, clientview.Offers, func(streamread.Msg) error { seen++; return nil })
+		vctx, vcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer vcancel()
+		err := clientview.Scan(vctx, a.nc, victim, clientview.Offers, func(streamread.Msg) error { seen++; return nil })
 		if err == nil || seen > 0 {
 			t.Errorf("%s: read %d of %s's offers through the view (%v)", a.u.UserName(), seen, victim, err)
 		}
 		for _, body := range []string{`{"seq":1}`, `{"seq":1,"batch":10}`, `{"last_by_subj":"pcm.jobs.client.` + victim + `"}`} {
-			c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-			m, err := a.nc.RequestWithContext(c, "$JS.API.DIRECT.GET."+events.StreamJobs, []byte(body))
-			cancel()
-			if err == nil && len(m.Data) > 0 {
-				t.Errorf("%s: read an offer by a direct get %s: %q", a.u.UserName(), body, m.Data)
-			}
+			try("reading an offer by a direct get "+body, func(c context.Context) error {
+				m, err := a.nc.RequestWithContext(c, "$JS.API.DIRECT.GET."+events.StreamJobs, []byte(body))
+				if err == nil && len(m.Data) == 0 {
+					return errors.New("an empty answer")
+				}
+				return err
+			})
 		}
 	}
 	// The v2-shaped ack subject whose tokens read as the victim's consumer:

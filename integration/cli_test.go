@@ -129,6 +129,14 @@ func TestPublishRefusesBadFlags(t *testing.T) {
 		{"bad platform", []string{"--all", "--platform", "linux", "--", "true"}, "invalid platform"},
 		{"huge timeout", []string{"--all", "--timeout", "48h", "--", "true"}, "invalid timeout"},
 		{"optional and mandatory", []string{"--all", "--optional", "--mandatory-after", "+1h", "--", "true"}, "contradict"},
+		{"rings not increasing", []string{"--all", "--rings", "10,5,100", "--soak", "1h", "--", "true"}, "rollout.rings[1] is 5%, not more than the ring before it"},
+		{"ring over 100", []string{"--all", "--rings", "10,150", "--soak", "1h", "--", "true"}, "rollout.rings[1] is 150%: a ring is at most 100%"},
+		{"soak 0 with rings", []string{"--all", "--rings", "10,100", "--", "true"}, "rollout.soak is 0 with 2 rings"},
+		{"threshold over 100", []string{"--all", "--rings", "100", "--halt-at", "120%", "--", "true"}, "rollout.halt_at is 120%"},
+		{"threshold negative", []string{"--all", "--rings", "100", "--halt-at", "-1", "--", "true"}, "rollout.halt_at is -1%"},
+		{"threshold without rings", []string{"--all", "--halt-at", "5%", "--", "true"}, "--halt-at stages a rollout: give its rings with --rings"},
+		{"requires itself", []string{"--all", "--job-id", "self", "--requires", "self", "--", "true"}, "requires[0] is the job itself"},
+		{"empty detect", []string{"--all", "--detect", " ", "--", "true"}, "--detect is empty"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,5 +153,14 @@ func TestPublishRefusesBadFlags(t *testing.T) {
 	}
 	if n := s.CachedInfo().State.Msgs; n != 0 {
 		t.Fatalf("refused publishes stored %d messages", n)
+	}
+	// A cycle of two: the second job is refused, naming the cycle. (No
+	// client is enrolled on this broker: --force publishes to none.)
+	if _, errOut, code := runPCM(t, nil, "publish", "--url", url, "--all", "--force", "--job-id", "cyc-a", "--requires", "cyc-b", "--", "true"); code != 0 {
+		t.Fatalf("publishing a job requiring one not published yet: exit %d, %s", code, errOut)
+	}
+	_, errOut, code := runPCM(t, nil, "publish", "--url", url, "--all", "--force", "--job-id", "cyc-b", "--requires", "cyc-a", "--", "true")
+	if code == 0 || !strings.Contains(errOut, "requires") || !strings.Contains(errOut, "cyc-b -> cyc-a -> cyc-b") {
+		t.Fatalf("a cycle of two: exit %d, stderr %q: want it refused, naming the cycle", code, errOut)
 	}
 }

@@ -303,6 +303,10 @@ func TestDesktopNeverRunsBackgroundJobs(t *testing.T) {
 
 	a := startAgent(t, env.URL, "desk", filepath.Join(dir, "svc"))
 	a.waitReady(t)
+	// The service holds both offers (the background one for its time, the
+	// optional one for the user) before the desktop runs one: otherwise it
+	// would find the desktop's status first and settle the offer as done.
+	a.waitStats(t, 10*time.Second, "the service holding both offers", func(s agent.Stats) bool { return s.Held >= 2 })
 	d := newTestDesktop(t, env.URL, "desk", nil)
 	ctx := context.Background()
 	list, err := d.List(ctx)

@@ -29,6 +29,11 @@ var (
 	ErrNoSuchTarget = errors.New("target matches no enrolled client")
 	// ErrInvalidTime: a time flag is neither RFC 3339 nor a +/-duration.
 	ErrInvalidTime = errors.New("invalid time")
+	// ErrNotStaged: a halt or a resume of a job without a rollout plan.
+	ErrNotStaged = errors.New("job is not a staged rollout")
+	// ErrController: the rollout controller's publisher was asked to do
+	// something else than halt.
+	ErrController = errors.New("the rollout controller only halts")
 )
 
 // PartialError reports a publish that stored the event for some targets and

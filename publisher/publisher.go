@@ -19,7 +19,6 @@ import (
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/internal/backoff"
-	"github.com/pcm-project/pcm/internal/offers"
 	"github.com/pcm-project/pcm/packages"
 )
 
@@ -54,6 +53,10 @@ type Config struct {
 	// refused instead of waiting for a client that will never come. Off,
 	// a job may name clients and groups enrolled later.
 	RequireEnrolled bool
+	// Controller marks the rollout controller: its events' source is
+	// /pcm/controller/<name> (events.ControllerSource), and it only halts
+	// (Publish, Cancel and Resume refuse with ErrController).
+	Controller bool
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +103,14 @@ func New(js jetstream.JetStream, cfg Config) (*Publisher, error) {
 // Name is the publisher's name, as it appears in the events' source.
 func (p *Publisher) Name() string { return p.cfg.Name }
 
+// source is the source attribute of the publisher's events.
+func (p *Publisher) source() string {
+	if p.cfg.Controller {
+		return events.ControllerSource(p.cfg.Name)
+	}
+	return events.PublisherSource(p.cfg.Name)
+}
+
 // Prepare gives job a new sortable job id when it has none, applies the
 // job defaults (events.JobOffered.WithDefaults: offer_after now,
 // expire_after a week later, a one-hour timeout) and checks every rule, the
@@ -134,6 +145,9 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 		return job, fmt.Errorf("%w: expire_after %s is %s from now but %s keeps jobs for %s: expire earlier, or provision a longer --jobs-max-age",
 			ErrBeyondRetention, job.ExpireAfter.Format(time.RFC3339), job.ExpireAfter.Sub(now).Round(time.Hour),
 			events.StreamJobs, retention)
+	}
+	if err := p.checkRequires(ctx, job); err != nil {
+		return job, err
 	}
 	if job.Package != nil {
 		ref, err := packages.NewStore(p.js).Pin(ctx, *job.Package)
@@ -171,6 +185,9 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 func (p *Publisher) Publish(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
 	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultRequestTimeout)
 	defer cancel()
+	if p.cfg.Controller {
+		return job, fmt.Errorf("%w: it may halt a rollout, never publish a job", ErrController)
+	}
 	job, err := p.Prepare(ctx, job)
 	if err != nil {
 		return job, err
@@ -201,13 +218,11 @@ func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 	if err := events.ValidID("job id", jobID); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
-	offer, err := offers.Find(ctx, p.js, nil, jobID)
-	switch {
-	case errors.Is(err, ErrJobNotFound):
-		return err
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)
-	case err != nil:
+	if p.cfg.Controller {
+		return fmt.Errorf("%w: it may halt a rollout, never cancel a job", ErrController)
+	}
+	offer, err := p.find(ctx, jobID)
+	if err != nil {
 		return err
 	}
 	c := events.JobCancelled{JobID: jobID, Reason: reason, Targets: offer.Job.Targets}

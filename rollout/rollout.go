@@ -35,6 +35,9 @@ const (
 	// ClientLocked: the desktop face holds the client's lock, so the
 	// service waits to run the job.
 	ClientLocked ClientState = "locked"
+	// ClientHalted: the job's staged rollout is halted; the client does
+	// not start it until pcm resume.
+	ClientHalted ClientState = "halted"
 )
 
 // ClientRollout is where a job stands on one client.
@@ -90,6 +93,14 @@ type ClientRollout struct {
 	Groups []string `json:"groups,omitempty"`
 	// Lock is who holds the client's lock, if anyone.
 	Lock *events.LockInfo `json:"lock,omitempty"`
+	// Ring is the client's ring (from 1) of a staged rollout, as its agent
+	// computes it (events.RolloutPlan.RingOf); 0 without rings.
+	Ring int `json:"ring,omitempty"`
+	// WaitsFor is the job this one requires that has not ended on the
+	// client yet, when the client waits for it.
+	WaitsFor string `json:"waits_for,omitempty"`
+	// Halt is the job's halt, for a client halted.
+	Halt *events.JobHalted `json:"-"`
 
 	note note
 }
@@ -107,6 +118,8 @@ const (
 	noteDue
 	noteAgentOffline
 	noteRetrying
+	noteRing
+	noteRequires
 )
 
 // Explain renders why the client is in its state, formatting times with
@@ -149,8 +162,18 @@ func (c ClientRollout) Explain(ts func(time.Time) string) string {
 			s += " since " + ts(l.Since)
 		}
 		return s
+	case ClientHalted:
+		s := "halted"
+		if h := c.Halt; h != nil && h.Reason != "" {
+			s += ": " + h.Reason
+		}
+		return s
 	case ClientPending:
 		switch c.note {
+		case noteRing:
+			return fmt.Sprintf("pending: ring %d opens at %s", c.Ring, at(c.Due))
+		case noteRequires:
+			return "pending: waiting for job " + c.WaitsFor
 		case noteOfferedFrom:
 			return "pending: offered from " + at(c.Due)
 		case noteMandatoryAt:
@@ -192,6 +215,17 @@ type Rollout struct {
 	ExpireAfter    time.Time  `json:"expire_after"`
 	// Cancelled is the cancellation of the job, if one was published.
 	Cancelled *events.JobCancelled `json:"cancelled,omitempty"`
+	// Plan is the job's rollout plan (rings, soak, halt threshold); nil
+	// when it is offered to every target at once.
+	Plan *events.RolloutPlan `json:"plan,omitempty"`
+	// Requires are the jobs it requires on each client.
+	Requires []string `json:"requires,omitempty"`
+	// Halted is the job's halt while it is halted (the last event on its
+	// halt subject is a halt); HaltedBy who made it.
+	Halted   *events.JobHalted `json:"halted,omitempty"`
+	HaltedBy string            `json:"halted_by,omitempty"`
+	// Rings is where each ring of a staged rollout stands.
+	Rings []RingState `json:"rings,omitempty"`
 	// Clients are the expected clients and any other that reported, sorted
 	// by client id.
 	Clients []ClientRollout `json:"clients"`
@@ -206,6 +240,30 @@ type Rollout struct {
 	// At is when the rollout was computed.
 	At time.Time `json:"at"`
 }
+
+// RingState is where one ring of a staged rollout stands.
+type RingState struct {
+	// Ring is its number, from 1; Spec the plan's ring ("10%",
+	// "group:pilot").
+	Ring int    `json:"ring"`
+	Spec string `json:"spec"`
+	// OpensAt is when it opens (the offer time plus ring-1 soak times).
+	OpensAt time.Time `json:"opens_at"`
+	// State is "open" (its clients run the job), "waiting" (it has not
+	// opened yet) or "halted" (the rollout is halted).
+	State string `json:"state"`
+	// Clients, Done and Failed count its clients as Rollout does.
+	Clients int `json:"clients"`
+	Done    int `json:"done"`
+	Failed  int `json:"failed"`
+}
+
+// The states of a ring.
+const (
+	RingOpen    = "open"
+	RingWaiting = "waiting"
+	RingHalted  = "halted"
+)
 
 // Unfinished returns the clients that are not done.
 func (r Rollout) Unfinished() []ClientRollout {
@@ -233,6 +291,10 @@ func (r Rollout) FailedClients() []ClientRollout {
 // is at least one, and every one is done.
 func (r Rollout) Over() bool { return len(r.Clients) > 0 && r.Done == len(r.Clients) }
 
+// NoFailureLimit, as Verdict's maxFailures, lets no number of failures
+// fail the rollout: a staged rollout's halt threshold judges them.
+const NoFailureLimit = -1
+
 // Verdict says how a rollout went for a CI pipeline.
 type Verdict string
 
@@ -246,15 +308,22 @@ const (
 	VerdictSucceeded Verdict = "succeeded"
 	// VerdictFailed: more clients failed than allowed.
 	VerdictFailed Verdict = "failed"
+	// VerdictHalted: the staged rollout is halted, by its failure
+	// threshold or an operator, before every client was done.
+	VerdictHalted Verdict = "halted"
 )
 
-// Verdict is VerdictFailed as soon as more than maxFailures clients failed,
-// VerdictSucceeded once every client is done within that limit, and
-// VerdictRunning otherwise (including while no client is expected).
+// Verdict is VerdictFailed as soon as more than maxFailures clients failed
+// (NoFailureLimit: never), VerdictHalted while the rollout is halted with
+// clients not done, VerdictSucceeded once every client is done within that
+// limit, and VerdictRunning otherwise (including while no client is
+// expected).
 func (r Rollout) Verdict(maxFailures int) Verdict {
 	switch {
-	case r.Failed > max(maxFailures, 0):
+	case maxFailures != NoFailureLimit && r.Failed > max(maxFailures, 0):
 		return VerdictFailed
+	case r.Halted != nil && r.Done < len(r.Clients):
+		return VerdictHalted
 	case r.Over():
 		return VerdictSucceeded
 	}
@@ -269,6 +338,12 @@ func (r Rollout) fingerprint() string {
 	}
 	if r.Cancelled != nil {
 		b.WriteString("cancelled")
+	}
+	if r.Halted != nil {
+		b.WriteString("halted")
+	}
+	for _, rs := range r.Rings {
+		b.WriteString("|" + rs.State)
 	}
 	return b.String()
 }
@@ -289,11 +364,52 @@ type view struct {
 	agents   map[string]events.AgentInfo
 	locks    map[string]events.LockInfo
 	statuses map[string]trackedStatus
+	// halt is the job's halt while halted, by whom; required the latest
+	// status of each required job, by client then job.
+	halt     *events.JobHalted
+	haltedBy string
+	required map[string]map[string]events.JobStatus
 }
 
 func newView(offer offers.Found, enrolled map[string]fleet.Enrollment) *view {
 	return &view{offer: offer, enrolled: enrolled, agents: map[string]events.AgentInfo{},
-		locks: map[string]events.LockInfo{}, statuses: map[string]trackedStatus{}}
+		locks: map[string]events.LockInfo{}, statuses: map[string]trackedStatus{},
+		required: map[string]map[string]events.JobStatus{}}
+}
+
+// applyRequired records the status of a job this one requires, unless it
+// is older than what is known.
+func (v *view) applyRequired(st events.JobStatus) {
+	m := v.required[st.ClientID]
+	if m == nil {
+		m = map[string]events.JobStatus{}
+		v.required[st.ClientID] = m
+	}
+	if cur, ok := m[st.JobID]; ok && !st.Supersedes(cur) {
+		return
+	}
+	m[st.JobID] = st
+}
+
+// applyHalt records the last event stored on the job's halt subject: a
+// halt halts it, a resume lifts it.
+func (v *view) applyHalt(h *events.JobHalted, by string) {
+	v.halt, v.haltedBy = h, by
+	if h == nil {
+		v.haltedBy = ""
+	}
+}
+
+// waitsFor is the first job the offer requires that has not ended on
+// client, "" when none.
+func (v *view) waitsFor(client string) string {
+	for _, req := range v.offer.Job.Requires {
+		st, ok := v.required[client][req]
+		if !ok || !st.EndsJob(st.MaxAttempts) {
+			return req
+		}
+	}
+	return ""
 }
 
 // firstCopy returns the sequence of the first copy of the offer that e's
@@ -310,10 +426,8 @@ func (v *view) firstCopy(e fleet.Enrollment) (uint64, bool) {
 // apply records a status unless it is older than what is known: a started
 // status never replaces a final one of the same or a later attempt.
 func (v *view) apply(st events.JobStatus, at time.Time) {
-	if cur, ok := v.statuses[st.ClientID]; ok {
-		if cur.st.Attempt > st.Attempt || (cur.st.Attempt == st.Attempt && cur.st.State.Final() && !st.State.Final()) {
-			return
-		}
+	if cur, ok := v.statuses[st.ClientID]; ok && !st.Supersedes(cur.st) {
+		return
 	}
 	v.statuses[st.ClientID] = trackedStatus{st: st, at: at}
 }
@@ -341,6 +455,19 @@ func (v *view) rollout(now time.Time) Rollout {
 		JobID: job.JobID, Name: job.Name, Targets: job.Targets, Publisher: events.PublisherOf(first), Signer: signer,
 		OfferedAt: first.Time(), OfferAfter: job.OfferAfter, MandatoryAfter: job.MandatoryAfter,
 		ExpireAfter: job.ExpireAfter, Cancelled: v.offer.Cancelled, Counts: map[ClientState]int{}, At: now,
+		Plan: job.Rollout, Requires: job.Requires, Halted: v.halt, HaltedBy: v.haltedBy,
+	}
+	if p := job.Rollout; p != nil {
+		for i, ring := range p.Rings {
+			rs := RingState{Ring: i + 1, Spec: ring.String(), OpensAt: p.OpensAt(job.OfferAfter, i+1), State: RingOpen}
+			switch {
+			case v.halt != nil:
+				rs.State = RingHalted
+			case now.Before(rs.OpensAt):
+				rs.State = RingWaiting
+			}
+			r.Rings = append(r.Rings, rs)
+		}
 	}
 	clients := map[string]bool{}
 	for _, t := range job.Targets {
@@ -361,12 +488,23 @@ func (v *view) rollout(now time.Time) Rollout {
 		cr.Detail = cr.Explain(func(t time.Time) string { return t.UTC().Format(time.RFC3339) })
 		r.Clients = append(r.Clients, cr)
 		r.Counts[cr.State]++
+		var rs *RingState
+		if cr.Ring > 0 && cr.Ring <= len(r.Rings) {
+			rs = &r.Rings[cr.Ring-1]
+			rs.Clients++
+		}
 		if cr.Done {
 			r.Done++
 			if cr.Failed {
 				r.Failed++
 			} else {
 				r.Succeeded++
+			}
+			if rs != nil {
+				rs.Done++
+				if cr.Failed {
+					rs.Failed++
+				}
 			}
 		}
 	}
@@ -382,6 +520,9 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 	cr.Enrolled = enrolled
 	if enrolled {
 		cr.Groups = e.Groups
+	}
+	if p := job.Rollout; p != nil {
+		cr.Ring = p.RingOf(job.JobID, c, e.Groups)
 	}
 	if l, ok := v.locks[c]; ok {
 		cr.Lock = &l
@@ -400,6 +541,8 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 		case st.EndsJob(cr.MaxAttempts):
 			cr.Done = true
 			cr.Failed = st.State.Failure()
+		case v.halt != nil && st.State.Final():
+			cr.State, cr.Halt = ClientHalted, v.halt
 		case st.State.Retryable(): // with attempts left
 			cr.note = noteRetrying
 		case seen && a.Stale(now):
@@ -408,6 +551,8 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 		return cr
 	}
 	switch {
+	case v.halt != nil && enrolled && seen && !a.Stale(now):
+		cr.State, cr.Halt = ClientHalted, v.halt
 	case !enrolled:
 		cr.State, cr.note = ClientNotReceived, noteNotEnrolled
 	case !seen:
@@ -428,10 +573,18 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 			break
 		}
 		cr.State = ClientPending
+		opens := job.OfferAfter
+		if job.Rollout != nil {
+			opens = job.Rollout.OpensAt(job.OfferAfter, cr.Ring)
+		}
 		switch {
 		case now.Before(job.OfferAfter):
 			due := job.OfferAfter
 			cr.note, cr.Due = noteOfferedFrom, &due
+		case now.Before(opens):
+			cr.note, cr.Due = noteRing, &opens
+		case v.waitsFor(c) != "":
+			cr.note, cr.WaitsFor = noteRequires, v.waitsFor(c)
 		case !job.Mandatory() || !job.Command.Automated:
 			cr.note = noteForUser
 		case now.Before(*job.MandatoryAfter):

@@ -148,3 +148,77 @@ func TestVerdict(t *testing.T) {
 		}
 	}
 }
+
+// TestRolloutPlanStates: a staged rollout shows each client's ring, a
+// client whose ring has not opened as pending until its time, the rings'
+// states and counts; once halted, the clients that have not run it say
+// halted and the verdict is VerdictHalted; a client waiting for a job it
+// requires names it.
+func TestRolloutPlanStates(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	v := rolloutFixture(now)
+	plan := &events.RolloutPlan{Rings: []events.Ring{{Groups: []string{"pilot"}}, {Percent: 100}}, Soak: events.Duration(time.Hour)}
+	v.offer.Job.Rollout = plan
+	v.offer.Job.MandatoryAfter = &v.offer.Job.OfferAfter
+	v.enrolled["got"] = fleet.Enrollment{Client: "got", Groups: []string{"lab", "pilot"}, Filters: events.ConsumerFilters("got", []string{"lab"}), Delivered: 10}
+	v.enrolled["late"] = fleet.Enrollment{Client: "late", Groups: []string{"lab"}, Filters: events.ConsumerFilters("late", []string{"lab"}), Delivered: 10}
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	r := v.rollout(now)
+	got, late := clientIn(t, r, "got"), clientIn(t, r, "late")
+	if got.Ring != 1 || got.State != ClientPending || got.Detail != "pending: received, due now" {
+		t.Fatalf("got (group pilot, ring 1 open): %+v", got)
+	}
+	opens := v.offer.Job.OfferAfter.Add(time.Hour)
+	if late.Ring != 2 || late.State != ClientPending || late.Detail != "pending: ring 2 opens at "+ts(opens) {
+		t.Fatalf("late (ring 2 not open): %+v", late)
+	}
+	if len(r.Rings) != 2 || r.Rings[0].State != RingOpen || r.Rings[1].State != RingWaiting || r.Rings[0].Clients != 1 || r.Rings[1].Clients != len(r.Clients)-1 {
+		t.Fatalf("rings %+v", r.Rings)
+	}
+	if r.Verdict(NoFailureLimit) != VerdictRunning {
+		t.Fatalf("verdict %s before the halt", r.Verdict(NoFailureLimit))
+	}
+
+	v.applyHalt(&events.JobHalted{JobID: "j1", Reason: "too many failures"}, "controller c1")
+	r = v.rollout(now)
+	for _, c := range []string{"got", "late"} {
+		if cr := clientIn(t, r, c); cr.State != ClientHalted || cr.Detail != "halted: too many failures" {
+			t.Fatalf("%s after the halt: %+v", c, cr)
+		}
+	}
+	if cr := clientIn(t, r, "done"); cr.State != ClientState(events.StateSucceeded) {
+		t.Fatalf("done after the halt: %+v (it finished before)", cr)
+	}
+	if cr := clientIn(t, r, "stale"); cr.State != ClientOffline {
+		t.Fatalf("stale after the halt: %+v", cr)
+	}
+	if r.Rings[0].State != RingHalted || r.Rings[1].State != RingHalted || r.HaltedBy != "controller c1" || r.Verdict(NoFailureLimit) != VerdictHalted {
+		t.Fatalf("after the halt: rings %+v, by %q, verdict %s", r.Rings, r.HaltedBy, r.Verdict(NoFailureLimit))
+	}
+	v.applyHalt(nil, "ops")
+	if r = v.rollout(now.Add(2 * time.Hour)); r.Halted != nil || r.Rings[1].State != RingOpen || clientIn(t, r, "late").State == ClientHalted {
+		t.Fatalf("after the resume and ring 2's time: %+v", r)
+	}
+
+	v.offer.Job.Rollout = nil
+	v.offer.Job.Requires = []string{"base"}
+	v.applyRequired(events.JobStatus{JobID: "base", ClientID: "late", State: events.StateSucceeded, Attempt: 1, MaxAttempts: 1})
+	r = v.rollout(now)
+	if cr := clientIn(t, r, "got"); cr.WaitsFor != "base" || cr.Detail != "pending: waiting for job base" {
+		t.Fatalf("got, base not run there: %+v", cr)
+	}
+	if cr := clientIn(t, r, "late"); cr.WaitsFor != "" || cr.Detail != "pending: received, due now" {
+		t.Fatalf("late, base succeeded there: %+v", cr)
+	}
+}
+
+func clientIn(t *testing.T, r Rollout, client string) ClientRollout {
+	t.Helper()
+	for _, c := range r.Clients {
+		if c.Client == client {
+			return c
+		}
+	}
+	t.Fatalf("no client %s in %+v", client, r.Clients)
+	return ClientRollout{}
+}

@@ -125,6 +125,8 @@ type follow struct {
 	refreshed map[string]time.Time // when each client's consumer was last re-read
 
 	agents, locks, statuses *streamread.Follower
+	// halts follows the job's halt subject (a staged rollout only).
+	halts *streamread.Follower
 }
 
 // start starts the followers: every key of PCM_AGENTS and PCM_LOCKS, and
@@ -136,18 +138,45 @@ func (f *follow) start(ctx context.Context) (err error) {
 	if f.locks, err = kvread.Follow(ctx, f.js, events.BucketLocks); err != nil {
 		return streamErr("bucket "+events.BucketLocks, err)
 	}
+	filters := []string{events.StatusSubjectsOfJob(f.jobID)}
+	for _, req := range f.v.offer.Job.Requires {
+		filters = append(filters, events.StatusSubjectsOfJob(req))
+	}
 	f.statuses, err = streamread.Follow(ctx, f.js, events.StreamStatus, streamread.FollowOptions{
-		Options: streamread.Options{Filters: []string{events.StatusSubjectsOfJob(f.jobID)}},
+		Options: streamread.Options{Filters: filters},
 	})
 	if err != nil {
 		return streamErr("the statuses of "+f.jobID+" in "+events.StreamStatus, err)
 	}
+	if f.v.offer.Job.Rollout != nil {
+		f.halts, err = streamread.Follow(ctx, f.js, events.StreamJobs, streamread.FollowOptions{
+			Options: streamread.Options{Filters: []string{events.HaltSubject(f.jobID)}},
+		})
+		if err != nil {
+			return streamErr("the halts of "+f.jobID+" in "+events.StreamJobs, err)
+		}
+	}
 	return nil
+}
+
+// applyHalt records what the last event of the job's halt subject says, as
+// an agent that checks no signature reads it (events.ReadHalt): pcm status
+// shows what is stored; each agent believes only a trusted halt.
+func (f *follow) applyHalt(m *streamread.Msg) {
+	h, err := events.ReadHalt(m.Header, m.Data, f.jobID, nil, nil)
+	if err != nil {
+		return
+	}
+	by := ""
+	if ev, err := events.Decode(m.Header, m.Data); err == nil {
+		by = events.MakerOf(ev)
+	}
+	f.v.applyHalt(h, by)
 }
 
 // stop stops the followers that were started.
 func (f *follow) stop() {
-	for _, fl := range []*streamread.Follower{f.agents, f.locks, f.statuses} {
+	for _, fl := range []*streamread.Follower{f.agents, f.locks, f.statuses, f.halts} {
 		if fl != nil {
 			fl.Stop()
 		}
@@ -158,6 +187,11 @@ func (f *follow) stop() {
 // shows something new, until ctx ends or a follower stops.
 func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 	caught, agentsInit, locksInit, ready := false, false, false, false
+	haltsInit := f.halts == nil
+	var haltUpdates <-chan *streamread.Msg
+	if f.halts != nil {
+		haltUpdates = f.halts.Updates()
+	}
 	last := ""
 	// send sends the rollout when it shows something new, or always (the
 	// first, caught-up one: it may show nothing at all).
@@ -178,7 +212,7 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		if !ready && caught && agentsInit && locksInit {
+		if !ready && caught && agentsInit && locksInit && haltsInit {
 			ready = true
 			if !send(true) {
 				return ctx.Err()
@@ -196,10 +230,23 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 				continue
 			}
 			if ev, err := events.Decode(m.Header, m.Data); err == nil {
-				if st, err := events.ParseJobStatus(ev); err == nil && st.JobID == f.jobID {
-					f.v.apply(st, ev.Time())
+				if st, err := events.ParseJobStatus(ev); err == nil && events.StatusSubject(st.ClientID, st.JobID) == m.Subject {
+					if st.JobID == f.jobID {
+						f.v.apply(st, ev.Time())
+					} else {
+						f.v.applyRequired(st)
+					}
 				}
 			}
+		case m, ok := <-haltUpdates:
+			if !ok {
+				return stopped(ctx, "the halts of "+f.jobID, f.halts)
+			}
+			if m == nil {
+				haltsInit = true
+				continue
+			}
+			f.applyHalt(m)
 		case m, ok := <-f.agents.Updates():
 			if !ok {
 				return stopped(ctx, "bucket "+events.BucketAgents, f.agents)

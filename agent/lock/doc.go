@@ -1,6 +1,8 @@
 // Package lock is the service-versus-desktop lease lock of one client: the
 // mutual exclusion of design invariant 4, kept as the key <client> of the
-// JetStream KV bucket PCM_LOCKS.
+// JetStream KV bucket PCM_LOCKS. The rollout controller's leadership (one
+// active controller per cluster) is the same lease on another bucket
+// (Config.Bucket: PCM_CONTROLLER).
 //
 // The key is created only if absent, with a per-key TTL (the lease). Its
 // holder renews it by compare-and-set on the key's revision every third of the

@@ -27,9 +27,9 @@ type record struct {
 // prepare fills the defaults of info and checks it.
 func prepare(info events.LockInfo) (events.LockInfo, error) {
 	switch info.Holder {
-	case events.RunnerService, events.RunnerDesktop:
+	case events.RunnerService, events.RunnerDesktop, events.HolderController:
 	default:
-		return events.LockInfo{}, fmt.Errorf("%w: holder %q: use %q or %q", ErrInvalidInfo, info.Holder, events.RunnerService, events.RunnerDesktop)
+		return events.LockInfo{}, fmt.Errorf("%w: holder %q: use %q or %q (or %q for the rollout controller's lease)", ErrInvalidInfo, info.Holder, events.RunnerService, events.RunnerDesktop, events.HolderController)
 	}
 	if info.PID < 0 {
 		return events.LockInfo{}, fmt.Errorf("%w: pid %d is negative: leave it 0 to use the calling process's pid", ErrInvalidInfo, info.PID)
@@ -65,15 +65,15 @@ func newLeaseID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// decodeRecord reads the value of the lock key.
-func decodeRecord(client string, value []byte) (record, error) {
+// decodeRecord reads the value of the lock key of cfg.
+func decodeRecord(cfg Config, value []byte) (record, error) {
 	var r record
 	if err := json.Unmarshal(value, &r); err != nil || r.Holder == "" {
 		if err == nil {
 			err = fmt.Errorf("no holder")
 		}
 		return record{}, fmt.Errorf("%w: key %q of bucket %s: %v: if no agent of this client runs, delete the key (nats kv del %s %s)",
-			ErrBadValue, client, events.BucketLocks, err, events.BucketLocks, client)
+			ErrBadValue, cfg.Client, cfg.Bucket, err, cfg.Bucket, cfg.Client)
 	}
 	return r, nil
 }

@@ -113,8 +113,8 @@ func (s *Lease) renewLoop(ctx context.Context) {
 		deadline := s.getDeadline()
 		now := time.Now()
 		if !now.Before(deadline) {
-			s.lose(fmt.Errorf("%w: no renewal of client %q's lock succeeded for %s (%d attempts failed)",
-				ErrLeaseExpired, s.l.cfg.Client, lease, failures))
+			s.lose(fmt.Errorf("%w: no renewal of %s succeeded for %s (%d attempts failed)",
+				ErrLeaseExpired, s.l.cfg.name(), lease, failures))
 			return
 		}
 		next, err := s.renewOnce(ctx, deadline)
@@ -173,7 +173,7 @@ func (s *Lease) renewOnce(ctx context.Context, deadline time.Time) (time.Duratio
 	case gerr != nil:
 		return 0, fmt.Errorf("renewal refused (%v); reading the key: %w", err, gerr)
 	case !ours:
-		return 0, fmt.Errorf("%w: renewing client %q's lock at revision %d: %v", ErrLockChanged, s.l.cfg.Client, rev, describe(cur))
+		return 0, fmt.Errorf("%w: renewing %s at revision %d: %v", ErrLockChanged, s.l.cfg.name(), rev, describe(cur))
 	}
 	s.rev.Store(cur)
 	return 0, nil
@@ -189,7 +189,7 @@ func (s *Lease) ownedRevision(ctx context.Context) (bool, uint64, error) {
 	if err != nil {
 		return false, 0, err
 	}
-	r, err := decodeRecord(s.l.cfg.Client, e.Value)
+	r, err := decodeRecord(s.l.cfg, e.Value)
 	return err == nil && r.Lease == s.id, e.Revision, nil
 }
 
@@ -253,7 +253,7 @@ func (s *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrNotHeld, reason)
 	}
 	if state == stateHeld && !time.Now().Before(deadline) {
-		s.lose(fmt.Errorf("%w: the lease of client %q's lock ended before it was released", ErrLeaseExpired, s.l.cfg.Client))
+		s.lose(fmt.Errorf("%w: the lease of %s ended before it was released", ErrLeaseExpired, s.l.cfg.name()))
 		_ = s.l.key.Delete(ctx, s.rev.Load())
 		return fmt.Errorf("%w: %w", ErrNotHeld, s.Err())
 	}
@@ -268,21 +268,21 @@ func (s *Lease) Release(ctx context.Context) error {
 			return nil
 		}
 		if !isConflict(err) {
-			return fmt.Errorf("releasing client %q's lock: %w (the key expires by itself within %s; call Release again to retry)",
-				s.l.cfg.Client, err, s.l.cfg.Lease)
+			return fmt.Errorf("releasing %s: %w (the key expires by itself within %s; call Release again to retry)",
+				s.l.cfg.name(), err, s.l.cfg.Lease)
 		}
 		ours, cur, gerr := s.ownedRevision(ctx)
 		if gerr != nil {
-			return fmt.Errorf("releasing client %q's lock: delete refused (%v); reading the key: %w", s.l.cfg.Client, err, gerr)
+			return fmt.Errorf("releasing %s: delete refused (%v); reading the key: %w", s.l.cfg.name(), err, gerr)
 		}
 		if !ours {
-			s.lose(fmt.Errorf("%w: releasing client %q's lock at revision %d: %s", ErrLockChanged, s.l.cfg.Client, rev, describe(cur)))
+			s.lose(fmt.Errorf("%w: releasing %s at revision %d: %s", ErrLockChanged, s.l.cfg.name(), rev, describe(cur)))
 			return fmt.Errorf("%w: %w", ErrNotHeld, s.Err())
 		}
 		s.rev.Store(cur) // a renewal of ours landed unconfirmed: delete that one
 	}
-	return fmt.Errorf("releasing client %q's lock: the key kept changing (the key expires by itself within %s; call Release again to retry)",
-		s.l.cfg.Client, s.l.cfg.Lease)
+	return fmt.Errorf("releasing %s: the key kept changing (the key expires by itself within %s; call Release again to retry)",
+		s.l.cfg.name(), s.l.cfg.Lease)
 }
 
 func (s *Lease) setState(st leaseState) {

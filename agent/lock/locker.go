@@ -23,8 +23,13 @@ const MinLease = time.Second
 
 // Config configures a Locker.
 type Config struct {
-	// Client is the client id: the lock's key in the bucket.
+	// Client is the client id: the lock's key in the bucket (for another
+	// bucket than PCM_LOCKS, the lease's key).
 	Client string
+	// Bucket is the KV bucket of the key: default events.BucketLocks, the
+	// clients' locks. The rollout controller's leadership is a lease on
+	// events.ControllerLeaderKey of events.BucketController.
+	Bucket string
 	// Lease is how long the lock outlives its holder's last renewal. Zero
 	// means DefaultLease. It must be a whole number of seconds, at least
 	// MinLease: the server keeps per-key TTLs in whole seconds.
@@ -35,6 +40,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Bucket == "" {
+		c.Bucket = events.BucketLocks
+	}
 	if c.Lease == 0 {
 		c.Lease = DefaultLease
 	}
@@ -47,6 +55,11 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if err := events.ValidID("client id", c.Client); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if c.Bucket != "" {
+		if err := events.ValidID("bucket", c.Bucket); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
 	}
 	switch {
 	case c.Lease == 0:
@@ -71,10 +84,19 @@ type Locker struct {
 	attempts atomic.Int64 // create attempts, for tests of the no-polling rule
 }
 
+// name says which lock the config is, for messages: a client's lock, or
+// a lease of another bucket.
+func (c Config) name() string {
+	if c.Bucket == "" || c.Bucket == events.BucketLocks {
+		return fmt.Sprintf("client %q's lock", c.Client)
+	}
+	return fmt.Sprintf("the lease %q of %s", c.Client, c.Bucket)
+}
+
 // New returns a Locker for the lock of cfg.Client: the key <client> of the
-// PCM_LOCKS bucket (which must allow per-key TTLs), reached through js
-// without binding the bucket (a client may reach only its own key). New
-// does no I/O.
+// PCM_LOCKS bucket (or of cfg.Bucket; it must allow per-key TTLs), reached
+// through js without binding the bucket (a client may reach only its own
+// key). New does no I/O.
 func New(js jetstream.JetStream, cfg Config) (*Locker, error) {
 	if js == nil {
 		return nil, fmt.Errorf("%w: a JetStream context is required", ErrInvalidConfig)
@@ -85,7 +107,7 @@ func New(js jetstream.JetStream, cfg Config) (*Locker, error) {
 	cfg.setDefaults()
 	return &Locker{
 		js:  js,
-		key: kvkey.New(js, events.BucketLocks, cfg.Client),
+		key: kvkey.New(js, cfg.Bucket, cfg.Client),
 		cfg: cfg,
 		log: cfg.Logger.With(zap.String("client", cfg.Client)),
 	}, nil
@@ -131,7 +153,7 @@ func (l *Locker) tryAcquire(ctx context.Context, info events.LockInfo, id string
 		if err != nil {
 			return nil, l.mapErr(err)
 		}
-		r, derr := decodeRecord(l.cfg.Client, e.Value)
+		r, derr := decodeRecord(l.cfg, e.Value)
 		if derr == nil && r.Lease == id {
 			// Our own earlier create: renew it to know from when the lease runs.
 			sent := time.Now()
@@ -172,7 +194,7 @@ func (l *Locker) Current(ctx context.Context) (info events.LockInfo, revision ui
 	if err != nil {
 		return events.LockInfo{}, 0, false, l.mapErr(err)
 	}
-	r, err := decodeRecord(l.cfg.Client, e.Value)
+	r, err := decodeRecord(l.cfg, e.Value)
 	if err != nil {
 		return events.LockInfo{}, e.Revision, true, err
 	}

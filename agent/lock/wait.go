@@ -126,15 +126,15 @@ var errReconnected = errors.New("reconnected to the broker")
 
 // hints are the writes heard on the lock key's subject.
 type hints struct {
-	client string
-	sub    *nats.Subscription
-	ch     chan *nats.Msg
+	cfg Config
+	sub *nats.Subscription
+	ch  chan *nats.Msg
 }
 
 // listen subscribes to the key's subject.
 func (l *Locker) listen() (*hints, error) {
 	nc := l.js.Conn()
-	h := &hints{client: l.cfg.Client, ch: make(chan *nats.Msg, 64)}
+	h := &hints{cfg: l.cfg, ch: make(chan *nats.Msg, 64)}
 	sub, err := nc.ChanSubscribe(l.key.Subject(), h.ch)
 	if err != nil {
 		return nil, fmt.Errorf("listening to the lock of %q: %w", l.cfg.Client, err)
@@ -192,7 +192,7 @@ func (h *hints) waitFree(ctx context.Context, l *Locker, expires time.Time, reco
 			case err != nil:
 				continue // the timer still runs
 			}
-			if r, err := decodeRecord(h.client, e.Value); err == nil {
+			if r, err := decodeRecord(h.cfg, e.Value); err == nil {
 				onHolder(r.LockInfo)
 			}
 		}

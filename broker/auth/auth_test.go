@@ -279,9 +279,9 @@ func TestPermissionsShape(t *testing.T) {
 	for _, im := range imports {
 		switch s := im.Subject; {
 		case strings.Contains(s, "PCM_PACKAGES"), s == "pcm.jobs.all", s == "pcm.jobs.group.g1", s == "pcm.none",
-			s == "$JS.API.DIRECT.GET.PCM_JOBS."+events.SubjectJobsCancels:
-			// shared content, its group, the cancellation records, the
-			// shadow
+			s == "$JS.API.DIRECT.GET.PCM_JOBS."+events.SubjectJobsCancels, s == "$JS.API.DIRECT.GET.PCM_JOBS."+events.SubjectJobsHalts:
+			// shared content, its group, the cancellation and halt
+			// records, the shadow
 		case !strings.Contains(s, "c1"):
 			t.Errorf("the account of client c1 imports %q, which does not name its client", s)
 		}

@@ -273,6 +273,14 @@ func cancellationRead() []Grant {
 		directGet(events.StreamJobs, events.SubjectJobsCancels))
 }
 
+// haltRead is reading whether a job's staged rollout is halted: the last
+// message on its halt subject. Like a cancellation, a halt is read by job
+// id by any client; only the pcm account stores one.
+func haltRead() []Grant {
+	return pub("read whether a job's staged rollout is halted (the last halt or resume of the job)",
+		directGet(events.StreamJobs, events.SubjectJobsHalts))
+}
+
 func agentGrants(client string) []Grant {
 	cons := events.ConsumerName(client)
 	return cat(
@@ -282,6 +290,7 @@ func agentGrants(client string) []Grant {
 			ackPre+events.StreamJobs+"."+cons+".*.*.*.*.*"),
 		clientStatus(client),
 		cancellationRead(),
+		haltRead(),
 		ownKey(events.BucketAgents, client, "its inventory"),
 		ownKey(events.BucketLocks, client, "its lock"),
 		packagesRead(),
@@ -302,6 +311,7 @@ func desktopGrants(client string) []Grant {
 		pub("list its client's offers and statuses through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+".*"),
 		clientStatus(client),
 		cancellationRead(),
+		haltRead(),
 		ownKey(events.BucketLocks, client, "its client's lock"),
 		packagesRead(),
 		subs("hear of its client's new offers (its account imports only its own subject, its groups' and pcm.jobs.all)", "pcm.jobs.>"),
@@ -338,7 +348,8 @@ func readerGrants() []Grant {
 func publisherGrants() []Grant {
 	pkg := objSPre + events.BucketPackages
 	return cat(
-		pub("publish and cancel jobs", "pcm.jobs.>"),
+		pub("publish and cancel jobs (not on the halt subjects: only the pcm account stores a halt or a resume)",
+			events.SubjectJobsClients, events.SubjectJobsGroups, events.SubjectJobsAll, events.SubjectJobsCancels),
 		pub("push packages (chunks and info)", objPre+events.BucketPackages+".>"),
 		pub("remove or replace packages (purge an object's chunks)", api+"STREAM.PURGE."+pkg),
 		readerGrants(),

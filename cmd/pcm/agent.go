@@ -87,7 +87,7 @@ agent enroll itself with --groups.`,
 // (agent.Config.Validate); creds is the --creds given, next to which the
 // client's trusted keys may be.
 func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error) {
-	trusted, err := f.trust.resolve(creds, f.clientID)
+	keys, err := f.trust.resolve(creds, f.clientID)
 	if err != nil {
 		return agent.Config{}, err
 	}
@@ -97,7 +97,7 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 	cfg := agent.Config{
 		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
 		Heartbeat: f.heartbeat, Lease: f.lease, CacheSize: int64(f.cacheSize), Fault: faultFromEnv(log), Logger: log,
-		TrustedKeys: trusted,
+		TrustedKeys: keys.publishers, ControllerKeys: keys.controllers,
 	}
 	return cfg, cfg.Validate()
 }

@@ -67,6 +67,7 @@ func newBrokerCmd(g *globals) *cobra.Command {
 	var bf brokerFlags
 	var pf provisionFlags
 	var noProvision bool
+	var cf controllerFlags
 	cmd := &cobra.Command{
 		Use:   "broker",
 		Short: "Run the embedded NATS JetStream broker, provisioned for pcm",
@@ -83,7 +84,11 @@ client's, publisher's and auditor's own account, their credentials and their rev
 issuer file (issuer.json); the broker keeps the accounts in DATA/accounts and accepts them without
 a restart.
 --tls-cert and --tls-key turn TLS on for clients and cluster routes; --tls-ca is the CA routes
-(and client certificates) are verified with. See docs/security.md.`,
+(and client certificates) are verified with. See docs/security.md.
+
+It also runs the rollout controller, which halts a staged rollout (pcm publish --rings ...
+--halt-at) as soon as its failure rate passes its threshold, signing its halts with
+--controller-key; one controller leads at a time in a cluster.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -111,7 +116,7 @@ a restart.
 				o := pf.options()
 				popts = &o
 			}
-			stop, err := startServices(ctx, cmd.OutOrStdout(), b, authority, popts, g.log)
+			stop, err := startServices(ctx, cmd.OutOrStdout(), b, authority, popts, cf, g.log)
 			if err != nil {
 				return err
 			}
@@ -135,6 +140,7 @@ a restart.
 	cmd.Flags().StringSliceVar(&bf.routes, "routes", nil, "nats-route://host:port of the other members, comma-separated")
 	cmd.Flags().BoolVar(&noProvision, "no-provision", false, "do not create or update pcm's streams and buckets at start")
 	bf.registerSecurity(cmd)
+	cf.register(cmd.Flags())
 	cmd.AddCommand(newProvisionCmd(g), newInitAuthCmd(), newNatsConfigCmd())
 	return cmd
 }
@@ -145,7 +151,7 @@ func newProvisionCmd(g *globals) *cobra.Command {
 		Use:   "provision",
 		Short: "Create or update pcm's streams and buckets on a running NATS (external or embedded)",
 		Long: `Creates or updates, idempotently, the streams PCM_JOBS and PCM_STATUS, the key-value buckets
-PCM_AGENTS and PCM_LOCKS and the object store PCM_PACKAGES on the NATS server or cluster at
+PCM_AGENTS, PCM_LOCKS and PCM_CONTROLLER and the object store PCM_PACKAGES on the NATS server or cluster at
 --url. Use it for deployments that run their own nats-server (docs/stock-cluster.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

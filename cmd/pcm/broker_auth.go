@@ -71,17 +71,18 @@ func (f *brokerFlags) sayAuth(w io.Writer, log *zap.Logger, a *auth.Authority, c
 
 // startServices runs the broker's own services (broker.StartServices)
 // over an in-process admin connection: the provisioning, when popts is
-// set, and the client view. An authenticated broker without the issuer
-// file (a cluster member) cannot mint that admin: it provisions nothing
-// (an error when asked to) and serves no client view, and says so.
-func startServices(ctx context.Context, w io.Writer, b *broker.Broker, a *auth.Authority, popts *broker.ProvisionOptions, log *zap.Logger) (stop func(), err error) {
+// set, and the client view; then the rollout controller as cf says. An
+// authenticated broker without the issuer file (a cluster member) cannot
+// mint that admin: it provisions nothing (an error when asked to), serves
+// no client view and runs no controller, and says so.
+func startServices(ctx context.Context, w io.Writer, b *broker.Broker, a *auth.Authority, popts *broker.ProvisionOptions, cf controllerFlags, log *zap.Logger) (stop func(), err error) {
 	var iss *auth.Issuer
 	if a != nil {
 		if iss, err = a.Issuer(); err != nil {
 			if popts != nil {
 				return nil, fmt.Errorf("provisioning needs admin rights: %w (or start with --no-provision and run pcm broker provision --creds ADMIN.creds)", err)
 			}
-			fmt.Fprintf(w, "no issuer in %s: this member serves no client view; run pcm controller with admin credentials next to the cluster, or desktops cannot list their jobs\n", a.Dir())
+			fmt.Fprintf(w, "no issuer in %s: this member serves no client view and runs no rollout controller; run pcm controller with admin credentials next to the cluster, or desktops cannot list their jobs and staged rollouts do not halt by themselves\n", a.Dir())
 			return func() {}, nil
 		}
 	}
@@ -93,7 +94,11 @@ func startServices(ctx context.Context, w io.Writer, b *broker.Broker, a *auth.A
 	if err == nil {
 		var svc *broker.Services
 		if svc, err = broker.StartServices(ctx, js, broker.ServicesConfig{Provision: popts, Logger: log.Named("view")}); err == nil {
-			return func() { svc.Stop(); nc.Close() }, nil
+			var stopCtl func()
+			if stopCtl, err = cf.start(ctx, w, js, log); err == nil {
+				return func() { stopCtl(); svc.Stop(); nc.Close() }, nil
+			}
+			svc.Stop()
 		}
 	}
 	nc.Close()

@@ -38,7 +38,7 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	if f.clientID == "" {
 		f.clientID = defaultClientID()
 	}
-	trusted, err := f.trust.resolve(g.sec.creds, f.clientID)
+	keys, err := f.trust.resolve(g.sec.creds, f.clientID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -48,7 +48,8 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	}
 	out := cmd.OutOrStdout()
 	cfg := agent.DesktopConfig{
-		Config:       agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log, TrustedKeys: trusted},
+		Config: agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log,
+			TrustedKeys: keys.publishers, ControllerKeys: keys.controllers},
 		Grace:        f.grace,
 		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
 		Notify:       func(line string) { fmt.Fprintln(out, line) },

@@ -18,6 +18,7 @@ func newEnrollCmd(g *globals) *cobra.Command {
 	var groups, keys []string
 	var ackWait time.Duration
 	var issuer, outDir, keysFile string
+	var controllers []string
 	var noCreds bool
 	cmd := &cobra.Command{
 		Use:   "enroll CLIENT",
@@ -40,7 +41,7 @@ as a short-lived admin minted from the issuer file.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			client := args[0]
-			trusted, err := trustedKeys(keys, keysFile)
+			trusted, err := trustedKeys(keys, controllers, keysFile)
 			if err != nil {
 				return err
 			}
@@ -80,6 +81,7 @@ as a short-lived admin minted from the issuer file.`,
 	cmd.Flags().BoolVar(&noCreds, "no-creds", false, "with --issuer: update the client's groups and account only, write no credentials")
 	cmd.Flags().StringSliceVar(&keys, "trusted-keys", nil, "public keys of the publishers the client trusts (pcm keys public), written to CLIENT-trusted.keys")
 	cmd.Flags().StringVar(&keysFile, "trusted-keys-file", "", "file of trusted public keys, one per line, added to --trusted-keys")
+	cmd.Flags().StringSliceVar(&controllers, "controller-keys", nil, "public keys of the rollout controllers (pcm broker --controller-key), written to CLIENT-trusted.keys as controller lines: the client obeys their halts")
 	return cmd
 }
 
@@ -95,18 +97,24 @@ func orNone(s string) string {
 // to its credentials.
 func trustedKeysName(client string) string { return client + "-trusted.keys" }
 
-// writeTrustedKeys writes keys to DIR/CLIENT-trusted.keys (public, 0644),
-// or says on warn that the client will refuse every job without them.
-func writeTrustedKeys(out, warn io.Writer, dir, client string, keys []string) error {
-	if len(keys) == 0 {
+// writeTrustedKeys writes keys to DIR/CLIENT-trusted.keys (public, 0644):
+// the publisher keys one per line, the controller keys as "controller KEY"
+// lines; or says on warn that the client will refuse every job without
+// them.
+func writeTrustedKeys(out, warn io.Writer, dir, client string, keys keySet) error {
+	if len(keys.publishers) == 0 {
 		fmt.Fprintf(warn, "no --trusted-keys: the agent of %s refuses every job until it is given the publishers' keys (--trusted-keys) or started with --allow-unsigned\n", client)
 		return nil
 	}
 	path := filepath.Join(dir, trustedKeysName(client))
-	body := "# publisher keys client " + client + " trusts (pcm enroll); one per line\n" + strings.Join(keys, "\n") + "\n"
+	body := "# publisher keys client " + client + " trusts (pcm enroll); one per line\n" + strings.Join(keys.publishers, "\n") + "\n"
+	if len(keys.controllers) > 0 {
+		body += "# rollout controller keys: halts only\n" + controllerLine + " " + strings.Join(keys.controllers, "\n"+controllerLine+" ") + "\n"
+	}
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		return fmt.Errorf("writing the trusted keys of %s: %w", client, err)
 	}
-	fmt.Fprintf(out, "wrote the %d trusted publisher key(s) of %s to %s: install it next to the credentials\n", len(keys), client, path)
+	fmt.Fprintf(out, "wrote the %d trusted publisher key(s) and %d controller key(s) of %s to %s: install it next to the credentials\n",
+		len(keys.publishers), len(keys.controllers), client, path)
 	return nil
 }

@@ -51,18 +51,27 @@ func jobFileError(err error, doc []byte) string {
 		return "command.timeout: " + err.Error()
 	}
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		// encoding/json does not say where: a field of the command line is
-		// one the document's top level does not have.
-		var top struct {
-			Command map[string]json.RawMessage `json:"command"`
-		}
-		var keys map[string]json.RawMessage
-		_ = json.Unmarshal(doc, &keys)
-		_ = json.Unmarshal(doc, &top)
+		// encoding/json does not say where: a field of a section (command,
+		// detect, rollout) is one the document's top level does not have.
+		var doc0 map[string]json.RawMessage
+		_ = json.Unmarshal(doc, &doc0)
 		if unquoted, uerr := strconv.Unquote(name); uerr == nil {
-			if _, atTop := keys[unquoted]; !atTop {
-				if _, inCommand := top.Command[unquoted]; inCommand {
-					return fmt.Sprintf("command: unknown field %s: a command line has the fields %s (see README.md)", name, strings.Join(jsonFields(reflect.TypeFor[events.CommandLine]()), ", "))
+			if _, atTop := doc0[unquoted]; !atTop {
+				for _, sec := range []struct {
+					field string
+					typ   reflect.Type
+				}{
+					{"command", reflect.TypeFor[events.CommandLine]()},
+					{"detect", reflect.TypeFor[events.DetectCommand]()},
+					{"rollout", reflect.TypeFor[events.RolloutPlan]()},
+				} {
+					var keys map[string]json.RawMessage
+					if json.Unmarshal(doc0[sec.field], &keys) != nil {
+						continue
+					}
+					if _, in := keys[unquoted]; in {
+						return fmt.Sprintf("%s: unknown field %s: %s has the fields %s (see README.md)", sec.field, name, sec.field, strings.Join(jsonFields(sec.typ), ", "))
+					}
 				}
 			}
 		}

@@ -89,45 +89,66 @@ func signerFrom(path string) (nkeys.KeyPair, error) {
 // signingKeyUsage is the help of --signing-key.
 const signingKeyUsage = "file holding the seed that signs the events (pcm keys new); agents with trusted keys refuse unsigned ones"
 
-// trustedKeys merges the keys of --trusted-keys and of --trusted-keys-file
-// (one or more keys per line, separated by spaces or commas; blank lines
-// and # comments ignored), checks each, and drops duplicates.
-func trustedKeys(keys []string, file string) ([]string, error) {
-	var all []string
-	add := func(s string) {
+// keySet is what a client trusts: its publishers' keys, and its rollout
+// controllers' keys, which it believes for halts only.
+type keySet struct {
+	publishers, controllers []string
+}
+
+// controllerLine starts a line of a keys file that lists rollout
+// controller keys.
+const controllerLine = "controller"
+
+// trustedKeys merges the keys of --trusted-keys, of --controller-keys and
+// of --trusted-keys-file (one or more keys per line, separated by spaces or
+// commas; a line starting with "controller" lists controller keys; blank
+// lines and # comments ignored), checks each, and drops duplicates.
+func trustedKeys(keys, controllers []string, file string) (keySet, error) {
+	var set keySet
+	add := func(list *[]string, s string) {
 		for _, k := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\r' }) {
-			if !slices.Contains(all, k) {
-				all = append(all, k)
+			if !slices.Contains(*list, k) {
+				*list = append(*list, k)
 			}
 		}
 	}
 	for _, k := range keys {
-		add(k)
+		add(&set.publishers, k)
+	}
+	for _, k := range controllers {
+		add(&set.controllers, k)
 	}
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("--trusted-keys-file: %w", err)
+			return set, fmt.Errorf("--trusted-keys-file: %w", err)
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			line, _, _ = strings.Cut(line, "#")
-			add(line)
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), controllerLine+" "); ok {
+				add(&set.controllers, rest)
+				continue
+			}
+			add(&set.publishers, line)
 		}
-		if len(all) == 0 {
-			return nil, fmt.Errorf("%w: --trusted-keys-file %s holds no key: an empty list would run unsigned jobs", events.ErrInvalidKey, file)
+		if len(set.publishers) == 0 {
+			return set, fmt.Errorf("%w: --trusted-keys-file %s holds no publisher key: an empty list would run unsigned jobs", events.ErrInvalidKey, file)
 		}
 	}
-	if err := events.ValidateTrustedKeys(all); err != nil {
-		return nil, fmt.Errorf("--trusted-keys: %w", err)
+	if err := events.ValidateTrustedKeys(set.publishers); err != nil {
+		return set, fmt.Errorf("--trusted-keys: %w", err)
 	}
-	return all, nil
+	if err := events.ValidateTrustedKeys(set.controllers); err != nil {
+		return set, fmt.Errorf("--controller-keys: %w", err)
+	}
+	return set, nil
 }
 
 // trustFlags say which publishers a face of the agent trusts.
 type trustFlags struct {
-	keys          []string
-	file          string
-	allowUnsigned bool
+	keys, controllers []string
+	file              string
+	allowUnsigned     bool
 }
 
 // register adds --trusted-keys, --trusted-keys-file and --allow-unsigned.
@@ -135,28 +156,30 @@ func (f *trustFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.keys, "trusted-keys", nil, "public keys of the publishers whose signed jobs this client runs, comma-separated (several during a key rotation)")
 	fs.StringVar(&f.file, "trusted-keys-file", "", "file of trusted public keys, one per line (# comments), added to --trusted-keys (default with --creds: CLIENT-trusted.keys next to the credentials, when it exists)")
 	fs.BoolVar(&f.allowUnsigned, "allow-unsigned", false, "with credentials and no trusted key, run unsigned jobs anyway (an open broker always does)")
+	fs.StringSliceVar(&f.controllers, "controller-keys", nil, "public keys of the rollout controllers whose signed halts this client obeys, comma-separated (they may halt a staged rollout, never start anything; also \"controller KEY\" lines of --trusted-keys-file)")
 }
 
-// resolve returns the keys to trust: those of --trusted-keys and
-// --trusted-keys-file or, when neither is given, those of the
+// resolve returns the keys to trust: those of --trusted-keys,
+// --controller-keys and --trusted-keys-file or, when neither of the first
+// and last is given, those of the
 // CLIENT-trusted.keys that pcm enroll wrote next to the credentials creds.
 // A face connected with credentials refuses to start without any key unless
 // --allow-unsigned is given: anyone allowed to publish could otherwise run
 // commands on it. With no credentials (an open broker) no key means
 // unsigned jobs run.
-func (f *trustFlags) resolve(creds, client string) ([]string, error) {
+func (f *trustFlags) resolve(creds, client string) (keySet, error) {
 	file := f.file
 	if file == "" && len(f.keys) == 0 && creds != "" {
 		if next := filepath.Join(filepath.Dir(creds), trustedKeysName(client)); fileExists(next) {
 			file = next
 		}
 	}
-	keys, err := trustedKeys(f.keys, file)
+	keys, err := trustedKeys(f.keys, f.controllers, file)
 	if err != nil {
-		return nil, err
+		return keys, err
 	}
-	if len(keys) == 0 && creds != "" && !f.allowUnsigned {
-		return nil, fmt.Errorf("%w: this face connects with credentials but trusts no publisher key, so it would run jobs nobody signed: give --trusted-keys or --trusted-keys-file (pcm enroll --trusted-keys writes %s next to the credentials), or --allow-unsigned to run unsigned jobs",
+	if len(keys.publishers) == 0 && creds != "" && !f.allowUnsigned {
+		return keys, fmt.Errorf("%w: this face connects with credentials but trusts no publisher key, so it would run jobs nobody signed: give --trusted-keys or --trusted-keys-file (pcm enroll --trusted-keys writes %s next to the credentials), or --allow-unsigned to run unsigned jobs",
 			events.ErrInvalidKey, trustedKeysName(client))
 	}
 	return keys, nil

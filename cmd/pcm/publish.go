@@ -12,6 +12,7 @@ import (
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/publisher"
+	"github.com/pcm-project/pcm/rollout"
 )
 
 // jobFile is the format of pcm publish -f: YAML or JSON. Times are RFC 3339
@@ -29,6 +30,10 @@ type jobFile struct {
 	Optional       bool               `json:"optional,omitempty"`
 	MaxAttempts    int                `json:"max_attempts,omitempty"`
 	Command        events.CommandLine `json:"command"`
+	// The plan (events.JobPlan): rings, detection, required jobs.
+	Rollout  *events.RolloutPlan   `json:"rollout,omitempty"`
+	Detect   *events.DetectCommand `json:"detect,omitempty"`
+	Requires []string              `json:"requires,omitempty"`
 }
 
 // publishFlags are pcm publish's flags; they fill a jobFile.
@@ -42,10 +47,13 @@ type publishFlags struct {
 	platforms                   []string
 	clients, groups             []string
 	wait                        waitFlags
+	plan                        planFlags
 }
 
-func newPublishCmd(g *globals) *cobra.Command {
-	var f publishFlags
+func newPublishCmd(g *globals) *cobra.Command { return publishCmd(g, &publishFlags{}) }
+
+// publishCmd is pcm publish with its flags bound to f.
+func publishCmd(g *globals, f *publishFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "publish [flags] -- COMMAND [ARG...]",
 		Short: "Publish a job: run a command line on clients, groups or all",
@@ -54,9 +62,22 @@ job file publishes nothing. Prints the job id (or, with -o json, the job).
 
 Times (--offer-after, --mandatory-after, --expire-after) are RFC 3339 or relative to now: +10m, +2h.
 By default a job is offered now, mandatory now (the agent's service runs it at once), automated,
-expires after 7 days and times out after 1 hour. --optional leaves it to the user at the desktop.`,
+expires after 7 days and times out after 1 hour. --optional leaves it to the user at the desktop.
+
+A staged rollout: --rings gives cumulative percentages of the targets (1,10,50,100; each client
+computes its own ring from a stable hash of the job and client ids), or first rings by group
+(group:pilot,10,100); ring k opens --soak after ring k-1. With --halt-at the rollout controller
+halts the job as soon as more than that share of the clients that finished it failed (once at
+least --halt-min finished): no client starts it until pcm resume. --detect runs a shell command
+line before the install (exit 0: already in place, not_applicable "already present") and after
+it (still absent: failed "installed but not detected"); --requires JOB makes the job wait on each
+client until JOB succeeded there (or was already present), and not_applicable if it failed for
+good. In a job file: rollout: {rings: [1, 10, 100], soak: 2h, halt_at: 5, halt_min: 20},
+detect: {argv: [...]}, requires: [JOB].`,
 		Example: `  pcm publish --all -- echo hello
   pcm publish --group lab --mandatory-after +2h --background --platform windows/* -- msiexec /i app.msi /qn
+  pcm publish --all --rings 1,10,50,100 --soak 2h --halt-at 5% --halt-min 20 --wait --wait-timeout 12h -- ./install.sh
+  pcm publish --group lab --detect 'test -x /opt/app/bin/app' --requires 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 -- ./install.sh
   pcm publish -f job.yaml --wait --wait-timeout 30m --max-failures 2`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			job, err := f.build(cmd, args, time.Now())
@@ -91,6 +112,9 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 				fmt.Fprintln(cmd.OutOrStdout(), published.JobID)
 			}
 			if f.wait.wait {
+				if p := job.Rollout; p != nil && p.HaltAt != nil && !cmd.Flags().Changed("max-failures") {
+					f.wait.maxFailures = rollout.NoFailureLimit
+				}
 				return waitForRollout(cmd.Context(), cmd.ErrOrStderr(), js, published.JobID, f.wait)
 			}
 			return nil
@@ -122,6 +146,7 @@ expires after 7 days and times out after 1 hour. --optional leaves it to the use
 	fl.StringVar(&f.signingKey, "signing-key", "", signingKeyUsage)
 	fl.BoolVar(&f.force, "force", false, "publish even when a --client or --group matches no enrolled client (for clients enrolled later)")
 	f.wait.register(fl)
+	f.plan.register(fl)
 	return cmd
 }
 
@@ -164,6 +189,9 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 	}
 	jf.Clients = append(jf.Clients, f.clients...)
 	jf.Groups = append(jf.Groups, f.groups...)
+	if err := f.plan.apply(cmd, &jf); err != nil {
+		return events.JobOffered{}, err
+	}
 	// A value's name in an error: the flag, or the job file's field.
 	name := func(flag string) string {
 		if f.file != "" && !cmd.Flags().Changed(flag) {
@@ -201,7 +229,8 @@ func mergeJobFile(file, flags jobFile, cmd *cobra.Command) jobFile {
 // toJob resolves the times and targets of a job file; name says where a
 // value came from ("--expire-after", "expire_after (job file job.yaml)").
 func (jf jobFile) toJob(now time.Time, name func(flag string) string) (events.JobOffered, error) {
-	job := events.JobOffered{JobID: jf.JobID, Name: jf.Name, Command: jf.Command, MaxAttempts: jf.MaxAttempts}
+	job := events.JobOffered{JobID: jf.JobID, Name: jf.Name, Command: jf.Command, MaxAttempts: jf.MaxAttempts,
+		JobPlan: events.JobPlan{Rollout: jf.Rollout, Detect: jf.Detect, Requires: jf.Requires}}
 	if jf.Package != "" {
 		pkg, version, err := events.ParsePackageSpec(jf.Package)
 		if err != nil {

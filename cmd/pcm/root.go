@@ -78,7 +78,7 @@ PCM_PACKAGE_PUSH_VERSION. A flag given on the command line wins over its variabl
 		newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
 		newAgentCmd(g), newDesktopCmd(g), newVersionCmd(),
 		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
-		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g),
+		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g),
 	)
 	root.AddCommand(brokerCommands(g)...)
 	annotateEnv(root)

@@ -32,12 +32,18 @@ heartbeat is stale), or locked by desktop (the desktop face holds the client's l
 line counts the clients per state. The heading names the publisher and the key that signed the
 job.
 
+For a staged rollout (pcm publish --rings) the RING column gives each client's ring, a line per
+ring says whether it is open, waiting for its time or halted, with its clients' counts, and
+clients that have not started the job of a halted rollout say halted. A client waiting for a job
+it requires (--requires) says which one.
+
 -o table (default), wide (adds attempt, host, platform, user, groups and the last line of the
-command's output) or json (with the output's tail). --watch keeps
+command's output), json or yaml (with the output's tail). --watch keeps
 following the job: it subscribes to its statuses, the agents' heartbeats and the locks and shows
 every change (on a terminal it redraws the table; otherwise it prints one line per change, or one
-JSON document per change with -o json) until the job is over on every client it targets; it
-then exits as pcm publish --wait does: 0, or 1 when it failed on a client.`,
+JSON document per change with -o json) until the job is over on every client it targets or
+its staged rollout is halted; it then exits as pcm publish --wait does: 0, or 1 when it failed on
+a client or was halted.`,
 		Example: `  pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 -o json | jq '.clients[] | select(.failed)'
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 --watch`,
@@ -81,6 +87,9 @@ func renderRollout(w io.Writer, d display, r rollout.Rollout, output string) err
 	if output == "wide" {
 		head = append(head, "ATTEMPT", "HOST", "PLATFORM", "USER", "GROUPS", "OUTPUT")
 	}
+	if r.Plan != nil {
+		head = append(head, "RING")
+	}
 	row(t, append(head, "DETAIL")...)
 	for _, c := range r.Clients {
 		exit := "-"
@@ -102,6 +111,13 @@ func renderRollout(w io.Writer, d display, r rollout.Rollout, output string) err
 				attempt = fmt.Sprintf("%d/%d", c.Attempt, c.MaxAttempts)
 			}
 			cells = append(cells, attempt, dash(c.Host), dash(c.Platform), dash(c.User), dash(strings.Join(c.Groups, ",")), dash(lastLine(c.OutputTail)))
+		}
+		if r.Plan != nil {
+			ring := "-"
+			if c.Ring > 0 {
+				ring = strconv.Itoa(c.Ring)
+			}
+			cells = append(cells, ring)
 		}
 		row(t, append(cells, dash(c.Explain(d.time)))...)
 	}
@@ -129,6 +145,32 @@ func rolloutHeading(d display, r rollout.Rollout) string {
 		if r.Cancelled.Reason != "" {
 			s += ": " + r.Cancelled.Reason
 		}
+	}
+	if r.Halted != nil {
+		s += "; HALTED " + strings.TrimPrefix(haltText(r), "halted ")
+	}
+	if len(r.Requires) > 0 {
+		s += "; requires " + strings.Join(r.Requires, " ")
+	}
+	for _, rs := range r.Rings {
+		s += "\n" + ringLine(d, r, rs)
+	}
+	return s
+}
+
+// ringLine says where one ring of a staged rollout stands: "ring 2 (50%)
+// waiting, opens at T: 20 clients, 0 done, 0 failed".
+func ringLine(d display, r rollout.Rollout, rs rollout.RingState) string {
+	s := fmt.Sprintf("ring %d (%s) %s", rs.Ring, rs.Spec, rs.State)
+	switch rs.State {
+	case rollout.RingWaiting:
+		s += ", opens at " + d.time(rs.OpensAt)
+	case rollout.RingOpen:
+		s += " since " + d.time(rs.OpensAt)
+	}
+	s += fmt.Sprintf(": %s, %d done, %d failed", plural(rs.Clients, "client"), rs.Done, rs.Failed)
+	if rs.Ring == 1 && r.Plan.HaltAt != nil {
+		s += fmt.Sprintf(" (halts above %s%% failed of at least %d finished)", strconv.FormatFloat(*r.Plan.HaltAt, 'f', -1, 64), r.Plan.HaltMinOrDefault())
 	}
 	return s
 }
@@ -163,7 +205,7 @@ var stateOrder = []rollout.ClientState{
 	rollout.ClientState(events.StateFailed), rollout.ClientState(events.StateTimedOut),
 	rollout.ClientState(events.StateCancelled), rollout.ClientState(events.StateExpired),
 	rollout.ClientState(events.StateRejected), rollout.ClientState(events.StateStarted),
-	rollout.ClientPending, rollout.ClientLocked, rollout.ClientQueued, rollout.ClientNotReceived, rollout.ClientOffline,
+	rollout.ClientPending, rollout.ClientHalted, rollout.ClientLocked, rollout.ClientQueued, rollout.ClientNotReceived, rollout.ClientOffline,
 }
 
 // summaryLine counts the clients per state: "5 clients: 1 succeeded, 1
@@ -253,6 +295,9 @@ func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetSt
 				return &exitError{code: exitFailed, err: errors.New(failedOn(d, r))}
 			}
 			return nil
+		}
+		if r.Verdict(rollout.NoFailureLimit) == rollout.VerdictHalted {
+			return &exitError{code: exitFailed, err: haltedErr(r)} // as pcm publish --wait
 		}
 		prev = &r
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pcm-project/pcm/agent"
+	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/broker"
 )
 
@@ -44,7 +45,7 @@ same --data keeps everything.`,
 				return err
 			}
 			defer b.Shutdown()
-			stop, err := startServices(ctx, cmd.OutOrStdout(), b, nil, &broker.ProvisionOptions{}, g.log)
+			stop, err := startServices(ctx, cmd.OutOrStdout(), b, nil, &broker.ProvisionOptions{}, controllerFlags{lease: lock.DefaultLease}, g.log)
 			if err != nil {
 				return err
 			}

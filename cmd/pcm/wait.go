@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,11 +35,11 @@ type waitFlags struct {
 }
 
 func (f *waitFlags) register(fl *pflag.FlagSet) {
-	fl.BoolVar(&f.wait, "wait", false, "after publishing, follow the rollout live and exit 0 when every targeted client succeeded (or the job is not applicable there), 1 when more than --max-failures failed, 2 on --wait-timeout")
+	fl.BoolVar(&f.wait, "wait", false, "after publishing, follow the rollout live and exit 0 when every targeted client succeeded (or the job is not applicable there), 1 when more than --max-failures failed or the staged rollout is halted, 2 on --wait-timeout")
 	// --timeout is the command line's own timeout (how long the job may run
 	// on a client), so the wait's is --wait-timeout.
 	fl.DurationVar(&f.timeout, "wait-timeout", defaultWaitTimeout, "with --wait: give up after this long and exit 2, listing the unfinished clients (not --timeout, which is how long the command may run on a client)")
-	fl.IntVar(&f.maxFailures, "max-failures", 0, "with --wait: exit 1 as soon as more than this many clients failed")
+	fl.IntVar(&f.maxFailures, "max-failures", 0, "with --wait: exit 1 as soon as more than this many clients failed (default for a rollout with --halt-at: no limit, its halt threshold judges)")
 }
 
 // maxListed bounds the clients an exit message names.
@@ -83,8 +84,12 @@ func waitForRollout(ctx context.Context, w io.Writer, js jetstream.JetStream, jo
 					return &exitError{code: exitFailed, err: fmt.Errorf("no client is expected to run job %s: no client is named and no enrolled client's consumer takes %s (enroll clients with pcm enroll CLIENT --group G)",
 						jobID, targetList(r.Targets))}
 				}
-				fmt.Fprintf(w, "waiting for job %s on %s (timeout %s, max failures %d): %s (%d done, %d failed)\n",
-					jobID, plural(len(r.Clients), "client"), f.timeout, f.maxFailures, countsText(r), r.Done, r.Failed)
+				limit := "max failures " + strconv.Itoa(f.maxFailures)
+				if f.maxFailures == rollout.NoFailureLimit {
+					limit = "until done or halted"
+				}
+				fmt.Fprintf(w, "waiting for job %s on %s (timeout %s, %s): %s (%d done, %d failed)\n",
+					jobID, plural(len(r.Clients), "client"), f.timeout, limit, countsText(r), r.Done, r.Failed)
 				if ne := notEnrolled(r); len(ne) > 0 {
 					fmt.Fprintf(w, "not enrolled, so they cannot receive the job until pcm enroll: %s\n", strings.Join(ne, ", "))
 				}
@@ -101,6 +106,9 @@ func waitForRollout(ctx context.Context, w io.Writer, js jetstream.JetStream, jo
 			case rollout.VerdictFailed:
 				endBar(w, bar)
 				return &exitError{code: exitFailed, err: fmt.Errorf("%s (more than --max-failures %d)", failedOn(d, r), f.maxFailures)}
+			case rollout.VerdictHalted:
+				endBar(w, bar)
+				return &exitError{code: exitFailed, err: haltedErr(r)}
 			case rollout.VerdictSucceeded:
 				endBar(w, bar)
 				fmt.Fprintf(w, "job %s done on %s in %s: %s\n", jobID, plural(len(r.Clients), "client"), time.Since(start).Round(time.Millisecond), countsText(r))
@@ -141,6 +149,13 @@ func failedOn(d display, r rollout.Rollout) string {
 	return fmt.Sprintf("job %s failed on %d of %s: %s", r.JobID, r.Failed, plural(len(r.Clients), "client"), listClients(d, r.FailedClients()))
 }
 
+// haltedErr says that a staged rollout is halted, how far it went and how
+// to let it go on.
+func haltedErr(r rollout.Rollout) error {
+	return fmt.Errorf("job %s %s, with %d of %s done (%d failed); pcm resume %s lets its rings go on",
+		r.JobID, haltText(r), r.Done, plural(len(r.Clients), "client"), r.Failed, r.JobID)
+}
+
 // notEnrolled names the clients the job names that are not enrolled.
 func notEnrolled(r rollout.Rollout) []string {
 	var out []string
@@ -150,6 +165,25 @@ func notEnrolled(r rollout.Rollout) []string {
 		}
 	}
 	return out
+}
+
+// haltText says who halted a rollout and why: "halted by controller c1:
+// failed on 2 of 5 finished clients (40% > halt_at 20%) with ring 1 of 3
+// open".
+func haltText(r rollout.Rollout) string {
+	s := "halted"
+	if r.HaltedBy != "" {
+		s += " by " + r.HaltedBy
+	}
+	if h := r.Halted; h != nil {
+		switch {
+		case h.Reason != "":
+			s += ": " + h.Reason
+		case h.Finished > 0:
+			s += fmt.Sprintf(": failed on %d of %d finished clients", h.Failed, h.Finished)
+		}
+	}
+	return s
 }
 
 // listClients names clients with their state and detail, at most maxListed.
