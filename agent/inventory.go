@@ -13,6 +13,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
@@ -134,25 +135,46 @@ func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 		if err != nil || !ok || rec.Phase != journal.PhaseReceived || rec.AckSubject == "" || rec.ForService {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-		stored, err := s.lastStatus(ctx, heard.JobID)
-		cancel()
-		if err != nil || stored == nil || stored.Runner != events.RunnerDesktop || !stored.EndsJob(stored.MaxAttempts) {
+		s.settling.Go(func() { s.settleDesktopRun(heard.JobID, rec) })
+	})
+}
+
+// settleDesktopRun acks the offer of job, held for the desktop (rec), once
+// the broker holds the desktop's final status that ends it. The status is
+// heard as it is published, possibly before the stream has stored it (or
+// before a direct get through the client's account sees it): the stored
+// status is read again for a while before the hint is given up (the
+// offer then settles at its next delivery).
+func (s *Service) settleDesktopRun(job string, rec journal.Record) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	var stored *events.JobStatus
+	for d := 20 * time.Millisecond; ; d = min(2*d, 500*time.Millisecond) {
+		var err error
+		stored, err = s.lastStatus(ctx, job)
+		if err == nil && stored != nil && stored.Runner == events.RunnerDesktop && stored.EndsJob(stored.MaxAttempts) {
+			break
+		}
+		if backoff.Sleep(ctx, d) != nil {
 			return // the broker holds no such status: nothing was reported
 		}
-		st := *stored
-		rec.Phase = journal.PhaseDone
-		rec.Attempt = st.Attempt
-		rec.FinalState = string(st.State)
-		if _, err := s.journal.Put(rec); err != nil {
-			return
-		}
-		s.counts.desktopRuns.Add(1)
-		s.log.Info("the desktop ran the job; acking its offer", zap.String("job", st.JobID), zap.String("state", string(st.State)), zap.String("user", st.User))
-		s.ackAfterFlush(rec.AckSubject)
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
-	})
+	}
+	st := *stored
+	// The offer may have settled meanwhile (a redelivery found it over).
+	if now, ok, err := s.journal.Get(job); err != nil || !ok || now.Phase != journal.PhaseReceived || now.AckSubject != rec.AckSubject {
+		return
+	}
+	rec.Phase = journal.PhaseDone
+	rec.Attempt = st.Attempt
+	rec.FinalState = string(st.State)
+	if _, err := s.journal.Put(rec); err != nil {
+		return
+	}
+	s.counts.desktopRuns.Add(1)
+	s.log.Info("the desktop ran the job; acking its offer", zap.String("job", st.JobID), zap.String("state", string(st.State)), zap.String("user", st.User))
+	s.ackAfterFlush(rec.AckSubject)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }

@@ -38,6 +38,8 @@ type Service struct {
 	current atomic.Value // string: the job running now
 	started time.Time
 
+	settling sync.WaitGroup // desktop runs being settled (settleDesktopRun)
+
 	curMu    sync.Mutex  // guards curTimer and curShown
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
 	curShown bool        // the inventory was asked to show the running job
@@ -110,6 +112,7 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = sub.Unsubscribe()
 	}
 	wg.Wait()
+	s.settling.Wait() // before the journal closes
 	s.markStopped()
 	return nil
 }
