@@ -59,8 +59,33 @@ func TestOutcome(t *testing.T) {
 		{runner.Result{}, runner.ErrStart, events.StateFailed},
 	}
 	for _, c := range cases {
-		if got, reason := outcome(job, c.res, c.err); got != c.want || (got != events.StateSucceeded && reason == "") {
+		if got, reason := outcome(job, c.res, c.err, "linux"); got != c.want || (got != events.StateSucceeded && reason == "") {
 			t.Errorf("outcome(%+v, %v) = %s %q, want %s with a reason", c.res, c.err, got, reason, c.want)
+		}
+	}
+	// A command line that may reboot: its restart exit codes (Windows
+	// Installer's by default, on Windows only) are successes that ask for
+	// a restart.
+	reboot := events.JobOffered{Command: events.CommandLine{MayReboot: true, Timeout: events.Duration(time.Minute)}}
+	for _, c := range []struct {
+		job     events.JobOffered
+		exit    int
+		goos    string
+		state   events.State
+		restart bool
+	}{
+		{reboot, 3010, "windows", events.StateSucceeded, true},
+		{reboot, 1641, "windows", events.StateSucceeded, true},
+		{reboot, 3010, "linux", events.StateFailed, false},
+		{reboot, 0, "windows", events.StateSucceeded, false},
+		{func() events.JobOffered { j := reboot; j.Command.RestartExitCodes = []int64{194}; return j }(), 194, "linux", events.StateSucceeded, true},
+		{func() events.JobOffered { j := reboot; j.Command.RestartExitCodes = []int64{194}; return j }(), 3010, "windows", events.StateFailed, false},
+		{func() events.JobOffered { j := reboot; j.Command.MayReboot = false; return j }(), 3010, "windows", events.StateFailed, false},
+	} {
+		got, reason := outcome(c.job, runner.Result{ExitCode: c.exit}, nil, c.goos)
+		if got != c.state || c.job.Command.RestartRequired(c.exit, c.goos) != c.restart || (c.restart && !strings.Contains(reason, "must restart")) {
+			t.Errorf("exit %d on %s with restart codes %v (may reboot %v): %s %q, want %s, restart %v",
+				c.exit, c.goos, c.job.Command.RestartExitCodes, c.job.Command.MayReboot, got, reason, c.state, c.restart)
 		}
 	}
 }

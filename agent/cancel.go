@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,7 +54,7 @@ func (s *Service) handleCancel(ctx context.Context, msg jetstream.Msg, ev event.
 			job.MaxAttempts = bf.last.MaxAttempts
 		}
 		f := Facts{Face: events.RunnerService, Unattended: true, Job: job, Journal: &rec,
-			Last: bf.last, Cancel: &c, OS: s.cfg.OS, Arch: s.cfg.Arch, Now: time.Now()}
+			Last: bf.last, Cancel: &c, OS: s.cfg.OS, Arch: s.cfg.Arch, Now: s.now()}
 		if err := s.settle(ctx, rec.AckSubject, f, Decide(f)); err != nil {
 			log.Warn("the cancelled status is not persisted yet; the cancellation comes back", zap.Error(err))
 			_ = msg.NakWithDelay(retryLater)

@@ -12,6 +12,7 @@ import (
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/agent/runner"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/clock"
 )
 
 // Defaults of Config.
@@ -21,6 +22,10 @@ const (
 	// DefaultLease is the lease of the service-versus-desktop lock: the
 	// lock's own default.
 	DefaultLease = lock.DefaultLease
+	// DefaultGrace is how long the user is warned before a mandatory job
+	// runs at the desktop, or a job the user may defer runs, or the machine
+	// restarts for a job.
+	DefaultGrace = 5 * time.Minute
 )
 
 // FaultPoint names a dangerous instant at which a test may crash the agent.
@@ -72,6 +77,20 @@ type Config struct {
 	Fault func(FaultPoint)
 	// Logger; nil means no logs.
 	Logger *zap.Logger
+	// Grace is the countdown the user is given before a mandatory job runs
+	// at the desktop, before a job the user may defer runs (the service
+	// waits it once the job is due, so that the desktop can offer the
+	// deferral), and before the machine restarts for a job; zero means
+	// DefaultGrace. Give both faces of a client the same.
+	Grace time.Duration
+	// Clock is the time of the time rules (when a job is due, a deferral
+	// or a grace ends, a window opens, a restart comes); default the
+	// system's. Tests give a faster one; timeouts, leases and acks stay
+	// real time.
+	Clock Clock
+	// Restart configures how the service restarts the machine for a job
+	// that asked for it.
+	Restart RestartConfig
 	// TrustedKeys are the public keys (nkeys user or account keys, "U..."
 	// or "A...") of the publishers whose signed offers and cancellations
 	// this client accepts; several at once for a key rotation. When set,
@@ -114,6 +133,13 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.Clock == nil {
+		c.Clock = clock.System
+	}
+	c.Restart.setDefaults(c.OS)
 }
 
 // Validate checks the configuration, every rule of the lease and the lock
@@ -143,8 +169,15 @@ func (c Config) Validate() error {
 	if err := events.ValidateTrustedKeys(c.ControllerKeys); err != nil {
 		return fmt.Errorf("%w: %w (set --controller-keys)", ErrInvalidConfig, err)
 	}
+	if c.Grace < 0 {
+		return fmt.Errorf("%w: --grace %s is negative: give the countdown before a mandatory job runs, such as 5m", ErrInvalidConfig, c.Grace)
+	}
 	return nil
 }
+
+// Clock is the time of the time rules (see Config.Clock): internal/clock's
+// System, or a Scaled clock in tests.
+type Clock = clock.Clock
 
 // lockConfig is the configuration of the client's lock.
 func (c Config) lockConfig() lock.Config {

@@ -80,6 +80,13 @@ const (
 	RuleAutomated Rule = "automated"
 	// RuleMandatoryTime: an unattended run waits for the mandatory time.
 	RuleMandatoryTime Rule = "mandatory time"
+	// RuleGraceAfterOffline, RuleDeferred, RuleCountdown and RuleWindow are
+	// the time rules for people (timerules.go), applied after the
+	// mandatory time.
+	RuleGraceAfterOffline Rule = "grace after offline"
+	RuleDeferred          Rule = "deferred"
+	RuleCountdown         Rule = "countdown"
+	RuleWindow            Rule = "maintenance window"
 	// RuleInterrupted: an attempt was started and never finished (its face
 	// died); found under the lock, it counts as failed.
 	RuleInterrupted Rule = "interrupted"
@@ -138,6 +145,8 @@ type Facts struct {
 	// runs on the client now, so an attempt started and never finished was
 	// interrupted.
 	Locked bool
+	// TimeFacts: first sight, maintenance windows, the grace (timerules.go).
+	TimeFacts
 }
 
 // Report is a status a decision asks to record.
@@ -193,12 +202,19 @@ const maxReasonLen = 1024
 //  11. unattended, an optional job waits for the user, an interactive one
 //     waits for the desktop (on the service), an automated one for the
 //     service (on the desktop), and a mandatory one for its time;
-//  12. under the lock, an attempt started and never finished counts as
+//  12. unattended, a mandatory job due waits for the grace after offline
+//     of a client that saw it late, for the end of the user's deferral,
+//     and, on the service, for the user's countdown of a job the user may
+//     defer; with no desktop session open, the service waits for neither
+//     deferral nor countdown (timeRules);
+//  13. a job that requires a maintenance window waits for one in which its
+//     timeout fits (windowRule);
+//  14. under the lock, an attempt started and never finished counts as
 //     failed; outside the lock it may be running: decide again under it;
-//  13. otherwise the next attempt runs.
+//  15. otherwise the next attempt runs.
 //
 // The service records what ends an offer (steps 1 to 6 and 8); the desktop
-// records only its own attempts (steps 8 and 12) and leaves the rest to
+// records only its own attempts (steps 8 and 14) and leaves the rest to
 // the service, which sees every offer.
 func Decide(f Facts) Decision {
 	job := f.Job
@@ -282,6 +298,12 @@ func Decide(f Facts) Decision {
 		case f.Now.Before(*job.MandatoryAfter):
 			return wait(RuleMandatoryTime, *job.MandatoryAfter, "waiting for its mandatory time")
 		}
+		if d, ok := timeRules(f); ok {
+			return d
+		}
+	}
+	if d, ok := windowRule(f); ok {
+		return d
 	}
 	if f.Last != nil && f.Last.State == events.StateStarted {
 		if !f.Locked {

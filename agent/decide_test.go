@@ -32,10 +32,11 @@ func TestDecide(t *testing.T) {
 		return &events.JobStatus{JobID: "J1", State: s, Attempt: attempt, Runner: runner, User: "ann"}
 	}
 	service := func(j events.JobOffered) Facts {
-		return Facts{Face: events.RunnerService, Unattended: true, Job: j, OS: "linux", Arch: "amd64", Now: now}
+		return Facts{Face: events.RunnerService, Unattended: true, Job: j, OS: "linux", Arch: "amd64", Now: now,
+			TimeFacts: TimeFacts{Grace: 5 * time.Minute}}
 	}
 	userPick := func(j events.JobOffered) Facts {
-		return Facts{Face: events.RunnerDesktop, Job: j, OS: "linux", Arch: "amd64", Now: now}
+		return Facts{Face: events.RunnerDesktop, Job: j, OS: "linux", Arch: "amd64", Now: now, TimeFacts: TimeFacts{Grace: 5 * time.Minute}}
 	}
 	session := func(j events.JobOffered) Facts {
 		f := userPick(j)
@@ -64,6 +65,33 @@ func TestDecide(t *testing.T) {
 			f.Required = map[string]*events.JobStatus{"J0": {JobID: "J0", State: s, Attempt: attempt, MaxAttempts: maxAttempts, Reason: reason}}
 		}
 	}
+	// The time rules for people.
+	graceAfterOffline := func(j *events.JobOffered) { j.GraceAfterOffline = events.Duration(30 * time.Minute) }
+	deferrable := func(j *events.JobOffered) {
+		j.Deferrals = &events.Deferrals{Max: 3, Each: events.Duration(4 * time.Hour)}
+	}
+	inWindow := func(j *events.JobOffered) { j.InWindow = true }
+	deferral := func(n int, until time.Time) *events.JobStatus {
+		st := last(events.StateDeferred, 1, events.RunnerDesktop)
+		st.Deferral, st.DeferralsMax, st.DeferredUntil = n, 3, &until
+		return st
+	}
+	windows := func(specs ...string) events.Windows {
+		var ws events.Windows
+		for _, s := range specs {
+			w, err := events.ParseWindow(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws = append(ws, w)
+		}
+		return ws
+	}
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ptr := func(t time.Time) *time.Time { return &t }
 
 	for _, tc := range []struct {
 		name   string
@@ -247,6 +275,101 @@ func TestDecide(t *testing.T) {
 		{name: "requires a job that failed for good, the desktop: not run, nothing recorded",
 			facts:  with(userPick(job(requires)), required(events.StateFailed, 1, 1, "")),
 			action: Settle, rule: RuleRequiredFailed},
+		// the time rules for people: grace after offline
+		{name: "grace after offline: seen late, the service waits the grace from first sight",
+			facts:  with(service(job(graceAfterOffline)), func(f *Facts) { f.FirstSeen = now.Add(-10 * time.Minute) }),
+			action: Wait, rule: RuleGraceAfterOffline, until: now.Add(20 * time.Minute), why: "grace after offline"},
+		{name: "grace after offline: seen on time, due at its time",
+			facts:  with(service(job(graceAfterOffline)), func(f *Facts) { f.FirstSeen = hourAgo.Add(10 * time.Second) }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "grace after offline: over, it runs",
+			facts:  with(service(job(graceAfterOffline)), func(f *Facts) { f.FirstSeen = now.Add(-31 * time.Minute) }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "grace after offline: the desktop session warns for it too",
+			facts:  with(session(job(graceAfterOffline, interactive)), func(f *Facts) { f.FirstSeen = now }),
+			action: Wait, rule: RuleGraceAfterOffline, until: now.Add(30 * time.Minute)},
+		{name: "grace after offline: capped by the expiry, so that the timeout fits before it",
+			facts: with(service(job(graceAfterOffline, func(j *events.JobOffered) { j.ExpireAfter = now.Add(20 * time.Minute) })),
+				func(f *Facts) { f.FirstSeen = now }),
+			action: Wait, rule: RuleGraceAfterOffline, until: now.Add(19 * time.Minute)},
+		// deferrals
+		{name: "deferred by the user (last status): the service waits until the deferral ends",
+			facts:  with(service(job(deferrable)), func(f *Facts) { f.Last = deferral(1, inAnHour) }),
+			action: Wait, rule: RuleDeferred, until: inAnHour, why: "deferred by the user"},
+		{name: "deferred (kept in the journal, the broker's last status since overwritten): still waits",
+			facts: with(service(job(deferrable)), func(f *Facts) {
+				f.Journal = &journal.Record{JobID: "J1", Phase: journal.PhaseReceived, Times: journal.Times{Deferral: 2, DeferredUntil: inAnHour}}
+				f.Last = last(events.StateRejected, 1, events.RunnerService)
+			}),
+			action: Wait, rule: RuleDeferred, until: inAnHour},
+		{name: "deferred: the desktop session waits too",
+			facts:  with(session(job(deferrable, interactive)), func(f *Facts) { f.Last = deferral(1, inAnHour) }),
+			action: Wait, rule: RuleDeferred, until: inAnHour},
+		{name: "deferred: a user may still run it now",
+			facts:  with(userPick(job(deferrable)), func(f *Facts) { f.Last = deferral(1, inAnHour) }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "deferrable, just due: the service gives the user the countdown to defer it",
+			facts:  service(job(deferrable, func(j *events.JobOffered) { j.MandatoryAfter = ptr(now.Add(-time.Minute)) })),
+			action: Wait, rule: RuleCountdown, until: now.Add(4 * time.Minute), why: "may defer it"},
+		{name: "deferral over: the countdown again, then it runs",
+			facts:  with(service(job(deferrable)), func(f *Facts) { f.Last = deferral(3, now.Add(-2*time.Minute)) }),
+			action: Wait, rule: RuleCountdown, until: now.Add(3 * time.Minute)},
+		{name: "deferral and countdown over (none left, or the deadline): it runs",
+			facts:  with(service(job(deferrable)), func(f *Facts) { f.Last = deferral(3, now.Add(-6*time.Minute)) }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "no desktop session: a deferrable job due runs at its time, with no countdown",
+			facts: with(service(job(deferrable, func(j *events.JobOffered) { j.MandatoryAfter = ptr(now.Add(-time.Minute)) })),
+				func(f *Facts) { f.NoSession = true }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "no desktop session: the user's deferral does not hold the service",
+			facts:  with(service(job(deferrable)), func(f *Facts) { f.Last, f.NoSession = deferral(1, inAnHour), true }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "no desktop session: the grace after offline still holds (the user may be logging in)",
+			facts: with(service(job(graceAfterOffline, deferrable)), func(f *Facts) {
+				f.FirstSeen, f.NoSession = now.Add(-10*time.Minute), true
+			}),
+			action: Wait, rule: RuleGraceAfterOffline, until: now.Add(20 * time.Minute)},
+		{name: "a job that allows no deferral gets no countdown on the service",
+			facts:  service(job(func(j *events.JobOffered) { j.MandatoryAfter = ptr(now.Add(-time.Minute)) })),
+			action: Run, rule: RuleDue, attempt: 1},
+		// maintenance windows
+		{name: "window open and the timeout fits: it runs",
+			facts:  with(service(job(inWindow)), func(f *Facts) { f.Windows = windows("daily 11:00-14:00 UTC") }),
+			action: Run, rule: RuleDue, attempt: 1},
+		{name: "window closed: waits for its opening",
+			facts:  with(service(job(inWindow)), func(f *Facts) { f.Windows = windows("daily 22:00-04:00 UTC") }),
+			action: Wait, rule: RuleWindow, until: time.Date(2026, 3, 1, 22, 0, 0, 0, time.UTC), why: "waiting for maintenance window (next: 2026-03-01T22:00:00Z)"},
+		{name: "window open but too short for the timeout: waits for the next that fits",
+			facts: with(service(job(inWindow, func(j *events.JobOffered) { j.Command.Timeout = events.Duration(2 * time.Hour) })),
+				func(f *Facts) { f.Windows = windows("daily 11:00-13:00 UTC") }),
+			action: Wait, rule: RuleWindow, until: time.Date(2026, 3, 2, 11, 0, 0, 0, time.UTC)},
+		{name: "no window set for the client: waits until it expires",
+			facts:  service(job(inWindow)),
+			action: Wait, rule: RuleWindow, until: now.Add(24 * time.Hour), why: "none is set"},
+		{name: "no window opens before the expiry: waits until it expires",
+			facts:  with(service(job(inWindow)), func(f *Facts) { f.Windows = windows("2026-03-05 22:00-23:00 UTC") }),
+			action: Wait, rule: RuleWindow, until: now.Add(24 * time.Hour), why: "opens before it expires"},
+		{name: "a window binds a user's pick too",
+			facts:  with(userPick(job(inWindow)), func(f *Facts) { f.Windows = windows("daily 22:00-04:00 UTC") }),
+			action: Wait, rule: RuleWindow},
+		{name: "daylight saving: the short night of the spring change (Europe/Berlin) does not fit 2h30, the next Sunday does",
+			facts: with(service(job(inWindow, func(j *events.JobOffered) {
+				j.Command.Timeout = events.Duration(150 * time.Minute)
+				j.ExpireAfter = now.Add(60 * 24 * time.Hour)
+			})), func(f *Facts) {
+				f.Now = time.Date(2026, 3, 29, 0, 30, 0, 0, berlin)
+				f.Windows = windows("Sun 01:00-04:00 Europe/Berlin")
+			}),
+			action: Wait, rule: RuleWindow, until: time.Date(2026, 4, 5, 1, 0, 0, 0, berlin)},
+		{name: "daylight saving: the long night of the autumn change fits 3h30",
+			facts: with(service(job(inWindow, func(j *events.JobOffered) {
+				j.Command.Timeout = events.Duration(210 * time.Minute)
+				j.ExpireAfter = now.Add(300 * 24 * time.Hour)
+			})), func(f *Facts) {
+				f.Now = time.Date(2026, 10, 25, 1, 0, 0, 0, berlin)
+				f.Windows = windows("Sun 01:00-04:00 Europe/Berlin")
+			}),
+			action: Run, rule: RuleDue, attempt: 1},
 		// interrupted attempts
 		{name: "started elsewhere, outside the lock: decide again under it",
 			facts:  with(service(job()), func(f *Facts) { f.Last = last(events.StateStarted, 1, events.RunnerDesktop) }),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,36 +16,22 @@ import (
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/clientview"
+	"github.com/pcm-project/pcm/internal/clock"
 	"github.com/pcm-project/pcm/internal/offers"
 	"github.com/pcm-project/pcm/internal/streamread"
 )
 
-// DefaultGrace is how long the desktop warns the user before it runs a
-// mandatory job.
-const DefaultGrace = 5 * time.Minute
-
 // DesktopConfig configures the desktop face.
 type DesktopConfig struct {
 	Config
-	// Grace is the countdown before a mandatory job runs; zero means
-	// DefaultGrace.
-	Grace time.Duration
 	// NoBusyNotice silences the busy notice (the desktop still waits).
 	NoBusyNotice bool
 	// Notify receives the lines meant for the user; nil discards them.
 	Notify func(line string)
 }
 
-// Validate checks the configuration (see Config.Validate) and the grace.
-func (c DesktopConfig) Validate() error {
-	if err := c.Config.Validate(); err != nil {
-		return err
-	}
-	if c.Grace < 0 {
-		return fmt.Errorf("%w: --grace %s is negative: give the countdown before a mandatory job runs, such as 5m", ErrInvalidConfig, c.Grace)
-	}
-	return nil
-}
+// Validate checks the configuration (see Config.Validate).
+func (c DesktopConfig) Validate() error { return c.Config.Validate() }
 
 // Desktop is the face of an agent in the logged-in user's session (pcm
 // desktop). It reads the client's offers with direct gets, without any
@@ -57,15 +44,16 @@ type Desktop struct {
 	face
 	dcfg    DesktopConfig
 	filters []string
+
+	seenMu   sync.Mutex
+	seen     map[string]time.Time // when the session first saw each job
+	restarts map[string]bool      // the jobs whose restart was announced
 }
 
 // NewDesktop returns the desktop face of cfg.ClientID, talking to the
 // broker over nc.
 func NewDesktop(nc *nats.Conn, cfg DesktopConfig) (*Desktop, error) {
 	cfg.setDefaults()
-	if cfg.Grace == 0 {
-		cfg.Grace = DefaultGrace
-	}
 	if cfg.Notify == nil {
 		cfg.Notify = func(string) {}
 	}
@@ -76,7 +64,7 @@ func NewDesktop(nc *nats.Conn, cfg DesktopConfig) (*Desktop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %w", ErrInvalidConfig, err)
 	}
-	return &Desktop{face: newFace(nc, js, cfg.Config, events.RunnerDesktop, cfg.Logger.Named("desktop")), dcfg: cfg}, nil
+	return &Desktop{face: newFace(nc, js, cfg.Config, events.RunnerDesktop, cfg.Logger.Named("desktop")), dcfg: cfg, seen: map[string]time.Time{}}, nil
 }
 
 // bind reads the client's consumer filters (its own subject, its groups',
@@ -102,20 +90,43 @@ func (d *Desktop) bind(ctx context.Context) error {
 
 // decide decides about job now, for a user's pick or for an unattended
 // run, with the job's last status and cancellation read from the broker
-// (known, when given, is a cancellation already found).
+// (known, when given, is a cancellation already found), and the client's
+// maintenance windows for a job that requires one.
 func (d *Desktop) decide(ctx context.Context, job events.JobOffered, unattended, locked bool, known *events.JobCancelled) (Facts, Decision, error) {
-	now := time.Now() // taken first, as the service does
+	now := d.now() // taken first, as the service does
 	bf, err := d.lookup(ctx, job)
 	if err != nil {
 		return Facts{}, Decision{}, err
 	}
 	f := Facts{Face: events.RunnerDesktop, Unattended: unattended, Job: job, Last: bf.last, Cancel: bf.cancel,
 		Client: d.cfg.ClientID, Groups: d.groups, Halt: bf.halt, Required: bf.required,
-		OS: d.cfg.OS, Arch: d.cfg.Arch, Now: now, Locked: locked}
+		OS: d.cfg.OS, Arch: d.cfg.Arch, Now: now, Locked: locked,
+		TimeFacts: TimeFacts{FirstSeen: d.firstSeen(job.JobID), Grace: d.cfg.Grace}}
 	if f.Cancel == nil {
 		f.Cancel = known
 	}
+	if job.InWindow {
+		if f.Windows, err = d.windows(ctx); err != nil {
+			return Facts{}, Decision{}, err
+		}
+	}
 	return f, Decide(f), nil
+}
+
+// sawAt records when the session first saw a job.
+func (d *Desktop) sawAt(jobID string, t time.Time) {
+	d.seenMu.Lock()
+	defer d.seenMu.Unlock()
+	if _, ok := d.seen[jobID]; !ok {
+		d.seen[jobID] = t
+	}
+}
+
+// firstSeen is when the session first saw a job; zero when it has not.
+func (d *Desktop) firstSeen(jobID string) time.Time {
+	d.seenMu.Lock()
+	defer d.seenMu.Unlock()
+	return d.seen[jobID]
 }
 
 // notRun is what Run returns for a decision that is not to run: the status
@@ -141,10 +152,20 @@ func (d *Desktop) notRun(ctx context.Context, f Facts, dec Decision) (events.Job
 	return st, fmt.Errorf("%w: job %s: %s", ErrNotRunnable, id, dec.Why)
 }
 
+// Listed is a job the user may run now, with what its time rules leave
+// the user.
+type Listed struct {
+	events.JobOffered
+	// DeferralsLeft is, for a job the user may defer, how many deferrals
+	// are left (its deadline is Deferrals.Deadline).
+	DeferralsLeft *int `json:"deferrals_left,omitempty"`
+}
+
 // List returns the jobs the user may run now, oldest offer first: those
 // Decide lets the user pick now (live, not background, for this platform,
-// neither over here nor cancelled).
-func (d *Desktop) List(ctx context.Context) ([]events.JobOffered, error) {
+// neither over here nor cancelled, inside a maintenance window when they
+// require one), with the deferrals left of those the user may defer.
+func (d *Desktop) List(ctx context.Context) ([]Listed, error) {
 	if err := d.bind(ctx); err != nil {
 		return nil, err
 	}
@@ -152,9 +173,9 @@ func (d *Desktop) List(ctx context.Context) ([]events.JobOffered, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []events.JobOffered
+	var out []Listed
 	for _, job := range live {
-		_, dec, err := d.decide(ctx, job, false, false, nil)
+		f, dec, err := d.decide(ctx, job, false, false, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -162,7 +183,12 @@ func (d *Desktop) List(ctx context.Context) ([]events.JobOffered, error) {
 			d.skipped(job, dec, zapcore.DebugLevel)
 			continue
 		}
-		out = append(out, job)
+		l := Listed{JobOffered: job}
+		if job.Deferrals != nil {
+			left := deferralOffer(f).leftNow()
+			l.DeferralsLeft = &left
+		}
+		out = append(out, l)
 	}
 	// The list is what its user reads: why the others are left out is
 	// for --log-level debug.
@@ -347,10 +373,15 @@ func describe(job events.JobOffered) string {
 // Session runs for the user's session: it tells the user about the jobs
 // they may run, and about new ones as they are offered, and runs each
 // mandatory job that needs the user at its time after counting down the
-// grace period (the service runs the automated ones). Before each notice
-// it decides again, with the job's last status and cancellation read at
-// that moment: a job the service ran, that was cancelled or that expired
-// is never announced nor counted down. It returns when ctx ends.
+// grace period (the service runs the automated ones). It counts down, too,
+// the jobs the user may defer (telling how: pcm desktop defer, with the
+// deferrals left and the deadline) and those this client first saw after
+// their mandatory time (their grace after offline), whichever face runs
+// them, and the restarts jobs ask for (time.go). Before each notice it
+// decides again, with the job's last status and cancellation read at that
+// moment: a job the service ran, that was cancelled or that expired is
+// never announced nor counted down, and a deferral stops the countdown
+// until it ends. It returns when ctx ends.
 //
 // It creates no consumer: it reads the client's offers (on its consumer's
 // filters: its own subject, its groups', pcm.jobs.all) through the client
@@ -361,9 +392,15 @@ func (d *Desktop) Session(ctx context.Context) error {
 	if err := d.bind(ctx); err != nil {
 		return err
 	}
+	go d.sayPresent(ctx)
 	queue := make(chan events.JobOffered, 64)
 	again := make(chan events.JobOffered, 64) // jobs to consider again at their offer time
 	scheduled := map[string]bool{}
+	restarts, stopRestarts, err := d.hearRestarts(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopRestarts()
 	consider := func(job events.JobOffered) {
 		if scheduled[job.JobID] {
 			return
@@ -373,11 +410,14 @@ func (d *Desktop) Session(ctx context.Context) error {
 			d.log.Warn("cannot read the job's last status or cancellation; not announcing it", zap.String("job", job.JobID), zap.Error(err))
 			return
 		}
+		if l := f.Last; l != nil && l.RestartRequired {
+			d.restartCountdown(ctx, *l, job)
+		}
 		switch {
 		case pick.Action == Wait && looksAgain(pick.Rule):
 			scheduled[job.JobID] = true
 			go func() {
-				if sleep(ctx, time.Until(pick.Until)) {
+				if clock.SleepUntil(ctx, d.cfg.Clock, pick.Until) {
 					select {
 					case again <- job:
 					case <-ctx.Done():
@@ -385,21 +425,26 @@ func (d *Desktop) Session(ctx context.Context) error {
 				}
 			}()
 			return
-		case pick.Action != Run:
+		case pick.Action != Run && pick.Rule != RuleWindow:
 			d.skipped(job, pick, zapcore.InfoLevel)
 			return
 		}
 		scheduled[job.JobID] = true
-		f.Unattended = true
+		d.sawAt(job.JobID, f.Now)
+		f.Unattended, f.FirstSeen = true, d.firstSeen(job.JobID)
+		offered := fmt.Sprintf("%s offered; run it with: pcm desktop run %s", describe(job), job.JobID)
+		if pick.Rule == RuleWindow {
+			offered = fmt.Sprintf("%s offered; it runs in a maintenance window: %s", describe(job), pick.Why)
+		}
 		switch unattended := Decide(f); {
+		case job.Mandatory() && forUser(f):
+			d.dcfg.Notify(offered)
+			go d.countdown(ctx, job, queue)
 		case unattended.Rule == RuleAutomated && !f.Now.Before(*job.MandatoryAfter):
 			// The service runs it now: no news for the user.
 			d.log.Info("not announcing a job the service runs now", zap.String("job", job.JobID))
-		case unattended.Action == Run || unattended.Rule == RuleMandatoryTime:
-			d.dcfg.Notify(fmt.Sprintf("%s offered; run it with: pcm desktop run %s", describe(job), job.JobID))
-			go d.countdown(ctx, job, queue)
 		default:
-			d.dcfg.Notify(fmt.Sprintf("%s offered; run it with: pcm desktop run %s", describe(job), job.JobID))
+			d.dcfg.Notify(offered)
 		}
 	}
 	followed, err := clientview.Follow(ctx, d.nc, d.cfg.ClientID, clientview.Offers, d.filters, func(err error) {
@@ -447,10 +492,18 @@ func (d *Desktop) Session(ctx context.Context) error {
 		case job := <-again:
 			delete(scheduled, job.JobID)
 			consider(job)
+		case st := <-restarts:
+			d.restartCountdown(ctx, st, events.JobOffered{JobID: st.JobID})
 		case job := <-queue:
 			st, err := d.runJob(ctx, job, true, nil)
 			switch {
-			case errors.Is(err, ErrAlreadyDone), errors.Is(err, ErrNotRunnable), errors.Is(err, ErrServiceOnly):
+			case errors.Is(err, ErrNotRunnable):
+				// Deferred, or out of its window, at the last moment: it
+				// is counted down again.
+				d.log.Info("mandatory job not run by the desktop now", zap.String("job", job.JobID), zap.String("why", err.Error()))
+				delete(scheduled, job.JobID)
+				consider(job)
+			case errors.Is(err, ErrAlreadyDone), errors.Is(err, ErrServiceOnly):
 				d.log.Info("mandatory job not run by the desktop", zap.String("job", job.JobID), zap.String("why", err.Error()))
 			case err != nil:
 				d.dcfg.Notify(fmt.Sprintf("%s could not run: %v", describe(job), err))
@@ -458,51 +511,5 @@ func (d *Desktop) Session(ctx context.Context) error {
 				d.dcfg.Notify(fmt.Sprintf("%s %s", describe(job), st.State))
 			}
 		}
-	}
-}
-
-// countdown waits for job's mandatory time, warns the user and counts the
-// grace period down, then queues the job to run. Before each notice it
-// decides again: a job that is no longer the desktop's to run now (the
-// service ran it, it was cancelled, it expired) stops the countdown
-// silently.
-func (d *Desktop) countdown(ctx context.Context, job events.JobOffered, queue chan<- events.JobOffered) {
-	if !sleep(ctx, time.Until(*job.MandatoryAfter)) {
-		return
-	}
-	notify := func(line string) bool {
-		_, dec, err := d.decide(ctx, job, true, false, nil)
-		if err != nil || dec.Action != Run {
-			why := dec.Why
-			if err != nil {
-				why = err.Error()
-			}
-			d.log.Info("mandatory job not for the desktop now", zap.String("job", job.JobID), zap.String("why", why))
-			return false
-		}
-		d.dcfg.Notify(line)
-		return true
-	}
-	left := d.dcfg.Grace
-	if !notify(fmt.Sprintf("%s is mandatory and starts in %s: save your work", describe(job), left.Round(time.Second))) {
-		return
-	}
-	for _, mark := range []time.Duration{time.Minute, 10 * time.Second} {
-		if left > mark {
-			if !sleep(ctx, left-mark) {
-				return
-			}
-			left = mark
-			if !notify(fmt.Sprintf("%s starts in %s", describe(job), left)) {
-				return
-			}
-		}
-	}
-	if !sleep(ctx, left) {
-		return
-	}
-	select {
-	case queue <- job:
-	case <-ctx.Done():
 	}
 }

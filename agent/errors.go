@@ -29,4 +29,8 @@ var (
 	// ErrAlreadyDone: the job already has a final status that ends it on
 	// this client (or its last attempt was interrupted).
 	ErrAlreadyDone = errors.New("job already done on this client")
+	// ErrNoDeferral: the user may not defer the job now: it allows no
+	// deferral, none is left, its deadline has passed, it is not mandatory
+	// yet, or it is running.
+	ErrNoDeferral = errors.New("job cannot be deferred")
 )

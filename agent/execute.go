@@ -62,6 +62,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 			rec = *f.Journal
 		}
 		rec.AckSubject = msg.Reply()
+		keepTimes(&rec, f)
 		sl := s.journalLog(&rec)
 		if r := d.Report; r != nil {
 			log.Warn("an attempt was started and never finished; it counts as failed", zap.Int("attempt", r.Attempt), zap.String("why", r.Reason))
@@ -227,7 +228,7 @@ var errNotStarted = errors.New("attempt not started")
 
 func (l journalLog) begin(_ context.Context, st events.JobStatus) error {
 	r := journal.Record{JobID: st.JobID, Phase: journal.PhaseStarted, Attempt: st.Attempt, AckSubject: l.rec.AckSubject,
-		Cancelled: l.rec.Cancelled, CancelReason: l.rec.CancelReason}
+		Cancelled: l.rec.Cancelled, CancelReason: l.rec.CancelReason, Times: l.rec.Times}
 	if _, err := l.s.journal.Put(r); err != nil {
 		if errors.Is(err, journal.ErrAlreadyDone) {
 			return err
@@ -262,6 +263,7 @@ func (l journalLog) record(ctx context.Context, st events.JobStatus, ends bool) 
 	if st.ExitCode != nil {
 		r.ExitCode = *st.ExitCode
 	}
+	restartRequired(&r, st)
 	out, err := s.outgoing(st, ends)
 	if err != nil {
 		return err
@@ -285,6 +287,9 @@ func (l journalLog) record(ctx context.Context, st events.JobStatus, ends bool) 
 	}
 	if !s.report(ctx, st.JobID, ack) {
 		return fmt.Errorf("status %s of job %s waits in the journal: %w", st.State, st.JobID, context.Cause(ctx))
+	}
+	if r.Restart == journal.RestartPending {
+		s.kickRestart()
 	}
 	return nil
 }

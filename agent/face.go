@@ -152,6 +152,9 @@ func (f *face) bindLock() error {
 	return nil
 }
 
+// now is the time of the time rules (Config.Clock).
+func (f *face) now() time.Time { return f.cfg.Clock.Now() }
+
 // lockInfo is the lock value this face writes while it runs jobID.
 func (f *face) lockInfo(jobID string) events.LockInfo {
 	return events.LockInfo{Holder: events.Runner(f.kind), PID: pid, User: f.user, Host: f.cfg.Host, JobID: jobID, Since: time.Now().UTC()}
@@ -207,11 +210,16 @@ func (f *face) runSpec(job events.JobOffered, attempt int) runner.Spec {
 	}
 }
 
-// finalStatus is the status that ends an attempt that ran.
+// finalStatus is the status that ends an attempt that ran. One whose exit
+// code asks for a restart says when the machine restarts at the earliest.
 func (f *face) finalStatus(job events.JobOffered, attempt int, res runner.Result, runErr error, revision uint64) events.JobStatus {
-	state, reason := outcome(job, res, runErr)
+	state, reason := outcome(job, res, runErr, f.cfg.OS)
 	st := f.newStatus(job.JobID, state, attempt, job.Attempts())
 	st.Reason = reason
+	if runErr == nil && !res.TimedOut && job.Command.RestartRequired(res.ExitCode, f.cfg.OS) {
+		at := f.restartAt()
+		st.RestartRequired, st.RestartAt = true, &at
+	}
 	st.PID = res.PID
 	st.OutputTail = res.OutputTail
 	st.LockRevision = revision
@@ -226,13 +234,16 @@ func (f *face) finalStatus(job events.JobOffered, attempt int, res runner.Result
 	return st
 }
 
-// outcome maps a run's result to a final state and a reason.
-func outcome(job events.JobOffered, res runner.Result, err error) (events.State, string) {
+// outcome maps a run's result on a client running goos to a final state
+// and a reason. An exit code that asks for a restart is a success.
+func outcome(job events.JobOffered, res runner.Result, err error, goos string) (events.State, string) {
 	switch {
 	case err != nil:
 		return events.StateFailed, "could not run the command: " + err.Error()
 	case res.TimedOut:
 		return events.StateTimedOut, fmt.Sprintf("killed after its timeout of %s", job.Command.Timeout)
+	case job.Command.RestartRequired(res.ExitCode, goos):
+		return events.StateSucceeded, fmt.Sprintf("exit code %d: the machine must restart to finish", res.ExitCode)
 	case job.Command.Succeeded(res.ExitCode):
 		return events.StateSucceeded, ""
 	case res.ExitCode < 0:

@@ -167,9 +167,11 @@ func (s *Service) settleDesktopRun(job string, rec journal.Record) {
 	rec.Phase = journal.PhaseDone
 	rec.Attempt = st.Attempt
 	rec.FinalState = string(st.State)
+	restartRequired(&rec, st)
 	if _, err := s.journal.Put(rec); err != nil {
 		return
 	}
+	s.kickRestart()
 	s.counts.desktopRuns.Add(1)
 	s.log.Info("the desktop ran the job; acking its offer", zap.String("job", st.JobID), zap.String("state", string(st.State)), zap.String("user", st.User))
 	s.ackAfterFlush(rec.AckSubject)

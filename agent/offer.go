@@ -15,6 +15,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/clock"
 )
 
 // retryLater is how long an offer waits before it comes back when the agent
@@ -138,12 +139,21 @@ func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Ev
 	if found {
 		f.Journal = &rec
 	}
-	f.Now = time.Now()
+	f.Now = s.now()
+	f.Grace, f.FirstSeen, f.NoSession = s.cfg.Grace, f.Now, !s.sessionOpen()
+	if found && !rec.FirstSeen.IsZero() {
+		f.FirstSeen = rec.FirstSeen
+	}
 	c, err := s.cancellation(ctx, f.Job.JobID)
 	if err != nil {
 		return f, s.unknownFacts(ctx, msg, f.Job.JobID, err)
 	}
 	f.Cancel = c
+	if f.Job.InWindow {
+		if f.Windows, err = s.windows(ctx); err != nil {
+			return f, s.unknownFacts(ctx, msg, f.Job.JobID, err)
+		}
+	}
 	return f, true
 }
 
@@ -152,7 +162,7 @@ func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Ev
 // false.
 func (s *Service) unknownFacts(ctx context.Context, msg jetstream.Msg, jobID string, err error) bool {
 	if ctx.Err() == nil {
-		s.log.Warn("cannot read the job's last status or cancellation; the offer comes back", zap.String("job", jobID), zap.Error(err))
+		s.log.Warn("cannot read the job's last status, cancellation or maintenance windows; the offer comes back", zap.String("job", jobID), zap.Error(err))
 		_ = msg.NakWithDelay(retryLater)
 	}
 	return false
@@ -163,7 +173,7 @@ func (s *Service) unknownFacts(ctx context.Context, msg jetstream.Msg, jobID str
 func (s *Service) brokerFacts(ctx context.Context, msg jetstream.Msg, f *Facts) bool {
 	// The time is taken first: what the broker says is at least as fresh
 	// as the instant the decision is made for.
-	now := time.Now()
+	now := s.now()
 	bf, err := s.lookup(ctx, f.Job)
 	if err != nil {
 		return s.unknownFacts(ctx, msg, f.Job.JobID, err)
@@ -249,23 +259,36 @@ func (s *Service) refuse(ctx context.Context, msg jetstream.Msg, f Facts, d Deci
 	_ = msg.TermWithReason(truncate(d.Why, 256))
 }
 
+// windowRecheck bounds how long the service holds a job that waits for a
+// maintenance window before it reads the windows again (an operator may
+// change them), in the time of the time rules.
+const windowRecheck = 15 * time.Minute
+
 // hold records the delivery (so a cancellation or the desktop can settle it
-// later) and asks the broker to redeliver the offer when the wait ends.
+// later), with what the time rules need to hold across restarts (first
+// sight, the user's deferral), and asks the broker to redeliver the offer
+// when the wait ends.
 func (s *Service) hold(msg jetstream.Msg, f Facts, d Decision) {
 	rec := journal.Record{JobID: f.Job.JobID, Phase: journal.PhaseReceived}
 	if f.Journal != nil {
 		rec = *f.Journal
 	}
-	if rec.AckSubject != msg.Reply() || f.Journal == nil || rec.ForService != f.Job.Command.Background {
-		rec.AckSubject = msg.Reply()
-		rec.ForService = f.Job.Command.Background
+	before := rec
+	rec.AckSubject = msg.Reply()
+	rec.ForService = f.Job.Command.Background
+	keepTimes(&rec, f)
+	if rec != before || f.Journal == nil {
 		if _, err := s.journal.Put(rec); err != nil {
 			s.log.Error("cannot journal a pending job; it comes back", zap.String("job", rec.JobID), zap.Error(err))
 			_ = msg.NakWithDelay(retryLater)
 			return
 		}
 	}
-	until := max(time.Until(d.Until), 0) + 5*time.Millisecond
+	wake := d.Until
+	if d.Rule == RuleWindow {
+		wake = minTime(wake, f.Now.Add(windowRecheck))
+	}
+	until := clock.Until(s.cfg.Clock, wake) + 5*time.Millisecond
 	switch d.Rule {
 	case RuleRequires:
 		s.waiting.add(rec.JobID, f.Job.Requires)
@@ -290,21 +313,46 @@ func (s *Service) settle(ctx context.Context, ack string, f Facts, d Decision) e
 		rec = *f.Journal
 	}
 	rec.AckSubject = ack
+	keepTimes(&rec, f)
 	if d.Report != nil {
 		log.Info("job ends without running", zap.String("state", string(d.Report.State)), zap.String("why", d.Why))
 		return s.journalLog(&rec).record(ctx, s.reportOf(f.Job, d.Report), d.Report.Ends)
 	}
 	log.Info("job already over on this client; not running it", zap.String("why", d.Why))
-	if rec.Phase != journal.PhaseDone {
+	if rec.Phase != journal.PhaseDone || (f.Last != nil && f.Last.RestartRequired && rec.Restart == journal.RestartNone) {
 		rec.Phase = journal.PhaseDone
 		if f.Last != nil {
 			rec.Attempt, rec.FinalState = f.Last.Attempt, string(f.Last.State)
+			restartRequired(&rec, *f.Last) // the desktop ran it and asks for a restart
 		}
 		if _, err := s.journal.Put(rec); err != nil {
 			log.Warn("cannot journal that the job is over here", zap.Error(err))
 		}
+		s.kickRestart()
 	}
 	s.ackAfterFlush(ack)
 	s.report(ctx, f.Job.JobID, ack)
 	return nil
+}
+
+// keepTimes records in rec what the time rules need to hold across
+// restarts of the agent: when it first saw the job, the user's latest
+// deferral, and what the job says of restarts (its record may be the one
+// a restart the desktop's run asks for is made from).
+func keepTimes(rec *journal.Record, f Facts) {
+	if rec.FirstSeen.IsZero() {
+		rec.FirstSeen = f.firstSeen().UTC()
+	}
+	if n, until := deferred(f); n > rec.Deferral {
+		rec.Deferral, rec.DeferredUntil = n, until.UTC()
+	}
+	rec.MayReboot, rec.InWindow = f.Job.Command.MayReboot, f.Job.InWindow
+}
+
+// minTime is the earlier of a and b.
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

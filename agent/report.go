@@ -107,6 +107,9 @@ func (s *Service) flush(ctx context.Context) error {
 			s.fault(FaultAfterPublish)
 			if rec, ok, err := s.journal.Get(o.JobID); err == nil && ok {
 				s.ackAfterFlush(rec.AckSubject)
+				if rec.Restart == journal.RestartPending {
+					s.kickRestart() // its status stored, the restart may come
+				}
 			}
 			// The service does not hear its own statuses (no echo): the
 			// offers held for this job's end are woken here.

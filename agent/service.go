@@ -34,9 +34,14 @@ type Service struct {
 	acks    map[string]int // deliveries to ack at the next flush, by ack subject, with their failed tries
 	kick    chan struct{}  // wakes the reporter
 	beat    chan struct{}  // wakes the heartbeat
-	ready   chan struct{}
-	current atomic.Value // string: the job running now
-	started time.Time
+	// restartKick wakes the restart loop
+	restartKick chan struct{}
+	ready       chan struct{}
+	current     atomic.Value // string: the job running now
+	started     time.Time
+	// sessionHeard is when a desktop session was last heard (Unix ns).
+	sessionHeard atomic.Int64
+	sessionDeaf  atomic.Bool // it cannot hear them: it assumes one is open
 
 	settling sync.WaitGroup // desktop runs being settled (settleDesktopRun)
 
@@ -62,6 +67,7 @@ func New(nc *nats.Conn, cfg Config) (*Service, error) {
 		face: newFace(nc, js, cfg, events.RunnerService, cfg.Logger.Named("service")),
 		cfg:  cfg,
 		acks: map[string]int{}, kick: make(chan struct{}, 1), beat: make(chan struct{}, 1), ready: make(chan struct{}),
+		restartKick: make(chan struct{}, 1),
 	}
 	s.current.Store("")
 	return s, nil
@@ -74,9 +80,11 @@ func (s *Service) Ready() <-chan struct{} { return s.ready }
 // JournalPath is where the service keeps its journal.
 func JournalPath(stateDir string) string { return filepath.Join(stateDir, "journal.db") }
 
-// Run opens the journal, resumes what a previous run left, waits for the
-// broker, and handles offers until ctx is cancelled. It returns nil after a
-// cancel, and an error when it cannot work at all (journal unusable, client
+// Run opens the journal, resumes what a previous run left (an attempt
+// interrupted, a restart the machine came back from), waits for the
+// broker, and handles offers until ctx is cancelled, or until it restarts
+// the machine for a job that asked for it (Config.Restart). It returns nil
+// then, and an error when it cannot work at all (journal unusable, client
 // not enrolled).
 func (s *Service) Run(ctx context.Context) error {
 	s.started = time.Now()
@@ -89,6 +97,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.resume(); err != nil {
 		return err
 	}
+	if err := s.returnFromRestart(); err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	cons, err := s.bind(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -99,9 +112,20 @@ func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.reportLoop(ctx) })
 	wg.Go(func() { s.heartbeatLoop(ctx) })
+	wg.Go(func() {
+		if errors.Is(s.restartLoop(ctx), errRestarting) {
+			s.log.Warn("the machine restarts: the agent stops")
+			stop()
+		}
+	})
 	sub, err := s.watchDesktopStatuses()
 	if err != nil {
 		s.log.Warn("cannot watch the desktop's statuses; jobs it runs are acked when they come back", zap.Error(err))
+	}
+	sessions, err := s.hearSessions()
+	if err != nil {
+		s.log.Warn("cannot hear the desktop sessions; deferrals and countdowns hold as if one were open", zap.Error(err))
+		s.sessionDeaf.Store(true)
 	}
 	s.warnUnsigned()
 	s.log.Info("agent ready", zap.String("platform", s.cfg.Platform()), zap.Strings("groups", s.cfg.Groups),
@@ -110,6 +134,9 @@ func (s *Service) Run(ctx context.Context) error {
 	s.consume(ctx, cons)
 	if sub != nil {
 		_ = sub.Unsubscribe()
+	}
+	if sessions != nil {
+		_ = sessions.Unsubscribe()
 	}
 	wg.Wait()
 	s.settling.Wait() // before the journal closes

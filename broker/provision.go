@@ -208,6 +208,22 @@ func ControllerBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 	}
 }
 
+// WindowsBucketConfig is the configuration Provision gives PCM_WINDOWS,
+// the maintenance windows (pcm window set): written by admins, read by
+// publishers and auditors, and by each client's agent and desktop for
+// their own keys through the client view. It keeps the last 5 values of a
+// key, so a change of windows can be read back.
+func WindowsBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
+	o.setDefaults()
+	return jetstream.KeyValueConfig{
+		Bucket:      events.BucketWindows,
+		Description: "pcm maintenance windows, keyed by client.<id>, group.<name> or all",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}
+}
+
 // PackagesBucketConfig is the configuration Provision gives PCM_PACKAGES,
 // the object store of package content: file storage, the streams' replicas,
 // and opts.PackagesMaxBytes as its cap (-1, none, when that is 0).
@@ -244,7 +260,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
 		}
 	}
-	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts), ControllerBucketConfig(opts)} {
+	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts), ControllerBucketConfig(opts), WindowsBucketConfig(opts)} {
 		if err := provisionBucket(ctx, js, cfg, opts.MaxConsumers); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}

@@ -16,7 +16,7 @@ import (
 )
 
 // allStreams are the streams Provision creates, the buckets' included.
-var allStreams = []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks, "OBJ_" + events.BucketPackages}
+var allStreams = []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks, "OBJ_" + events.BucketPackages, "KV_" + events.BucketWindows}
 
 // streamConfigs reads the configuration of every pcm stream.
 func streamConfigs(ctx context.Context, t *testing.T, js jetstream.JetStream) map[string]jetstream.StreamConfig {
@@ -36,7 +36,7 @@ func streamConfigs(ctx context.Context, t *testing.T, js jetstream.JetStream) ma
 func bucketConfigs(ctx context.Context, t *testing.T, js jetstream.JetStream) map[string]jetstream.KeyValueConfig {
 	t.Helper()
 	out := map[string]jetstream.KeyValueConfig{}
-	for _, name := range []string{events.BucketAgents, events.BucketLocks} {
+	for _, name := range []string{events.BucketAgents, events.BucketLocks, events.BucketWindows} {
 		kv, err := js.KeyValue(ctx, name)
 		if err != nil {
 			t.Fatalf("bucket %s: %v", name, err)
@@ -102,6 +102,8 @@ func TestProvisionIsIdempotent(t *testing.T) {
 		{"PCM_LOCKS limit marker TTL", buckets1[events.BucketLocks].LimitMarkerTTL, broker.DefaultLockMarkerTTL},
 		{"PCM_LOCKS allow msg TTL", streams1["KV_"+events.BucketLocks].AllowMsgTTL, true},
 		{"PCM_LOCKS stream max consumers", streams1["KV_"+events.BucketLocks].MaxConsumers, broker.DefaultMaxConsumers},
+		{"PCM_WINDOWS history", buckets1[events.BucketWindows].History, uint8(5)},
+		{"PCM_WINDOWS stream max consumers", streams1["KV_"+events.BucketWindows].MaxConsumers, broker.DefaultMaxConsumers},
 		{"PCM_PACKAGES storage", streams1["OBJ_"+events.BucketPackages].Storage, jetstream.FileStorage},
 		{"PCM_PACKAGES replicas", streams1["OBJ_"+events.BucketPackages].Replicas, 1},
 		{"PCM_PACKAGES max bytes", streams1["OBJ_"+events.BucketPackages].MaxBytes, int64(-1)},

@@ -85,3 +85,22 @@ var (
 	// twice, too many jobs, or a job that requires it (a cycle).
 	ErrInvalidRequires = errors.New("invalid requires")
 )
+
+// Errors of the time rules (schedule.go) and maintenance windows
+// (window.go).
+var (
+	// ErrDeferrals: a job's deferrals allow too few or too many deferrals,
+	// last too short or too long, have a deadline outside the job's time
+	// window, or are given to a job nobody could defer (optional, or
+	// background).
+	ErrDeferrals = errors.New("invalid deferrals")
+	// ErrGraceAfterOffline: a job's grace after offline is out of range or
+	// given to an optional job.
+	ErrGraceAfterOffline = errors.New("invalid grace after offline")
+	// ErrRestartExitCodes: a restart exit code is outside 0..4294967295, or
+	// a command line names restart exit codes without may_reboot.
+	ErrRestartExitCodes = errors.New("invalid restart exit codes")
+	// ErrWindow: a maintenance window has bad days, date, times or time
+	// zone, or never opens.
+	ErrWindow = errors.New("invalid maintenance window")
+)

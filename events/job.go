@@ -48,6 +48,9 @@ type JobOffered struct {
 	// JobPlan stages the job in rings, detects whether it is already in
 	// place and names the jobs it requires (plan.go).
 	JobPlan
+	// TimeRules: deferrals, grace after offline, maintenance windows
+	// (schedule.go).
+	TimeRules
 }
 
 // CommandLine is what a job runs, and how.
@@ -70,8 +73,12 @@ type CommandLine struct {
 	Timeout Duration `json:"timeout"`
 	// SuccessExitCodes are the exit codes that mean success (default 0).
 	SuccessExitCodes []int64 `json:"success_exit_codes,omitempty"`
-	// MayReboot says the command may restart the machine.
+	// MayReboot says the command may restart the machine: its restart exit
+	// codes (RestartRules) ask the agent to restart it.
 	MayReboot bool `json:"may_reboot,omitempty"`
+	// RestartRules: the exit codes that mean "restart required"
+	// (schedule.go).
+	RestartRules
 }
 
 // PackageRef pins the package a job's command runs in.
@@ -126,7 +133,10 @@ func (j JobOffered) Validate() error {
 	if err := j.Command.Validate(); err != nil {
 		return err
 	}
-	return j.JobPlan.validate(j)
+	if err := j.JobPlan.validate(j); err != nil {
+		return err
+	}
+	return j.validateTimeRules()
 }
 
 func validateTargets(targets []Target) error {

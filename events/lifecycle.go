@@ -60,8 +60,13 @@ func attemptsOf(maxAttempts int) int {
 // when it is final and either not retryable (succeeded, cancelled, expired,
 // not_applicable) or the last allowed attempt. A rejection never does: it
 // names an event the agent refused (a forged or malformed offer may carry
-// any job id), not a run, so the real offer of that job still runs.
+// any job id), not a run, so the real offer of that job still runs. A
+// restarted status, which follows the success of the job's attempt, ends
+// it; a deferred one does not.
 func (s JobStatus) EndsJob(maxAttempts int) bool {
+	if s.State == StateRestarted {
+		return true
+	}
 	if !s.State.Final() || s.State == StateRejected {
 		return false
 	}
@@ -80,25 +85,31 @@ func (s State) Failure() bool {
 // NextAttempt numbers the next attempt of a job on a client: one more than
 // the attempts already made, which are the most of those its journal
 // counts (journaled) and of the attempt its last status reports (last; nil
-// when there is none). A rejection counts no attempt. A final status that
-// ends a job without running it carries the number this gives.
+// when there is none). A rejection counts no attempt, nor does a deferral
+// (it carries the attempt it put off). A final status that ends a job
+// without running it carries the number this gives.
 func NextAttempt(journaled int, last *JobStatus) int {
 	made := max(journaled, 0)
-	if last != nil && last.State != StateRejected {
+	if last != nil && last.State != StateRejected && last.State != StateDeferred {
 		made = max(made, last.Attempt)
 	}
 	return made + 1
 }
 
 // Supersedes reports whether s replaces cur as the latest status of a job
-// on a client, whatever order the two are read in: a later attempt does,
-// an earlier one never does, and within one attempt a started status never
-// replaces a final one.
+// on a client, whatever order the two are read in: a status of a later
+// attempt does, one of an earlier attempt never does; within one attempt a
+// started status never replaces a final one (a started status published
+// late), and restarted, which follows the final status of its attempt,
+// replaces it.
 func (s JobStatus) Supersedes(cur JobStatus) bool {
 	switch {
 	case s.Attempt != cur.Attempt:
 		return s.Attempt > cur.Attempt
-	default:
-		return !cur.State.Final() || s.State.Final()
+	case cur.State == StateRestarted:
+		return s.State == StateRestarted
+	case s.State == StateRestarted:
+		return true
 	}
+	return !cur.State.Final() || s.State.Final()
 }

@@ -20,11 +20,17 @@ const (
 	StateExpired       State = "expired"
 	StateNotApplicable State = "not_applicable"
 	StateRejected      State = "rejected"
+	// StateDeferred is not final: the user at the desktop put the job off
+	// (before its attempt ran) until the status's deferred_until.
+	StateDeferred State = "deferred"
+	// StateRestarted is not final either, and it ends the job: the machine
+	// restarted after the attempt that succeeded asking for it.
+	StateRestarted State = "restarted"
 )
 
 // States lists every state, started first.
 var States = []State{StateStarted, StateSucceeded, StateFailed, StateTimedOut,
-	StateCancelled, StateExpired, StateNotApplicable, StateRejected}
+	StateCancelled, StateExpired, StateNotApplicable, StateRejected, StateDeferred, StateRestarted}
 
 // Known reports whether s is one of States.
 func (s State) Known() bool {
@@ -36,8 +42,12 @@ func (s State) Known() bool {
 	return false
 }
 
-// Final reports whether s ends an attempt.
-func (s State) Final() bool { return s.Known() && s != StateStarted }
+// Final reports whether s ends an attempt: neither started, deferred (no
+// attempt ran yet) nor restarted (which follows the final status of its
+// attempt).
+func (s State) Final() bool {
+	return s.Known() && s != StateStarted && s != StateDeferred && s != StateRestarted
+}
 
 // Retryable reports whether an attempt that ended in s may be followed by
 // another one, within the job's max_attempts.
@@ -82,6 +92,8 @@ type JobStatus struct {
 	// LockRevision is the fencing token: the revision of the lock the
 	// reporting face held while running (0 when it ran nothing).
 	LockRevision uint64 `json:"lock_revision,omitempty"`
+	// TimeRulesStatus: a deferral, a restart required (schedule.go).
+	TimeRulesStatus
 }
 
 // StatusID is the event id (and Nats-Msg-Id) of a status:
@@ -91,8 +103,15 @@ func StatusID(job, client string, state State, attempt int) string {
 	return job + "." + client + "." + string(state) + "." + strconv.Itoa(attempt)
 }
 
-// ID is the status's event id.
-func (s JobStatus) ID() string { return StatusID(s.JobID, s.ClientID, s.State, s.Attempt) }
+// ID is the status's event id: StatusID, but for a deferred status, whose
+// state token is deferred-<deferral> (each deferral of an attempt is a
+// status of its own).
+func (s JobStatus) ID() string {
+	if s.State == StateDeferred {
+		return StatusID(s.JobID, s.ClientID, State(string(s.State)+"-"+strconv.Itoa(s.Deferral)), s.Attempt)
+	}
+	return StatusID(s.JobID, s.ClientID, s.State, s.Attempt)
+}
 
 // Validate checks the rules of a status.
 func (s JobStatus) Validate() error {
@@ -103,7 +122,7 @@ func (s JobStatus) Validate() error {
 		return err
 	}
 	if !s.State.Known() {
-		return fmt.Errorf("%w: state %q: use one of started, succeeded, failed, timed_out, cancelled, expired, not_applicable, rejected", ErrInvalidState, s.State)
+		return fmt.Errorf("%w: state %q: use one of started, succeeded, failed, timed_out, cancelled, expired, not_applicable, rejected, deferred, restarted", ErrInvalidState, s.State)
 	}
 	if s.Runner != RunnerService && s.Runner != RunnerDesktop {
 		return fmt.Errorf("%w: runner %q: use service or desktop", ErrInvalidState, s.Runner)
@@ -120,7 +139,7 @@ func (s JobStatus) Validate() error {
 	if len(s.OutputTail) > MaxOutputTail {
 		return fmt.Errorf("%w: output_tail is %d bytes: keep the last %d", ErrTooLarge, len(s.OutputTail), MaxOutputTail)
 	}
-	return nil
+	return s.validateTimeRules()
 }
 
 // JobCancelled is the data of a pcm.job.cancelled.v1 event.

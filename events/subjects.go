@@ -19,6 +19,9 @@ const (
 	BucketLocks = "PCM_LOCKS"
 	// BucketPackages is the object store of package content.
 	BucketPackages = "PCM_PACKAGES"
+	// BucketWindows is the KV bucket of maintenance windows, keyed by
+	// WindowKey: client.<id>, group.<name>, all.
+	BucketWindows = "PCM_WINDOWS"
 )
 
 // Subject prefixes and wildcards of the two streams.
@@ -136,6 +139,12 @@ func CancelSubject(job string) string { return jobsCancelPrefix + job }
 func StatusSubject(client, job string) string {
 	return statusPrefix + client + "." + job
 }
+
+// SessionSubject is where a client's desktop session says, now and then,
+// that a user is logged in: core NATS, never stored, and in an
+// authenticated deployment heard only inside the client's own account
+// (its service hears it; nothing is imported or exported).
+func SessionSubject(client string) string { return "pcm.session." + client }
 
 // StatusSubjectsOfClient matches every status subject of one client.
 func StatusSubjectsOfClient(client string) string { return statusPrefix + client + ".*" }

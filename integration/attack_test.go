@@ -23,7 +23,9 @@ import (
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/internal/clientview"
+	"github.com/pcm-project/pcm/internal/kvread"
 	"github.com/pcm-project/pcm/internal/streamread"
+	"github.com/pcm-project/pcm/maintenance"
 	"github.com/pcm-project/pcm/packages"
 	"github.com/pcm-project/pcm/testenv"
 )
@@ -37,7 +39,8 @@ import (
 
 // attackFixture is a secure broker with two enrolled clients, c1 (group
 // g1) and c2 (groups g1, g2), each with a pending offer, a stored status,
-// an inventory value and a lock value, and a package.
+// an inventory value and a lock value, a package, and maintenance windows
+// for each client, each group and every client.
 type attackFixture struct {
 	env        *testenv.Broker
 	job        map[string]string // client -> its pending job
@@ -47,13 +50,29 @@ type attackFixture struct {
 	pkgObject  string            // the chunk subject of the package
 }
 
+// attackGroups are the groups of the fixture's clients.
+var attackGroups = map[string][]string{"c1": {"g1"}, "c2": {"g1", "g2"}}
+
+// attackWindowKeys are the keys of PCM_WINDOWS the fixture sets.
+var attackWindowKeys = []string{"client.c1", "client.c2", "group.g1", "group.g2", "all"}
+
 func newAttackFixture(t *testing.T) *attackFixture {
 	t.Helper()
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	f := &attackFixture{env: env, job: map[string]string{}, statusID: map[string]string{}}
 	ctx := t.Context()
-	testenv.EnrollClient(t, env.JS, "c1", []string{"g1"}, fleet.ConsumerOptions{})
-	testenv.EnrollClient(t, env.JS, "c2", []string{"g1", "g2"}, fleet.ConsumerOptions{})
+	testenv.EnrollClient(t, env.JS, "c1", attackGroups["c1"], fleet.ConsumerOptions{})
+	testenv.EnrollClient(t, env.JS, "c2", attackGroups["c2"], fleet.ConsumerOptions{})
+	w, err := events.ParseWindow("daily 01:00-02:00 UTC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range attackWindowKeys {
+		tg, _ := events.WindowTarget(key)
+		if _, err := maintenance.New(env.JS).Set(ctx, tg, []events.Window{w}, "admin"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	p := newPublisher(t, env.JS)
 	later := time.Now().Add(time.Hour).UTC()
 	for _, c := range []string{"c1", "c2"} {
@@ -180,6 +199,17 @@ func (f *attackFixture) snapshot(t *testing.T) map[string]string {
 			out["halt of the job of "+c] = fmt.Sprintf("seq %d", m.Sequence)
 		}
 	}
+	windows, err := js.KeyValue(ctx, events.BucketWindows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range attackWindowKeys {
+		e, err := windows.Get(ctx, key)
+		if err != nil {
+			t.Fatalf("window %s: %v", key, err)
+		}
+		out["kv "+events.BucketWindows+"/"+key] = fmt.Sprintf("rev %d %s", e.Revision(), e.Value())
+	}
 	accts := f.env.Sec.Accounts(t)
 	for _, c := range []string{"c1", "c2"} {
 		ac, err := accts.Lookup(ctx, auth.Principal{Kind: auth.KindClient, Name: c})
@@ -256,6 +286,9 @@ type req struct {
 	subject string
 	body    string
 	header  map[string]string
+	// unanswered: nothing answers it (a word to its own account's other
+	// users, such as a desktop session's presence), so it has no canary.
+	unanswered bool
 }
 
 func (r req) msg(reply string) *nats.Msg {
@@ -274,14 +307,15 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 	own := u.Name
 	readers := func() []req {
 		var rs []req
-		for _, s := range []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks, "OBJ_" + events.BucketPackages} {
+		for _, s := range []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks, "OBJ_" + events.BucketPackages,
+			"KV_" + events.BucketWindows} {
 			rs = append(rs,
 				req{subject: "$JS.API.STREAM.INFO." + s},
 				req{subject: "$JS.API.DIRECT.GET." + s, body: `{"seq":1,"batch":3}`},
 				req{subject: "$JS.API.DIRECT.GET." + s + "." + map[string]string{
 					events.StreamJobs: "pcm.jobs.client.c2", events.StreamStatus: "pcm.status.c2." + f.job["c2"],
 					"KV_" + events.BucketAgents: "$KV.PCM_AGENTS.c2", "KV_" + events.BucketLocks: "$KV.PCM_LOCKS.c2",
-					"OBJ_" + events.BucketPackages: f.pkgMeta}[s]})
+					"OBJ_" + events.BucketPackages: f.pkgMeta, "KV_" + events.BucketWindows: "$KV.PCM_WINDOWS.client.c2"}[s]})
 		}
 		return append(rs,
 			req{subject: "$JS.API.CONSUMER.LIST." + events.StreamJobs, body: `{"offset":0}`},
@@ -307,11 +341,14 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 			req{subject: "$JS.ACK.PCM_JOBS.agent-" + own + ".1.999999.999999.0.0", body: "+WPI"},
 			req{subject: "$JS.ACK.PCM_JOBS.agent-" + own + ".1.999999.999999.0.0", body: `+NXT {"batch":1,"no_wait":true}`},
 			req{subject: "$KV.PCM_AGENTS." + own, body: `{"client_id":"` + own + `"}`, header: wrongRev},
-			req{subject: "$JS.API.DIRECT.GET.KV_PCM_AGENTS.$KV.PCM_AGENTS." + own})
+			req{subject: "$JS.API.DIRECT.GET.KV_PCM_AGENTS.$KV.PCM_AGENTS." + own},
+			req{subject: "pcm.view." + own + ".windows", body: `{"max":2}`})
 	case auth.RoleDesktop:
 		return append(client,
 			req{subject: "pcm.view." + own + ".offers", body: `{"max":2}`},
-			req{subject: "pcm.view." + own + ".statuses", body: `{"max":2}`})
+			req{subject: "pcm.view." + own + ".statuses", body: `{"max":2}`},
+			req{subject: "pcm.view." + own + ".windows", body: `{"max":2}`},
+			req{subject: events.SessionSubject(own), body: "attacker", unanswered: true})
 	case auth.RolePublisher:
 		return append(readers(),
 			req{subject: "pcm.jobs.client.c1", body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.offerMsgID}},
@@ -346,6 +383,10 @@ func (f *attackFixture) targetsOf(attacker, victim string) []string {
 		"$JS.API.CONSUMER.CREATE.PCM_JOBS.spy",
 		"$JS.API.CONSUMER.CREATE.KV_" + events.BucketLocks + ".spy",
 		"$JS.API.CONSUMER.CREATE.OBJ_" + events.BucketPackages + ".spy",
+		"$JS.API.CONSUMER.CREATE.KV_" + events.BucketWindows + ".spy",
+		"$JS.API.STREAM.PURGE.KV_" + events.BucketWindows,
+		"$KV." + events.BucketWindows + ".client." + victim,
+		"$KV." + events.BucketWindows + ".all",
 		events.StatusSubject(victim, f.job[victim]),
 		"$KV." + events.BucketLocks + "." + victim,
 		"$KV." + events.BucketAgents + "." + victim,
@@ -373,6 +414,9 @@ func (a *attacker) redirect(t *testing.T, reqs []req, targets []string) {
 		}
 	}
 	for _, r := range reqs {
+		if r.unanswered {
+			continue
+		}
 		inbox := a.nc.NewRespInbox()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := a.nc.RequestMsgWithContext(ctx, r.msg(inbox))
@@ -516,6 +560,21 @@ func (f *attackFixture) knownAttacks(t *testing.T, a *attacker, victim string) {
 		_, err := js.Publish(c, "$KV."+events.BucketAgents+"."+victim, []byte(`{"client_id":"`+victim+`"}`))
 		return err
 	})
+	// Only admins write maintenance windows: no role may open a window on
+	// the victim, on every client, or on its own client.
+	for _, key := range []string{"client." + victim, "group.g1", "all", "client." + a.u.Name} {
+		try("writing the maintenance window "+key, func(c context.Context) error {
+			_, err := js.Publish(c, "$KV."+events.BucketWindows+"."+key, []byte(`{"windows":[{"days":["Mon"],"start":"00:00","end":"23:59","zone":"UTC"}]}`))
+			return err
+		})
+	}
+	try("purging the maintenance windows", func(c context.Context) error {
+		s, err := js.Stream(c, "KV_"+events.BucketWindows)
+		if err != nil {
+			return err
+		}
+		return s.Purge(c)
+	})
 	if a.u.Role != auth.RolePublisher {
 		try("injecting an unsigned job for the victim", func(c context.Context) error {
 			_, err := js.Publish(c, "pcm.jobs.client."+victim, []byte(`{"specversion":"1.0"}`))
@@ -534,6 +593,37 @@ func (f *attackFixture) knownAttacks(t *testing.T, a *attacker, victim string) {
 		err := clientview.Scan(vctx, a.nc, victim, clientview.Offers, func(streamread.Msg) error { seen++; return nil })
 		if err == nil || seen > 0 {
 			t.Errorf("%s: read %d of %s's offers through the view (%v)", a.u.UserName(), seen, victim, err)
+		}
+		// Reading the other client's maintenance windows: through the
+		// view, and by direct gets on the bucket; its own view holds its
+		// own key, its groups' and every client's, nothing else.
+		seen = 0
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		err = clientview.Scan(wctx, a.nc, victim, clientview.Windows, func(streamread.Msg) error { seen++; return nil })
+		wcancel()
+		if err == nil || seen > 0 {
+			t.Errorf("%s: read %d of %s's maintenance windows through the view (%v)", a.u.UserName(), seen, victim, err)
+		}
+		var keys []string
+		octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = clientview.Scan(octx, a.nc, a.u.Name, clientview.Windows, func(m streamread.Msg) error {
+			keys = append(keys, kvread.EntryOf(events.BucketWindows, m).Key)
+			return nil
+		})
+		ocancel()
+		want := events.WindowKeysOf(a.u.Name, attackGroups[a.u.Name])
+		slices.Sort(keys)
+		slices.Sort(want)
+		if err != nil || !slices.Equal(keys, want) {
+			t.Errorf("%s: its own view of the maintenance windows holds %v (%v), want %v", a.u.UserName(), keys, err, want)
+		}
+		for _, body := range []string{`{"seq":1}`, `{"last_by_subj":"$KV.PCM_WINDOWS.client.` + victim + `"}`} {
+			c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			m, err := a.nc.RequestWithContext(c, "$JS.API.DIRECT.GET.KV_"+events.BucketWindows, []byte(body))
+			cancel()
+			if err == nil && len(m.Data) > 0 {
+				t.Errorf("%s: read a maintenance window by a direct get %s: %q", a.u.UserName(), body, m.Data)
+			}
 		}
 		for _, body := range []string{`{"seq":1}`, `{"seq":1,"batch":10}`, `{"last_by_subj":"pcm.jobs.client.` + victim + `"}`} {
 			try("reading an offer by a direct get "+body, func(c context.Context) error {

@@ -21,6 +21,7 @@ import (
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/maintenance"
 	"github.com/pcm-project/pcm/testenv"
 )
 
@@ -46,6 +47,12 @@ type chaosFigures struct {
 	cancels, cancelsBefore int
 	cancelledPairs         int
 	startedAfterCancel     int
+	// the time rules for people: deferrals the desktops recorded, and the
+	// service runs that started while one held (must be 0); jobs bound to
+	// the open maintenance window, and to none that fits (their runs: must
+	// be 0).
+	deferrable, deferrals, ranWhileDeferred int
+	inWindow, outOfWindow, ranOutOfWindow   int
 }
 
 // TestChaos runs real pcm agent processes under faults: SIGKILL at random
@@ -100,23 +107,61 @@ func TestChaos(t *testing.T) {
 		}
 		desktops[i] = d
 	}
+	// Each desktop's user is logged in: its session is open (the service
+	// holds a job for a deferral only while one is).
+	sessions, stopSessions := context.WithCancel(context.Background())
+	var sessionsWG sync.WaitGroup
+	for _, d := range desktops {
+		sessionsWG.Go(func() { _ = d.Session(sessions) })
+	}
+	defer sessionsWG.Wait()
+	defer stopSessions()
+	// A maintenance window of the fleet, open for the next three hours.
+	wstart := time.Now().UTC().Truncate(time.Minute)
+	w, err := events.ParseWindow(wstart.Format("2006-01-02 15:04-") + wstart.Add(3*time.Hour).Format("15:04") + " UTC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if _, err := maintenance.New(env.JS).Set(wctx, toGroup("fleet"), []events.Window{w}, "chaos"); err != nil {
+		t.Fatal(err)
+	}
+	wcancel()
 
 	// Jobs: most succeed (max_attempts 1), one in five fails (max_attempts
 	// 3). One in four is mandatory 1 to 3 s after it is published, kept
 	// from the desktops' picks, and a candidate for cancellation: until its
-	// mandatory time no client may start it.
+	// mandatory time no client may start it. One in eight allows the user
+	// one deferral of a minute, is mandatory 1 to 3 s after it is
+	// published, kept from the desktops' picks and deferred by them now
+	// and then during the service's countdown. One in eight requires the
+	// fleet's open maintenance window; one in twelve requires a window its
+	// timeout fits in, which none does before it expires, 4 s later.
 	var jobsMu sync.Mutex
 	jobs := map[string]int{}              // job id -> max attempts
 	mandatoryAt := map[string]time.Time{} // cancellable job -> its mandatory time
 	cancelledAt := map[string]time.Time{} // cancelled job -> when its cancellation was stored (at the latest)
+	deferrable := map[string]time.Time{}  // deferrable job -> its mandatory time
+	deferredOn := map[string]bool{}       // "<job> <client>" -> a desktop deferred it there
+	inWindow, outOfWindow := map[string]bool{}, map[string]bool{}
 	publishJob := func(ctx context.Context) {
 		j := job([]string{"bash", "-c", record}, toGroup("fleet"))
 		j.MaxAttempts = 1
-		cancellable := rand.IntN(4) == 0
+		kind := rand.IntN(24)
 		switch {
-		case cancellable:
+		case kind < 6: // cancellable
 			at := time.Now().Add(time.Second + rand.N(2*time.Second)).UTC()
 			j.MandatoryAfter = &at
+		case kind < 9: // deferrable
+			at := time.Now().Add(time.Second + rand.N(2*time.Second)).UTC()
+			j.MandatoryAfter = &at
+			j.Deferrals = &events.Deferrals{Max: 1, Each: events.Duration(chaosDeferral)}
+		case kind < 12: // in the open window
+			j.InWindow = true
+		case kind < 14: // no window fits before it expires
+			j.InWindow = true
+			j.Command.Timeout = events.Duration(6 * time.Hour)
+			j.ExpireAfter = time.Now().Add(4 * time.Second).UTC()
 		case rand.IntN(5) == 0:
 			j.Command.Argv = []string{"bash", "-c", record + "; exit 1"}
 			j.MaxAttempts = 3
@@ -127,10 +172,34 @@ func TestChaos(t *testing.T) {
 		}
 		jobsMu.Lock()
 		jobs[id] = j.MaxAttempts
-		if cancellable {
+		switch {
+		case kind < 6:
 			mandatoryAt[id] = *j.MandatoryAfter
+		case kind < 9:
+			deferrable[id] = *j.MandatoryAfter
+		case kind < 12:
+			inWindow[id] = true
+		case kind < 14:
+			outOfWindow[id] = true
 		}
 		jobsMu.Unlock()
+	}
+	// deferOne has desktop i defer a deferrable job that is due, as its
+	// user would during the countdown.
+	deferOne := func(ctx context.Context, i int) {
+		pick := pickWhere(&jobsMu, deferrable, func(id string) bool {
+			return time.Now().After(deferrable[id]) && !deferredOn[id+" "+ids[i]]
+		})
+		if pick == "" {
+			return
+		}
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if _, err := desktops[i].Defer(dctx, pick); err == nil {
+			jobsMu.Lock()
+			deferredOn[pick+" "+ids[i]] = true
+			jobsMu.Unlock()
+		}
 	}
 	cancelJob := func(ctx context.Context) {
 		pick := pickWhere(&jobsMu, mandatoryAt, func(id string) bool { _, done := cancelledAt[id]; return !done })
@@ -188,13 +257,27 @@ func TestChaos(t *testing.T) {
 	for i := range desktops {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				pick := pickWhere(&jobsMu, jobs, func(id string) bool { _, cancellable := mandatoryAt[id]; return !cancellable })
+				pick := pickWhere(&jobsMu, jobs, func(id string) bool {
+					_, cancellable := mandatoryAt[id]
+					_, deferrable := deferrable[id]
+					return !cancellable && !deferrable
+				})
 				if pick != "" {
 					rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 					_, _ = desktops[i].Run(rctx, pick)
 					cancel()
 				}
 				sleep(ctx, time.Duration(100+rand.IntN(200))*time.Millisecond)
+			}
+		})
+	}
+	// Deferrals: each desktop's user defers a due deferrable job now and
+	// then.
+	for i := range desktops {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				deferOne(ctx, i)
+				sleep(ctx, time.Duration(150+rand.IntN(250))*time.Millisecond)
 			}
 		})
 	}
@@ -238,7 +321,8 @@ func TestChaos(t *testing.T) {
 	}
 	jobsMu.Lock()
 	defer jobsMu.Unlock()
-	fig := chaosFigures{faults: faults, finalsPerAttempt: map[int]int{}, cancels: len(cancelledAt)}
+	fig := chaosFigures{faults: faults, finalsPerAttempt: map[int]int{}, cancels: len(cancelledAt),
+		deferrable: len(deferrable), inWindow: len(inWindow), outOfWindow: len(outOfWindow)}
 	// A job cancelled before its mandatory time could not have started
 	// anywhere (the services wait for that time, the desktops never pick
 	// it): it must never start.
@@ -278,8 +362,11 @@ func TestChaos(t *testing.T) {
 					fig.svcRuns++
 				}
 			}
-			for _, n := range perAttempt {
+			for attempt, n := range perAttempt {
 				fig.finalsPerAttempt[n]++
+				if n != 1 {
+					t.Errorf("job %s on %s: %d final statuses of attempt %d: %+v", id, c, n, attempt, sts)
+				}
 			}
 			if !last.EndsJob(maxAttempts) {
 				fig.unfinished++
@@ -294,6 +381,19 @@ func TestChaos(t *testing.T) {
 					fig.startedAfterCancel++
 					t.Errorf("job %s, cancelled before its mandatory time, ran %d times on %s: %+v", id, n, c, sts)
 				}
+			}
+			if _, ok := deferrable[id]; ok && ranWhileDeferred(sts) {
+				fig.ranWhileDeferred++
+				t.Errorf("job %s ran on %s by the service while the user's deferral held: %+v", id, c, sts)
+			}
+			for _, s := range sts {
+				if s.State == events.StateDeferred {
+					fig.deferrals++
+				}
+			}
+			if outOfWindow[id] && (n > 0 || last.State != events.StateExpired) {
+				fig.ranOutOfWindow++
+				t.Errorf("job %s, with no window its timeout fits in, ran %d times on %s: %+v", id, n, c, sts)
 			}
 			if n > maxAttempts || (maxAttempts == 1 && n == 0 && !interrupted && last.State == events.StateSucceeded) {
 				fig.overRuns++
@@ -311,7 +411,7 @@ func TestChaos(t *testing.T) {
 	t.Log(report)
 	fmt.Println(report)
 	if fig.overRuns != 0 || fig.unfinished != 0 || fig.unacked != 0 || fig.overlaps != 0 || len(fig.finalsPerAttempt) != 1 || fig.finalsPerAttempt[1] == 0 ||
-		fig.startedAfterCancel != 0 || fig.cancelsBefore == 0 {
+		fig.startedAfterCancel != 0 || fig.cancelsBefore == 0 || fig.ranWhileDeferred != 0 || fig.ranOutOfWindow != 0 || fig.deferrals == 0 || fig.inWindow == 0 {
 		t.Fatalf("chaos checker failed:\n%s", report)
 	}
 }
@@ -335,8 +435,38 @@ func (f chaosFigures) String() string {
 	fmt.Fprintf(&b, "  full audit:                       %d events, exactly those stored (pcm audit --verify: whole)\n", f.audited)
 	fmt.Fprintf(&b, "  cancellations:                    %d (%d before the job's mandatory time)\n", f.cancels, f.cancelsBefore)
 	fmt.Fprintf(&b, "  cancelled before start never started: %d of %d (job, client) pairs started anyway (must be 0)\n", f.startedAfterCancel, f.cancelledPairs)
+	fmt.Fprintf(&b, "  deferrals:                        %d recorded on %d deferrable jobs; service runs during one: %d (must be 0)\n", f.deferrals, f.deferrable, f.ranWhileDeferred)
+	fmt.Fprintf(&b, "  maintenance windows:              %d jobs in the open window, %d with none that fits; runs of those: %d (must be 0)\n", f.inWindow, f.outOfWindow, f.ranOutOfWindow)
 	return b.String()
 }
+
+// chaosDeferral is how long a deferral of the chaos test's jobs lasts.
+const chaosDeferral = time.Minute
+
+// ranWhileDeferred reports whether the service started a job while a
+// deferral recorded before held it (a start within deferralSlack of the
+// deferral may have been decided before it: the user deferred a job
+// already starting).
+func ranWhileDeferred(sts []events.JobStatus) bool {
+	const deferralSlack = 5 * time.Second
+	for _, d := range sts {
+		if d.State != events.StateDeferred || d.DeferredUntil == nil {
+			continue
+		}
+		deferredAt := d.DeferredUntil.Add(-chaosDeferral)
+		for _, s := range sts {
+			if s.State == events.StateStarted && s.Runner == events.RunnerService && s.StartedAt != nil &&
+				s.StartedAt.After(deferredAt.Add(deferralSlack)) && s.StartedAt.Before(*d.DeferredUntil) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// chaosGrace is the countdown the chaos agents give a deferrable job once
+// it is due.
+const chaosGrace = 2 * time.Second
 
 // chaosAgent is one real pcm agent process that the test kills and
 // restarts.
@@ -353,7 +483,8 @@ func (a *chaosAgent) start(point agent.FaultPoint) {
 		env = []string{"PCM_TEST_FAULT_POINT=" + string(point)}
 	}
 	p := startPCM(a.t, a.dir, env, "agent", "--url", a.url, "--client-id", a.client,
-		"--state-dir", filepath.Join(a.dir, "state-"+a.client), "--lease", "2s", "--heartbeat", "5s", "--log-level", "warn")
+		"--state-dir", filepath.Join(a.dir, "state-"+a.client), "--lease", "2s", "--heartbeat", "5s", "--log-level", "warn",
+		"--grace", chaosGrace.String())
 	a.mu.Lock()
 	a.p = p
 	a.mu.Unlock()

@@ -120,6 +120,7 @@ const (
 	noteRetrying
 	noteRing
 	noteRequires
+	noteWindow
 )
 
 // Explain renders why the client is in its state, formatting times with
@@ -180,6 +181,11 @@ func (c ClientRollout) Explain(ts func(time.Time) string) string {
 			return "pending: mandatory at " + at(c.Due)
 		case noteForUser:
 			return "pending: waiting for the user at the desktop"
+		case noteWindow:
+			if c.Due == nil {
+				return "pending: waiting for maintenance window (none opens before the job expires in which its timeout fits: pcm window list --client " + c.Client + ")"
+			}
+			return "pending: waiting for maintenance window (next: " + at(c.Due) + ")"
 		}
 		return "pending: received, due now"
 	}
@@ -369,12 +375,23 @@ type view struct {
 	halt     *events.JobHalted
 	haltedBy string
 	required map[string]map[string]events.JobStatus
+	// windows are PCM_WINDOWS by key, for a job that requires a window.
+	windows map[string]events.Windows
 }
 
 func newView(offer offers.Found, enrolled map[string]fleet.Enrollment) *view {
 	return &view{offer: offer, enrolled: enrolled, agents: map[string]events.AgentInfo{},
 		locks: map[string]events.LockInfo{}, statuses: map[string]trackedStatus{},
-		required: map[string]map[string]events.JobStatus{}}
+		required: map[string]map[string]events.JobStatus{}, windows: map[string]events.Windows{}}
+}
+
+// windowsOf are the maintenance windows of a client in groups.
+func (v *view) windowsOf(client string, groups []string) events.Windows {
+	var ws events.Windows
+	for _, k := range events.WindowKeysOf(client, groups) {
+		ws = append(ws, v.windows[k]...)
+	}
+	return ws
 }
 
 // applyRequired records the status of a job this one requires, unless it
@@ -590,6 +607,18 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 		case now.Before(*job.MandatoryAfter):
 			due := *job.MandatoryAfter
 			cr.note, cr.Due = noteMandatoryAt, &due
+		case job.InWindow:
+			ws := v.windowsOf(c, e.Groups)
+			need := time.Duration(job.Command.Timeout)
+			o, ok := ws.Next(now, need)
+			switch {
+			case ok && !o.Start.After(now):
+				cr.note = noteDue
+			case ok && o.Start.Before(job.ExpireAfter):
+				cr.note, cr.Due = noteWindow, &o.Start
+			default:
+				cr.note = noteWindow
+			}
 		default:
 			cr.note = noteDue
 		}

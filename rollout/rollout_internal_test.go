@@ -222,3 +222,47 @@ func clientIn(t *testing.T, r Rollout, client string) ClientRollout {
 	t.Fatalf("no client %s in %+v", client, r.Clients)
 	return ClientRollout{}
 }
+
+// TestRolloutTimeRules: a due job that requires a maintenance window says
+// when the client's next window opens (its own, its group's or every
+// client's); a deferral shows as the client's state; a restart after a
+// success ends the job, without failing it.
+func TestRolloutTimeRules(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	v := rolloutFixture(now)
+	past := now.Add(-time.Minute)
+	v.offer.Job.MandatoryAfter, v.offer.Job.InWindow = &past, true
+	if c := v.client("got", now); !strings.Contains(c.Explain(ts), "waiting for maintenance window (none opens") {
+		t.Fatalf("no window set: %q", c.Explain(ts))
+	}
+	nightly, err := events.ParseWindow("daily 22:00-04:00 UTC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.windows["group.lab"] = events.Windows{nightly}
+	if c := v.client("got", now); c.Explain(ts) != "pending: waiting for maintenance window (next: 2026-11-21T22:00:00Z)" {
+		t.Fatalf("window closed: %q", c.Explain(ts))
+	}
+	morning, err := events.ParseWindow("Sat 09:00-12:00 UTC") // 2026-11-21 is a Saturday
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.windows["all"] = events.Windows{morning}
+	if c := v.client("got", now); c.Explain(ts) != "pending: received, due now" {
+		t.Fatalf("window open: %q", c.Explain(ts))
+	}
+	until := now.Add(4 * time.Hour)
+	v.apply(events.JobStatus{JobID: "j1", ClientID: "got", State: events.StateDeferred, Attempt: 1, Runner: events.RunnerDesktop,
+		Reason: "deferred by ann", TimeRulesStatus: events.TimeRulesStatus{Deferral: 1, DeferralsMax: 3, DeferredUntil: &until}}, now)
+	if c := v.client("got", now); c.State != ClientState(events.StateDeferred) || c.Done || c.Explain(ts) != "deferred by ann" {
+		t.Fatalf("deferred: %+v", c)
+	}
+	exit := 3010
+	v.apply(events.JobStatus{JobID: "j1", ClientID: "got", State: events.StateSucceeded, Attempt: 1, ExitCode: &exit, Runner: events.RunnerService,
+		TimeRulesStatus: events.TimeRulesStatus{RestartRequired: true}}, now)
+	v.apply(events.JobStatus{JobID: "j1", ClientID: "got", State: events.StateRestarted, Attempt: 1, Runner: events.RunnerService}, now)
+	if c := v.client("got", now); c.State != ClientState(events.StateRestarted) || !c.Done || c.Failed {
+		t.Fatalf("restarted: %+v", c)
+	}
+}

@@ -127,6 +127,8 @@ type follow struct {
 	agents, locks, statuses *streamread.Follower
 	// halts follows the job's halt subject (a staged rollout only).
 	halts *streamread.Follower
+	// windows follows PCM_WINDOWS, for a job that requires a window only.
+	windows *streamread.Follower
 }
 
 // start starts the followers: every key of PCM_AGENTS and PCM_LOCKS, and
@@ -156,6 +158,11 @@ func (f *follow) start(ctx context.Context) (err error) {
 			return streamErr("the halts of "+f.jobID+" in "+events.StreamJobs, err)
 		}
 	}
+	if f.v.offer.Job.InWindow {
+		if f.windows, err = kvread.Follow(ctx, f.js, events.BucketWindows); err != nil {
+			return streamErr("bucket "+events.BucketWindows, err)
+		}
+	}
 	return nil
 }
 
@@ -176,7 +183,7 @@ func (f *follow) applyHalt(m *streamread.Msg) {
 
 // stop stops the followers that were started.
 func (f *follow) stop() {
-	for _, fl := range []*streamread.Follower{f.agents, f.locks, f.statuses, f.halts} {
+	for _, fl := range []*streamread.Follower{f.agents, f.locks, f.statuses, f.halts, f.windows} {
 		if fl != nil {
 			fl.Stop()
 		}
@@ -191,6 +198,12 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 	var haltUpdates <-chan *streamread.Msg
 	if f.halts != nil {
 		haltUpdates = f.halts.Updates()
+	}
+	// The windows count only for a job that requires one.
+	var windows <-chan *streamread.Msg
+	windowsInit := f.windows == nil
+	if f.windows != nil {
+		windows = f.windows.Updates()
 	}
 	last := ""
 	// send sends the rollout when it shows something new, or always (the
@@ -212,7 +225,7 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		if !ready && caught && agentsInit && locksInit && haltsInit {
+		if !ready && caught && agentsInit && locksInit && haltsInit && windowsInit {
 			ready = true
 			if !send(true) {
 				return ctx.Err()
@@ -276,6 +289,20 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 				delete(f.v.locks, e.Key)
 			} else if l, ok := events.ParseLockInfo(e.Value); ok {
 				f.v.locks[e.Key] = l
+			}
+		case m, ok := <-windows:
+			if !ok {
+				return stopped(ctx, "bucket "+events.BucketWindows, f.windows)
+			}
+			if m == nil {
+				windowsInit = true
+				continue
+			}
+			e := kvread.EntryOf(events.BucketWindows, *m)
+			if ws, err := events.ParseWindowSet(e.Value); err == nil && !e.Deleted {
+				f.v.windows[e.Key] = ws.Windows
+			} else {
+				delete(f.v.windows, e.Key)
 			}
 		case <-tick.C:
 		}

@@ -74,6 +74,8 @@ type Record struct {
 	// UpdatedAt is when the record was last written. The journal sets it on
 	// every write (Put, MarkSent); a value passed to Put is ignored.
 	UpdatedAt time.Time `json:"updated_at"`
+	// Times: first sight, deferral, restart (times.go).
+	Times
 }
 
 // validate checks what Put needs to store rec safely.
@@ -92,7 +94,7 @@ func (rec Record) validate() error {
 		return fmt.Errorf("%w: job %s: phase %s needs the attempt number (1-based), got %d",
 			ErrInvalid, rec.JobID, rec.Phase, rec.Attempt)
 	}
-	return nil
+	return rec.Times.validate(rec.JobID)
 }
 
 // decodeRecord decodes a stored record and checks it against its key.

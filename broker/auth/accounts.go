@@ -154,13 +154,22 @@ func Imports(p Principal) ([]Import, error) {
 			return nil, err
 		}
 		for _, g := range gs {
-			if g.Sub || seen[g.Subject] {
+			if g.Sub || g.Local || seen[g.Subject] {
 				continue
 			}
 			seen[g.Subject] = true
 			out = append(out, Import{Subject: g.Subject, Why: g.Why})
 		}
 	}
+	// An account may not import overlapping subjects: a grant within
+	// another of the account's roles (the service's pcm.view.<client>.windows
+	// within the desktop's pcm.view.<client>.*) comes through the wider one.
+	granted := slices.Clone(out)
+	out = slices.DeleteFunc(out, func(im Import) bool {
+		return slices.ContainsFunc(granted, func(o Import) bool {
+			return o.Subject != im.Subject && jwt.Subject(im.Subject).IsContainedIn(jwt.Subject(o.Subject))
+		})
+	})
 	switch p.Kind {
 	case KindClient:
 		for _, s := range events.ConsumerFilters(p.Name, p.Groups) {

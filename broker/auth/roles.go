@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/clientview"
 )
 
 // Role is what a NATS user of pcm is for; it decides the account the user
@@ -134,6 +135,9 @@ type Grant struct {
 	Subject string
 	// Why says which act of pcm needs it.
 	Why string
+	// Local is true for a publish heard inside the user's own account (by
+	// another user of it), which its account does not import.
+	Local bool
 }
 
 // Grants returns what u may publish and subscribe to, each with its
@@ -294,6 +298,7 @@ func agentGrants(client string) []Grant {
 		ownKey(events.BucketAgents, client, "its inventory"),
 		ownKey(events.BucketLocks, client, "its lock"),
 		packagesRead(),
+		pub("read its client's maintenance windows through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+"."+clientview.Windows),
 		subs("hear its desktop's statuses (a hint: it reads the stored status before acting)", events.StatusSubjectsOfClient(client)),
 		subs("hear its lock change (a hint: it reads the lock before acting)", kvPre+events.BucketLocks+"."+client),
 	)
@@ -308,12 +313,14 @@ func agentGrants(client string) []Grant {
 func desktopGrants(client string) []Grant {
 	return cat(
 		pub("read its client's consumer filters (the subjects its offers come on)", api+"CONSUMER.INFO."+events.StreamJobs+"."+events.ConsumerName(client)),
-		pub("list its client's offers and statuses through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+".*"),
+		pub("list its client's offers, statuses and maintenance windows through the client view (pcm broker, pcm controller), which reads them for it", "pcm.view."+client+".*"),
 		clientStatus(client),
 		cancellationRead(),
 		haltRead(),
 		ownKey(events.BucketLocks, client, "its client's lock"),
 		packagesRead(),
+		[]Grant{{Subject: events.SessionSubject(client), Local: true,
+			Why: "say its user's session is open, to its client's service inside their account (the user's deferrals and countdowns hold while one is)"}},
 		subs("hear of its client's new offers (its account imports only its own subject, its groups' and pcm.jobs.all)", "pcm.jobs.>"),
 		subs("hear its client's statuses and lock change (hints: it reads the stored state before acting)",
 			events.StatusSubjectsOfClient(client), kvPre+events.BucketLocks+"."+client),
@@ -321,7 +328,8 @@ func desktopGrants(client string) []Grant {
 }
 
 // readStreams are the streams and buckets publishers and auditors read.
-var readStreams = []string{events.StreamJobs, events.StreamStatus, kvSPre + events.BucketAgents, kvSPre + events.BucketLocks, objSPre + events.BucketPackages}
+var readStreams = []string{events.StreamJobs, events.StreamStatus, kvSPre + events.BucketAgents, kvSPre + events.BucketLocks, objSPre + events.BucketPackages,
+	kvSPre + events.BucketWindows}
 
 // readerGrants are what a publisher and an auditor read: the state of the
 // streams and buckets, every stored message by direct gets (no consumer),

@@ -32,6 +32,7 @@ type agentFlags struct {
 	ackWait            time.Duration
 	cacheSize          byteSize
 	trust              trustFlags
+	times              agentTimeFlags
 }
 
 func (f *agentFlags) register(cmd *cobra.Command) {
@@ -44,6 +45,7 @@ func (f *agentFlags) register(cmd *cobra.Command) {
 	f.cacheSize = pkgcache.DefaultMaxBytes
 	cmd.Flags().Var(&f.cacheSize, "cache-size", "size limit of the package cache in the state dir (2GiB, 500MiB, ...); least recently used packages are evicted first, never one of a pending job")
 	f.trust.register(cmd.Flags())
+	f.times.register(cmd.Flags())
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -98,6 +100,9 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 		ClientID: f.clientID, Groups: f.groups, StateDir: f.stateDir, Version: version,
 		Heartbeat: f.heartbeat, Lease: f.lease, CacheSize: int64(f.cacheSize), Fault: faultFromEnv(log), Logger: log,
 		TrustedKeys: keys.publishers, ControllerKeys: keys.controllers,
+	}
+	if err := f.times.apply(&cfg, log); err != nil {
+		return cfg, err
 	}
 	return cfg, cfg.Validate()
 }

@@ -49,11 +49,15 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	out := cmd.OutOrStdout()
 	cfg := agent.DesktopConfig{
 		Config: agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log,
-			TrustedKeys: keys.publishers, ControllerKeys: keys.controllers},
-		Grace:        f.grace,
+			TrustedKeys: keys.publishers, ControllerKeys: keys.controllers, Grace: f.grace},
 		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
 		Notify:       func(line string) { fmt.Fprintln(out, line) },
 	}
+	c, err := clockFromEnv(g.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Clock = c
 	// Checked before the broker is reached: a bad value fails at once.
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
@@ -81,7 +85,15 @@ needs the user (published with --interactive) at its mandatory time, after count
 so the user can save their work; the service runs the automated ones. Before each line it checks
 that the job is still pending here: it says nothing of a job the service ran, that was cancelled
 or that expired. It never shows or runs background (service-only) jobs. When the service holds
-the client it says which job it runs and waits; it never gives up because of the lock.`,
+the client it says which job it runs and waits; it never gives up because of the lock.
+
+A job published with --deferrals is counted down too, whichever face runs it: each notice says
+how many deferrals are left and the deadline, and pcm desktop defer JOB puts it off. The service
+holds such a job for its countdown and its deferrals only while a desktop session is open (this
+command without a subcommand): with nobody logged in, it runs the job at its time. A job this
+client first sees after its mandatory time (it was off) with --grace-after-offline is announced
+and run only after that grace. When a job asks for a restart, the session counts the restart
+down, with a final warning.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, nc, err := f.open(cmd, g)
@@ -93,8 +105,8 @@ the client it says which job it runs and waits; it never gives up because of the
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job that needs the user runs")
-	cmd.AddCommand(newDesktopListCmd(g, &f), newDesktopRunCmd(g, &f))
+	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job that needs the user, or that the user may defer, runs (give the service the same)")
+	cmd.AddCommand(newDesktopListCmd(g, &f), newDesktopRunCmd(g, &f), newDesktopDeferCmd(g, &f))
 	return cmd
 }
 
@@ -127,13 +139,13 @@ func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 			out := cmd.OutOrStdout()
 			disp := newDisplay(out, utc)
 			t := newTable(out)
-			row(t, "JOB", "NAME", "COMMAND", "MANDATORY AT", "EXPIRES")
+			row(t, "JOB", "NAME", "COMMAND", "MANDATORY AT", "DEFERRALS", "EXPIRES")
 			for _, j := range jobs {
 				mandatory := "optional"
 				if j.MandatoryAfter != nil {
 					mandatory = disp.time(*j.MandatoryAfter)
 				}
-				row(t, j.JobID, dash(j.Name), strings.Join(j.Command.Argv, " "), mandatory, disp.time(j.ExpireAfter))
+				row(t, j.JobID, dash(j.Name), strings.Join(j.Command.Argv, " "), mandatory, deferralsLeft(j), disp.time(j.ExpireAfter))
 			}
 			return t.Flush()
 		},
@@ -185,4 +197,44 @@ func defaultDesktopStateDir(client string) string {
 		return filepath.Join(os.TempDir(), "pcm-desktop", client)
 	}
 	return filepath.Join(home, ".local", "state", "pcm", client+"-desktop")
+}
+
+// deferralsLeft is the DEFERRALS cell of pcm desktop list: how many are
+// left, and the deadline; "-" for a job the user may not defer.
+func deferralsLeft(j agent.Listed) string {
+	if j.DeferralsLeft == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%d of %d left", *j.DeferralsLeft, j.Deferrals.Max)
+	if d := j.Deferrals.Deadline; d != nil {
+		s += ", deadline " + d.Local().Format(time.DateTime)
+	}
+	return s
+}
+
+func newDesktopDeferCmd(g *globals, f *desktopFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "defer JOB",
+		Short: "Put a mandatory job off, as the job allows (how many times, how long, until its deadline)",
+		Long: `Records that the user defers the job: it then runs neither at the desktop nor by the service
+before the deferral ends, and then after the grace countdown again. The deferral is a status of
+the job on this client (pcm audit shows who deferred it, and how many deferrals are left). It is
+refused, saying why, for a job that allows none, has none left, is past its deadline, is not
+mandatory yet, is running or is over.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, nc, err := f.open(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			st, err := d.Defer(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s deferred until %s (%d of %d deferrals left)\n", args[0],
+				st.DeferredUntil.Local().Format(time.DateTime), st.DeferralsLeft(), st.DeferralsMax)
+			return nil
+		},
+	}
 }

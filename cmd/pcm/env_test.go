@@ -12,7 +12,7 @@ import (
 var sharedMeaning = map[string]bool{
 	"PCM_TLS_CA": true, "PCM_TLS_CERT": true, "PCM_AUTH_DIR": true, "PCM_STATE_DIR": true, "PCM_ACK_WAIT": true,
 	"PCM_TRUSTED_KEYS": true, "PCM_TRUSTED_KEYS_FILE": true, "PCM_CONTROLLER_KEYS": true, "PCM_SIGNING_KEY": true,
-	"PCM_REASON": true,
+	"PCM_REASON": true, "PCM_GRACE": true,
 }
 
 // TestEnvNamesMeanOneThing: a variable sets flags of one meaning (the same

@@ -34,6 +34,7 @@ type jobFile struct {
 	Rollout  *events.RolloutPlan   `json:"rollout,omitempty"`
 	Detect   *events.DetectCommand `json:"detect,omitempty"`
 	Requires []string              `json:"requires,omitempty"`
+	jobFileTimeRules
 }
 
 // publishFlags are pcm publish's flags; they fill a jobFile.
@@ -48,6 +49,7 @@ type publishFlags struct {
 	clients, groups             []string
 	wait                        waitFlags
 	plan                        planFlags
+	timeRules                   timeRuleFlags
 }
 
 func newPublishCmd(g *globals) *cobra.Command { return publishCmd(g, &publishFlags{}) }
@@ -102,7 +104,7 @@ detect: {argv: [...]}, requires: [JOB].`,
 				return fmt.Errorf("%w: check the names, or publish anyway with --force (the job then waits for clients enrolled later)", err)
 			}
 			if err != nil {
-				return err
+				return explainTimeRule(err)
 			}
 			if structured(f.output) {
 				if err := writeDocument(cmd.OutOrStdout(), f.output, published); err != nil {
@@ -147,6 +149,7 @@ detect: {argv: [...]}, requires: [JOB].`,
 	fl.BoolVar(&f.force, "force", false, "publish even when a --client or --group matches no enrolled client (for clients enrolled later)")
 	f.wait.register(fl)
 	f.plan.register(fl)
+	f.timeRules.register(fl)
 	return cmd
 }
 
@@ -190,6 +193,9 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 	jf.Clients = append(jf.Clients, f.clients...)
 	jf.Groups = append(jf.Groups, f.groups...)
 	if err := f.plan.apply(cmd, &jf); err != nil {
+		return events.JobOffered{}, err
+	}
+	if err := f.timeRules.apply(cmd, &jf); err != nil {
 		return events.JobOffered{}, err
 	}
 	// A value's name in an error: the flag, or the job file's field.
@@ -287,6 +293,9 @@ func (jf jobFile) toJob(now time.Time, name func(flag string) string) (events.Jo
 			m = now.UTC()
 		}
 		job.MandatoryAfter = &m
+	}
+	if job.TimeRules, err = jf.timeRules(now); err != nil {
+		return job, err
 	}
 	// The publisher applies the job defaults (events.JobOffered.WithDefaults).
 	if len(job.Command.SuccessExitCodes) == 1 && job.Command.SuccessExitCodes[0] == 0 {

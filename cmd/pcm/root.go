@@ -48,7 +48,7 @@ time and reports a status for each; the whole history can be replayed for audit.
 Every flag can also be set by an environment variable: PCM_ followed by the flag's name in
 capitals with dashes as underscores (--url is PCM_URL, --state-dir is PCM_STATE_DIR). A flag
 that means something else in each command (--output, --client, --group, --name, --force,
---version, --out) takes the command's name too: PCM_AUDIT_OUTPUT, PCM_PUBLISH_CLIENT,
+--version, --out, --all) takes the command's name too: PCM_AUDIT_OUTPUT, PCM_PUBLISH_CLIENT,
 PCM_PACKAGE_PUSH_VERSION. A flag given on the command line wins over its variable.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -80,6 +80,7 @@ PCM_PACKAGE_PUSH_VERSION. A flag given on the command line wins over its variabl
 		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
 		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g),
 	)
+	root.AddCommand(newWindowCmd(g))
 	root.AddCommand(brokerCommands(g)...)
 	annotateEnv(root)
 	return root, g
@@ -90,7 +91,7 @@ PCM_PACKAGE_PUSH_VERSION. A flag given on the command line wins over its variabl
 // outputs differ; PCM_VERSION is also docker-compose.yml's image tag): their
 // variable names the command, so that one set for a command never changes
 // another.
-var scopedFlags = map[string]bool{"output": true, "client": true, "group": true, "name": true, "force": true, "version": true, "out": true}
+var scopedFlags = map[string]bool{"output": true, "client": true, "group": true, "name": true, "force": true, "version": true, "out": true, "all": true}
 
 // envName is the environment variable of flag in cmd: PCM_STATE_DIR for
 // --state-dir, PCM_AUDIT_OUTPUT for pcm audit's --output.

@@ -9,7 +9,9 @@
 // view service, running with the pcm account's rights (inside pcm broker,
 // or pcm controller next to a stock cluster), reads the stream for that
 // client only — the offers on its consumer's filter subjects, or the
-// statuses on pcm.status.<client>.* — and answers with the stored messages.
+// statuses on pcm.status.<client>.*, or its maintenance windows (the keys
+// of PCM_WINDOWS that apply to it: its own, its consumer's groups' and
+// every client's) — and answers with the stored messages.
 // The client id comes from the request's subject, which only that client's
 // account can send to.
 //
@@ -50,6 +52,10 @@ const (
 	Offers = "offers"
 	// Statuses are its statuses in PCM_STATUS.
 	Statuses = "statuses"
+	// Windows are the values of its maintenance windows in PCM_WINDOWS:
+	// its own key, its groups' (those of its consumer's filters) and all
+	// (see events.WindowKeysOf), each as the KV stores it.
+	Windows = "windows"
 )
 
 // Subjects of the view.
@@ -152,8 +158,8 @@ func (s *Service) answer(m *nats.Msg) {
 		end.Header.Set(HdrError, err.Error())
 		_ = s.js.Conn().PublishMsg(end)
 	}
-	if !ok || events.ValidID("client id", client) != nil || (what != Offers && what != Statuses) {
-		fail(fmt.Errorf("%s: ask pcm.view.<client>.offers or pcm.view.<client>.statuses", m.Subject))
+	if !ok || events.ValidID("client id", client) != nil || (what != Offers && what != Statuses && what != Windows) {
+		fail(fmt.Errorf("%s: ask pcm.view.<client>.offers, pcm.view.<client>.statuses or pcm.view.<client>.windows", m.Subject))
 		return
 	}
 	var req request
@@ -223,14 +229,39 @@ func (s *Service) filters(ctx context.Context, client, what string) (string, []s
 	if err != nil {
 		return "", nil, fmt.Errorf("reading the enrollment of %s: %w", client, err)
 	}
-	return events.StreamJobs, c.CachedInfo().Config.FilterSubjects, nil
+	filters := c.CachedInfo().Config.FilterSubjects
+	if what == Offers {
+		return events.StreamJobs, filters, nil
+	}
+	var groups []string
+	for _, f := range filters {
+		if t, ok := events.TargetOfSubject(f); ok && t.Kind == events.TargetGroup {
+			groups = append(groups, t.Name)
+		}
+	}
+	var keys []string
+	for _, k := range events.WindowKeysOf(client, groups) {
+		keys = append(keys, "$KV."+events.BucketWindows+"."+k)
+	}
+	return streamOf(Windows), keys, nil
+}
+
+// streamOf is the stream that holds what.
+func streamOf(what string) string {
+	switch what {
+	case Statuses:
+		return events.StreamStatus
+	case Windows:
+		return "KV_" + events.BucketWindows
+	}
+	return events.StreamJobs
 }
 
 // requestTimeout bounds the wait for each answer of the view.
 const requestTimeout = 30 * time.Second
 
 // Scan calls fn, in stream order, for each stored message of client's what
-// (Offers or Statuses) from the beginning, through the view service, page by
+// (Offers, Statuses or Windows) from the beginning, through the view service, page by
 // page. It returns ErrNoView when no view service answers.
 func Scan(ctx context.Context, nc *nats.Conn, client, what string, fn func(streamread.Msg) error) error {
 	r := newReader(nc, client, what)
@@ -273,11 +304,7 @@ type reader struct {
 }
 
 func newReader(nc *nats.Conn, client, what string) *reader {
-	stream := events.StreamJobs
-	if what == Statuses {
-		stream = events.StreamStatus
-	}
-	return &reader{nc: nc, client: client, what: what, stream: stream}
+	return &reader{nc: nc, client: client, what: what, stream: streamOf(what)}
 }
 
 // Next returns the next message, or streamread.ErrCaughtUp at the end of
