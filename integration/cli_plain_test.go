@@ -217,7 +217,7 @@ func TestCLISpeaksPlainly(t *testing.T) {
 		// Its list shows times as the other commands do.
 		out, errOut, code := runPCM(t, deskEnv, "desktop", "list", "--url", env.URL, "--client-id", "plain1", "--allow-unsigned",
 			"--state-dir", filepath.Join(dir, "desk"), "--utc")
-		row := regexp.MustCompile(`(?m)^` + id + ` +- +echo desk-marker +optional +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`)
+		row := regexp.MustCompile(`(?m)^` + id + ` +- +echo desk-marker +optional +- +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`)
 		if code != 0 || !strings.HasPrefix(out, "JOB ") || !row.MatchString(out) {
 			t.Fatalf("pcm desktop list: exit %d, stdout %q, want a row matching %s\nstderr: %s", code, out, row, errOut)
 		}

@@ -145,7 +145,7 @@ func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 				if j.MandatoryAfter != nil {
 					mandatory = disp.time(*j.MandatoryAfter)
 				}
-				row(t, j.JobID, dash(j.Name), strings.Join(j.Command.Argv, " "), mandatory, deferralsLeft(j), disp.time(j.ExpireAfter))
+				row(t, j.JobID, dash(j.Name), strings.Join(j.Command.Argv, " "), mandatory, deferralsLeft(disp, j), disp.time(j.ExpireAfter))
 			}
 			return t.Flush()
 		},
@@ -201,13 +201,13 @@ func defaultDesktopStateDir(client string) string {
 
 // deferralsLeft is the DEFERRALS cell of pcm desktop list: how many are
 // left, and the deadline; "-" for a job the user may not defer.
-func deferralsLeft(j agent.Listed) string {
+func deferralsLeft(disp display, j agent.Listed) string {
 	if j.DeferralsLeft == nil {
 		return "-"
 	}
 	s := fmt.Sprintf("%d of %d left", *j.DeferralsLeft, j.Deferrals.Max)
 	if d := j.Deferrals.Deadline; d != nil {
-		s += ", deadline " + d.Local().Format(time.DateTime)
+		s += ", deadline " + disp.time(*d)
 	}
 	return s
 }
