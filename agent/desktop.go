@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
@@ -179,7 +180,7 @@ func (d *Desktop) List(ctx context.Context) ([]Listed, error) {
 			return nil, err
 		}
 		if dec.Action != Run {
-			d.skipped(job, dec)
+			d.skipped(job, dec, zapcore.DebugLevel)
 			continue
 		}
 		l := Listed{JobOffered: job}
@@ -189,18 +190,20 @@ func (d *Desktop) List(ctx context.Context) ([]Listed, error) {
 		}
 		out = append(out, l)
 	}
-	d.log.Info("jobs listed", zap.Int("jobs_before_filter", len(live)), zap.Int("jobs_after_filter", len(out)))
+	// The list is what its user reads: why the others are left out is
+	// for --log-level debug.
+	d.log.Debug("jobs listed", zap.Int("jobs_before_filter", len(live)), zap.Int("jobs_after_filter", len(out)))
 	return out, nil
 }
 
-// skipped logs why the desktop does not offer job to the user.
-func (d *Desktop) skipped(job events.JobOffered, dec Decision) {
+// skipped logs at level why the desktop does not offer job to the user.
+func (d *Desktop) skipped(job events.JobOffered, dec Decision, level zapcore.Level) {
 	if dec.Rule == RuleBackground {
 		d.counts.serviceOnly.Add(1)
-		d.log.Info(fmt.Sprintf("job %s is marked for service-only execution, skipping it", job.JobID))
+		d.log.Log(level, fmt.Sprintf("job %s is marked for service-only execution, skipping it", job.JobID))
 		return
 	}
-	d.log.Info("not offering job", zap.String("job", job.JobID), zap.String("rule", string(dec.Rule)), zap.String("why", dec.Why))
+	d.log.Log(level, "not offering job", zap.String("job", job.JobID), zap.String("rule", string(dec.Rule)), zap.String("why", dec.Why))
 }
 
 // viewOffers calls fn, in stream order, with each valid offer and
@@ -423,7 +426,7 @@ func (d *Desktop) Session(ctx context.Context) error {
 			}()
 			return
 		case pick.Action != Run && pick.Rule != RuleWindow:
-			d.skipped(job, pick)
+			d.skipped(job, pick, zapcore.InfoLevel)
 			return
 		}
 		scheduled[job.JobID] = true

@@ -14,6 +14,10 @@ var (
 	// ErrUpdateReady: Run stopped to install a verified release
 	// (Service.PendingUpdate); no job runs and the client's lock is held.
 	ErrUpdateReady = errors.New("agent update ready")
+	// ErrAlreadyRunning: another agent of the same client id is running
+	// (its heartbeat is fresh), on another host or with another state
+	// directory: two would both take the client's jobs.
+	ErrAlreadyRunning = errors.New("another agent of this client is running")
 	// ErrMisrouted: an offer arrived on a subject that is not one of its targets.
 	ErrMisrouted = errors.New("offer on a subject that is not one of its targets")
 )

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,6 +14,7 @@ import (
 	"github.com/pcm-project/pcm/agent/journal"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/backoff"
+	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
 // Info is the inventory the agent publishes in PCM_AGENTS.
@@ -22,6 +25,63 @@ func (s *Service) Info() events.AgentInfo {
 		StartedAt: s.started.UTC(), LastSeen: time.Now().UTC(),
 		Heartbeat: events.Duration(s.cfg.Heartbeat), CurrentJob: s.current.Load().(string),
 		Channel: s.cfg.Channel, Update: s.updateInfo(),
+		StateDir: s.stateDir(),
+	}
+}
+
+// stateDir is the state directory as an absolute path, when it can be made
+// one.
+func (s *Service) stateDir() string {
+	if abs, err := filepath.Abs(s.cfg.StateDir); err == nil {
+		return abs
+	}
+	return s.cfg.StateDir
+}
+
+// checkAlone refuses to start beside another agent of the same client id:
+// one whose heartbeat is fresh and that did not stop, on another host or
+// with another state directory. The same host and state directory is this
+// agent restarting: the journal's lock keeps two of them from running.
+func (s *Service) checkAlone(ctx context.Context) error {
+	e, err := s.agents.Get(ctx)
+	if errors.Is(err, kvkey.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	other, ok := events.ParseAgentInfo(s.cfg.ClientID, e.Value)
+	now := time.Now()
+	if !ok || other.StoppedAt != nil || other.Stale(now) || (other.Host == s.cfg.Host && other.StateDir == s.stateDir()) {
+		return nil
+	}
+	hb := time.Duration(other.Heartbeat)
+	if hb <= 0 {
+		hb = 30 * time.Second
+	}
+	return fmt.Errorf("%w: client %s already has an agent on host %s (pid %d, state dir %s), started %s, last seen %s: "+
+		"stop it, or give this one another --client-id; if it is gone, its heartbeat goes stale at %s and this agent can start then",
+		ErrAlreadyRunning, s.cfg.ClientID, other.Host, other.PID, other.StateDir, other.StartedAt.Format(time.RFC3339),
+		other.LastSeen.Format(time.RFC3339), other.LastSeen.Add(3*hb).Format(time.RFC3339))
+}
+
+// markStopped writes the inventory once more, saying the agent stopped
+// cleanly: another agent of the client may start at once.
+func (s *Service) markStopped() {
+	if !s.nc.IsConnected() {
+		return // it goes stale instead
+	}
+	info := s.Info()
+	stopped := info.LastSeen
+	info.StoppedAt = &stopped
+	b, err := json.Marshal(info)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if _, err := s.agents.Put(ctx, b); err != nil {
+		s.log.Debug("the stopped inventory was not written", zap.Error(err))
 	}
 }
 
@@ -48,9 +108,6 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 		}
 	}
 }
-
-// errNotStoredYet: the status a hint announced is not in the stream yet.
-var errNotStoredYet = errors.New("the status heard is not stored yet")
 
 // watchDesktopStatuses listens (push, no polling) to this client's statuses
 // and settles an offer held for the desktop as soon as the desktop reports
@@ -79,41 +136,48 @@ func (s *Service) watchDesktopStatuses() (*nats.Subscription, error) {
 		if err != nil || !ok || rec.Phase != journal.PhaseReceived || rec.AckSubject == "" || rec.ForService {
 			return
 		}
-		// The hint can come before the stream has stored the status it
-		// announces (the core message and the store race): read until the
-		// stored status is at least as new as the one heard, for a while.
-		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-		var stored *events.JobStatus
-		err = backoff.Retry(ctx, backoff.Policy{Backoff: backoff.Backoff{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond}},
-			func(ctx context.Context) error {
-				var err error
-				if stored, err = s.lastStatus(ctx, heard.JobID); err != nil {
-					return err
-				}
-				if stored == nil || heard.Supersedes(*stored) && !stored.Supersedes(heard) {
-					return errNotStoredYet
-				}
-				return nil
-			})
-		cancel()
-		if err != nil || stored.Runner != events.RunnerDesktop || !stored.EndsJob(stored.MaxAttempts) {
+		s.settling.Go(func() { s.settleDesktopRun(heard.JobID, rec) })
+	})
+}
+
+// settleDesktopRun acks the offer of job, held for the desktop (rec), once
+// the broker holds the desktop's final status that ends it. The status is
+// heard as it is published, possibly before the stream has stored it (or
+// before a direct get through the client's account sees it): the stored
+// status is read again for a while before the hint is given up (the
+// offer then settles at its next delivery).
+func (s *Service) settleDesktopRun(job string, rec journal.Record) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	var stored *events.JobStatus
+	for d := 20 * time.Millisecond; ; d = min(2*d, 500*time.Millisecond) {
+		var err error
+		stored, err = s.lastStatus(ctx, job)
+		if err == nil && stored != nil && stored.Runner == events.RunnerDesktop && stored.EndsJob(stored.MaxAttempts) {
+			break
+		}
+		if backoff.Sleep(ctx, d) != nil {
 			return // the broker holds no such status: nothing was reported
 		}
-		st := *stored
-		rec.Phase = journal.PhaseDone
-		rec.Attempt = st.Attempt
-		rec.FinalState = string(st.State)
-		restartRequired(&rec, st)
-		if _, err := s.journal.Put(rec); err != nil {
-			return
-		}
-		s.kickRestart()
-		s.counts.desktopRuns.Add(1)
-		s.log.Info("the desktop ran the job; acking its offer", zap.String("job", st.JobID), zap.String("state", string(st.State)), zap.String("user", st.User))
-		s.ackAfterFlush(rec.AckSubject)
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
-	})
+	}
+	st := *stored
+	// The offer may have settled meanwhile (a redelivery found it over).
+	if now, ok, err := s.journal.Get(job); err != nil || !ok || now.Phase != journal.PhaseReceived || now.AckSubject != rec.AckSubject {
+		return
+	}
+	rec.Phase = journal.PhaseDone
+	rec.Attempt = st.Attempt
+	rec.FinalState = string(st.State)
+	restartRequired(&rec, st)
+	if _, err := s.journal.Put(rec); err != nil {
+		return
+	}
+	s.kickRestart()
+	s.counts.desktopRuns.Add(1)
+	s.log.Info("the desktop ran the job; acking its offer", zap.String("job", st.JobID), zap.String("state", string(st.State)), zap.String("user", st.User))
+	s.ackAfterFlush(rec.AckSubject)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,8 @@ type Service struct {
 	// sessionHeard is when a desktop session was last heard (Unix ns).
 	sessionHeard atomic.Int64
 	sessionDeaf  atomic.Bool // it cannot hear them: it assumes one is open
+
+	settling sync.WaitGroup // desktop runs being settled (settleDesktopRun)
 
 	curMu    sync.Mutex  // guards curTimer and curShown
 	curTimer *time.Timer // shows the running job in the inventory after currentGrace
@@ -150,12 +153,14 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	stopRun()
 	wg.Wait()
+	s.settling.Wait() // before the journal closes
 	if u := s.ready4update; u != nil && ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 		_ = s.flush(fctx) // what is left waits in the journal for the next version
 		cancel()
 		return fmt.Errorf("%w: %s -> %s", ErrUpdateReady, u.From, u.Release.Version)
 	}
+	s.markStopped()
 	return nil
 }
 
@@ -166,10 +171,15 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) bind(ctx context.Context) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer
 	err := backoff.Retry(ctx, backoff.Policy{
-		Backoff:   retryDelays,
-		Retryable: func(err error) bool { return !errors.Is(err, ErrNotEnrolled) && !errors.Is(err, ErrInvalidConfig) },
+		Backoff: retryDelays,
+		Retryable: func(err error) bool {
+			return !errors.Is(err, ErrNotEnrolled) && !errors.Is(err, ErrInvalidConfig) && !errors.Is(err, ErrAlreadyRunning)
+		},
 		OnRetry: func(err error, d time.Duration) {
-			s.log.Warn("waiting for the broker", zap.Error(err), zap.Duration("retry_in", d))
+			if !s.nc.IsConnected() {
+				err = fmt.Errorf("no broker answers at %s (is it running? check --url)", strings.Join(s.nc.Servers(), ", "))
+			}
+			s.log.Warn("waiting for the broker", zap.Error(err), zap.Duration("retry_in", d.Round(time.Millisecond)))
 		},
 	}, func(ctx context.Context) (err error) {
 		cons, err = s.bindOnce(ctx)
@@ -191,6 +201,9 @@ func (s *Service) bindOnce(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, err
 	}
 	s.agents = kvkey.New(s.js, events.BucketAgents, s.cfg.ClientID)
+	if err := s.checkAlone(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.bindLock(); err != nil {
 		return nil, err
 	}

@@ -31,9 +31,11 @@ type Event struct {
 	Data   []byte
 }
 
-// JSON returns the event in the CloudEvents JSON format: the stored body,
-// byte for byte, for a structured-mode message (see events.StructuredJSON).
-func (e Event) JSON() ([]byte, error) { return events.StructuredJSON(e.Header, e.Data) }
+// JSON returns the event in the CloudEvents JSON format, valid or not: the
+// stored body, byte for byte, for a structured-mode message, the message
+// rendered from its headers and body for a binary-mode one (see
+// events.StructuredJSON).
+func (e Event) JSON() []byte { return events.StructuredJSON(e.Header, e.Data) }
 
 // Decode reads the CloudEvent (see events.Decode).
 func (e Event) Decode() (event.Event, error) { return events.Decode(e.Header, e.Data) }

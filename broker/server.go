@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -172,19 +173,20 @@ func (b *Broker) Start(ctx context.Context) error {
 	return nil
 }
 
-// listenAddrs names the configured listen addresses for error messages.
+// listenAddrs names the configured listen addresses for error messages,
+// in words a user of any front end understands.
 func (b *Broker) listenAddrs() string {
-	addrs := "Config.Listen " + b.cfg.Listen
+	addrs := []string{"the client address " + b.cfg.Listen}
 	if b.cfg.MonitorListen != "" {
-		addrs += ", Config.MonitorListen " + b.cfg.MonitorListen
+		addrs = append(addrs, "the monitoring address "+b.cfg.MonitorListen)
 	}
 	if b.cfg.Cluster.Listen != "" {
-		addrs += ", Config.Cluster.Listen " + b.cfg.Cluster.Listen
+		addrs = append(addrs, "the cluster address "+b.cfg.Cluster.Listen)
 	}
-	if b.cfg.MonitorListen == "" && b.cfg.Cluster.Listen == "" {
-		return addrs + " is"
+	if len(addrs) == 1 {
+		return addrs[0] + " is"
 	}
-	return addrs + " are"
+	return strings.Join(addrs, " and ") + " are"
 }
 
 // Run starts the broker, blocks until ctx is cancelled, then shuts it down

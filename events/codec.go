@@ -3,9 +3,13 @@ package events
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -80,18 +84,79 @@ func Decode(header nats.Header, body []byte) (event.Event, error) {
 	return *ev, nil
 }
 
-// StructuredJSON returns the JSON form of the event a message carries: the
-// body itself, byte for byte, for a structured-mode message; the event
-// re-encoded for a binary-mode one.
-func StructuredJSON(header nats.Header, body []byte) ([]byte, error) {
-	if !isBinary(header) {
-		return body, nil
+// StructuredJSON returns the JSON form of the event a message carries,
+// whether or not it is a valid pcm event: the body itself, byte for byte,
+// for a structured-mode message; for a binary-mode one, the JSON object its
+// headers and body make (renderBinary), attribute values as stored. An
+// audit prints both alike, the invalid ones included.
+func StructuredJSON(header nats.Header, body []byte) []byte {
+	if isBinary(header) {
+		return renderBinary(header, body)
 	}
-	ev, err := Decode(header, body)
-	if err != nil {
-		return nil, err
+	return body
+}
+
+// attributeName matches the names CloudEvents allows for attributes.
+var attributeName = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
+
+// renderBinary writes a binary-mode message as a CloudEvent in the JSON
+// format, without validating it: each ce- header becomes the attribute of
+// its name (lower case, the prefix dropped; specversion, id, source, type,
+// subject and time first, the others sorted), Content-Type the
+// datacontenttype, and the body the data when it is JSON text with a JSON
+// content type (CheckContentType), else data_base64. Header values are
+// written as stored: a time is not re-formatted.
+func renderBinary(header nats.Header, body []byte) []byte {
+	attrs := map[string]string{}
+	for k, vs := range header {
+		lk := strings.ToLower(k)
+		name, ok := strings.CutPrefix(lk, binaryPrefix)
+		if !ok || len(vs) == 0 || !attributeName.MatchString(name) || name == "data" {
+			continue
+		}
+		attrs[name] = vs[0]
 	}
-	return json.Marshal(ev)
+	ct := HeaderValue(header, HeaderContentType)
+	if _, ok := attrs["datacontenttype"]; !ok && ct != "" {
+		attrs["datacontenttype"] = ct
+	}
+	order := []string{"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
+	var rest []string
+	for name := range attrs {
+		if !slices.Contains(order, name) {
+			rest = append(rest, name)
+		}
+	}
+	sort.Strings(rest)
+	var b bytes.Buffer
+	b.WriteByte('{')
+	sep := ""
+	member := func(name string, value []byte) {
+		b.WriteString(sep)
+		sep = ","
+		quoted, _ := json.Marshal(name)
+		b.Write(quoted)
+		b.WriteByte(':')
+		b.Write(value)
+	}
+	for _, name := range append(order, rest...) {
+		if v, ok := attrs[name]; ok {
+			quoted, _ := json.Marshal(v)
+			member(name, quoted)
+		}
+	}
+	switch {
+	case len(body) == 0:
+	case CheckContentType(attrs["datacontenttype"]) == nil && utf8.Valid(body) && json.Valid(body):
+		var c bytes.Buffer
+		_ = json.Compact(&c, body)
+		member("data", c.Bytes())
+	default:
+		quoted, _ := json.Marshal(base64.StdEncoding.EncodeToString(body))
+		member("data_base64", quoted)
+	}
+	b.WriteByte('}')
+	return b.Bytes()
 }
 
 // natsMessage adapts a NATS message to the SDK's binding.MessageReader.
@@ -128,6 +193,16 @@ func newNATSMessage(header nats.Header, body []byte) (*natsMessage, error) {
 	}
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: the message body is not UTF-8: JSON text is UTF-8", ErrMalformed)
+	}
+	// The SDK reads the data by its datacontenttype: refuse one that is
+	// not JSON by pcm's rule before the SDK fails on it in its own words.
+	var probe struct {
+		ContentType *string `json:"datacontenttype"`
+	}
+	if json.Unmarshal(body, &probe) == nil && probe.ContentType != nil {
+		if err := CheckContentType(*probe.ContentType); err != nil {
+			return nil, err
+		}
 	}
 	m.encoding = binding.EncodingStructured
 	return m, nil

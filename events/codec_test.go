@@ -50,9 +50,8 @@ func TestDecodeStructured(t *testing.T) {
 		t.Fatalf("structured without Content-Type: %v", err)
 	}
 	// StructuredJSON of a structured message is the body itself.
-	out, err := events.StructuredJSON(h, body)
-	if err != nil || string(out) != string(body) {
-		t.Fatalf("StructuredJSON changed the body: %v", err)
+	if out := events.StructuredJSON(h, body); string(out) != string(body) {
+		t.Fatal("StructuredJSON changed the body")
 	}
 }
 
@@ -95,10 +94,7 @@ func TestDecodeBinary(t *testing.T) {
 		t.Fatalf("upper-case binary headers: %v", err)
 	}
 	// A binary message converts to the structured JSON form.
-	js, err := events.StructuredJSON(h, data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := events.StructuredJSON(h, data)
 	if _, err := events.Decode(nats.Header{}, js); err != nil {
 		t.Fatalf("re-encoded binary event does not decode: %v", err)
 	}
@@ -204,5 +200,77 @@ func TestParseRefusesMismatches(t *testing.T) {
 	impersonated.SetSource(events.AgentSource("ws-2"))
 	if _, err := events.ParseJobStatus(impersonated); !errors.Is(err, events.ErrMissingAttribute) {
 		t.Fatalf("status with another client's source: %v", err)
+	}
+}
+
+// TestContentTypesTheSpecAllows: what the CloudEvents JSON format reads as
+// JSON data is accepted, in structured and in binary mode (no
+// datacontenttype at all, media-type parameters such as charset=utf-8); any
+// other media type, or another charset, is refused naming the rule.
+func TestContentTypesTheSpecAllows(t *testing.T) {
+	body, _ := offerEvent(t)
+	bh, data := binaryHeader(t, body)
+	var envelope map[string]json.RawMessage
+	if err := json.Unmarshal(body, &envelope); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ct   string // "" leaves the attribute out
+		want string // "" accepted, else a part of the error
+	}{
+		{"", ""},
+		{"application/json", ""},
+		{"application/json; charset=utf-8", ""},
+		{"application/json;charset=\"utf-8\"", ""},
+		{"text/plain", `datacontenttype "text/plain": pcm data is JSON: give application/json (parameters such as charset=utf-8 allowed) or leave the attribute out`},
+		{"application/xml", `datacontenttype "application/xml": pcm data is JSON`},
+		{"application/json; charset=iso-8859-1", `datacontenttype "application/json; charset=iso-8859-1": JSON text is UTF-8: give charset=utf-8 or no charset`},
+		{"application/json;;", `pcm data is JSON`},
+	} {
+		t.Run("structured "+tc.ct, func(t *testing.T) {
+			env := map[string]json.RawMessage{}
+			for k, v := range envelope {
+				env[k] = v
+			}
+			delete(env, "datacontenttype")
+			if tc.ct != "" {
+				env["datacontenttype"] = str(tc.ct)
+			}
+			b, _ := json.Marshal(env)
+			ev, err := events.Decode(nats.Header{}, b)
+			checkContentType(t, tc.want, err)
+			if err == nil {
+				if _, err := events.ParseJobOffered(ev); err != nil {
+					t.Fatalf("decoded but does not parse: %v", err)
+				}
+			}
+		})
+		t.Run("binary "+tc.ct, func(t *testing.T) {
+			h := nats.Header{}
+			for k, v := range bh {
+				h[k] = v
+			}
+			h.Del("Content-Type")
+			if tc.ct != "" {
+				h.Set("Content-Type", tc.ct)
+			}
+			ev, err := events.Decode(h, data)
+			checkContentType(t, tc.want, err)
+			if err == nil {
+				if _, err := events.ParseJobOffered(ev); err != nil {
+					t.Fatalf("decoded but does not parse: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func checkContentType(t *testing.T, want string, err error) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("refused: %v", err)
+	case want != "" && (err == nil || !errors.Is(err, events.ErrMissingAttribute) || !strings.Contains(err.Error(), want)):
+		t.Fatalf("got %v, want ErrMissingAttribute saying %q", err, want)
 	}
 }

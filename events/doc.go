@@ -15,6 +15,9 @@
 // public key travel as the pcmsig and pcmkey extension attributes, and
 // Verify checks them against a list of trusted keys.
 //
+// docs/protocol.md states the same contract for other languages; a test
+// checks that it documents every field of the schemas.
+//
 // Every validation failure wraps one sentinel of errors.go and names the field
 // and the fix. The package never talks to a server, never logs and imports no
 // other package of pcm.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"mime"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -23,7 +24,9 @@ const (
 // staged rollout are in halt.go).
 var Types = []string{TypeJobOffered, TypeJobCancelled, TypeJobStatus, TypeJobHalted, TypeJobResumed}
 
-// ContentTypeJSON is the datacontenttype of every pcm event.
+// ContentTypeJSON is the datacontenttype pcm writes on every event. Readers
+// also accept what the CloudEvents JSON format allows for JSON data (see
+// CheckContentType).
 const ContentTypeJSON = "application/json"
 
 const (
@@ -84,7 +87,9 @@ func newEvent(typ, id, source, subject string, data any) (event.Event, error) {
 	ev.SetSource(source)
 	ev.SetType(typ)
 	ev.SetSubject(subject)
-	ev.SetTime(time.Now().UTC())
+	// To the millisecond: every language's clock type keeps it (see
+	// TimeLayout), so a relay that re-serialises the event keeps its time.
+	ev.SetTime(time.Now().UTC().Truncate(time.Millisecond))
 	if err := ev.SetData(ContentTypeJSON, json.RawMessage(body)); err != nil {
 		return event.Event{}, fmt.Errorf("%w: setting %s data: %v", ErrMalformed, typ, err)
 	}
@@ -157,11 +162,14 @@ func JobIDOf(ev event.Event) string {
 
 // ValidateAttributes checks the CloudEvents attributes pcm requires of an
 // event of any of its types: specversion 1.0, id, source, a known type, the
-// subject (the job id), datacontenttype application/json, the data size, and
-// that the data is JSON.
+// subject (the job id), a JSON datacontenttype (CheckContentType), the data
+// size, and that the data is JSON.
 func ValidateAttributes(ev event.Event) error {
 	if ev.SpecVersion() != event.CloudEventsVersionV1 {
 		return fmt.Errorf("%w: specversion %q: pcm speaks CloudEvents 1.0", ErrMissingAttribute, ev.SpecVersion())
+	}
+	if err := CheckContentType(ev.DataContentType()); err != nil {
+		return err
 	}
 	if err := ev.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrMissingAttribute, err)
@@ -172,9 +180,6 @@ func ValidateAttributes(ev event.Event) error {
 	if err := ValidID("subject (job id)", ev.Subject()); err != nil {
 		return fmt.Errorf("%w: %v", ErrMissingAttribute, err)
 	}
-	if ct := ev.DataContentType(); ct != ContentTypeJSON {
-		return fmt.Errorf("%w: datacontenttype %q: pcm events carry %s data", ErrMissingAttribute, ct, ContentTypeJSON)
-	}
 	if n := len(ev.Data()); n > MaxDataSize {
 		return fmt.Errorf("%w: data is %d bytes: the limit is %d (64 KiB)", ErrTooLarge, n, MaxDataSize)
 	}
@@ -183,6 +188,26 @@ func ValidateAttributes(ev event.Event) error {
 	}
 	if !utf8.Valid(ev.Data()) || !json.Valid(ev.Data()) {
 		return fmt.Errorf("%w: data is not UTF-8 JSON although its datacontenttype is %s: send the data as a JSON object", ErrMalformed, ContentTypeJSON)
+	}
+	return nil
+}
+
+// CheckContentType checks a datacontenttype the way the CloudEvents JSON
+// format reads it: absent means application/json, and media-type
+// parameters are allowed (application/json; charset=utf-8), but a charset
+// other than UTF-8 is not. Any other media type wraps ErrMissingAttribute,
+// naming the rule.
+func CheckContentType(ct string) error {
+	if ct == "" {
+		return nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != ContentTypeJSON {
+		return fmt.Errorf("%w: datacontenttype %q: pcm data is JSON: give %s (parameters such as charset=utf-8 allowed) or leave the attribute out",
+			ErrMissingAttribute, ct, ContentTypeJSON)
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return fmt.Errorf("%w: datacontenttype %q: JSON text is UTF-8: give charset=utf-8 or no charset", ErrMissingAttribute, ct)
 	}
 	return nil
 }

@@ -27,6 +27,11 @@ type AgentInfo struct {
 	// Update is the agent's last self-update, if any: the "update failed"
 	// record says why.
 	Update *UpdateInfo `json:"update,omitempty"`
+	// StateDir is the agent's state directory: with Host, it tells the
+	// agent that restarts from the one that would run beside it.
+	StateDir string `json:"state_dir,omitempty"`
+	// StoppedAt is when the agent stopped cleanly, if it did.
+	StoppedAt *time.Time `json:"stopped_at,omitempty"`
 }
 
 // The states of an UpdateInfo.

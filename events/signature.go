@@ -26,30 +26,56 @@ const (
 	ExtensionSigner = "pcmkey"
 )
 
-// signingDomain starts every signing input, so that a pcm signature can
+// The domains that start the signing inputs, so that a pcm signature can
 // never be mistaken for a signature over anything else (an nkeys nonce, a
 // JWT) made with the same key, and so that the form can evolve.
-const signingDomain = "pcm.signature.v1"
+const (
+	// signingDomain starts the signing input Sign writes (see Sign).
+	signingDomain = "pcm.signature.v2"
+	// legacySigningDomain started the signing input of earlier releases
+	// (see signingInputV1); Verify still accepts it.
+	legacySigningDomain = "pcm.signature.v1"
+)
+
+// TimeLayout is how the signing input writes a time: the instant in UTC to
+// the millisecond, always three digits ("2026-11-21T10:00:00.500Z", as
+// JavaScript's Date.prototype.toISOString writes it). pcm's own events
+// carry times to the millisecond (written "…:00.5Z" by the CloudEvents Go
+// SDK), so every language's clock type keeps them.
+const TimeLayout = "2006-01-02T15:04:05.000Z"
+
+// CanonicalTime writes t as the signing input does: in UTC, truncated (not
+// rounded) to the millisecond, in TimeLayout; "" for the zero time.
+func CanonicalTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Truncate(time.Millisecond).Format(TimeLayout)
+}
 
 // Sign signs ev with kp, an nkeys user or account key pair holding its seed
 // (nkeys.CreateUser, or a seed file read by publisher.ReadSigningKey): it sets
 // the pcmkey attribute to kp's public key and pcmsig to the ed25519
 // signature of the event's signing input. A signature already present is
-// replaced. Sign the event last: any later change of an attribute or of a
-// byte of the data makes Verify fail.
+// replaced. Sign the event last: any later change of an attribute or of the
+// data's value makes Verify fail.
 //
-// The signing input is the compact JSON array of strings
+// The signing input is the canonical JSON (RFC 8785, see CanonicalJSON) of
+// the array
 //
-//	["pcm.signature.v1", specversion, id, source, type, subject, time,
-//	 datacontenttype, dataschema, pcmkey, base64(data)]
+//	["pcm.signature.v2", specversion, id, source, type, subject, time,
+//	 dataschema, pcmkey, data]
 //
-// where time is RFC 3339 with nanoseconds in UTC (time.RFC3339Nano, trailing
-// zeros dropped), an absent attribute is "", and the data bytes are in
-// standard padded base64, exactly as carried (the JSON text is not
-// re-formatted). Every string must be valid UTF-8, so JSON's string escaping
-// makes the encoding one-to-one. The NATS subject and headers and other
-// extension attributes are not signed: an agent checks that the subject is
-// one of the signed targets, and pcm reads no other extension.
+// where time is the instant in UTC to the millisecond (CanonicalTime), an
+// absent attribute is "", and data is the event's data as a JSON value. It
+// survives re-serialisation: a relay that writes the time with more or
+// fewer digits, re-spaces or re-orders the data, converts between
+// structured and binary mode or adds a charset to the datacontenttype does
+// not change it. The datacontenttype is not signed (pcm reads JSON data
+// only), nor are the NATS subject, the headers and other extension
+// attributes: an agent checks that the subject is one of the signed
+// targets, and pcm reads no other extension. docs/protocol.md has test
+// vectors.
 func Sign(ev *event.Event, kp nkeys.KeyPair) error {
 	if ev == nil || ev.Context == nil {
 		return fmt.Errorf("%w: no event to sign", ErrMalformed)
@@ -66,7 +92,7 @@ func Sign(ev *event.Event, kp nkeys.KeyPair) error {
 	}
 	input, err := signingInput(*ev, key)
 	if err != nil {
-		return err
+		return fmt.Errorf("signing event %s: %w", ev.ID(), err)
 	}
 	sig, err := kp.Sign(input)
 	if err != nil {
@@ -114,13 +140,16 @@ func Verify(ev event.Event, trusted []string) (signer string, err error) {
 	}
 	input, err := signingInput(ev, key)
 	if err != nil {
-		return key, fmt.Errorf("%w: %w", ErrBadSignature, err)
+		return key, fmt.Errorf("%w: event %s: %w", ErrBadSignature, ev.ID(), err)
 	}
-	if err := pub.Verify(input, raw); err != nil {
-		return key, fmt.Errorf("%w: event %s: the signature of %s does not match the event's content: it was altered after signing",
-			ErrBadSignature, ev.ID(), shortKey(key))
+	if pub.Verify(input, raw) == nil {
+		return key, nil
 	}
-	return key, nil
+	if legacy, err := signingInputV1(ev, key); err == nil && pub.Verify(legacy, raw) == nil {
+		return key, nil
+	}
+	return key, fmt.Errorf("%w: event %s: the signature of %s does not match the event's content: it was altered after signing",
+		ErrBadSignature, ev.ID(), shortKey(key))
 }
 
 // ValidateTrustedKeys checks that each key is an nkeys user or account
@@ -161,6 +190,10 @@ func isSigningPublicKey(k string) bool {
 	return nkeys.IsValidPublicUserKey(k) || nkeys.IsValidPublicAccountKey(k)
 }
 
+// ShortKey abbreviates a public key for messages and tables
+// ("UDYL25OOTWVR...6BHT"); the full key is in the event.
+func ShortKey(k string) string { return shortKey(k) }
+
 // shortKey abbreviates a public key for messages; the full key is in the
 // event.
 func shortKey(k string) string {
@@ -183,12 +216,43 @@ func stringExtension(ev event.Event, name string) (v string, has, ok bool) {
 
 // signingInput is the byte string Sign signs (see Sign).
 func signingInput(ev event.Event, key string) ([]byte, error) {
+	data := ev.Data()
+	if len(data) == 0 {
+		data = []byte(`""`) // no data: an empty string, never confused with an object
+	}
+	if !utf8.Valid(data) || !json.Valid(data) {
+		return nil, fmt.Errorf("%w: the data is not JSON text, which is what is signed", ErrMalformed)
+	}
+	fields := []string{signingDomain, ev.SpecVersion(), ev.ID(), ev.Source(), ev.Type(), ev.Subject(),
+		CanonicalTime(ev.Time()), ev.DataSchema(), key}
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, f := range fields {
+		if !utf8.ValidString(f) {
+			return nil, fmt.Errorf("%w: attribute %d of the signing input is not UTF-8", ErrMalformed, i)
+		}
+		enc, _ := json.Marshal(f)
+		b.Write(enc)
+		b.WriteByte(',')
+	}
+	b.Write(data)
+	b.WriteByte(']')
+	return CanonicalJSON(b.Bytes())
+}
+
+// signingInputV1 is the signing input of earlier releases, which Verify
+// still accepts for the events they signed: the compact JSON array of
+// strings ["pcm.signature.v1", specversion, id, source, type, subject, time,
+// datacontenttype, dataschema, pcmkey, base64(data)], time in
+// time.RFC3339Nano in UTC, the data bytes exactly as carried. A relay that
+// re-serialises the event breaks it.
+func signingInputV1(ev event.Event, key string) ([]byte, error) {
 	t := ""
 	if ts := ev.Time(); !ts.IsZero() {
 		t = ts.UTC().Format(time.RFC3339Nano)
 	}
 	fields := []string{
-		signingDomain, ev.SpecVersion(), ev.ID(), ev.Source(), ev.Type(), ev.Subject(), t,
+		legacySigningDomain, ev.SpecVersion(), ev.ID(), ev.Source(), ev.Type(), ev.Subject(), t,
 		ev.DataContentType(), ev.DataSchema(), key,
 		base64.StdEncoding.EncodeToString(ev.Data()),
 	}
@@ -205,6 +269,11 @@ func signingInput(ev event.Event, key string) ([]byte, error) {
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
+
+// SigningInput is the byte string Sign signs for ev with the public key
+// key (see Sign): what another language's signer must reproduce, and what
+// the test vectors of docs/protocol.md show.
+func SigningInput(ev event.Event, key string) ([]byte, error) { return signingInput(ev, key) }
 
 // describeKeys lists keys abbreviated, for messages.
 func describeKeys(keys []string) string {

@@ -48,6 +48,27 @@ func (e Enrollment) Receives(subject string) bool {
 	return false
 }
 
+// Unmatched returns the targets that no enrolled client receives: a client
+// that is not enrolled, a group no client is enrolled in, all when no
+// client is enrolled at all.
+func Unmatched(enrolled map[string]Enrollment, targets []events.Target) []events.Target {
+	var out []events.Target
+	for _, t := range targets {
+		subject := events.JobSubject(t)
+		matched := false
+		for _, e := range enrolled {
+			if e.Receives(subject) {
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // enrollmentOf reads a client's enrollment from its consumer's info; ok is
 // false for a consumer that is not a client's (not named agent-<client>).
 func enrollmentOf(info *jetstream.ConsumerInfo) (Enrollment, bool) {

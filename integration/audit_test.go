@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/binding/format"
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/testenv"
@@ -178,4 +179,66 @@ func TestAudit(t *testing.T) {
 		t.Logf("--follow printed the offer %s after it was stored", time.Since(published).Round(time.Millisecond))
 		f.stdout.waitLine(t, regexp.MustCompile(`"id":"`+j5+`.a3.succeeded.1"`), 10*time.Second)
 	})
+}
+
+// TestAuditPrintsEveryStoredMessage: pcm audit -o json prints one line per
+// stored message, structured or binary, valid or not, never skipping one:
+// structured bodies byte for byte, binary messages rendered from their
+// headers and body (a valid one decodes to the stored event; an invalid one
+// shows its attributes as stored); the table shows both invalid ones as
+// invalid rows.
+func TestAuditPrintsEveryStoredMessage(t *testing.T) {
+	env := testenv.StartBroker(t)
+	structured := func(body string) *nats.Msg {
+		m := nats.NewMsg("pcm.jobs.all")
+		m.Header.Set("Content-Type", events.ContentTypeCloudEvents)
+		m.Data = []byte(body)
+		return m
+	}
+	binary := func(typ string) *nats.Msg {
+		m := nats.NewMsg("pcm.jobs.all")
+		for k, v := range map[string]string{"ce-specversion": "1.0", "ce-id": "BIN1", "ce-source": "/pcm/publisher/js",
+			"ce-type": typ, "ce-subject": "BIN1", "ce-time": "2026-01-02T03:04:05.500Z"} {
+			m.Header.Set(k, v)
+		}
+		m.Header.Set("Content-Type", "application/json; charset=utf-8")
+		m.Data = []byte(`{"job_id":"BIN1","targets":[{"kind":"all"}]}`)
+		return m
+	}
+	msgs := []*nats.Msg{
+		structured(`{"specversion":"1.0","id":"S1","source":"/pcm/publisher/x","type":"pcm.job.cancelled.v1","subject":"S1","data":{"job_id":"S1","targets":[{"kind":"all"}]}}`),
+		binary(events.TypeJobCancelled),
+		structured(`not an event`),
+		binary("pcm.job.exploded.v1"),
+	}
+	for _, m := range msgs {
+		publishRaw(t, env.JS, m)
+	}
+	lines := auditLines(t, env.URL, "-o", "json")
+	want := []string{
+		string(msgs[0].Data),
+		`{"specversion":"1.0","id":"BIN1","source":"/pcm/publisher/js","type":"pcm.job.cancelled.v1","subject":"BIN1","time":"2026-01-02T03:04:05.500Z","datacontenttype":"application/json; charset=utf-8","data":{"job_id":"BIN1","targets":[{"kind":"all"}]}}`,
+		`not an event`,
+		`{"specversion":"1.0","id":"BIN1","source":"/pcm/publisher/js","type":"pcm.job.exploded.v1","subject":"BIN1","time":"2026-01-02T03:04:05.500Z","datacontenttype":"application/json; charset=utf-8","data":{"job_id":"BIN1","targets":[{"kind":"all"}]}}`,
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("pcm audit -o json printed\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	if _, err := events.Decode(nats.Header{}, []byte(lines[1])); err != nil {
+		t.Fatalf("the rendered binary event does not decode: %v", err)
+	}
+	table := auditLines(t, env.URL, "--utc")
+	if len(table) != 5 {
+		t.Fatalf("the table has %d lines, want a header and 4 rows:\n%s", len(table), strings.Join(table, "\n"))
+	}
+	for i, re := range []*regexp.Regexp{
+		regexp.MustCompile(`^\S+Z\s+cancelled\s+S1\s+all\s+-\s+x$`),
+		regexp.MustCompile(`^\S+Z\s+cancelled\s+BIN1\s+all\s+-\s+js$`),
+		regexp.MustCompile(`^\S+Z\s+invalid\s+-\s+-\s+-\s+PCM_JOBS seq 3 on pcm.jobs.all: malformed event: `),
+		regexp.MustCompile(`^\S+Z\s+invalid\s+-\s+-\s+-\s+PCM_JOBS seq 4 on pcm.jobs.all: unknown event type: "pcm.job.exploded.v1"`),
+	} {
+		if !re.MatchString(table[i+1]) {
+			t.Fatalf("table row %d %q does not match %s", i+1, table[i+1], re)
+		}
+	}
 }

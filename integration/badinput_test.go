@@ -171,7 +171,7 @@ func badInputs() []badInput {
 			agentErr: events.ErrMalformed, status: noStatus},
 		{name: "JSON but not an object", raw: func(k *badKit, id string) *nats.Msg { return k.body([]byte(`["pcm.job.offered.v1"]`)) },
 			agentErr: events.ErrMalformed, status: noStatus,
-			cliFile: `["badin", "true"]`, cliErr: "cannot unmarshal array"},
+			cliFile: `["badin", "true"]`, cliErr: "got an array, want an object of job fields"},
 		{name: "body not UTF-8", raw: func(k *badKit, id string) *nats.Msg {
 			m := k.offer(id, func(env, data map[string]any) { command(data)["argv"] = []string{"sh", "-c", "PLACEHOLDER"} })
 			m.Data = bytes.Replace(m.Data, []byte("PLACEHOLDER"), []byte("echo \xff\xfe"), 1)
@@ -227,7 +227,7 @@ func badInputs() []badInput {
 		{name: "data a string, not an object", raw: func(k *badKit, id string) *nats.Msg {
 			return k.offer(id, func(env, _ map[string]any) { env["data"] = "run it" })
 		}, agentErr: events.ErrSchema, status: rejectedStatus,
-			cliFile: `"run it"`, cliErr: "cannot unmarshal string"},
+			cliFile: `"run it"`, cliErr: "got a string, want an object of job fields"},
 		{name: "timeout a number", raw: func(k *badKit, id string) *nats.Msg {
 			return k.offer(id, func(_, data map[string]any) { command(data)["timeout"] = 60 })
 		}, agentErr: events.ErrSchema, status: rejectedStatus,
@@ -235,11 +235,11 @@ func badInputs() []badInput {
 		{name: "argv a string", raw: func(k *badKit, id string) *nats.Msg {
 			return k.offer(id, func(_, data map[string]any) { command(data)["argv"] = "sh -c true" })
 		}, agentErr: events.ErrSchema, status: rejectedStatus,
-			cliFile: `{"clients":["badin"],"command":{"argv":"sh -c true"}}`, cliErr: "cannot unmarshal string"},
+			cliFile: `{"clients":["badin"],"command":{"argv":"sh -c true"}}`, cliErr: "command.argv: got a string, want a list of strings"},
 		{name: "max_attempts a string", raw: func(k *badKit, id string) *nats.Msg {
 			return k.offer(id, func(_, data map[string]any) { data["max_attempts"] = "three" })
 		}, agentErr: events.ErrSchema, status: rejectedStatus,
-			cliFile: `{"clients":["badin"],"max_attempts":"three","command":{"argv":["true"]}}`, cliErr: "cannot unmarshal string"},
+			cliFile: `{"clients":["badin"],"max_attempts":"three","command":{"argv":["true"]}}`, cliErr: "max_attempts: got a string, want a whole number"},
 		{name: "unknown data field", raw: func(k *badKit, id string) *nats.Msg {
 			return k.offer(id, func(_, data map[string]any) { command(data)["run_as"] = "root" })
 		}, agentErr: events.ErrSchema, status: rejectedStatus,

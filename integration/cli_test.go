@@ -76,12 +76,19 @@ func TestBrokerBinary(t *testing.T) {
 	}
 }
 
-// TestUpThenPublish is the README's first run: pcm up, then pcm publish
-// --all -- echo hello prints a job id, and the agent reports succeeded.
+// TestUpThenPublish is the README's first run: pcm up prints its hint last,
+// then pcm publish --all -- echo hello prints a job id, and the agent
+// reports succeeded with the output hello, which pcm status -o wide shows.
 func TestUpThenPublish(t *testing.T) {
 	dir := t.TempDir()
 	up := startPCM(t, dir, nil, "up", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:-1", "--client-id", "upbox")
 	url := up.stdout.waitLine(t, upLine, 10*time.Second)[1]
+	// Its hint comes last, after the broker's and the agent's logs.
+	up.stdout.waitLine(t, regexp.MustCompile(`^try, in another terminal:$`), time.Second)
+	up.stdout.waitLine(t, regexp.MustCompile(`^  pcm publish --url `+regexp.QuoteMeta(url)+` --all -- echo hello$`), time.Second)
+	if b, _ := os.ReadFile(up.logf); !strings.Contains(string(b), "agent ready") {
+		t.Fatalf("pcm up printed its hint before its agent was ready; its log:\n%s", b)
+	}
 	out, errOut, code := runPCM(t, nil, "publish", "--url", url, "--all", "--", "echo", "hello")
 	if code != 0 {
 		t.Fatalf("pcm publish exited %d: %s", code, errOut)
@@ -95,6 +102,10 @@ func TestUpThenPublish(t *testing.T) {
 	fin := finals(sts)
 	if fin[0].State != events.StateSucceeded || !strings.Contains(fin[0].OutputTail, "hello") {
 		t.Fatalf("want succeeded with hello, got %+v", fin[0])
+	}
+	out, errOut, code = runPCM(t, nil, "status", "--url", url, id, "-o", "wide")
+	if code != 0 || !regexp.MustCompile(`(?m)^upbox +succeeded +0 +service .* hello +-$`).MatchString(out) {
+		t.Fatalf("pcm status -o wide: exit %d, %s%s", code, out, errOut)
 	}
 }
 
@@ -143,11 +154,12 @@ func TestPublishRefusesBadFlags(t *testing.T) {
 	if n := s.CachedInfo().State.Msgs; n != 0 {
 		t.Fatalf("refused publishes stored %d messages", n)
 	}
-	// A cycle of two: the second job is refused, naming the cycle.
-	if _, errOut, code := runPCM(t, nil, "publish", "--url", url, "--all", "--job-id", "cyc-a", "--requires", "cyc-b", "--", "true"); code != 0 {
+	// A cycle of two: the second job is refused, naming the cycle. (No
+	// client is enrolled on this broker: --force publishes to none.)
+	if _, errOut, code := runPCM(t, nil, "publish", "--url", url, "--all", "--force", "--job-id", "cyc-a", "--requires", "cyc-b", "--", "true"); code != 0 {
 		t.Fatalf("publishing a job requiring one not published yet: exit %d, %s", code, errOut)
 	}
-	_, errOut, code := runPCM(t, nil, "publish", "--url", url, "--all", "--job-id", "cyc-b", "--requires", "cyc-a", "--", "true")
+	_, errOut, code := runPCM(t, nil, "publish", "--url", url, "--all", "--force", "--job-id", "cyc-b", "--requires", "cyc-a", "--", "true")
 	if code == 0 || !strings.Contains(errOut, "requires") || !strings.Contains(errOut, "cyc-b -> cyc-a -> cyc-b") {
 		t.Fatalf("a cycle of two: exit %d, stderr %q: want it refused, naming the cycle", code, errOut)
 	}

@@ -292,7 +292,9 @@ func countIn(xs, set []string) int {
 
 // TestBrokerRunsController: pcm broker runs the rollout controller, which
 // signs its halts with --controller-key: a staged rollout whose failures
-// pass its threshold is halted with no other process running.
+// pass its threshold is halted with no other process running; pcm halt and
+// pcm resume store once per state, and pcm status --watch of a rollout
+// halted before its clients are done exits 1 as pcm publish --wait does.
 func TestBrokerRunsController(t *testing.T) {
 	dir := t.TempDir()
 	key := newSigningKey(t)
@@ -350,6 +352,19 @@ func TestBrokerRunsController(t *testing.T) {
 	}
 	if r.Halted == nil || r.HaltedBy != "ops" || r.Halted.Reason != "by hand" {
 		t.Fatalf("after pcm halt: halted %+v by %q", r.Halted, r.HaltedBy)
+	}
+
+	// pcm status --watch of a rollout halted before its clients are done
+	// ends as pcm publish --wait does: exit 1, saying so.
+	j2 := job([]string{"true"}, toClient("x2"))
+	j2.Rollout = &events.RolloutPlan{Rings: []events.Ring{{Percent: 100}}}
+	id2 := publish(t, newPublisher(t, js), j2)
+	if out, errOut, code := runPCM(t, nil, "halt", "--url", url, id2, "--reason", "by hand", "--publisher", "ops"); code != 0 {
+		t.Fatalf("pcm halt: exit %d, %s%s", code, out, errOut)
+	}
+	out, errOut, code := runPCM(t, nil, "status", "--url", url, id2, "--watch")
+	if want := "pcm: job " + id2 + " halted by ops: by hand, with 0 of 1 client done (0 failed); pcm resume " + id2 + " lets its rings go on"; code != 1 || lastLine(errOut) != want {
+		t.Fatalf("pcm status --watch of a halted rollout: exit %d, stdout %q, last line %q; want exit 1 and %q", code, out, lastLine(errOut), want)
 	}
 }
 

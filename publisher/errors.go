@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/offers"
 )
 
 // Sentinel errors.
@@ -20,8 +21,12 @@ var (
 	ErrPublish = errors.New("publish failed")
 	// ErrNotProvisioned: PCM_JOBS does not exist: run pcm broker provision.
 	ErrNotProvisioned = errors.New("pcm streams not provisioned")
-	// ErrJobNotFound: no offer of that job id is in the jobs stream.
-	ErrJobNotFound = errors.New("job not found")
+	// ErrJobNotFound: no offer of that job id is in the jobs stream. It is
+	// the error the scan of PCM_JOBS returns, so its message says it once.
+	ErrJobNotFound = offers.ErrNotFound
+	// ErrNoSuchTarget: a target of the job matches no enrolled client (see
+	// Config.RequireEnrolled).
+	ErrNoSuchTarget = errors.New("target matches no enrolled client")
 	// ErrInvalidTime: a time flag is neither RFC 3339 nor a +/-duration.
 	ErrInvalidTime = errors.New("invalid time")
 	// ErrNotStaged: a halt or a resume of a job without a rollout plan.

@@ -126,7 +126,7 @@ func (p *Publisher) find(ctx context.Context, jobID string) (offers.Found, error
 	offer, err := offers.Find(ctx, p.js, nil, jobID)
 	switch {
 	case errors.Is(err, offers.ErrNotFound):
-		return offer, fmt.Errorf("%w: %w", ErrJobNotFound, err)
+		return offer, err // ErrJobNotFound: said once
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return offer, fmt.Errorf("%w: stream %s does not exist: run pcm broker provision", ErrNotProvisioned, events.StreamJobs)
 	}

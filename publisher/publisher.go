@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/packages"
 )
@@ -44,6 +48,11 @@ type Config struct {
 	// Agents that trust its public key run the jobs; agents with trusted
 	// keys refuse unsigned ones. Nil publishes unsigned events.
 	Signer nkeys.KeyPair
+	// RequireEnrolled refuses a job one of whose targets matches no
+	// enrolled client (ErrNoSuchTarget): a mistyped client or group is
+	// refused instead of waiting for a client that will never come. Off,
+	// a job may name clients and groups enrolled later.
+	RequireEnrolled bool
 	// Controller marks the rollout controller: its events' source is
 	// /pcm/controller/<name> (events.ControllerSource), and it only halts
 	// (Publish, Cancel and Resume refuse with ErrController).
@@ -108,8 +117,9 @@ func (p *Publisher) source() string {
 // clock and the jobs stream's retention, without sending anything. A job
 // naming a package gets it resolved in PCM_PACKAGES and pinned: its sha256
 // and size are filled in, or, when the job gives them, checked
-// (packages.ErrNotFound, packages.ErrMismatch). It returns the job as it would
-// be published.
+// (packages.ErrNotFound, packages.ErrMismatch). With Config.RequireEnrolled,
+// every target must match an enrolled client (ErrNoSuchTarget). It returns
+// the job as it would be published.
 func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.JobOffered, error) {
 	now := p.cfg.Now().UTC()
 	if job.JobID == "" {
@@ -151,6 +161,16 @@ func (p *Publisher) Prepare(ctx context.Context, job events.JobOffered) (events.
 			return job, err
 		}
 		job.Package = &ref
+	}
+	// The event itself (its size above all) is a local rule too: checked
+	// before the enrollments are read.
+	if _, err := events.NewJobOffered(p.cfg.Name, job); err != nil {
+		return job, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	if p.cfg.RequireEnrolled {
+		if err := p.checkTargets(ctx, job.Targets); err != nil {
+			return job, err
+		}
 	}
 	return job, nil
 }
@@ -227,6 +247,44 @@ func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 	return p.publishToTargets(ctx, jobID, c.Targets, func(t events.Target) string {
 		return cancelMsgID(jobID, &t)
 	}, ev)
+}
+
+// checkTargets refuses targets that match no enrolled client, naming them
+// and, when a group is missed, the groups clients are enrolled in.
+func (p *Publisher) checkTargets(ctx context.Context, targets []events.Target) error {
+	enrolled, err := fleet.ListEnrollments(ctx, p.js)
+	if err != nil {
+		return err
+	}
+	unmatched := fleet.Unmatched(enrolled, targets)
+	if len(unmatched) == 0 {
+		return nil
+	}
+	groups := map[string]bool{}
+	for _, e := range enrolled {
+		for _, g := range e.Groups {
+			groups[g] = true
+		}
+	}
+	known := slices.Sorted(maps.Keys(groups))
+	var why []string
+	groupMissed := false
+	for _, t := range unmatched {
+		switch t.Kind {
+		case events.TargetClient:
+			why = append(why, "client "+t.Name+" is not enrolled")
+		case events.TargetGroup:
+			groupMissed = true
+			why = append(why, "group "+t.Name+" has no enrolled client")
+		default:
+			why = append(why, "no client is enrolled")
+		}
+	}
+	s := strings.Join(why, "; ")
+	if groupMissed && len(known) > 0 {
+		s += " (groups with clients: " + strings.Join(known, ", ") + ")"
+	}
+	return fmt.Errorf("%w: %s", ErrNoSuchTarget, s)
 }
 
 // sign signs ev with the configured signer, if any.

@@ -15,7 +15,8 @@ import (
 // ClientState is where a job stands on one client: the state of the
 // client's latest status (started, succeeded, failed, ...; see
 // events.State), or, for a client that has reported nothing yet, why not:
-// ClientPending, ClientNotReceived, ClientOffline or ClientLocked.
+// ClientPending, ClientNotReceived, ClientQueued, ClientOffline or
+// ClientLocked.
 type ClientState string
 
 // The states of a client that has not reported on the job.
@@ -26,6 +27,9 @@ const (
 	// ClientNotReceived: the client is expected but its agent has not
 	// fetched the offer (or the client is not enrolled at all).
 	ClientNotReceived ClientState = "not_received"
+	// ClientQueued: the client's agent is online and busy with another
+	// job; it fetches this one when that one is over.
+	ClientQueued ClientState = "queued"
 	// ClientOffline: the agent's heartbeat is stale, or it never wrote one.
 	ClientOffline ClientState = "offline"
 	// ClientLocked: the desktop face holds the client's lock, so the
@@ -51,6 +55,9 @@ type ClientRollout struct {
 	// client that reported without being expected (enrolled later) is
 	// listed with Expected false.
 	Expected bool `json:"expected"`
+	// Enrolled is false for a client named by the job that has no
+	// consumer: its agent cannot receive the job until pcm enroll.
+	Enrolled bool `json:"enrolled"`
 	// Done is true when the client's last status ends the job there (see
 	// events.JobStatus.EndsJob): a final state with no attempt left; a
 	// rejection does not end the job.
@@ -72,6 +79,11 @@ type ClientRollout struct {
 	Time *time.Time `json:"time,omitempty"`
 	// Reason is the latest status's reason, as the agent wrote it.
 	Reason string `json:"reason,omitempty"`
+	// OutputTail is the end of the command's output, from the latest
+	// status.
+	OutputTail string `json:"output_tail,omitempty"`
+	// Behind is the job a queued client's agent is running.
+	Behind string `json:"behind,omitempty"`
 	// Since is the last heartbeat of an offline agent, or when the desktop
 	// took the lock.
 	Since *time.Time `json:"since,omitempty"`
@@ -112,8 +124,9 @@ const (
 )
 
 // Explain renders why the client is in its state, formatting times with
-// ts: "offline since T", "not received", "locked by desktop (user ann, job J)
-// since T", "pending: mandatory at T", or the status's reason.
+// ts: "offline since T", "not received", "queued behind job J", "locked by
+// desktop (user ann, job J) since T", "pending: mandatory at T", or the
+// status's reason.
 func (c ClientRollout) Explain(ts func(time.Time) string) string {
 	at := func(t *time.Time) string {
 		if t == nil {
@@ -127,6 +140,8 @@ func (c ClientRollout) Explain(ts func(time.Time) string) string {
 			return "not received: not enrolled (pcm enroll " + c.Client + ")"
 		}
 		return "not received"
+	case ClientQueued:
+		return "queued behind job " + c.Behind
 	case ClientOffline:
 		if c.note == noteNeverSeen {
 			return "offline: never seen (no heartbeat in " + events.BucketAgents + ")"
@@ -195,6 +210,9 @@ type Rollout struct {
 	Targets []events.Target `json:"targets"`
 	// Publisher is the name in the offer's source.
 	Publisher string `json:"publisher"`
+	// Signer is the public key that signed the offer (its pcmkey), if it
+	// is signed.
+	Signer string `json:"signer,omitempty"`
 	// OfferedAt is the offer's time attribute.
 	OfferedAt time.Time `json:"offered_at"`
 	// The job's time window.
@@ -275,6 +293,10 @@ func (r Rollout) FailedClients() []ClientRollout {
 	return out
 }
 
+// Over reports whether the job is over on every client it targets: there
+// is at least one, and every one is done.
+func (r Rollout) Over() bool { return len(r.Clients) > 0 && r.Done == len(r.Clients) }
+
 // NoFailureLimit, as Verdict's maxFailures, lets no number of failures
 // fail the rollout: a staged rollout's halt threshold judges them.
 const NoFailureLimit = -1
@@ -308,7 +330,7 @@ func (r Rollout) Verdict(maxFailures int) Verdict {
 		return VerdictFailed
 	case r.Halted != nil && r.Done < len(r.Clients):
 		return VerdictHalted
-	case len(r.Clients) > 0 && r.Done == len(r.Clients):
+	case r.Over():
 		return VerdictSucceeded
 	}
 	return VerdictRunning
@@ -444,9 +466,11 @@ func (v *view) expected(client string) bool {
 // rollout computes the rollout at now.
 func (v *view) rollout(now time.Time) Rollout {
 	job := v.offer.Job
+	first := v.offer.Copies[0].Event
+	signer, _ := first.Extensions()[events.ExtensionSigner].(string)
 	r := Rollout{
-		JobID: job.JobID, Name: job.Name, Targets: job.Targets, Publisher: events.PublisherOf(v.offer.Copies[0].Event),
-		OfferedAt: v.offer.Copies[0].Event.Time(), OfferAfter: job.OfferAfter, MandatoryAfter: job.MandatoryAfter,
+		JobID: job.JobID, Name: job.Name, Targets: job.Targets, Publisher: events.PublisherOf(first), Signer: signer,
+		OfferedAt: first.Time(), OfferAfter: job.OfferAfter, MandatoryAfter: job.MandatoryAfter,
 		ExpireAfter: job.ExpireAfter, Cancelled: v.offer.Cancelled, Counts: map[ClientState]int{}, At: now,
 		Plan: job.Rollout, Requires: job.Requires, Halted: v.halt, HaltedBy: v.haltedBy,
 	}
@@ -510,6 +534,7 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 	job := v.offer.Job
 	cr := ClientRollout{Client: c, Expected: v.expected(c)}
 	e, enrolled := v.enrolled[c]
+	cr.Enrolled = enrolled
 	if enrolled {
 		cr.Groups = e.Groups
 	}
@@ -523,7 +548,7 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 	if ts, ok := v.statuses[c]; ok {
 		st := ts.st
 		t := ts.at
-		cr.State, cr.Time, cr.Reason = ClientState(st.State), &t, st.Reason
+		cr.State, cr.Time, cr.Reason, cr.OutputTail = ClientState(st.State), &t, st.Reason, st.OutputTail
 		cr.ExitCode, cr.Runner, cr.User, cr.Host, cr.Platform = st.ExitCode, st.Runner, st.User, st.Host, st.Platform
 		cr.Attempt, cr.MaxAttempts = st.Attempt, st.MaxAttempts
 		if cr.MaxAttempts <= 0 {
@@ -559,6 +584,9 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 		seq, ok := v.firstCopy(e)
 		if !ok || e.Delivered < seq {
 			cr.State = ClientNotReceived
+			if a.CurrentJob != "" && a.CurrentJob != job.JobID {
+				cr.State, cr.Behind = ClientQueued, a.CurrentJob
+			}
 			break
 		}
 		cr.State = ClientPending

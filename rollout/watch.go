@@ -85,8 +85,8 @@ func Watch(ctx context.Context, js jetstream.JetStream, jobID string) (*Watcher,
 	defer cancel()
 	found, err := offers.Find(fctx, js, nil, jobID)
 	switch {
-	case errors.Is(err, offers.ErrNotFound):
-		return nil, fmt.Errorf("%w: %w", ErrJobNotFound, err)
+	case errors.Is(err, ErrJobNotFound):
+		return nil, err
 	case err != nil:
 		return nil, streamErr("stream "+events.StreamJobs, err)
 	}

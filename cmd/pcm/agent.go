@@ -86,7 +86,7 @@ agent enroll itself with --groups.`,
 			}
 			defer nc.Close()
 			return osservice.Run(cmd.Context(), "pcm-agent", stopTimeout, func(ctx context.Context) error {
-				return runAgent(ctx, g.log, nc, f, cfg)
+				return runAgent(ctx, g.log, nc, f, cfg, nil)
 			})
 		},
 	}
@@ -131,8 +131,9 @@ func (f *agentFlags) config(log *zap.Logger, creds string) (agent.Config, error)
 }
 
 // runAgent runs the service face of cfg on nc until ctx ends, enrolling
-// the client first when f asks.
-func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, cfg agent.Config) error {
+// the client first when f asks; ready, when not nil, is called once the
+// agent is ready.
+func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags, cfg agent.Config, ready func()) error {
 	if os.Getenv(updateWatchEnv) == "1" {
 		return watchUpdate(ctx, log.Named("update"), nc, cfg)
 	}
@@ -146,7 +147,16 @@ func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags,
 		return err
 	}
 	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("version", cfg.Version),
-		zap.String("state_dir", cfg.StateDir), zap.String("url", nc.ConnectedUrl()))
+		zap.String("state_dir", cfg.StateDir), zap.String("url", strings.Join(nc.Servers(), ",")))
+	if ready != nil {
+		go func() {
+			select {
+			case <-svc.Ready():
+				ready()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	err = svc.Run(ctx)
 	if errors.Is(err, agent.ErrUpdateReady) {
 		return applyUpdate(ctx, log.Named("update"), nc, cfg, svc.PendingUpdate(), f.updateHealth)

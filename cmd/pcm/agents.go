@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -26,7 +25,7 @@ missed) or never seen, the job it is running, and who holds its service-versus-d
 pcm agents show CLIENT adds the client's pending jobs and its last statuses.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "table", "json"); err != nil {
+			if err := checkOutput(output, "table", "json", "yaml"); err != nil {
 				return err
 			}
 			nc, js, err := g.connect("pcm agents")
@@ -39,13 +38,13 @@ pcm agents show CLIENT adds the client's pending jobs and its last statuses.`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if output == "json" {
-				return writeJSON(out, list)
+			if structured(output) {
+				return writeDocument(out, output, list)
 			}
 			return renderAgents(out, newDisplay(out, utc), list)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, json or yaml")
 	addUTCFlag(cmd, &utc)
 	cmd.AddCommand(newAgentsShowCmd(g))
 	return cmd
@@ -60,9 +59,9 @@ func newAgentsShowCmd(g *globals) *cobra.Command {
 		Short: "Show one client: inventory, pending jobs and last statuses",
 		Long: `Shows one client's inventory, its pending jobs (offered to it and not settled by a final status:
 received and waiting, or not received yet) and its last statuses, oldest first.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, "table", "json"); err != nil {
+			if err := checkOutput(output, "table", "json", "yaml"); err != nil {
 				return err
 			}
 			nc, js, err := g.connect("pcm agents show")
@@ -75,23 +74,16 @@ received and waiting, or not received yet) and its last statuses, oldest first.`
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if output == "json" {
-				return writeJSON(out, detail)
+			if structured(output) {
+				return writeDocument(out, output, detail)
 			}
 			return renderAgentDetail(out, newDisplay(out, utc), detail)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, json or yaml")
 	cmd.Flags().IntVar(&last, "last", fleet.DefaultRecentStatuses, "how many of the last statuses to show")
 	addUTCFlag(cmd, &utc)
 	return cmd
-}
-
-// writeJSON writes v as indented JSON.
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // agentCells are the inventory columns of one client.
@@ -130,7 +122,7 @@ func renderAgents(w io.Writer, d display, list []fleet.AgentEntry) error {
 	if err := t.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%d clients: %d online, %d stale, %d never seen\n", len(list),
+	fmt.Fprintf(w, "%s: %d online, %d stale, %d never seen\n", plural(len(list), "client"),
 		counts[fleet.Online], counts[fleet.Stale], counts[fleet.NeverSeen])
 	return nil
 }

@@ -76,6 +76,10 @@ events that do not decode; it exits 0 only when both were read whole and every e
 			if err != nil {
 				return err
 			}
+			// Refused credentials are said before the table's header.
+			if err := g.checkRole("pcm audit"); err != nil {
+				return err
+			}
 			conn := func() (func(), jetstream.JetStream, error) {
 				nc, js, err := g.connect("pcm audit")
 				if err != nil {
@@ -83,7 +87,7 @@ events that do not decode; it exits 0 only when both were read whole and every e
 				}
 				return nc.Close, js, nil
 			}
-			err = runAudit(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), newDisplay(cmd.OutOrStdout(), f.utc), f.output, filter,
+			err = runAudit(cmd.Context(), cmd.OutOrStdout(), newDisplay(cmd.OutOrStdout(), f.utc), f.output, filter,
 				resumingReplay(cmd.ErrOrStderr(), filter, conn))
 			if errors.Is(err, context.Canceled) && f.follow {
 				return nil
@@ -277,7 +281,7 @@ const auditFlushEvery = 100 * time.Millisecond
 // runAudit writes the replay to w as table rows or JSON lines. Output is
 // buffered; when following it is flushed every auditFlushEvery, so an
 // event shows within that of being stored.
-func runAudit(ctx context.Context, w, errw io.Writer, d display, output string, f audit.Filter,
+func runAudit(ctx context.Context, w io.Writer, d display, output string, f audit.Filter,
 	replay func(context.Context, func(audit.Event) error) error) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var mu sync.Mutex
@@ -310,7 +314,7 @@ func runAudit(ctx context.Context, w, errw io.Writer, d display, output string, 
 		defer mu.Unlock()
 		n++
 		if output == "json" {
-			return writeAuditJSON(bw, errw, ev)
+			return writeAuditJSON(bw, ev)
 		}
 		writeAuditRow(bw, d, ev)
 		return nil
@@ -323,22 +327,21 @@ func runAudit(ctx context.Context, w, errw io.Writer, d display, output string, 
 	return err
 }
 
-// writeAuditJSON writes one event as one line of CloudEvents JSON: the
-// stored body itself when it is a structured-mode event on one line (the
-// form pcm publishes), else the event compacted or re-encoded.
-func writeAuditJSON(w *bufio.Writer, errw io.Writer, ev audit.Event) error {
-	b, err := ev.JSON()
-	if err != nil {
-		fmt.Fprintf(errw, "pcm: skipping %s sequence %d on %s: %v\n", ev.Stream, ev.Seq, ev.Subject, err)
-		return nil
-	}
+// writeAuditJSON writes one stored message as one line of CloudEvents
+// JSON, valid or not, never skipping one: the stored body itself for a
+// structured-mode message on one line (the form pcm publishes), compacted
+// when it spans lines; a binary-mode message rendered from its headers and
+// body (audit.Event.JSON). A body that is not JSON text and spans lines is
+// written as one JSON string.
+func writeAuditJSON(w *bufio.Writer, ev audit.Event) error {
+	b := ev.JSON()
 	if bytes.ContainsAny(b, "\r\n") {
 		var c bytes.Buffer
-		if err := json.Compact(&c, b); err != nil {
-			fmt.Fprintf(errw, "pcm: skipping %s sequence %d on %s: not JSON: %v\n", ev.Stream, ev.Seq, ev.Subject, err)
-			return nil
+		if err := json.Compact(&c, b); err == nil {
+			b = c.Bytes()
+		} else {
+			b, _ = json.Marshal(string(b))
 		}
-		b = c.Bytes()
 	}
 	if _, err := w.Write(b); err != nil {
 		return err
@@ -384,7 +387,8 @@ func writeAuditRow(w io.Writer, d display, ev audit.Event) {
 		if t, ok := events.TargetOfSubject(ev.Subject); ok {
 			client = t.String()
 		}
-		who = events.PublisherOf(ce)
+		signer, _ := ce.Extensions()[events.ExtensionSigner].(string)
+		who = publisherText(events.PublisherOf(ce), signer)
 	}
 	// Pad the state before painting it: the colour codes are invisible.
 	stateCell := fmt.Sprintf("%-14s", stateLabel(state))

@@ -26,7 +26,7 @@ enrollment, revocation), agent and desktop (one client). See docs/security.md fo
 account reaches. Whoever holds the issuer file can mint any of them: keep it with the operators.`,
 		Example: `  pcm creds publisher ci --out ci.creds --issuer ./pcm-data/auth/issuer.json
   pcm creds auditor audit --out audit.creds --issuer ./pcm-data/auth/issuer.json`,
-		Args: cobra.ExactArgs(2),
+		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			role, err := auth.ParseRole(args[0])
 			if err != nil {

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -114,13 +112,14 @@ down, with a final warning.`,
 
 func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 	var output string
+	var utc bool
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the jobs this client's user may run now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return fmt.Errorf("-o %q: use table or json", output)
+			if err := checkOutput(output, "table", "json", "yaml"); err != nil {
+				return err
 			}
 			d, nc, err := f.open(cmd, g)
 			if err != nil {
@@ -131,28 +130,28 @@ func newDesktopListCmd(g *globals, f *desktopFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
+			if structured(output) {
 				if jobs == nil {
-					return enc.Encode([]any{})
+					return writeDocument(cmd.OutOrStdout(), output, []any{})
 				}
-				return enc.Encode(jobs)
+				return writeDocument(cmd.OutOrStdout(), output, jobs)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tNAME\tCOMMAND\tMANDATORY AT\tDEFERRALS\tEXPIRES")
+			out := cmd.OutOrStdout()
+			disp := newDisplay(out, utc)
+			t := newTable(out)
+			row(t, "JOB", "NAME", "COMMAND", "MANDATORY AT", "DEFERRALS", "EXPIRES")
 			for _, j := range jobs {
 				mandatory := "optional"
 				if j.MandatoryAfter != nil {
-					mandatory = j.MandatoryAfter.Local().Format(time.DateTime)
+					mandatory = disp.time(*j.MandatoryAfter)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, j.Name, strings.Join(j.Command.Argv, " "), mandatory,
-					deferralsLeft(j), j.ExpireAfter.Local().Format(time.DateTime))
+				row(t, j.JobID, dash(j.Name), strings.Join(j.Command.Argv, " "), mandatory, deferralsLeft(disp, j), disp.time(j.ExpireAfter))
 			}
-			return tw.Flush()
+			return t.Flush()
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, json or yaml")
+	addUTCFlag(cmd, &utc)
 	return cmd
 }
 
@@ -160,7 +159,7 @@ func newDesktopRunCmd(g *globals, f *desktopFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run JOB",
 		Short: "Run a job now, as the current user (waits while a background installation runs)",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, nc, err := f.open(cmd, g)
 			if err != nil {
@@ -171,11 +170,18 @@ func newDesktopRunCmd(g *globals, f *desktopFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s %s", args[0], st.State)
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "job %s %s", args[0], st.State)
 			if st.ExitCode != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), " (exit code %d)", *st.ExitCode)
+				fmt.Fprintf(out, " (exit code %d)", *st.ExitCode)
 			}
-			fmt.Fprintln(cmd.OutOrStdout())
+			fmt.Fprintln(out)
+			if tail := strings.TrimRight(st.OutputTail, "\r\n"); tail != "" {
+				fmt.Fprintln(out, "output (its last 4 KiB):")
+				for _, l := range strings.Split(tail, "\n") {
+					fmt.Fprintln(out, "  "+l)
+				}
+			}
 			if st.State != "succeeded" {
 				return &exitError{code: 1, err: fmt.Errorf("job %s %s: %s", args[0], st.State, st.Reason)}
 			}
@@ -195,13 +201,13 @@ func defaultDesktopStateDir(client string) string {
 
 // deferralsLeft is the DEFERRALS cell of pcm desktop list: how many are
 // left, and the deadline; "-" for a job the user may not defer.
-func deferralsLeft(j agent.Listed) string {
+func deferralsLeft(disp display, j agent.Listed) string {
 	if j.DeferralsLeft == nil {
 		return "-"
 	}
 	s := fmt.Sprintf("%d of %d left", *j.DeferralsLeft, j.Deferrals.Max)
 	if d := j.Deferrals.Deadline; d != nil {
-		s += ", deadline " + d.Local().Format(time.DateTime)
+		s += ", deadline " + disp.time(*d)
 	}
 	return s
 }

@@ -38,7 +38,7 @@ as a short-lived admin minted from the issuer file.`,
 		Example: `  pcm enroll ws-042 --group lab --group windows
   pcm enroll ws-042 --group lab --issuer ./pcm-data/auth/issuer.json --out-dir ./creds \
     --trusted-keys "$(pcm keys public signing.nk)"`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			client := args[0]
 			trusted, err := trustedKeys(keys, controllers, keysFile)

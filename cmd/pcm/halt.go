@@ -17,7 +17,7 @@ type haltFlags struct {
 func (f *haltFlags) register(cmd *cobra.Command) {
 	registerIssuer(cmd, &f.issuer)
 	cmd.Flags().StringVar(&f.reason, "reason", "", "why, for the audit record and pcm status")
-	cmd.Flags().StringVar(&f.publisherName, "publisher", "", "publisher name recorded in the event's source (default: the user name)")
+	cmd.Flags().StringVar(&f.publisherName, "publisher", "", publisherUsage)
 	cmd.Flags().StringVar(&f.signingKey, "signing-key", "", "file holding the seed that signs the event (pcm keys new): agents with trusted keys obey only a halt signed by a publisher's or a controller's key, a resume only by a publisher's")
 }
 
@@ -36,7 +36,7 @@ func (f *haltFlags) publisher(cmd *cobra.Command, g *globals, name, what string)
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := publisher.New(s.js, publisher.Config{Name: orDefault(f.publisherName, defaultPublisherName()), Signer: signer})
+	p, err := publisher.New(s.js, publisher.Config{Name: orDefault(f.publisherName, g.identity()), Signer: signer})
 	if err != nil {
 		s.Close()
 		return nil, nil, err

@@ -60,7 +60,7 @@ func newKeysPublicCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "public FILE",
 		Short: "Print the public key of a signing key file",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kp, err := publisher.ReadSigningKey(args[0])
 			if err != nil {

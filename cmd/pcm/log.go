@@ -38,12 +38,15 @@ func newLogger(level, file string) (*zap.Logger, error) {
 			cfg.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
 		}
 		cfg.Development = false
-		cfg.DisableStacktrace = true
 	} else {
 		cfg = zap.NewProductionConfig()
 		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 		cfg.Sampling = nil
 	}
+	// What a user sees at the default level carries no source locations
+	// and no stack traces: those are for --log-level debug.
+	cfg.DisableStacktrace = true
+	cfg.DisableCaller = lvl > zapcore.DebugLevel
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
 	cfg.OutputPaths = []string{"stderr"}
 	cfg.ErrorOutputPaths = []string{"stderr"}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -44,10 +43,15 @@ size and sha256. An existing NAME@VERSION is never replaced unless --force is gi
 published pin the old sha256 and fail on agents that have not cached it.`,
 		Example: `  pcm package push ./app-installer.msi --name app --version 1.4.2
   pcm package push ./scripts/ --name lab-setup --version 2025.06 --force`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o %q: use text or json", output)
+			if output == "text" { // before -o took the one vocabulary
+				output = ""
+			}
+			if output != "" {
+				if err := checkOutput(output, "json", "yaml"); err != nil {
+					return err
+				}
 			}
 			if err := events.ValidPackagePart("name", opts.Name); err != nil {
 				return fmt.Errorf("--name: %w", err)
@@ -56,7 +60,7 @@ published pin the old sha256 and fail on agents that have not cached it.`,
 				return fmt.Errorf("--version: %w", err)
 			}
 			if opts.PushedBy == "" {
-				opts.PushedBy = defaultPublisherName()
+				opts.PushedBy = g.identity()
 			}
 			nc, js, err := g.connect("pcm package push")
 			if err != nil {
@@ -75,8 +79,8 @@ published pin the old sha256 and fail on agents that have not cached it.`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return encodePackages(cmd.OutOrStdout(), info)
+			if structured(output) {
+				return writeDocument(cmd.OutOrStdout(), output, info)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s: %s (%d bytes), sha256 %s\n", info.Spec(), humanBytes(info.Size), info.Size, info.SHA256)
 			return nil
@@ -86,8 +90,8 @@ published pin the old sha256 and fail on agents that have not cached it.`,
 	fl.StringVar(&opts.Name, "name", "", "package name (A-Z a-z 0-9 . _ + ~ -)")
 	fl.StringVar(&opts.Version, "version", "", "package version (A-Z a-z 0-9 . _ + ~ -)")
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing NAME@VERSION")
-	fl.StringVar(&opts.PushedBy, "pushed-by", "", "who pushed it, recorded with the package (default: the user name)")
-	fl.StringVarP(&output, "output", "o", "text", "output: text or json")
+	fl.StringVar(&opts.PushedBy, "pushed-by", "", "who pushed it, recorded with the package (default: the --creds user's name, else the system user's)")
+	fl.StringVarP(&output, "output", "o", "", "output: json or yaml (default: a line saying what was pushed)")
 	return cmd
 }
 
@@ -98,8 +102,8 @@ func newPackageListCmd(g *globals) *cobra.Command {
 		Short: "List the packages in the broker: name, version, size, sha256, pushed at, by whom",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o %q: use text or json", output)
+			if err := checkOutput(output, "table", "json", "yaml"); err != nil {
+				return err
 			}
 			nc, js, err := g.connect("pcm package list")
 			if err != nil {
@@ -110,16 +114,16 @@ func newPackageListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output == "json" {
+			if structured(output) {
 				if list == nil {
 					list = []packages.Info{}
 				}
-				return encodePackages(cmd.OutOrStdout(), list)
+				return writeDocument(cmd.OutOrStdout(), output, list)
 			}
 			return renderPackages(cmd.OutOrStdout(), list)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output: text (a table) or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, json or yaml")
 	return cmd
 }
 
@@ -129,7 +133,7 @@ func newPackageRmCmd(g *globals) *cobra.Command {
 		Short: "Remove a package version from the broker",
 		Long: `Removes NAME@VERSION from PCM_PACKAGES. Jobs that name it still run on agents that have it
 cached; the others report them failed (package missing).`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, _, err := events.ParsePackageSpec(args[0]); err != nil {
 				return err
@@ -146,13 +150,6 @@ cached; the others report them failed (package missing).`,
 			return nil
 		},
 	}
-}
-
-// encodePackages writes v as indented JSON.
-func encodePackages(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // renderPackages writes the package table.

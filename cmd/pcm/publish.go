@@ -1,16 +1,14 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
 	"os/user"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/publisher"
@@ -44,7 +42,7 @@ type publishFlags struct {
 	file, output, publisherName string
 	signingKey                  string
 	job                         jobFile
-	interactive                 bool
+	interactive, force          bool
 	timeout                     time.Duration
 	successCodes                []int64
 	platforms                   []string
@@ -97,18 +95,19 @@ detect: {argv: [...]}, requires: [JOB].`,
 				return err
 			}
 			defer nc.Close()
-			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, defaultPublisherName()), Signer: signer})
+			p, err := publisher.New(js, publisher.Config{Name: orDefault(f.publisherName, g.identity()), Signer: signer, RequireEnrolled: !f.force})
 			if err != nil {
 				return err
 			}
 			published, err := p.Publish(cmd.Context(), job)
+			if errors.Is(err, publisher.ErrNoSuchTarget) {
+				return fmt.Errorf("%w: check the names, or publish anyway with --force (the job then waits for clients enrolled later)", err)
+			}
 			if err != nil {
 				return explainTimeRule(err)
 			}
-			if f.output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(published); err != nil {
+			if structured(f.output) {
+				if err := writeDocument(cmd.OutOrStdout(), f.output, published); err != nil {
 					return err
 				}
 			} else {
@@ -144,9 +143,10 @@ detect: {argv: [...]}, requires: [JOB].`,
 	fl.DurationVar(&f.timeout, "timeout", publisher.DefaultTimeout, "kill the command's process tree after this long (at most 24h)")
 	fl.Int64SliceVar(&f.successCodes, "success-codes", []int64{0}, "exit codes that mean success, comma-separated")
 	fl.IntVar(&f.job.MaxAttempts, "max-attempts", 1, "runs of a failing command on a client, at most")
-	fl.StringVarP(&f.output, "output", "o", "text", "output: text (the job id) or json (the job)")
-	fl.StringVar(&f.publisherName, "publisher", "", "publisher name recorded in the events' source (default: the user name)")
+	fl.StringVarP(&f.output, "output", "o", "", "output: json or yaml, the job (default: its id)")
+	fl.StringVar(&f.publisherName, "publisher", "", publisherUsage)
 	fl.StringVar(&f.signingKey, "signing-key", "", signingKeyUsage)
+	fl.BoolVar(&f.force, "force", false, "publish even when a --client or --group matches no enrolled client (for clients enrolled later)")
 	f.wait.register(fl)
 	f.plan.register(fl)
 	f.timeRules.register(fl)
@@ -157,20 +157,21 @@ detect: {argv: [...]}, requires: [JOB].`,
 // it can before a connection is made.
 func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (events.JobOffered, error) {
 	jf := f.job
-	if f.output != "text" && f.output != "json" {
-		return events.JobOffered{}, fmt.Errorf("-o %q: use text or json", f.output)
+	if f.output == "text" { // before -o took the one vocabulary
+		f.output = ""
+	}
+	if f.output != "" {
+		if err := checkOutput(f.output, "json", "yaml"); err != nil {
+			return events.JobOffered{}, err
+		}
 	}
 	if f.file != "" {
 		if len(args) > 0 {
 			return events.JobOffered{}, fmt.Errorf("give the command either in the job file or after --, not both")
 		}
-		b, err := os.ReadFile(f.file)
+		file, err := readJobFile(f.file)
 		if err != nil {
-			return events.JobOffered{}, fmt.Errorf("reading job file: %w", err)
-		}
-		var file jobFile
-		if err := yaml.UnmarshalStrict(b, &file); err != nil {
-			return events.JobOffered{}, fmt.Errorf("job file %s: %w", f.file, err)
+			return events.JobOffered{}, err
 		}
 		jf = mergeJobFile(file, jf, cmd)
 	} else {
@@ -179,6 +180,9 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 		}
 		if f.timeout <= 0 {
 			return events.JobOffered{}, fmt.Errorf("%w: --timeout %s: give a positive duration, at most 24h (such as 30m)", events.ErrTimeout, f.timeout)
+		}
+		if f.interactive && jf.Command.Background {
+			return events.JobOffered{}, fmt.Errorf("--background and --interactive contradict each other: a background job runs in the service and is never shown to the user; give one")
 		}
 		jf.Command.Argv = args
 		jf.Command.Timeout = events.Duration(f.timeout)
@@ -194,7 +198,18 @@ func (f *publishFlags) build(cmd *cobra.Command, args []string, now time.Time) (
 	if err := f.timeRules.apply(cmd, &jf); err != nil {
 		return events.JobOffered{}, err
 	}
-	return jf.toJob(now)
+	// A value's name in an error: the flag, or the job file's field.
+	name := func(flag string) string {
+		if f.file != "" && !cmd.Flags().Changed(flag) {
+			field := strings.ReplaceAll(flag, "-", "_")
+			if flag == "background" {
+				field = "command.background"
+			}
+			return fmt.Sprintf("%s (job file %s)", field, f.file)
+		}
+		return "--" + flag
+	}
+	return jf.toJob(now, name)
 }
 
 // mergeJobFile lets flags given on the command line add to the file's
@@ -217,17 +232,18 @@ func mergeJobFile(file, flags jobFile, cmd *cobra.Command) jobFile {
 	return file
 }
 
-// toJob resolves the times and targets of a job file.
-func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
+// toJob resolves the times and targets of a job file; name says where a
+// value came from ("--expire-after", "expire_after (job file job.yaml)").
+func (jf jobFile) toJob(now time.Time, name func(flag string) string) (events.JobOffered, error) {
 	job := events.JobOffered{JobID: jf.JobID, Name: jf.Name, Command: jf.Command, MaxAttempts: jf.MaxAttempts,
 		JobPlan: events.JobPlan{Rollout: jf.Rollout, Detect: jf.Detect, Requires: jf.Requires}}
 	if jf.Package != "" {
-		name, version, err := events.ParsePackageSpec(jf.Package)
+		pkg, version, err := events.ParsePackageSpec(jf.Package)
 		if err != nil {
-			return job, fmt.Errorf("package (--package or the job file): %w", err)
+			return job, fmt.Errorf("%s: %w", name("package"), err)
 		}
 		// The publisher resolves it and pins its sha256 before sending.
-		job.Package = &events.PackageRef{Name: name, Version: version}
+		job.Package = &events.PackageRef{Name: pkg, Version: version}
 	}
 	for _, c := range jf.Clients {
 		job.Targets = append(job.Targets, events.Target{Kind: events.TargetClient, Name: c})
@@ -248,7 +264,7 @@ func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 		}
 		t, err := publisher.ParseWhen(s, now)
 		if err != nil {
-			return t, fmt.Errorf("--%s: %w", flag, err)
+			return t, fmt.Errorf("%s: %w", name(flag), err)
 		}
 		return t.UTC(), nil
 	}
@@ -260,7 +276,10 @@ func (jf jobFile) toJob(now time.Time) (events.JobOffered, error) {
 	}
 	switch {
 	case jf.Optional && jf.MandatoryAfter != "":
-		return job, fmt.Errorf("--optional and --mandatory-after contradict each other: give one")
+		return job, fmt.Errorf("%s and %s contradict each other: give one", name("optional"), name("mandatory-after"))
+	case jf.Optional && jf.Command.Background:
+		return job, fmt.Errorf("%s and %s contradict each other: an optional job runs only when a user picks it at the desktop, which never shows a background job; give one",
+			name("optional"), name("background"))
 	case jf.Optional:
 	case jf.MandatoryAfter != "":
 		m, err := at("mandatory-after", jf.MandatoryAfter)
@@ -297,6 +316,10 @@ func sanitizeID(s string) string {
 	return s
 }
 
+// publisherUsage is the help of --publisher.
+const publisherUsage = "publisher name recorded in the events' source (default: the --creds user's name, else the system user's)"
+
+// defaultPublisherName is the system user's name, as an id.
 func defaultPublisherName() string {
 	if u, err := user.Current(); err == nil {
 		if name := sanitizeID(u.Username); name != "" {

@@ -31,7 +31,7 @@ command:
 	if err := yaml.UnmarshalStrict(b, &jf); err != nil {
 		t.Fatal(err)
 	}
-	j, err := jf.toJob(now)
+	j, err := jf.toJob(now, func(flag string) string { return "--" + flag })
 	if err != nil {
 		t.Fatal(err)
 	}

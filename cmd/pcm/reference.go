@@ -34,8 +34,8 @@ func writeReference(w io.Writer, root *cobra.Command) {
 			if f.Shorthand != "" {
 				name = "`-" + f.Shorthand + "`, " + name
 			}
-			usage := strings.TrimSuffix(f.Usage, " [$"+envName(f.Name)+"]")
-			rows = append(rows, fmt.Sprintf("| %s | `%s` | %s | %s |", name, envName(f.Name), def, strings.ReplaceAll(usage, "|", "\\|")))
+			usage := strings.TrimSuffix(f.Usage, " [$"+envName(c, f.Name)+"]")
+			rows = append(rows, fmt.Sprintf("| %s | `%s` | %s | %s |", name, envName(c, f.Name), def, strings.ReplaceAll(usage, "|", "\\|")))
 		})
 		if len(rows) > 0 {
 			sort.Strings(rows)

@@ -172,7 +172,7 @@ func newReleaseListCmd(g *globals) *cobra.Command {
 		Short: "List the pushed agent releases and the channels that run them",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "table", "json"); err != nil {
+			if err := checkOutput(output, "table", "json", "yaml"); err != nil {
 				return err
 			}
 			nc, js, err := g.connect("pcm release list")
@@ -185,8 +185,8 @@ func newReleaseListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if output == "json" {
-				return writeJSON(out, list)
+			if structured(output) {
+				return writeDocument(out, output, list)
 			}
 			t := newTable(out)
 			row(t, "VERSION", "CHANNELS", "PLATFORMS", "PUBLISHED", "SIGNER")
@@ -196,7 +196,7 @@ func newReleaseListCmd(g *globals) *cobra.Command {
 			return t.Flush()
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, json or yaml")
 	return cmd
 }
 
@@ -220,7 +220,7 @@ func newReleaseStatusCmd(g *globals) *cobra.Command {
 		Short: "Show how many clients run release V, and which failed to update to it and why",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, "text", "json"); err != nil {
+			if err := checkOutput(output, "table", "json", "yaml"); err != nil {
 				return err
 			}
 			nc, js, err := g.connect("pcm release status")
@@ -234,13 +234,13 @@ func newReleaseStatusCmd(g *globals) *cobra.Command {
 			}
 			st := releaseStatusOf(args[0], list)
 			out := cmd.OutOrStdout()
-			if output == "json" {
-				return writeJSON(out, st)
+			if structured(output) {
+				return writeDocument(out, output, st)
 			}
 			return renderReleaseStatus(out, st)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output: text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, json or yaml")
 	return cmd
 }
 

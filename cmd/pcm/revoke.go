@@ -49,7 +49,7 @@ publisher or an auditor gets new ones with pcm creds.`,
 	client := &cobra.Command{
 		Use:   "client NAME --issuer ISSUER",
 		Short: "Revoke the credentials of a client: its agent's and its desktops'",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return revoke(auth.KindClient, args[0])(cmd, args)
 		},
@@ -57,7 +57,7 @@ publisher or an auditor gets new ones with pcm creds.`,
 	user := &cobra.Command{
 		Use:   "user ROLE NAME --issuer ISSUER",
 		Short: "Revoke the credentials of a publisher or an auditor",
-		Args:  cobra.ExactArgs(2),
+		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			role, err := auth.ParseRole(args[0])
 			if err != nil {

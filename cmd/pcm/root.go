@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -18,6 +20,12 @@ type globals struct {
 	config   string
 	log      *zap.Logger
 	sec      clientSecurity
+
+	refusedMu sync.Mutex
+	refused   error // the first operation the broker refused these credentials
+	// stop ends the command's context: a short-lived command stops waiting
+	// for what the broker refused (an object store's acks, say).
+	stop context.CancelCauseFunc
 }
 
 // envPrefix starts the environment variable of every flag: --state-dir is
@@ -25,6 +33,12 @@ type globals struct {
 const envPrefix = "PCM_"
 
 func newRoot() *cobra.Command {
+	root, _ := newCLI()
+	return root
+}
+
+// newCLI returns the root command and the globals its commands share.
+func newCLI() (*cobra.Command, *globals) {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:   "pcm",
@@ -34,12 +48,21 @@ NATS JetStream. Publishers and CI publish jobs; an agent on every client runs th
 time and reports a status for each; the whole history can be replayed for audit.
 
 Every flag can also be set by an environment variable: PCM_ followed by the flag's name in
-capitals with dashes as underscores (--url is PCM_URL, --state-dir is PCM_STATE_DIR).
-A flag given on the command line wins over its variable, and both win over --config, a YAML
-file of settings (what pcm agent install and pcm broker install write).`,
+capitals with dashes as underscores (--url is PCM_URL, --state-dir is PCM_STATE_DIR). A flag
+that means something else in each command (--output, --client, --group, --name, --force,
+--version, --out, --all, --channel, --percent, --release-key, --rollback) takes the command's name too: PCM_AUDIT_OUTPUT, PCM_PUBLISH_CLIENT,
+PCM_PACKAGE_PUSH_VERSION. A flag given on the command line wins over its variable, and both win
+over --config, a YAML file of settings (what pcm agent install and pcm broker install write).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			parent := cmd.Context()
+			if parent == nil {
+				parent = context.Background()
+			}
+			ctx, stop := context.WithCancelCause(parent)
+			cmd.SetContext(ctx)
+			g.stop = stop
 			if err := applyEnv(cmd); err != nil {
 				return err
 			}
@@ -68,12 +91,27 @@ file of settings (what pcm agent install and pcm broker install write).`,
 	root.AddCommand(newWindowCmd(g))
 	root.AddCommand(brokerCommands(g)...)
 	annotateEnv(root)
-	return root
+	return root, g
 }
 
-// envName is the environment variable of a flag.
-func envName(flag string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+// scopedFlags are the flags that mean something else in each command that
+// has them (an audit's --client filters, a publish's --client targets; the
+// outputs differ; PCM_VERSION is also docker-compose.yml's image tag; an
+// agent's --channel is the one it follows, a release's the one it is
+// published on): their
+// variable names the command, so that one set for a command never changes
+// another.
+var scopedFlags = map[string]bool{"output": true, "client": true, "group": true, "name": true, "force": true, "version": true, "out": true, "all": true,
+	"channel": true, "percent": true, "release-key": true, "rollback": true}
+
+// envName is the environment variable of flag in cmd: PCM_STATE_DIR for
+// --state-dir, PCM_AUDIT_OUTPUT for pcm audit's --output.
+func envName(cmd *cobra.Command, flag string) string {
+	name := flag
+	if scopedFlags[flag] {
+		name = strings.Join(append(strings.Fields(cmd.CommandPath())[1:], flag), "_")
+	}
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
 // applyEnv sets every flag of cmd not given on the command line from its
@@ -84,12 +122,13 @@ func applyEnv(cmd *cobra.Command) error {
 		if f.Changed || f.Name == "help" {
 			return
 		}
-		v, ok := os.LookupEnv(envName(f.Name))
+		name := envName(cmd, f.Name)
+		v, ok := os.LookupEnv(name)
 		if !ok {
 			return
 		}
 		if err := cmd.Flags().Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Sprintf("%s=%q: %v", envName(f.Name), v, err))
+			errs = append(errs, fmt.Sprintf("%s=%q: %v", name, v, err))
 		}
 	})
 	if len(errs) > 0 {
@@ -102,12 +141,24 @@ func applyEnv(cmd *cobra.Command) error {
 func annotateEnv(cmd *cobra.Command) {
 	note := func(f *pflag.Flag) {
 		if f.Name != "help" && !strings.Contains(f.Usage, "[$"+envPrefix) {
-			f.Usage += " [$" + envName(f.Name) + "]"
+			f.Usage += " [$" + envName(cmd, f.Name) + "]"
 		}
 	}
 	cmd.LocalFlags().VisitAll(note)
 	cmd.PersistentFlags().VisitAll(note)
 	for _, c := range cmd.Commands() {
 		annotateEnv(c)
+	}
+}
+
+// exactArgs accepts exactly n arguments, and otherwise says what the
+// command takes: "pcm status takes 1 argument, got 0: usage: pcm status JOB
+// [flags]".
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		return fmt.Errorf("%s takes %s, got %d: usage: %s", cmd.CommandPath(), plural(n, "argument"), len(args), cmd.UseLine())
 	}
 }

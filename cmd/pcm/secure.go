@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/events"
 )
 
 // clientSecurity are the global flags that authenticate a client to the
@@ -46,18 +48,43 @@ func (c *clientSecurity) options() ([]nats.Option, error) {
 // connect dials the broker for a short-lived command (publish, status, ...)
 // with the user's credentials and TLS settings: it fails fast with a clear
 // error when no broker answers or the broker refuses the user, and before
-// dialling when the credentials are a client's (an agent's or a
-// desktop's), whose account reaches none of what these commands use.
+// dialling when the credentials are a client's (checkRole).
 func (g *globals) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	if err := g.checkRole(name); err != nil {
+		return nil, nil, err
+	}
+	return g.connectWith(name)
+}
+
+// checkRole refuses the credentials of a client (an agent's or a
+// desktop's), whose account reaches none of what the short-lived commands
+// use.
+func (g *globals) checkRole(name string) error {
 	if g.sec.creds != "" {
 		if uc, err := auth.CredsUser(g.sec.creds); err == nil {
 			if r, ok := auth.RoleOf(uc); ok && r.Kind() == auth.KindClient {
-				return nil, nil, fmt.Errorf("%s: %s holds the credentials of the %s of client %s, whose account reaches only its own client: give a publisher's (pcm creds publisher NAME), an auditor's (pcm creds auditor NAME) or an admin's",
+				return fmt.Errorf("%s: %s holds the credentials of the %s of client %s, whose account reaches only its own client: give a publisher's (pcm creds publisher NAME), an auditor's (pcm creds auditor NAME) or an admin's",
 					name, g.sec.creds, r, strings.TrimPrefix(uc.Name, string(r)+"-"))
 			}
 		}
 	}
-	return g.connectWith(name)
+	return nil
+}
+
+// identity names the user in what it publishes (the source of its events,
+// who pushed a package): the name of its --creds user (ci for publisher
+// ci), else the operating system's user name.
+func (g *globals) identity() string {
+	if g.sec.creds != "" {
+		if uc, err := auth.CredsUser(g.sec.creds); err == nil {
+			if r, ok := auth.RoleOf(uc); ok {
+				if name := strings.TrimPrefix(uc.Name, string(r)+"-"); events.ValidID("publisher name", name) == nil {
+					return name
+				}
+			}
+		}
+	}
+	return defaultPublisherName()
 }
 
 // connectWith is connect with extra options after the user's (credentials
@@ -73,14 +100,18 @@ func (g *globals) connectWith(name string, extra ...nats.Option) (*nats.Conn, je
 			// A short-lived command cannot do without what was refused:
 			// fail now rather than when the request times out.
 			go nc.Close()
+			if g.stop != nil {
+				g.stop(err)
+			}
 		}
 	}
 	return connect(g.url, name, append(opts, nats.ErrorHandler(refused))...)
 }
 
-// asyncError logs what the broker refused (without it, a request the
-// user's credentials do not allow just times out) and reports whether it
-// was a refusal that matters.
+// asyncError records what the broker refused (without it, a request the
+// user's credentials do not allow just times out, or fails as the
+// connection closes) and reports whether it was a refusal that matters;
+// the command then ends with explainRefusal's line.
 func (g *globals) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) bool {
 	if !errors.Is(err, nats.ErrPermissionViolation) {
 		g.log.Debug("asynchronous error from the broker", zap.Error(err))
@@ -92,8 +123,52 @@ func (g *globals) asyncError(_ *nats.Conn, _ *nats.Subscription, err error) bool
 		g.log.Debug("the broker refused to delete a consumer; it expires by itself", zap.Error(err))
 		return false
 	}
-	g.log.Error("the broker refused an operation: these credentials do not allow it (docs/security.md lists what each role may do)", zap.Error(err))
+	g.log.Debug("the broker refused an operation", zap.Error(err))
+	g.refusedMu.Lock()
+	if g.refused == nil {
+		g.refused = err
+	}
+	g.refusedMu.Unlock()
 	return true
+}
+
+// violation reads what a permissions violation refused: "publish to
+// pcm.jobs.all".
+var violation = regexp.MustCompile(`Permissions Violation for (Publish|Subscription) to "([^"]+)"`)
+
+// explainRefusal replaces err, the error a command ended with, by one line
+// saying what the broker refused and whose credentials do not allow it,
+// when the broker refused something; the exit code is kept.
+func (g *globals) explainRefusal(err error) error {
+	g.refusedMu.Lock()
+	refused := g.refused
+	g.refusedMu.Unlock()
+	if refused == nil {
+		return err
+	}
+	what := "an operation"
+	if m := violation.FindStringSubmatch(refused.Error()); m != nil {
+		verb := "publish to"
+		if m[1] == "Subscription" {
+			verb = "subscribe to"
+		}
+		what = verb + " " + m[2]
+	}
+	who := "the credentials given (none: --creds)"
+	if g.sec.creds != "" {
+		who = "the credentials in " + g.sec.creds
+		if uc, cerr := auth.CredsUser(g.sec.creds); cerr == nil {
+			if r, ok := auth.RoleOf(uc); ok {
+				who += fmt.Sprintf(" (%s %s)", r, strings.TrimPrefix(uc.Name, string(r)+"-"))
+			}
+		}
+	}
+	explained := fmt.Errorf("the broker refused to %s: %s do not allow it (docs/security.md lists what each role may do)", what, who)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return &exitError{code: ee.code, err: explained}
+	}
+	return explained
 }
 
 // dial connects a long-running face (agent, desktop) with base options and

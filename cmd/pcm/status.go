@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -25,25 +26,30 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Long: `Lists every client the job targets (the clients named explicitly, and every enrolled client
 whose consumer takes one of its targets' subjects) with its latest state, exit code, runner and
 time. A client that has reported nothing says why: pending (received, waiting for its time or for
-the user), not received (enrolled, but its agent has not fetched the job), offline since T (its
+the user), not received (enrolled, but its agent has not fetched the job; or not enrolled at
+all), queued behind job J (its agent is online and busy with another job), offline since T (its
 heartbeat is stale), or locked by desktop (the desktop face holds the client's lock). A summary
-line counts the clients per state.
+line counts the clients per state. The heading names the publisher and the key that signed the
+job.
 
 For a staged rollout (pcm publish --rings) the RING column gives each client's ring, a line per
 ring says whether it is open, waiting for its time or halted, with its clients' counts, and
 clients that have not started the job of a halted rollout say halted. A client waiting for a job
 it requires (--requires) says which one.
 
--o table (default), wide (adds attempt, host, platform, user, groups) or json. --watch keeps
+-o table (default), wide (adds attempt, host, platform, user, groups and the last line of the
+command's output), json or yaml (with the output's tail). --watch keeps
 following the job: it subscribes to its statuses, the agents' heartbeats and the locks and shows
 every change (on a terminal it redraws the table; otherwise it prints one line per change, or one
-JSON document per change with -o json) until interrupted.`,
+JSON document per change with -o json) until the job is over on every client it targets or
+its staged rollout is halted; it then exits as pcm publish --wait does: 0, or 1 when it failed on
+a client or was halted.`,
 		Example: `  pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 -o json | jq '.clients[] | select(.failed)'
   pcm status 01JD3S1M9ZQ6V3W5X7Y9A1B2C3 --watch`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, "table", "wide", "json"); err != nil {
+			if err := checkOutput(output, "table", "wide", "json", "yaml"); err != nil {
 				return err
 			}
 			nc, js, err := g.connect("pcm status")
@@ -63,7 +69,7 @@ JSON document per change with -o json) until interrupted.`,
 			return watchStatus(cmd.Context(), out, d, js, args[0], output)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, wide or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table, wide (adds attempt, host, platform, user, groups and the output tail), json or yaml")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep following the job and show every change")
 	addUTCFlag(cmd, &utc)
 	return cmd
@@ -72,16 +78,14 @@ JSON document per change with -o json) until interrupted.`,
 // renderRollout writes a rollout as a table (with a heading and a summary
 // line) or as one indented JSON document.
 func renderRollout(w io.Writer, d display, r rollout.Rollout, output string) error {
-	if output == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+	if structured(output) {
+		return writeDocument(w, output, r)
 	}
 	fmt.Fprintln(w, rolloutHeading(d, r))
 	t := newTable(w)
 	head := []string{"CLIENT", "STATE", "EXIT", "RUNNER", "TIME"}
 	if output == "wide" {
-		head = append(head, "ATTEMPT", "HOST", "PLATFORM", "USER", "GROUPS")
+		head = append(head, "ATTEMPT", "HOST", "PLATFORM", "USER", "GROUPS", "OUTPUT")
 	}
 	if r.Plan != nil {
 		head = append(head, "RING")
@@ -106,7 +110,7 @@ func renderRollout(w io.Writer, d display, r rollout.Rollout, output string) err
 			if c.Attempt > 0 {
 				attempt = fmt.Sprintf("%d/%d", c.Attempt, c.MaxAttempts)
 			}
-			cells = append(cells, attempt, dash(c.Host), dash(c.Platform), dash(c.User), dash(strings.Join(c.Groups, ",")))
+			cells = append(cells, attempt, dash(c.Host), dash(c.Platform), dash(c.User), dash(strings.Join(c.Groups, ",")), dash(lastLine(c.OutputTail)))
 		}
 		if r.Plan != nil {
 			ring := "-"
@@ -135,7 +139,7 @@ func rolloutHeading(d display, r rollout.Rollout) string {
 	if r.Name != "" {
 		s += " (" + r.Name + ")"
 	}
-	s += fmt.Sprintf(" by %s at %s to %s, expires %s", r.Publisher, d.time(r.OfferedAt), strings.Join(targets, " "), d.time(r.ExpireAfter))
+	s += fmt.Sprintf(" by %s at %s to %s, expires %s", publisherText(r.Publisher, r.Signer), d.time(r.OfferedAt), strings.Join(targets, " "), d.time(r.ExpireAfter))
 	if r.Cancelled != nil {
 		s += "; CANCELLED"
 		if r.Cancelled.Reason != "" {
@@ -171,6 +175,29 @@ func ringLine(d display, r rollout.Rollout, rs rollout.RingState) string {
 	return s
 }
 
+// publisherText names who published an event: its publisher name, and the
+// key that signed it, if any: "ci (signed by UDYL25OOTWVR...6BHT)".
+func publisherText(name, signer string) string {
+	if signer == "" {
+		return name
+	}
+	return name + " (signed by " + events.ShortKey(signer) + ")"
+}
+
+// maxOutputCell bounds the output shown in a table cell.
+const maxOutputCell = 60
+
+// lastLine is the last non-empty line of a command's output, shortened to
+// fit a table cell.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\r\n\t "), "\n")
+	l := strings.TrimSpace(lines[len(lines)-1])
+	if r := []rune(l); len(r) > maxOutputCell {
+		l = "..." + string(r[len(r)-maxOutputCell+3:])
+	}
+	return l
+}
+
 // stateOrder is the order of the summary line: outcomes, then work under
 // way, then the reasons for silence.
 var stateOrder = []rollout.ClientState{
@@ -178,7 +205,7 @@ var stateOrder = []rollout.ClientState{
 	rollout.ClientState(events.StateFailed), rollout.ClientState(events.StateTimedOut),
 	rollout.ClientState(events.StateCancelled), rollout.ClientState(events.StateExpired),
 	rollout.ClientState(events.StateRejected), rollout.ClientState(events.StateStarted),
-	rollout.ClientPending, rollout.ClientHalted, rollout.ClientLocked, rollout.ClientNotReceived, rollout.ClientOffline,
+	rollout.ClientPending, rollout.ClientHalted, rollout.ClientLocked, rollout.ClientQueued, rollout.ClientNotReceived, rollout.ClientOffline,
 }
 
 // summaryLine counts the clients per state: "5 clients: 1 succeeded, 1
@@ -227,11 +254,13 @@ func plural(n int, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// watchStatus follows a rollout until ctx ends: on a terminal it redraws
-// the table at every change; otherwise it prints one line per client
-// change (or one JSON document per change with -o json).
+// watchStatus follows a rollout until the job is over on every client it
+// targets, or ctx ends: on a terminal it redraws the table at every change;
+// otherwise it prints one line per client change (or one JSON document per
+// change with -o json). When the job is over it exits as pcm publish --wait
+// does: 0, or 1 when it failed on a client.
 func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetStream, jobID, output string) error {
-	redraw := isTerminal(w) && output != "json"
+	redraw := isTerminal(w) && !structured(output)
 	watcher, err := rollout.Watch(ctx, js, jobID)
 	if err != nil {
 		return err
@@ -245,6 +274,9 @@ func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetSt
 			if err == nil {
 				fmt.Fprintln(w, string(b))
 			}
+		case output == "yaml":
+			fmt.Fprintln(w, "---")
+			_ = writeDocument(w, output, r)
 		case redraw:
 			fmt.Fprint(w, "\x1b[H\x1b[2J")
 			_ = renderRollout(w, d, r, output)
@@ -254,6 +286,18 @@ func watchStatus(ctx context.Context, w io.Writer, d display, js jetstream.JetSt
 			for _, line := range changeLines(d, *prev, r) {
 				fmt.Fprintln(w, line)
 			}
+			if r.Over() {
+				fmt.Fprintln(w, summaryLine(r))
+			}
+		}
+		if r.Over() {
+			if r.Failed > 0 {
+				return &exitError{code: exitFailed, err: errors.New(failedOn(d, r))}
+			}
+			return nil
+		}
+		if r.Verdict(rollout.NoFailureLimit) == rollout.VerdictHalted {
+			return &exitError{code: exitFailed, err: haltedErr(r)} // as pcm publish --wait
 		}
 		prev = &r
 	}

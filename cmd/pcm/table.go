@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"sigs.k8s.io/yaml"
 
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
@@ -65,7 +67,7 @@ func stateColor(state string) string {
 		return ansiGreen
 	case string(events.StateFailed), string(events.StateTimedOut), string(events.StateRejected):
 		return ansiRed
-	case string(events.StateStarted), string(rollout.ClientPending):
+	case string(events.StateStarted), string(rollout.ClientPending), string(rollout.ClientQueued):
 		return ansiBlue
 	case string(rollout.ClientLocked), string(rollout.ClientNotReceived), string(events.StateExpired),
 		string(events.StateCancelled), string(fleet.Stale):
@@ -113,7 +115,33 @@ func checkOutput(output string, allowed ...string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("-o %q: use %s", output, strings.Join(allowed, " or "))
+	list := allowed[len(allowed)-1]
+	if n := len(allowed); n > 1 {
+		list = strings.Join(allowed[:n-1], ", ") + " or " + list
+	}
+	return fmt.Errorf("-o %q: use %s", output, list)
+}
+
+// structured reports whether output is a document format (json or yaml)
+// rather than one for people (table, wide).
+func structured(output string) bool { return output == "json" || output == "yaml" }
+
+// writeDocument writes v as indented JSON, or as YAML (the same document,
+// field names and all) for -o yaml.
+func writeDocument(w io.Writer, output string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if output == "yaml" {
+		if b, err = yaml.JSONToYAML(b); err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }
 
 // addUTCFlag registers --utc on cmd.

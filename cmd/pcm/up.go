@@ -57,9 +57,12 @@ same --data keeps everything.`,
 			defer nc.Close()
 			af.enroll = true
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "pcm is up: broker %s (open, no authentication: loopback only), agent %s\n", b.ClientURL(), af.clientID)
-			fmt.Fprintf(out, "try, in another terminal:\n  pcm publish --url %s --all -- echo hello\n", b.ClientURL())
-			return runAgent(ctx, g.log, nc, af, cfg)
+			// Said once the agent is ready, after the broker's and the
+			// agent's start-up logs: the last thing on the screen.
+			return runAgent(ctx, g.log, nc, af, cfg, func() {
+				fmt.Fprintf(out, "pcm is up: broker %s (open, no authentication: loopback only), agent %s\n", b.ClientURL(), af.clientID)
+				fmt.Fprintf(out, "try, in another terminal:\n  pcm publish --url %s --all -- echo hello\n", b.ClientURL())
+			})
 		},
 	}
 	bf.register(cmd)

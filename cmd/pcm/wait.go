@@ -90,6 +90,9 @@ func waitForRollout(ctx context.Context, w io.Writer, js jetstream.JetStream, jo
 				}
 				fmt.Fprintf(w, "waiting for job %s on %s (timeout %s, %s): %s (%d done, %d failed)\n",
 					jobID, plural(len(r.Clients), "client"), f.timeout, limit, countsText(r), r.Done, r.Failed)
+				if ne := notEnrolled(r); len(ne) > 0 {
+					fmt.Fprintf(w, "not enrolled, so they cannot receive the job until pcm enroll: %s\n", strings.Join(ne, ", "))
+				}
 			} else if !bar {
 				for _, line := range changeLines(d, *cur, r) {
 					fmt.Fprintln(w, line)
@@ -102,12 +105,10 @@ func waitForRollout(ctx context.Context, w io.Writer, js jetstream.JetStream, jo
 			switch r.Verdict(f.maxFailures) {
 			case rollout.VerdictFailed:
 				endBar(w, bar)
-				return &exitError{code: exitFailed, err: fmt.Errorf("job %s failed on %d of %s (more than --max-failures %d): %s",
-					jobID, r.Failed, plural(len(r.Clients), "client"), f.maxFailures, listClients(d, r.FailedClients()))}
+				return &exitError{code: exitFailed, err: fmt.Errorf("%s (more than --max-failures %d)", failedOn(d, r), f.maxFailures)}
 			case rollout.VerdictHalted:
 				endBar(w, bar)
-				return &exitError{code: exitFailed, err: fmt.Errorf("job %s %s, with %d of %s done (%d failed); pcm resume %s lets its rings go on",
-					jobID, haltText(r), r.Done, plural(len(r.Clients), "client"), r.Failed, jobID)}
+				return &exitError{code: exitFailed, err: haltedErr(r)}
 			case rollout.VerdictSucceeded:
 				endBar(w, bar)
 				fmt.Fprintf(w, "job %s done on %s in %s: %s\n", jobID, plural(len(r.Clients), "client"), time.Since(start).Round(time.Millisecond), countsText(r))
@@ -140,6 +141,30 @@ func waitEnded(parent, ctx context.Context, d display, jobID string, f waitFlags
 	default:
 		return err
 	}
+}
+
+// failedOn says on which clients a rollout failed: "job J failed on 2 of
+// 5 clients: c1 (failed, exit 3: ...), ...".
+func failedOn(d display, r rollout.Rollout) string {
+	return fmt.Sprintf("job %s failed on %d of %s: %s", r.JobID, r.Failed, plural(len(r.Clients), "client"), listClients(d, r.FailedClients()))
+}
+
+// haltedErr says that a staged rollout is halted, how far it went and how
+// to let it go on.
+func haltedErr(r rollout.Rollout) error {
+	return fmt.Errorf("job %s %s, with %d of %s done (%d failed); pcm resume %s lets its rings go on",
+		r.JobID, haltText(r), r.Done, plural(len(r.Clients), "client"), r.Failed, r.JobID)
+}
+
+// notEnrolled names the clients the job names that are not enrolled.
+func notEnrolled(r rollout.Rollout) []string {
+	var out []string
+	for _, c := range r.Clients {
+		if !c.Enrolled {
+			out = append(out, c.Client)
+		}
+	}
+	return out
 }
 
 // haltText says who halted a rollout and why: "halted by controller c1:
