@@ -38,6 +38,29 @@ func New() (Manager, error) { return newManager() }
 
 // writeFile writes content to path (its directory created), mode 0644,
 // through a temporary file renamed into place.
+// installFile writes a desktop autostart entry (an XDG .desktop file, a
+// LaunchAgent plist) for s at path.
+func installFile(s Spec, path, content string) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if err := writeFile(path, content); err != nil {
+		return fmt.Errorf("%w: writing %s: %w", ErrManager, path, err)
+	}
+	return nil
+}
+
+// removeFile removes the desktop autostart entry of name at path.
+func removeFile(name, path string) error {
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: %s: no %s", ErrNotInstalled, name, path)
+		}
+		return fmt.Errorf("%w: %w", ErrManager, err)
+	}
+	return nil
+}
+
 func writeFile(path, content string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err

@@ -4,7 +4,6 @@ package osservice
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -109,21 +108,9 @@ func (m launchd) Status(ctx context.Context, name string) (Status, error) {
 func agentPath(name string) string { return filepath.Join(launchAgentDir, label(name)+".plist") }
 
 func (launchd) InstallDesktop(_ context.Context, s Spec) error {
-	if err := s.Validate(); err != nil {
-		return err
-	}
-	if err := writeFile(agentPath(s.Name), LaunchAgentPlist(s)); err != nil {
-		return fmt.Errorf("%w: writing %s: %w", ErrManager, agentPath(s.Name), err)
-	}
-	return nil
+	return installFile(s, agentPath(s.Name), LaunchAgentPlist(s))
 }
 
 func (launchd) UninstallDesktop(_ context.Context, name string) error {
-	if err := os.Remove(agentPath(name)); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%w: %s: no %s", ErrNotInstalled, name, agentPath(name))
-		}
-		return fmt.Errorf("%w: %w", ErrManager, err)
-	}
-	return nil
+	return removeFile(name, agentPath(name))
 }

@@ -4,7 +4,6 @@ package osservice
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -131,21 +130,9 @@ func systemdState(active string) State {
 func desktopPath(name string) string { return filepath.Join(xdgAutostartDir, name+".desktop") }
 
 func (systemd) InstallDesktop(_ context.Context, s Spec) error {
-	if err := s.Validate(); err != nil {
-		return err
-	}
-	if err := writeFile(desktopPath(s.Name), XDGAutostart(s)); err != nil {
-		return fmt.Errorf("%w: writing %s: %w", ErrManager, desktopPath(s.Name), err)
-	}
-	return nil
+	return installFile(s, desktopPath(s.Name), XDGAutostart(s))
 }
 
 func (systemd) UninstallDesktop(_ context.Context, name string) error {
-	if err := os.Remove(desktopPath(name)); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%w: %s: no %s", ErrNotInstalled, name, desktopPath(name))
-		}
-		return fmt.Errorf("%w: %w", ErrManager, err)
-	}
-	return nil
+	return removeFile(name, desktopPath(name))
 }

@@ -41,6 +41,22 @@ func open(m *mgr.Mgr, name string) (*mgr.Service, error) {
 	return s, nil
 }
 
+// withService connects to the Service Control Manager, opens the service
+// name and gives it to fn, closing both after.
+func withService(name string, fn func(s *mgr.Service) error) error {
+	m, err := connect()
+	if err != nil {
+		return err
+	}
+	defer m.Disconnect()
+	s, err := open(m, name)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(s)
+}
+
 func (scm) Install(_ context.Context, spec Spec) error {
 	if err := spec.Validate(); err != nil {
 		return err
@@ -79,54 +95,28 @@ func (scm) Install(_ context.Context, spec Spec) error {
 }
 
 func (scm) Uninstall(ctx context.Context, name string) error {
-	m, err := connect()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := open(m, name)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if err := stop(ctx, s, name); err != nil {
-		return err
-	}
-	if err := s.Delete(); err != nil {
-		return fmt.Errorf("%w: deleting service %s: %w", ErrManager, name, err)
-	}
-	return nil
+	return withService(name, func(s *mgr.Service) error {
+		if err := stop(ctx, s, name); err != nil {
+			return err
+		}
+		if err := s.Delete(); err != nil {
+			return fmt.Errorf("%w: deleting service %s: %w", ErrManager, name, err)
+		}
+		return nil
+	})
 }
 
 func (scm) Start(_ context.Context, name string) error {
-	m, err := connect()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := open(m, name)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if err := s.Start(); err != nil && !errors.Is(err, windows.ERROR_SERVICE_ALREADY_RUNNING) {
-		return fmt.Errorf("%w: starting service %s: %w", ErrManager, name, err)
-	}
-	return nil
+	return withService(name, func(s *mgr.Service) error {
+		if err := s.Start(); err != nil && !errors.Is(err, windows.ERROR_SERVICE_ALREADY_RUNNING) {
+			return fmt.Errorf("%w: starting service %s: %w", ErrManager, name, err)
+		}
+		return nil
+	})
 }
 
 func (scm) Stop(ctx context.Context, name string) error {
-	m, err := connect()
-	if err != nil {
-		return err
-	}
-	defer m.Disconnect()
-	s, err := open(m, name)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	return stop(ctx, s, name)
+	return withService(name, func(s *mgr.Service) error { return stop(ctx, s, name) })
 }
 
 // stop asks the service to stop and waits until it has, or ctx ends.
@@ -149,38 +139,32 @@ func stop(ctx context.Context, s *mgr.Service, name string) error {
 }
 
 func (scm) Status(_ context.Context, name string) (Status, error) {
-	m, err := connect()
-	if err != nil {
-		return Status{}, err
-	}
-	defer m.Disconnect()
-	s, err := open(m, name)
-	if err != nil {
-		return Status{}, err
-	}
-	defer s.Close()
-	q, err := s.Query()
-	if err != nil {
-		return Status{}, fmt.Errorf("%w: querying service %s: %w", ErrManager, name, err)
-	}
-	st := Status{Name: name, Manager: "scm", PID: int(q.ProcessId), Path: `HKLM\SYSTEM\CurrentControlSet\Services\` + name}
-	switch q.State {
-	case svc.Running:
-		st.State = StateRunning
-	case svc.Stopped:
-		st.State = StateStopped
-	case svc.StartPending:
-		st.State = StateStarting
-	case svc.StopPending:
-		st.State = StateStopping
-	default:
-		st.State = StateUnknown
-	}
-	if c, err := s.Config(); err == nil {
-		st.Enabled = c.StartType == mgr.StartAutomatic
-		st.Command = c.BinaryPathName
-	}
-	return st, nil
+	var st Status
+	err := withService(name, func(s *mgr.Service) error {
+		q, err := s.Query()
+		if err != nil {
+			return fmt.Errorf("%w: querying service %s: %w", ErrManager, name, err)
+		}
+		st = Status{Name: name, Manager: "scm", PID: int(q.ProcessId), Path: `HKLM\SYSTEM\CurrentControlSet\Services\` + name}
+		switch q.State {
+		case svc.Running:
+			st.State = StateRunning
+		case svc.Stopped:
+			st.State = StateStopped
+		case svc.StartPending:
+			st.State = StateStarting
+		case svc.StopPending:
+			st.State = StateStopping
+		default:
+			st.State = StateUnknown
+		}
+		if c, err := s.Config(); err == nil {
+			st.Enabled = c.StartType == mgr.StartAutomatic
+			st.Command = c.BinaryPathName
+		}
+		return nil
+	})
+	return st, err
 }
 
 func (scm) InstallDesktop(_ context.Context, s Spec) error {
