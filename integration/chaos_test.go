@@ -53,6 +53,11 @@ type chaosFigures struct {
 	// be 0).
 	deferrable, deferrals, ranWhileDeferred int
 	inWindow, outOfWindow, ranOutOfWindow   int
+	// attempts one face settled as interrupted for the other (it found
+	// them started and never finished under the lock), and the desktops'
+	// finals not stored because their attempt had one already (the
+	// service settled it while the desktop's lease had lapsed).
+	settledForOther, desktopSuperseded int
 }
 
 // TestChaos runs real pcm agent processes under faults: SIGKILL at random
@@ -356,6 +361,9 @@ func TestChaos(t *testing.T) {
 				if strings.Contains(s.Reason, "restarted during the run") || strings.Contains(s.Reason, "stopped during the run") {
 					interrupted = true
 				}
+				if strings.Contains(s.Reason, "face stopped during the run") {
+					fig.settledForOther++
+				}
 				if s.Runner == events.RunnerDesktop {
 					fig.desktopRuns++
 				} else if s.ExitCode != nil {
@@ -404,6 +412,9 @@ func TestChaos(t *testing.T) {
 			fig.unacked += a + int(p)
 		}
 	}
+	for _, d := range desktops {
+		fig.desktopSuperseded += int(d.Stats().Superseded)
+	}
 	// The history is whole: a full audit returns exactly what the streams
 	// hold, checked once every offer is acked and every status stored.
 	fig.audited = checkAuditWhole(t, env.URL, env.JS)
@@ -437,6 +448,7 @@ func (f chaosFigures) String() string {
 	fmt.Fprintf(&b, "  cancelled before start never started: %d of %d (job, client) pairs started anyway (must be 0)\n", f.startedAfterCancel, f.cancelledPairs)
 	fmt.Fprintf(&b, "  deferrals:                        %d recorded on %d deferrable jobs; service runs during one: %d (must be 0)\n", f.deferrals, f.deferrable, f.ranWhileDeferred)
 	fmt.Fprintf(&b, "  maintenance windows:              %d jobs in the open window, %d with none that fits; runs of those: %d (must be 0)\n", f.inWindow, f.outOfWindow, f.ranOutOfWindow)
+	fmt.Fprintf(&b, "  attempts settled for the other face: %d (found started and never finished under the lock); desktop finals superseded: %d\n", f.settledForOther, f.desktopSuperseded)
 	return b.String()
 }
 
