@@ -100,6 +100,13 @@ func TestChaos(t *testing.T) {
 		ids[i] = fmt.Sprintf("chaos%d", i)
 		enroll(t, env.JS, ids[i], "fleet")
 		agents[i] = &chaosAgent{t: t, dir: dir, url: env.URL, client: ids[i]}
+		if sec := testenv.SecurityOf(env.URL); sec != nil && sec.AdminCreds != "" {
+			// On an authenticated broker the agents run with their own
+			// credentials, as in production (not the admin's, which the
+			// processes inherit): in their client's account, where they
+			// hear their desktop's session.
+			agents[i].creds = sec.Creds(t, auth.User{Role: auth.RoleAgent, Name: ids[i]})
+		}
 		agents[i].start("")
 		nc, err := nats.Connect(env.URL, append(agent.ConnectOptions("chaos desktop"), testenv.ClientOptions(t, env.URL, auth.User{Role: auth.RoleDesktop, Name: ids[i]})...)...)
 		if err != nil {
@@ -485,6 +492,7 @@ const chaosGrace = 2 * time.Second
 type chaosAgent struct {
 	t                testing.TB
 	dir, url, client string
+	creds            string // its own credentials on an authenticated broker
 	mu               sync.Mutex
 	p                *proc
 }
@@ -493,6 +501,9 @@ func (a *chaosAgent) start(point agent.FaultPoint) {
 	var env []string
 	if point != "" {
 		env = []string{"PCM_TEST_FAULT_POINT=" + string(point)}
+	}
+	if a.creds != "" {
+		env = append(env, "PCM_CREDS="+a.creds)
 	}
 	p := startPCM(a.t, a.dir, env, "agent", "--url", a.url, "--client-id", a.client,
 		"--state-dir", filepath.Join(a.dir, "state-"+a.client), "--lease", "2s", "--heartbeat", "5s", "--log-level", "warn",
