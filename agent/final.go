@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,6 +32,10 @@ import (
 // stored by the other face; the status was not stored. It wraps
 // ErrAlreadyDone.
 var errSuperseded = fmt.Errorf("%w: the attempt already has a final status", ErrAlreadyDone)
+
+// casRetry is the pause before storeFinal reads again after a refused
+// compare-and-set.
+const casRetry = 10 * time.Millisecond
 
 // headerExpectedLastSubjectSeq is JetStream's compare-and-set header on a
 // subject's last sequence (0: nothing is stored on the subject).
@@ -98,10 +103,11 @@ func storeFinal(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, st e
 		if !wrongLastSequence(err) {
 			return 0, nil, err
 		}
-		if ctx.Err() != nil {
+		// Another status came in between (or the replica that answered
+		// the read lagged): read again, after a breath.
+		if !sleep(ctx, casRetry) {
 			return 0, nil, ctx.Err()
 		}
-		// Another status came in between: read again.
 	}
 }
 
