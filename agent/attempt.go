@@ -109,7 +109,9 @@ func (l directLog) running(events.JobStatus) {}
 func (l directLog) stopped() {}
 
 // record persists st even when ctx ends (the user gave up waiting): a
-// status that exists must be told.
+// status that exists must be told, once: a final status the attempt
+// already has on the broker (the service settled it while this face's
+// lease had lapsed) is not stored again (errSuperseded).
 func (l directLog) record(ctx context.Context, st events.JobStatus, _ bool) error {
 	return l.f.persist(context.WithoutCancel(ctx), st)
 }
@@ -119,14 +121,28 @@ func (l directLog) record(ctx context.Context, st events.JobStatus, _ bool) erro
 const persistFor = 10 * time.Minute
 
 // persist publishes a status, retrying until the broker stores it (the
-// desktop has no journal: it waits for the broker instead).
+// desktop has no journal: it waits for the broker instead). A final status
+// is stored only if its attempt has none yet (storeFinal): otherwise it
+// returns errSuperseded at once.
 func (f *face) persist(ctx context.Context, st events.JobStatus) error {
 	ctx, cancel := context.WithTimeout(ctx, persistFor)
 	defer cancel()
 	err := backoff.Retry(ctx, backoff.Policy{
-		Backoff: retryDelays,
-		OnRetry: func(err error, _ time.Duration) { f.log.Warn("status not stored yet, retrying", zap.Error(err)) },
-	}, func(ctx context.Context) error { return f.publishStatus(ctx, st) })
+		Backoff:   retryDelays,
+		Retryable: func(err error) bool { return !errors.Is(err, errSuperseded) },
+		OnRetry:   func(err error, _ time.Duration) { f.log.Warn("status not stored yet, retrying", zap.Error(err)) },
+	}, func(ctx context.Context) error {
+		if !st.State.Final() {
+			return f.publishStatus(ctx, st)
+		}
+		return f.publishFinal(ctx, st)
+	})
+	if errors.Is(err, errSuperseded) {
+		f.counts.superseded.Add(1)
+		f.log.Warn("the attempt already has a final status, stored by the other face while this one's lease had lapsed: this one is not stored",
+			zap.String("job", st.JobID), zap.Int("attempt", st.Attempt), zap.String("state", string(st.State)), zap.Error(err))
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("reporting %s of job %s: %w", st.State, st.JobID, err)
 	}

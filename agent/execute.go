@@ -72,6 +72,20 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 				_ = msg.NakWithDelay(retryLater)
 				return
 			}
+			// The face that started it may have stored its own final
+			// first (its lease had lapsed; it was alive): then the
+			// settlement was not stored (storeFinal), and that final
+			// decides whether another attempt runs.
+			f.Journal = &rec
+			if !s.brokerFacts(ctx, msg, &f) {
+				s.release(lease)
+				return
+			}
+			if d2 := Decide(f); d2.Action != Run || d2.Attempt != d.Attempt {
+				s.release(lease)
+				s.apply(ctx, msg, f, d2)
+				return
+			}
 		}
 		stop := s.keepAlive(ctx, msg)
 		final, err := s.runAttempt(ctx, sl, job, d.Attempt, lease)
@@ -308,7 +322,7 @@ func (l journalLog) record(ctx context.Context, st events.JobStatus, ends bool) 
 			return err
 		}
 		s.log.Error("cannot journal the final status; publishing it directly", zap.String("job", st.JobID), zap.Error(err))
-		if err := s.publishStatus(ctx, st); err != nil {
+		if err := s.publishFinal(ctx, st); err != nil && !errors.Is(err, errSuperseded) {
 			s.log.Error("final status lost: neither journaled nor published", zap.String("job", st.JobID), zap.Error(err))
 			return err
 		}

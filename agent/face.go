@@ -181,6 +181,19 @@ func (f *face) publishStatus(ctx context.Context, st events.JobStatus) error {
 	return err
 }
 
+// publishFinal publishes a final status unless its attempt already has
+// one on the broker (errSuperseded; see storeFinal).
+func (f *face) publishFinal(ctx context.Context, st events.JobStatus) error {
+	msg, err := statusMsg(st)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	_, _, err = storeFinal(pctx, f.js, msg, st)
+	return err
+}
+
 // publishAsync publishes a non-final status (started) without asking for
 // the broker's PubAck: it is best effort (the journal already holds the
 // start), and its acknowledgement was never looked at; the stream stores

@@ -95,12 +95,12 @@ func (s *Service) flush(ctx context.Context) error {
 		}
 		msg.Header.Set(events.HeaderMsgID, o.MsgID)
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		ack, err := s.js.PublishMsg(pctx, msg)
+		seq, err := s.publishOutgoing(pctx, msg)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("publishing status %s: %w", o.MsgID, err)
 		}
-		if err := s.journal.MarkSent(o.Seq, ack.Sequence); err != nil {
+		if err := s.journal.MarkSent(o.Seq, seq); err != nil {
 			return err
 		}
 		if o.Final {
@@ -117,6 +117,30 @@ func (s *Service) flush(ctx context.Context) error {
 		}
 	}
 	return s.ackQueued(ctx)
+}
+
+// publishOutgoing publishes an outbox entry and returns its stream
+// sequence. A final status is stored only if its attempt has none yet
+// (storeFinal): one the other face stored first, while this face's lease
+// had lapsed (it was stalled, or died after journaling its final), stands,
+// and this one is dropped from the outbox as sent, with a warning.
+func (s *Service) publishOutgoing(ctx context.Context, msg *nats.Msg) (uint64, error) {
+	st, final := finalOf(msg)
+	if !final {
+		ack, err := s.js.PublishMsg(ctx, msg)
+		if err != nil {
+			return 0, err
+		}
+		return ack.Sequence, nil
+	}
+	seq, _, err := storeFinal(ctx, s.js, msg, st)
+	if errors.Is(err, errSuperseded) {
+		s.counts.superseded.Add(1)
+		s.log.Warn("the attempt already has a final status, stored by the other face while this one's lease had lapsed: this one is not stored",
+			zap.String("job", st.JobID), zap.Int("attempt", st.Attempt), zap.String("state", string(st.State)), zap.Error(err))
+		return seq, nil
+	}
+	return seq, err
 }
 
 // maxAckTries bounds the tries of one ack while connected: a delivery the

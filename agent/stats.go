@@ -50,12 +50,16 @@ type Stats struct {
 	// HaltedHolds counts the offers held because their staged rollout is
 	// halted (among Held).
 	HaltedHolds int64
+	// Superseded counts the final statuses not stored because their
+	// attempt already had one, stored by the other face while this face's
+	// lease had lapsed (one final status per attempt).
+	Superseded int64
 }
 
 // counters are a face's Stats as they are counted.
 type counters struct {
 	offers, filtered, held, refused, started, statusWaits, fetchRetries, desktopRuns, untrusted, serviceOnly, releasesRefused atomic.Int64
-	untrustedHalts, detections, present, woken, haltedHolds                                                                   atomic.Int64
+	untrustedHalts, detections, present, woken, haltedHolds, superseded                                                       atomic.Int64
 }
 
 // Stats returns what the face has counted so far.
@@ -66,7 +70,7 @@ func (f *face) Stats() Stats {
 		Started: c.started.Load(), StatusWaits: c.statusWaits.Load(), FetchRetries: c.fetchRetries.Load(),
 		DesktopRuns: c.desktopRuns.Load(), Untrusted: c.untrusted.Load(), ServiceOnly: c.serviceOnly.Load(),
 		UntrustedHalts: c.untrustedHalts.Load(), Detections: c.detections.Load(), Present: c.present.Load(), Woken: c.woken.Load(),
-		HaltedHolds:     c.haltedHolds.Load(),
+		HaltedHolds: c.haltedHolds.Load(), Superseded: c.superseded.Load(),
 		ReleasesRefused: c.releasesRefused.Load(),
 	}
 }

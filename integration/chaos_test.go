@@ -53,6 +53,11 @@ type chaosFigures struct {
 	// be 0).
 	deferrable, deferrals, ranWhileDeferred int
 	inWindow, outOfWindow, ranOutOfWindow   int
+	// attempts one face settled as interrupted for the other (it found
+	// them started and never finished under the lock), and the desktops'
+	// finals not stored because their attempt had one already (the
+	// service settled it while the desktop's lease had lapsed).
+	settledForOther, desktopSuperseded int
 }
 
 // TestChaos runs real pcm agent processes under faults: SIGKILL at random
@@ -95,6 +100,13 @@ func TestChaos(t *testing.T) {
 		ids[i] = fmt.Sprintf("chaos%d", i)
 		enroll(t, env.JS, ids[i], "fleet")
 		agents[i] = &chaosAgent{t: t, dir: dir, url: env.URL, client: ids[i]}
+		if sec := testenv.SecurityOf(env.URL); sec != nil && sec.AdminCreds != "" {
+			// On an authenticated broker the agents run with their own
+			// credentials, as in production (not the admin's, which the
+			// processes inherit): in their client's account, where they
+			// hear their desktop's session.
+			agents[i].creds = sec.Creds(t, auth.User{Role: auth.RoleAgent, Name: ids[i]})
+		}
 		agents[i].start("")
 		nc, err := nats.Connect(env.URL, append(agent.ConnectOptions("chaos desktop"), testenv.ClientOptions(t, env.URL, auth.User{Role: auth.RoleDesktop, Name: ids[i]})...)...)
 		if err != nil {
@@ -356,6 +368,9 @@ func TestChaos(t *testing.T) {
 				if strings.Contains(s.Reason, "restarted during the run") || strings.Contains(s.Reason, "stopped during the run") {
 					interrupted = true
 				}
+				if strings.Contains(s.Reason, "face stopped during the run") {
+					fig.settledForOther++
+				}
 				if s.Runner == events.RunnerDesktop {
 					fig.desktopRuns++
 				} else if s.ExitCode != nil {
@@ -404,6 +419,9 @@ func TestChaos(t *testing.T) {
 			fig.unacked += a + int(p)
 		}
 	}
+	for _, d := range desktops {
+		fig.desktopSuperseded += int(d.Stats().Superseded)
+	}
 	// The history is whole: a full audit returns exactly what the streams
 	// hold, checked once every offer is acked and every status stored.
 	fig.audited = checkAuditWhole(t, env.URL, env.JS)
@@ -437,6 +455,7 @@ func (f chaosFigures) String() string {
 	fmt.Fprintf(&b, "  cancelled before start never started: %d of %d (job, client) pairs started anyway (must be 0)\n", f.startedAfterCancel, f.cancelledPairs)
 	fmt.Fprintf(&b, "  deferrals:                        %d recorded on %d deferrable jobs; service runs during one: %d (must be 0)\n", f.deferrals, f.deferrable, f.ranWhileDeferred)
 	fmt.Fprintf(&b, "  maintenance windows:              %d jobs in the open window, %d with none that fits; runs of those: %d (must be 0)\n", f.inWindow, f.outOfWindow, f.ranOutOfWindow)
+	fmt.Fprintf(&b, "  attempts settled for the other face: %d (found started and never finished under the lock); desktop finals superseded: %d\n", f.settledForOther, f.desktopSuperseded)
 	return b.String()
 }
 
@@ -473,6 +492,7 @@ const chaosGrace = 2 * time.Second
 type chaosAgent struct {
 	t                testing.TB
 	dir, url, client string
+	creds            string // its own credentials on an authenticated broker
 	mu               sync.Mutex
 	p                *proc
 }
@@ -481,6 +501,9 @@ func (a *chaosAgent) start(point agent.FaultPoint) {
 	var env []string
 	if point != "" {
 		env = []string{"PCM_TEST_FAULT_POINT=" + string(point)}
+	}
+	if a.creds != "" {
+		env = append(env, "PCM_CREDS="+a.creds)
 	}
 	p := startPCM(a.t, a.dir, env, "agent", "--url", a.url, "--client-id", a.client,
 		"--state-dir", filepath.Join(a.dir, "state-"+a.client), "--lease", "2s", "--heartbeat", "5s", "--log-level", "warn",
