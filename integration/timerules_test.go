@@ -151,7 +151,7 @@ func TestDeferTwiceRunsAtTheThirdNotice(t *testing.T) {
 	deferIt(1)
 	// pcm desktop list shows the deferrals left and the deadline.
 	if out, errOut, code := runPCM(t, clockEnv(clk), append([]string{"desktop", "list"}, deskArgs...)...); code != 0 ||
-		!strings.Contains(out, "1 of 2 left, deadline "+deadline.Local().Format(time.DateTime)) {
+		!strings.Contains(out, "1 of 2 left, deadline "+deadline.UTC().Format(time.RFC3339)) {
 		t.Fatalf("pcm desktop list: exit %d, %q %q; want 1 of 2 deferrals left and the deadline", code, out, errOut)
 	}
 	// The service dies and comes back: the deferral holds (the broker and
