@@ -280,10 +280,32 @@ func TestStockCluster(t *testing.T) {
 				lag = i
 			}
 		}
+		// Nor the leader of PCM_JOBS, which the forged copies are stored
+		// in too: a paused leader answers no publish until the others
+		// elect another, and the copies sent meanwhile get no answer at all.
+		testenv.CheckFor(t, 30*time.Second, 500*time.Millisecond, func() error {
+			if c.leader(t, js, events.StreamJobs) != lag {
+				return nil
+			}
+			if _, err := admin.Request("$JS.API.STREAM.LEADER.STEPDOWN."+events.StreamJobs, nil, 5*time.Second); err != nil {
+				return fmt.Errorf("stepping %s down as the leader of %s: %w", c.nodes[lag].name, events.StreamJobs, err)
+			}
+			return fmt.Errorf("%s leads %s: asked it to step down", c.nodes[lag].name, events.StreamJobs)
+		})
 		c.pause(lag)
 		t.Logf("paused %s (SIGSTOP), a replica of %s led by %s", c.nodes[lag].name, events.StreamStatus, c.nodes[leader].name)
 		forge(hist[len(hist)/2:], "while-paused")
 		c.resume(lag)
+		// The audits test reads through a lagging replica, not a dial to a
+		// process just woken: wait until it accepts a connection again.
+		testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+			nc, err := nats.Connect(c.nodes[lag].url(), nats.Timeout(time.Second))
+			if err != nil {
+				return fmt.Errorf("%s does not accept connections yet: %w", c.nodes[lag].name, err)
+			}
+			nc.Close()
+			return nil
+		})
 		if s, err := js.Stream(ctx, events.StreamStatus); err == nil && s.CachedInfo().Cluster != nil {
 			for _, r := range s.CachedInfo().Cluster.Replicas {
 				if r.Name == c.nodes[lag].name {

@@ -252,8 +252,13 @@ func (p *Publisher) Cancel(ctx context.Context, jobID, reason string) error {
 // checkTargets refuses targets that match no enrolled client, naming them
 // and, when a group is missed, the groups clients are enrolled in.
 func (p *Publisher) checkTargets(ctx context.Context, targets []events.Target) error {
-	enrolled, err := fleet.ListEnrollments(ctx, p.js)
-	if err != nil {
+	// Read like every broker call of a publish: through a leader election.
+	var enrolled map[string]fleet.Enrollment
+	if err := backoff.RetryBroker(ctx, func(ctx context.Context) error {
+		var err error
+		enrolled, err = fleet.ListEnrollments(ctx, p.js)
+		return err
+	}); err != nil {
 		return err
 	}
 	unmatched := fleet.Unmatched(enrolled, targets)
