@@ -37,9 +37,17 @@ func TestSetupCreatesThenLoads(t *testing.T) {
 			t.Errorf("%s has mode %o, want %o", name, fi.Mode().Perm(), mode)
 		}
 	}
+	before, err := os.Stat(filepath.Join(dir, auth.AccountJWTFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, created, err := auth.Setup(dir)
 	if err != nil || created {
 		t.Fatalf("second Setup: created %v, %v", created, err)
+	}
+	// An authority that is up to date is read, not signed again.
+	if after, err := os.Stat(filepath.Join(dir, auth.AccountJWTFile)); err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Fatalf("second Setup rewrote %s: %v", auth.AccountJWTFile, err)
 	}
 	if b.Account() != a.Account() || b.Trust() != a.Trust() {
 		t.Fatal("second Setup made another authority")

@@ -204,18 +204,21 @@ func (a *Authority) refresh() error {
 // sameAccount compares what pcm decides in an account JWT: its exports,
 // imports, signing keys and limits.
 func sameAccount(have, want *jwt.AccountClaims) bool {
+	// Encoding sorts exports and imports by subject (not stably), so
+	// their order says nothing: compare them as sets.
 	key := func(ac *jwt.AccountClaims) string {
-		var b strings.Builder
+		var lines []string
 		for _, e := range ac.Exports {
-			fmt.Fprintf(&b, "e %s %s %s %d|", e.Type, e.Subject, e.ResponseType, e.ResponseThreshold)
+			lines = append(lines, fmt.Sprintf("e %s %s %s %d", e.Type, e.Subject, e.ResponseType, e.ResponseThreshold))
 		}
 		for _, i := range ac.Imports {
-			fmt.Fprintf(&b, "i %s %s %s %s|", i.Type, i.Account, i.Subject, i.LocalSubject)
+			lines = append(lines, fmt.Sprintf("i %s %s %s %s", i.Type, i.Account, i.Subject, i.LocalSubject))
 		}
 		keys := ac.SigningKeys.Keys()
 		slices.Sort(keys)
-		fmt.Fprintf(&b, "k %v|l %+v", keys, ac.Limits)
-		return b.String()
+		lines = append(lines, fmt.Sprintf("k %v", keys), fmt.Sprintf("l %+v", ac.Limits))
+		slices.Sort(lines)
+		return strings.Join(lines, "|")
 	}
 	return key(have) == key(want)
 }
