@@ -1,0 +1,120 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/pcm-project/pcm/rollout"
+)
+
+// jobFeed is the one rollout watch of a job that every viewer of its page
+// shares.
+type jobFeed struct {
+	*fanout
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// feeds are the job feeds open, by job id.
+type feeds struct {
+	mu   sync.Mutex
+	jobs map[string]*jobFeed
+}
+
+// join adds v to the viewers of job, starting the job's watch for its
+// first viewer; leave must follow.
+func (c *Console) join(ctx context.Context, job string, v *viewer) error {
+	c.feeds.mu.Lock()
+	defer c.feeds.mu.Unlock()
+	if f := c.feeds.jobs[job]; f != nil {
+		f.join(v)
+		c.viewersGauge(1)
+		return nil
+	}
+	wctx, cancel := context.WithCancel(c.runCtx)
+	w, err := rollout.Watch(wctx, c.cfg.JS, job)
+	if err != nil {
+		cancel()
+		return err
+	}
+	f := &jobFeed{fanout: newFanout(), stop: cancel, done: make(chan struct{})}
+	c.feeds.jobs[job] = f
+	f.join(v)
+	c.viewersGauge(1)
+	go func() {
+		defer close(f.done)
+		c.pump(wctx, job, w, f)
+	}()
+	return nil
+}
+
+// leave removes v from job's viewers, stopping the watch with the last.
+func (c *Console) leave(job string, v *viewer) {
+	c.feeds.mu.Lock()
+	defer c.feeds.mu.Unlock()
+	f := c.feeds.jobs[job]
+	if f == nil {
+		return
+	}
+	c.viewersGauge(-1)
+	if f.leave(v) == 0 {
+		delete(c.feeds.jobs, job)
+		f.stop()
+	}
+}
+
+// pump renders the watch's rollouts for the viewers, at most one per
+// c.cfg.Throttle: the rollout of 1,000 clients is rendered once for every
+// viewer, and a burst of statuses once.
+func (c *Console) pump(ctx context.Context, job string, w *rollout.Watcher, f *jobFeed) {
+	defer w.Stop()
+	var (
+		latest  *rollout.Rollout
+		timer   *time.Timer
+		timerC  <-chan time.Time
+		lastRun time.Time
+	)
+	render := func() {
+		v := viewOf(*latest)
+		c.hub.mu.Lock()
+		if e := c.hub.index.jobs[job]; e != nil {
+			v.Command = commandText(e.offer.Command)
+		}
+		c.hub.mu.Unlock()
+		b, err := json.Marshal(v)
+		if err != nil {
+			return
+		}
+		c.rendered.Inc()
+		f.send(sseMessage("job", b))
+		lastRun = time.Now()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r, ok := <-w.Updates():
+			if !ok {
+				if err := w.Err(); err != nil {
+					b, _ := json.Marshal(map[string]string{"error": err.Error()})
+					f.send(sseMessage("failure", b))
+				}
+				return
+			}
+			latest = &r
+			if timerC == nil {
+				wait := c.cfg.Throttle - time.Since(lastRun)
+				if wait < 0 {
+					wait = 0
+				}
+				timer = time.NewTimer(wait)
+				timerC = timer.C
+			}
+		case <-timerC:
+			timerC = nil
+			render()
+		}
+	}
+}
