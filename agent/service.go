@@ -26,8 +26,10 @@ type Service struct {
 	cfg Config
 
 	journal *journal.Journal
-	agents  *kvkey.Key // its inventory
-	ackWait time.Duration
+	// openJournal is the journal while Run has it open, for Outbox.
+	openJournal atomic.Pointer[journal.Journal]
+	agents      *kvkey.Key // its inventory
+	ackWait     time.Duration
 
 	flushMu sync.Mutex
 	acksMu  sync.Mutex
@@ -100,7 +102,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrJournal, err)
 	}
 	s.journal = j
+	s.openJournal.Store(j)
 	defer j.Close()
+	defer s.openJournal.Store(nil)
 	if err := s.resume(); err != nil {
 		return err
 	}

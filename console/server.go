@@ -343,15 +343,15 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request) {
 
 // FleetRow is a client as the fleet page shows it.
 type FleetRow struct {
-	Client   string        `json:"client"`
+	Client   string         `json:"client"`
 	Liveness fleet.Liveness `json:"liveness"`
-	Version  string        `json:"version,omitempty"`
-	Platform string        `json:"platform,omitempty"`
-	Host     string        `json:"host,omitempty"`
-	Groups   []string      `json:"groups,omitempty"`
-	LastSeen string        `json:"last_seen,omitempty"`
-	Running  string        `json:"running,omitempty"`
-	Lock     string        `json:"lock,omitempty"`
+	Version  string         `json:"version,omitempty"`
+	Platform string         `json:"platform,omitempty"`
+	Host     string         `json:"host,omitempty"`
+	Groups   []string       `json:"groups,omitempty"`
+	LastSeen string         `json:"last_seen,omitempty"`
+	Running  string         `json:"running,omitempty"`
+	Lock     string         `json:"lock,omitempty"`
 }
 
 func (c *Console) fleet(w http.ResponseWriter, r *http.Request) {

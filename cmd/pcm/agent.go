@@ -38,12 +38,14 @@ type agentFlags struct {
 	releaseKeys        []string
 	updateHealth       time.Duration
 	times              agentTimeFlags
+	metrics            string
 }
 
 func (f *agentFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.clientID, "client-id", "", "this client's id (default: the host name, sanitized)")
 	cmd.Flags().StringSliceVar(&f.groups, "groups", nil, "groups of this client, comma-separated (used with --enroll, and reported in the inventory)")
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory of the journal, job directories and logs (default: per user and client)")
+	cmd.Flags().StringVar(&f.metrics, "metrics", "", metricsUsage)
 	cmd.Flags().DurationVar(&f.heartbeat, "heartbeat", agent.DefaultHeartbeat, "how often the inventory in PCM_AGENTS is refreshed")
 	cmd.Flags().DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
 	cmd.Flags().DurationVar(&f.ackWait, "ack-wait", fleet.DefaultAckWait, "with --enroll: redeliver an unacked offer after this long")
@@ -145,6 +147,11 @@ func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags,
 	svc, err := agent.New(nc, cfg)
 	if err != nil {
 		return err
+	}
+	if f.metrics != "" {
+		if err := serveAgentMetrics(ctx, log, f.metrics, nc, svc); err != nil {
+			return err
+		}
 	}
 	log.Info("starting agent", zap.String("client", cfg.ClientID), zap.String("version", cfg.Version),
 		zap.String("state_dir", cfg.StateDir), zap.String("url", strings.Join(nc.Servers(), ",")))

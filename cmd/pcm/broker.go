@@ -28,6 +28,8 @@ type brokerFlags struct {
 	auth    bool
 	authDir string
 	tls     broker.TLSConfig
+	// http are pcm broker's HTTP endpoints (broker_http.go).
+	http *brokerHTTPFlags
 }
 
 func (f *brokerFlags) register(cmd *cobra.Command) {
@@ -101,6 +103,7 @@ It also runs the rollout controller, which halts a staged rollout (pcm publish -
 	}
 	registerBroker(cmd, &bf, &pf, &noProvision)
 	cf.register(cmd.Flags())
+	bf.http = registerBrokerHTTP(cmd)
 	var inst brokerFlags
 	var instP provisionFlags
 	var instNoProvision bool
@@ -180,6 +183,11 @@ func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFl
 		return err
 	}
 	defer stop()
+	stopHTTP, err := bf.http.start(ctx, cmd, g, b, authority)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
 	fmt.Fprintf(cmd.OutOrStdout(), "pcm broker ready: %s\n", b.ClientURL())
 	bf.sayAuth(cmd.OutOrStdout(), g.log, authority, created)
 	if clustered {

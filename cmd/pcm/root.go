@@ -86,7 +86,7 @@ over --config, a YAML file of settings (what pcm agent install and pcm broker in
 		newPublishCmd(g), newCancelCmd(g), newEnrollCmd(g),
 		newAgentCmd(g), newDesktopCmd(g), newVersionCmd(),
 		newStatusCmd(g), newAuditCmd(g), newAgentsCmd(g), newPackageCmd(g), newKeysCmd(),
-		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g), newReleaseCmd(g),
+		newCredsCmd(g), newRevokeCmd(g), newControllerCmd(g), newHaltCmd(g), newResumeCmd(g), newReleaseCmd(g), newConsoleCmd(g),
 	)
 	root.AddCommand(newWindowCmd(g))
 	root.AddCommand(brokerCommands(g)...)
