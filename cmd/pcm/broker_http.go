@@ -85,8 +85,13 @@ func (f *brokerHTTPFlags) start(ctx context.Context, cmd *cobra.Command, g *glob
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler(reg))
 		httpserve.Health(mux, func() error {
-			if !b.Server().ReadyForConnections(0) {
-				return errors.New("the broker does not accept connections")
+			select {
+			case <-b.Ready():
+			default:
+				return errors.New("the broker does not accept connections yet")
+			}
+			if !nc.IsConnected() {
+				return errors.New("the broker's own connection is down")
 			}
 			if !b.Server().JetStreamEnabled() {
 				return errors.New("JetStream is not enabled")

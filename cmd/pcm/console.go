@@ -117,6 +117,9 @@ serves only loopback and everyone is an operator. --https-cert and --https-key s
 			if err := g.checkRole("pcm console"); err != nil {
 				return err
 			}
+			if err := f.check(addr); err != nil {
+				return err
+			}
 			opts, err := g.sec.options()
 			if err != nil {
 				return err
