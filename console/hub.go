@@ -116,7 +116,7 @@ func (h *hub) observe(e audit.Event) {
 	switch ev.Type() {
 	case events.TypeJobOffered:
 		if job, err := events.ParseJobOffered(ev); err == nil {
-			h.index.offered(job, events.MakerOf(ev), e.Subject, ev.Time())
+			h.index.offered(job, events.MakerOf(ev), e.Subject, e.Seq, ev.Time())
 		}
 	case events.TypeJobCancelled:
 		if c, err := events.ParseJobCancelled(ev); err == nil {
@@ -151,18 +151,24 @@ func (h *hub) follow(ctx context.Context, c *Console) error {
 	})
 }
 
-// refresh re-reads the enrollments (who each job expects) every interval.
+// refresh re-reads the enrollments (who each job expects, who received
+// it) and the agents' heartbeats (who is offline) every interval.
 func (h *hub) refresh(ctx context.Context, c *Console) {
 	t := time.NewTicker(c.cfg.Refresh)
 	defer t.Stop()
 	for {
-		if en, err := fleet.ListEnrollments(ctx, c.cfg.JS); err == nil {
+		en, err := fleet.ListEnrollments(ctx, c.cfg.JS)
+		var agents map[string]events.AgentInfo
+		if err == nil {
+			agents, err = fleet.ReadAgents(ctx, c.cfg.JS)
+		}
+		if err == nil {
 			h.mu.Lock()
-			h.index.setEnrolled(en)
+			h.index.setFleet(en, agents)
 			h.dirty = true
 			h.mu.Unlock()
 		} else if ctx.Err() == nil {
-			c.log.Warn("reading the enrollments", errField(err))
+			c.log.Warn("reading the fleet", errField(err))
 		}
 		select {
 		case <-ctx.Done():

@@ -33,7 +33,7 @@ type jobEntry struct {
 	offer     events.JobOffered
 	publisher string
 	offered   time.Time
-	subjects  map[string]bool // the subjects its copies are stored on
+	subjects  map[string]uint64 // the subjects its copies are stored on, with their PCM_JOBS sequence
 	cancelled bool
 	halted    bool
 	latest    map[string]events.JobStatus // by client
@@ -44,21 +44,22 @@ type jobEntry struct {
 type jobIndex struct {
 	jobs     map[string]*jobEntry
 	enrolled map[string]fleet.Enrollment
+	agents   map[string]events.AgentInfo
 }
 
 func newJobIndex() *jobIndex {
 	return &jobIndex{jobs: map[string]*jobEntry{}}
 }
 
-// offered records a copy of an offer stored on subject.
-func (x *jobIndex) offered(job events.JobOffered, publisher, subject string, at time.Time) *jobEntry {
+// offered records a copy of an offer stored on subject at seq.
+func (x *jobIndex) offered(job events.JobOffered, publisher, subject string, seq uint64, at time.Time) *jobEntry {
 	e := x.jobs[job.JobID]
 	if e == nil {
-		e = &jobEntry{offer: job, publisher: publisher, offered: at, subjects: map[string]bool{},
+		e = &jobEntry{offer: job, publisher: publisher, offered: at, subjects: map[string]uint64{},
 			latest: map[string]events.JobStatus{}}
 		x.jobs[job.JobID] = e
 	}
-	e.subjects[subject] = true
+	e.subjects[subject] = seq
 	x.expect(e)
 	return e
 }
@@ -77,9 +78,10 @@ func (x *jobIndex) status(st events.JobStatus) *jobEntry {
 	return e
 }
 
-// setEnrolled replaces the enrollments and recounts who is expected.
-func (x *jobIndex) setEnrolled(enrolled map[string]fleet.Enrollment) {
-	x.enrolled = enrolled
+// setFleet replaces the enrollments and the agents' heartbeats, and
+// recounts who is expected.
+func (x *jobIndex) setFleet(enrolled map[string]fleet.Enrollment, agents map[string]events.AgentInfo) {
+	x.enrolled, x.agents = enrolled, agents
 	for _, e := range x.jobs {
 		x.expect(e)
 	}
@@ -105,8 +107,27 @@ func (x *jobIndex) expect(e *jobEntry) {
 	e.expected = exp
 }
 
+// waiting is the state of an expected client of e that has not reported:
+// offline (its heartbeat is stale or missing), pending (its agent has
+// received the offer) or not received.
+func (x *jobIndex) waiting(e *jobEntry, client string, now time.Time) string {
+	if a, ok := x.agents[client]; !ok || a.Stale(now) {
+		return StateOffline
+	}
+	en, ok := x.enrolled[client]
+	if !ok {
+		return StateNotReceived
+	}
+	for s, seq := range e.subjects {
+		if en.Receives(s) && en.Delivered >= seq {
+			return StatePending
+		}
+	}
+	return StateNotReceived
+}
+
 // summary is e as the list shows it at now.
-func (e *jobEntry) summary(now time.Time) JobSummary {
+func (x *jobIndex) summary(e *jobEntry, now time.Time) JobSummary {
 	s := JobSummary{ID: e.offer.JobID, Name: e.offer.Name, Publisher: e.publisher, OfferedAt: e.offered,
 		ExpireAfter: e.offer.ExpireAfter, Cancelled: e.cancelled, Halted: e.halted, Counts: map[string]int{}}
 	for _, t := range e.offer.Targets {
@@ -121,24 +142,25 @@ func (e *jobEntry) summary(now time.Time) JobSummary {
 		}
 	}
 	done := 0
-	for c, st := range e.latest {
+	for _, st := range e.latest {
 		s.Counts[statusState(st.State)]++
 		if st.EndsJob(st.MaxAttempts) {
 			done++
 		}
-		_ = c
 	}
 	waiting := 0
 	for c := range e.expected {
-		if _, ok := e.latest[c]; !ok {
-			waiting++
+		if _, ok := e.latest[c]; ok {
+			continue
 		}
-	}
-	if waiting > 0 {
-		if e.halted {
-			s.Counts[StateHalted] += waiting
-		} else {
-			s.Counts[StateNotReported] += waiting
+		waiting++
+		switch {
+		case e.halted:
+			s.Counts[StateHalted]++
+		case x.agents == nil:
+			s.Counts[StateNotReported]++ // the fleet not read yet
+		default:
+			s.Counts[x.waiting(e, c, now)]++
 		}
 	}
 	s.Total = len(e.latest) + waiting
@@ -150,7 +172,7 @@ func (e *jobEntry) summary(now time.Time) JobSummary {
 func (x *jobIndex) list(now time.Time) []JobSummary {
 	out := make([]JobSummary, 0, len(x.jobs))
 	for _, e := range x.jobs {
-		out = append(out, e.summary(now))
+		out = append(out, x.summary(e, now))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].OfferedAt.Equal(out[j].OfferedAt) {

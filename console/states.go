@@ -17,8 +17,8 @@ const (
 	StateCancelled     = "cancelled"
 	StateHalted        = "halted"
 	// StateNotReported is the jobs list's count of expected clients that
-	// have not reported: pending, not received or offline, which the job's
-	// own page tells apart.
+	// have not reported, before the console has read the fleet (then it
+	// tells pending, not received and offline apart).
 	StateNotReported = "not_reported"
 )
 

@@ -138,7 +138,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		if err := check("console", fams); err != nil {
 			return err
 		}
-		for state, n := range map[string]float64{"succeeded": 3, "not_reported": 1} {
+		for state, n := range map[string]float64{"succeeded": 3, "offline": 1} {
 			if got := value(fams, "pcm_rollout_clients", map[string]string{"job": a, "state": state}); got != n {
 				return fmt.Errorf("console: pcm_rollout_clients{job=A,state=%s} = %v, want %v", state, got, n)
 			}

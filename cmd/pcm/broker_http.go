@@ -31,7 +31,7 @@ type brokerHTTPFlags struct {
 func registerBrokerHTTP(cmd *cobra.Command) *brokerHTTPFlags {
 	f := &brokerHTTPFlags{}
 	fs := cmd.Flags()
-	fs.StringVar(&f.metrics, "metrics", "", metricsUsage+"; nats-server's own monitoring is --monitor")
+	fs.StringVar(&f.metrics, "metrics", "", metricsUsage)
 	fs.StringVar(&f.console, "console", "", "host:port serving the web console (as pcm console does) in the broker, with its admin connection (off when empty)")
 	fs.BoolVar(&f.actions, "console-actions", false, "let the embedded console's operators cancel, halt and resume jobs")
 	f.cf.register(fs, "console-")
