@@ -84,6 +84,9 @@ type Config struct {
 	Fault func(FaultPoint)
 	// Logger; nil means no logs.
 	Logger *zap.Logger
+	// Observer, when set, hears how long the service waited for the lock
+	// and held it (metrics).
+	Observer Observer
 	// Grace is the countdown the user is given before a mandatory job runs
 	// at the desktop, before a job the user may defer runs (the service
 	// waits it once the job is due, so that the desktop can offer the

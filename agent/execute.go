@@ -213,6 +213,7 @@ func (s *Service) packageRetried(job string) {
 func (s *Service) takeLock(ctx context.Context, msg jetstream.Msg, job events.JobOffered) *lock.Lease {
 	stop := s.keepAlive(ctx, msg)
 	defer stop()
+	asked := time.Now()
 	lease, err := s.locker.Acquire(ctx, s.lockInfo(job.JobID), func(h events.LockInfo) {
 		s.log.Info("job waits: the lock is held by the other face", zap.String("job", job.JobID),
 			zap.String("holder", string(h.Holder)), zap.String("holder_job", h.JobID), zap.Time("since", h.Since))
@@ -224,10 +225,12 @@ func (s *Service) takeLock(ctx context.Context, msg jetstream.Msg, job events.Jo
 		}
 		return nil
 	}
+	s.lockTaken(time.Since(asked))
 	return lease
 }
 
 func (s *Service) release(lease *lock.Lease) {
+	s.lockReleased()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := lease.Release(ctx); err != nil {

@@ -28,8 +28,11 @@ type Service struct {
 	journal *journal.Journal
 	// openJournal is the journal while Run has it open, for Outbox.
 	openJournal atomic.Pointer[journal.Journal]
-	agents      *kvkey.Key // its inventory
-	ackWait     time.Duration
+	// heldSince is when the service took the lock it holds (Unix nanos;
+	// 0 when it holds none), for Config.Observer.
+	heldSince atomic.Int64
+	agents    *kvkey.Key // its inventory
+	ackWait   time.Duration
 
 	flushMu sync.Mutex
 	acksMu  sync.Mutex

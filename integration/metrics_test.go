@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/metrics"
 	"github.com/pcm-project/pcm/testenv"
@@ -79,10 +80,20 @@ next:
 // what happened.
 func TestMetricsCountWhatHappened(t *testing.T) {
 	env := testenv.StartBroker(t)
+	// m1's metrics, as pcm agent --metrics registers them.
+	areg := metrics.NewRegistry()
+	locks, err := metrics.NewLockTimes(areg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var agents []*runningAgent
 	for _, c := range []string{"m1", "m2", "m3"} {
 		enroll(t, env.JS, c, "metrics")
-		agents = append(agents, startAgent(t, env.URL, c, t.TempDir()))
+		var opts []agentOpts
+		if c == "m1" {
+			opts = append(opts, func(cfg *agent.Config) { cfg.Observer = locks })
+		}
+		agents = append(agents, startAgent(t, env.URL, c, t.TempDir(), opts...))
 	}
 	enroll(t, env.JS, "m4", "metrics") // no agent: its offers stay pending
 	for _, a := range agents {
@@ -177,8 +188,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		return nil
 	})
 
-	// An agent's: m1 started A and B.
-	areg := metrics.NewRegistry()
+	// An agent's: m1 started A and B, taking and releasing the lock for each.
 	if err := metrics.AgentStats(areg, func() any { return agents[0].svc.Stats() }); err != nil {
 		t.Fatal(err)
 	}
@@ -193,5 +203,10 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	}
 	if got := value(fams, "pcm_agent_journal_outbox", nil); got != 0 {
 		t.Errorf("agent m1: pcm_agent_journal_outbox = %v, want 0", got)
+	}
+	for _, h := range []string{"pcm_agent_lock_wait_seconds", "pcm_agent_lock_hold_seconds"} {
+		if got := value(fams, h, nil); got != 2 {
+			t.Errorf("agent m1: %s counts %v, want 2", h, got)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package metrics
 import (
 	"reflect"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,3 +51,35 @@ func snake(s string) string {
 	}
 	return b.String()
 }
+
+// LockBuckets are the buckets of the lock wait and hold histograms: from
+// 10 ms to four hours.
+var LockBuckets = []float64{0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400}
+
+// LockTimes are how long an agent's service waited for its client's lock
+// and held it (an agent.Observer).
+type LockTimes struct {
+	wait, hold prometheus.Histogram
+}
+
+// NewLockTimes registers the lock histograms in reg.
+func NewLockTimes(reg prometheus.Registerer) (*LockTimes, error) {
+	l := &LockTimes{
+		wait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: "agent", Name: "lock_wait_seconds",
+			Help: "How long the service waited for the client's lock before running a job (the desktop held it).", Buckets: LockBuckets}),
+		hold: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: "agent", Name: "lock_hold_seconds",
+			Help: "How long the service held the client's lock for a job.", Buckets: LockBuckets}),
+	}
+	for _, h := range []prometheus.Collector{l.wait, l.hold} {
+		if err := reg.Register(h); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// LockWaited observes a wait for the lock.
+func (l *LockTimes) LockWaited(d time.Duration) { l.wait.Observe(d.Seconds()) }
+
+// LockHeld observes a hold of the lock.
+func (l *LockTimes) LockHeld(d time.Duration) { l.hold.Observe(d.Seconds()) }

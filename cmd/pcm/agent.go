@@ -144,12 +144,20 @@ func runAgent(ctx context.Context, log *zap.Logger, nc *nats.Conn, f agentFlags,
 			return err
 		}
 	}
+	var am *agentMetrics
+	if f.metrics != "" {
+		var err error
+		if am, err = newAgentMetrics(); err != nil {
+			return err
+		}
+		cfg.Observer = am.lock
+	}
 	svc, err := agent.New(nc, cfg)
 	if err != nil {
 		return err
 	}
-	if f.metrics != "" {
-		if err := serveAgentMetrics(ctx, log, f.metrics, nc, svc); err != nil {
+	if am != nil {
+		if err := am.serve(ctx, log, f.metrics, nc, svc); err != nil {
 			return err
 		}
 	}

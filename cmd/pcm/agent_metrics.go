@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent"
@@ -16,10 +17,27 @@ import (
 // metricsUsage is the help of --metrics on the agent.
 const metricsUsage = "host:port serving /metrics (Prometheus), /healthz and /readyz (off when empty)"
 
-// serveAgentMetrics serves the agent's metrics at addr until ctx ends: its
-// counters (agent.Stats), its journal's outbox and its reconnections.
-func serveAgentMetrics(ctx context.Context, log *zap.Logger, addr string, nc *nats.Conn, svc *agent.Service) error {
+// agentMetrics are an agent's metrics: its counters (agent.Stats), its
+// journal's outbox, its lock times and its reconnections.
+type agentMetrics struct {
+	reg  *prometheus.Registry
+	lock *metrics.LockTimes
+}
+
+// newAgentMetrics registers what needs no service yet: the lock times,
+// which the service's config observes.
+func newAgentMetrics() (*agentMetrics, error) {
 	reg := metrics.NewRegistry()
+	lt, err := metrics.NewLockTimes(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &agentMetrics{reg: reg, lock: lt}, nil
+}
+
+// serve serves the agent's metrics at addr until ctx ends.
+func (m *agentMetrics) serve(ctx context.Context, log *zap.Logger, addr string, nc *nats.Conn, svc *agent.Service) error {
+	reg := m.reg
 	err := errors.Join(
 		metrics.AgentStats(reg, func() any { return svc.Stats() }),
 		metrics.GaugeFunc(reg, "agent_journal_outbox", "Statuses and acks in the agent's journal waiting for the broker.", func() float64 {
