@@ -12,25 +12,20 @@ import (
 // maxTail bounds the output tail sent for each client.
 const maxTail = 4096
 
-// JobView is one job's page: the rollout as the console shows it.
+// JobView is one job's page: the rollout (its job id, name, publisher,
+// signer, times, plan and rings as package rollout says them) with the
+// clients, counts and notes as the console shows them, which replace the
+// rollout's own in JSON.
 type JobView struct {
-	ID             string              `json:"id"`
-	Name           string              `json:"name,omitempty"`
-	Publisher      string              `json:"publisher"`
-	Signer         string              `json:"signer,omitempty"`
-	OfferedAt      time.Time           `json:"offered_at"`
-	OfferAfter     time.Time           `json:"offer_after"`
-	MandatoryAfter *time.Time          `json:"mandatory_after,omitempty"`
-	ExpireAfter    time.Time           `json:"expire_after"`
-	Targets        []string            `json:"targets"`
-	Command        string              `json:"command"`
-	Cancelled      string              `json:"cancelled,omitempty"`
-	Halted         string              `json:"halted,omitempty"`
-	Verdict        rollout.Verdict     `json:"verdict"`
-	Counts         map[string]int      `json:"counts"`
-	Total          int                 `json:"total"`
-	Rings          []rollout.RingState `json:"rings,omitempty"`
-	Clients        []ClientRow         `json:"clients"`
+	rollout.Rollout
+	Targets   []string        `json:"targets"`
+	Command   string          `json:"command"`
+	Cancelled string          `json:"cancelled,omitempty"`
+	Halted    string          `json:"halted,omitempty"`
+	Verdict   rollout.Verdict `json:"verdict"`
+	Counts    map[string]int  `json:"counts"`
+	Total     int             `json:"total"`
+	Clients   []ClientRow     `json:"clients"`
 	// Finished are the times (Unix milliseconds) and states of the clients
 	// whose job ended, in time order: the chart of the rollout over time.
 	Finished []Point `json:"finished"`
@@ -62,9 +57,8 @@ func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // viewOf renders a rollout for the job page.
 func viewOf(r rollout.Rollout) JobView {
-	v := JobView{ID: r.JobID, Name: r.Name, Publisher: r.Publisher, Signer: r.Signer, OfferedAt: r.OfferedAt,
-		OfferAfter: r.OfferAfter, MandatoryAfter: r.MandatoryAfter, ExpireAfter: r.ExpireAfter,
-		Verdict: r.Verdict(0), Counts: map[string]int{}, Total: len(r.Clients), Rings: r.Rings, At: r.At.UnixMilli()}
+	v := JobView{Rollout: r, Verdict: r.Verdict(0), Counts: map[string]int{}, Total: len(r.Clients), At: r.At.UnixMilli()}
+	v.Rollout.Clients = nil // the view's Clients replace them
 	for _, t := range r.Targets {
 		v.Targets = append(v.Targets, t.String())
 	}

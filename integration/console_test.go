@@ -97,6 +97,21 @@ func domCounts(ctx context.Context) (map[string]int, error) {
 		`Object.fromEntries([...document.querySelectorAll('#counts .count')].map(e => [e.id.replace('count-', ''), +e.querySelector('b').textContent]))`))
 }
 
+// waitDOMCount waits until the job page counts n clients in state.
+func waitDOMCount(t testing.TB, ctx context.Context, state string, n int) {
+	t.Helper()
+	testenv.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		got, err := domCounts(ctx)
+		if err != nil {
+			return err
+		}
+		if got[state] != n {
+			return fmt.Errorf("waiting for the page to count %d clients %s: %v", n, state, got)
+		}
+		return nil
+	})
+}
+
 // TestConsoleJobPageLive drives the console in a real Chromium: 20 clients
 // (18 with an agent), a job that fails on 5 of them; the job page's counts
 // follow the statuses live without a reload, the chart draws, a client
@@ -201,32 +216,14 @@ func TestConsoleJobPageLive(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(rc.srv.URL+"/jobs/"+heldID), chromedp.WaitVisible(chromedp.CSS("#cancel"))); err != nil {
 		t.Fatal(err)
 	}
-	testenv.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
-		got, err := domCounts(ctx)
-		if err != nil {
-			return err
-		}
-		if got["pending"] != 18 {
-			return fmt.Errorf("waiting for the 18 agents to hold the job: %v", got)
-		}
-		return nil
-	})
+	waitDOMCount(t, ctx, "pending", 18)
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`(window.confirm = () => true, 1)`)); err != nil {
 		t.Fatal(err)
 	}
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#cancel")), chromedp.WaitVisible(chromedp.CSS("#act-done"))); err != nil {
 		t.Fatal(err)
 	}
-	testenv.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
-		got, err := domCounts(ctx)
-		if err != nil {
-			return err
-		}
-		if got["cancelled"] != 18 {
-			return fmt.Errorf("waiting for the agents to report the job cancelled: %v", got)
-		}
-		return nil
-	})
+	waitDOMCount(t, ctx, "cancelled", 18)
 	for _, c := range clients[:18] {
 		for _, st := range readStatuses(t, env.JS, c, heldID) {
 			if st.State == events.StateStarted {

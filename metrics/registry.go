@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pcm-project/pcm/internal/httpserve"
 )
 
 // Namespace starts the name of every metric pcm defines.
@@ -23,6 +25,15 @@ func NewRegistry() *prometheus.Registry {
 // Handler serves reg in the Prometheus text format (the /metrics page).
 func Handler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// Mux serves reg at /metrics, with /healthz and /readyz (see
+// httpserve.Health).
+func Mux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", Handler(reg))
+	httpserve.Health(mux, ready)
+	return mux
 }
 
 // Conn registers the reconnections of nc, labelled by the component that

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"net/http"
+	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +16,25 @@ import (
 
 // metricsUsage is the help of --metrics on the agent.
 const metricsUsage = "host:port serving /metrics (Prometheus), /healthz and /readyz (off when empty)"
+
+// readyWhen is a readiness check: ready is closed (else notYet), nc is
+// connected, and more, when set, says nothing is wrong.
+func readyWhen(ready <-chan struct{}, notYet string, nc *nats.Conn, more func() error) func() error {
+	return func() error {
+		select {
+		case <-ready:
+		default:
+			return errors.New(notYet)
+		}
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected to the broker (%s)", nc.Status())
+		}
+		if more != nil {
+			return more()
+		}
+		return nil
+	}
+}
 
 // agentMetrics are an agent's metrics: its counters (agent.Stats), its
 // journal's outbox, its lock times and its reconnections.
@@ -49,19 +68,7 @@ func (m *agentMetrics) serve(ctx context.Context, log *zap.Logger, addr string, 
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics.Handler(reg))
-	httpserve.Health(mux, func() error {
-		select {
-		case <-svc.Ready():
-		default:
-			return errors.New("the agent is not bound to its consumer yet")
-		}
-		if !nc.IsConnected() {
-			return errors.New("not connected to the broker")
-		}
-		return nil
-	})
+	mux := metrics.Mux(reg, readyWhen(svc.Ready(), "the agent is not bound to its consumer yet", nc, nil))
 	go func() {
 		err := httpserve.Serve(ctx, httpserve.Config{Addr: addr, OnListen: func(a string) {
 			log.Info("agent metrics", zap.String("url", "http://"+a+"/metrics"))

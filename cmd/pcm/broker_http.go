@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -82,22 +81,12 @@ func (f *brokerHTTPFlags) start(ctx context.Context, cmd *cobra.Command, g *glob
 			nc.Close()
 			return nil, err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics.Handler(reg))
-		httpserve.Health(mux, func() error {
-			select {
-			case <-b.Ready():
-			default:
-				return errors.New("the broker does not accept connections yet")
-			}
-			if !nc.IsConnected() {
-				return errors.New("the broker's own connection is down")
-			}
+		mux := metrics.Mux(reg, readyWhen(b.Ready(), "the broker does not accept connections yet", nc, func() error {
 			if !b.Server().JetStreamEnabled() {
 				return errors.New("JetStream is not enabled")
 			}
 			return nil
-		})
+		}))
 		n += 2
 		go func() { fail("following the streams for /metrics", ev.Follow(ctx, js)) }()
 		go func() {
