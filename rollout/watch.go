@@ -23,6 +23,10 @@ const findTimeout = 30 * time.Second
 // refreshEvery bounds how often a Watcher re-reads one client's consumer.
 const refreshEvery = time.Second
 
+// batchFor bounds how long a Watcher applies a burst of events before it
+// computes the rollout again.
+const batchFor = 100 * time.Millisecond
+
 // Read reads, once, where job stands on every client it targets: its
 // offer, the enrolled consumers, the agents' heartbeats, the locks and
 // every status of the job (the first update of Watch).
@@ -206,9 +210,21 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 		windows = f.windows.Updates()
 	}
 	last := ""
+	lastSent := time.Now()
+	// busy reports whether more statuses, heartbeats or locks wait in the
+	// followers: a burst (a thousand clients reporting at once) is applied
+	// whole before the rollout is computed again, at least every
+	// batchFor.
+	busy := func() bool {
+		if time.Since(lastSent) >= batchFor {
+			return false
+		}
+		return len(f.statuses.Updates()) > 0 || len(f.agents.Updates()) > 0 || len(f.locks.Updates()) > 0
+	}
 	// send sends the rollout when it shows something new, or always (the
 	// first, caught-up one: it may show nothing at all).
 	send := func(always bool) bool {
+		lastSent = time.Now()
 		r := f.v.rollout(time.Now())
 		fp := r.fingerprint()
 		if fp == last && !always {
@@ -306,7 +322,7 @@ func (f *follow) run(ctx context.Context, out chan<- Rollout) error {
 			}
 		case <-tick.C:
 		}
-		if ready && !send(false) {
+		if ready && !busy() && !send(false) {
 			return ctx.Err()
 		}
 	}
