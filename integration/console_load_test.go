@@ -253,13 +253,3 @@ func consoleLoad(t testing.TB, clients, viewers int) time.Duration {
 func TestConsoleLoad(t *testing.T) {
 	consoleLoad(t, 1000, 50)
 }
-
-// BenchmarkConsoleCPUPerStatus reports the console's CPU time per status
-// event with 1,000 clients and 50 viewers on the job's page.
-func BenchmarkConsoleCPUPerStatus(b *testing.B) {
-	var total time.Duration
-	for range b.N {
-		total += consoleLoad(b, 1000, 50)
-	}
-	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "console-cpu-µs/status")
-}
