@@ -135,6 +135,9 @@ function jobPage(id) {
   }
   function update(v) {
     if (!built) build(v);
+    // Halt and resume apply to a staged rollout only; cancel until cancelled.
+    const shown = { cancel: !v.cancelled, halt: !!v.plan && !v.halted && !v.cancelled, resume: !!v.halted };
+    for (const [a, on] of Object.entries(shown)) { const b = document.getElementById(a); if (b) b.hidden = !on; }
     const meta = [["publisher", v.publisher + (v.signer ? " (signed)" : "")], ["command", v.command || ""], ["targets", (v.targets || []).join(" ")],
       ["offered", fmt(v.offered_at)], ["offer after", fmt(v.offer_after)], ["mandatory", fmt(v.mandatory_after)], ["expires", fmt(v.expire_after)], ["verdict", v.verdict]];
     built.meta.replaceChildren(...meta.filter(([, x]) => x).flatMap(([k, x]) => [el("dt", {}, k), el("dd", { "data-meta": k }, x)]));
@@ -172,7 +175,9 @@ function drawChart(chart, v) {
   const total = Math.max(v.total, 1);
   const x = (t) => pad + (W - 2 * pad) * (t - t0) / (t1 - t0);
   const y = (n) => H - pad - (H - 2 * pad) * n / total;
-  chart.replaceChildren(svg("line", { x1: pad, y1: y(total), x2: W - pad, y2: y(total), stroke: "#e0e0e0", "stroke-dasharray": "4 4" }));
+  const label = (x0, y0, text, anchor) => { const t = svg("text", { x: x0, y: y0, "font-size": 10, fill: "#757575", "text-anchor": anchor }); t.textContent = text; return t; };
+  chart.replaceChildren(svg("line", { x1: pad, y1: y(total), x2: W - pad, y2: y(total), stroke: "#e0e0e0", "stroke-dasharray": "4 4" }),
+    label(pad + 2, y(total) + 12, total + " clients", "start"), label(pad + 2, H - pad - 2, fmt(t0), "start"), label(W - pad - 2, H - pad - 2, fmt(t1), "end"));
   const byState = {};
   for (const p of pts) (byState[p.state] = byState[p.state] || []).push(p.t);
   for (const s of STATES) {
