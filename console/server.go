@@ -202,8 +202,9 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// stream serves one viewer's event stream until the request ends.
-func (c *Console) stream(w http.ResponseWriter, r *http.Request, v *viewer) {
+// stream serves one viewer's event stream until the request ends, the
+// console stops, or ended is closed.
+func (c *Console) stream(w http.ResponseWriter, r *http.Request, v *viewer, ended <-chan struct{}) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
@@ -223,6 +224,15 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, v *viewer) {
 		case <-r.Context().Done():
 			return
 		case <-c.runCtx.Done():
+			return
+		case <-ended:
+			// What the feed sent last is sent before the stream ends.
+			select {
+			case msg := <-v.ch:
+				_, _ = w.Write(msg)
+				fl.Flush()
+			default:
+			}
 			return
 		case msg := <-v.ch:
 			if _, err := w.Write(msg); err != nil {
@@ -248,7 +258,7 @@ func (c *Console) jobsEvents(w http.ResponseWriter, r *http.Request) {
 			v.offer(sseMessage("jobs", b))
 		}
 	}
-	c.stream(w, r, v)
+	c.stream(w, r, v, nil)
 }
 
 // job answers one job's page once.
@@ -278,12 +288,13 @@ func (c *Console) jobEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := newViewer()
-	if err := c.join(r.Context(), id, v); err != nil {
+	ended, err := c.join(r.Context(), id, v)
+	if err != nil {
 		httpError(w, err)
 		return
 	}
 	defer c.leave(id, v)
-	c.stream(w, r, v)
+	c.stream(w, r, v, ended)
 }
 
 // act cancels, halts or resumes a job.

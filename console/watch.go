@@ -24,20 +24,22 @@ type feeds struct {
 }
 
 // join adds v to the viewers of job, starting the job's watch for its
-// first viewer; leave must follow.
-func (c *Console) join(ctx context.Context, job string, v *viewer) error {
+// first viewer; leave must follow. The returned channel is closed when the
+// watch ends (the broker failed it): the viewer's stream ends, and the
+// browser's reconnection starts a new watch.
+func (c *Console) join(ctx context.Context, job string, v *viewer) (<-chan struct{}, error) {
 	c.feeds.mu.Lock()
 	defer c.feeds.mu.Unlock()
 	if f := c.feeds.jobs[job]; f != nil {
 		f.join(v)
 		c.viewersGauge(1)
-		return nil
+		return f.done, nil
 	}
 	wctx, cancel := context.WithCancel(c.runCtx)
 	w, err := rollout.Watch(wctx, c.cfg.JS, job)
 	if err != nil {
 		cancel()
-		return err
+		return nil, err
 	}
 	f := &jobFeed{fanout: newFanout(), stop: cancel, done: make(chan struct{})}
 	c.feeds.jobs[job] = f
@@ -46,19 +48,26 @@ func (c *Console) join(ctx context.Context, job string, v *viewer) error {
 	go func() {
 		defer close(f.done)
 		c.pump(wctx, job, w, f)
+		// A watch that ended by itself is forgotten: the next viewer
+		// starts another.
+		c.feeds.mu.Lock()
+		if c.feeds.jobs[job] == f {
+			delete(c.feeds.jobs, job)
+		}
+		c.feeds.mu.Unlock()
 	}()
-	return nil
+	return f.done, nil
 }
 
 // leave removes v from job's viewers, stopping the watch with the last.
 func (c *Console) leave(job string, v *viewer) {
 	c.feeds.mu.Lock()
 	defer c.feeds.mu.Unlock()
+	c.viewersGauge(-1)
 	f := c.feeds.jobs[job]
 	if f == nil {
 		return
 	}
-	c.viewersGauge(-1)
 	if f.leave(v) == 0 {
 		delete(c.feeds.jobs, job)
 		f.stop()
