@@ -27,6 +27,12 @@ type Filter struct {
 	// Follow keeps delivering events as they are stored, after the
 	// history, until Until passes or the context ends.
 	Follow bool
+	// Resync, when following, is how often the streams are read even when
+	// nothing was heard of a new event (streamread.FollowOptions.Resync;
+	// default streamread.DefaultResync). A reader's account does not hear
+	// the statuses that agents store through their own accounts on a
+	// secured broker: a follower of those learns of them by this read.
+	Resync time.Duration
 	// Resume, when it names a stream (PCM_JOBS, PCM_STATUS), starts that
 	// stream just after the sequence given (the last one an earlier
 	// replay delivered) instead of at Since: a replay resumed after a lost

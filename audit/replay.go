@@ -243,7 +243,7 @@ func openSource(ctx context.Context, js jetstream.JetStream, stream string, filt
 	}
 	s := &source{stream: stream, until: f.Until, keep: keep}
 	if f.Follow {
-		fl, err := streamread.Follow(ctx, js, stream, streamread.FollowOptions{Options: opts, Subjects: subjects})
+		fl, err := streamread.Follow(ctx, js, stream, streamread.FollowOptions{Options: opts, Subjects: subjects, Resync: f.Resync})
 		if err != nil {
 			return nil, streamErr(stream, err)
 		}

@@ -38,6 +38,11 @@ type Config struct {
 	Throttle time.Duration
 	// AuditLimit is the most events the audit page lists; default 500.
 	AuditLimit int
+	// Resync is how often the console reads the streams it follows when it
+	// heard of nothing new; default 1 s. On a secured broker the console's
+	// account does not hear the statuses agents store through their own
+	// accounts: this read is how they reach its pages.
+	Resync time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -46,6 +51,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Throttle <= 0 {
 		c.Throttle = 200 * time.Millisecond
+	}
+	if c.Resync <= 0 {
+		c.Resync = time.Second
 	}
 	if c.AuditLimit <= 0 {
 		c.AuditLimit = 500

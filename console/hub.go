@@ -145,7 +145,7 @@ func (h *hub) observe(e audit.Event) {
 
 // follow replays the streams and follows them until ctx ends.
 func (h *hub) follow(ctx context.Context, c *Console) error {
-	return audit.Replay(ctx, c.cfg.JS, audit.Filter{Follow: true}, func(e audit.Event) error {
+	return audit.Replay(ctx, c.cfg.JS, audit.Filter{Follow: true, Resync: c.cfg.Resync}, func(e audit.Event) error {
 		h.observe(e)
 		return nil
 	})

@@ -36,7 +36,7 @@ func (c *Console) join(ctx context.Context, job string, v *viewer) (<-chan struc
 		return f.done, nil
 	}
 	wctx, cancel := context.WithCancel(c.runCtx)
-	w, err := rollout.Watch(wctx, c.cfg.JS, job)
+	w, err := rollout.WatchWith(wctx, c.cfg.JS, job, rollout.WatchOptions{Resync: c.cfg.Resync})
 	if err != nil {
 		cancel()
 		return nil, err

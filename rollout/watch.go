@@ -82,6 +82,22 @@ func (w *Watcher) Stop() {
 // its consumer re-read when its agent's heartbeat arrives, at most once a
 // second. It stops when ctx ends or on Stop.
 func Watch(ctx context.Context, js jetstream.JetStream, jobID string) (*Watcher, error) {
+	return WatchWith(ctx, js, jobID, WatchOptions{})
+}
+
+// WatchOptions tune a Watcher.
+type WatchOptions struct {
+	// Resync is how often the job's statuses are read even when nothing
+	// was heard of a new one
+	// (streamread.FollowOptions.Resync; default streamread.DefaultResync).
+	// A reader's account does not hear the statuses that agents store
+	// through their own accounts on a secured broker: a Watcher learns of
+	// them by this read.
+	Resync time.Duration
+}
+
+// WatchWith is Watch with options.
+func WatchWith(ctx context.Context, js jetstream.JetStream, jobID string, o WatchOptions) (*Watcher, error) {
 	if err := events.ValidID("job id", jobID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidJobID, err)
 	}
@@ -99,7 +115,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, jobID string) (*Watcher,
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(ctx)
-	f := &follow{js: js, jobID: jobID, v: newView(found, enrolled), refreshed: map[string]time.Time{}}
+	f := &follow{js: js, jobID: jobID, v: newView(found, enrolled), refreshed: map[string]time.Time{}, resync: o.Resync}
 	if err := f.start(ctx); err != nil {
 		f.stop()
 		stop()
@@ -127,6 +143,7 @@ type follow struct {
 	jobID     string
 	v         *view
 	refreshed map[string]time.Time // when each client's consumer was last re-read
+	resync    time.Duration        // WatchOptions.Resync
 
 	agents, locks, statuses *streamread.Follower
 	// halts follows the job's halt subject (a staged rollout only).
@@ -149,7 +166,7 @@ func (f *follow) start(ctx context.Context) (err error) {
 		filters = append(filters, events.StatusSubjectsOfJob(req))
 	}
 	f.statuses, err = streamread.Follow(ctx, f.js, events.StreamStatus, streamread.FollowOptions{
-		Options: streamread.Options{Filters: filters},
+		Options: streamread.Options{Filters: filters}, Resync: f.resync,
 	})
 	if err != nil {
 		return streamErr("the statuses of "+f.jobID+" in "+events.StreamStatus, err)
