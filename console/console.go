@@ -38,6 +38,9 @@ type Config struct {
 	Throttle time.Duration
 	// AuditLimit is the most events the audit page lists; default 500.
 	AuditLimit int
+	// MaxJobs is the most jobs, newest first, the jobs page lists live;
+	// default 500 (/api/jobs filters them all).
+	MaxJobs int
 	// Resync is how often the console reads the streams it follows when it
 	// heard of nothing new; default 1 s. On a secured broker the console's
 	// account does not hear the statuses agents store through their own
@@ -51,6 +54,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Throttle <= 0 {
 		c.Throttle = 200 * time.Millisecond
+	}
+	if c.MaxJobs <= 0 {
+		c.MaxJobs = 500
 	}
 	if c.Resync <= 0 {
 		c.Resync = time.Second
@@ -108,7 +114,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: metrics: %w", ErrInvalidConfig, err)
 	}
-	c.hub = &hub{index: newJobIndex(), events: ev, rollouts: ro, list: newFanout()}
+	c.hub = &hub{index: newJobIndex(), events: ev, rollouts: ro, list: newFanout(), max: cfg.MaxJobs}
 	c.viewers = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metrics.Namespace, Subsystem: "console", Name: "job_viewers",
 		Help: "Event streams open on job pages."})
 	c.rendered = prometheus.NewCounter(prometheus.CounterOpts{Namespace: metrics.Namespace, Subsystem: "console", Name: "job_renders_total",

@@ -98,6 +98,7 @@ type hub struct {
 	err      error
 
 	list *fanout
+	max  int // the most jobs the live list sends
 }
 
 // observe applies one stored event to the index and the counters.
@@ -122,18 +123,21 @@ func (h *hub) observe(e audit.Event) {
 		if c, err := events.ParseJobCancelled(ev); err == nil {
 			if j := h.index.jobs[c.JobID]; j != nil {
 				j.cancelled = true
+				j.changed()
 			}
 		}
 	case events.TypeJobHalted:
 		if hl, err := events.ParseJobHalted(ev); err == nil {
 			if j := h.index.jobs[hl.JobID]; j != nil {
 				j.halted = true
+				j.changed()
 			}
 		}
 	case events.TypeJobResumed:
 		if r, err := events.ParseJobResumed(ev); err == nil {
 			if j := h.index.jobs[r.JobID]; j != nil {
 				j.halted = false
+				j.changed()
 			}
 		}
 	case events.TypeJobStatus:
@@ -195,7 +199,7 @@ func (h *hub) broadcast(ctx context.Context, every time.Duration) {
 			continue
 		}
 		h.dirty = false
-		list := h.index.list(time.Now())
+		list := h.index.list(time.Now(), 0)
 		if h.rollouts != nil {
 			for _, j := range list {
 				if j.Live {
@@ -206,6 +210,9 @@ func (h *hub) broadcast(ctx context.Context, every time.Duration) {
 			}
 		}
 		h.mu.Unlock()
+		if len(list) > h.max {
+			list = list[:h.max]
+		}
 		b, err := json.Marshal(list)
 		if err != nil {
 			continue
@@ -214,9 +221,9 @@ func (h *hub) broadcast(ctx context.Context, every time.Duration) {
 	}
 }
 
-// jobs is the current jobs list.
-func (h *hub) jobs() []JobSummary {
+// jobs is the current jobs list, at most max jobs (0: all).
+func (h *hub) jobs(max int) []JobSummary {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.index.list(time.Now())
+	return h.index.list(time.Now(), max)
 }

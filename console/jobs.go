@@ -38,6 +38,9 @@ type jobEntry struct {
 	halted    bool
 	latest    map[string]events.JobStatus // by client
 	expected  map[string]bool
+	// cached is the summary last computed, nil when something changed
+	// since.
+	cached *JobSummary
 }
 
 // jobIndex is the console's index of the jobs in the streams.
@@ -61,6 +64,7 @@ func (x *jobIndex) offered(job events.JobOffered, publisher, subject string, seq
 	}
 	e.subjects[subject] = seq
 	x.expect(e)
+	e.cached = nil
 	return e
 }
 
@@ -75,6 +79,7 @@ func (x *jobIndex) status(st events.JobStatus) *jobEntry {
 		return e
 	}
 	e.latest[st.ClientID] = st
+	e.cached = nil
 	return e
 }
 
@@ -84,6 +89,7 @@ func (x *jobIndex) setFleet(enrolled map[string]fleet.Enrollment, agents map[str
 	x.enrolled, x.agents = enrolled, agents
 	for _, e := range x.jobs {
 		x.expect(e)
+		e.cached = nil
 	}
 }
 
@@ -168,11 +174,17 @@ func (x *jobIndex) summary(e *jobEntry, now time.Time) JobSummary {
 	return s
 }
 
-// list is every job, newest first.
-func (x *jobIndex) list(now time.Time) []JobSummary {
+// list is the newest max jobs (all when max is 0), newest first. A job's
+// summary is computed again only when something changed (an event of the
+// job, the fleet read again).
+func (x *jobIndex) list(now time.Time, max int) []JobSummary {
 	out := make([]JobSummary, 0, len(x.jobs))
 	for _, e := range x.jobs {
-		out = append(out, x.summary(e, now))
+		if e.cached == nil {
+			s := x.summary(e, now)
+			e.cached = &s
+		}
+		out = append(out, *e.cached)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].OfferedAt.Equal(out[j].OfferedAt) {
@@ -180,5 +192,11 @@ func (x *jobIndex) list(now time.Time) []JobSummary {
 		}
 		return out[i].ID > out[j].ID
 	})
+	if max > 0 && len(out) > max {
+		out = out[:max]
+	}
 	return out
 }
+
+// changed marks e's summary to be computed again.
+func (e *jobEntry) changed() { e.cached = nil }

@@ -171,7 +171,7 @@ func (c *Console) jobs(w http.ResponseWriter, r *http.Request) {
 		since = t
 	}
 	out := []JobSummary{}
-	for _, j := range c.hub.jobs() {
+	for _, j := range c.hub.jobs(0) {
 		if keep(j, q.Get("group"), q.Get("state"), q.Get("publisher"), since) {
 			out = append(out, j)
 		}
@@ -254,7 +254,7 @@ func (c *Console) jobsEvents(w http.ResponseWriter, r *http.Request) {
 	c.hub.list.join(v)
 	defer c.hub.list.leave(v)
 	if len(v.ch) == 0 {
-		if b, err := json.Marshal(c.hub.jobs()); err == nil {
+		if b, err := json.Marshal(c.hub.jobs(c.cfg.MaxJobs)); err == nil {
 			v.offer(sseMessage("jobs", b))
 		}
 	}
