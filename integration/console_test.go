@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -310,4 +311,48 @@ func TestConsoleReadOnly(t *testing.T) {
 			t.Errorf("%s answered %d", p, resp.StatusCode)
 		}
 	}
+}
+
+// TestConsoleAcrossBrokerRestart: a console keeps serving across a
+// restart of its broker: the jobs list and a new job's page follow what
+// happens after it, and it is ready again.
+func TestConsoleAcrossBrokerRestart(t *testing.T) {
+	env := testenv.StartBroker(t)
+	enroll(t, env.JS, "r1")
+	startAgent(t, env.URL, "r1", t.TempDir()).waitReady(t)
+	rc := startConsole(t, env, auth.RoleAuditor, "restart")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	succeeded := func(v *sseViewer) func() error {
+		return func() error {
+			if n := v.succeeded.Load(); n != 1 {
+				return fmt.Errorf("the job page counts %d clients succeeded, want 1", n)
+			}
+			return nil
+		}
+	}
+	id := publish(t, newPublisher(t, env.JS), job([]string{"true"}, toClient("r1")))
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, succeeded(openViewer(ctx, t, rc.srv.URL, viewerToken, id)))
+
+	env.Restart(t)
+	id2 := publish(t, newPublisher(t, env.JS), job([]string{"true"}, toClient("r1")))
+	testenv.CheckFor(t, 60*time.Second, 50*time.Millisecond, succeeded(openViewer(ctx, t, rc.srv.URL, viewerToken, id2)))
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		req, _ := http.NewRequest(http.MethodGet, rc.srv.URL+"/api/jobs", nil)
+		req.Header.Set("Authorization", "Bearer "+viewerToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var jobs []console.JobSummary
+		if err := json.NewDecoder(resp.Body).Decode(&jobs); err != nil {
+			return err
+		}
+		if len(jobs) != 2 || jobs[0].ID != id2 || jobs[0].Counts[console.StateSucceeded] != 1 {
+			return fmt.Errorf("the jobs list after the restart: %+v", jobs)
+		}
+		return nil
+	})
+	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, rc.c.Ready)
 }
