@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"sync"
 	"time"
 
@@ -93,7 +94,8 @@ type hub struct {
 	events   *metrics.Events
 	rollouts *metrics.Rollouts
 	dirty    bool
-	seen     uint64 // events read
+	seen     uint64            // events read
+	last     map[string]uint64 // the last sequence read of each stream
 	caught   bool
 	err      error
 
@@ -107,6 +109,10 @@ func (h *hub) observe(e audit.Event) {
 	defer h.mu.Unlock()
 	h.seen++
 	h.dirty = true
+	if h.last == nil {
+		h.last = map[string]uint64{}
+	}
+	h.last[e.Stream] = e.Seq
 	if h.events != nil {
 		h.events.Observe(e)
 	}
@@ -147,12 +153,56 @@ func (h *hub) observe(e audit.Event) {
 	}
 }
 
-// follow replays the streams and follows them until ctx ends.
+// follow replays the streams and follows them until ctx ends. After the
+// console's connection reconnects it starts the replay again where it
+// was (audit.Filter.Resume): a follow that a broker restart left waiting
+// does not hold the pages back.
 func (h *hub) follow(ctx context.Context, c *Console) error {
-	return audit.Replay(ctx, c.cfg.JS, audit.Filter{Follow: true, Resync: c.cfg.Resync}, func(e audit.Event) error {
-		h.observe(e)
+	nc := c.cfg.JS.Conn()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		rctx, cancel := context.WithCancel(ctx)
+		f := audit.Filter{Follow: true, Resync: c.cfg.Resync, Resume: h.resume()}
+		done := make(chan error, 1)
+		go func() {
+			done <- audit.Replay(rctx, c.cfg.JS, f, func(e audit.Event) error {
+				h.observe(e)
+				return nil
+			})
+		}()
+		var reconnects uint64
+		if nc != nil {
+			reconnects = nc.Stats().Reconnects
+		}
+	wait:
+		for {
+			select {
+			case err := <-done:
+				cancel()
+				return err
+			case <-tick.C:
+				if nc != nil && nc.Stats().Reconnects != reconnects {
+					break wait
+				}
+			}
+		}
+		cancel()
+		if err := <-done; ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// resume is where a new replay starts: after the last event read of each
+// stream.
+func (h *hub) resume() map[string]uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.last) == 0 {
 		return nil
-	})
+	}
+	return maps.Clone(h.last)
 }
 
 // refresh re-reads the enrollments (who each job expects, who received

@@ -47,6 +47,7 @@ func (c *Console) join(ctx context.Context, job string, v *viewer) (<-chan struc
 	c.viewersGauge(1)
 	go func() {
 		defer close(f.done)
+		defer cancel()
 		c.pump(wctx, job, w, f)
 		// A watch that ended by itself is forgotten: the next viewer
 		// starts another.
@@ -76,15 +77,24 @@ func (c *Console) leave(job string, v *viewer) {
 
 // pump renders the watch's rollouts for the viewers, at most one per
 // c.cfg.Throttle: the rollout of 1,000 clients is rendered once for every
-// viewer, and a burst of statuses once.
+// viewer, and a burst of statuses once. After the console's connection
+// reconnects it starts the watch again (a broker restart may have left it
+// waiting).
 func (c *Console) pump(ctx context.Context, job string, w *rollout.Watcher, f *jobFeed) {
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	var (
 		latest  *rollout.Rollout
 		timer   *time.Timer
 		timerC  <-chan time.Time
 		lastRun time.Time
 	)
+	nc := c.cfg.JS.Conn()
+	var reconnects uint64
+	if nc != nil {
+		reconnects = nc.Stats().Reconnects
+	}
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
 	render := func() {
 		v := viewOf(*latest)
 		c.hub.mu.Lock()
@@ -124,6 +134,22 @@ func (c *Console) pump(ctx context.Context, job string, w *rollout.Watcher, f *j
 		case <-timerC:
 			timerC = nil
 			render()
+		case <-check.C:
+			if nc == nil || nc.Stats().Reconnects == reconnects {
+				continue
+			}
+			reconnects = nc.Stats().Reconnects
+			fresh, err := rollout.WatchWith(ctx, c.cfg.JS, job, rollout.WatchOptions{Resync: c.cfg.Resync})
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("following a job again after a reconnection", errField(err))
+					// The next check tries again.
+					reconnects--
+				}
+				continue
+			}
+			w.Stop()
+			w = fresh
 		}
 	}
 }
