@@ -335,10 +335,10 @@ func TestConsoleAcrossBrokerRestart(t *testing.T) {
 	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, succeeded(openViewer(ctx, t, rc.srv.URL, viewerToken, id)))
 
 	env.Restart(t)
+	restarted := time.Now()
+	defer func() { t.Logf("the jobs list caught up %s after the restart", time.Since(restarted).Round(time.Millisecond)) }()
 	id2 := publish(t, newPublisher(t, env.JS), job([]string{"true"}, toClient("r1")))
 	testenv.CheckFor(t, 60*time.Second, 50*time.Millisecond, succeeded(openViewer(ctx, t, rc.srv.URL, viewerToken, id2)))
-	restarted := time.Now()
-	defer func() { t.Logf("the jobs list caught up %s after the restart", time.Since(restarted)) }()
 	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		req, _ := http.NewRequest(http.MethodGet, rc.srv.URL+"/api/jobs", nil)
 		req.Header.Set("Authorization", "Bearer "+viewerToken)
