@@ -127,24 +127,15 @@ func (h *hub) observe(e audit.Event) {
 		}
 	case events.TypeJobCancelled:
 		if c, err := events.ParseJobCancelled(ev); err == nil {
-			if j := h.index.jobs[c.JobID]; j != nil {
-				j.cancelled = true
-				j.changed()
-			}
+			h.index.mark(c.JobID, func(j *jobEntry) { j.cancelled = true })
 		}
 	case events.TypeJobHalted:
 		if hl, err := events.ParseJobHalted(ev); err == nil {
-			if j := h.index.jobs[hl.JobID]; j != nil {
-				j.halted = true
-				j.changed()
-			}
+			h.index.mark(hl.JobID, func(j *jobEntry) { j.halted = true })
 		}
 	case events.TypeJobResumed:
 		if r, err := events.ParseJobResumed(ev); err == nil {
-			if j := h.index.jobs[r.JobID]; j != nil {
-				j.halted = false
-				j.changed()
-			}
+			h.index.mark(r.JobID, func(j *jobEntry) { j.halted = false })
 		}
 	case events.TypeJobStatus:
 		if st, err := events.ParseJobStatus(ev); err == nil && events.StatusSubject(st.ClientID, st.JobID) == e.Subject {

@@ -198,5 +198,13 @@ func (x *jobIndex) list(now time.Time, max int) []JobSummary {
 	return out
 }
 
+// mark applies set to a known job and has its summary computed again.
+func (x *jobIndex) mark(job string, set func(*jobEntry)) {
+	if e := x.jobs[job]; e != nil {
+		set(e)
+		e.changed()
+	}
+}
+
 // changed marks e's summary to be computed again.
 func (e *jobEntry) changed() { e.cached = nil }

@@ -336,7 +336,9 @@ func TestConsoleAcrossBrokerRestart(t *testing.T) {
 
 	env.Restart(t)
 	restarted := time.Now()
-	defer func() { t.Logf("the jobs list caught up %s after the restart", time.Since(restarted).Round(time.Millisecond)) }()
+	defer func() {
+		t.Logf("the jobs list caught up %s after the restart", time.Since(restarted).Round(time.Millisecond))
+	}()
 	id2 := publish(t, newPublisher(t, env.JS), job([]string{"true"}, toClient("r1")))
 	testenv.CheckFor(t, 60*time.Second, 50*time.Millisecond, succeeded(openViewer(ctx, t, rc.srv.URL, viewerToken, id2)))
 	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
