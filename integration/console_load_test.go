@@ -33,6 +33,7 @@ type sseViewer struct {
 	first     chan struct{}
 	succeeded atomic.Int64
 	updates   atomic.Int64
+	halted    atomic.Bool
 }
 
 // openViewer opens a job page's event stream on the console at base and
@@ -65,6 +66,7 @@ func openViewer(ctx context.Context, t testing.TB, base, token, job string) *sse
 			}
 			v.updates.Add(1)
 			v.succeeded.Store(int64(jv.Counts[console.StateSucceeded]))
+			v.halted.Store(jv.Halted != "")
 			once.Do(func() { close(v.first) })
 		}
 	}()

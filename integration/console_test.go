@@ -38,7 +38,8 @@ type runningConsole struct {
 }
 
 // startConsole runs a console connected to env as a principal of role (an
-// auditor reads; a publisher's console acts), with an operator and a viewer.
+// auditor reads; a publisher's or an admin's console acts), with an
+// operator and a viewer.
 func startConsole(t testing.TB, env *testenv.Broker, role auth.Role, name string) *runningConsole {
 	t.Helper()
 	nc, err := nats.Connect(env.URL, append([]nats.Option{nats.Name("console " + name)},
@@ -52,7 +53,7 @@ func startConsole(t testing.TB, env *testenv.Broker, role auth.Role, name string
 	}
 	cfg := console.Config{JS: js, Throttle: 100 * time.Millisecond, Refresh: time.Second,
 		Users: console.NewUsers(console.NewUser("olga", console.RoleOperator, operatorToken), console.NewUser("vic", console.RoleViewer, viewerToken))}
-	if role == auth.RolePublisher {
+	if role == auth.RolePublisher || role == auth.RoleAdmin {
 		if cfg.Publisher, err = publisher.New(js, publisher.Config{Name: name}); err != nil {
 			t.Fatal(err)
 		}
@@ -359,4 +360,39 @@ func TestConsoleAcrossBrokerRestart(t *testing.T) {
 		return nil
 	})
 	testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, rc.c.Ready)
+}
+
+// TestConsoleHaltsAndResumes: an operator halts and resumes a staged
+// rollout through the console's API (an admin's console: only the pcm
+// account stores on a halt subject); the job's page says halted, then not.
+func TestConsoleHaltsAndResumes(t *testing.T) {
+	env := testenv.StartBroker(t)
+	enroll(t, env.JS, "h1")
+	j := job([]string{"true"}, toClient("h1"))
+	later := time.Now().Add(time.Hour).UTC()
+	j.MandatoryAfter = &later
+	j.Rollout = &events.RolloutPlan{Rings: []events.Ring{{Percent: 100}}}
+	id := publish(t, newPublisher(t, env.JS), j)
+	rc := startConsole(t, env, auth.RoleAdmin, "admin")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	halted := func(want bool) {
+		t.Helper()
+		v := openViewer(ctx, t, rc.srv.URL, viewerToken, id)
+		testenv.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			if got := v.halted.Load(); got != want {
+				return fmt.Errorf("the job page says halted %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+	for _, step := range []struct {
+		action string
+		halted bool
+	}{{"halt", true}, {"resume", false}} {
+		if code, body := rc.post(t, operatorToken, "/api/jobs/"+id+"/"+step.action); code != http.StatusOK {
+			t.Fatalf("%s: %d %s", step.action, code, body)
+		}
+		halted(step.halted)
+	}
 }
