@@ -46,6 +46,7 @@ func (c DesktopConfig) Validate() error { return c.Config.Validate() }
 type Desktop struct {
 	face
 	dcfg    DesktopConfig
+	bindMu  sync.Mutex // bind runs once at a time: the session and its page call it at once
 	filters []string
 
 	seenMu   sync.Mutex
@@ -73,6 +74,8 @@ func NewDesktop(nc *nats.Conn, cfg DesktopConfig) (*Desktop, error) {
 // bind reads the client's consumer filters (its own subject, its groups',
 // pcm.jobs.all) and makes the lock.
 func (d *Desktop) bind(ctx context.Context) error {
+	d.bindMu.Lock()
+	defer d.bindMu.Unlock()
 	if d.locker != nil {
 		return nil
 	}

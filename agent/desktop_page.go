@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -77,10 +78,10 @@ func (d *Desktop) Holder(ctx context.Context) (info events.LockInfo, ok bool, er
 }
 
 // HearStatuses calls fn with each status of this client as it is
-// published (by either face), from the desktop's subscription to the
-// client's status subjects; what is heard is news, the stored status is
-// the record. fn runs on the connection's goroutine: it must not block.
-// stop ends it.
+// published: the service's, from the desktop's subscription to the
+// client's status subjects (what is heard is news, the stored status is
+// the record), and this desktop's own once stored (its connection has no
+// echo). fn must not block. stop ends it.
 func (d *Desktop) HearStatuses(fn func(events.JobStatus)) (stop func(), err error) {
 	sub, err := d.nc.Subscribe(events.StatusSubjectsOfClient(d.cfg.ClientID), func(m *nats.Msg) {
 		ev, err := events.Decode(m.Header, m.Data)
@@ -94,7 +95,41 @@ func (d *Desktop) HearStatuses(fn func(events.JobStatus)) (stop func(), err erro
 	if err != nil {
 		return nil, fmt.Errorf("hearing the statuses of %s: %w", d.cfg.ClientID, err)
 	}
-	return func() { _ = sub.Unsubscribe() }, nil
+	unlisten := d.own.listen(fn)
+	return func() { _ = sub.Unsubscribe(); unlisten() }, nil
+}
+
+// listeners are the functions told of a face's own statuses.
+type listeners struct {
+	mu   sync.Mutex
+	next int
+	fns  map[int]func(events.JobStatus)
+}
+
+// listen adds fn; the function returned removes it.
+func (l *listeners) listen(fn func(events.JobStatus)) func() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fns == nil {
+		l.fns = map[int]func(events.JobStatus){}
+	}
+	id := l.next
+	l.next++
+	l.fns[id] = fn
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.fns, id)
+	}
+}
+
+// tell calls every listener with st.
+func (l *listeners) tell(st events.JobStatus) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, fn := range l.fns {
+		fn(st)
+	}
 }
 
 // OutputPath is the file the output of jobID's runs by this desktop is

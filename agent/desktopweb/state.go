@@ -40,6 +40,9 @@ type Run struct {
 	Reason      string       `json:"reason,omitempty"`
 	Error       string       `json:"error,omitempty"`
 	OutputTail  string       `json:"output_tail,omitempty"`
+	// Job is the job as it was listed when the user asked: the page still
+	// shows it once it is no longer listed (it ran).
+	Job *agent.Listed `json:"job,omitempty"`
 }
 
 // Snapshot is what the page shows: GET /api/state and each server-sent
@@ -215,6 +218,11 @@ func (s *state) startRun(jobID string) (Run, error) {
 			return
 		}
 		r = Run{JobID: jobID, Phase: PhaseStarting, RequestedAt: time.Now().UTC()}
+		for _, l := range append(p.Available[:len(p.Available):len(p.Available)], p.Required...) {
+			if l.JobID == jobID {
+				r.Job = &l
+			}
+		}
 		p.Runs[jobID] = &r
 	})
 	return r, err

@@ -161,6 +161,14 @@ function historyRow(r) {
     el('td', {}, r.output_tail ? el('details', { id: `out-${r.job_id}` }, el('summary', {}, 'Show output'), el('pre', { class: 'output' }, r.output_tail)) : '-'));
 }
 
+// withRuns is list and the jobs run from this page that are no longer
+// listed (they ran), mandatory or not.
+function withRuns(list, mandatory) {
+  const listed = new Set([...snap.available, ...snap.required].map((j) => j.job_id));
+  const ran = Object.values(snap.runs).filter((r) => r.job && !listed.has(r.job_id) && !!r.job.mandatory_after === mandatory).map((r) => r.job);
+  return list.concat(ran);
+}
+
 function render() {
   if (!snap) return;
   const focused = document.activeElement && document.activeElement.id;
@@ -175,8 +183,9 @@ function render() {
     banner.hidden = true;
   }
   if (snap.error) showError(snap.error);
-  $('#available').replaceChildren(...(snap.available.length ? snap.available.map(availableCard) : [el('p', { class: 'empty' }, 'Nothing to install right now.')]));
-  $('#required').replaceChildren(...(snap.required.length ? snap.required.map(requiredCard) : [el('p', { class: 'empty' }, 'Nothing required right now.')]));
+  const available = withRuns(snap.available, false), required = withRuns(snap.required, true);
+  $('#available').replaceChildren(...(available.length ? available.map(availableCard) : [el('p', { class: 'empty' }, 'Nothing to install right now.')]));
+  $('#required').replaceChildren(...(required.length ? required.map(requiredCard) : [el('p', { class: 'empty' }, 'Nothing required right now.')]));
   $('#history tbody').replaceChildren(...(snap.history.length ? snap.history.map(historyRow) : [el('tr', {}, el('td', { colspan: 5, class: 'empty' }, 'Nothing ran here yet.'))]));
   $('#count-available').textContent = snap.available.length || '';
   $('#count-required').textContent = snap.required.length || '';
