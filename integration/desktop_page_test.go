@@ -226,7 +226,10 @@ func TestSelfServicePage(t *testing.T) {
 		{"a wrong cookie", "GET", "/api/state", func(r *http.Request) { r.AddCookie(&http.Cookie{Name: cookie.Name, Value: "guess"}) }, http.StatusUnauthorized},
 		{"another origin", "POST", "/api/jobs/" + optID + "/install", func(r *http.Request) { r.AddCookie(cookie); r.Header.Set("Origin", "http://evil.example") }, http.StatusForbidden},
 		{"no origin on a change", "POST", "/api/jobs/" + optID + "/install", func(r *http.Request) { r.AddCookie(cookie) }, http.StatusForbidden},
-		{"another host name (DNS rebinding)", "GET", "/api/state", func(r *http.Request) { r.AddCookie(cookie); r.Host = "evil.example" + base[strings.LastIndex(base, ":"):] }, http.StatusForbidden},
+		{"another host name (DNS rebinding)", "GET", "/api/state", func(r *http.Request) {
+			r.AddCookie(cookie)
+			r.Host = "evil.example" + base[strings.LastIndex(base, ":"):]
+		}, http.StatusForbidden},
 		{"a cross-site fetch", "GET", "/api/state", func(r *http.Request) { r.AddCookie(cookie); r.Header.Set("Sec-Fetch-Site", "cross-site") }, http.StatusForbidden},
 	}
 	for _, c := range refused {
