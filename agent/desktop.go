@@ -167,9 +167,10 @@ type Listed struct {
 	DeferralsLeft *int `json:"deferrals_left,omitempty"`
 	// Publisher names who published the job.
 	Publisher string `json:"publisher,omitempty"`
-	// Due is, for a mandatory job, when it runs without the user: its
-	// mandatory time, or the end of the user's deferral or of the grace
-	// after offline (a countdown of --grace comes before it).
+	// Due is, for a mandatory job, when it runs without the user (as far
+	// as the desktop can tell): its mandatory time, or the end of the
+	// user's deferral or of the grace after offline, after the countdown
+	// of --grace for a job that gives one.
 	Due *time.Time `json:"due,omitempty"`
 	// CanDefer is true when the user may defer the job now; DeferWhy says
 	// why not otherwise, for a job that allows deferrals.
@@ -201,7 +202,7 @@ func (d *Desktop) List(ctx context.Context) ([]Listed, error) {
 		}
 		l := Listed{JobOffered: job, Publisher: publishers[job.JobID]}
 		if job.Mandatory() {
-			due, _, _ := unattendedDue(f)
+			due := startsAt(f, d.cfg.Grace)
 			l.Due = &due
 		}
 		if job.Deferrals != nil {

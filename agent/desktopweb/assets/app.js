@@ -5,6 +5,8 @@
 
 const $ = (sel) => document.querySelector(sel);
 const pages = ['available', 'required', 'history'];
+// The notices listed under the pages (the others show in them).
+const shownNotices = ['countdown', 'restart', 'finished', 'failed'];
 let snap = null;
 
 // el builds an element; children are nodes or text (never HTML).
@@ -125,14 +127,13 @@ function availableCard(j) {
 
 function requiredCard(j) {
   const d = j.deferrals;
-  const deadline = (d && d.deadline) || j.due || j.mandatory_after;
   const left = j.deferrals_left;
   return el('article', { class: 'job', 'data-job': j.job_id, 'aria-labelledby': `title-${j.job_id}` },
     el('h3', { id: `title-${j.job_id}` }, title(j)),
     jobFacts(j),
     el('dl', {},
       el('dt', {}, 'Installs'), el('dd', {}, fmtTime(j.due || j.mandatory_after), ' (', el('span', { class: 'countdown', 'data-due': j.due || j.mandatory_after }), ')'),
-      d ? [el('dt', {}, 'Deadline'), el('dd', { class: 'deadline' }, fmtTime(deadline))] : null,
+      d && d.deadline ? [el('dt', {}, 'Deadline'), el('dd', { class: 'deadline' }, fmtTime(d.deadline))] : null,
       d ? [el('dt', {}, 'Deferrals left'), el('dd', { class: 'deferrals-left' }, `${left ?? 0} of ${d.max}`)] : null),
     mayRestart(j) ? el('p', { class: 'warning' }, 'This installation may restart the computer: save your work first.') : null,
     el('div', { class: 'actions' },
@@ -150,8 +151,9 @@ function byWhom(st) {
 }
 
 function historyRow(r) {
-  const when = r.finished_at || r.started_at || r.deferred_until;
-  const result = r.exit_code !== undefined && r.exit_code !== null ? `${r.state} (exit code ${r.exit_code})` : r.state;
+  const when = r.finished_at || r.started_at;
+  let result = r.exit_code !== undefined && r.exit_code !== null ? `${r.state} (exit code ${r.exit_code})` : r.state;
+  if (r.state === 'deferred' && r.deferred_until) result = `deferred until ${fmtTime(r.deferred_until)}`;
   const name = r.name || (r.package ? `${r.package.name} ${r.package.version}` : r.job_id);
   return el('tr', { 'data-job': r.job_id },
     el('td', {}, name),
@@ -189,7 +191,9 @@ function render() {
   $('#history tbody').replaceChildren(...(snap.history.length ? snap.history.map(historyRow) : [el('tr', {}, el('td', { colspan: 5, class: 'empty' }, 'Nothing ran here yet.'))]));
   $('#count-available').textContent = snap.available.length || '';
   $('#count-required').textContent = snap.required.length || '';
-  $('#notices').replaceChildren(...snap.notices.slice().reverse().map((n) => el('li', { 'data-kind': n.kind }, n.text)));
+  const notices = snap.notices.filter((n) => shownNotices.includes(n.kind)).slice(-5).reverse();
+  $('#notices').replaceChildren(...notices.map((n) => el('li', { 'data-kind': n.kind }, n.text)));
+  $('#notices-section').hidden = notices.length === 0;
   for (const id of open) { const d = document.getElementById(id); if (d) d.open = true; }
   if (focused) { const f = document.getElementById(focused); if (f) f.focus(); }
   tick();
