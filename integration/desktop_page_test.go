@@ -2,10 +2,12 @@ package integration_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/desktopweb"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/agent/notify"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/testenv"
@@ -269,4 +272,77 @@ func shownKind(r *notify.Recorder, kind agent.NoticeKind) bool {
 		}
 	}
 	return false
+}
+
+// TestDesktopCommandsSpeakToPeople runs the built pcm as the user at the
+// desktop would: pcm desktop list prints its table and nothing else (the
+// logs, the unsigned-jobs warning among them, go to desktop.log in the
+// state dir); pcm desktop open without a session says how to start one;
+// pcm desktop serves its page and keeps its address for pcm desktop open.
+func TestDesktopCommandsSpeakToPeople(t *testing.T) {
+	env := testenv.StartBroker(t)
+	const client = "plaindesk"
+	enroll(t, env.JS, client)
+	p := newPublisher(t, env.JS)
+	opt := job([]string{"true"}, toClient(client))
+	opt.Name, opt.Command.Automated, opt.MandatoryAfter = "Viewer", false, nil
+	opt.ExpireAfter = time.Now().Add(time.Hour)
+	id := publish(t, p, opt)
+	stateDir := t.TempDir()
+	procEnv := processEnv(t, env.URL, auth.User{Role: auth.RoleDesktop, Name: client})
+	args := []string{"--url", env.URL, "--client-id", client, "--state-dir", stateDir}
+
+	out, errOut, code := runPCM(t, procEnv, append([]string{"desktop", "list"}, args...)...)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if code != 0 || errOut != "" || len(lines) != 2 || !strings.HasPrefix(lines[0], "JOB ") || !strings.HasPrefix(lines[1], id+" ") {
+		t.Fatalf("pcm desktop list: exit %d, stdout %q, stderr %q; want the table only", code, out, errOut)
+	}
+	if b, err := os.ReadFile(filepath.Join(stateDir, "desktop.log")); err != nil || !strings.Contains(string(b), "NO TRUSTED KEYS") {
+		t.Fatalf("desktop.log does not hold the logs: %v %q", err, b)
+	}
+	// --log-level brings the logs back to stderr.
+	if _, errOut, code := runPCM(t, procEnv, append([]string{"desktop", "list", "--log-level", "warn"}, args...)...); code != 0 || !strings.Contains(errOut, "NO TRUSTED KEYS") {
+		t.Fatalf("pcm desktop list --log-level warn: exit %d, stderr %q", code, errOut)
+	}
+
+	if _, errOut, code := runPCM(t, procEnv, append([]string{"desktop", "open"}, args...)...); code == 0 || !strings.Contains(errOut, "no desktop session is running") || !strings.Contains(errOut, "pcm desktop") {
+		t.Fatalf("pcm desktop open without a session: exit %d, stderr %q", code, errOut)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	session := exec.CommandContext(ctx, pcmBinary, append([]string{"desktop", "--notify=false"}, args...)...)
+	session.Env = append(os.Environ(), procEnv...)
+	var sessionOut strings.Builder
+	session.Stdout = &sessionOut
+	if err := session.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = session.Wait() })
+	var u string
+	testenv.WaitFor(t, 20*time.Second, "the session's page address", func() bool {
+		var err error
+		u, err = desktopweb.ReadURL(stateDir)
+		return err == nil
+	})
+	base, token, _ := strings.Cut(u, "/?token=")
+	if !strings.HasPrefix(base, "http://127.0.0.1:") {
+		t.Fatalf("the page is not on loopback: %s", u)
+	}
+	testenv.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		r, _ := http.NewRequest("GET", base+"/api/state", nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var snap desktopweb.Snapshot
+		if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
+			return err
+		}
+		if len(snap.Available) != 1 || snap.Available[0].JobID != id {
+			return fmt.Errorf("the page lists %+v", snap.Available)
+		}
+		return nil
+	})
 }
