@@ -17,8 +17,8 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/desktopweb"
-	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/agent/notify"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/testenv"
 	"github.com/pcm-project/pcm/testenv/browser"

@@ -60,7 +60,9 @@ func (f *fakeFace) HearStatuses(fn func(events.JobStatus)) (func(), error) {
 
 func (f *fakeFace) OutputPath(id string) string { return filepath.Join(f.dir, id+".log") }
 
-func (f *fakeFace) Background(context.Context, string) string { return "a job is running in the background" }
+func (f *fakeFace) Background(context.Context, string) string {
+	return "a job is running in the background"
+}
 
 func startPage(t *testing.T) (*desktopweb.Server, *fakeFace, string) {
 	t.Helper()
