@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/desktopweb"
@@ -181,11 +182,12 @@ func TestSelfServicePage(t *testing.T) {
 		t.Fatalf("final statuses of the optional job: %+v", sts)
 	}
 
-	// Required: the mandatory job with its countdown, deferrals and
-	// restart warning; Defer is recorded.
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#tab-required"))); err != nil {
+	// Required, reached with the keyboard: the mandatory job with its
+	// countdown, deferrals and restart warning; Defer is recorded.
+	if err := chromedp.Do(ctx, chromedp.Focus(chromedp.CSS("#tab-available")), chromedp.KeyEvent(kb.ArrowRight)); err != nil {
 		t.Fatal(err)
 	}
+	ps.waitPage(t, ctx, "the Required page shown from the keyboard", `!document.getElementById('panel-required').hidden && document.activeElement.id === 'tab-required'`)
 	ps.waitPage(t, ctx, "the required job with 2 of 2 deferrals left", card(reqID)+` !== null && `+card(reqID)+`.querySelector('.deferrals-left').textContent === '2 of 2' && `+
 		card(reqID)+`.querySelector('.warning') !== null && `+card(reqID)+`.querySelector('.countdown').textContent !== ''`)
 	testenv.WaitFor(t, 30*time.Second, "a notification of the required job", func() bool { return shownKind(ps.shown, agent.NoticeMandatory) })

@@ -178,7 +178,8 @@ function render() {
   $('#client').textContent = snap.client;
   const banner = $('#banner');
   if (snap.busy) {
-    banner.textContent = (snap.busy.text || 'An installation runs in the background') + '. What you install starts when it finishes.';
+    const text = snap.busy.text || 'an installation runs in the background';
+    banner.textContent = text.charAt(0).toUpperCase() + text.slice(1) + '. What you install starts when it finishes.';
     banner.hidden = false;
   } else {
     banner.textContent = '';
