@@ -46,7 +46,7 @@ func startPageSession(t *testing.T, url, client string) *pageSession {
 			}
 		}
 	})
-	srv, err := desktopweb.New(desktopweb.Config{Face: ps.Desktop, Client: client, Recheck: 200 * time.Millisecond})
+	srv, err := desktopweb.New(desktopweb.Config{Face: ps.Desktop, Client: client, Recheck: 200 * time.Millisecond, Ended: forward})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,6 +178,7 @@ func TestSelfServicePage(t *testing.T) {
 	if n := markerLines(t, optMarker); n != 1 {
 		t.Fatalf("the optional job ran %d times, want 1", n)
 	}
+	testenv.WaitFor(t, 10*time.Second, "a notification of the installed job", func() bool { return shownKind(ps.shown, agent.NoticeFinished) })
 	if sts := finals(waitFinal(t, env.JS, client, optID, 10*time.Second)); len(sts) != 1 || sts[0].Runner != events.RunnerDesktop || sts[0].State != events.StateSucceeded {
 		t.Fatalf("final statuses of the optional job: %+v", sts)
 	}

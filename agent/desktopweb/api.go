@@ -86,6 +86,9 @@ func (s *Server) install(ctx context.Context, w http.ResponseWriter, r *http.Req
 			s.log.Info("job from the page not run", zap.String("job", id), zap.Error(err))
 		}
 		s.state.runDone(id, st, err)
+		if s.cfg.Ended != nil && ctx.Err() == nil {
+			s.cfg.Ended(endedNotice(id, s.state.name(id), st, err))
+		}
 	}()
 	go s.tailOutput(path, offset, id, done)
 	writeJSON(w, http.StatusAccepted, run)
@@ -169,4 +172,16 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError answers {"error": "..."} with code.
 func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// endedNotice is the notice of a job (id, named name) installed from the
+// page that ended with st, or could not run (err).
+func endedNotice(id, name string, st events.JobStatus, err error) agent.Notice {
+	switch {
+	case err != nil:
+		return agent.Notice{Kind: agent.NoticeFailed, JobID: id, Text: fmt.Sprintf("%s could not run: %v", name, err)}
+	case st.State == events.StateSucceeded:
+		return agent.Notice{Kind: agent.NoticeFinished, JobID: id, Text: name + " is installed"}
+	}
+	return agent.Notice{Kind: agent.NoticeFailed, JobID: id, Text: fmt.Sprintf("%s %s: %s", name, st.State, st.Reason)}
 }

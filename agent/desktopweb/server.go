@@ -52,6 +52,9 @@ type Config struct {
 	Recheck time.Duration
 	// Logger logs; nil logs nothing.
 	Logger *zap.Logger
+	// Ended, when set, is told when a job installed from the page ends
+	// (a NoticeFinished or NoticeFailed notice): for native notifications.
+	Ended func(agent.Notice)
 }
 
 func (c *Config) setDefaults() {

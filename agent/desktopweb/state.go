@@ -247,6 +247,16 @@ func (s *state) phase(jobID string) string {
 	return ""
 }
 
+// name names the job of a run for the user: its name, else its id.
+func (s *state) name(jobID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.snap.Runs[jobID]; r != nil && r.Job != nil && r.Job.Name != "" {
+		return r.Job.Name
+	}
+	return "job " + jobID
+}
+
 // runDone takes how the run of jobID ended.
 func (s *state) runDone(jobID string, st events.JobStatus, err error) {
 	s.change(func(p *Snapshot) {

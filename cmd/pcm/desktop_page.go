@@ -44,13 +44,15 @@ func runSession(cmd *cobra.Command, f *desktopFlags, d *agent.Desktop) error {
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
 	var show []func(agent.Notice)
+	ended := func(agent.Notice) {}
 	if f.notify {
-		show = append(show, notify.Forward(notify.Native(), f.log.Named("notify")))
+		forward := notify.Forward(notify.Native(), f.log.Named("notify"))
+		show, ended = append(show, forward), forward
 	}
 	var wg sync.WaitGroup
 	pageErr := make(chan error, 1)
 	if f.page {
-		srv, err := desktopweb.New(desktopweb.Config{Face: d, Client: f.clientID, Logger: f.log.Named("page")})
+		srv, err := desktopweb.New(desktopweb.Config{Face: d, Client: f.clientID, Logger: f.log.Named("page"), Ended: ended})
 		if err != nil {
 			return err
 		}
