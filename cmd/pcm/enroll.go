@@ -17,7 +17,7 @@ import (
 func newEnrollCmd(g *globals) *cobra.Command {
 	var groups, keys []string
 	var ackWait time.Duration
-	var issuer, outDir, keysFile string
+	var issuer, outDir, keysFile, siteName string
 	var controllers []string
 	var noCreds bool
 	cmd := &cobra.Command{
@@ -50,11 +50,17 @@ as a short-lived admin minted from the issuer file.`,
 				return err
 			}
 			defer s.Close()
+			out := cmd.OutOrStdout()
+			if siteName != "" {
+				return enrollAtSite(cmd, s, siteName, client, groups, fleet.ConsumerOptions{AckWait: ackWait})
+			}
 			enrolled, err := fleet.Enroll(cmd.Context(), s.js, s.accts, client, groups, fleet.ConsumerOptions{AckWait: ackWait})
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			if err := fleet.LeaveSite(cmd.Context(), s.js, client); err != nil {
+				return err
+			}
 			fmt.Fprintf(out, "enrolled %s (groups: %s)\n", client, orNone(strings.Join(enrolled, ",")))
 			if s.accts == nil || noCreds {
 				return nil
@@ -75,6 +81,7 @@ as a short-lived admin minted from the issuer file.`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&groups, "group", nil, "group of the client (repeatable or comma-separated)")
+	cmd.Flags().StringVar(&siteName, "site", "", "enroll the client at the branch site NAME (its consumer in the site's PCM_JOBS; the site must be connected): its agent runs against the site's broker (docs/sites.md)")
 	cmd.Flags().DurationVar(&ackWait, "ack-wait", fleet.DefaultAckWait, "redeliver an offer the agent has not acked after this long")
 	registerIssuer(cmd, &issuer)
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "with --issuer: directory to write CLIENT-agent.creds, CLIENT-desktop.creds and CLIENT-trusted.keys to")
@@ -83,6 +90,27 @@ as a short-lived admin minted from the issuer file.`,
 	cmd.Flags().StringVar(&keysFile, "trusted-keys-file", "", "file of trusted public keys, one per line, added to --trusted-keys")
 	cmd.Flags().StringSliceVar(&controllers, "controller-keys", nil, "public keys of the rollout controllers (pcm broker --controller-key), written to CLIENT-trusted.keys as controller lines: the client obeys their halts")
 	return cmd
+}
+
+// enrollAtSite enrolls client at the branch site siteName through the
+// hub: its consumer is made in the site's PCM_JOBS, the hub records its
+// site, and its consumer at the hub, if any, is removed (a client belongs
+// to one place at a time).
+func enrollAtSite(cmd *cobra.Command, s *adminSession, siteName, client string, groups []string, opts fleet.ConsumerOptions) error {
+	if s.accts != nil {
+		return fmt.Errorf("%w: pcm enroll --site on an authenticated hub is not supported yet (docs/sites.md)", fleet.ErrSiteAuth)
+	}
+	enrolled, err := fleet.EnrollAtSite(cmd.Context(), s.js, siteName, client, groups, opts)
+	if err != nil {
+		return err
+	}
+	if _, ok, err := fleet.EnrollmentOf(cmd.Context(), s.js, client); err == nil && ok {
+		if err := fleet.Unenroll(cmd.Context(), s.js, client); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s at site %s (groups: %s): point its agent at the site's broker\n", client, siteName, orNone(strings.Join(enrolled, ",")))
+	return nil
 }
 
 // orNone is s, or "none" when s is empty.
