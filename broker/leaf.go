@@ -28,11 +28,18 @@ type HubLink struct {
 // ids), and the hub's offers reach the site only through the site's PCM_JOBS
 // sourcing the hub's. Without these denials the hub's streams would also
 // capture the site's publishes directly (their subscriptions reach across
-// a leaf connection). nats-server itself denies $JS.API, $KV and $OBJ
-// across a link between two JetStream domains.
+// a leaf connection). Object stores ($O.>) are denied too: nats-server
+// denies $JS.API, $KV and $OBJ across a link between two JetStream
+// domains, but object stores publish on $O, so the site's PCM_PACKAGES
+// would otherwise store every package pushed at the hub, and the pushes
+// would get two answers. The site's package cache (package site) fetches
+// what its jobs use through the hub's JetStream API instead.
 func SiteLocalSubjects() []string {
-	return []string{events.SubjectJobsAllStreams, events.SubjectStatusAllStreams}
+	return []string{events.SubjectJobsAllStreams, events.SubjectStatusAllStreams, objectStoreSubjects}
 }
+
+// objectStoreSubjects match every object store's chunks and metadata.
+const objectStoreSubjects = "$O.>"
 
 // validDomain checks a JetStream domain name: one subject token.
 func validDomain(d string) bool {
@@ -108,6 +115,9 @@ func applyLeaf(cfg Config, opts *server.Options) error {
 			port = p
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
+		// Sites dial the address they are given (a proxy, a NAT):
+		// never the hub's own listener addresses.
+		opts.LeafNode.NoAdvertise = true
 	}
 	if cfg.Hub != nil {
 		u, err := parseLeafURL(cfg.Hub.URL)

@@ -1,0 +1,360 @@
+package integration_test
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/fleet"
+	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/testenv"
+)
+
+// linkProxy stands for the WAN between a site and its hub: a TCP proxy
+// in front of the hub's leaf port that can be cut (every connection
+// closed, new ones refused) and restored. It counts the bytes it carries
+// from the hub to the site.
+type linkProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	up    bool
+	conns []net.Conn
+
+	toSite atomic.Int64
+}
+
+func startLinkProxy(t testing.TB, target string) *linkProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &linkProxy{ln: ln, target: target, up: true}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go p.accept()
+	return p
+}
+
+// URL is the leaf URL the site dials.
+func (p *linkProxy) URL() string { return "nats-leaf://" + p.ln.Addr().String() }
+
+func (p *linkProxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		up := p.up
+		p.mu.Unlock()
+		if !up {
+			c.Close()
+			continue
+		}
+		h, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, h)
+		p.mu.Unlock()
+		go func() { io.Copy(h, c); h.Close(); c.Close() }()
+		go func() { io.Copy(&countingWriter{w: c, n: &p.toSite}, h); h.Close(); c.Close() }()
+	}
+}
+
+// cut closes every connection and refuses new ones until restore.
+func (p *linkProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.up = false
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *linkProxy) restore() {
+	p.mu.Lock()
+	p.up = true
+	p.mu.Unlock()
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+var (
+	hubLeafLine  = regexp.MustCompile(`sites connect to (nats-leaf://\S+)$`)
+	plainCLIEnv  = []string{"PCM_TLS_CA=", "PCM_TLS_CERT=", "PCM_TLS_KEY=", "PCM_CREDS=", "PCM_ISSUER="}
+	siteName     = "branch"
+	siteSources  = events.DomainAPI(siteName)
+	siteLinkWait = 30 * time.Second
+)
+
+// siteSetup is a hub and a site broker in their own processes, the site
+// linked to the hub through a linkProxy.
+type siteSetup struct {
+	dir             string
+	hubURL, siteURL string
+	hub, site       jetstream.JetStream
+	link            *linkProxy
+}
+
+// startSite starts the hub process, the proxy and the site process, and
+// waits until the hub sources the site's statuses.
+func startSite(t *testing.T) *siteSetup {
+	t.Helper()
+	dir := t.TempDir()
+	h := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1")
+	hubURL := h.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
+	leaf := h.stdout.waitLine(t, hubLeafLine, 5*time.Second)[1]
+	link := startLinkProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
+	s := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "site"), "--listen", "127.0.0.1:-1",
+		"--site", siteName, "--hub", link.URL())
+	siteURL := s.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
+	ss := &siteSetup{dir: dir, hubURL: hubURL, siteURL: siteURL, hub: dial(t, hubURL), site: dial(t, siteURL), link: link}
+	testenv.CheckFor(t, siteLinkWait, 200*time.Millisecond, func() error {
+		s, err := ss.hub.Stream(t.Context(), events.StreamStatus)
+		if err != nil {
+			return err
+		}
+		for _, src := range s.CachedInfo().Config.Sources {
+			if src.External != nil && src.External.APIPrefix == siteSources {
+				return nil
+			}
+		}
+		return fmt.Errorf("no source from %s yet", siteSources)
+	})
+	return ss
+}
+
+// enrollSiteAgents enrolls clients at the site through the hub (the first
+// with the pcm enroll command, the others through package fleet) and
+// starts their agents against the site broker.
+func (ss *siteSetup) enrollSiteAgents(t *testing.T, clients []string) map[string]*runningAgent {
+	t.Helper()
+	out, errOut, code := runPCM(t, plainCLIEnv, "enroll", clients[0], "--site", siteName, "--group", "branchfleet", "--ack-wait", testAckWait.String(), "--url", ss.hubURL)
+	if code != 0 || !strings.Contains(out, "at site "+siteName) {
+		t.Fatalf("pcm enroll --site: exit %d, %s%s", code, out, errOut)
+	}
+	for _, c := range clients[1:] {
+		if _, err := fleet.EnrollAtSite(t.Context(), ss.hub, siteName, c, []string{"branchfleet"}, fleet.ConsumerOptions{AckWait: testAckWait}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agents := map[string]*runningAgent{}
+	for _, c := range clients {
+		agents[c] = startAgent(t, ss.siteURL, c, filepath.Join(ss.dir, "agents", c))
+	}
+	for _, c := range clients {
+		agents[c].waitReady(t)
+	}
+	return agents
+}
+
+// siteClients names n clients.
+func siteClients(n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("br-%02d", i+1))
+	}
+	return out
+}
+
+// waitOffered waits until every client's consumer at the site holds job.
+func (ss *siteSetup) waitOffered(t *testing.T, clients []string) {
+	t.Helper()
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		for _, c := range clients {
+			cons, err := ss.site.Consumer(t.Context(), events.StreamJobs, events.ConsumerName(c))
+			if err != nil {
+				return err
+			}
+			if info := cons.CachedInfo(); info.NumAckPending+int(info.NumPending) == 0 {
+				return fmt.Errorf("%s has no offer pending", c)
+			}
+		}
+		return nil
+	})
+}
+
+// checkStatusesOnce checks that the hub stores every status of job that
+// the site stores, once each, in the site's order, and that each client
+// ran it once (marker) and succeeded.
+func (ss *siteSetup) checkStatusesOnce(t *testing.T, clients []string, job string) {
+	t.Helper()
+	testenv.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		for _, c := range clients {
+			atSite, err := tryReadStatuses(ss.site, c, job)
+			if err != nil {
+				return err
+			}
+			atHub, err := tryReadStatuses(ss.hub, c, job)
+			if err != nil {
+				return err
+			}
+			if len(finals(atSite)) == 0 || len(atHub) < len(atSite) {
+				return fmt.Errorf("%s: %d statuses at the site, %d at the hub", c, len(atSite), len(atHub))
+			}
+		}
+		return nil
+	})
+	for _, c := range clients {
+		atSite := readStatuses(t, ss.site, c, job)
+		atHub := readStatuses(t, ss.hub, c, job)
+		if len(atHub) != len(atSite) {
+			t.Fatalf("%s: the hub stores %d statuses of %s, the site %d: want each once", c, len(atHub), job, len(atSite))
+		}
+		seen := map[string]bool{}
+		for i := range atHub {
+			id := statusID(atHub[i])
+			if id != statusID(atSite[i]) {
+				t.Fatalf("%s: status %d at the hub is %s, at the site %s: want the site's order", c, i, id, statusID(atSite[i]))
+			}
+			if seen[id] {
+				t.Fatalf("%s: status %s stored twice at the hub", c, id)
+			}
+			seen[id] = true
+		}
+		fin := finals(atHub)
+		if len(fin) != 1 || fin[0].State != events.StateSucceeded || atHub[0].State != events.StateStarted {
+			t.Fatalf("%s: statuses of %s at the hub %v, want started then one succeeded", c, job, atHub)
+		}
+		if n := markerLines(t, ss.marker(c, job)); n != 1 {
+			t.Fatalf("%s ran %s %d times, want once", c, job, n)
+		}
+	}
+}
+
+// statusID is the CloudEvent id of a status, <job>.<client>.<state>.<attempt>.
+func statusID(st events.JobStatus) string {
+	return fmt.Sprintf("%s.%s.%s.%d", st.JobID, st.ClientID, st.State, st.Attempt)
+}
+
+// marker is the file client's run of job appends to.
+func (ss *siteSetup) marker(client, job string) string {
+	return filepath.Join(ss.dir, "markers", client+"-"+job)
+}
+
+// markerJob is an automated job that appends a line to its client's
+// marker and proves it runs in the package's content (payload.bin).
+func (ss *siteSetup) markerJob(mandatoryIn time.Duration) events.JobOffered {
+	j := job([]string{"sh", "-c", `test -s payload.bin && echo ran >> ` + filepath.Join(ss.dir, "markers") + `/"$PCM_CLIENT_ID-$PCM_JOB_ID"`}, toGroup("branchfleet"))
+	m := time.Now().UTC().Add(mandatoryIn)
+	j.MandatoryAfter = &m
+	j.Package = &events.PackageRef{Name: "payload", Version: "1"}
+	return j
+}
+
+// pushPayload pushes a package of size random bytes to the hub.
+func (ss *siteSetup) pushPayload(t *testing.T, size int) {
+	t.Helper()
+	path := filepath.Join(ss.dir, "payload.bin")
+	b := make([]byte, size)
+	rand.Read(b)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(ss.dir, "markers"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := packages.NewStore(ss.hub).Push(t.Context(), path, packages.PushOptions{Name: "payload", Version: "1"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSiteWorksThroughACut: a hub and a branch site in their own
+// processes, 10 agents at the site. A mandatory job with a package is
+// offered, the link is cut before its time: it runs on every site client
+// during the cut while the hub says the site is unreachable; a job
+// published during the cut reaches the site when the link returns; every
+// status reaches the hub once, in order; nothing runs twice; the package
+// crossed the link once.
+func TestSiteWorksThroughACut(t *testing.T) {
+	testenv.SameInBothModes(t)
+	start := time.Now()
+	ss := startSite(t)
+	clients := siteClients(10)
+	ss.enrollSiteAgents(t, clients)
+	const size = 1 << 20
+	before := ss.link.toSite.Load()
+	ss.pushPayload(t, size)
+	if n := ss.link.toSite.Load() - before; n > size/2 {
+		t.Fatalf("the package push at the hub sent %d bytes to the site: want none before a job of the site uses it", n)
+	}
+	p := newPublisher(t, ss.hub)
+	first := publish(t, p, ss.markerJob(6*time.Second))
+	ss.waitOffered(t, clients)
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		obs, err := ss.site.ObjectStore(t.Context(), events.BucketPackages)
+		if err != nil {
+			return err
+		}
+		info, err := obs.GetInfo(t.Context(), events.PackageObjectName("payload", "1"))
+		if err == nil {
+			t.Logf("cached at the site: %d bytes; %d bytes crossed the link since the publish", info.Size, ss.link.toSite.Load()-before)
+		}
+		return err
+	})
+
+	ss.link.cut()
+	cutAt := time.Now()
+	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		out, errOut, code := runPCM(t, plainCLIEnv, "status", first, "--url", ss.hubURL)
+		if code != 0 || !strings.Contains(out, "site "+siteName+" unreachable since") {
+			return fmt.Errorf("pcm status: exit %d: %s%s", code, out, errOut)
+		}
+		return nil
+	})
+	second := publish(t, p, ss.markerJob(0))
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		for _, c := range clients {
+			if markerLines(t, ss.marker(c, first)) == 0 {
+				return fmt.Errorf("%s has not run it", c)
+			}
+		}
+		return nil
+	})
+	for _, c := range clients {
+		if n := markerLines(t, ss.marker(c, second)); n != 0 {
+			t.Fatalf("%s ran the job published during the cut before the link returned", c)
+		}
+	}
+	if fleet.SiteReachable(t.Context(), ss.hub.Conn(), siteName) {
+		t.Fatal("the site answers through the hub during the cut")
+	}
+	t.Logf("every site client ran the job %s after the cut", time.Since(cutAt).Round(time.Millisecond))
+
+	ss.link.restore()
+	ss.checkStatusesOnce(t, clients, first)
+	ss.checkStatusesOnce(t, clients, second)
+	crossed := ss.link.toSite.Load() - before
+	t.Logf("bytes from the hub to the site for 10 clients running a %d-byte package twice: %d (%.2f x the package)", size, crossed, float64(crossed)/size)
+	if crossed < size || crossed > 2*size {
+		t.Fatalf("%d bytes crossed the link for a %d-byte package: want it once, not per client", crossed, size)
+	}
+	t.Logf("TestSiteWorksThroughACut took %s", time.Since(start).Round(time.Millisecond))
+}
