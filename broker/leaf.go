@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/url"
@@ -20,6 +21,9 @@ type HubLink struct {
 	// URL is the hub's leaf node address, nats-leaf://host:port (the
 	// hub's --leaf-listen).
 	URL string
+	// Reconnect is how soon the site dials the hub again after the link
+	// drops. Default DefaultHubReconnect.
+	Reconnect time.Duration
 }
 
 // SiteLocalSubjects are the subjects that never cross the link between a
@@ -74,6 +78,9 @@ func (c Config) validateLeaf() error {
 	if c.Cluster.enabled() {
 		return fmt.Errorf("%w: %w: a site broker is a single node", ErrInvalidConfig, ErrInvalidSite)
 	}
+	if c.Hub.Reconnect < 0 {
+		return fmt.Errorf("%w: %w: Config.Hub.Reconnect %s is negative", ErrInvalidConfig, ErrInvalidSite, c.Hub.Reconnect)
+	}
 	if _, err := parseLeafURL(c.Hub.URL); err != nil {
 		return fmt.Errorf("%w: %w: Config.Hub.URL: %v", ErrInvalidConfig, ErrInvalidSite, err)
 	}
@@ -97,9 +104,8 @@ func parseLeafURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// leafReconnect is how soon a site tries its hub again after the link
-// drops (nats-server's default is a second).
-const leafReconnect = time.Second
+// DefaultHubReconnect is HubLink.Reconnect's default (nats-server's).
+const DefaultHubReconnect = time.Second
 
 // applyLeaf sets the JetStream domain, the leaf node listener of a hub and
 // the remote of a site.
@@ -126,7 +132,7 @@ func applyLeaf(cfg Config, opts *server.Options) error {
 		}
 		deny := SiteLocalSubjects()
 		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{u}, DenyImports: deny, DenyExports: deny}}
-		opts.LeafNode.ReconnectInterval = leafReconnect
+		opts.LeafNode.ReconnectInterval = cmp.Or(cfg.Hub.Reconnect, DefaultHubReconnect)
 	}
 	return nil
 }

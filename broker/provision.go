@@ -70,8 +70,9 @@ type ProvisionOptions struct {
 	// versions with pcm package rm, or raise the cap.
 	PackagesMaxBytes int64
 	// HubDomain, when set, provisions a branch site of the hub whose
-	// JetStream domain it is: the site's PCM_JOBS captures no subject of
-	// its own and sources the hub's PCM_JOBS instead (SiteJobsStreamConfig).
+	// JetStream domain it is: besides pcm's streams and buckets, the
+	// site's copy of the hub's PCM_JOBS (SiteHubJobsStreamConfig), which
+	// the site relays into its own PCM_JOBS (package site).
 	HubDomain string
 }
 
@@ -135,14 +136,16 @@ func JobsStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
 		events.JobsStreamSubjects(), o.JobsMaxAge)
 }
 
-// SiteJobsStreamConfig is the PCM_JOBS of a branch site of the hub whose
-// JetStream domain is hubDomain: a copy of the hub's PCM_JOBS, kept by
+// SiteHubJobsStreamConfig is PCM_JOBS_HUB, a branch site's copy of the
+// PCM_JOBS of the hub whose JetStream domain is hubDomain, kept by
 // JetStream sourcing across the site's leaf connection (it catches up by
-// itself when the link returns), with no subject of its own. Offers keep
-// their subjects, so the agents' consumers at the site filter them as at
-// the hub.
-func SiteJobsStreamConfig(o ProvisionOptions, hubDomain string) jetstream.StreamConfig {
+// itself when the link returns), with no subject of its own. The site
+// relays each event into its own PCM_JOBS once the package it needs is at
+// the site (package site), with its subject: the agents' consumers at the
+// site filter them as at the hub.
+func SiteHubJobsStreamConfig(o ProvisionOptions, hubDomain string) jetstream.StreamConfig {
 	cfg := JobsStreamConfig(o)
+	cfg.Name = events.StreamJobsHub
 	cfg.Description = "pcm job events: this site's copy of the hub's " + events.StreamJobs
 	cfg.Subjects = nil
 	cfg.Sources = []*jetstream.StreamSource{{
@@ -297,11 +300,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		return err
 	}
 	opts.setDefaults()
-	jobs := JobsStreamConfig(opts)
+	streams := []jetstream.StreamConfig{JobsStreamConfig(opts), StatusStreamConfig(opts)}
 	if opts.HubDomain != "" {
-		jobs = SiteJobsStreamConfig(opts, opts.HubDomain)
+		streams = append(streams, SiteHubJobsStreamConfig(opts, opts.HubDomain))
 	}
-	for _, cfg := range []jetstream.StreamConfig{jobs, StatusStreamConfig(opts)} {
+	for _, cfg := range streams {
 		if cfg.Sources == nil {
 			// A hub's PCM_STATUS sources its sites' statuses: keep the
 			// sources the sites added (package site).

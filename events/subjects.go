@@ -211,6 +211,10 @@ const (
 	SubjectStatusAllStreams = statusPrefix + ">"
 )
 
+// StreamJobsHub is a branch site's copy of the hub's PCM_JOBS, which the
+// site relays into its own PCM_JOBS.
+const StreamJobsHub = "PCM_JOBS_HUB"
+
 // BucketSites is the hub's KV bucket of the clients enrolled at a branch
 // site, keyed by client id (pcm enroll --site).
 const BucketSites = "PCM_SITES"

@@ -133,7 +133,7 @@ func startSite(t *testing.T) *siteSetup {
 	leaf := h.stdout.waitLine(t, hubLeafLine, 5*time.Second)[1]
 	link := startLinkProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
 	s := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "site"), "--listen", "127.0.0.1:-1",
-		"--site", siteName, "--hub", link.URL())
+		"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms")
 	siteURL := s.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
 	ss := &siteSetup{dir: dir, hubURL: hubURL, siteURL: siteURL, hub: dial(t, hubURL), site: dial(t, siteURL), link: link}
 	testenv.CheckFor(t, siteLinkWait, 200*time.Millisecond, func() error {
@@ -357,4 +357,40 @@ func TestSiteWorksThroughACut(t *testing.T) {
 		t.Fatalf("%d bytes crossed the link for a %d-byte package: want it once, not per client", crossed, size)
 	}
 	t.Logf("TestSiteWorksThroughACut took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSiteLinkFlaps: the link between the hub and a site flaps 20 times
+// while three jobs roll out to the site's 10 clients: no job runs twice
+// and every status reaches the hub once, in order.
+func TestSiteLinkFlaps(t *testing.T) {
+	testenv.SameInBothModes(t)
+	start := time.Now()
+	ss := startSite(t)
+	clients := siteClients(10)
+	ss.enrollSiteAgents(t, clients)
+	ss.pushPayload(t, 64<<10)
+	p := newPublisher(t, ss.hub)
+	var jobs []string
+	for flap := range 20 {
+		if flap%7 == 1 {
+			jobs = append(jobs, publish(t, p, ss.markerJob(0)))
+		}
+		ss.link.cut()
+		time.Sleep(time.Duration(100+flap*15) * time.Millisecond) // the fault's length, not a wait for a result
+		ss.link.restore()
+		restored := time.Now()
+		testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+			if !fleet.SiteReachable(t.Context(), ss.hub.Conn(), siteName) {
+				return fmt.Errorf("flap %d: the site is not back", flap+1)
+			}
+			return nil
+		})
+		t.Logf("flap %d: back after %s", flap+1, time.Since(restored).Round(time.Millisecond))
+	}
+	flapped := time.Now()
+	for _, id := range jobs {
+		ss.checkStatusesOnce(t, clients, id)
+	}
+	t.Logf("statuses checked %s after the last flap", time.Since(flapped).Round(time.Millisecond))
+	t.Logf("TestSiteLinkFlaps: 20 flaps, %d jobs on %d site clients, 0 reruns, 0 lost statuses, in %s", len(jobs), len(clients), time.Since(start).Round(time.Millisecond))
 }

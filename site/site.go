@@ -6,11 +6,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Run links the site to its hub (Link, kept up) and runs the package
-// cache until ctx ends. local is the site's JetStream, on a connection of
+// Run links the site to its hub (Link, kept up) and runs the relay of
+// its job events (Relay) until ctx ends. local is the site's JetStream, on a connection of
 // the site broker that reaches the hub's domain across its leaf
 // connection.
-func Run(ctx context.Context, local jetstream.JetStream, cfg Config) (*Cache, error) {
+func Run(ctx context.Context, local jetstream.JetStream, cfg Config) (*Relay, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -19,7 +19,7 @@ func Run(ctx context.Context, local jetstream.JetStream, cfg Config) (*Cache, er
 	if err != nil {
 		return nil, err
 	}
-	c := NewCache(local, hub, cfg.Logger.Named("cache"))
+	c := NewRelay(local, hub, cfg.Logger.Named("relay"))
 	go keepLinked(ctx, hub, cfg)
 	go func() { _ = c.Run(ctx) }()
 	return c, nil

@@ -27,6 +27,7 @@ type brokerFlags struct {
 	routes                            []string
 	// sites: a hub's leaf listener and domain, a site's name and hub.
 	leafListen, domain, site, hub, hubDomain string
+	hubReconnect                             time.Duration
 	// security: pcm broker only (pcm up stays open, on loopback).
 	auth    bool
 	authDir string
@@ -57,6 +58,7 @@ func (f *brokerFlags) registerSites(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.site, "site", "", "run as the branch site NAME of the hub --hub: a leaf node with its own JetStream domain NAME (docs/sites.md)")
 	cmd.Flags().StringVar(&f.hub, "hub", "", "with --site: the hub's leaf address, nats-leaf://host:port (its --leaf-listen)")
 	cmd.Flags().StringVar(&f.hubDomain, "hub-domain", site.DefaultHubDomain, "with --site: the hub's JetStream domain (its --domain)")
+	cmd.Flags().DurationVar(&f.hubReconnect, "hub-reconnect", broker.DefaultHubReconnect, "with --site: how soon the site dials the hub again after the link drops")
 }
 
 // jsDomain is the broker's JetStream domain: a site's name, or a hub's
@@ -76,7 +78,7 @@ func (f *brokerFlags) hubLink() *broker.HubLink {
 	if f.site == "" {
 		return nil
 	}
-	return &broker.HubLink{URL: f.hub}
+	return &broker.HubLink{URL: f.hub, Reconnect: f.hubReconnect}
 }
 
 // checkSite refuses --site without --hub (or the reverse), and --site
