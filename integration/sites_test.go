@@ -1,6 +1,7 @@
 package integration_test
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -131,10 +132,66 @@ func startSite(t *testing.T) *siteSetup {
 	h := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1")
 	hubURL := h.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
 	leaf := h.stdout.waitLine(t, hubLeafLine, 5*time.Second)[1]
+	return startSiteOf(t, dir, hubURL, leaf)
+}
+
+// startClusterSite is startSite with a hub of three pcm broker processes
+// in a JetStream cluster (replicas 3); the site dials the first member.
+func startClusterSite(t *testing.T) *siteSetup {
+	t.Helper()
+	dir := t.TempDir()
+	var routes, hubURLs, leafs []string
+	started := time.Now()
+	ports := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	for _, p := range ports {
+		routes = append(routes, "nats-route://"+p)
+	}
+	for i, p := range ports {
+		name := fmt.Sprintf("hub-%d", i+1)
+		h := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, name), "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1",
+			"--server-name", name, "--cluster-name", "hubc", "--cluster-listen", p, "--routes", strings.Join(routes, ","))
+		hubURLs = append(hubURLs, h.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1])
+		leafs = append(leafs, h.stdout.waitLine(t, hubLeafLine, 5*time.Second)[1])
+	}
+	urls := strings.Join(hubURLs, ",")
+	js := dial(t, urls)
+	testenv.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx) // once the cluster has a meta leader
+		return err
+	})
+	testenv.CheckFor(t, 60*time.Second, 500*time.Millisecond, func() error {
+		out, errOut, code := runPCM(t, plainCLIEnv, "broker", "provision", "--url", urls, "--replicas", "3")
+		if code != 0 {
+			return fmt.Errorf("pcm broker provision: exit %d: %s%s", code, out, errOut)
+		}
+		return nil
+	})
+	t.Logf("the hub cluster is provisioned %s after its start", time.Since(started).Round(time.Millisecond))
+	return startSiteOf(t, dir, urls, leafs[0])
+}
+
+// freeAddr is a free 127.0.0.1:port.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startSiteOf starts the proxy in front of the hub's leaf address and
+// the site process behind it, and waits until the hub sources the site.
+func startSiteOf(t *testing.T, dir, hubURL, leaf string) *siteSetup {
+	t.Helper()
 	link := startLinkProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
 	s := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "site"), "--listen", "127.0.0.1:-1",
 		"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms")
 	siteURL := s.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
+	linking := time.Now()
 	ss := &siteSetup{dir: dir, hubURL: hubURL, siteURL: siteURL, hub: dial(t, hubURL), site: dial(t, siteURL), link: link}
 	testenv.CheckFor(t, siteLinkWait, 200*time.Millisecond, func() error {
 		s, err := ss.hub.Stream(t.Context(), events.StreamStatus)
@@ -148,6 +205,7 @@ func startSite(t *testing.T) *siteSetup {
 		}
 		return fmt.Errorf("no source from %s yet", siteSources)
 	})
+	t.Logf("the site is linked to the hub %s after its start", time.Since(linking).Round(time.Millisecond))
 	return ss
 }
 
@@ -296,7 +354,21 @@ func (ss *siteSetup) pushPayload(t *testing.T, size int) {
 func TestSiteWorksThroughACut(t *testing.T) {
 	testenv.SameInBothModes(t)
 	start := time.Now()
-	ss := startSite(t)
+	siteThroughACut(t, startSite(t))
+	t.Logf("TestSiteWorksThroughACut took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSiteOfAClusterHub is TestSiteWorksThroughACut with a hub of three
+// members.
+func TestSiteOfAClusterHub(t *testing.T) {
+	testenv.SameInBothModes(t)
+	start := time.Now()
+	siteThroughACut(t, startClusterSite(t))
+	t.Logf("TestSiteOfAClusterHub took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// siteThroughACut is the scenario of TestSiteWorksThroughACut on ss.
+func siteThroughACut(t *testing.T, ss *siteSetup) {
 	clients := siteClients(10)
 	ss.enrollSiteAgents(t, clients)
 	const size = 1 << 20
@@ -356,7 +428,6 @@ func TestSiteWorksThroughACut(t *testing.T) {
 	if crossed < size || crossed > 2*size {
 		t.Fatalf("%d bytes crossed the link for a %d-byte package: want it once, not per client", crossed, size)
 	}
-	t.Logf("TestSiteWorksThroughACut took %s", time.Since(start).Round(time.Millisecond))
 }
 
 // TestSiteLinkFlaps: the link between the hub and a site flaps 20 times
