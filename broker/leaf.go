@@ -19,7 +19,9 @@ import (
 // while the link is down (docs/sites.md).
 type HubLink struct {
 	// URL is the hub's leaf node address, nats-leaf://host:port (the
-	// hub's --leaf-listen).
+	// hub's --leaf-listen); for a hub cluster, the addresses of several
+	// members, comma-separated: the site dials one, then another when the
+	// link drops.
 	URL string
 	// Reconnect is how soon the site dials the hub again after the link
 	// drops. Default DefaultHubReconnect.
@@ -81,10 +83,23 @@ func (c Config) validateLeaf() error {
 	if c.Hub.Reconnect < 0 {
 		return fmt.Errorf("%w: %w: Config.Hub.Reconnect %s is negative", ErrInvalidConfig, ErrInvalidSite, c.Hub.Reconnect)
 	}
-	if _, err := parseLeafURL(c.Hub.URL); err != nil {
+	if _, err := parseLeafURLs(c.Hub.URL); err != nil {
 		return fmt.Errorf("%w: %w: Config.Hub.URL: %v", ErrInvalidConfig, ErrInvalidSite, err)
 	}
 	return nil
+}
+
+// parseLeafURLs parses the comma-separated leaf URLs of a hub.
+func parseLeafURLs(s string) ([]*url.URL, error) {
+	var out []*url.URL
+	for part := range strings.SplitSeq(s, ",") {
+		u, err := parseLeafURL(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, nil
 }
 
 // parseLeafURL parses the hub's leaf node URL.
@@ -126,12 +141,12 @@ func applyLeaf(cfg Config, opts *server.Options) error {
 		opts.LeafNode.NoAdvertise = true
 	}
 	if cfg.Hub != nil {
-		u, err := parseLeafURL(cfg.Hub.URL)
+		urls, err := parseLeafURLs(cfg.Hub.URL)
 		if err != nil {
 			return fmt.Errorf("%w: %w: Config.Hub.URL: %v", ErrInvalidConfig, ErrInvalidSite, err)
 		}
 		deny := SiteLocalSubjects()
-		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{u}, DenyImports: deny, DenyExports: deny}}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: urls, DenyImports: deny, DenyExports: deny}}
 		opts.LeafNode.ReconnectInterval = cmp.Or(cfg.Hub.Reconnect, DefaultHubReconnect)
 	}
 	return nil

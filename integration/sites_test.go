@@ -465,3 +465,54 @@ func TestSiteLinkFlaps(t *testing.T) {
 	t.Logf("statuses checked %s after the last flap", time.Since(flapped).Round(time.Millisecond))
 	t.Logf("TestSiteLinkFlaps: 20 flaps, %d jobs on %d site clients, 0 reruns, 0 lost statuses, in %s", len(jobs), len(clients), time.Since(start).Round(time.Millisecond))
 }
+
+// TestComposeSiteFile checks docker-compose.site.yml without Docker: each
+// pcm command it runs exists and takes the flags given, the hub members
+// accept sites, and the site, its enrollment and its agent agree.
+func TestComposeSiteFile(t *testing.T) {
+	testenv.SameInBothModes(t)
+	c := loadComposeFile(t, "docker-compose.site.yml", nil)
+	helps := map[string]string{}
+	for _, name := range c.serviceNames(func(s *composeService) bool { return strings.HasPrefix(s.Image, "pcm:") }) {
+		cmd := c.Services[name].Command
+		var path []string
+		for _, w := range cmd {
+			if strings.HasPrefix(w, "-") {
+				break
+			}
+			path = append(path, w)
+		}
+		if len(path) > 0 && path[0] == "enroll" {
+			path = path[:1] // enroll CLIENT
+		}
+		key := strings.Join(path, " ")
+		if _, ok := helps[key]; !ok {
+			out, errOut, code := runPCM(t, plainCLIEnv, append(path, "--help")...)
+			if code != 0 {
+				t.Fatalf("%s: pcm %s --help: exit %d: %s", name, key, code, errOut)
+			}
+			helps[key] = out
+		}
+		for _, w := range cmd {
+			if strings.HasPrefix(w, "--") && !strings.Contains(helps[key], w+" ") {
+				t.Errorf("%s: pcm %s has no flag %s", name, key, w)
+			}
+		}
+	}
+	flag := func(service, name string) string {
+		v := composeFlagValues(c.Services[service].Command, strings.TrimPrefix(name, "--"))
+		if len(v) != 1 {
+			t.Fatalf("%s: %s given %d times", service, name, len(v))
+		}
+		return v[0]
+	}
+	for _, h := range []string{"hub1", "hub2", "hub3"} {
+		if !strings.Contains(flag("site", "--hub"), "nats-leaf://"+h+":"+strings.TrimPrefix(flag(h, "--leaf-listen"), "0.0.0.0:")) {
+			t.Errorf("the site does not dial %s's leaf port", h)
+		}
+	}
+	if flag("enroll", "--site") != flag("site", "--site") || flag("site-agent1", "--client-id") != "site-agent1" ||
+		flag("site-agent1", "--url") != "nats://site:4222" {
+		t.Error("site-agent1 is not enrolled at the site it runs against")
+	}
+}

@@ -56,7 +56,7 @@ func (f *brokerFlags) registerSites(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.leafListen, "leaf-listen", "", "host:port where branch site brokers connect (a hub; off when empty; docs/sites.md)")
 	cmd.Flags().StringVar(&f.domain, "domain", "", "JetStream domain of this hub (default "+site.DefaultHubDomain+" with --leaf-listen)")
 	cmd.Flags().StringVar(&f.site, "site", "", "run as the branch site NAME of the hub --hub: a leaf node with its own JetStream domain NAME (docs/sites.md)")
-	cmd.Flags().StringVar(&f.hub, "hub", "", "with --site: the hub's leaf address, nats-leaf://host:port (its --leaf-listen)")
+	cmd.Flags().StringVar(&f.hub, "hub", "", "with --site: the hub's leaf address, nats-leaf://host:port (its --leaf-listen; several members comma-separated)")
 	cmd.Flags().StringVar(&f.hubDomain, "hub-domain", site.DefaultHubDomain, "with --site: the hub's JetStream domain (its --domain)")
 	cmd.Flags().DurationVar(&f.hubReconnect, "hub-reconnect", broker.DefaultHubReconnect, "with --site: how soon the site dials the hub again after the link drops")
 }
