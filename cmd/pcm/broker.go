@@ -147,7 +147,15 @@ a restart.
 
 It also runs the rollout controller, which halts a staged rollout (pcm publish --rings ...
 --halt-at) as soon as its failure rate passes its threshold, signing its halts with
---controller-key; one controller leads at a time in a cluster.`,
+--controller-key; one controller leads at a time in a cluster.
+
+Branch sites (docs/sites.md): with --leaf-listen the broker is a hub that accepts site brokers
+(NATS leaf nodes) under its JetStream domain (--domain, default hub). With --site NAME --hub
+nats-leaf://HUB:PORT it runs as the branch broker of site NAME: a leaf node of the hub with its own
+JetStream domain NAME, which copies the hub's job events (and the packages they use, once per site)
+and keeps its agents' statuses, locks and inventory while the link is down; the hub's PCM_STATUS
+and PCM_AGENTS source the site's. Enroll its clients at the hub with pcm enroll --site NAME and
+point their agents at the site broker. --site does not run with --auth yet.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return osservice.Run(cmd.Context(), brokerService, stopTimeout, func(ctx context.Context) error {

@@ -34,7 +34,13 @@ statuses, lock and inventory: docs/security.md) and writes, mode 0600 in --out-d
 CLIENT-agent.creds for the service and CLIENT-desktop.creds for the desktop face, and the
 trusted publisher keys given with --trusted-keys as CLIENT-trusted.keys, which the agent reads
 next to its credentials so that it verifies jobs from the first one. Without --creds it connects
-as a short-lived admin minted from the issuer file.`,
+as a short-lived admin minted from the issuer file.
+
+With --site NAME the client belongs to the branch site NAME (docs/sites.md): its consumer is made
+in the site's PCM_JOBS through the hub (the site must be connected), the hub records its site and
+groups in PCM_SITES so that pcm status and pcm agents list it, and its consumer at the hub, if
+any, is removed. Its agent then runs against the site's broker. Enrolling without --site moves it
+back to the hub.`,
 		Example: `  pcm enroll ws-042 --group lab --group windows
   pcm enroll ws-042 --group lab --issuer ./pcm-data/auth/issuer.json --out-dir ./creds \
     --trusted-keys "$(pcm keys public signing.nk)"`,
