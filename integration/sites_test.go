@@ -516,3 +516,26 @@ func TestComposeSiteFile(t *testing.T) {
 		t.Error("site-agent1 is not enrolled at the site it runs against")
 	}
 }
+
+// TestSiteRefusals: pcm broker refuses a site it cannot run, saying why.
+func TestSiteRefusals(t *testing.T) {
+	testenv.SameInBothModes(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--site", "b", "--hub", "nats-leaf://127.0.0.1:7422", "--auth"}, "--site with --auth is not supported yet"},
+		{[]string{"--site", "b"}, "--site needs --hub"},
+		{[]string{"--hub", "nats-leaf://127.0.0.1:7422"}, "--hub needs --site"},
+		{[]string{"--site", "hub", "--hub", "nats-leaf://127.0.0.1:7422"}, "named like the hub's domain"},
+		{[]string{"--site", "b.c", "--hub", "nats-leaf://127.0.0.1:7422"}, "site name"},
+		{[]string{"--leaf-listen", "127.0.0.1:-1", "--auth"}, "does not accept sites yet"},
+	} {
+		args := append([]string{"broker", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:-1"}, tc.args...)
+		_, errOut, code := runPCM(t, plainCLIEnv, args...)
+		if code == 0 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("pcm %s: exit %d, stderr %q; want a refusal saying %q", strings.Join(tc.args, " "), code, errOut, tc.want)
+		}
+	}
+}
