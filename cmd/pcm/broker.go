@@ -272,10 +272,10 @@ func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFl
 // and caching its jobs' packages (package site).
 func runSite(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlags, pf *provisionFlags) error {
 	b, err := broker.New(bf.config(g.log))
-	if err != nil {
-		return err
+	if err == nil {
+		err = b.Start(ctx)
 	}
-	if err := b.Start(ctx); err != nil {
+	if err != nil {
 		return err
 	}
 	defer b.Shutdown()
