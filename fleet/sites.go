@@ -102,13 +102,15 @@ func LeaveSite(ctx context.Context, js jetstream.JetStream, client string) error
 	return nil
 }
 
-// ReadSites returns the clients enrolled at sites, by client id (none when
-// the hub has no PCM_SITES).
+// ReadSites returns the clients enrolled at sites, by client id: none when
+// the hub has no PCM_SITES, or when js cannot reach it (sites run on open
+// brokers only, and an authenticated principal's account imports no
+// PCM_SITES).
 func ReadSites(ctx context.Context, js jetstream.JetStream) (map[string]SiteRecord, error) {
 	ctx, cancel := backoff.WithDefaultTimeout(ctx, readTimeout)
 	defer cancel()
 	out := map[string]SiteRecord{}
-	if _, err := js.KeyValue(ctx, events.BucketSites); errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := js.KeyValue(ctx, events.BucketSites); err != nil {
 		return out, nil
 	}
 	err := kvSnapshot(ctx, js, events.BucketSites, func(key string, value []byte) {
