@@ -110,6 +110,9 @@ func ReadSites(ctx context.Context, js jetstream.JetStream) (map[string]SiteReco
 	ctx, cancel := backoff.WithDefaultTimeout(ctx, readTimeout)
 	defer cancel()
 	out := map[string]SiteRecord{}
+	if authenticated(js.Conn()) {
+		return out, nil // not even asked: a denied request fails the connection's user
+	}
 	if _, err := js.KeyValue(ctx, events.BucketSites); err != nil {
 		return out, nil
 	}
@@ -123,6 +126,13 @@ func ReadSites(ctx context.Context, js jetstream.JetStream) (map[string]SiteReco
 		return nil, fmt.Errorf("%w: bucket %s: %w", ErrRead, events.BucketSites, err)
 	}
 	return out, nil
+}
+
+// authenticated reports whether nc connects with credentials of its own:
+// an authenticated broker, where there are no sites yet.
+func authenticated(nc *nats.Conn) bool {
+	o := nc.Opts
+	return o.UserJWT != nil || o.Nkey != "" || o.User != "" || o.Token != "" || o.TokenHandler != nil
 }
 
 // SiteReachable reports whether site's JetStream answers through nc, the
