@@ -264,7 +264,10 @@ func (ss *siteSetup) waitOffered(t *testing.T, clients []string) {
 // ran it once (marker) and succeeded.
 func (ss *siteSetup) checkStatusesOnce(t *testing.T, clients []string, job string) {
 	t.Helper()
-	testenv.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+	// nats-server retries a failed source with a backoff of 10 s per
+	// failure, at most 2 minutes: after a flapping link the statuses may
+	// take that long.
+	testenv.CheckFor(t, 150*time.Second, 200*time.Millisecond, func() error {
 		for _, c := range clients {
 			atSite, err := tryReadStatuses(ss.site, c, job)
 			if err != nil {
