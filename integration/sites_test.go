@@ -381,7 +381,9 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 		t.Fatalf("the package push at the hub sent %d bytes to the site: want none before a job of the site uses it", n)
 	}
 	p := newPublisher(t, ss.hub)
-	first := publish(t, p, ss.markerJob(6*time.Second))
+	const window = 8 * time.Second // until the mandatory time: room to see the offer and the package at the site
+	first := publish(t, p, ss.markerJob(window))
+	mandatory := time.Now().Add(window)
 	ss.waitOffered(t, clients)
 	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
 		obs, err := ss.site.ObjectStore(t.Context(), events.BucketPackages)
@@ -397,6 +399,9 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 
 	ss.link.cut()
 	cutAt := time.Now()
+	if !cutAt.Before(mandatory) {
+		t.Fatalf("the site took %s to receive the offer and its package: the link was cut after the mandatory time", window)
+	}
 	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
 		out, errOut, code := runPCM(t, plainCLIEnv, "status", first, "--url", ss.hubURL)
 		if code != 0 || !strings.Contains(out, "site "+siteName+" unreachable since") {
@@ -422,6 +427,11 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 		t.Fatal("the site answers through the hub during the cut")
 	}
 	t.Logf("every site client ran the job %s after the cut", time.Since(cutAt).Round(time.Millisecond))
+	for _, c := range clients {
+		if fin := finals(readStatuses(t, ss.site, c, first)); len(fin) != 1 || fin[0].StartedAt == nil || fin[0].StartedAt.Before(cutAt) {
+			t.Fatalf("%s: final statuses %+v at the site: want one, of a run started during the cut", c, fin)
+		}
+	}
 
 	ss.link.restore()
 	ss.checkStatusesOnce(t, clients, first)
