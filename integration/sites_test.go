@@ -409,6 +409,13 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 		}
 		return nil
 	})
+	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		out, errOut, code := runPCM(t, plainCLIEnv, "agents", "--url", ss.hubURL)
+		if code != 0 || strings.Count(out, "site "+siteName+" unreachable") != len(clients) {
+			return fmt.Errorf("pcm agents during the cut: exit %d, want every site client behind an unreachable site:\n%s%s", code, out, errOut)
+		}
+		return nil
+	})
 	second := publish(t, p, ss.markerJob(0))
 	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
 		for _, c := range clients {
