@@ -122,6 +122,15 @@ type siteSetup struct {
 	hubURL, siteURL string
 	hub, site       jetstream.JetStream
 	link            *linkProxy
+	siteArgs        []string
+	siteProc        *proc
+}
+
+// startSiteBroker starts the site's pcm broker process (again).
+func (ss *siteSetup) startSiteBroker(t *testing.T) {
+	t.Helper()
+	ss.siteProc = startPCM(t, ss.dir, plainCLIEnv, ss.siteArgs...)
+	ss.siteURL = ss.siteProc.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
 }
 
 // startSite starts the hub process, the proxy and the site process, and
@@ -188,11 +197,12 @@ func freeAddr(t *testing.T) string {
 func startSiteOf(t *testing.T, dir, hubURL, leaf string) *siteSetup {
 	t.Helper()
 	link := startLinkProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
-	s := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "site"), "--listen", "127.0.0.1:-1",
-		"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms")
-	siteURL := s.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
+	ss := &siteSetup{dir: dir, hubURL: hubURL, link: link,
+		siteArgs: []string{"broker", "--data", filepath.Join(dir, "site"), "--listen", freeAddr(t),
+			"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms"}}
+	ss.startSiteBroker(t)
 	linking := time.Now()
-	ss := &siteSetup{dir: dir, hubURL: hubURL, siteURL: siteURL, hub: dial(t, hubURL), site: dial(t, siteURL), link: link}
+	ss.hub, ss.site = dial(t, hubURL), dial(t, ss.siteURL)
 	testenv.CheckFor(t, siteLinkWait, 200*time.Millisecond, func() error {
 		s, err := ss.hub.Stream(t.Context(), events.StreamStatus)
 		if err != nil {
@@ -433,6 +443,11 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 	if fleet.SiteReachable(t.Context(), ss.hub.Conn(), siteName) {
 		t.Fatal("the site answers through the hub during the cut")
 	}
+	// The site broker restarts during the cut: it resumes where it was.
+	if err := ss.siteProc.stopGracefully(t, 15*time.Second); err != nil {
+		t.Fatalf("the site broker exited with %v on SIGTERM", err)
+	}
+	ss.startSiteBroker(t)
 	t.Logf("every site client ran the job %s after the cut", time.Since(cutAt).Round(time.Millisecond))
 	for _, c := range clients {
 		if fin := finals(readStatuses(t, ss.site, c, first)); len(fin) != 1 || fin[0].StartedAt == nil || fin[0].StartedAt.Before(cutAt) {
@@ -441,8 +456,11 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 	}
 
 	ss.link.restore()
+	restored := time.Now()
 	ss.checkStatusesOnce(t, clients, first)
+	t.Logf("the statuses of the job run during the cut reached the hub %s after the link returned", time.Since(restored).Round(time.Millisecond))
 	ss.checkStatusesOnce(t, clients, second)
+	t.Logf("the job published during the cut ran at the site and its statuses reached the hub %s after the link returned", time.Since(restored).Round(time.Millisecond))
 	crossed := ss.link.toSite.Load() - before
 	t.Logf("bytes from the hub to the site for 10 clients running a %d-byte package twice: %d (%.2f x the package)", size, crossed, float64(crossed)/size)
 	if crossed < size || crossed > 2*size {

@@ -20,7 +20,7 @@ func Run(ctx context.Context, local jetstream.JetStream, cfg Config) (*Relay, er
 		return nil, err
 	}
 	c := NewRelay(local, hub, cfg.Logger.Named("relay"))
-	go keepLinked(ctx, hub, cfg)
+	go keepLinked(ctx, local, hub, cfg)
 	go func() { _ = c.Run(ctx) }()
 	return c, nil
 }

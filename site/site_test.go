@@ -61,13 +61,22 @@ func TestLinkAndRelay(t *testing.T) {
 	if err := site.Link(t.Context(), viaSite, "b"); err != nil {
 		t.Fatal(err)
 	}
+	if err := site.Relink(t.Context(), viaSite, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := site.RelinkJobs(t.Context(), siteJS, "hub"); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := siteJS.Stream(t.Context(), events.StreamJobsHub); err != nil || len(s.CachedInfo().Config.Sources) != 1 {
+		t.Fatalf("the site's %s after a relink: %v", events.StreamJobsHub, err)
+	}
 	for _, name := range site.LinkedStreams() {
 		s, err := hubJS.Stream(t.Context(), name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if n := len(s.CachedInfo().Config.Sources); n != 1 {
-			t.Fatalf("the hub's %s has %d sources after two links, want 1", name, n)
+			t.Fatalf("the hub's %s has %d sources after two links and a relink, want 1", name, n)
 		}
 	}
 
