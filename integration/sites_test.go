@@ -3,9 +3,11 @@ package integration_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -123,6 +125,7 @@ type siteSetup struct {
 	hub, site       jetstream.JetStream
 	link            *linkProxy
 	siteArgs        []string
+	hubMonitor      string // the hub's monitoring URL (single-node hubs)
 	siteProc        *proc
 }
 
@@ -138,10 +141,38 @@ func (ss *siteSetup) startSiteBroker(t *testing.T) {
 func startSite(t *testing.T) *siteSetup {
 	t.Helper()
 	dir := t.TempDir()
-	h := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1")
+	monitor := freeAddr(t)
+	h := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1",
+		"--monitor", monitor)
 	hubURL := h.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
 	leaf := h.stdout.waitLine(t, hubLeafLine, 5*time.Second)[1]
-	return startSiteOf(t, dir, hubURL, leaf)
+	ss := startSiteOf(t, dir, hubURL, leaf)
+	ss.hubMonitor = "http://" + monitor
+	return ss
+}
+
+// leafOutBytes is what the hub's monitoring endpoint (/leafz) says it
+// has sent on its leaf connections, as they are now.
+func (ss *siteSetup) leafOutBytes(t *testing.T) int64 {
+	t.Helper()
+	resp, err := http.Get(ss.hubMonitor + "/leafz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var lz struct {
+		Leafs []struct {
+			OutBytes int64 `json:"out_bytes"`
+		} `json:"leafs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&lz); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, l := range lz.Leafs {
+		n += l.OutBytes
+	}
+	return n
 }
 
 // startClusterSite is startSite with a hub of three pcm broker processes
@@ -386,6 +417,10 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 	ss.enrollSiteAgents(t, clients)
 	const size = 1 << 20
 	before := ss.link.toSite.Load()
+	var leafBefore int64
+	if ss.hubMonitor != "" {
+		leafBefore = ss.leafOutBytes(t)
+	}
 	ss.pushPayload(t, size)
 	if n := ss.link.toSite.Load() - before; n > size/2 {
 		t.Fatalf("the package push at the hub sent %d bytes to the site: want none before a job of the site uses it", n)
@@ -407,6 +442,13 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 		return err
 	})
 
+	if ss.hubMonitor != "" {
+		sent := ss.leafOutBytes(t) - leafBefore
+		t.Logf("the hub's /leafz: %d bytes sent to the site for the offer and its %d-byte package, 10 clients (%.2f x the package)", sent, size, float64(sent)/size)
+		if sent < size || sent > 2*size {
+			t.Fatalf("the hub sent %d bytes on its leaf connection for a %d-byte package: want it once", sent, size)
+		}
+	}
 	ss.link.cut()
 	cutAt := time.Now()
 	if !cutAt.Before(mandatory) {
