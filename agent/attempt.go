@@ -101,6 +101,7 @@ func (l directLog) begin(ctx context.Context, st events.JobStatus) error {
 	if err := l.f.publishStatus(ctx, st); err != nil {
 		return fmt.Errorf("reporting the start of job %s: %w", st.JobID, err)
 	}
+	l.f.own.tell(st)
 	return nil
 }
 
@@ -146,5 +147,6 @@ func (f *face) persist(ctx context.Context, st events.JobStatus) error {
 	if err != nil {
 		return fmt.Errorf("reporting %s of job %s: %w", st.State, st.JobID, err)
 	}
+	f.own.tell(st)
 	return nil
 }

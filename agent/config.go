@@ -95,8 +95,8 @@ type Config struct {
 	Grace time.Duration
 	// Clock is the time of the time rules (when a job is due, a deferral
 	// or a grace ends, a window opens, a restart comes); default the
-	// system's. Tests give a faster one; timeouts, leases and acks stay
-	// real time.
+	// system's; a desktop session's presence beats follow it too. Tests
+	// give a faster one; timeouts, leases and acks stay real time.
 	Clock Clock
 	// Restart configures how the service restarts the machine for a job
 	// that asked for it.

@@ -117,7 +117,7 @@ func whyNot(dec Decision, err error) string {
 // false when the countdown stops (ctx ended, the job no longer for the
 // desktop); a deferral ends it early, reporting true.
 func (d *Desktop) warn(ctx context.Context, job events.JobOffered, line string, end, due time.Time) bool {
-	d.dcfg.Notify(line)
+	d.tell(NoticeCountdown, job.JobID, line)
 	for _, mark := range noticeMarks {
 		at := end.Add(-mark)
 		if !at.After(d.now()) {
@@ -133,7 +133,7 @@ func (d *Desktop) warn(ctx context.Context, job events.JobOffered, line string, 
 		if now, _, _ := unattendedDue(f); now.After(due) {
 			return true // deferred: counted down again when the deferral ends
 		}
-		d.dcfg.Notify(fmt.Sprintf("%s starts in %s", describe(job), mark))
+		d.tell(NoticeCountdown, job.JobID, fmt.Sprintf("%s starts in %s", describe(job), mark))
 	}
 	return clock.SleepUntil(ctx, d.cfg.Clock, end)
 }
@@ -173,7 +173,7 @@ func (d *Desktop) restartCountdown(ctx context.Context, st events.JobStatus, job
 	}
 	at := *st.RestartAt
 	go func() {
-		d.dcfg.Notify(fmt.Sprintf("this computer restarts at %s (in %s) to finish %s: save your work",
+		d.tell(NoticeRestart, st.JobID, fmt.Sprintf("this computer restarts at %s (in %s) to finish %s: save your work",
 			userTime(at), left(d.now(), at), describe(job)))
 		for i, mark := range noticeMarks {
 			if !at.Add(-mark).After(d.now()) {
@@ -186,7 +186,7 @@ func (d *Desktop) restartCountdown(ctx context.Context, st events.JobStatus, job
 			if i == len(noticeMarks)-1 {
 				what = "final warning: this computer restarts in %s to finish %s"
 			}
-			d.dcfg.Notify(fmt.Sprintf(what, mark, describe(job)))
+			d.tell(NoticeRestart, st.JobID, fmt.Sprintf(what, mark, describe(job)))
 		}
 	}()
 }

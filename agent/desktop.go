@@ -28,6 +28,9 @@ type DesktopConfig struct {
 	NoBusyNotice bool
 	// Notify receives the lines meant for the user; nil discards them.
 	Notify func(line string)
+	// OnNotice receives each of those lines with what it is about (its
+	// kind and job), for a page or native notifications; nil discards them.
+	OnNotice func(Notice)
 }
 
 // Validate checks the configuration (see Config.Validate).
@@ -43,6 +46,7 @@ func (c DesktopConfig) Validate() error { return c.Config.Validate() }
 type Desktop struct {
 	face
 	dcfg    DesktopConfig
+	bindMu  sync.Mutex // bind runs once at a time: the session and its page call it at once
 	filters []string
 
 	seenMu   sync.Mutex
@@ -70,6 +74,8 @@ func NewDesktop(nc *nats.Conn, cfg DesktopConfig) (*Desktop, error) {
 // bind reads the client's consumer filters (its own subject, its groups',
 // pcm.jobs.all) and makes the lock.
 func (d *Desktop) bind(ctx context.Context) error {
+	d.bindMu.Lock()
+	defer d.bindMu.Unlock()
 	if d.locker != nil {
 		return nil
 	}
@@ -159,6 +165,17 @@ type Listed struct {
 	// DeferralsLeft is, for a job the user may defer, how many deferrals
 	// are left (its deadline is Deferrals.Deadline).
 	DeferralsLeft *int `json:"deferrals_left,omitempty"`
+	// Publisher names who published the job.
+	Publisher string `json:"publisher,omitempty"`
+	// Due is, for a mandatory job, when it runs without the user (as far
+	// as the desktop can tell): its mandatory time, or the end of the
+	// user's deferral or of the grace after offline, after the countdown
+	// of --grace for a job that gives one.
+	Due *time.Time `json:"due,omitempty"`
+	// CanDefer is true when the user may defer the job now; DeferWhy says
+	// why not otherwise, for a job that allows deferrals.
+	CanDefer bool   `json:"can_defer,omitempty"`
+	DeferWhy string `json:"defer_why,omitempty"`
 }
 
 // List returns the jobs the user may run now, oldest offer first: those
@@ -169,7 +186,7 @@ func (d *Desktop) List(ctx context.Context) ([]Listed, error) {
 	if err := d.bind(ctx); err != nil {
 		return nil, err
 	}
-	live, err := d.scanLive(ctx)
+	live, publishers, err := d.scanLive(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -183,10 +200,15 @@ func (d *Desktop) List(ctx context.Context) ([]Listed, error) {
 			d.skipped(job, dec, zapcore.DebugLevel)
 			continue
 		}
-		l := Listed{JobOffered: job}
+		l := Listed{JobOffered: job, Publisher: publishers[job.JobID]}
+		if job.Mandatory() {
+			due := startsAt(f, d.cfg.Grace)
+			l.Due = &due
+		}
 		if job.Deferrals != nil {
-			left := deferralOffer(f).leftNow()
-			l.DeferralsLeft = &left
+			off := deferralOffer(f)
+			left := off.leftNow()
+			l.DeferralsLeft, l.CanDefer, l.DeferWhy = &left, off.Allowed, off.Why
 		}
 		out = append(out, l)
 	}
@@ -224,21 +246,24 @@ func (d *Desktop) viewOffers(ctx context.Context, verify offers.Verifier, fn fun
 	return nil
 }
 
-// scanLive returns the offers of this client not cancelled, by offer time.
-func (d *Desktop) scanLive(ctx context.Context) ([]events.JobOffered, error) {
+// scanLive returns the offers of this client not cancelled, by offer time,
+// and who published each (by job id).
+func (d *Desktop) scanLive(ctx context.Context) ([]events.JobOffered, map[string]string, error) {
 	jobs := map[string]events.JobOffered{}
+	publishers := map[string]string{}
 	err := d.viewOffers(ctx, d.trusted, func(e offers.Entry) bool {
 		if e.Offer != nil {
 			jobs[e.Offer.JobID] = *e.Offer
+			publishers[e.Offer.JobID] = events.PublisherOf(e.Event)
 		} else {
 			delete(jobs, e.Cancel.JobID)
 		}
 		return true
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return byOfferTime(jobs), nil
+	return byOfferTime(jobs), publishers, nil
 }
 
 // byOfferTime lists jobs by offer time.
@@ -299,7 +324,7 @@ func (d *Desktop) runJob(ctx context.Context, job events.JobOffered, unattended 
 			return
 		}
 		notified = true
-		d.dcfg.Notify(d.busyNotice(ctx, h.JobID, job))
+		d.tell(NoticeBusy, job.JobID, d.busyNotice(ctx, h.JobID, job))
 	})
 	if err != nil {
 		return events.JobStatus{}, err
@@ -343,6 +368,12 @@ func (d *Desktop) busyNotice(ctx context.Context, holderID string, waiting event
 // busyNoticeText is the busy notice: the job the service runs (a
 // package's installation when it has one) and the job that waits.
 func busyNoticeText(running, waiting events.JobOffered) string {
+	return fmt.Sprintf("%s; %s starts when it finishes.", backgroundText(running), describe(waiting))
+}
+
+// backgroundText says what the service runs in the background: a job, or
+// a package's installation.
+func backgroundText(running events.JobOffered) string {
 	what, verb := describe(running), "is running"
 	switch {
 	case running.JobID == "":
@@ -350,7 +381,7 @@ func busyNoticeText(running, waiting events.JobOffered) string {
 	case running.Package != nil:
 		verb = "is being installed"
 	}
-	return fmt.Sprintf("%s %s in the background; %s starts when it finishes.", what, verb, describe(waiting))
+	return fmt.Sprintf("%s %s in the background", what, verb)
 }
 
 // jobName names a job for the user: "Name" (ID), or its ID.
@@ -438,13 +469,13 @@ func (d *Desktop) Session(ctx context.Context) error {
 		}
 		switch unattended := Decide(f); {
 		case job.Mandatory() && forUser(f):
-			d.dcfg.Notify(offered)
+			d.tell(NoticeMandatory, job.JobID, offered)
 			go d.countdown(ctx, job, queue)
 		case unattended.Rule == RuleAutomated && !f.Now.Before(*job.MandatoryAfter):
 			// The service runs it now: no news for the user.
 			d.log.Info("not announcing a job the service runs now", zap.String("job", job.JobID))
 		default:
-			d.dcfg.Notify(offered)
+			d.tell(NoticeOffered, job.JobID, offered)
 		}
 	}
 	followed, err := clientview.Follow(ctx, d.nc, d.cfg.ClientID, clientview.Offers, d.filters, func(err error) {
@@ -506,9 +537,9 @@ func (d *Desktop) Session(ctx context.Context) error {
 			case errors.Is(err, ErrAlreadyDone), errors.Is(err, ErrServiceOnly):
 				d.log.Info("mandatory job not run by the desktop", zap.String("job", job.JobID), zap.String("why", err.Error()))
 			case err != nil:
-				d.dcfg.Notify(fmt.Sprintf("%s could not run: %v", describe(job), err))
+				d.tell(NoticeFailed, job.JobID, fmt.Sprintf("%s could not run: %v", describe(job), err))
 			default:
-				d.dcfg.Notify(fmt.Sprintf("%s %s", describe(job), st.State))
+				d.tell(finishedKind(st), job.JobID, fmt.Sprintf("%s %s", describe(job), st.State))
 			}
 		}
 	}

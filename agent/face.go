@@ -41,6 +41,9 @@ type face struct {
 	// consumer's metadata), read when the face binds: its ring of a
 	// staged rollout may depend on them.
 	groups []string
+	// own tells the statuses this face stored to those listening in the
+	// same process (its connection has no echo: it never hears them).
+	own *listeners
 }
 
 // packages is a face's package cache, opened on first use.
@@ -54,7 +57,7 @@ func newFace(nc *nats.Conn, js jetstream.JetStream, cfg Config, kind events.Runn
 	if u, err := user.Current(); err == nil {
 		name = u.Username
 	}
-	return face{cfg: cfg, kind: kind, user: name, nc: nc, js: js, log: log.With(zap.String("client", cfg.ClientID)), pkgs: &packages{}, counts: &counters{}}
+	return face{cfg: cfg, kind: kind, user: name, nc: nc, js: js, log: log.With(zap.String("client", cfg.ClientID)), pkgs: &packages{}, counts: &counters{}, own: &listeners{}}
 }
 
 // PackageCacheDir is where an agent keeps its package cache.

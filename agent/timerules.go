@@ -73,6 +73,21 @@ func unattendedDue(f Facts) (due time.Time, rule Rule, why string) {
 	return due, rule, why
 }
 
+// startsAt is when a mandatory job runs without the user, as the desktop
+// tells it: when it is due (unattendedDue), or, for a job counted down
+// first (one that needs the user or that the user may defer), grace after
+// it is due or after the session first saw it, whichever is later.
+func startsAt(f Facts, grace time.Duration) time.Time {
+	due, _, _ := unattendedDue(f)
+	if f.Job.Command.Automated && f.Job.Deferrals == nil {
+		return due
+	}
+	if seen := f.FirstSeen; seen.After(due) {
+		due = seen
+	}
+	return due.Add(grace)
+}
+
 // countsDown reports whether the service gives the user a countdown
 // before it runs a job that is due: a job the user may defer (the desktop
 // offers the deferral during the countdown), while a desktop session is

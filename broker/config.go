@@ -73,6 +73,17 @@ type Config struct {
 	Auth *auth.Trust
 	// TLS turns on TLS for client connections and cluster routes.
 	TLS TLSConfig
+	// Domain is the broker's JetStream domain. A hub that serves sites and
+	// every site need one (a site's is its name): each addresses the
+	// other's JetStream as $JS.<domain>.API. Empty: none.
+	Domain string
+	// LeafListen is the host:port where site brokers (NATS leaf nodes)
+	// connect to this hub. Empty: no sites. Port -1 (or 0) picks a free
+	// port; LeafURL tells which. It needs Domain.
+	LeafListen string
+	// Hub, when set, makes this broker a branch site connected to the hub
+	// as a leaf node (HubLink). It needs Domain.
+	Hub *HubLink
 	// FeatureFlags are nats-server feature flags (such as js_ack_fc_v2, the
 	// v2 ack subject format), for tests and early adoption.
 	FeatureFlags map[string]bool
@@ -161,6 +172,9 @@ func (c Config) Validate() error {
 	}
 	if c.StartTimeout < 0 {
 		return fmt.Errorf("%w: Config.StartTimeout %s is negative", ErrInvalidConfig, c.StartTimeout)
+	}
+	if err := c.validateLeaf(); err != nil {
+		return err
 	}
 	if err := c.TLS.validate(c.Cluster.enabled()); err != nil {
 		return err

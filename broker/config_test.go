@@ -42,6 +42,17 @@ func TestConfigValidate(t *testing.T) {
 		{name: "cluster without routes", cfg: broker.Config{StoreDir: dir, Cluster: broker.ClusterConfig{Name: "c", Listen: "127.0.0.1:6222"}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidCluster}},
 		{name: "route with http scheme", cfg: broker.Config{StoreDir: dir, Cluster: broker.ClusterConfig{Name: "c", Listen: "127.0.0.1:6222", Routes: []string{"http://10.0.0.2:6222"}}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidCluster}},
 		{name: "route without port", cfg: broker.Config{StoreDir: dir, Cluster: broker.ClusterConfig{Name: "c", Listen: "127.0.0.1:6222", Routes: []string{"nats-route://10.0.0.2"}}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidCluster}},
+		{name: "hub", cfg: broker.Config{StoreDir: dir, Domain: "hub", LeafListen: "127.0.0.1:-1"}},
+		{name: "site", cfg: broker.Config{StoreDir: dir, Domain: "branch1", Hub: &broker.HubLink{URL: "nats-leaf://hub:7422"}}},
+		{name: "site of a hub cluster", cfg: broker.Config{StoreDir: dir, Domain: "branch1", Hub: &broker.HubLink{URL: "nats-leaf://h1:7422,nats-leaf://h2:7422"}}},
+		{name: "hub without domain", cfg: broker.Config{StoreDir: dir, LeafListen: "127.0.0.1:7422"}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
+		{name: "hub bad leaf listen", cfg: broker.Config{StoreDir: dir, Domain: "hub", LeafListen: "7422"}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidListen}},
+		{name: "domain with a dot", cfg: broker.Config{StoreDir: dir, Domain: "a.b"}, wantErr: []error{broker.ErrInvalidConfig}},
+		{name: "site without domain", cfg: broker.Config{StoreDir: dir, Hub: &broker.HubLink{URL: "nats-leaf://hub:7422"}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
+		{name: "site without hub port", cfg: broker.Config{StoreDir: dir, Domain: "b", Hub: &broker.HubLink{URL: "nats-leaf://hub"}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
+		{name: "site with http hub", cfg: broker.Config{StoreDir: dir, Domain: "b", Hub: &broker.HubLink{URL: "http://hub:7422"}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
+		{name: "site in a cluster", cfg: broker.Config{StoreDir: dir, Domain: "b", Hub: &broker.HubLink{URL: "nats-leaf://hub:7422"}, Cluster: cluster}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
+		{name: "site negative reconnect", cfg: broker.Config{StoreDir: dir, Domain: "b", Hub: &broker.HubLink{URL: "nats-leaf://hub:7422", Reconnect: -time.Second}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
 		{name: "cluster name with space", cfg: broker.Config{StoreDir: dir, Cluster: broker.ClusterConfig{Name: "my cluster", Listen: "127.0.0.1:6222", Routes: cluster.Routes}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidCluster}},
 	}
 	for _, tt := range tests {

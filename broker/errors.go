@@ -30,6 +30,12 @@ var (
 	// ErrStopped: the embedded server stopped on its own while Run was
 	// waiting for its context to be cancelled.
 	ErrStopped = errors.New("broker stopped unexpectedly")
+	// ErrInvalidSite: the settings of a branch site (Config.Hub,
+	// Config.LeafListen, Config.Domain) are incomplete or inconsistent.
+	ErrInvalidSite = errors.New("invalid site config")
+	// ErrSiteAuth: sites and authentication do not work together yet: an
+	// authenticated broker neither runs as a site nor accepts sites.
+	ErrSiteAuth = errors.New("sites are not supported with authentication")
 	// ErrProvision: a stream or bucket could not be created or updated.
 	ErrProvision = errors.New("provisioning failed")
 )

@@ -69,6 +69,11 @@ type ProvisionOptions struct {
 	// pushes (the bucket discards new data, never old packages): remove old
 	// versions with pcm package rm, or raise the cap.
 	PackagesMaxBytes int64
+	// HubDomain, when set, provisions a branch site of the hub whose
+	// JetStream domain it is: besides pcm's streams and buckets, the
+	// site's copy of the hub's PCM_JOBS (SiteHubJobsStreamConfig), which
+	// the site relays into its own PCM_JOBS (package site).
+	HubDomain string
 }
 
 // setDefaults fills in the zero fields.
@@ -116,6 +121,8 @@ func (o ProvisionOptions) Validate() error {
 		return fmt.Errorf("%w: MaxMsgSize %d is negative: use 0 for the default (%d)", ErrInvalidProvisionOptions, o.MaxMsgSize, DefaultMaxMsgSize)
 	case o.LockMarkerTTL < time.Second:
 		return fmt.Errorf("%w: LockMarkerTTL %s is shorter than the one second JetStream requires", ErrInvalidProvisionOptions, o.LockMarkerTTL)
+	case o.HubDomain != "" && events.ValidID("hub domain", o.HubDomain) != nil:
+		return fmt.Errorf("%w: HubDomain %q: use 1 to 64 of A-Z a-z 0-9 _ -", ErrInvalidProvisionOptions, o.HubDomain)
 	case o.PackagesMaxBytes < 0:
 		return fmt.Errorf("%w: PackagesMaxBytes %d is negative: use 0 for no cap, or a size in bytes", ErrInvalidProvisionOptions, o.PackagesMaxBytes)
 	}
@@ -127,6 +134,25 @@ func JobsStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
 	o.setDefaults()
 	return eventStreamConfig(o, events.StreamJobs, "pcm job offered and job cancelled events",
 		events.JobsStreamSubjects(), o.JobsMaxAge)
+}
+
+// SiteHubJobsStreamConfig is PCM_JOBS_HUB, a branch site's copy of the
+// PCM_JOBS of the hub whose JetStream domain is hubDomain, kept by
+// JetStream sourcing across the site's leaf connection (it catches up by
+// itself when the link returns), with no subject of its own. The site
+// relays each event into its own PCM_JOBS once the package it needs is at
+// the site (package site), with its subject: the agents' consumers at the
+// site filter them as at the hub.
+func SiteHubJobsStreamConfig(o ProvisionOptions, hubDomain string) jetstream.StreamConfig {
+	cfg := JobsStreamConfig(o)
+	cfg.Name = events.StreamJobsHub
+	cfg.Description = "pcm job events: this site's copy of the hub's " + events.StreamJobs
+	cfg.Subjects = nil
+	cfg.Sources = []*jetstream.StreamSource{{
+		Name:     events.StreamJobs,
+		External: &jetstream.ExternalStream{APIPrefix: events.DomainAPI(hubDomain)},
+	}}
+	return cfg
 }
 
 // StatusStreamConfig is the configuration Provision gives PCM_STATUS. It
@@ -274,7 +300,18 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		return err
 	}
 	opts.setDefaults()
-	for _, cfg := range []jetstream.StreamConfig{JobsStreamConfig(opts), StatusStreamConfig(opts)} {
+	streams := []jetstream.StreamConfig{JobsStreamConfig(opts), StatusStreamConfig(opts)}
+	if opts.HubDomain != "" {
+		streams = append(streams, SiteHubJobsStreamConfig(opts, opts.HubDomain))
+	}
+	for _, cfg := range streams {
+		if cfg.Sources == nil {
+			// A hub's PCM_STATUS sources its sites' statuses: keep the
+			// sources the sites added (package site).
+			if s, err := js.Stream(ctx, cfg.Name); err == nil {
+				cfg.Sources = s.CachedInfo().Config.Sources
+			}
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
 		}

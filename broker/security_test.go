@@ -43,6 +43,8 @@ func TestSecurityConfigValidate(t *testing.T) {
 		{"tls", broker.Config{StoreDir: dir, TLS: tlsOK}, nil},
 		{"tls with client verification", broker.Config{StoreDir: dir, TLS: broker.TLSConfig{CertFile: certs.CertFile, KeyFile: certs.KeyFile, CAFile: certs.CAFile, VerifyClients: true}}, nil},
 		{"tls cluster", broker.Config{StoreDir: dir, Cluster: cluster, TLS: broker.TLSConfig{CertFile: certs.CertFile, KeyFile: certs.KeyFile, CAFile: certs.CAFile}}, nil},
+		{"site with auth", broker.Config{StoreDir: dir, Auth: &trust, Domain: "b", Hub: &broker.HubLink{URL: "nats-leaf://hub:7422"}}, []error{broker.ErrInvalidConfig, broker.ErrSiteAuth}},
+		{"hub of sites with auth", broker.Config{StoreDir: dir, Auth: &trust, Domain: "hub", LeafListen: "127.0.0.1:-1"}, []error{broker.ErrInvalidConfig, broker.ErrSiteAuth}},
 		{"bad account JWT", broker.Config{StoreDir: dir, Auth: &bad}, []error{broker.ErrInvalidConfig, auth.ErrBadAuthority}},
 		{"system account not the operator's", broker.Config{StoreDir: dir, Auth: &noSys}, []error{broker.ErrInvalidConfig, auth.ErrBadAuthority}},
 		{"cert without key", broker.Config{StoreDir: dir, TLS: broker.TLSConfig{CertFile: certs.CertFile}}, []error{broker.ErrInvalidConfig, broker.ErrInvalidTLS}},

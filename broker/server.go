@@ -22,6 +22,9 @@ type Broker struct {
 	log  *zap.Logger
 	slog *serverLogger
 	srv  *server.Server
+	// leafHost and leafPort are the leaf node listener of a hub.
+	leafHost string
+	leafPort int
 
 	ready chan struct{}
 	// startDone is closed when nats-server's own Start has returned.
@@ -61,6 +64,8 @@ func New(cfg Config) (*Broker, error) {
 		ready:     make(chan struct{}),
 		startDone: make(chan struct{}),
 		stopped:   make(chan struct{}),
+		leafHost:  opts.LeafNode.Host,
+		leafPort:  opts.LeafNode.Port,
 	}
 	srv.SetLogger(b.slog, b.slog.debugEnabled(), false)
 	return b, nil
@@ -88,6 +93,9 @@ func serverOptions(cfg Config) (*server.Options, error) {
 		opts.FeatureFlags = cfg.FeatureFlags
 	}
 	if err := applySecurity(cfg, opts); err != nil {
+		return nil, err
+	}
+	if err := applyLeaf(cfg, opts); err != nil {
 		return nil, err
 	}
 	if cfg.MonitorListen != "" {

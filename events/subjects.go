@@ -201,3 +201,23 @@ func TargetOfSubject(subject string) (t Target, ok bool) {
 	}
 	return Target{}, false
 }
+
+// Every subject of each stream, for denying them across a link (a site's
+// leaf connection to its hub).
+const (
+	// SubjectJobsAllStreams matches every PCM_JOBS subject.
+	SubjectJobsAllStreams = jobsPrefix + ">"
+	// SubjectStatusAllStreams matches every PCM_STATUS subject.
+	SubjectStatusAllStreams = statusPrefix + ">"
+)
+
+// StreamJobsHub is a branch site's copy of the hub's PCM_JOBS, which the
+// site relays into its own PCM_JOBS.
+const StreamJobsHub = "PCM_JOBS_HUB"
+
+// BucketSites is the hub's KV bucket of the clients enrolled at a branch
+// site, keyed by client id (pcm enroll --site).
+const BucketSites = "PCM_SITES"
+
+// DomainAPI is the JetStream API prefix of domain: $JS.<domain>.API.
+func DomainAPI(domain string) string { return "$JS." + domain + ".API" }

@@ -36,6 +36,11 @@ type Enrollment struct {
 	NumPending uint64 `json:"num_pending"`
 	// NumAckPending counts the offers delivered and not acked yet.
 	NumAckPending int `json:"num_ack_pending"`
+	// Site is the branch site the client is enrolled at (pcm enroll
+	// --site), empty for a client of the hub. A site client's consumer is
+	// in the site's PCM_JOBS: its positions (Delivered, AckFloor, ...)
+	// are not known at the hub and stay zero.
+	Site string `json:"site,omitempty"`
 }
 
 // Receives reports whether the consumer's filters take subject.
@@ -111,6 +116,13 @@ func ListEnrollments(ctx context.Context, js jetstream.JetStream) (map[string]En
 	}
 	if err := lister.Err(); err != nil {
 		return nil, fmt.Errorf("%w: listing the consumers of %s: %w", ErrRead, events.StreamJobs, err)
+	}
+	sites, err := ReadSites(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	for c, r := range sites {
+		out[c] = Enrollment{Client: c, Groups: r.Groups, Filters: r.Filters, Site: r.Site}
 	}
 	return out, nil
 }

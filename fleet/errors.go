@@ -17,6 +17,9 @@ var (
 	// say which they hold (no answer: is this an admin of the pcm account,
 	// on a broker with the full resolver?).
 	ErrResolver = errors.New("account resolver")
+	// ErrSiteAuth: enrolling a client at a branch site of an
+	// authenticated hub is not supported yet (docs/sites.md).
+	ErrSiteAuth = errors.New("sites are not supported with authentication")
 	// ErrOpenBroker: the broker has no authentication, so there are no
 	// accounts to make or revoke.
 	ErrOpenBroker = errors.New("open broker: no accounts")

@@ -60,6 +60,10 @@ const (
 	Stale Liveness = "stale"
 	// NeverSeen: the client is enrolled but no agent ever wrote its inventory.
 	NeverSeen Liveness = "never_seen"
+	// SiteUnreachable: the client belongs to a branch site whose link to
+	// the hub is down; its last heartbeat is the last the hub heard of it
+	// (its agent may well be running at the site).
+	SiteUnreachable Liveness = "site_unreachable"
 )
 
 // AgentEntry is one client of the inventory: what its agent reports, how the
@@ -110,6 +114,15 @@ func Inventory(ctx context.Context, js jetstream.JetStream, now time.Time) ([]Ag
 	for c := range enrolled {
 		clients[c] = true
 	}
+	probed := map[string]bool{}
+	reachable := func(ctx context.Context, js jetstream.JetStream, site string) bool {
+		r, ok := probed[site]
+		if !ok {
+			r = SiteReachable(ctx, js.Conn(), site)
+			probed[site] = r
+		}
+		return r
+	}
 	out := make([]AgentEntry, 0, len(clients))
 	for c := range clients {
 		e := AgentEntry{Client: c, Liveness: NeverSeen}
@@ -119,6 +132,9 @@ func Inventory(ctx context.Context, js jetstream.JetStream, now time.Time) ([]Ag
 		}
 		if en, ok := enrolled[c]; ok {
 			e.Enrollment = &en
+			if en.Site != "" && e.Liveness != Online && !reachable(ctx, js, en.Site) {
+				e.Liveness = SiteUnreachable
+			}
 		}
 		if l, ok := locks[c]; ok {
 			e.Lock = &l

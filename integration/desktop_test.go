@@ -194,7 +194,9 @@ func TestBusyNotice(t *testing.T) {
 			args := []string{"desktop", "run", mineID, "--url", env.URL, "--client-id", client, "--state-dir", filepath.Join(dir, "desk")}
 			var envv []string
 			if silent {
+				// Its logs (on stderr with --log-level) say that it waits.
 				envv = []string{"PCM_BUSY_NOTICE=false"}
+				args = append(args, "--log-level", "info")
 			}
 			desk := startPCM(t, dir, envv, args...)
 			if !silent {

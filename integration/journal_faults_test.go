@@ -293,6 +293,7 @@ func (ap *agentProcess) waitLine(t *testing.T, timeout time.Duration, parts ...s
 // agent's log goes to a pipe, which the limit does not touch. Go ignores the
 // SIGXFSZ that comes with EFBIG.
 func TestJournalWriteFailureRefusesTheJob(t *testing.T) {
+	t.Parallel() // it waits 30 s for the agent's nak delay: beside the others
 	env := testenv.StartBroker(t)
 	p := newPublisher(t, env.JS)
 	const client = "diskfull"

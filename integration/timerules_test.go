@@ -543,7 +543,8 @@ func TestRestartWaitsForWindow(t *testing.T) {
 // nobody may defer a job or be warned: the service runs a job that allows
 // deferrals at its mandatory time, without the user's countdown (an hour
 // here). The service first waits to hear from a session for a while after
-// it starts (30 s), so the job is due 35 s after the agent starts.
+// it starts (three beats of the desktop session: 30 s, here 0.75 s, the
+// shortest), so the job is due 2 minutes (2 s) after the agent starts.
 func TestNoSessionNoDeferral(t *testing.T) {
 	env := testenv.StartBroker(t)
 	const client = "nosession"
@@ -557,11 +558,11 @@ func TestNoSessionNoDeferral(t *testing.T) {
 	waitPulling(t, env.JS, client)
 	marker := filepath.Join(dir, "ran")
 	j := job(appendTo(marker), toClient(client))
-	due := startedAt.Add(35 * time.Minute).UTC()
+	due := startedAt.Add(2 * time.Minute).UTC()
 	j.OfferAfter, j.MandatoryAfter, j.ExpireAfter = clk.Now().UTC(), &due, due.Add(24*time.Hour)
 	j.Deferrals = &events.Deferrals{Max: 3, Each: events.Duration(4 * time.Hour)}
 	id := publish(t, clockPublisher(t, env, clk), j)
-	sts := waitFinal(t, env.JS, client, id, 90*time.Second)
+	sts := waitFinal(t, env.JS, client, id, 30*time.Second)
 	var started *events.JobStatus
 	for i, s := range sts {
 		if s.State == events.StateStarted {
@@ -580,27 +581,27 @@ func TestNoSessionNoDeferral(t *testing.T) {
 // TestSessionHeardInItsAccount: on an authenticated broker, a service
 // with its agent credentials hears its desktop's session (desktop
 // credentials, the same client's account): a job the user may defer,
-// mandatory after the service's first 30 s, waits for the countdown (30m
-// on a test clock 60 times as fast) instead of running at its time, as it
-// would with no session (TestNoSessionNoDeferral).
+// mandatory 2 minutes after the service started (test clock, 60 times
+// as fast), waits for the countdown (10m) instead of running at its
+// time, as it would with no session (TestNoSessionNoDeferral).
 func TestSessionHeardInItsAccount(t *testing.T) {
 	testenv.SameInBothModes(t)
 	env := testenv.StartBroker(t, testenv.WithAuth())
 	const client = "session1"
 	enroll(t, env.JS, client)
 	clk := testClock(time.Now(), 60) // 1 s real = 1 min
-	grace := 30 * time.Minute
+	grace := 10 * time.Minute
 	d := newTestDesktop(t, env.URL, client, func(c *agent.DesktopConfig) { c.Clock, c.Grace = clk, grace })
 	d.session(t)
 	startedAt := clk.Now()
 	startAgent(t, env.URL, client, t.TempDir(), func(c *agent.Config) { c.Clock, c.Grace = clk, grace }).waitReady(t)
 	marker := filepath.Join(t.TempDir(), "ran")
 	j := job(appendTo(marker), toClient(client))
-	due := startedAt.Add(35 * time.Minute).UTC()
+	due := startedAt.Add(2 * time.Minute).UTC()
 	j.OfferAfter, j.MandatoryAfter, j.ExpireAfter = clk.Now().UTC(), &due, due.Add(24*time.Hour)
 	j.Deferrals = &events.Deferrals{Max: 3, Each: events.Duration(4 * time.Hour)}
 	id := publish(t, clockPublisher(t, env, clk), j)
-	sts := waitFinal(t, env.JS, client, id, 2*time.Minute)
+	sts := waitFinal(t, env.JS, client, id, time.Minute)
 	var started *events.JobStatus
 	for i, s := range sts {
 		if s.State == events.StateStarted {

@@ -58,6 +58,9 @@ type ClientRollout struct {
 	// Enrolled is false for a client named by the job that has no
 	// consumer: its agent cannot receive the job until pcm enroll.
 	Enrolled bool `json:"enrolled"`
+	// Site is the branch site the client is enrolled at, empty for a
+	// client of the hub.
+	Site string `json:"site,omitempty"`
 	// Done is true when the client's last status ends the job there (see
 	// events.JobStatus.EndsJob): a final state with no attempt left; a
 	// rejection does not end the job.
@@ -121,6 +124,7 @@ const (
 	noteRing
 	noteRequires
 	noteWindow
+	noteSiteUnreachable
 )
 
 // Explain renders why the client is in its state, formatting times with
@@ -143,6 +147,9 @@ func (c ClientRollout) Explain(ts func(time.Time) string) string {
 	case ClientQueued:
 		return "queued behind job " + c.Behind
 	case ClientOffline:
+		if c.note == noteSiteUnreachable {
+			return "site " + c.Site + " unreachable since " + at(c.Since)
+		}
 		if c.note == noteNeverSeen {
 			return "offline: never seen (no heartbeat in " + events.BucketAgents + ")"
 		}
@@ -198,6 +205,8 @@ func (c ClientRollout) Explain(ts func(time.Time) string) string {
 		parts = append(parts, fmt.Sprintf("attempt %d of %d, will retry", c.Attempt, c.MaxAttempts))
 	case noteAgentOffline:
 		parts = append(parts, "agent offline since "+at(c.Since))
+	case noteSiteUnreachable:
+		parts = append(parts, "site "+c.Site+" unreachable since "+at(c.Since))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -377,12 +386,30 @@ type view struct {
 	required map[string]map[string]events.JobStatus
 	// windows are PCM_WINDOWS by key, for a job that requires a window.
 	windows map[string]events.Windows
+	// unreachable are the branch sites whose link to the hub is down.
+	unreachable map[string]bool
 }
 
 func newView(offer offers.Found, enrolled map[string]fleet.Enrollment) *view {
 	return &view{offer: offer, enrolled: enrolled, agents: map[string]events.AgentInfo{},
 		locks: map[string]events.LockInfo{}, statuses: map[string]trackedStatus{},
 		required: map[string]map[string]events.JobStatus{}, windows: map[string]events.Windows{}}
+}
+
+// siteLastHeard is when the hub last heard from site: the latest
+// heartbeat of its clients that reached the hub; nil when none did.
+func (v *view) siteLastHeard(site string) *time.Time {
+	var last *time.Time
+	for c, e := range v.enrolled {
+		if e.Site != site {
+			continue
+		}
+		if a, ok := v.agents[c]; ok && (last == nil || a.LastSeen.After(*last)) {
+			t := a.LastSeen
+			last = &t
+		}
+	}
+	return last
 }
 
 // windowsOf are the maintenance windows of a client in groups.
@@ -536,8 +563,9 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 	e, enrolled := v.enrolled[c]
 	cr.Enrolled = enrolled
 	if enrolled {
-		cr.Groups = e.Groups
+		cr.Groups, cr.Site = e.Groups, e.Site
 	}
+	cut := cr.Site != "" && v.unreachable[cr.Site]
 	if p := job.Rollout; p != nil {
 		cr.Ring = p.RingOf(job.JobID, c, e.Groups)
 	}
@@ -562,6 +590,8 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 			cr.State, cr.Halt = ClientHalted, v.halt
 		case st.State.Retryable(): // with attempts left
 			cr.note = noteRetrying
+		case cut:
+			cr.note, cr.Since = noteSiteUnreachable, v.siteLastHeard(cr.Site)
 		case seen && a.Stale(now):
 			cr.note, cr.Since = noteAgentOffline, &a.LastSeen
 		}
@@ -572,6 +602,8 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 		cr.State, cr.Halt = ClientHalted, v.halt
 	case !enrolled:
 		cr.State, cr.note = ClientNotReceived, noteNotEnrolled
+	case cut:
+		cr.State, cr.note, cr.Since = ClientOffline, noteSiteUnreachable, v.siteLastHeard(cr.Site)
 	case !seen:
 		cr.State, cr.note = ClientOffline, noteNeverSeen
 	case a.Stale(now):
@@ -582,7 +614,10 @@ func (v *view) client(c string, now time.Time) ClientRollout {
 		cr.State, cr.Since = ClientLocked, &since
 	default:
 		seq, ok := v.firstCopy(e)
-		if !ok || e.Delivered < seq {
+		// A site client's consumer is at its site: the hub cannot
+		// tell whether it has received the offer; it has while the
+		// site is reachable and the client is online.
+		if !ok || (e.Site == "" && e.Delivered < seq) {
 			cr.State = ClientNotReceived
 			if a.CurrentJob != "" && a.CurrentJob != job.JobID {
 				cr.State, cr.Behind = ClientQueued, a.CurrentJob

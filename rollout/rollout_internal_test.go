@@ -266,3 +266,33 @@ func TestRolloutTimeRules(t *testing.T) {
 		t.Fatalf("restarted: %+v", c)
 	}
 }
+
+// TestRolloutSiteClients: a client of a branch site is pending while its
+// site answers (its consumer is at the site), and says its site is
+// unreachable, since the last heartbeat that reached the hub from the site,
+// while the link is down, with or without a status.
+func TestRolloutSiteClients(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	v := rolloutFixture(now)
+	for _, c := range []string{"br-1", "br-2"} {
+		v.enrolled[c] = fleet.Enrollment{Client: c, Groups: []string{"lab"}, Filters: events.ConsumerFilters(c, []string{"lab"}), Site: "branch1"}
+	}
+	v.agents["br-1"] = events.AgentInfo{ClientID: "br-1", LastSeen: now.Add(-2 * time.Minute), Heartbeat: events.Duration(time.Second)}
+	v.agents["br-2"] = events.AgentInfo{ClientID: "br-2", LastSeen: now.Add(-time.Minute), Heartbeat: events.Duration(time.Second)}
+	v.apply(events.JobStatus{JobID: "j1", ClientID: "br-2", State: events.StateStarted, Attempt: 1, Runner: events.RunnerService}, now)
+
+	v.agents["br-1"] = events.AgentInfo{ClientID: "br-1", LastSeen: now, Heartbeat: events.Duration(time.Second)}
+	if c := v.client("br-1", now); c.State != ClientPending || c.Site != "branch1" {
+		t.Errorf("reachable site: %s %q, want pending at site branch1", c.State, c.Explain(ts))
+	}
+	v.agents["br-1"] = events.AgentInfo{ClientID: "br-1", LastSeen: now.Add(-2 * time.Minute), Heartbeat: events.Duration(time.Second)}
+	v.unreachable = map[string]bool{"branch1": true}
+	want := "site branch1 unreachable since " + ts(now.Add(-time.Minute))
+	if c := v.client("br-1", now); c.State != ClientOffline || c.Explain(ts) != want {
+		t.Errorf("no status, link down: %s %q, want offline %q", c.State, c.Explain(ts), want)
+	}
+	if c := v.client("br-2", now); c.State != ClientState(events.StateStarted) || c.Explain(ts) != want {
+		t.Errorf("started, link down: %s %q, want started %q", c.State, c.Explain(ts), want)
+	}
+}

@@ -116,6 +116,7 @@ func WatchWith(ctx context.Context, js jetstream.JetStream, jobID string, o Watc
 	}
 	ctx, stop := context.WithCancel(ctx)
 	f := &follow{js: js, jobID: jobID, v: newView(found, enrolled), refreshed: map[string]time.Time{}, resync: o.Resync}
+	f.v.unreachable = unreachableSites(fctx, js, enrolled)
 	if err := f.start(ctx); err != nil {
 		f.stop()
 		stop()
@@ -378,6 +379,21 @@ func (f *follow) refreshEnrollment(ctx context.Context, client string) {
 	if fresh, ok, err := fleet.EnrollmentOf(ctx, f.js, client); err == nil && ok {
 		v.enrolled[client] = fresh
 	}
+}
+
+// unreachableSites probes, once, the branch sites of the enrolled
+// clients: the sites whose JetStream does not answer through the hub.
+func unreachableSites(ctx context.Context, js jetstream.JetStream, enrolled map[string]fleet.Enrollment) map[string]bool {
+	out := map[string]bool{}
+	for _, e := range enrolled {
+		if e.Site == "" {
+			continue
+		}
+		if _, done := out[e.Site]; !done {
+			out[e.Site] = !fleet.SiteReachable(ctx, js.Conn(), e.Site)
+		}
+	}
+	return out
 }
 
 // streamErr says that reading what failed, in the package's sentinels.

@@ -21,7 +21,8 @@ func newAgentsCmd(g *globals) *cobra.Command {
 		Short: "List the clients: inventory, heartbeat, current job and lock holder",
 		Long: `Lists every client that is enrolled or has an agent inventory in PCM_AGENTS: client id, host,
 os/arch, groups (as enrolled), agent version and release channel, last heartbeat, online or stale (three heartbeats
-missed) or never seen, the job it is running, and who holds its service-versus-desktop lock.
+missed) or never seen (or site NAME unreachable, for a client of a branch site whose link to the hub is down:
+the last heartbeat is then the last the hub heard of it), the job it is running, and who holds its service-versus-desktop lock.
 pcm agents show CLIENT adds the client's pending jobs and its last statuses.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -92,8 +93,12 @@ func agentCells(d display, a fleet.AgentEntry) []string {
 	if i := a.Info; i != nil {
 		host, platform, version, channel, seen, job = dash(i.Host), i.OS+"/"+i.Arch, dash(i.Version), dash(i.Channel), d.time(i.LastSeen), dash(i.CurrentJob)
 	}
+	state := stateLabel(string(a.Liveness))
+	if a.Liveness == fleet.SiteUnreachable && a.Enrollment != nil {
+		state = "site " + a.Enrollment.Site + " unreachable"
+	}
 	return []string{a.Client, host, platform, dash(strings.Join(a.Groups(), ",")), version, channel, seen,
-		d.paint(string(a.Liveness), stateLabel(string(a.Liveness))), job, lockCell(a.Lock)}
+		d.paint(string(a.Liveness), state), job, lockCell(a.Lock)}
 }
 
 // lockCell describes a lock holder briefly: "desktop/ann (job J)".
@@ -122,8 +127,12 @@ func renderAgents(w io.Writer, d display, list []fleet.AgentEntry) error {
 	if err := t.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%s: %d online, %d stale, %d never seen\n", plural(len(list), "client"),
+	fmt.Fprintf(w, "%s: %d online, %d stale, %d never seen", plural(len(list), "client"),
 		counts[fleet.Online], counts[fleet.Stale], counts[fleet.NeverSeen])
+	if n := counts[fleet.SiteUnreachable]; n > 0 {
+		fmt.Fprintf(w, ", %d behind an unreachable site", n)
+	}
+	fmt.Fprintln(w)
 	return nil
 }
 

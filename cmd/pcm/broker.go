@@ -17,6 +17,7 @@ import (
 
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/internal/osservice"
+	"github.com/pcm-project/pcm/site"
 )
 
 // brokerFlags configure an embedded broker (pcm broker, pcm up).
@@ -24,6 +25,9 @@ type brokerFlags struct {
 	data, listen, monitor, serverName string
 	clusterName, clusterListen        string
 	routes                            []string
+	// sites: a hub's leaf listener and domain, a site's name and hub.
+	leafListen, domain, site, hub, hubDomain string
+	hubReconnect                             time.Duration
 	// security: pcm broker only (pcm up stays open, on loopback).
 	auth    bool
 	authDir string
@@ -44,7 +48,59 @@ func (f *brokerFlags) config(log *zap.Logger) broker.Config {
 		StoreDir: f.data, Listen: f.listen, MonitorListen: f.monitor, ServerName: f.serverName,
 		Cluster: broker.ClusterConfig{Name: f.clusterName, Listen: f.clusterListen, Routes: f.routes},
 		Logger:  log.Named("nats"),
+		Domain:  f.jsDomain(), LeafListen: f.leafListen, Hub: f.hubLink(),
 	}
+}
+
+// registerSites adds the flags of a hub's sites and of a site (pcm broker
+// only).
+func (f *brokerFlags) registerSites(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.leafListen, "leaf-listen", "", "host:port where branch site brokers connect (a hub; off when empty; docs/sites.md)")
+	cmd.Flags().StringVar(&f.domain, "domain", "", "JetStream domain of this hub (default "+site.DefaultHubDomain+" with --leaf-listen)")
+	cmd.Flags().StringVar(&f.site, "site", "", "run as the branch site NAME of the hub --hub: a leaf node with its own JetStream domain NAME (docs/sites.md)")
+	cmd.Flags().StringVar(&f.hub, "hub", "", "with --site: the hub's leaf address, nats-leaf://host:port (its --leaf-listen; several members comma-separated)")
+	cmd.Flags().StringVar(&f.hubDomain, "hub-domain", site.DefaultHubDomain, "with --site: the hub's JetStream domain (its --domain)")
+	cmd.Flags().DurationVar(&f.hubReconnect, "hub-reconnect", broker.DefaultHubReconnect, "with --site: how soon the site dials the hub again after the link drops")
+}
+
+// jsDomain is the broker's JetStream domain: a site's name, or a hub's
+// --domain (DefaultHubDomain when it accepts sites).
+func (f *brokerFlags) jsDomain() string {
+	switch {
+	case f.site != "":
+		return f.site
+	case f.domain == "" && f.leafListen != "":
+		return site.DefaultHubDomain
+	}
+	return f.domain
+}
+
+// hubLink is a site's link to its hub; nil for a hub or a lone broker.
+func (f *brokerFlags) hubLink() *broker.HubLink {
+	if f.site == "" {
+		return nil
+	}
+	return &broker.HubLink{URL: f.hub, Reconnect: f.hubReconnect}
+}
+
+// checkSite refuses --site without --hub (or the reverse), and --site
+// with --auth or in a cluster.
+func (f *brokerFlags) checkSite(clustered bool) error {
+	switch {
+	case f.site == "" && f.hub != "":
+		return fmt.Errorf("--hub needs --site NAME: the name of this branch site")
+	case f.site == "":
+		return nil
+	case f.hub == "":
+		return fmt.Errorf("--site needs --hub nats-leaf://HOST:PORT: the hub's --leaf-listen address")
+	case f.auth:
+		return fmt.Errorf("%w: --site with --auth is not supported yet: a site's leaf connection has no credentials of its own and the accounts of the trust boundary are not mirrored at the site; run the site open on its own network, or its clients against the hub (docs/sites.md)", broker.ErrSiteAuth)
+	case clustered:
+		return fmt.Errorf("--site runs a single-node site broker: drop the --cluster-* flags")
+	case f.leafListen != "":
+		return fmt.Errorf("--leaf-listen is for a hub: a site (--site) does not accept sites of its own")
+	}
+	return (site.Config{Name: f.site, HubDomain: f.hubDomain}).Validate()
 }
 
 // provisionFlags tune the streams and buckets.
@@ -93,7 +149,15 @@ a restart.
 
 It also runs the rollout controller, which halts a staged rollout (pcm publish --rings ...
 --halt-at) as soon as its failure rate passes its threshold, signing its halts with
---controller-key; one controller leads at a time in a cluster.`,
+--controller-key; one controller leads at a time in a cluster.
+
+Branch sites (docs/sites.md): with --leaf-listen the broker is a hub that accepts site brokers
+(NATS leaf nodes) under its JetStream domain (--domain, default hub). With --site NAME --hub
+nats-leaf://HUB:PORT it runs as the branch broker of site NAME: a leaf node of the hub with its own
+JetStream domain NAME, which copies the hub's job events (and the packages they use, once per site)
+and keeps its agents' statuses, locks and inventory while the link is down; the hub's PCM_STATUS
+and PCM_AGENTS source the site's. Enroll its clients at the hub with pcm enroll --site NAME and
+point their agents at the site broker. --site does not run with --auth yet.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return osservice.Run(cmd.Context(), brokerService, stopTimeout, func(ctx context.Context) error {
@@ -149,12 +213,19 @@ func registerBroker(cmd *cobra.Command, bf *brokerFlags, pf *provisionFlags, noP
 	cmd.Flags().StringVar(&bf.clusterListen, "cluster-listen", "", "host:port other members connect to")
 	cmd.Flags().StringSliceVar(&bf.routes, "routes", nil, "nats-route://host:port of the other members, comma-separated")
 	cmd.Flags().BoolVar(noProvision, "no-provision", false, "do not create or update pcm's streams and buckets at start")
+	bf.registerSites(cmd)
 	bf.registerSecurity(cmd)
 }
 
 // runBroker runs the embedded broker until ctx ends.
 func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlags, pf *provisionFlags, cf controllerFlags, noProvision bool) error {
 	clustered := bf.clusterName != ""
+	if err := bf.checkSite(clustered); err != nil {
+		return err
+	}
+	if bf.site != "" {
+		return runSite(ctx, cmd, g, bf, pf)
+	}
 	cfg := bf.config(g.log)
 	authority, created, err := bf.setupAuth(clustered)
 	if err != nil {
@@ -194,9 +265,53 @@ func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFl
 		fmt.Fprintf(cmd.OutOrStdout(), "cluster member %s of %s; once the cluster has formed run: pcm broker provision --url %s --replicas 3\n",
 			bf.serverName, bf.clusterName, b.ClientURL())
 	}
+	if u := b.LeafURL(); u != "" {
+		fmt.Fprintf(cmd.OutOrStdout(), "hub of JetStream domain %s: sites connect to %s\n", cfg.Domain, u)
+	}
 	g.log.Info("broker running", zap.String("url", b.ClientURL()), zap.String("data", bf.data))
 	<-ctx.Done()
 	g.log.Info("shutting down the broker")
+	return nil
+}
+
+// runSite runs a branch site's broker until ctx ends: a leaf node of the
+// hub with the site's own JetStream domain, provisioned as a site (its
+// PCM_JOBS sources the hub's), serving the client view, linked to the hub
+// and caching its jobs' packages (package site).
+func runSite(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlags, pf *provisionFlags) error {
+	b, err := broker.New(bf.config(g.log))
+	if err == nil {
+		err = b.Start(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	defer b.Shutdown()
+	nc, err := b.ConnectAdmin(nil, "pcm site services")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	popts := pf.options()
+	popts.HubDomain = bf.hubDomain
+	svc, err := broker.StartServices(ctx, js, broker.ServicesConfig{Provision: &popts, Logger: g.log.Named("view")})
+	if err != nil {
+		return err
+	}
+	defer svc.Stop()
+	if _, err := site.Run(ctx, js, site.Config{Name: bf.site, HubDomain: bf.hubDomain, Logger: g.log.Named("site")}); err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "pcm broker ready: %s\n", b.ClientURL())
+	fmt.Fprintf(out, "site %s of the hub %s (domain %s): point this site's agents at %s\n", bf.site, bf.hub, bf.hubDomain, b.ClientURL())
+	g.log.Info("site broker running", zap.String("url", b.ClientURL()), zap.String("site", bf.site), zap.String("hub", bf.hub))
+	<-ctx.Done()
+	g.log.Info("shutting down the site broker")
 	return nil
 }
 

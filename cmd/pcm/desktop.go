@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent"
 )
@@ -19,7 +20,13 @@ type desktopFlags struct {
 	lease, grace       time.Duration
 	busyNotice         bool
 	noBusyNotice       bool
+	page, notify       bool
 	trust              trustFlags
+	// onNotice, set before the session starts, gets each notice with its
+	// kind (the page, native notifications).
+	onNotice func(agent.Notice)
+	// log is the desktop's logger (desktopLogger), once open made it.
+	log *zap.Logger
 }
 
 func (f *desktopFlags) register(cmd *cobra.Command) {
@@ -46,14 +53,25 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	if stateDir == "" {
 		stateDir = defaultDesktopStateDir(f.clientID)
 	}
+	f.stateDir = stateDir
+	log, err := desktopLogger(cmd, g, stateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.log = log
 	out := cmd.OutOrStdout()
 	cfg := agent.DesktopConfig{
-		Config: agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: g.log,
+		Config: agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: log,
 			TrustedKeys: keys.publishers, ControllerKeys: keys.controllers, Grace: f.grace},
 		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
 		Notify:       func(line string) { fmt.Fprintln(out, line) },
+		OnNotice: func(n agent.Notice) {
+			if f.onNotice != nil {
+				f.onNotice(n)
+			}
+		},
 	}
-	c, err := clockFromEnv(g.log)
+	c, err := clockFromEnv(log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -87,6 +105,12 @@ that the job is still pending here: it says nothing of a job the service ran, th
 or that expired. It never shows or runs background (service-only) jobs. When the service holds
 the client it says which job it runs and waits; it never gives up because of the lock.
 
+The session serves the Self Service page on loopback, for this user only (pcm desktop open opens
+it; docs/desktop-api.md describes its API): the jobs the user may install, the required ones with
+their countdown and a Defer button, what ran here, and a banner while a background installation
+holds the computer. It shows native notifications too (--notify). Logs go to desktop.log in the
+state dir, and to stderr only with --log-level or --log-file, or on errors.
+
 A job published with --deferrals is counted down too, whichever face runs it: each notice says
 how many deferrals are left and the deadline, and pcm desktop defer JOB puts it off. The service
 holds such a job for its countdown and its deferrals only while a desktop session is open (this
@@ -101,12 +125,14 @@ down, with a final warning.`,
 				return err
 			}
 			defer nc.Close()
-			return d.Session(cmd.Context())
+			return runSession(cmd, &f, d)
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job that needs the user, or that the user may defer, runs (give the service the same)")
-	cmd.AddCommand(newDesktopListCmd(g, &f), newDesktopRunCmd(g, &f), newDesktopDeferCmd(g, &f))
+	cmd.Flags().BoolVar(&f.page, "page", true, "serve the Self Service page on loopback for this user (pcm desktop open opens it)")
+	cmd.Flags().BoolVar(&f.notify, "notify", true, "show native notifications: a mandatory job coming, the busy notice, a job finished or failed, a restart coming")
+	cmd.AddCommand(newDesktopListCmd(g, &f), newDesktopRunCmd(g, &f), newDesktopDeferCmd(g, &f), newDesktopOpenCmd(&f))
 	return cmd
 }
 

@@ -17,7 +17,7 @@ import (
 func newEnrollCmd(g *globals) *cobra.Command {
 	var groups, keys []string
 	var ackWait time.Duration
-	var issuer, outDir, keysFile string
+	var issuer, outDir, keysFile, siteName string
 	var controllers []string
 	var noCreds bool
 	cmd := &cobra.Command{
@@ -34,7 +34,13 @@ statuses, lock and inventory: docs/security.md) and writes, mode 0600 in --out-d
 CLIENT-agent.creds for the service and CLIENT-desktop.creds for the desktop face, and the
 trusted publisher keys given with --trusted-keys as CLIENT-trusted.keys, which the agent reads
 next to its credentials so that it verifies jobs from the first one. Without --creds it connects
-as a short-lived admin minted from the issuer file.`,
+as a short-lived admin minted from the issuer file.
+
+With --site NAME the client belongs to the branch site NAME (docs/sites.md): its consumer is made
+in the site's PCM_JOBS through the hub (the site must be connected), the hub records its site and
+groups in PCM_SITES so that pcm status and pcm agents list it, and its consumer at the hub, if
+any, is removed. Its agent then runs against the site's broker. Enrolling without --site moves it
+back to the hub.`,
 		Example: `  pcm enroll ws-042 --group lab --group windows
   pcm enroll ws-042 --group lab --issuer ./pcm-data/auth/issuer.json --out-dir ./creds \
     --trusted-keys "$(pcm keys public signing.nk)"`,
@@ -50,11 +56,17 @@ as a short-lived admin minted from the issuer file.`,
 				return err
 			}
 			defer s.Close()
+			out := cmd.OutOrStdout()
+			if siteName != "" {
+				return enrollAtSite(cmd, s, siteName, client, groups, fleet.ConsumerOptions{AckWait: ackWait})
+			}
 			enrolled, err := fleet.Enroll(cmd.Context(), s.js, s.accts, client, groups, fleet.ConsumerOptions{AckWait: ackWait})
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
+			if err := fleet.LeaveSite(cmd.Context(), s.js, client); err != nil {
+				return err
+			}
 			fmt.Fprintf(out, "enrolled %s (groups: %s)\n", client, orNone(strings.Join(enrolled, ",")))
 			if s.accts == nil || noCreds {
 				return nil
@@ -75,6 +87,7 @@ as a short-lived admin minted from the issuer file.`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&groups, "group", nil, "group of the client (repeatable or comma-separated)")
+	cmd.Flags().StringVar(&siteName, "site", "", "enroll the client at the branch site NAME (its consumer in the site's PCM_JOBS; the site must be connected): its agent runs against the site's broker (docs/sites.md)")
 	cmd.Flags().DurationVar(&ackWait, "ack-wait", fleet.DefaultAckWait, "redeliver an offer the agent has not acked after this long")
 	registerIssuer(cmd, &issuer)
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "with --issuer: directory to write CLIENT-agent.creds, CLIENT-desktop.creds and CLIENT-trusted.keys to")
@@ -83,6 +96,27 @@ as a short-lived admin minted from the issuer file.`,
 	cmd.Flags().StringVar(&keysFile, "trusted-keys-file", "", "file of trusted public keys, one per line, added to --trusted-keys")
 	cmd.Flags().StringSliceVar(&controllers, "controller-keys", nil, "public keys of the rollout controllers (pcm broker --controller-key), written to CLIENT-trusted.keys as controller lines: the client obeys their halts")
 	return cmd
+}
+
+// enrollAtSite enrolls client at the branch site siteName through the
+// hub: its consumer is made in the site's PCM_JOBS, the hub records its
+// site, and its consumer at the hub, if any, is removed (a client belongs
+// to one place at a time).
+func enrollAtSite(cmd *cobra.Command, s *adminSession, siteName, client string, groups []string, opts fleet.ConsumerOptions) error {
+	if s.accts != nil {
+		return fmt.Errorf("%w: pcm enroll --site on an authenticated hub is not supported yet (docs/sites.md)", fleet.ErrSiteAuth)
+	}
+	enrolled, err := fleet.EnrollAtSite(cmd.Context(), s.js, siteName, client, groups, opts)
+	if err != nil {
+		return err
+	}
+	if _, ok, err := fleet.EnrollmentOf(cmd.Context(), s.js, client); err == nil && ok {
+		if err := fleet.Unenroll(cmd.Context(), s.js, client); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s at site %s (groups: %s): point its agent at the site's broker\n", client, siteName, orNone(strings.Join(enrolled, ",")))
+	return nil
 }
 
 // orNone is s, or "none" when s is empty.

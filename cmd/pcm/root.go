@@ -102,7 +102,7 @@ over --config, a YAML file of settings (what pcm agent install and pcm broker in
 // variable names the command, so that one set for a command never changes
 // another.
 var scopedFlags = map[string]bool{"output": true, "client": true, "group": true, "name": true, "force": true, "version": true, "out": true, "all": true,
-	"channel": true, "percent": true, "release-key": true, "rollback": true}
+	"channel": true, "percent": true, "release-key": true, "rollback": true, "site": true}
 
 // envName is the environment variable of flag in cmd: PCM_STATE_DIR for
 // --state-dir, PCM_AUDIT_OUTPUT for pcm audit's --output.

@@ -28,7 +28,8 @@ whose consumer takes one of its targets' subjects) with its latest state, exit c
 time. A client that has reported nothing says why: pending (received, waiting for its time or for
 the user), not received (enrolled, but its agent has not fetched the job; or not enrolled at
 all), queued behind job J (its agent is online and busy with another job), offline since T (its
-heartbeat is stale), or locked by desktop (the desktop face holds the client's lock). A summary
+heartbeat is stale), site NAME unreachable since T (a client of a branch site whose link to the
+hub is down: T is when the hub last heard from the site), or locked by desktop (the desktop face holds the client's lock). A summary
 line counts the clients per state. The heading names the publisher and the key that signed the
 job.
 

@@ -72,7 +72,7 @@ func stateColor(state string) string {
 	case string(rollout.ClientLocked), string(rollout.ClientNotReceived), string(events.StateExpired),
 		string(events.StateCancelled), string(fleet.Stale):
 		return ansiYellow
-	case string(rollout.ClientOffline), string(events.StateNotApplicable), string(fleet.NeverSeen):
+	case string(rollout.ClientOffline), string(events.StateNotApplicable), string(fleet.NeverSeen), string(fleet.SiteUnreachable):
 		return ansiGrey
 	}
 	return ansiDefault

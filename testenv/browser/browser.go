@@ -98,7 +98,8 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 // Screenshot saves full-page PNGs of what ctx's tab shows, at each of
 // Widths, as ArtifactsDir()/<test>/<name>-<width>.png, and puts the
-// viewport back to the desktop width. A failure to save is logged, not
+// viewport back to the desktop width. (Quality 100 is what makes
+// chromedp write PNG rather than JPEG.) A failure to save is logged, not
 // fatal: screenshots are for people, the assertions are the test.
 func Screenshot(ctx context.Context, t testing.TB, name string) {
 	t.Helper()
@@ -112,7 +113,7 @@ func Screenshot(ctx context.Context, t testing.TB, name string) {
 			t.Logf("screenshot %s at %s width: %v", name, w.Name, err)
 			continue
 		}
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Logf("screenshot %s at %s width: %v", name, w.Name, err)
 			continue

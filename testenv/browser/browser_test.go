@@ -1,6 +1,7 @@
 package browser_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -40,8 +41,9 @@ func TestBrowserRunsAPage(t *testing.T) {
 	}
 	browser.Screenshot(ctx, t, "page")
 	for _, w := range browser.Widths {
-		if fi, err := os.Stat(filepath.Join(browser.ArtifactsDir(), "TestBrowserRunsAPage", "page-"+w.Name+".png")); err != nil || fi.Size() == 0 {
-			t.Errorf("no %s screenshot: %v", w.Name, err)
+		b, err := os.ReadFile(filepath.Join(browser.ArtifactsDir(), "TestBrowserRunsAPage", "page-"+w.Name+".png"))
+		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("no %s screenshot in PNG: %v", w.Name, err)
 		}
 	}
 }

@@ -1,0 +1,145 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
+)
+
+// SiteRecord is what the hub knows of a client enrolled at a branch site
+// (pcm enroll --site): its consumer lives in the site's PCM_JOBS, out of
+// the hub's sight, so the hub keeps its site and groups in PCM_SITES.
+type SiteRecord struct {
+	// Client is the client id; Site the site's name (its JetStream domain).
+	Client string `json:"client"`
+	Site   string `json:"site"`
+	// Groups and Filters are those of the client's consumer at the site.
+	Groups  []string `json:"groups,omitempty"`
+	Filters []string `json:"filters"`
+}
+
+// siteProbeTimeout is how long SiteReachable waits for the site's
+// JetStream to answer.
+const siteProbeTimeout = time.Second
+
+// sitesBucket opens (or, with create, makes) the hub's PCM_SITES bucket.
+func sitesBucket(ctx context.Context, js jetstream.JetStream, create bool) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, events.BucketSites)
+	if create && errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: events.BucketSites, Description: "pcm clients enrolled at a branch site, keyed by client id",
+			History: 1, Storage: jetstream.FileStorage,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, events.BucketSites)
+		}
+	}
+	return kv, err
+}
+
+// EnrollAtSite enrolls client at the branch site site through the hub js:
+// it creates or updates the client's consumer in the site's PCM_JOBS (the
+// site's JetStream domain, reached across the site's leaf connection, which
+// must be up) and records the client's site and groups in the hub's
+// PCM_SITES, so that the hub's views list it. It returns the groups as
+// enrolled.
+func EnrollAtSite(ctx context.Context, js jetstream.JetStream, site, client string, groups []string, opts ConsumerOptions) ([]string, error) {
+	if err := events.ValidID("site", site); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
+	}
+	groups, err := checkClient(client, groups)
+	if err != nil {
+		return nil, err
+	}
+	siteJS, err := jetstream.NewWithDomain(js.Conn(), site)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
+	}
+	cons, err := EnrollConsumer(ctx, siteJS, client, groups, opts)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%w: site %s does not answer (is its broker connected to this hub?): %w", ErrEnroll, site, err)
+		}
+		return nil, fmt.Errorf("at site %s: %w", site, err)
+	}
+	e, _ := enrollmentOf(cons.CachedInfo())
+	rec, _ := json.Marshal(SiteRecord{Client: client, Site: site, Groups: groups, Filters: e.Filters})
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
+	defer cancel()
+	kv, err := sitesBucket(ctx, js, true)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %w", ErrEnroll, events.BucketSites, err)
+	}
+	if _, err := kv.Put(ctx, client, rec); err != nil {
+		return nil, fmt.Errorf("%w: recording the site of %s: %w", ErrEnroll, client, err)
+	}
+	return groups, nil
+}
+
+// LeaveSite forgets that client is at a site (it was enrolled at the hub);
+// nothing when it was not.
+func LeaveSite(ctx context.Context, js jetstream.JetStream, client string) error {
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
+	defer cancel()
+	kv, err := sitesBucket(ctx, js, false)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: bucket %s: %w", ErrEnroll, events.BucketSites, err)
+	}
+	if err := kv.Delete(ctx, client); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%w: forgetting the site of %s: %w", ErrEnroll, client, err)
+	}
+	return nil
+}
+
+// ReadSites returns the clients enrolled at sites, by client id: none when
+// the hub has no PCM_SITES, or when js cannot reach it (sites run on open
+// brokers only, and an authenticated principal's account imports no
+// PCM_SITES).
+func ReadSites(ctx context.Context, js jetstream.JetStream) (map[string]SiteRecord, error) {
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, readTimeout)
+	defer cancel()
+	out := map[string]SiteRecord{}
+	if authenticated(js.Conn()) {
+		return out, nil // not even asked: a denied request fails the connection's user
+	}
+	if _, err := js.KeyValue(ctx, events.BucketSites); err != nil {
+		return out, nil
+	}
+	err := kvSnapshot(ctx, js, events.BucketSites, func(key string, value []byte) {
+		var r SiteRecord
+		if json.Unmarshal(value, &r) == nil && r.Client == key && r.Site != "" {
+			out[key] = r
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: %w", ErrRead, events.BucketSites, err)
+	}
+	return out, nil
+}
+
+// authenticated reports whether nc connects with credentials of its own:
+// an authenticated broker, where there are no sites yet.
+func authenticated(nc *nats.Conn) bool {
+	o := nc.Opts
+	return o.UserJWT != nil || o.Nkey != "" || o.User != "" || o.Token != "" || o.TokenHandler != nil
+}
+
+// SiteReachable reports whether site's JetStream answers through nc, the
+// hub's connection: false when the site's leaf connection is down.
+func SiteReachable(ctx context.Context, nc *nats.Conn, site string) bool {
+	ctx, cancel := context.WithTimeout(ctx, siteProbeTimeout)
+	defer cancel()
+	_, err := nc.RequestWithContext(ctx, events.DomainAPI(site)+".INFO", nil)
+	return err == nil
+}
