@@ -205,18 +205,10 @@ func contains(list []string, s string) bool {
 // stream serves one viewer's event stream until the request ends, the
 // console stops, or ended is closed.
 func (c *Console) stream(w http.ResponseWriter, r *http.Request, v *viewer, ended <-chan struct{}) {
-	fl, ok := w.(http.Flusher)
+	fl, ok := httpserve.EventStream(w)
 	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte(": pcm console\n\n"))
-	fl.Flush()
 	keepAlive := time.NewTicker(25 * time.Second)
 	defer keepAlive.Stop()
 	for {

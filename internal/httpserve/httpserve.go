@@ -94,3 +94,23 @@ func Loopback(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// EventStream starts a server-sent events response on w: its headers, the
+// status, and a first comment line flushed at once (so that the client's
+// EventSource opens). It returns the flusher that sends each event, and
+// false (having answered 500) when w cannot stream.
+func EventStream(w http.ResponseWriter) (http.Flusher, bool) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return nil, false
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(": stream open\n\n"))
+	fl.Flush()
+	return fl, true
+}
