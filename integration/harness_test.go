@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,6 +31,7 @@ import (
 var pcmBinary string
 
 func TestMain(m *testing.M) {
+	waitBoundDefaults()
 	dir, err := os.MkdirTemp("", "pcm-bin-")
 	if err != nil {
 		panic(err)
@@ -43,6 +45,27 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// waitBoundDefaults sets what suits a suite that waits more than it
+// computes (one run: 353 s of wall time for 133 s of CPU on 2 cores), when
+// the command line does not say otherwise: go test's default timeout of
+// 10 minutes per package is too short for it on a loaded machine (the
+// README's plain go test -count=1 ./... runs it beside the other
+// packages), and its tests that wait long on timers, processes and
+// elections (those that call t.Parallel) wait side by side, four at a
+// time rather than GOMAXPROCS.
+func waitBoundDefaults() {
+	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, value := range map[string]string{"test.timeout": "30m", "test.parallel": "4"} {
+		if !set[name] {
+			if err := flag.Set(name, value); err != nil {
+				panic(fmt.Sprintf("setting -%s: %v", name, err))
+			}
+		}
+	}
 }
 
 // testAckWait is the consumers' ack wait in tests, short so that an offer

@@ -514,6 +514,7 @@ func siteThroughACut(t *testing.T, ss *siteSetup) {
 // while three jobs roll out to the site's 10 clients: no job runs twice
 // and every status reaches the hub once, in order.
 func TestSiteLinkFlaps(t *testing.T) {
+	t.Parallel() // it waits on processes and link flaps: beside the others
 	testenv.SameInBothModes(t)
 	start := time.Now()
 	ss := startSite(t)

@@ -164,6 +164,7 @@ func wineAgentArgs(t *testing.T, url, client, stateDir string) []string {
 // Windows service (pcm agent install, net start, net stop with a job
 // running, sc query).
 func TestWindowsUnderWine(t *testing.T) {
+	t.Parallel() // Wine starts slowly: beside the others
 	w := newWinePrefix(t)
 	env := testenv.StartBroker(t)
 	p := newPublisher(t, env.JS)
