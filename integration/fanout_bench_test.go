@@ -103,7 +103,9 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 		for _, f := range fleets {
 			f.start(b)
 		}
+		idle := benchIdleRate()
 		for _, f := range fleets {
+			f.idleRate = idle
 			f.round(b) // warm-up: first delivery, first status, first lock
 		}
 		for i := range rounds { // rotate which fleet goes first
@@ -121,6 +123,7 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 		b.Logf("N=%d: %d open files allowed; running the fleets one after the other", n, limit)
 		for _, f := range fleets {
 			f.start(b)
+			f.idleRate = benchIdleRate()
 			f.round(b)
 			if profDir != "" {
 				f.startProfile(b, profDir)
@@ -184,7 +187,8 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 			f.name, benchMs(med(f.name, bcpu)), benchMs(med(f.name, fcpu)), benchMs(med("bare", bcpu)), benchMs(med("bare", fcpu)), cpuRatio,
 			float64(f.heapPerConsumer)/1024, float64(f.heapPerClient)/1024, float64(fleets[0].heapPerClient)/1024)
 	}
-	benchSay(b, "load average: %s", benchLoad())
+	benchSay(b, "N=%d: this process idle at %.1f ms CPU per second (subtracted from the broker CPU of each round); load average: %s",
+		n, fleets[0].idleRate*1e3, benchLoad())
 }
 
 // fanSettle is the pause at the end of every round, before its CPU is
@@ -198,7 +202,7 @@ func perJob(d time.Duration, n int) float64 { return float64(d) / 1e3 / float64(
 // fanRound is one measured round.
 type fanRound struct {
 	elapsed   time.Duration // publish until the last ack
-	brokerCPU time.Duration // this process (the brokers) during the round
+	brokerCPU time.Duration // this process (the brokers) during the round, less its idle CPU (fanFleet.idleRate)
 	fleetCPU  time.Duration // the fleet's host processes during the round
 }
 
@@ -217,6 +221,17 @@ type fanFleet struct {
 	offers int // offers published so far (their stream sequences are 1..offers)
 
 	heapPerConsumer, heapPerClient int64
+	// idleRate is this process's CPU per wall second while every fleet up
+	// waits: subtracted from each round's broker CPU (at N = 100 it would
+	// otherwise be most of it).
+	idleRate float64
+}
+
+// benchIdleRate is this process's CPU per second over 2 s of waiting.
+func benchIdleRate() float64 {
+	t0, c0 := time.Now(), benchSelfCPU()
+	time.Sleep(2 * time.Second)
+	return float64(benchSelfCPU()-c0) / float64(time.Since(t0))
 }
 
 func newFanFleet(b *testing.B, name string, n int, bin string) *fanFleet {
@@ -286,7 +301,7 @@ func (f *fanFleet) round(b *testing.B) fanRound {
 	f.offers++
 	seq := uint64(f.offers)
 	done := f.acks.expect(seq)
-	cpu0, fleet0 := benchSelfCPU(), f.fleetCPU(b)
+	w0, cpu0, fleet0 := time.Now(), benchSelfCPU(), f.fleetCPU(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var msg *nats.Msg // the baseline's offer, encoded before the clock starts
@@ -321,7 +336,8 @@ func (f *fanFleet) round(b *testing.B) fanRound {
 	// its ack (pcm: the lock released lockKeep after the job, the journal's
 	// sent marks written after their delay) is in the round it belongs to.
 	time.Sleep(fanSettle)
-	return fanRound{elapsed: last.Sub(t0), brokerCPU: benchSelfCPU() - cpu0, fleetCPU: f.fleetCPU(b) - fleet0}
+	busy := benchSelfCPU() - cpu0 - time.Duration(f.idleRate*float64(time.Since(w0)))
+	return fanRound{elapsed: last.Sub(t0), brokerCPU: max(busy, 0), fleetCPU: f.fleetCPU(b) - fleet0}
 }
 
 // fleetCPU is the CPU time used so far by the fleet's hosts.
