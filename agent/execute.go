@@ -10,14 +10,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent/journal"
-	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/agent/pkgcache"
 	"github.com/pcm-project/pcm/events"
 )
 
 // execute runs a job the decision says is due. For each attempt it makes
 // the job's package ready (fetched and verified once, unpacked afresh for
-// each attempt) without the lock, takes the lock, decides again under it
+// each attempt) without the lock, takes the lock (or keeps the one of the
+// job before: keepLock), decides again under it
 // with a fresh read of the job's last status and cancellation (the desktop
 // may have run it, or it may have been cancelled, while the service
 // waited), settles an interrupted attempt, and runs the attempt through the
@@ -48,12 +48,12 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 			return // shutting down, or the lock is unusable; the offer comes back
 		}
 		if !s.brokerFacts(ctx, msg, &f) {
-			s.release(lease)
+			s.keepLock(lease)
 			return
 		}
 		f.Locked = true
 		if d = Decide(f); d.Action != Run {
-			s.release(lease)
+			s.keepLock(lease)
 			s.apply(ctx, msg, f, d)
 			return
 		}
@@ -67,7 +67,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 		if r := d.Report; r != nil {
 			log.Warn("an attempt was started and never finished; it counts as failed", zap.Int("attempt", r.Attempt), zap.String("why", r.Reason))
 			if err := sl.record(ctx, s.reportOf(job, r), r.Ends); err != nil {
-				s.release(lease)
+				s.keepLock(lease)
 				log.Error("cannot settle the interrupted attempt; the offer comes back", zap.Error(err))
 				_ = msg.NakWithDelay(retryLater)
 				return
@@ -78,11 +78,11 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 			// decides whether another attempt runs.
 			f.Journal = &rec
 			if !s.brokerFacts(ctx, msg, &f) {
-				s.release(lease)
+				s.keepLock(lease)
 				return
 			}
 			if d2 := Decide(f); d2.Action != Run || d2.Attempt != d.Attempt {
-				s.release(lease)
+				s.keepLock(lease)
 				s.apply(ctx, msg, f, d2)
 				return
 			}
@@ -90,7 +90,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 		stop := s.keepAlive(ctx, msg)
 		final, err := s.runAttempt(ctx, sl, job, d.Attempt, lease)
 		stop()
-		s.release(lease)
+		s.keepLock(lease)
 		switch {
 		case errors.Is(err, journal.ErrAlreadyDone):
 			log.Info("job finished meanwhile (desktop); not running it")
@@ -207,37 +207,6 @@ func (s *Service) packageRetried(job string) {
 	delete(s.pkgWait, job)
 }
 
-// takeLock waits for the client's lock while keeping the offer alive. It
-// returns nil when ctx ends, or when the lock cannot be used (the offer
-// was nak'ed).
-func (s *Service) takeLock(ctx context.Context, msg jetstream.Msg, job events.JobOffered) *lock.Lease {
-	stop := s.keepAlive(ctx, msg)
-	defer stop()
-	asked := time.Now()
-	lease, err := s.locker.Acquire(ctx, s.lockInfo(job.JobID), func(h events.LockInfo) {
-		s.log.Info("job waits: the lock is held by the other face", zap.String("job", job.JobID),
-			zap.String("holder", string(h.Holder)), zap.String("holder_job", h.JobID), zap.Time("since", h.Since))
-	})
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("cannot take the lock", zap.Error(err))
-			_ = msg.NakWithDelay(retryLater)
-		}
-		return nil
-	}
-	s.lockTaken(time.Since(asked))
-	return lease
-}
-
-func (s *Service) release(lease *lock.Lease) {
-	s.lockReleased()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := lease.Release(ctx); err != nil {
-		s.log.Warn("releasing the lock", zap.Error(err))
-	}
-}
-
 // keepAlive tells the broker the offer is in progress every third of the
 // ack wait, until the returned stop is called.
 func (s *Service) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func()) {
@@ -292,11 +261,11 @@ func (l journalLog) begin(_ context.Context, st events.JobStatus) error {
 }
 
 // running publishes the started status, with the process's pid, without
-// waiting (the journal already holds the start), and shows the job as the
+// waiting (the journal already holds the start; publishStarted), and shows the job as the
 // one running in the inventory.
 func (l journalLog) running(st events.JobStatus) {
 	l.s.setCurrent(st.JobID)
-	l.s.publishAsync(st)
+	l.s.publishStarted(st)
 	l.s.fault(FaultAfterStart)
 }
 

@@ -197,22 +197,6 @@ func (f *face) publishFinal(ctx context.Context, st events.JobStatus) error {
 	return err
 }
 
-// publishAsync publishes a non-final status (started) without asking for
-// the broker's PubAck: it is best effort (the journal already holds the
-// start), and its acknowledgement was never looked at; the stream stores
-// it all the same, once (Nats-Msg-Id), before the final status published
-// after it on the same connection.
-func (f *face) publishAsync(st events.JobStatus) {
-	msg, err := statusMsg(st)
-	if err != nil {
-		f.log.Warn("cannot encode a status", zap.Error(err))
-		return
-	}
-	if err := f.nc.PublishMsg(msg); err != nil {
-		f.log.Debug("started status not sent", zap.Error(err))
-	}
-}
-
 // runSpec is how attempt of job runs: in its own directory under the state
 // dir (where its package, if any, is unpacked), its output appended to the
 // job's log.

@@ -121,3 +121,22 @@ func wrongLastSequence(err error) bool {
 	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
+
+// storeFinalAfter stores the final status msg (st) expecting the subject's
+// last sequence to be after: the sequence of the attempt's own started
+// status, read from its PubAck, while this face held the lock from its
+// read of the last status to the start. Stored there, nothing came in
+// between, so nothing settled the attempt: one publish instead of a read
+// and a publish. Anything else (another status came in between) falls back
+// to storeFinal, which reads the last status and decides.
+func storeFinalAfter(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, st events.JobStatus, after uint64) (uint64, *events.JobStatus, error) {
+	msg.Header.Set(headerExpectedLastSubjectSeq, strconv.FormatUint(after, 10))
+	ack, err := js.PublishMsg(ctx, msg)
+	switch {
+	case err == nil:
+		return ack.Sequence, nil, nil
+	case wrongLastSequence(err):
+		return storeFinal(ctx, js, msg, st)
+	}
+	return 0, nil, err
+}

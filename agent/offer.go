@@ -97,9 +97,10 @@ func (s *Service) knownRecord(jobID string) *journal.Record {
 // offerFacts gathers what the service knows about one delivery of an offer
 // before the lock: the event checked (signature, validity, routing), the
 // journal's record (after publishing what an earlier delivery left in the
-// outbox), and the job's cancellation on the broker. The job's last status
-// is read only when the decision is not to run (see handleOffer): a run is
-// decided again under the lock with both read afresh. ok is false when the
+// outbox) and the maintenance windows a job bound to one needs. The job's
+// last status and cancellation are read only when the decision is not to
+// run (see handleOffer): a run is decided again under the lock with both
+// read. ok is false when the
 // facts cannot be known now (journal or broker unreachable): the offer was
 // nak'ed and comes back.
 func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Event) (f Facts, ok bool) {
@@ -144,11 +145,8 @@ func (s *Service) offerFacts(ctx context.Context, msg jetstream.Msg, ev event.Ev
 	if found && !rec.FirstSeen.IsZero() {
 		f.FirstSeen = rec.FirstSeen
 	}
-	c, err := s.cancellation(ctx, f.Job.JobID)
-	if err != nil {
-		return f, s.unknownFacts(ctx, msg, f.Job.JobID, err)
-	}
-	f.Cancel = c
+	// The cancellation is not read here: a decision to run is made again
+	// under the lock with it, and any other with it too (handleOffer).
 	if f.Job.InWindow {
 		if f.Windows, err = s.windows(ctx); err != nil {
 			return f, s.unknownFacts(ctx, msg, f.Job.JobID, err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/agent/journal"
@@ -133,7 +134,15 @@ func (s *Service) publishOutgoing(ctx context.Context, msg *nats.Msg) (uint64, e
 		}
 		return ack.Sequence, nil
 	}
-	seq, _, err := storeFinal(ctx, s.js, msg, st)
+	var (
+		seq uint64
+		err error
+	)
+	if after, ok := s.startedSeq(ctx, st); ok {
+		seq, _, err = storeFinalAfter(ctx, s.js, msg, st, after)
+	} else {
+		seq, _, err = storeFinal(ctx, s.js, msg, st)
+	}
 	if errors.Is(err, errSuperseded) {
 		s.counts.superseded.Add(1)
 		s.log.Warn("the attempt already has a final status, stored by the other face while this one's lease had lapsed: this one is not stored",
@@ -235,4 +244,55 @@ func (s *Service) reportLoop(ctx context.Context) {
 		case <-retry:
 		}
 	}
+}
+
+// startedAckWait bounds the wait for the PubAck of an attempt's started
+// status when its final status is stored: past it, the final is stored
+// after a read of the last status, as without it.
+const startedAckWait = 500 * time.Millisecond
+
+// startedAck is the PubAck to come of the started status of an attempt.
+type startedAck struct {
+	job     string
+	attempt int
+	ack     jetstream.PubAckFuture
+}
+
+// publishStarted publishes the started status st without waiting: the
+// journal already holds the start. Its PubAck, when it comes, is the
+// sequence the attempt's final status is stored after (startedSeq).
+func (s *Service) publishStarted(st events.JobStatus) {
+	s.started1.Store(nil)
+	msg, err := statusMsg(st)
+	if err != nil {
+		s.log.Warn("cannot encode a status", zap.Error(err))
+		return
+	}
+	ack, err := s.js.PublishMsgAsync(msg)
+	if err != nil {
+		s.log.Debug("started status not sent", zap.Error(err))
+		return
+	}
+	s.started1.Store(&startedAck{job: st.JobID, attempt: st.Attempt, ack: ack})
+}
+
+// startedSeq is the stream sequence of the started status of st's attempt
+// published by this run of the agent, once the broker stored it (ok false
+// if it did not say so within startedAckWait, or if it stored a duplicate).
+func (s *Service) startedSeq(ctx context.Context, st events.JobStatus) (uint64, bool) {
+	a := s.started1.Load()
+	if a == nil || a.job != st.JobID || a.attempt != st.Attempt {
+		return 0, false
+	}
+	s.started1.CompareAndSwap(a, nil)
+	t := time.NewTimer(startedAckWait)
+	defer t.Stop()
+	select {
+	case ack := <-a.ack.Ok():
+		return ack.Sequence, !ack.Duplicate
+	case <-a.ack.Err():
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return 0, false
 }

@@ -50,6 +50,10 @@ const fanHostSize = 5000
 // authentication, each client in its own account with its own
 // credentials (the trust model of docs/security.md), to measure what the
 // accounts cost (its ratio to pcm is the secure/open figure).
+// PCM_BENCH_RESTART=1 measures, after the rounds of the pcm fleet, the
+// broker's idle CPU with every agent connected, then restarts its broker
+// and times the agents' reconnection, with an offer published as soon as
+// the broker is back (every agent must run and ack it: no offer lost).
 // PCM_BENCH_FLEETS=pcms (a comma-separated list) runs only those fleets
 // besides the baseline. PCM_BENCH_NOSYNC=1 runs the agents' journals without fsync and
 // PCM_BENCH_NOECHO=1 connects them with nats.NoEcho, to measure what those
@@ -99,7 +103,9 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 		for _, f := range fleets {
 			f.start(b)
 		}
+		idle := benchIdleRate()
 		for _, f := range fleets {
+			f.idleRate = idle
 			f.round(b) // warm-up: first delivery, first status, first lock
 		}
 		for i := range rounds { // rotate which fleet goes first
@@ -108,12 +114,16 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 			}
 		}
 		for _, f := range fleets {
+			f.idleAndRestart(b)
+		}
+		for _, f := range fleets {
 			f.stop(b)
 		}
 	} else {
 		b.Logf("N=%d: %d open files allowed; running the fleets one after the other", n, limit)
 		for _, f := range fleets {
 			f.start(b)
+			f.idleRate = benchIdleRate()
 			f.round(b)
 			if profDir != "" {
 				f.startProfile(b, profDir)
@@ -124,6 +134,7 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 			if profDir != "" {
 				f.stopProfile(b)
 			}
+			f.idleAndRestart(b)
 			f.stop(b)
 		}
 	}
@@ -158,8 +169,13 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 			continue
 		}
 		ratio, cpuRatio := float64(t)/float64(bareT), float64(med(f.name, cpu))/float64(bareCPU)
+		brokerRatio := float64(med(f.name, bcpu)) / float64(med("bare", bcpu))
 		b.ReportMetric(ratio, f.name+"-ratio")
 		b.ReportMetric(cpuRatio, f.name+"-cpu-ratio")
+		b.ReportMetric(brokerRatio, f.name+"-broker-cpu-ratio")
+		benchSay(b, "N=%d | broker CPU per delivered job: %s %.1f µs, bare %.1f µs, ratio %.2f | fleet CPU per job: %s %.1f µs, bare %.1f µs",
+			n, f.name, perJob(med(f.name, bcpu), n), perJob(med("bare", bcpu), n), brokerRatio,
+			f.name, perJob(med(f.name, fcpu), n), perJob(med("bare", fcpu), n))
 		if f.name == "pcms" {
 			secure := float64(t) / float64(med("pcm", el))
 			b.ReportMetric(secure, "secure/open-ratio")
@@ -171,13 +187,22 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 			f.name, benchMs(med(f.name, bcpu)), benchMs(med(f.name, fcpu)), benchMs(med("bare", bcpu)), benchMs(med("bare", fcpu)), cpuRatio,
 			float64(f.heapPerConsumer)/1024, float64(f.heapPerClient)/1024, float64(fleets[0].heapPerClient)/1024)
 	}
-	benchSay(b, "load average: %s", benchLoad())
+	benchSay(b, "N=%d: this process idle at %.1f ms CPU per second (subtracted from the broker CPU of each round); load average: %s",
+		n, fleets[0].idleRate*1e3, benchLoad())
 }
+
+// fanSettle is the pause at the end of every round, before its CPU is
+// read: longer than what a pcm agent defers past its ack (the lock kept
+// 250 ms, sent marks written after 200 ms).
+const fanSettle = 600 * time.Millisecond
+
+// perJob is d per delivered job of a round of n clients, in µs.
+func perJob(d time.Duration, n int) float64 { return float64(d) / 1e3 / float64(n) }
 
 // fanRound is one measured round.
 type fanRound struct {
 	elapsed   time.Duration // publish until the last ack
-	brokerCPU time.Duration // this process (the brokers) during the round
+	brokerCPU time.Duration // this process (the brokers) during the round, less its idle CPU (fanFleet.idleRate)
 	fleetCPU  time.Duration // the fleet's host processes during the round
 }
 
@@ -196,6 +221,17 @@ type fanFleet struct {
 	offers int // offers published so far (their stream sequences are 1..offers)
 
 	heapPerConsumer, heapPerClient int64
+	// idleRate is this process's CPU per wall second while every fleet up
+	// waits: subtracted from each round's broker CPU (at N = 100 it would
+	// otherwise be most of it).
+	idleRate float64
+}
+
+// benchIdleRate is this process's CPU per second over 2 s of waiting.
+func benchIdleRate() float64 {
+	t0, c0 := time.Now(), benchSelfCPU()
+	time.Sleep(2 * time.Second)
+	return float64(benchSelfCPU()-c0) / float64(time.Since(t0))
 }
 
 func newFanFleet(b *testing.B, name string, n int, bin string) *fanFleet {
@@ -265,7 +301,7 @@ func (f *fanFleet) round(b *testing.B) fanRound {
 	f.offers++
 	seq := uint64(f.offers)
 	done := f.acks.expect(seq)
-	cpu0, fleet0 := benchSelfCPU(), f.fleetCPU(b)
+	w0, cpu0, fleet0 := time.Now(), benchSelfCPU(), f.fleetCPU(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var msg *nats.Msg // the baseline's offer, encoded before the clock starts
@@ -296,7 +332,12 @@ func (f *fanFleet) round(b *testing.B) fanRound {
 	// releasing the lock); it ends when each waits for the next offer.
 	benchWaitConsumers(b, f.env.Server().Server(), 5*time.Minute, "every client to wait for the next offer",
 		func(s benchConsumers) bool { return s.waiting == f.n && s.ackPending == 0 && s.pending == 0 })
-	return fanRound{elapsed: last.Sub(t0), brokerCPU: benchSelfCPU() - cpu0, fleetCPU: f.fleetCPU(b) - fleet0}
+	// The same pause for every fleet, so that the work a client defers past
+	// its ack (pcm: the lock released lockKeep after the job, the journal's
+	// sent marks written after their delay) is in the round it belongs to.
+	time.Sleep(fanSettle)
+	busy := benchSelfCPU() - cpu0 - time.Duration(f.idleRate*float64(time.Since(w0)))
+	return fanRound{elapsed: last.Sub(t0), brokerCPU: max(busy, 0), fleetCPU: f.fleetCPU(b) - fleet0}
 }
 
 // fleetCPU is the CPU time used so far by the fleet's hosts.
@@ -487,4 +528,50 @@ func (a *fanAcks) count(seq uint64) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.entry(seq).seen)
+}
+
+// fanIdle is how long the idle CPU of a connected fleet is measured.
+const fanIdle = 10 * time.Second
+
+// idleAndRestart measures the pcm fleet's idle broker CPU and restarts its
+// broker (PCM_BENCH_RESTART=1, see BenchmarkFanout).
+func (f *fanFleet) idleAndRestart(b *testing.B) {
+	if os.Getenv("PCM_BENCH_RESTART") != "1" || f.name != "pcm" {
+		return
+	}
+	cpu0, fleet0 := benchSelfCPU(), f.fleetCPU(b)
+	time.Sleep(fanIdle)
+	brokerIdle, fleetIdle := benchSelfCPU()-cpu0, f.fleetCPU(b)-fleet0
+	runtime.GC()
+	benchSay(b, "N=%d %s idle, every agent connected: broker (this process) %.1f ms CPU per second, %.2f µs per agent per second; fleet %.1f ms per second; broker heap %s MiB, %.1f KiB per enrolled and connected agent",
+		f.n, f.name, float64(brokerIdle)/1e6/fanIdle.Seconds(), float64(brokerIdle)/1e3/fanIdle.Seconds()/float64(f.n),
+		float64(fleetIdle)/1e6/fanIdle.Seconds(), benchMiB(benchHeap()), float64(f.heapPerConsumer+f.heapPerClient)/1024)
+
+	t0 := time.Now()
+	f.env.Stop()
+	stopped := time.Since(t0)
+	t1 := time.Now()
+	f.env.Restart(b)
+	up := time.Now()
+	f.offers++
+	seq := uint64(f.offers)
+	done := f.acks.expect(seq)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := f.pub.Publish(ctx, fanJob()); err != nil {
+		b.Fatalf("publishing after the restart: %v", err)
+	}
+	var acked time.Time
+	select {
+	case acked = <-done:
+	case <-time.After(10 * time.Minute):
+		b.Fatalf("N=%d %s: the offer published after the restart acked by %d clients after 10 minutes", f.n, f.name, f.acks.count(seq))
+	}
+	benchWaitConsumers(b, f.env.Server().Server(), 5*time.Minute, "every client to wait for offers after the restart",
+		func(s benchConsumers) bool { return s.waiting == f.n && s.ackPending == 0 && s.pending == 0 })
+	waiting := time.Now()
+	benchSay(b, "N=%d %s broker restart: stop %s, start to ready %s; from ready, the offer published at once acked by all %d agents in %s, all waiting for offers again in %s",
+		f.n, f.name, stopped.Round(time.Millisecond), up.Sub(t1).Round(time.Millisecond), f.n,
+		acked.Sub(up).Round(time.Millisecond), waiting.Sub(up).Round(time.Millisecond))
+	b.ReportMetric(acked.Sub(up).Seconds(), "restart-all-acked-s")
 }

@@ -14,7 +14,10 @@
 // stays in the outbox, in order, until it is published.
 //
 // Every write is one bbolt transaction, fsynced before the call returns
-// (unless Options.NoSync, for benchmarks only). Open takes an exclusive
+// (unless Options.NoSync, for benchmarks only), except MarkSent: its note
+// is seen by every read at once and rides on the next write (or its own
+// transaction after Options.MarkDelay, or Close); a crash before that only
+// publishes the status again, with the same message id. Open takes an exclusive
 // file lock, so two agents can never share a journal, and checks the whole
 // file: a damaged journal stops the agent at start with ErrCorrupt, never
 // mid-run, and is never silently recreated.

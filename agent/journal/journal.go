@@ -31,6 +31,11 @@ type Options struct {
 	// NoSync skips the fsync of every commit. Only for benchmarks and tests:
 	// with it a crash can lose or corrupt the journal.
 	NoSync bool
+	// MarkDelay is how long a MarkSent may wait in memory for another
+	// write to carry it to the file before it gets a transaction of its
+	// own (see MarkSent): 0 means DefaultMarkDelay, a negative value
+	// commits every MarkSent at once.
+	MarkDelay time.Duration
 
 	// maxSize caps the file size (bbolt MaxSize) so tests can simulate a
 	// full disk; 0 means no limit.
@@ -38,20 +43,26 @@ type Options struct {
 }
 
 // Journal is an open agent journal. It is safe for concurrent use; writes
-// are serialised by bbolt, each is one fsynced transaction.
+// are serialised by bbolt, each is one fsynced transaction (MarkSent rides
+// on the next one: see MarkSent).
 type Journal struct {
 	path string
 	db   *bolt.DB
 
 	mu     sync.RWMutex // write-held by Close; read-held by every operation
 	closed bool
+
+	markDelay time.Duration
+	marksMu   sync.Mutex
+	marks     map[uint64]sentMark // outbox entries reported sent, not committed yet
+	markTimer *time.Timer         // commits marks after markDelay
 }
 
 // Path returns the path of the journal file as given to Open.
 func (j *Journal) Path() string { return j.path }
 
-// Close releases the file lock and closes the file, waiting for operations
-// in progress. Closing twice is a no-op; any other call after Close fails
+// Close writes the sent marks not yet in the file, releases the file lock
+// and closes the file, waiting for operations in progress. Closing twice is a no-op; any other call after Close fails
 // with ErrClosed.
 func (j *Journal) Close() error {
 	j.mu.Lock()
@@ -60,10 +71,18 @@ func (j *Journal) Close() error {
 		return nil
 	}
 	j.closed = true
+	j.marksMu.Lock()
+	if j.markTimer != nil {
+		j.markTimer.Stop()
+		j.markTimer = nil
+	}
+	j.marksMu.Unlock()
+	// Unwritten marks are lost with a failure here, as in a crash.
+	markErr := j.commit("writing sent marks", func(*bolt.Tx) error { return nil })
 	if err := j.db.Close(); err != nil {
 		return fmt.Errorf("%w: closing %s: %v", ErrWrite, j.path, err)
 	}
-	return nil
+	return markErr
 }
 
 // acquire read-locks the journal for one operation, or fails with ErrClosed.

@@ -64,7 +64,11 @@ func Open(path string, opts Options) (*Journal, error) {
 		}
 		return nil, err
 	}
-	j := &Journal{path: path, db: db}
+	markDelay := opts.MarkDelay
+	if markDelay == 0 {
+		markDelay = DefaultMarkDelay
+	}
+	j := &Journal{path: path, db: db, markDelay: markDelay, marks: map[uint64]sentMark{}}
 	if err := j.verify(); err != nil {
 		_ = db.Close()
 		return nil, err

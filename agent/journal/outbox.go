@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -103,12 +102,16 @@ func (j *Journal) Pending(jobID string) ([]Outgoing, error) {
 		return nil, err
 	}
 	defer release()
+	sent := j.snapshotMarks()
 	var all []Outgoing
 	err = j.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
 			o, err := decodeOutgoing(k, v)
 			if err != nil {
 				return corrupt(j.path, err)
+			}
+			if _, ok := sent[o.Seq]; ok {
+				return nil // marked sent, not committed yet
 			}
 			if jobID == "" || o.JobID == jobID {
 				all = append(all, o)
@@ -120,60 +123,4 @@ func (j *Journal) Pending(jobID string) ([]Outgoing, error) {
 		return nil, err
 	}
 	return all, nil
-}
-
-// MarkSent removes outbox entry seq once the broker acknowledged it, with
-// streamSeq the PCM_STATUS sequence from the PubAck. If the entry was Final,
-// the same transaction sets the job's record to PhaseDone with StatusSeq =
-// streamSeq (creating a minimal record if there is none). Calling it again
-// for the same seq is a no-op; a seq the journal never assigned is
-// ErrNotFound.
-func (j *Journal) MarkSent(seq uint64, streamSeq uint64) error {
-	release, err := j.acquire(fmt.Sprintf("mark outbox entry %d sent", seq))
-	if err != nil {
-		return err
-	}
-	defer release()
-	err = j.db.Update(func(tx *bolt.Tx) error {
-		ob := tx.Bucket(bucketOutbox)
-		key := seqKey(seq)
-		v := ob.Get(key)
-		if v == nil {
-			if seq == 0 || seq > ob.Sequence() {
-				return fmt.Errorf("%w: outbox entry %d was never assigned (the last is %d); pass the Seq that Put or Pending returned",
-					ErrNotFound, seq, ob.Sequence())
-			}
-			return nil // already sent
-		}
-		o, err := decodeOutgoing(key, v)
-		if err != nil {
-			return corrupt(j.path, err)
-		}
-		if err := ob.Delete(key); err != nil {
-			return err
-		}
-		if !o.Final {
-			return nil
-		}
-		recs := tx.Bucket(bucketRecords)
-		rkey := []byte(o.JobID)
-		rec := Record{JobID: o.JobID}
-		if old := recs.Get(rkey); old != nil {
-			if rec, err = decodeRecord(rkey, old); err != nil {
-				return corrupt(j.path, err)
-			}
-		}
-		rec.Phase = PhaseDone
-		rec.StatusSeq = streamSeq
-		rec.UpdatedAt = time.Now().UTC()
-		rv, err := json.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		return recs.Put(rkey, rv)
-	})
-	if err != nil {
-		return j.writeErr(fmt.Sprintf("marking outbox entry %d sent", seq), err)
-	}
-	return nil
 }

@@ -22,15 +22,23 @@ func (j *Journal) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	defer release()
+	sent := j.snapshotMarks()
+	done := doneOverlay(sent)
 	var s Stats
 	err = j.db.View(func(tx *bolt.Tx) error {
 		s.Size = tx.Size()
 		s.Outbox = tx.Bucket(bucketOutbox).Stats().KeyN
+		for seq := range sent {
+			if tx.Bucket(bucketOutbox).Get(seqKey(seq)) != nil {
+				s.Outbox-- // marked sent, not committed yet
+			}
+		}
 		return tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
 			rec, err := decodeRecord(k, v)
 			if err != nil {
 				return corrupt(j.path, err)
 			}
+			rec = overlay(rec, done)
 			s.Records++
 			switch rec.Phase {
 			case PhaseReceived:

@@ -15,18 +15,22 @@ func (j *Journal) Get(jobID string) (Record, bool, error) {
 		return Record{}, false, err
 	}
 	defer release()
+	done := doneOverlay(j.snapshotMarks())
 	var rec Record
 	found := false
 	err = j.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRecords).Get([]byte(jobID))
 		if v == nil {
+			if _, ok := done[jobID]; ok { // the minimal record MarkSent makes
+				rec, found = overlay(Record{JobID: jobID}, done), true
+			}
 			return nil
 		}
 		r, err := decodeRecord([]byte(jobID), v)
 		if err != nil {
 			return corrupt(j.path, err)
 		}
-		rec, found = r, true
+		rec, found = overlay(r, done), true
 		return nil
 	})
 	if err != nil {
@@ -68,7 +72,7 @@ func (j *Journal) Put(rec Record, out ...Outgoing) ([]Outgoing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: job %s: encoding the record: %v", ErrInvalid, rec.JobID, err)
 	}
-	err = j.db.Update(func(tx *bolt.Tx) error {
+	err = j.commit("writing job "+rec.JobID, func(tx *bolt.Tx) error {
 		recs := tx.Bucket(bucketRecords)
 		if old := recs.Get(key); old != nil {
 			prev, err := decodeRecord(key, old)
@@ -101,7 +105,7 @@ func (j *Journal) Put(rec Record, out ...Outgoing) ([]Outgoing, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, j.writeErr("writing job "+rec.JobID, err)
+		return nil, err
 	}
 	return stored, nil
 }
@@ -116,13 +120,14 @@ func (j *Journal) Records(fn func(Record) error) error {
 	if err != nil {
 		return err
 	}
+	done := doneOverlay(j.snapshotMarks())
 	err = j.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
 			rec, err := decodeRecord(k, v)
 			if err != nil {
 				return corrupt(j.path, err)
 			}
-			all = append(all, rec)
+			all = append(all, overlay(rec, done))
 			return nil
 		})
 	})
@@ -148,7 +153,7 @@ func (j *Journal) PruneDone(cutoff time.Time) (int, error) {
 	}
 	defer release()
 	n := 0
-	err = j.db.Update(func(tx *bolt.Tx) error {
+	err = j.commit("pruning done records", func(tx *bolt.Tx) error {
 		recs := tx.Bucket(bucketRecords)
 		var doomed [][]byte
 		if err := recs.ForEach(func(k, v []byte) error {
@@ -172,7 +177,7 @@ func (j *Journal) PruneDone(cutoff time.Time) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, j.writeErr("pruning done records", err)
+		return 0, err
 	}
 	return n, nil
 }

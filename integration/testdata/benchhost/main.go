@@ -142,7 +142,7 @@ func main() {
 				}
 				nc, err = nats.Connect(*url, opts...)
 			} else {
-				nc, err = nats.Connect(*url, nats.Name("bench bare "+id), nats.MaxReconnects(-1))
+				nc, err = nats.Connect(*url, nats.Name("bench bare "+id), nats.MaxReconnects(-1), nats.Timeout(time.Minute))
 			}
 			if err != nil {
 				failed(fmt.Errorf("%s: connect: %w", id, err))
