@@ -102,16 +102,26 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	p := newPublisher(t, env.JS)
 	// A succeeds on m1..m3 (m4 never runs it); B fails on m1; C is
 	// cancelled on m2 before its time.
+	// m1 runs B once A's lock is released (an agent keeps its lock a
+	// moment for a next job: back to back, A and B would take it once).
+	lockReleased := func(client string) {
+		testenv.WaitFor(t, 10*time.Second, client+"'s lock released", func() bool {
+			m := lockTrace(t, env.JS, client)
+			return m != nil && m.Header.Get("KV-Operation") == "DEL"
+		})
+	}
 	a := publish(t, p, job([]string{"true"}, toGroup("metrics")))
+	for _, cl := range []string{"m1", "m2", "m3"} {
+		waitFinal(t, env.JS, cl, a, 30*time.Second)
+	}
+	lockReleased("m1")
 	b := publish(t, p, job([]string{"sh", "-c", "exit 3"}, toClient("m1")))
 	held := job([]string{"true"}, toClient("m2"))
 	later := time.Now().Add(time.Hour).UTC()
 	held.MandatoryAfter = &later
 	c := publish(t, p, held)
-	for _, cl := range []string{"m1", "m2", "m3"} {
-		waitFinal(t, env.JS, cl, a, 30*time.Second)
-	}
 	waitFinal(t, env.JS, "m1", b, 30*time.Second)
+	lockReleased("m1")
 	waitPulling(t, env.JS, "m2")
 	if err := p.Cancel(context.Background(), c, "metrics test"); err != nil {
 		t.Fatal(err)
