@@ -96,6 +96,15 @@ func (b *Broker) ConnectAdmin(iss *auth.Issuer, name string) (*nats.Conn, error)
 		}
 		opts = append(opts, o)
 	}
+	if b.cfg.Hub != nil && b.cfg.Hub.Credentials != "" {
+		// A site's answers from the hub reach only the inbox of its leaf
+		// credentials.
+		prefix, err := auth.InboxPrefixOfCreds(b.cfg.Hub.Credentials)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSiteAuth, err)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(prefix))
+	}
 	nc, err := nats.Connect(b.ClientURL(), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting %s in process: %w", name, err)

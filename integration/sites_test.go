@@ -1,24 +1,32 @@
 package integration_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pcm-project/pcm/broker"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/packages"
@@ -618,4 +626,499 @@ func TestSiteRefusals(t *testing.T) {
 			t.Errorf("pcm %s: exit %d, stderr %q; want a refusal saying %q", strings.Join(tc.args, " "), code, errOut, tc.want)
 		}
 	}
+}
+
+// authSites is an authenticated hub and an authenticated site broker of
+// the same authority, in process, linked with the site's own leaf
+// credentials.
+type authSites struct {
+	iss           *auth.Issuer
+	hub, site     *broker.Broker
+	hubJS, siteJS jetstream.JetStream
+	siteCreds     string
+	job           string // a job published at the hub
+}
+
+// startAuthSites starts the hub and the site, publishes a job and a
+// package and stores a status at the hub, and waits for the link.
+func startAuthSites(t *testing.T) *authSites {
+	t.Helper()
+	ctx := t.Context()
+	a, _, err := auth.Setup(filepath.Join(t.TempDir(), "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := a.Issuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := a.Trust()
+	f := &authSites{iss: iss}
+	startB := func(cfg broker.Config) (*broker.Broker, jetstream.JetStream) {
+		cfg.StoreDir, cfg.Listen, cfg.Auth = t.TempDir(), "127.0.0.1:-1", &trust
+		b, err := broker.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Shutdown)
+		nc, err := b.ConnectAdmin(iss, "test admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := broker.Provision(ctx, js, broker.ProvisionOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return b, js
+	}
+	f.hub, f.hubJS = startB(broker.Config{ServerName: "hub", Domain: "hub", LeafListen: "127.0.0.1:-1"})
+
+	f.job = publish(t, newPublisher(t, f.hubJS), job([]string{"true"}, toClient("ws1")))
+	m := nats.NewMsg(events.StatusSubject("ws1", f.job))
+	m.Header.Set(jetstream.MsgIDHeader, "fixture-status")
+	m.Data = []byte(`{"fixture":"status"}`)
+	if _, err := f.hubJS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "tool.sh")
+	if err := os.WriteFile(file, []byte("#!/bin/sh\necho tool\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := packages.NewStore(f.hubJS).Push(ctx, file, packages.PushOptions{Name: "tool", Version: "1.0"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The site's leaf credentials, minted at the hub (pcm creds site).
+	accts := fleet.NewAccounts(f.hubJS.Conn(), iss)
+	creds, err := accts.Issue(ctx, auth.User{Role: auth.RoleSite, Name: "branch1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.siteCreds = filepath.Join(t.TempDir(), "branch1-site.creds")
+	if err := auth.WriteCreds(f.siteCreds, creds); err != nil {
+		t.Fatal(err)
+	}
+	f.site, f.siteJS = startB(broker.Config{ServerName: "branch1", Domain: "branch1",
+		Hub: &broker.HubLink{URL: f.hub.LeafURL(), Reconnect: 100 * time.Millisecond, Credentials: f.siteCreds}})
+	testenv.WaitFor(t, 10*time.Second, "the site's authenticated leaf connection", func() bool {
+		return f.site.HubConnected() && f.hub.Server().NumLeafNodes() == 1
+	})
+	return f
+}
+
+// hubState is what the attacks aim at, as the hub's admin sees it: each
+// stream's message count and sequences, its configuration's subjects and
+// sources, and PCM_JOBS's consumers.
+func (f *authSites) hubState(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var b strings.Builder
+	names := f.hubJS.StreamNames(ctx)
+	for n := range names.Name() {
+		s, err := f.hubJS.Stream(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := s.CachedInfo()
+		cfg, _ := json.Marshal(struct {
+			S []string
+			R []*jetstream.StreamSource
+			A time.Duration
+		}{i.Config.Subjects, i.Config.Sources, i.Config.MaxAge})
+		b.WriteString(n + " " + string(cfg) + " " + jsonOf(i.State.Msgs, i.State.FirstSeq, i.State.LastSeq) + "\n")
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.hubJS.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range s.ConsumerNames(ctx).Name() {
+		b.WriteString("consumer " + n + "\n")
+	}
+	return b.String()
+}
+
+func jsonOf(v ...any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// TestSiteAuthenticatedLink: an authenticated hub and site of one
+// authority. The site's leaf connection authenticates with its own
+// credentials (a user of the site's account at the hub) and reads the
+// hub's PCM_JOBS and package store through it, and nothing else; a
+// client enrolled at the site is in its own account there, and its
+// credentials work at the site.
+func TestSiteAuthenticatedLink(t *testing.T) {
+	f := startAuthSites(t)
+	ctx := t.Context()
+	nc := f.siteJS.Conn()
+	viaSite, err := jetstream.NewWithDomain(nc, "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the link needs: the state of the hub's PCM_JOBS and package
+	// store, and their messages by batched direct gets.
+	for _, name := range auth.SiteReadStreams {
+		var s jetstream.Stream
+		testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			s, err = viaSite.Stream(ctx, name)
+			return err
+		})
+		if s.CachedInfo().State.Msgs == 0 {
+			t.Fatalf("the hub's %s seen from the site holds nothing", name)
+		}
+	}
+	ans, err := nc.Request("$JS.hub.API.DIRECT.GET."+events.StreamJobs, []byte(`{"seq":1}`), 5*time.Second)
+	if err != nil || ans.Header.Get("Nats-Subject") != "pcm.jobs.client.ws1" {
+		t.Fatalf("a direct get of the hub's PCM_JOBS from the site: %v %v", ans, err)
+	}
+	// Nothing else: another stream, a consumer, a purge, a publish.
+	if _, err := viaSite.Stream(ctx, events.StreamStatus); err == nil {
+		t.Error("the site read the hub's PCM_STATUS's info")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := viaSite.CreateConsumer(cctx, events.StreamJobs, jetstream.ConsumerConfig{Name: "spy"}); err == nil {
+		t.Error("the site created a consumer on the hub's PCM_JOBS")
+	}
+	cancel()
+	if _, err := nc.Request("$JS.hub.API.DIRECT.GET."+events.StreamStatus, []byte(`{"seq":1}`), time.Second); err == nil {
+		t.Error("the site read the hub's PCM_STATUS")
+	}
+
+	// A client enrolled at the site, by an admin of the site (the same
+	// authority): its account is pushed to the site's resolver, and its
+	// agent's credentials work there, in its own account.
+	siteAccts := fleet.NewAccounts(nc, f.iss)
+	if _, err := fleet.Enroll(ctx, f.siteJS, siteAccts, "ws1", []string{"lab"}, fleet.ConsumerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := siteAccts.Issue(ctx, auth.User{Role: auth.RoleAgent, Name: "ws1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := auth.CredsOption(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := nats.Connect(f.site.ClientURL(), opt)
+	if err != nil {
+		t.Fatalf("the agent of ws1 at the site: %v", err)
+	}
+	defer agent.Close()
+	if _, err := agent.Request("$JS.API.CONSUMER.INFO.PCM_JOBS.agent-ws1", nil, 5*time.Second); err != nil {
+		t.Fatalf("the agent of ws1 reads its consumer at the site: %v", err)
+	}
+	if _, err := agent.Request("$JS.API.STREAM.INFO."+events.StreamStatus, nil, time.Second); err == nil {
+		t.Error("the agent of ws1 read PCM_STATUS's info at the site: it is not in its own account")
+	}
+}
+
+// TestSiteAttackLeafCredentials: the site's leaf credentials in a thief's
+// hands. As a client connection they are refused; as the leaf connection
+// of the thief's own server, every request they allow, aimed by its reply
+// subject at the hub's JetStream API, statuses, inventory and jobs, and
+// every forbidden publish and subscription, changes nothing at the hub and
+// reads nothing beyond PCM_JOBS and the package store.
+func TestSiteAttackLeafCredentials(t *testing.T) {
+	f := startAuthSites(t)
+	before := f.hubState(t)
+
+	// A client connection with the leaf credentials is refused.
+	if nc, err := nats.Connect(f.hub.ClientURL(), nats.UserCredentials(f.siteCreds), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("the site's leaf credentials connected to the hub as a client")
+	}
+
+	// The thief speaks the leaf node protocol to the hub itself, so that
+	// no server of its own checks anything it sends (nats-server refuses
+	// JetStream reply subjects from its own clients; a thief's server
+	// need not).
+	l := dialRawLeaf(t, f.hub.LeafURL(), f.siteCreds)
+	prefix, err := auth.InboxPrefixOfCreds(f.siteCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.sub(prefix + ".>")
+
+	// What the credentials allow. The stream infos are answered across
+	// this hand-made link (their canaries prove the redirected copies
+	// before them were answered too); the direct gets' answers, which
+	// carry headers, do not come back to it (TestSiteAuthenticatedLink
+	// shows them answered across a real site's link), so they are sent
+	// redirected and the final state is what proves them harmless.
+	allowed := []req{
+		{subject: "$JS.hub.API.STREAM.INFO." + events.StreamJobs},
+		{subject: "$JS.hub.API.STREAM.INFO.OBJ_" + events.BucketPackages},
+	}
+	gets := []req{
+		{subject: "$JS.hub.API.DIRECT.GET." + events.StreamJobs, body: `{"seq":1}`},
+		{subject: "$JS.hub.API.DIRECT.GET." + events.StreamJobs, body: `{"seq":1,"batch":3}`},
+		{subject: "$JS.hub.API.DIRECT.GET.OBJ_" + events.BucketPackages, body: `{"seq":1,"batch":3}`},
+	}
+	targets := []string{
+		"$JS.API.STREAM.PURGE." + events.StreamStatus, "$JS.API.STREAM.PURGE." + events.StreamJobs,
+		"$JS.API.STREAM.DELETE." + events.StreamStatus, "$JS.API.STREAM.DELETE." + events.StreamJobs,
+		"$JS.API.STREAM.DELETE.KV_" + events.BucketAgents, "$JS.API.STREAM.UPDATE." + events.StreamStatus,
+		"$JS.API.STREAM.MSG.DELETE." + events.StreamStatus,
+		"$JS.API.CONSUMER.CREATE." + events.StreamJobs + ".spy", "$JS.API.CONSUMER.DURABLE.CREATE." + events.StreamJobs + ".spy",
+		"$JS.hub.API.STREAM.PURGE." + events.StreamJobs, "$JS.hub.API.STREAM.DELETE." + events.StreamStatus,
+		events.StatusSubject("ws1", f.job), events.StatusSubject("ws1", "forged"), "$KV." + events.BucketAgents + ".ws1",
+		"$KV." + events.BucketLocks + ".ws1", "pcm.jobs.all", "pcm.jobs.client.ws1", events.CancelSubject(f.job),
+	}
+	for _, r := range append(gets, allowed...) {
+		for _, tgt := range targets {
+			l.pub(r.subject, tgt, r.body)
+		}
+	}
+	for i, r := range allowed {
+		reply := fmt.Sprintf("%s.canary%d", prefix, i)
+		l.pub(r.subject, reply, r.body)
+		testenv.WaitFor(t, 5*time.Second, "the answer to the canary "+r.subject+" (the redirected copies before it were answered too)", func() bool {
+			select {
+			case <-l.done:
+				t.Fatalf("the hub closed the connection: %q", l.errors())
+			default:
+			}
+			return l.heard(reply)
+		})
+	}
+	// A status stored at the hub now: nothing of it may reach the thief.
+	if _, err := f.hubJS.Publish(t.Context(), events.StatusSubject("ws1", "later"), []byte(`{"later":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	l.pub(allowed[0].subject, prefix+".last", "")
+	testenv.WaitFor(t, 5*time.Second, "the last canary", func() bool { return l.heard(prefix + ".last") })
+	for _, subj := range l.subjects() {
+		if !strings.HasPrefix(subj, prefix+".") {
+			t.Errorf("the thief heard %s", subj)
+		}
+	}
+	l.close()
+
+	// The targets directly, with and without a reply, reading what is not
+	// the link's, and listening to everything: the hub refuses each and
+	// closes the connection (a new one for each attempt).
+	// The site's account takes two leaf connections: the site's and one
+	// more.
+	dial := func() *rawLeaf {
+		testenv.WaitFor(t, 5*time.Second, "the hub to drop the thief's last connection", func() bool { return f.hub.Server().NumLeafNodes() <= 1 })
+		return dialRawLeaf(t, f.hub.LeafURL(), f.siteCreds)
+	}
+	forbidden := func(what string, act func(l *rawLeaf)) {
+		l := dial()
+		act(l)
+		select {
+		case <-l.done:
+		case <-time.After(5 * time.Second):
+			t.Errorf("the hub did not refuse %s", what)
+		}
+		l.close()
+	}
+	for _, tgt := range append(targets, "$JS.hub.API.CONSUMER.CREATE."+events.StreamJobs+".spy", "$JS.hub.API.STREAM.UPDATE."+events.StreamStatus,
+		"$JS.hub.API.DIRECT.GET."+events.StreamStatus, "$JS.hub.API.DIRECT.GET.KV_"+events.BucketAgents,
+		"$JS.hub.API.STREAM.INFO."+events.StreamStatus, "$JS.hub.API.CONSUMER.LIST."+events.StreamJobs) {
+		forbidden("a publish to "+tgt, func(l *rawLeaf) {
+			l.pub(tgt, prefix+".direct", `{"config":{"durable_name":"spy","deliver_subject":"spy.x"},"seq":1}`)
+		})
+	}
+	// Subscriptions the credentials do not allow are ignored: nothing
+	// stored at the hub afterwards reaches the thief.
+	l = dial()
+	for _, sub := range []string{">", "pcm.status.>", "pcm.jobs.>", "$KV.>", "_INBOX.>", "$JS.API.>", "$JS.>", prefix + ".>"} {
+		l.sub(sub)
+	}
+	time.Sleep(100 * time.Millisecond) // let the subscriptions reach the hub: no event to wait for
+	if _, err := f.hubJS.Publish(t.Context(), events.StatusSubject("ws1", "later2"), []byte(`{"later":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	l.pub(allowed[0].subject, prefix+".end", "")
+	testenv.WaitFor(t, 5*time.Second, "the canary after the subscriptions", func() bool { return l.heard(prefix + ".end") })
+	for _, subj := range l.subjects() {
+		if subj != prefix+".end" {
+			t.Errorf("the thief heard %s", subj)
+		}
+	}
+	l.close()
+
+	if after := f.hubState(t); !onlyStatusGrew(before, after) {
+		t.Errorf("the hub changed under the attack:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// onlyStatusGrew reports whether after differs from before only by the
+// two statuses the test itself published at the hub (PCM_STATUS's count
+// and last sequence up by two).
+func onlyStatusGrew(before, after string) bool {
+	b, a := strings.Split(before, "\n"), strings.Split(after, "\n")
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range b {
+		if b[i] == a[i] {
+			continue
+		}
+		if !strings.HasPrefix(b[i], events.StreamStatus+" ") {
+			return false
+		}
+		if !strings.HasSuffix(b[i], "[1,1,1]") || !strings.HasSuffix(a[i], "[3,1,3]") {
+			return false
+		}
+	}
+	return true
+}
+
+// rawLeaf is a leaf node connection spoken by hand: CONNECT with a user
+// JWT and the nonce signed, LS+ to subscribe, LMSG to publish.
+type rawLeaf struct {
+	conn net.Conn
+	done chan struct{} // closed when the hub closes the connection
+	mu   sync.Mutex
+	got  map[string]bool // reply subjects answered
+	subs []string        // subjects heard
+	errs []string
+}
+
+// dialRawLeaf connects to a leaf URL with a credentials file.
+func dialRawLeaf(t *testing.T, leafURL, credsFile string) *rawLeaf {
+	t.Helper()
+	u, err := url.Parse(leafURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r := bufio.NewReader(conn)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "INFO ") {
+		t.Fatalf("the hub's leaf INFO: %q %v", line, err)
+	}
+	var info struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "INFO ")), &info); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := os.ReadFile(credsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := jwt.ParseDecoratedUserNKey(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := kp.Sign([]byte(info.Nonce))
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect, _ := json.Marshal(map[string]any{"jwt": tok, "sig": base64.RawURLEncoding.EncodeToString(sig), "name": "thief", "headers": true})
+	l := &rawLeaf{conn: conn, got: map[string]bool{}, done: make(chan struct{})}
+	l.write("CONNECT " + string(connect) + "\r\nPING\r\n")
+	pong := make(chan struct{}, 1)
+	go l.read(r, pong)
+	select {
+	case <-pong:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the hub did not accept the leaf connection: %q", l.errors())
+	}
+	return l
+}
+
+func (l *rawLeaf) write(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.conn.Write([]byte(s))
+}
+
+// read handles what the hub sends until the connection closes.
+func (l *rawLeaf) read(r *bufio.Reader, pong chan<- struct{}) {
+	defer close(l.done)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		switch f[0] {
+		case "PING":
+			l.write("PONG\r\n")
+		case "PONG":
+			select {
+			case pong <- struct{}{}:
+			default:
+			}
+		case "-ERR":
+			l.mu.Lock()
+			l.errs = append(l.errs, strings.TrimSpace(line))
+			l.mu.Unlock()
+		case "LMSG", "HLMSG":
+			// LMSG subject [reply] size; HLMSG subject [reply] hdr size
+			size, _ := strconv.Atoi(f[len(f)-1])
+			if _, err := io.ReadFull(r, make([]byte, size+2)); err != nil {
+				return
+			}
+			// The reply subject, when there is one, precedes the size (and
+			// the header size).
+			l.mu.Lock()
+			l.subs = append(l.subs, f[1])
+			l.got[f[1]] = true
+			l.mu.Unlock()
+		}
+	}
+}
+
+// pub sends a message to the hub, with reply when not empty.
+func (l *rawLeaf) pub(subject, reply, body string) {
+	if reply != "" {
+		l.write(fmt.Sprintf("LMSG %s %s %d\r\n%s\r\n", subject, reply, len(body), body))
+		return
+	}
+	l.write(fmt.Sprintf("LMSG %s %d\r\n%s\r\n", subject, len(body), body))
+}
+
+// close closes the connection.
+func (l *rawLeaf) close() { _ = l.conn.Close() }
+
+// sub subscribes across the link.
+func (l *rawLeaf) sub(subject string) { l.write("LS+ " + subject + "\r\n") }
+
+// heard reports whether a message came on subject.
+func (l *rawLeaf) heard(subject string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.got[subject]
+}
+
+// subjects are the subjects of every message the hub sent.
+func (l *rawLeaf) subjects() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.subs...)
+}
+
+// errors are the hub's -ERR lines.
+func (l *rawLeaf) errors() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.errs...)
 }

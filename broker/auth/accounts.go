@@ -26,10 +26,13 @@ const (
 	KindPublisher Kind = "publisher"
 	// KindAuditor is one auditor.
 	KindAuditor Kind = "auditor"
+	// KindSite is one branch site (docs/sites.md): the account its leaf
+	// connection is bound to at the hub.
+	KindSite Kind = "site"
 )
 
 // Kinds lists the kinds of principal.
-var Kinds = []Kind{KindClient, KindPublisher, KindAuditor}
+var Kinds = []Kind{KindClient, KindPublisher, KindAuditor, KindSite}
 
 // ParseKind reads a kind name.
 func ParseKind(s string) (Kind, error) {
@@ -37,7 +40,7 @@ func ParseKind(s string) (Kind, error) {
 	if slices.Contains(Kinds, k) {
 		return k, nil
 	}
-	return "", fmt.Errorf("%w: %q: use one of client, publisher, auditor", ErrInvalidUser, s)
+	return "", fmt.Errorf("%w: %q: use one of client, publisher, auditor, site", ErrInvalidUser, s)
 }
 
 // Roles are the roles of the users of a principal of the kind.
@@ -49,6 +52,8 @@ func (k Kind) Roles() []Role {
 		return []Role{RolePublisher}
 	case KindAuditor:
 		return []Role{RoleAuditor}
+	case KindSite:
+		return []Role{RoleSite}
 	}
 	return nil
 }
@@ -69,8 +74,11 @@ func (p Principal) Validate() error {
 		return err
 	}
 	what := "name"
-	if p.Kind == KindClient {
+	switch p.Kind {
+	case KindClient:
 		what = "client id"
+	case KindSite:
+		what = "site name"
 	}
 	if err := events.ValidID(what, p.Name); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidUser, err)
@@ -177,6 +185,9 @@ func Imports(p Principal) ([]Import, error) {
 		}
 		out = append(out, Import{Stream: true, Subject: events.ReleaseHintSubject("*"),
 			Why: "its agent hears of new releases on its channel"})
+	case KindSite:
+		// A site reads; it hears of nothing (the hub's job subjects do
+		// not cross the leaf connection: broker.SiteLocalSubjects).
 	default:
 		out = append(out,
 			Import{Stream: true, Subject: "pcm.jobs.>", Why: "hear of new offers and cancellations"},
@@ -198,6 +209,8 @@ const (
 	principalConns    = 64
 	principalSubs     = 8192
 	principalUserSubs = 2048
+	// siteLeafConns is how many leaf connections a site's account takes.
+	siteLeafConns = 2
 	// MaxEventPayload bounds what a client's users may publish: an event
 	// (at most 256 KiB in the streams) with its headers.
 	MaxEventPayload = 512 << 10
@@ -233,6 +246,11 @@ func principalAccount(pub, pcmAccount, signingKey string, p Principal, rev jwt.R
 	ac.Limits.Exports = 0
 	ac.Limits.WildcardExports = false
 	ac.Limits.LeafNodeConn = 0
+	if p.Kind == KindSite {
+		// The site broker's leaf connection, and a second one while
+		// nats-server has not yet noticed that the first dropped.
+		ac.Limits.LeafNodeConn = siteLeafConns
+	}
 	ac.Limits.DisallowBearer = true
 	ac.Limits.Imports = int64(len(imports))
 	ac.Limits.Data = -1

@@ -33,6 +33,8 @@ func permissionTables(t *testing.T) string {
 			[]string{"agent `<client>` (pcm agent)", "desktop `<client>` (pcm desktop)"}},
 		{auth.Principal{Kind: auth.KindPublisher, Name: "who"}, "publisher `<name>` (pcm creds publisher NAME)", []string{"publisher `<name>`"}},
 		{auth.Principal{Kind: auth.KindAuditor, Name: "who"}, "auditor `<name>` (pcm creds auditor NAME)", []string{"auditor `<name>`"}},
+		{auth.Principal{Kind: auth.KindSite, Name: "who"}, "branch site `<name>` at the hub (pcm creds site NAME: its broker's leaf connection, docs/sites.md)",
+			[]string{"site `<name>` (leaf connections only)"}},
 	} {
 		imports, err := auth.Imports(k.p)
 		if err != nil {
