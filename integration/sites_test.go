@@ -618,7 +618,7 @@ func TestSiteRefusals(t *testing.T) {
 		{[]string{"--hub", "nats-leaf://127.0.0.1:7422"}, "--hub needs --site"},
 		{[]string{"--site", "hub", "--hub", "nats-leaf://127.0.0.1:7422"}, "named like the hub's domain"},
 		{[]string{"--site", "b.c", "--hub", "nats-leaf://127.0.0.1:7422"}, "site name"},
-		{[]string{"--leaf-listen", "127.0.0.1:-1", "--auth"}, "does not accept sites yet"},
+		{[]string{"--leaf-listen", "127.0.0.1:-1", "--auth"}, "an authenticated hub does not accept sites yet"},
 	} {
 		args := append([]string{"broker", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:-1"}, tc.args...)
 		_, errOut, code := runPCM(t, plainCLIEnv, args...)

@@ -85,6 +85,8 @@ func (f *brokerFlags) hubLink() *broker.HubLink {
 // with --auth or in a cluster.
 func (f *brokerFlags) checkSite(clustered bool) error {
 	switch {
+	case f.leafListen != "" && f.auth:
+		return fmt.Errorf("%w: --leaf-listen with --auth: an authenticated hub does not accept sites yet: a site's own leaf credentials (pcm creds site NAME) authenticate the link and read only PCM_JOBS and the package store, but its statuses and inventory cannot reach an authenticated hub through them yet (docs/sites.md, Limits); run the hub open on a private network, or the site's clients against the hub", broker.ErrSiteAuth)
 	case f.site == "" && f.hub != "":
 		return fmt.Errorf("--hub needs --site NAME: the name of this branch site")
 	case f.site == "":
@@ -92,7 +94,7 @@ func (f *brokerFlags) checkSite(clustered bool) error {
 	case f.hub == "":
 		return fmt.Errorf("--site needs --hub nats-leaf://HOST:PORT: the hub's --leaf-listen address")
 	case f.auth:
-		return fmt.Errorf("%w: --site with --auth is not supported yet: a site's leaf connection has no credentials of its own and the accounts of the trust boundary are not mirrored at the site; run the site open on its own network, or its clients against the hub (docs/sites.md)", broker.ErrSiteAuth)
+		return fmt.Errorf("%w: --site with --auth is not supported yet: the link authenticates with the site's own credentials (pcm creds site NAME) and a site of the hub's authority keeps its clients' accounts, but its statuses and inventory cannot reach the hub through that link yet (docs/sites.md, Limits); run the site open on its own network, or its clients against the hub", broker.ErrSiteAuth)
 	case clustered:
 		return fmt.Errorf("--site runs a single-node site broker: drop the --cluster-* flags")
 	case f.leafListen != "":
@@ -155,7 +157,8 @@ nats-leaf://HUB:PORT it runs as the branch broker of site NAME: a leaf node of t
 JetStream domain NAME, which copies the hub's job events (and the packages they use, once per site)
 and keeps its agents' statuses, locks and inventory while the link is down; the hub's PCM_STATUS
 and PCM_AGENTS source the site's. Enroll its clients at the hub with pcm enroll --site NAME and
-point their agents at the site broker. --site does not run with --auth yet.`,
+point their agents at the site broker. --site and --leaf-listen do not run with --auth yet (a
+site's leaf credentials, pcm creds site NAME, are ready; docs/sites.md says what is missing).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return osservice.Run(cmd.Context(), brokerService, stopTimeout, func(ctx context.Context) error {
