@@ -30,6 +30,7 @@ import (
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/site"
 	"github.com/pcm-project/pcm/testenv"
 )
 
@@ -794,6 +795,33 @@ func TestSiteAuthenticatedLink(t *testing.T) {
 	cancel()
 	if _, err := nc.Request("$JS.hub.API.DIRECT.GET."+events.StreamStatus, []byte(`{"seq":1}`), time.Second); err == nil {
 		t.Error("the site read the hub's PCM_STATUS")
+	}
+
+	// The site's copy of the hub's offers and of their packages, read
+	// with direct gets only (site.NewDirectRelay): an offer with a
+	// package is relayed once the package is at the site.
+	j := job([]string{"true"}, toClient("ws1"))
+	j.Package = &events.PackageRef{Name: "tool", Version: "1.0"}
+	withPkg := publish(t, newPublisher(t, f.hubJS), j)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	relay := site.NewDirectRelay(f.siteJS, viaSite, nil)
+	go func() { _ = relay.Run(rctx) }()
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if st := relay.Stats(); st.Relayed < 2 || st.Downloads != 1 {
+			return fmt.Errorf("relay stats %+v: want the 2 offers relayed and the package downloaded once", st)
+		}
+		return nil
+	})
+	local, err := f.siteJS.ObjectStore(ctx, events.BucketPackages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := local.GetBytes(ctx, events.PackageObjectName("tool", "1.0")); err != nil || string(b) != "#!/bin/sh\necho tool\n" {
+		t.Fatalf("the package at the site: %q %v", b, err)
+	}
+	if m, err := f.siteJS.Conn().Request("$JS.API.DIRECT.GET."+events.StreamJobs, []byte(`{"seq":2}`), 5*time.Second); err != nil || !strings.Contains(string(m.Data), withPkg) {
+		t.Fatalf("the site's PCM_JOBS #2: %v, want the offer of %s", err, withPkg)
 	}
 
 	// A client enrolled at the site, by an admin of the site (the same
