@@ -850,6 +850,87 @@ func TestSiteAuthenticatedLink(t *testing.T) {
 	if _, err := agent.Request("$JS.API.STREAM.INFO."+events.StreamStatus, nil, time.Second); err == nil {
 		t.Error("the agent of ws1 read PCM_STATUS's info at the site: it is not in its own account")
 	}
+
+	// Its statuses and inventory reach the hub through the site's
+	// account, once its site's account at the hub imports them
+	// (site.Forwarder): in the site's order, with their ids, once.
+	hubAccts := fleet.NewAccounts(f.hubJS.Conn(), f.iss)
+	if err := hubAccts.Ensure(ctx, auth.Principal{Kind: auth.KindSite, Name: "branch1", Clients: []string{"ws1"}}); err != nil {
+		t.Fatal(err)
+	}
+	agentJS, err := jetstream.New(agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 3 {
+		m := nats.NewMsg(events.StatusSubject("ws1", withPkg))
+		id := fmt.Sprintf("%s.ws1.s%d", withPkg, i)
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte(`{"n":` + strconv.Itoa(i) + `}`)
+		if _, err := agentJS.PublishMsg(ctx, m); err != nil {
+			t.Fatalf("the agent's status at the site: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	if _, err := agentJS.Publish(ctx, "$KV."+events.BucketAgents+".ws1", []byte(`{"client_id":"ws1"}`)); err != nil {
+		t.Fatalf("the agent's inventory at the site: %v", err)
+	}
+	fctx, stopF := context.WithCancel(ctx)
+	defer stopF()
+	fw := site.NewForwarder(f.siteJS, "branch1", nil)
+	fwDone := make(chan struct{})
+	go func() { _ = fw.Run(fctx); close(fwDone) }()
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if n := fw.Forwarded(); n < 4 {
+			return fmt.Errorf("%d of 4 forwarded", n)
+		}
+		return nil
+	})
+	// Once more from the start: the hub stores nothing twice.
+	stopF()
+	<-fwDone
+	st, err := f.siteJS.Stream(ctx, events.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteConsumer(ctx, site.ForwardConsumer); err != nil {
+		t.Fatal(err)
+	}
+	fctx, stopF = context.WithCancel(ctx)
+	defer stopF()
+	fw = site.NewForwarder(f.siteJS, "branch1", nil)
+	go func() { _ = fw.Run(fctx) }()
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if n := fw.Forwarded(); n < 3 {
+			return fmt.Errorf("%d of 3 forwarded again", n)
+		}
+		return nil
+	})
+	hs, err := f.hubJS.Stream(ctx, events.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for seq := uint64(1); seq <= hs.CachedInfo().State.LastSeq; seq++ {
+		m, err := hs.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject == events.StatusSubject("ws1", withPkg) {
+			got = append(got, m.Header.Get(jetstream.MsgIDHeader))
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(ids, " ") {
+		t.Errorf("the hub's PCM_STATUS holds %q for ws1, want %q: each once, in the site's order, with its id", got, ids)
+	}
+	kv, err := f.hubJS.KeyValue(ctx, events.BucketAgents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get(ctx, "ws1"); err != nil || string(e.Value()) != `{"client_id":"ws1"}` {
+		t.Errorf("ws1's inventory at the hub: %v", err)
+	}
 }
 
 // TestSiteAttackLeafCredentials: the site's leaf credentials in a thief's

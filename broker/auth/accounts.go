@@ -66,6 +66,10 @@ type Principal struct {
 	// Groups are a client's groups: its account imports their job subjects
 	// (the desktop hears of their new offers). Ignored for other kinds.
 	Groups []string
+	// Clients are a site's clients (those enrolled at it): its account
+	// imports the writing of their statuses and inventory, which the site
+	// forwards to the hub. Ignored for other kinds.
+	Clients []string
 }
 
 // Validate checks the kind, the name and the groups.
@@ -85,6 +89,11 @@ func (p Principal) Validate() error {
 	}
 	for _, g := range p.Groups {
 		if err := events.ValidID("group", g); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidUser, err)
+		}
+	}
+	for _, c := range p.Clients {
+		if err := events.ValidID("client id", c); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidUser, err)
 		}
 	}
@@ -186,8 +195,17 @@ func Imports(p Principal) ([]Import, error) {
 		out = append(out, Import{Stream: true, Subject: events.ReleaseHintSubject("*"),
 			Why: "its agent hears of new releases on its channel"})
 	case KindSite:
-		// A site reads; it hears of nothing (the hub's job subjects do
-		// not cross the leaf connection: broker.SiteLocalSubjects).
+		// A site hears of nothing (the hub's job subjects do not cross
+		// the leaf connection: broker.SiteLocalSubjects); it writes the
+		// statuses and inventory of its own clients only, under local
+		// names that its link lets through.
+		for _, c := range p.Clients {
+			out = append(out,
+				Import{Subject: events.StatusSubjectsOfClient(c), Local: SiteStatusPrefix + c + ".*",
+					Why: "forward its client's statuses to the hub's PCM_STATUS (in the site's order, with their ids)"},
+				Import{Subject: kvPre + events.BucketAgents + "." + c, Local: SiteAgentsPrefix + c,
+					Why: "forward its client's inventory and heartbeats to the hub's PCM_AGENTS"})
+		}
 	default:
 		out = append(out,
 			Import{Stream: true, Subject: "pcm.jobs.>", Why: "hear of new offers and cancellations"},

@@ -384,9 +384,9 @@ func readerGrants() []Grant {
 // jobs use.
 var SiteReadStreams = []string{events.StreamJobs, objSPre + events.BucketPackages}
 
-// siteGrants are what a site's leaf connection may send to the hub: the
-// state of PCM_JOBS and of the package store, and batched direct gets of
-// both, each under its $JS.API name (what the site's account imports) and
+// siteGrants are what a site's leaf connection may send to the hub: its
+// clients' statuses and inventory, the state of PCM_JOBS and of the
+// package store, and batched direct gets of both, each under its $JS.API name (what the site's account imports) and
 // addressed to the hub's JetStream domain, as the site sends it across
 // the leaf connection (the hub maps $JS.<domain>.API onto $JS.API in the
 // account the connection is bound to). It creates no consumer: a consumer
@@ -398,6 +398,11 @@ func siteGrants() []Grant {
 			Grant{Subject: api + "STREAM.INFO." + s, Why: "read the hub's " + s + "'s state (how far its copy at the site may go)"},
 			Grant{Subject: directGet(s, ""), Why: "copy the hub's " + s + " to the site (batched direct gets, no consumer)"})
 	}
+	gs = append(gs,
+		Grant{Subject: SiteStatusPrefix + "*.*", Local: true,
+			Why: "forward its clients' statuses to the hub (pcm.status.<client>.<job> under this name: its account imports it for the clients enrolled at the site only)"},
+		Grant{Subject: SiteAgentsPrefix + "*", Local: true,
+			Why: "forward its clients' inventory to the hub ($KV.PCM_AGENTS.<client> under this name, likewise)"})
 	for _, s := range SiteReadStreams {
 		gs = append(gs,
 			Grant{Subject: siteDomainAPI + "STREAM.INFO." + s, Local: true, Why: "the same, addressed to the hub's JetStream domain across the leaf connection (the hub maps it onto $JS.API in the site's account)"},
@@ -405,6 +410,18 @@ func siteGrants() []Grant {
 	}
 	return gs
 }
+
+// The names under which a site forwards its clients' statuses
+// (SiteStatusPrefix + "<client>.<job>") and inventory (SiteAgentsPrefix +
+// "<client>") across its link: its account at the hub imports
+// pcm.status.<client>.* and $KV.PCM_AGENTS.<client> under them for each
+// client enrolled at the site. They differ from the subjects themselves,
+// which never cross the link (the hub's streams would capture the site's
+// agents' publishes directly, out of the site's order).
+const (
+	SiteStatusPrefix = "pcm.site.status."
+	SiteAgentsPrefix = "pcm.site.agents."
+)
 
 // siteDomainAPI is the JetStream API of any domain: a site addresses the
 // hub's as $JS.<hub domain>.API. Only the hub's own domain is mapped onto
