@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/pcm-project/pcm/broker"
 	"github.com/pcm-project/pcm/broker/auth"
@@ -637,12 +639,17 @@ type authSites struct {
 	hub, site     *broker.Broker
 	hubJS, siteJS jetstream.JetStream
 	siteCreds     string
-	job           string // a job published at the hub
+	job           string     // a job published at the hub
+	proxy         *linkProxy // the link, when proxied
 }
 
 // startAuthSites starts the hub and the site, publishes a job and a
 // package and stores a status at the hub, and waits for the link.
-func startAuthSites(t *testing.T) *authSites {
+func startAuthSites(t *testing.T) *authSites { return startAuthSitesVia(t, false) }
+
+// startAuthSitesVia is startAuthSites, with the link through a linkProxy
+// (authSites.proxy) when proxied.
+func startAuthSitesVia(t *testing.T, proxied bool) *authSites {
 	t.Helper()
 	ctx := t.Context()
 	a, _, err := auth.Setup(filepath.Join(t.TempDir(), "auth"))
@@ -706,12 +713,139 @@ func startAuthSites(t *testing.T) *authSites {
 	if err := auth.WriteCreds(f.siteCreds, creds); err != nil {
 		t.Fatal(err)
 	}
+	hubURL := f.hub.LeafURL()
+	if proxied {
+		f.proxy = startLinkProxy(t, strings.TrimPrefix(hubURL, "nats-leaf://"))
+		hubURL = f.proxy.URL()
+	}
 	f.site, f.siteJS = startB(broker.Config{ServerName: "branch1", Domain: "branch1",
-		Hub: &broker.HubLink{URL: f.hub.LeafURL(), Reconnect: 100 * time.Millisecond, Credentials: f.siteCreds}})
+		Hub: &broker.HubLink{URL: hubURL, Reconnect: 100 * time.Millisecond, Credentials: f.siteCreds}})
 	testenv.WaitFor(t, 10*time.Second, "the site's authenticated leaf connection", func() bool {
 		return f.site.HubConnected() && f.hub.Server().NumLeafNodes() == 1
 	})
 	return f
+}
+
+// TestSiteAuthenticatedCut: the cut scenario across an authenticated link
+// (a smaller variant of TestSiteWorksThroughACut, in process, with the
+// site's direct relay and forwarder): 3 clients enrolled at the site with
+// their own credentials, an offer with a package copied to the site; the
+// link is cut; each client's agent reports its statuses to the site and a
+// job is published at the hub meanwhile; when the link returns, every
+// status reaches the hub once, in each client's order, with its id, and
+// the new job reaches the site.
+func TestSiteAuthenticatedCut(t *testing.T) {
+	f := startAuthSitesVia(t, true)
+	ctx := t.Context()
+	viaSite, err := jetstream.NewWithDomain(f.siteJS.Conn(), "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := []string{"ws1", "ws2", "ws3"}
+	siteAccts := fleet.NewAccounts(f.siteJS.Conn(), f.iss)
+	agents := map[string]jetstream.JetStream{}
+	for _, c := range clients {
+		if _, err := fleet.Enroll(ctx, f.siteJS, siteAccts, c, []string{"lab"}, fleet.ConsumerOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		creds, err := siteAccts.Issue(ctx, auth.User{Role: auth.RoleAgent, Name: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opt, err := auth.CredsOption(creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(f.site.ClientURL(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		if agents[c], err = jetstream.New(nc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fleet.NewAccounts(f.hubJS.Conn(), f.iss).Ensure(ctx, auth.Principal{Kind: auth.KindSite, Name: "branch1", Clients: clients}); err != nil {
+		t.Fatal(err)
+	}
+	j := job([]string{"true"}, events.Target{Kind: events.TargetGroup, Name: "lab"})
+	j.Package = &events.PackageRef{Name: "tool", Version: "1.0"}
+	p := newPublisher(t, f.hubJS)
+	first := publish(t, p, j)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	relay := site.NewDirectRelay(f.siteJS, viaSite, zaptest.NewLogger(t))
+	fw := site.NewForwarder(f.siteJS, "branch1", nil)
+	go func() { _ = relay.Run(rctx) }()
+	go func() { _ = fw.Run(rctx) }()
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if st := relay.Stats(); st.Relayed < 2 || st.Downloads != 1 {
+			return fmt.Errorf("relay stats %+v: want both offers relayed and the package downloaded once", st)
+		}
+		return nil
+	})
+
+	f.proxy.cut()
+	testenv.WaitFor(t, 10*time.Second, "the link to drop", func() bool { return !f.site.HubConnected() })
+	hubStatus, err := f.hubJS.Stream(ctx, events.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := hubStatus.CachedInfo().State.Msgs
+	want := map[string][]string{}
+	for _, c := range clients {
+		for _, state := range []string{"started", "succeeded"} {
+			m := nats.NewMsg(events.StatusSubject(c, first))
+			id := first + "." + c + "." + state + ".1"
+			m.Header.Set(jetstream.MsgIDHeader, id)
+			m.Data = []byte(`{"state":"` + state + `"}`)
+			if _, err := agents[c].PublishMsg(ctx, m); err != nil {
+				t.Fatalf("%s's status at the site during the cut: %v", c, err)
+			}
+			want[c] = append(want[c], id)
+		}
+	}
+	second := publish(t, p, job([]string{"true"}, events.Target{Kind: events.TargetGroup, Name: "lab"}))
+	if info, err := hubStatus.Info(ctx); err != nil || info.State.Msgs != before {
+		t.Fatalf("the hub's PCM_STATUS changed during the cut (%v): the site's statuses crossed a cut link?", err)
+	}
+
+	f.proxy.restore()
+	start := time.Now()
+	testenv.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		got := map[string][]string{}
+		for seq := uint64(1); ; seq++ {
+			m, err := hubStatus.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			for _, c := range clients {
+				if m.Subject == events.StatusSubject(c, first) {
+					got[c] = append(got[c], m.Header.Get(jetstream.MsgIDHeader))
+				}
+			}
+		}
+		for _, c := range clients {
+			if strings.Join(got[c], " ") != strings.Join(want[c], " ") {
+				return fmt.Errorf("%s's statuses at the hub: %q, want %q (once each, in order)", c, got[c], want[c])
+			}
+		}
+		return nil
+	})
+	t.Logf("the statuses written during the cut reached the hub %s after the link returned", time.Since(start).Round(10*time.Millisecond))
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		m, err := f.siteJS.Conn().Request("$JS.API.DIRECT.GET."+events.StreamJobs, []byte(`{"seq":3}`), time.Second)
+		if err != nil || !strings.Contains(string(m.Data), second) {
+			return fmt.Errorf("the site's PCM_JOBS #3: %v, want the offer of %s published during the cut", err, second)
+		}
+		return nil
+	})
+	if st := relay.Stats(); st.Downloads != 1 {
+		t.Errorf("relay stats %+v: the package crossed the link more than once", st)
+	}
 }
 
 // hubState is what the attacks aim at, as the hub's admin sees it: each

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
@@ -70,7 +71,18 @@ type Principal struct {
 	// imports the writing of their statuses and inventory, which the site
 	// forwards to the hub. Ignored for other kinds.
 	Clients []string
+	// HubDomain is, for a site, the hub's JetStream domain, under which
+	// the site addresses the hub's JetStream across its link: its account
+	// imports its requests under that name too (nats-server maps the
+	// domain's API onto $JS.API in the account of a leaf connection when
+	// the connection is made, but forgets it when the account's JWT is
+	// updated). Default DefaultHubDomain. Ignored for other kinds.
+	HubDomain string
 }
+
+// DefaultHubDomain is the JetStream domain of a hub that serves sites
+// unless told otherwise (pcm broker --leaf-listen).
+const DefaultHubDomain = "hub"
 
 // Validate checks the kind, the name and the groups.
 func (p Principal) Validate() error {
@@ -94,6 +106,11 @@ func (p Principal) Validate() error {
 	}
 	for _, c := range p.Clients {
 		if err := events.ValidID("client id", c); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidUser, err)
+		}
+	}
+	if p.HubDomain != "" {
+		if err := events.ValidID("hub domain", p.HubDomain); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidUser, err)
 		}
 	}
@@ -199,6 +216,13 @@ func Imports(p Principal) ([]Import, error) {
 		// the leaf connection: broker.SiteLocalSubjects); it writes the
 		// statuses and inventory of its own clients only, under local
 		// names that its link lets through.
+		domain := cmp.Or(p.HubDomain, DefaultHubDomain)
+		for _, im := range slices.Clone(out) {
+			if rest, ok := strings.CutPrefix(im.Subject, api); ok {
+				out = append(out, Import{Subject: im.Subject, Local: "$JS." + domain + ".API." + rest,
+					Why: "the same, as the site addresses it across its link (the hub's JetStream domain)"})
+			}
+		}
 		for _, c := range p.Clients {
 			out = append(out,
 				Import{Subject: events.StatusSubjectsOfClient(c), Local: SiteStatusPrefix + c + ".*",
