@@ -372,7 +372,11 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 				rs = append(rs, req{subject: api + "STREAM.INFO." + s}, req{subject: api + "DIRECT.GET." + s, body: `{"seq":1}`})
 			}
 		}
-		return rs
+		// Forwarding a client's status and inventory: its account imports
+		// them only for the clients enrolled at the site.
+		return append(rs,
+			req{subject: auth.SiteStatusPrefix + "c1." + f.job["c1"], body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.statusID["c1"]}},
+			req{subject: auth.SiteAgentsPrefix + "c1", body: `{"client_id":"c1"}`, header: wrongRev})
 	}
 	return nil
 }

@@ -1068,13 +1068,19 @@ func TestSiteAuthenticatedLink(t *testing.T) {
 }
 
 // TestSiteAttackLeafCredentials: the site's leaf credentials in a thief's
-// hands. As a client connection they are refused; as the leaf connection
-// of the thief's own server, every request they allow, aimed by its reply
-// subject at the hub's JetStream API, statuses, inventory and jobs, and
-// every forbidden publish and subscription, changes nothing at the hub and
-// reads nothing beyond PCM_JOBS and the package store.
+// hands (a site with client ws1). As a client connection they are
+// refused; across a leaf connection of the thief's own, every request they
+// allow, aimed by its reply subject at the hub's JetStream API, statuses,
+// inventory and jobs, every forwarded name of a client not at the site,
+// and every forbidden publish and subscription, changes nothing at the hub
+// and reads nothing beyond PCM_JOBS and the package store. (What the
+// credentials may change by design: the statuses and inventory of the
+// site's own clients, whose owner the site stands for.)
 func TestSiteAttackLeafCredentials(t *testing.T) {
 	f := startAuthSites(t)
+	if err := fleet.NewAccounts(f.hubJS.Conn(), f.iss).Ensure(t.Context(), auth.Principal{Kind: auth.KindSite, Name: "branch1", Clients: []string{"ws1"}}); err != nil {
+		t.Fatal(err)
+	}
 	before := f.hubState(t)
 
 	// A client connection with the leaf credentials is refused.
@@ -1102,7 +1108,7 @@ func TestSiteAttackLeafCredentials(t *testing.T) {
 	// them answered across a real site's link), so they are sent
 	// redirected and the hub's final state is what proves them harmless.
 	var allowed, gets []req
-	for _, r := range (&attackFixture{}).requestsOf(auth.User{Role: auth.RoleSite, Name: "branch1"}) {
+	for _, r := range (&attackFixture{job: map[string]string{"c1": "J1"}, statusID: map[string]string{"c1": "s1"}}).requestsOf(auth.User{Role: auth.RoleSite, Name: "branch1"}) {
 		if strings.Contains(r.subject, ".STREAM.INFO.") {
 			allowed = append(allowed, r)
 		} else {
@@ -1119,6 +1125,9 @@ func TestSiteAttackLeafCredentials(t *testing.T) {
 		"$JS.hub.API.STREAM.PURGE." + events.StreamJobs, "$JS.hub.API.STREAM.DELETE." + events.StreamStatus,
 		events.StatusSubject("ws1", f.job), events.StatusSubject("ws1", "forged"), "$KV." + events.BucketAgents + ".ws1",
 		"$KV." + events.BucketLocks + ".ws1", "pcm.jobs.all", "pcm.jobs.client.ws1", events.CancelSubject(f.job),
+		// ws2 is not a client of the site (ws1 is): its forwarded names
+		// lead nowhere.
+		auth.SiteStatusPrefix + "ws2.forged", auth.SiteAgentsPrefix + "ws2",
 	}
 	for _, r := range append(gets, allowed...) {
 		for _, tgt := range targets {
@@ -1136,6 +1145,14 @@ func TestSiteAttackLeafCredentials(t *testing.T) {
 			}
 			return l.heard(reply)
 		})
+	}
+	// The forwarded names of a client not at the site, directly: the
+	// credentials allow them, the site's account leads them nowhere.
+	for _, tgt := range targets {
+		if strings.HasPrefix(tgt, auth.SiteStatusPrefix) || strings.HasPrefix(tgt, auth.SiteAgentsPrefix) {
+			l.pub(tgt, "", `{"forged":true}`)
+			l.pub(tgt, prefix+".forged", `{"forged":true}`)
+		}
 	}
 	// A status stored at the hub now: nothing of it may reach the thief.
 	if _, err := f.hubJS.Publish(t.Context(), events.StatusSubject("ws1", "later"), []byte(`{"later":true}`)); err != nil {
@@ -1172,6 +1189,9 @@ func TestSiteAttackLeafCredentials(t *testing.T) {
 	for _, tgt := range append(targets, "$JS.hub.API.CONSUMER.CREATE."+events.StreamJobs+".spy", "$JS.hub.API.STREAM.UPDATE."+events.StreamStatus,
 		"$JS.hub.API.DIRECT.GET."+events.StreamStatus, "$JS.hub.API.DIRECT.GET.KV_"+events.BucketAgents,
 		"$JS.hub.API.STREAM.INFO."+events.StreamStatus, "$JS.hub.API.CONSUMER.LIST."+events.StreamJobs) {
+		if strings.HasPrefix(tgt, auth.SiteStatusPrefix) || strings.HasPrefix(tgt, auth.SiteAgentsPrefix) {
+			continue // allowed names, tried above
+		}
 		forbidden("a publish to "+tgt, func(l *rawLeaf) {
 			l.pub(tgt, prefix+".direct", `{"config":{"durable_name":"spy","deliver_subject":"spy.x"},"seq":1}`)
 		})
