@@ -86,7 +86,7 @@ func (f *brokerFlags) hubLink() *broker.HubLink {
 func (f *brokerFlags) checkSite(clustered bool) error {
 	switch {
 	case f.leafListen != "" && f.auth:
-		return fmt.Errorf("%w: --leaf-listen with --auth: an authenticated hub does not accept sites yet: a site's own leaf credentials (pcm creds site NAME) authenticate the link and read only PCM_JOBS and the package store, but its statuses and inventory cannot reach an authenticated hub through them yet (docs/sites.md, Limits); run the hub open on a private network, or the site's clients against the hub", broker.ErrSiteAuth)
+		return fmt.Errorf("%w: --leaf-listen with --auth: an authenticated hub does not accept sites yet: a site's own leaf credentials (pcm creds site NAME) are ready, but pcm broker does not run an authenticated site nor tell its reachability yet (docs/sites.md, Authentication); run the hub open on a private network, or the site's clients against the hub", broker.ErrSiteAuth)
 	case f.site == "" && f.hub != "":
 		return fmt.Errorf("--hub needs --site NAME: the name of this branch site")
 	case f.site == "":
@@ -94,7 +94,7 @@ func (f *brokerFlags) checkSite(clustered bool) error {
 	case f.hub == "":
 		return fmt.Errorf("--site needs --hub nats-leaf://HOST:PORT: the hub's --leaf-listen address")
 	case f.auth:
-		return fmt.Errorf("%w: --site with --auth is not supported yet: the link authenticates with the site's own credentials (pcm creds site NAME) and a site of the hub's authority keeps its clients' accounts, but its statuses and inventory cannot reach the hub through that link yet (docs/sites.md, Limits); run the site open on its own network, or its clients against the hub", broker.ErrSiteAuth)
+		return fmt.Errorf("%w: --site with --auth is not supported yet: the link with the site's own credentials (pcm creds site NAME), its relay and its forwarder work in the library, but pcm broker does not run them yet (docs/sites.md, Authentication); run the site open on its own network, or its clients against the hub", broker.ErrSiteAuth)
 	case clustered:
 		return fmt.Errorf("--site runs a single-node site broker: drop the --cluster-* flags")
 	case f.leafListen != "":

@@ -22,8 +22,8 @@ desktop credentials belong to an enrolled client's account (NAME is the client i
 issues these). The brokers accept the credentials at once, without a restart.
 Roles: publisher (publish and cancel jobs, push packages, read statuses and the inventory),
 auditor (read both streams and the inventory, change nothing), site (the leaf connection of
-branch site NAME's broker: reads the hub's PCM_JOBS and package store, connects only as a leaf
-node; docs/sites.md), admin (everything: provisioning, enrollment, revocation), agent and desktop
+branch site NAME's broker: reads the hub's PCM_JOBS and package store and forwards the statuses and
+inventory of the clients enrolled at the site, connects only as a leaf node; docs/sites.md), admin (everything: provisioning, enrollment, revocation), agent and desktop
 (one client). See docs/security.md for what each
 account reaches. Whoever holds the issuer file can mint any of them: keep it with the operators.`,
 		Example: `  pcm creds publisher ci --out ci.creds --issuer ./pcm-data/auth/issuer.json
