@@ -726,6 +726,32 @@ func startAuthSitesVia(t *testing.T, proxied bool) *authSites {
 	return f
 }
 
+// enrollAtSite enrolls client (group lab) against the site's broker, as
+// an admin of the authority there: its consumer and its account at the
+// site. It returns a connection to the site with its agent's credentials.
+func (f *authSites) enrollAtSite(t *testing.T, client string) *nats.Conn {
+	t.Helper()
+	ctx := t.Context()
+	accts := fleet.NewAccounts(f.siteJS.Conn(), f.iss)
+	if _, err := fleet.Enroll(ctx, f.siteJS, accts, client, []string{"lab"}, fleet.ConsumerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := accts.Issue(ctx, auth.User{Role: auth.RoleAgent, Name: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := auth.CredsOption(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(f.site.ClientURL(), opt)
+	if err != nil {
+		t.Fatalf("the agent of %s at the site: %v", client, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 // TestSiteAuthenticatedCut: the cut scenario across an authenticated link
 // (a smaller variant of TestSiteWorksThroughACut, in process, with the
 // site's direct relay and forwarder): 3 clients enrolled at the site with
@@ -742,26 +768,9 @@ func TestSiteAuthenticatedCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	clients := []string{"ws1", "ws2", "ws3"}
-	siteAccts := fleet.NewAccounts(f.siteJS.Conn(), f.iss)
 	agents := map[string]jetstream.JetStream{}
 	for _, c := range clients {
-		if _, err := fleet.Enroll(ctx, f.siteJS, siteAccts, c, []string{"lab"}, fleet.ConsumerOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		creds, err := siteAccts.Issue(ctx, auth.User{Role: auth.RoleAgent, Name: c})
-		if err != nil {
-			t.Fatal(err)
-		}
-		opt, err := auth.CredsOption(creds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := nats.Connect(f.site.ClientURL(), opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		if agents[c], err = jetstream.New(nc); err != nil {
+		if agents[c], err = jetstream.New(f.enrollAtSite(t, c)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -961,23 +970,7 @@ func TestSiteAuthenticatedLink(t *testing.T) {
 	// A client enrolled at the site, by an admin of the site (the same
 	// authority): its account is pushed to the site's resolver, and its
 	// agent's credentials work there, in its own account.
-	siteAccts := fleet.NewAccounts(nc, f.iss)
-	if _, err := fleet.Enroll(ctx, f.siteJS, siteAccts, "ws1", []string{"lab"}, fleet.ConsumerOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	creds, err := siteAccts.Issue(ctx, auth.User{Role: auth.RoleAgent, Name: "ws1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt, err := auth.CredsOption(creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent, err := nats.Connect(f.site.ClientURL(), opt)
-	if err != nil {
-		t.Fatalf("the agent of ws1 at the site: %v", err)
-	}
-	defer agent.Close()
+	agent := f.enrollAtSite(t, "ws1")
 	if _, err := agent.Request("$JS.API.CONSUMER.INFO.PCM_JOBS.agent-ws1", nil, 5*time.Second); err != nil {
 		t.Fatalf("the agent of ws1 reads its consumer at the site: %v", err)
 	}
