@@ -33,9 +33,10 @@ var (
 	// ErrInvalidSite: the settings of a branch site (Config.Hub,
 	// Config.LeafListen, Config.Domain) are incomplete or inconsistent.
 	ErrInvalidSite = errors.New("invalid site config")
-	// ErrSiteAuth: sites and authentication do not work together yet: an
-	// authenticated broker neither runs as a site nor accepts sites.
-	ErrSiteAuth = errors.New("sites are not supported with authentication")
+	// ErrSiteAuth: an authenticated site broker lacks what its leaf
+	// connection authenticates with (Config.Hub.Credentials), or cannot
+	// read it.
+	ErrSiteAuth = errors.New("site authentication")
 	// ErrProvision: a stream or bucket could not be created or updated.
 	ErrProvision = errors.New("provisioning failed")
 )

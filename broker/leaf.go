@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 )
 
@@ -26,6 +27,12 @@ type HubLink struct {
 	// Reconnect is how soon the site dials the hub again after the link
 	// drops. Default DefaultHubReconnect.
 	Reconnect time.Duration
+	// Credentials is the credentials file of the site's leaf connection
+	// (pcm creds site NAME): a user of the site's own account at the hub,
+	// which reads the hub's PCM_JOBS and package store and nothing else
+	// (docs/security.md). Required when the hub runs with authentication;
+	// on the site, the connection is then bound to the pcm account.
+	Credentials string
 }
 
 // SiteLocalSubjects are the subjects that never cross the link between a
@@ -64,9 +71,6 @@ func (c Config) validateLeaf() error {
 		if c.Domain == "" {
 			return fmt.Errorf("%w: %w: Config.LeafListen needs Config.Domain: sites address the hub's JetStream by its domain", ErrInvalidConfig, ErrInvalidSite)
 		}
-		if c.Auth != nil {
-			return fmt.Errorf("%w: %w: an authenticated hub does not accept sites yet: leaf connections would need their own credentials (docs/sites.md)", ErrInvalidConfig, ErrSiteAuth)
-		}
 	}
 	if c.Hub == nil {
 		return nil
@@ -74,8 +78,13 @@ func (c Config) validateLeaf() error {
 	if c.Domain == "" {
 		return fmt.Errorf("%w: %w: a site (Config.Hub) needs its own JetStream domain, Config.Domain: use the site's name", ErrInvalidConfig, ErrInvalidSite)
 	}
-	if c.Auth != nil {
-		return fmt.Errorf("%w: %w: a site broker does not run with authentication yet (its leaf connection has no credentials of its own and the pcm account's exports are not mirrored at the site): run it open, on the site's network (docs/sites.md)", ErrInvalidConfig, ErrSiteAuth)
+	if c.Auth != nil && c.Hub.Credentials == "" {
+		return fmt.Errorf("%w: %w: an authenticated site broker needs Config.Hub.Credentials, its leaf connection's credentials (pcm creds site NAME at the hub)", ErrInvalidConfig, ErrSiteAuth)
+	}
+	if c.Hub.Credentials != "" {
+		if _, err := auth.CredsUser(c.Hub.Credentials); err != nil {
+			return fmt.Errorf("%w: %w: Config.Hub.Credentials: %w", ErrInvalidConfig, ErrSiteAuth, err)
+		}
 	}
 	if c.Cluster.enabled() {
 		return fmt.Errorf("%w: %w: a site broker is a single node", ErrInvalidConfig, ErrInvalidSite)
@@ -146,7 +155,11 @@ func applyLeaf(cfg Config, opts *server.Options) error {
 			return fmt.Errorf("%w: %w: Config.Hub.URL: %v", ErrInvalidConfig, ErrInvalidSite, err)
 		}
 		deny := SiteLocalSubjects()
-		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: urls, DenyImports: deny, DenyExports: deny}}
+		// On an authenticated site the link joins the site's pcm account
+		// to the site's own account at the hub, which its credentials
+		// belong to.
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: urls, DenyImports: deny, DenyExports: deny,
+			Credentials: cfg.Hub.Credentials, LocalAccount: cfg.AuthAccount()}}
 		opts.LeafNode.ReconnectInterval = cmp.Or(cfg.Hub.Reconnect, DefaultHubReconnect)
 	}
 	return nil

@@ -83,7 +83,9 @@ var ErrNoIssuer = errors.New("no issuer to mint the broker's own admin")
 // reconnecting for ever, for the broker's own services (StartServices):
 // on an authenticated broker as an admin of the pcm account whose
 // credentials iss mints now and never writes anywhere (ErrNoIssuer when
-// iss is nil); on an open broker iss is not needed.
+// iss is nil); on an open broker iss is not needed. On a site linked with
+// credentials of its own (HubLink.Credentials) it uses their inbox, the
+// only one whose answers cross the link back from the hub.
 func (b *Broker) ConnectAdmin(iss *auth.Issuer, name string) (*nats.Conn, error) {
 	opts := []nats.Option{nats.InProcessServer(b.Server()), nats.Name(name), nats.MaxReconnects(-1)}
 	if b.cfg.Auth != nil {
@@ -95,6 +97,15 @@ func (b *Broker) ConnectAdmin(iss *auth.Issuer, name string) (*nats.Conn, error)
 			return nil, err
 		}
 		opts = append(opts, o)
+	}
+	if b.cfg.Hub != nil && b.cfg.Hub.Credentials != "" {
+		// A site's answers from the hub reach only the inbox of its leaf
+		// credentials.
+		prefix, err := auth.InboxPrefixOfCreds(b.cfg.Hub.Credentials)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSiteAuth, err)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(prefix))
 	}
 	nc, err := nats.Connect(b.ClientURL(), opts...)
 	if err != nil {

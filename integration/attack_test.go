@@ -362,6 +362,21 @@ func (f *attackFixture) requestsOf(u auth.User) []req {
 			req{subject: "$KV.PCM_RELEASES.channel.stable", body: "not a manifest", header: wrongRev})
 	case auth.RoleAuditor:
 		return readers()
+	case auth.RoleSite:
+		// A site's credentials connect only as a leaf node: the site
+		// attack (TestSiteAttackLeafCredentials) makes these across a
+		// leaf connection of its own.
+		var rs []req
+		for _, api := range []string{"$JS.API.", "$JS.hub.API."} {
+			for _, s := range auth.SiteReadStreams {
+				rs = append(rs, req{subject: api + "STREAM.INFO." + s}, req{subject: api + "DIRECT.GET." + s, body: `{"seq":1}`})
+			}
+		}
+		// Forwarding a client's status and inventory: its account imports
+		// them only for the clients enrolled at the site.
+		return append(rs,
+			req{subject: auth.SiteStatusPrefix + "c1." + f.job["c1"], body: "duplicate", header: map[string]string{jetstream.MsgIDHeader: f.statusID["c1"]}},
+			req{subject: auth.SiteAgentsPrefix + "c1", body: `{"client_id":"c1"}`, header: wrongRev})
 	}
 	return nil
 }
@@ -695,7 +710,7 @@ func TestAttackRequestsCoverGrants(t *testing.T) {
 	f := &attackFixture{job: map[string]string{"c1": "J1", "c2": "J2"}, statusID: map[string]string{"c1": "s1", "c2": "s2"},
 		pkgMeta: "$O.PCM_PACKAGES.M.dG9vbEAxLjA=", pkgObject: "$O.PCM_PACKAGES.C.x"}
 	for _, u := range []auth.User{{Role: auth.RoleAgent, Name: "c1"}, {Role: auth.RoleDesktop, Name: "c1"},
-		{Role: auth.RolePublisher, Name: "ci"}, {Role: auth.RoleAuditor, Name: "audit"}} {
+		{Role: auth.RolePublisher, Name: "ci"}, {Role: auth.RoleAuditor, Name: "audit"}, {Role: auth.RoleSite, Name: "branch1"}} {
 		gs, err := auth.Grants(u)
 		if err != nil {
 			t.Fatal(err)

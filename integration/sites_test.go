@@ -1,27 +1,38 @@
 package integration_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap/zaptest"
 
+	"github.com/pcm-project/pcm/broker"
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/fleet"
 	"github.com/pcm-project/pcm/packages"
+	"github.com/pcm-project/pcm/site"
 	"github.com/pcm-project/pcm/testenv"
 )
 
@@ -611,7 +622,7 @@ func TestSiteRefusals(t *testing.T) {
 		{[]string{"--hub", "nats-leaf://127.0.0.1:7422"}, "--hub needs --site"},
 		{[]string{"--site", "hub", "--hub", "nats-leaf://127.0.0.1:7422"}, "named like the hub's domain"},
 		{[]string{"--site", "b.c", "--hub", "nats-leaf://127.0.0.1:7422"}, "site name"},
-		{[]string{"--leaf-listen", "127.0.0.1:-1", "--auth"}, "does not accept sites yet"},
+		{[]string{"--leaf-listen", "127.0.0.1:-1", "--auth"}, "an authenticated hub does not accept sites yet"},
 	} {
 		args := append([]string{"broker", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:-1"}, tc.args...)
 		_, errOut, code := runPCM(t, plainCLIEnv, args...)
@@ -619,4 +630,753 @@ func TestSiteRefusals(t *testing.T) {
 			t.Errorf("pcm %s: exit %d, stderr %q; want a refusal saying %q", strings.Join(tc.args, " "), code, errOut, tc.want)
 		}
 	}
+}
+
+// authSites is an authenticated hub and an authenticated site broker of
+// the same authority, in process, linked with the site's own leaf
+// credentials.
+type authSites struct {
+	iss           *auth.Issuer
+	hub, site     *broker.Broker
+	hubJS, siteJS jetstream.JetStream
+	siteCreds     string
+	job           string     // a job published at the hub
+	proxy         *linkProxy // the link, when proxied
+}
+
+// startAuthSites starts the hub and the site, publishes a job and a
+// package and stores a status at the hub, and waits for the link.
+func startAuthSites(t *testing.T) *authSites { return startAuthSitesVia(t, false) }
+
+// startAuthSitesVia is startAuthSites, with the link through a linkProxy
+// (authSites.proxy) when proxied.
+func startAuthSitesVia(t *testing.T, proxied bool) *authSites {
+	t.Helper()
+	ctx := t.Context()
+	a, _, err := auth.Setup(filepath.Join(t.TempDir(), "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := a.Issuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := a.Trust()
+	f := &authSites{iss: iss}
+	startB := func(cfg broker.Config) (*broker.Broker, jetstream.JetStream) {
+		cfg.StoreDir, cfg.Listen, cfg.Auth = t.TempDir(), "127.0.0.1:-1", &trust
+		b, err := broker.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Shutdown)
+		nc, err := b.ConnectAdmin(iss, "test admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := broker.Provision(ctx, js, broker.ProvisionOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return b, js
+	}
+	f.hub, f.hubJS = startB(broker.Config{ServerName: "hub", Domain: "hub", LeafListen: "127.0.0.1:-1"})
+
+	f.job = publish(t, newPublisher(t, f.hubJS), job([]string{"true"}, toClient("ws1")))
+	m := nats.NewMsg(events.StatusSubject("ws1", f.job))
+	m.Header.Set(jetstream.MsgIDHeader, "fixture-status")
+	m.Data = []byte(`{"fixture":"status"}`)
+	if _, err := f.hubJS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "tool.sh")
+	if err := os.WriteFile(file, []byte("#!/bin/sh\necho tool\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := packages.NewStore(f.hubJS).Push(ctx, file, packages.PushOptions{Name: "tool", Version: "1.0"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The site's leaf credentials, minted at the hub (pcm creds site).
+	accts := fleet.NewAccounts(f.hubJS.Conn(), iss)
+	creds, err := accts.Issue(ctx, auth.User{Role: auth.RoleSite, Name: "branch1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.siteCreds = filepath.Join(t.TempDir(), "branch1-site.creds")
+	if err := auth.WriteCreds(f.siteCreds, creds); err != nil {
+		t.Fatal(err)
+	}
+	hubURL := f.hub.LeafURL()
+	if proxied {
+		f.proxy = startLinkProxy(t, strings.TrimPrefix(hubURL, "nats-leaf://"))
+		hubURL = f.proxy.URL()
+	}
+	f.site, f.siteJS = startB(broker.Config{ServerName: "branch1", Domain: "branch1",
+		Hub: &broker.HubLink{URL: hubURL, Reconnect: 100 * time.Millisecond, Credentials: f.siteCreds}})
+	testenv.WaitFor(t, 10*time.Second, "the site's authenticated leaf connection", func() bool {
+		return f.site.HubConnected() && f.hub.Server().NumLeafNodes() == 1
+	})
+	return f
+}
+
+// enrollAtSite enrolls client (group lab) against the site's broker, as
+// an admin of the authority there: its consumer and its account at the
+// site. It returns a connection to the site with its agent's credentials.
+func (f *authSites) enrollAtSite(t *testing.T, client string) *nats.Conn {
+	t.Helper()
+	ctx := t.Context()
+	accts := fleet.NewAccounts(f.siteJS.Conn(), f.iss)
+	if _, err := fleet.Enroll(ctx, f.siteJS, accts, client, []string{"lab"}, fleet.ConsumerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := accts.Issue(ctx, auth.User{Role: auth.RoleAgent, Name: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := auth.CredsOption(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(f.site.ClientURL(), opt)
+	if err != nil {
+		t.Fatalf("the agent of %s at the site: %v", client, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// TestSiteAuthenticatedCut: the cut scenario across an authenticated link
+// (a smaller variant of TestSiteWorksThroughACut, in process, with the
+// site's direct relay and forwarder): 3 clients enrolled at the site with
+// their own credentials, an offer with a package copied to the site; the
+// link is cut; each client's agent reports its statuses to the site and a
+// job is published at the hub meanwhile; when the link returns, every
+// status reaches the hub once, in each client's order, with its id, and
+// the new job reaches the site.
+func TestSiteAuthenticatedCut(t *testing.T) {
+	f := startAuthSitesVia(t, true)
+	ctx := t.Context()
+	viaSite, err := jetstream.NewWithDomain(f.siteJS.Conn(), "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := []string{"ws1", "ws2", "ws3"}
+	agents := map[string]jetstream.JetStream{}
+	for _, c := range clients {
+		if agents[c], err = jetstream.New(f.enrollAtSite(t, c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fleet.NewAccounts(f.hubJS.Conn(), f.iss).Ensure(ctx, auth.Principal{Kind: auth.KindSite, Name: "branch1", Clients: clients}); err != nil {
+		t.Fatal(err)
+	}
+	j := job([]string{"true"}, events.Target{Kind: events.TargetGroup, Name: "lab"})
+	j.Package = &events.PackageRef{Name: "tool", Version: "1.0"}
+	p := newPublisher(t, f.hubJS)
+	first := publish(t, p, j)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	relay := site.NewDirectRelay(f.siteJS, viaSite, zaptest.NewLogger(t))
+	fw := site.NewForwarder(f.siteJS, "branch1", nil)
+	go func() { _ = relay.Run(rctx) }()
+	go func() { _ = fw.Run(rctx) }()
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if st := relay.Stats(); st.Relayed < 2 || st.Downloads != 1 {
+			return fmt.Errorf("relay stats %+v: want both offers relayed and the package downloaded once", st)
+		}
+		return nil
+	})
+
+	f.proxy.cut()
+	testenv.WaitFor(t, 10*time.Second, "the link to drop", func() bool { return !f.site.HubConnected() })
+	hubStatus, err := f.hubJS.Stream(ctx, events.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := hubStatus.CachedInfo().State.Msgs
+	want := map[string][]string{}
+	for _, c := range clients {
+		for _, state := range []string{"started", "succeeded"} {
+			m := nats.NewMsg(events.StatusSubject(c, first))
+			id := first + "." + c + "." + state + ".1"
+			m.Header.Set(jetstream.MsgIDHeader, id)
+			m.Data = []byte(`{"state":"` + state + `"}`)
+			if _, err := agents[c].PublishMsg(ctx, m); err != nil {
+				t.Fatalf("%s's status at the site during the cut: %v", c, err)
+			}
+			want[c] = append(want[c], id)
+		}
+	}
+	second := publish(t, p, job([]string{"true"}, events.Target{Kind: events.TargetGroup, Name: "lab"}))
+	if info, err := hubStatus.Info(ctx); err != nil || info.State.Msgs != before {
+		t.Fatalf("the hub's PCM_STATUS changed during the cut (%v): the site's statuses crossed a cut link?", err)
+	}
+
+	f.proxy.restore()
+	start := time.Now()
+	testenv.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		got := map[string][]string{}
+		for seq := uint64(1); ; seq++ {
+			m, err := hubStatus.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			for _, c := range clients {
+				if m.Subject == events.StatusSubject(c, first) {
+					got[c] = append(got[c], m.Header.Get(jetstream.MsgIDHeader))
+				}
+			}
+		}
+		for _, c := range clients {
+			if strings.Join(got[c], " ") != strings.Join(want[c], " ") {
+				return fmt.Errorf("%s's statuses at the hub: %q, want %q (once each, in order)", c, got[c], want[c])
+			}
+		}
+		return nil
+	})
+	t.Logf("the statuses written during the cut reached the hub %s after the link returned", time.Since(start).Round(10*time.Millisecond))
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		m, err := f.siteJS.Conn().Request("$JS.API.DIRECT.GET."+events.StreamJobs, []byte(`{"seq":3}`), time.Second)
+		if err != nil || !strings.Contains(string(m.Data), second) {
+			return fmt.Errorf("the site's PCM_JOBS #3: %v, want the offer of %s published during the cut", err, second)
+		}
+		return nil
+	})
+	if st := relay.Stats(); st.Downloads != 1 {
+		t.Errorf("relay stats %+v: the package crossed the link more than once", st)
+	}
+}
+
+// hubState is what the attacks aim at, as the hub's admin sees it: each
+// stream's message count and sequences, its configuration's subjects and
+// sources, and PCM_JOBS's consumers.
+func (f *authSites) hubState(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var b strings.Builder
+	names := f.hubJS.StreamNames(ctx)
+	for n := range names.Name() {
+		s, err := f.hubJS.Stream(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := s.CachedInfo()
+		cfg, _ := json.Marshal(struct {
+			S []string
+			R []*jetstream.StreamSource
+			A time.Duration
+		}{i.Config.Subjects, i.Config.Sources, i.Config.MaxAge})
+		b.WriteString(n + " " + string(cfg) + " " + jsonOf(i.State.Msgs, i.State.FirstSeq, i.State.LastSeq) + "\n")
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.hubJS.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range s.ConsumerNames(ctx).Name() {
+		b.WriteString("consumer " + n + "\n")
+	}
+	return b.String()
+}
+
+func jsonOf(v ...any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// TestSiteAuthenticatedLink: an authenticated hub and site of one
+// authority. The site's leaf connection authenticates with its own
+// credentials (a user of the site's account at the hub) and reads the
+// hub's PCM_JOBS and package store through it, and nothing else; a
+// client enrolled at the site is in its own account there, and its
+// credentials work at the site.
+func TestSiteAuthenticatedLink(t *testing.T) {
+	f := startAuthSites(t)
+	ctx := t.Context()
+	nc := f.siteJS.Conn()
+	viaSite, err := jetstream.NewWithDomain(nc, "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the link needs: the state of the hub's PCM_JOBS and package
+	// store, and their messages by batched direct gets.
+	for _, name := range auth.SiteReadStreams {
+		var s jetstream.Stream
+		testenv.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			s, err = viaSite.Stream(ctx, name)
+			return err
+		})
+		if s.CachedInfo().State.Msgs == 0 {
+			t.Fatalf("the hub's %s seen from the site holds nothing", name)
+		}
+	}
+	ans, err := nc.Request("$JS.hub.API.DIRECT.GET."+events.StreamJobs, []byte(`{"seq":1}`), 5*time.Second)
+	if err != nil || ans.Header.Get("Nats-Subject") != "pcm.jobs.client.ws1" {
+		t.Fatalf("a direct get of the hub's PCM_JOBS from the site: %v %v", ans, err)
+	}
+	// Nothing else: another stream, a consumer, a purge, a publish.
+	if _, err := viaSite.Stream(ctx, events.StreamStatus); err == nil {
+		t.Error("the site read the hub's PCM_STATUS's info")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := viaSite.CreateConsumer(cctx, events.StreamJobs, jetstream.ConsumerConfig{Name: "spy"}); err == nil {
+		t.Error("the site created a consumer on the hub's PCM_JOBS")
+	}
+	cancel()
+	if _, err := nc.Request("$JS.hub.API.DIRECT.GET."+events.StreamStatus, []byte(`{"seq":1}`), time.Second); err == nil {
+		t.Error("the site read the hub's PCM_STATUS")
+	}
+
+	// The site's copy of the hub's offers and of their packages, read
+	// with direct gets only (site.NewDirectRelay): an offer with a
+	// package is relayed once the package is at the site.
+	j := job([]string{"true"}, toClient("ws1"))
+	j.Package = &events.PackageRef{Name: "tool", Version: "1.0"}
+	withPkg := publish(t, newPublisher(t, f.hubJS), j)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	relay := site.NewDirectRelay(f.siteJS, viaSite, nil)
+	go func() { _ = relay.Run(rctx) }()
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if st := relay.Stats(); st.Relayed < 2 || st.Downloads != 1 {
+			return fmt.Errorf("relay stats %+v: want the 2 offers relayed and the package downloaded once", st)
+		}
+		return nil
+	})
+	local, err := f.siteJS.ObjectStore(ctx, events.BucketPackages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := local.GetBytes(ctx, events.PackageObjectName("tool", "1.0")); err != nil || string(b) != "#!/bin/sh\necho tool\n" {
+		t.Fatalf("the package at the site: %q %v", b, err)
+	}
+	if m, err := f.siteJS.Conn().Request("$JS.API.DIRECT.GET."+events.StreamJobs, []byte(`{"seq":2}`), 5*time.Second); err != nil || !strings.Contains(string(m.Data), withPkg) {
+		t.Fatalf("the site's PCM_JOBS #2: %v, want the offer of %s", err, withPkg)
+	}
+
+	// A client enrolled at the site, by an admin of the site (the same
+	// authority): its account is pushed to the site's resolver, and its
+	// agent's credentials work there, in its own account.
+	agent := f.enrollAtSite(t, "ws1")
+	if _, err := agent.Request("$JS.API.CONSUMER.INFO.PCM_JOBS.agent-ws1", nil, 5*time.Second); err != nil {
+		t.Fatalf("the agent of ws1 reads its consumer at the site: %v", err)
+	}
+	if _, err := agent.Request("$JS.API.STREAM.INFO."+events.StreamStatus, nil, time.Second); err == nil {
+		t.Error("the agent of ws1 read PCM_STATUS's info at the site: it is not in its own account")
+	}
+
+	// Its statuses and inventory reach the hub through the site's
+	// account, once its site's account at the hub imports them
+	// (site.Forwarder): in the site's order, with their ids, once.
+	hubAccts := fleet.NewAccounts(f.hubJS.Conn(), f.iss)
+	if err := hubAccts.Ensure(ctx, auth.Principal{Kind: auth.KindSite, Name: "branch1", Clients: []string{"ws1"}}); err != nil {
+		t.Fatal(err)
+	}
+	agentJS, err := jetstream.New(agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 3 {
+		m := nats.NewMsg(events.StatusSubject("ws1", withPkg))
+		id := fmt.Sprintf("%s.ws1.s%d", withPkg, i)
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte(`{"n":` + strconv.Itoa(i) + `}`)
+		if _, err := agentJS.PublishMsg(ctx, m); err != nil {
+			t.Fatalf("the agent's status at the site: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	if _, err := agentJS.Publish(ctx, "$KV."+events.BucketAgents+".ws1", []byte(`{"client_id":"ws1"}`)); err != nil {
+		t.Fatalf("the agent's inventory at the site: %v", err)
+	}
+	fctx, stopF := context.WithCancel(ctx)
+	defer stopF()
+	fw := site.NewForwarder(f.siteJS, "branch1", nil)
+	fwDone := make(chan struct{})
+	go func() { _ = fw.Run(fctx); close(fwDone) }()
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if n := fw.Forwarded(); n < 4 {
+			return fmt.Errorf("%d of 4 forwarded", n)
+		}
+		return nil
+	})
+	// Once more from the start: the hub stores nothing twice.
+	stopF()
+	<-fwDone
+	st, err := f.siteJS.Stream(ctx, events.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteConsumer(ctx, site.ForwardConsumer); err != nil {
+		t.Fatal(err)
+	}
+	fctx, stopF = context.WithCancel(ctx)
+	defer stopF()
+	fw = site.NewForwarder(f.siteJS, "branch1", nil)
+	go func() { _ = fw.Run(fctx) }()
+	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if n := fw.Forwarded(); n < 3 {
+			return fmt.Errorf("%d of 3 forwarded again", n)
+		}
+		return nil
+	})
+	hs, err := f.hubJS.Stream(ctx, events.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for seq := uint64(1); seq <= hs.CachedInfo().State.LastSeq; seq++ {
+		m, err := hs.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject == events.StatusSubject("ws1", withPkg) {
+			got = append(got, m.Header.Get(jetstream.MsgIDHeader))
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(ids, " ") {
+		t.Errorf("the hub's PCM_STATUS holds %q for ws1, want %q: each once, in the site's order, with its id", got, ids)
+	}
+	kv, err := f.hubJS.KeyValue(ctx, events.BucketAgents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get(ctx, "ws1"); err != nil || string(e.Value()) != `{"client_id":"ws1"}` {
+		t.Errorf("ws1's inventory at the hub: %v", err)
+	}
+}
+
+// TestSiteAttackLeafCredentials: the site's leaf credentials in a thief's
+// hands (a site with client ws1). As a client connection they are
+// refused; across a leaf connection of the thief's own, every request they
+// allow, aimed by its reply subject at the hub's JetStream API, statuses,
+// inventory and jobs, every forwarded name of a client not at the site,
+// and every forbidden publish and subscription, changes nothing at the hub
+// and reads nothing beyond PCM_JOBS and the package store. (What the
+// credentials may change by design: the statuses and inventory of the
+// site's own clients, whose owner the site stands for.)
+func TestSiteAttackLeafCredentials(t *testing.T) {
+	f := startAuthSites(t)
+	if err := fleet.NewAccounts(f.hubJS.Conn(), f.iss).Ensure(t.Context(), auth.Principal{Kind: auth.KindSite, Name: "branch1", Clients: []string{"ws1"}}); err != nil {
+		t.Fatal(err)
+	}
+	before := f.hubState(t)
+
+	// A client connection with the leaf credentials is refused.
+	if nc, err := nats.Connect(f.hub.ClientURL(), nats.UserCredentials(f.siteCreds), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("the site's leaf credentials connected to the hub as a client")
+	}
+
+	// The thief speaks the leaf node protocol to the hub itself, so that
+	// no server of its own checks anything it sends (nats-server refuses
+	// JetStream reply subjects from its own clients; a thief's server
+	// need not).
+	l := dialRawLeaf(t, f.hub.LeafURL(), f.siteCreds)
+	prefix, err := auth.InboxPrefixOfCreds(f.siteCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.sub(prefix + ".>")
+
+	// What the credentials allow (the attack suite's requests of the site
+	// role, under both names). The stream infos are answered across this
+	// hand-made link (their canaries prove the redirected copies before
+	// them were answered too); the direct gets' answers, which carry
+	// headers, do not come back to it (TestSiteAuthenticatedLink shows
+	// them answered across a real site's link), so they are sent
+	// redirected and the hub's final state is what proves them harmless.
+	var allowed, gets []req
+	for _, r := range (&attackFixture{job: map[string]string{"c1": "J1"}, statusID: map[string]string{"c1": "s1"}}).requestsOf(auth.User{Role: auth.RoleSite, Name: "branch1"}) {
+		if strings.Contains(r.subject, ".STREAM.INFO.") {
+			allowed = append(allowed, r)
+		} else {
+			gets = append(gets, r)
+		}
+	}
+	gets = append(gets, req{subject: "$JS.hub.API.DIRECT.GET." + events.StreamJobs, body: `{"seq":1,"batch":3}`})
+	targets := []string{
+		"$JS.API.STREAM.PURGE." + events.StreamStatus, "$JS.API.STREAM.PURGE." + events.StreamJobs,
+		"$JS.API.STREAM.DELETE." + events.StreamStatus, "$JS.API.STREAM.DELETE." + events.StreamJobs,
+		"$JS.API.STREAM.DELETE.KV_" + events.BucketAgents, "$JS.API.STREAM.UPDATE." + events.StreamStatus,
+		"$JS.API.STREAM.MSG.DELETE." + events.StreamStatus,
+		"$JS.API.CONSUMER.CREATE." + events.StreamJobs + ".spy", "$JS.API.CONSUMER.DURABLE.CREATE." + events.StreamJobs + ".spy",
+		"$JS.hub.API.STREAM.PURGE." + events.StreamJobs, "$JS.hub.API.STREAM.DELETE." + events.StreamStatus,
+		events.StatusSubject("ws1", f.job), events.StatusSubject("ws1", "forged"), "$KV." + events.BucketAgents + ".ws1",
+		"$KV." + events.BucketLocks + ".ws1", "pcm.jobs.all", "pcm.jobs.client.ws1", events.CancelSubject(f.job),
+		// ws2 is not a client of the site (ws1 is): its forwarded names
+		// lead nowhere.
+		auth.SiteStatusPrefix + "ws2.forged", auth.SiteAgentsPrefix + "ws2",
+	}
+	for _, r := range append(gets, allowed...) {
+		for _, tgt := range targets {
+			l.pub(r.subject, tgt, r.body)
+		}
+	}
+	for i, r := range allowed {
+		reply := fmt.Sprintf("%s.canary%d", prefix, i)
+		l.pub(r.subject, reply, r.body)
+		testenv.WaitFor(t, 5*time.Second, "the answer to the canary "+r.subject+" (the redirected copies before it were answered too)", func() bool {
+			select {
+			case <-l.done:
+				t.Fatalf("the hub closed the connection: %q", l.errors())
+			default:
+			}
+			return l.heard(reply)
+		})
+	}
+	// The forwarded names of a client not at the site, directly: the
+	// credentials allow them, the site's account leads them nowhere.
+	for _, tgt := range targets {
+		if strings.HasPrefix(tgt, auth.SiteStatusPrefix) || strings.HasPrefix(tgt, auth.SiteAgentsPrefix) {
+			l.pub(tgt, "", `{"forged":true}`)
+			l.pub(tgt, prefix+".forged", `{"forged":true}`)
+		}
+	}
+	// A status stored at the hub now: nothing of it may reach the thief.
+	if _, err := f.hubJS.Publish(t.Context(), events.StatusSubject("ws1", "later"), []byte(`{"later":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	l.pub(allowed[0].subject, prefix+".last", "")
+	testenv.WaitFor(t, 5*time.Second, "the last canary", func() bool { return l.heard(prefix + ".last") })
+	for _, subj := range l.subjects() {
+		if !strings.HasPrefix(subj, prefix+".") {
+			t.Errorf("the thief heard %s", subj)
+		}
+	}
+	l.close()
+
+	// The targets directly, with and without a reply, reading what is not
+	// the link's, and listening to everything: the hub refuses each and
+	// closes the connection (a new one for each attempt).
+	// The site's account takes two leaf connections: the site's and one
+	// more.
+	dial := func() *rawLeaf {
+		testenv.WaitFor(t, 5*time.Second, "the hub to drop the thief's last connection", func() bool { return f.hub.Server().NumLeafNodes() <= 1 })
+		return dialRawLeaf(t, f.hub.LeafURL(), f.siteCreds)
+	}
+	forbidden := func(what string, act func(l *rawLeaf)) {
+		l := dial()
+		act(l)
+		select {
+		case <-l.done:
+		case <-time.After(5 * time.Second):
+			t.Errorf("the hub did not refuse %s", what)
+		}
+		l.close()
+	}
+	for _, tgt := range append(targets, "$JS.hub.API.CONSUMER.CREATE."+events.StreamJobs+".spy", "$JS.hub.API.STREAM.UPDATE."+events.StreamStatus,
+		"$JS.hub.API.DIRECT.GET."+events.StreamStatus, "$JS.hub.API.DIRECT.GET.KV_"+events.BucketAgents,
+		"$JS.hub.API.STREAM.INFO."+events.StreamStatus, "$JS.hub.API.CONSUMER.LIST."+events.StreamJobs) {
+		if strings.HasPrefix(tgt, auth.SiteStatusPrefix) || strings.HasPrefix(tgt, auth.SiteAgentsPrefix) {
+			continue // allowed names, tried above
+		}
+		forbidden("a publish to "+tgt, func(l *rawLeaf) {
+			l.pub(tgt, prefix+".direct", `{"config":{"durable_name":"spy","deliver_subject":"spy.x"},"seq":1}`)
+		})
+	}
+	// Subscriptions the credentials do not allow are ignored: nothing
+	// stored at the hub afterwards reaches the thief.
+	l = dial()
+	for _, sub := range []string{">", "pcm.status.>", "pcm.jobs.>", "$KV.>", "_INBOX.>", "$JS.API.>", "$JS.>", prefix + ".>"} {
+		l.sub(sub)
+	}
+	time.Sleep(100 * time.Millisecond) // let the subscriptions reach the hub: no event to wait for
+	if _, err := f.hubJS.Publish(t.Context(), events.StatusSubject("ws1", "later2"), []byte(`{"later":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	l.pub(allowed[0].subject, prefix+".end", "")
+	testenv.WaitFor(t, 5*time.Second, "the canary after the subscriptions", func() bool { return l.heard(prefix + ".end") })
+	for _, subj := range l.subjects() {
+		if subj != prefix+".end" {
+			t.Errorf("the thief heard %s", subj)
+		}
+	}
+	l.close()
+
+	if after := f.hubState(t); !onlyStatusGrew(before, after) {
+		t.Errorf("the hub changed under the attack:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// onlyStatusGrew reports whether after differs from before only by the
+// two statuses the test itself published at the hub (PCM_STATUS's count
+// and last sequence up by two).
+func onlyStatusGrew(before, after string) bool {
+	b, a := strings.Split(before, "\n"), strings.Split(after, "\n")
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range b {
+		if b[i] == a[i] {
+			continue
+		}
+		if !strings.HasPrefix(b[i], events.StreamStatus+" ") {
+			return false
+		}
+		if !strings.HasSuffix(b[i], "[1,1,1]") || !strings.HasSuffix(a[i], "[3,1,3]") {
+			return false
+		}
+	}
+	return true
+}
+
+// rawLeaf is a leaf node connection spoken by hand: CONNECT with a user
+// JWT and the nonce signed, LS+ to subscribe, LMSG to publish.
+type rawLeaf struct {
+	conn net.Conn
+	done chan struct{} // closed when the hub closes the connection
+	mu   sync.Mutex
+	got  map[string]bool // reply subjects answered
+	subs []string        // subjects heard
+	errs []string
+}
+
+// dialRawLeaf connects to a leaf URL with a credentials file.
+func dialRawLeaf(t *testing.T, leafURL, credsFile string) *rawLeaf {
+	t.Helper()
+	u, err := url.Parse(leafURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r := bufio.NewReader(conn)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "INFO ") {
+		t.Fatalf("the hub's leaf INFO: %q %v", line, err)
+	}
+	var info struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "INFO ")), &info); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := os.ReadFile(credsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := jwt.ParseDecoratedUserNKey(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := kp.Sign([]byte(info.Nonce))
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect, _ := json.Marshal(map[string]any{"jwt": tok, "sig": base64.RawURLEncoding.EncodeToString(sig), "name": "thief", "headers": true})
+	l := &rawLeaf{conn: conn, got: map[string]bool{}, done: make(chan struct{})}
+	l.write("CONNECT " + string(connect) + "\r\nPING\r\n")
+	pong := make(chan struct{}, 1)
+	go l.read(r, pong)
+	select {
+	case <-pong:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the hub did not accept the leaf connection: %q", l.errors())
+	}
+	return l
+}
+
+func (l *rawLeaf) write(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.conn.Write([]byte(s))
+}
+
+// read handles what the hub sends until the connection closes.
+func (l *rawLeaf) read(r *bufio.Reader, pong chan<- struct{}) {
+	defer close(l.done)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		switch f[0] {
+		case "PING":
+			l.write("PONG\r\n")
+		case "PONG":
+			select {
+			case pong <- struct{}{}:
+			default:
+			}
+		case "-ERR":
+			l.mu.Lock()
+			l.errs = append(l.errs, strings.TrimSpace(line))
+			l.mu.Unlock()
+		case "LMSG", "HLMSG":
+			// LMSG subject [reply] size; HLMSG subject [reply] hdr size
+			size, _ := strconv.Atoi(f[len(f)-1])
+			if _, err := io.ReadFull(r, make([]byte, size+2)); err != nil {
+				return
+			}
+			// The reply subject, when there is one, precedes the size (and
+			// the header size).
+			l.mu.Lock()
+			l.subs = append(l.subs, f[1])
+			l.got[f[1]] = true
+			l.mu.Unlock()
+		}
+	}
+}
+
+// pub sends a message to the hub, with reply when not empty.
+func (l *rawLeaf) pub(subject, reply, body string) {
+	if reply != "" {
+		l.write(fmt.Sprintf("LMSG %s %s %d\r\n%s\r\n", subject, reply, len(body), body))
+		return
+	}
+	l.write(fmt.Sprintf("LMSG %s %d\r\n%s\r\n", subject, len(body), body))
+}
+
+// close closes the connection.
+func (l *rawLeaf) close() { _ = l.conn.Close() }
+
+// sub subscribes across the link.
+func (l *rawLeaf) sub(subject string) { l.write("LS+ " + subject + "\r\n") }
+
+// heard reports whether a message came on subject.
+func (l *rawLeaf) heard(subject string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.got[subject]
+}
+
+// subjects are the subjects of every message the hub sent.
+func (l *rawLeaf) subjects() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.subs...)
+}
+
+// errors are the hub's -ERR lines.
+func (l *rawLeaf) errors() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.errs...)
 }

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 )
 
@@ -13,7 +14,7 @@ import (
 const (
 	// DefaultHubDomain is the JetStream domain of the hub (pcm broker
 	// --leaf-listen gives its hub this domain unless told otherwise).
-	DefaultHubDomain = "hub"
+	DefaultHubDomain = auth.DefaultHubDomain
 	// DefaultRelink is how often Link checks that the hub still sources
 	// the site (a hub re-provisioned by hand may have dropped it).
 	DefaultRelink = 30 * time.Second

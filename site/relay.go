@@ -33,6 +33,8 @@ const RelaySeqHeader = "Pcm-Site-Relay-Seq"
 type Relay struct {
 	local, hub jetstream.JetStream
 	log        *zap.Logger
+	// direct: read the hub with direct gets (NewDirectRelay).
+	direct bool
 
 	relayed, downloads, bytes atomic.Int64
 }
@@ -97,6 +99,9 @@ func (r *Relay) lastRelayed(ctx context.Context) (uint64, error) {
 
 // follow relays the events after the last one relayed, until an error.
 func (r *Relay) follow(ctx context.Context) error {
+	if r.direct {
+		return r.followDirect(ctx)
+	}
 	last, err := r.lastRelayed(ctx)
 	if err != nil {
 		return fmt.Errorf("reading where the relay stopped: %w", err)
@@ -125,13 +130,13 @@ func (r *Relay) follow(ctx context.Context) error {
 		if md.Sequence.Stream <= last {
 			continue
 		}
-		if ref := packageOf(m); ref != nil {
+		if ref := packageOf(m.Headers(), m.Data()); ref != nil {
 			r.ensureRetrying(ctx, *ref)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 		}
-		if err := r.pass(ctx, m, md.Sequence.Stream); err != nil {
+		if err := r.pass(ctx, m.Subject(), m.Data(), m.Headers(), md.Sequence.Stream); err != nil {
 			return err
 		}
 		last = md.Sequence.Stream
@@ -139,8 +144,8 @@ func (r *Relay) follow(ctx context.Context) error {
 }
 
 // packageOf is the package of an offer, nil for any other event.
-func packageOf(m jetstream.Msg) *events.PackageRef {
-	ev, err := events.Decode(m.Headers(), m.Data())
+func packageOf(h nats.Header, data []byte) *events.PackageRef {
+	ev, err := events.Decode(h, data)
 	if err != nil || ev.Type() != events.TypeJobOffered {
 		return nil
 	}
@@ -151,12 +156,12 @@ func packageOf(m jetstream.Msg) *events.PackageRef {
 	return job.Package
 }
 
-// pass stores m in the site's PCM_JOBS with its subject, body and headers
-// (its Nats-Msg-Id among them, so a resend is stored once), without the
-// headers JetStream added or checks at the hub.
-func (r *Relay) pass(ctx context.Context, m jetstream.Msg, seq uint64) error {
-	out := &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: nats.Header{}}
-	for k, v := range m.Headers() {
+// pass stores an event in the site's PCM_JOBS with its subject, body and
+// headers (its Nats-Msg-Id among them, so a resend is stored once),
+// without the headers JetStream added or checks at the hub.
+func (r *Relay) pass(ctx context.Context, subject string, data []byte, h nats.Header, seq uint64) error {
+	out := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	for k, v := range h {
 		if strings.HasPrefix(k, "Nats-") && k != jetstream.MsgIDHeader {
 			continue
 		}
@@ -204,6 +209,9 @@ func (r *Relay) Ensure(ctx context.Context, ref events.PackageRef) error {
 	}
 	if info, err := local.GetInfo(ctx, name); err == nil && info.Metadata[events.PackageMetaSHA256] == ref.SHA256 {
 		return nil
+	}
+	if r.direct {
+		return r.ensureDirect(ctx, local, ref, name)
 	}
 	hub, err := r.hub.ObjectStore(ctx, events.BucketPackages)
 	if err != nil {

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
@@ -26,10 +27,13 @@ const (
 	KindPublisher Kind = "publisher"
 	// KindAuditor is one auditor.
 	KindAuditor Kind = "auditor"
+	// KindSite is one branch site (docs/sites.md): the account its leaf
+	// connection is bound to at the hub.
+	KindSite Kind = "site"
 )
 
 // Kinds lists the kinds of principal.
-var Kinds = []Kind{KindClient, KindPublisher, KindAuditor}
+var Kinds = []Kind{KindClient, KindPublisher, KindAuditor, KindSite}
 
 // ParseKind reads a kind name.
 func ParseKind(s string) (Kind, error) {
@@ -37,7 +41,7 @@ func ParseKind(s string) (Kind, error) {
 	if slices.Contains(Kinds, k) {
 		return k, nil
 	}
-	return "", fmt.Errorf("%w: %q: use one of client, publisher, auditor", ErrInvalidUser, s)
+	return "", fmt.Errorf("%w: %q: use one of client, publisher, auditor, site", ErrInvalidUser, s)
 }
 
 // Roles are the roles of the users of a principal of the kind.
@@ -49,6 +53,8 @@ func (k Kind) Roles() []Role {
 		return []Role{RolePublisher}
 	case KindAuditor:
 		return []Role{RoleAuditor}
+	case KindSite:
+		return []Role{RoleSite}
 	}
 	return nil
 }
@@ -61,7 +67,22 @@ type Principal struct {
 	// Groups are a client's groups: its account imports their job subjects
 	// (the desktop hears of their new offers). Ignored for other kinds.
 	Groups []string
+	// Clients are a site's clients (those enrolled at it): its account
+	// imports the writing of their statuses and inventory, which the site
+	// forwards to the hub. Ignored for other kinds.
+	Clients []string
+	// HubDomain is, for a site, the hub's JetStream domain, under which
+	// the site addresses the hub's JetStream across its link: its account
+	// imports its requests under that name too (nats-server maps the
+	// domain's API onto $JS.API in the account of a leaf connection when
+	// the connection is made, but forgets it when the account's JWT is
+	// updated). Default DefaultHubDomain. Ignored for other kinds.
+	HubDomain string
 }
+
+// DefaultHubDomain is the JetStream domain of a hub that serves sites
+// unless told otherwise (pcm broker --leaf-listen).
+const DefaultHubDomain = "hub"
 
 // Validate checks the kind, the name and the groups.
 func (p Principal) Validate() error {
@@ -69,14 +90,27 @@ func (p Principal) Validate() error {
 		return err
 	}
 	what := "name"
-	if p.Kind == KindClient {
+	switch p.Kind {
+	case KindClient:
 		what = "client id"
+	case KindSite:
+		what = "site name"
 	}
 	if err := events.ValidID(what, p.Name); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidUser, err)
 	}
 	for _, g := range p.Groups {
 		if err := events.ValidID("group", g); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidUser, err)
+		}
+	}
+	for _, c := range p.Clients {
+		if err := events.ValidID("client id", c); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidUser, err)
+		}
+	}
+	if p.HubDomain != "" {
+		if err := events.ValidID("hub domain", p.HubDomain); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidUser, err)
 		}
 	}
@@ -177,6 +211,25 @@ func Imports(p Principal) ([]Import, error) {
 		}
 		out = append(out, Import{Stream: true, Subject: events.ReleaseHintSubject("*"),
 			Why: "its agent hears of new releases on its channel"})
+	case KindSite:
+		// A site hears of nothing (the hub's job subjects do not cross
+		// the leaf connection: broker.SiteLocalSubjects); it writes the
+		// statuses and inventory of its own clients only, under local
+		// names that its link lets through.
+		domain := cmp.Or(p.HubDomain, DefaultHubDomain)
+		for _, im := range slices.Clone(out) {
+			if rest, ok := strings.CutPrefix(im.Subject, api); ok {
+				out = append(out, Import{Subject: im.Subject, Local: "$JS." + domain + ".API." + rest,
+					Why: "the same, as the site addresses it across its link (the hub's JetStream domain)"})
+			}
+		}
+		for _, c := range p.Clients {
+			out = append(out,
+				Import{Subject: events.StatusSubjectsOfClient(c), Local: SiteStatusPrefix + c + ".*",
+					Why: "forward its client's statuses to the hub's PCM_STATUS (in the site's order, with their ids)"},
+				Import{Subject: kvPre + events.BucketAgents + "." + c, Local: SiteAgentsPrefix + c,
+					Why: "forward its client's inventory and heartbeats to the hub's PCM_AGENTS"})
+		}
 	default:
 		out = append(out,
 			Import{Stream: true, Subject: "pcm.jobs.>", Why: "hear of new offers and cancellations"},
@@ -198,6 +251,8 @@ const (
 	principalConns    = 64
 	principalSubs     = 8192
 	principalUserSubs = 2048
+	// siteLeafConns is how many leaf connections a site's account takes.
+	siteLeafConns = 2
 	// MaxEventPayload bounds what a client's users may publish: an event
 	// (at most 256 KiB in the streams) with its headers.
 	MaxEventPayload = 512 << 10
@@ -233,6 +288,11 @@ func principalAccount(pub, pcmAccount, signingKey string, p Principal, rev jwt.R
 	ac.Limits.Exports = 0
 	ac.Limits.WildcardExports = false
 	ac.Limits.LeafNodeConn = 0
+	if p.Kind == KindSite {
+		// The site broker's leaf connection, and a second one while
+		// nats-server has not yet noticed that the first dropped.
+		ac.Limits.LeafNodeConn = siteLeafConns
+	}
 	ac.Limits.DisallowBearer = true
 	ac.Limits.Imports = int64(len(imports))
 	ac.Limits.Data = -1

@@ -304,6 +304,7 @@ func TestImportsAreExported(t *testing.T) {
 		{Kind: auth.KindClient, Name: "c1", Groups: []string{"g1", "g2"}},
 		{Kind: auth.KindPublisher, Name: "ci"},
 		{Kind: auth.KindAuditor, Name: "audit"},
+		{Kind: auth.KindSite, Name: "branch1", Clients: []string{"c1", "c2"}},
 	} {
 		imports, err := auth.Imports(p)
 		if err != nil {

@@ -87,6 +87,18 @@ func LoadCAPool(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// InboxPrefixOfCreds is the private inbox prefix of the user of a
+// credentials file (what its subscription grants name): a site broker's
+// own connections use its leaf credentials' prefix, the only inbox whose
+// answers cross the leaf connection back from the hub.
+func InboxPrefixOfCreds(path string) (string, error) {
+	uc, err := CredsUser(path)
+	if err != nil {
+		return "", err
+	}
+	return inboxPrefixOf(uc), nil
+}
+
 // inboxPrefixOf is a pcm user's private inbox prefix: the one its
 // subscription grants name, or, for an agent (whose JWT allows its whole
 // account), the one its name makes. "" for a user without one (an admin).

@@ -33,6 +33,8 @@ func permissionTables(t *testing.T) string {
 			[]string{"agent `<client>` (pcm agent)", "desktop `<client>` (pcm desktop)"}},
 		{auth.Principal{Kind: auth.KindPublisher, Name: "who"}, "publisher `<name>` (pcm creds publisher NAME)", []string{"publisher `<name>`"}},
 		{auth.Principal{Kind: auth.KindAuditor, Name: "who"}, "auditor `<name>` (pcm creds auditor NAME)", []string{"auditor `<name>`"}},
+		{auth.Principal{Kind: auth.KindSite, Name: "who", Clients: []string{"CLIENT"}}, "branch site `<name>` at the hub (pcm creds site NAME: its broker's leaf connection, docs/sites.md)",
+			[]string{"site `<name>` (leaf connections only)"}},
 	} {
 		imports, err := auth.Imports(k.p)
 		if err != nil {
@@ -46,7 +48,7 @@ func permissionTables(t *testing.T) string {
 			}
 			subj := "`" + repl.Replace(im.Subject) + "`"
 			if im.Local != "" {
-				subj = "`" + im.Local + "` (from `" + im.Subject + "`)"
+				subj = "`" + repl.Replace(im.Local) + "` (from `" + repl.Replace(im.Subject) + "`)"
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s |\n", kind, subj, im.Why)
 		}

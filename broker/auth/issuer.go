@@ -227,6 +227,11 @@ func (i *Issuer) Issue(u User) ([]byte, error) {
 	uc.Limits = userLimits(u.Role)
 	uc.BearerToken = false
 	uc.Tags.Add(roleTag(u.Role))
+	if u.Role == RoleSite {
+		// A site's credentials are its broker's leaf connection, never a
+		// client's.
+		uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeLeafnode)
+	}
 	signer := i.accSigner
 	uc.IssuerAccount = i.file.Account
 	if u.Role != RoleAdmin {

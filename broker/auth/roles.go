@@ -34,13 +34,18 @@ const (
 	// RoleAuditor reads both streams, the inventory and the locks, from an
 	// account of its own, and changes nothing.
 	RoleAuditor Role = "auditor"
+	// RoleSite is the leaf connection of one branch site's broker to the
+	// hub (docs/sites.md), a user of the site's account at the hub, which
+	// may connect only as a leaf node: it reads the hub's PCM_JOBS and its
+	// package store with direct gets, and changes nothing.
+	RoleSite Role = "site"
 	// RoleAdmin is a user of the pcm account itself: every subject,
 	// provisioning, enrollment (consumers and accounts), revocation.
 	RoleAdmin Role = "admin"
 )
 
 // Roles lists every role, in the order of the documentation.
-var Roles = []Role{RoleAgent, RoleDesktop, RolePublisher, RoleAuditor, RoleAdmin}
+var Roles = []Role{RoleAgent, RoleDesktop, RolePublisher, RoleAuditor, RoleSite, RoleAdmin}
 
 // ParseRole reads a role name.
 func ParseRole(s string) (Role, error) {
@@ -48,7 +53,7 @@ func ParseRole(s string) (Role, error) {
 	if slices.Contains(Roles, r) {
 		return r, nil
 	}
-	return "", fmt.Errorf("%w: role %q: use one of agent, desktop, publisher, auditor, admin", ErrInvalidUser, s)
+	return "", fmt.Errorf("%w: role %q: use one of agent, desktop, publisher, auditor, site, admin", ErrInvalidUser, s)
 }
 
 // Kind is the kind of account a role's users belong to; the admin has none
@@ -61,6 +66,8 @@ func (r Role) Kind() Kind {
 		return KindPublisher
 	case RoleAuditor:
 		return KindAuditor
+	case RoleSite:
+		return KindSite
 	}
 	return ""
 }
@@ -84,8 +91,11 @@ func (u User) Validate() error {
 		return err
 	}
 	what := "user name"
-	if u.Role.Kind() == KindClient {
+	switch u.Role.Kind() {
+	case KindClient:
 		what = "client id"
+	case KindSite:
+		what = "site name"
 	}
 	if err := events.ValidID(what, u.Name); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidUser, err)
@@ -168,6 +178,8 @@ func Grants(u User) ([]Grant, error) {
 		gs = publisherGrants()
 	case RoleAuditor:
 		gs = readerGrants()
+	case RoleSite:
+		gs = siteGrants()
 	case RoleAdmin:
 		return []Grant{
 			{Subject: ">", Why: "everything in the pcm account: provisioning, enrollment, revocation, repairs"},
@@ -366,6 +378,55 @@ func readerGrants() []Grant {
 			kvPre+events.BucketAgents+".>", kvPre+events.BucketLocks+".>"),
 	)
 }
+
+// SiteReadStreams are the hub's streams a branch site reads across its
+// leaf connection: the job events it copies and the package content its
+// jobs use.
+var SiteReadStreams = []string{events.StreamJobs, objSPre + events.BucketPackages}
+
+// siteGrants are what a site's leaf connection may send to the hub: its
+// clients' statuses and inventory, the state of PCM_JOBS and of the
+// package store, and batched direct gets of both, each under its $JS.API name (what the site's account imports) and
+// addressed to the hub's JetStream domain, as the site sends it across
+// the leaf connection (the hub maps $JS.<domain>.API onto $JS.API in the
+// account the connection is bound to). It creates no consumer: a consumer
+// delivers where its creator says, and would be made in the pcm account.
+func siteGrants() []Grant {
+	var gs []Grant
+	for _, s := range SiteReadStreams {
+		gs = append(gs,
+			Grant{Subject: api + "STREAM.INFO." + s, Why: "read the hub's " + s + "'s state (how far its copy at the site may go)"},
+			Grant{Subject: directGet(s, ""), Why: "copy the hub's " + s + " to the site (batched direct gets, no consumer)"})
+	}
+	gs = append(gs,
+		Grant{Subject: SiteStatusPrefix + "*.*", Local: true,
+			Why: "forward its clients' statuses to the hub (pcm.status.<client>.<job> under this name: its account imports it for the clients enrolled at the site only)"},
+		Grant{Subject: SiteAgentsPrefix + "*", Local: true,
+			Why: "forward its clients' inventory to the hub ($KV.PCM_AGENTS.<client> under this name, likewise)"})
+	for _, s := range SiteReadStreams {
+		gs = append(gs,
+			Grant{Subject: siteDomainAPI + "STREAM.INFO." + s, Local: true, Why: "the same, addressed to the hub's JetStream domain across the leaf connection (the hub maps it onto $JS.API in the site's account)"},
+			Grant{Subject: siteDomainAPI + "DIRECT.GET." + s, Local: true, Why: "the same, addressed to the hub's JetStream domain across the leaf connection (the hub maps it onto $JS.API in the site's account)"})
+	}
+	return gs
+}
+
+// The names under which a site forwards its clients' statuses
+// (SiteStatusPrefix + "<client>.<job>") and inventory (SiteAgentsPrefix +
+// "<client>") across its link: its account at the hub imports
+// pcm.status.<client>.* and $KV.PCM_AGENTS.<client> under them for each
+// client enrolled at the site. They differ from the subjects themselves,
+// which never cross the link (the hub's streams would capture the site's
+// agents' publishes directly, out of the site's order).
+const (
+	SiteStatusPrefix = "pcm.site.status."
+	SiteAgentsPrefix = "pcm.site.agents."
+)
+
+// siteDomainAPI is the JetStream API of any domain: a site addresses the
+// hub's as $JS.<hub domain>.API. Only the hub's own domain is mapped onto
+// its JetStream API; any other leads nowhere.
+const siteDomainAPI = "$JS.*.API."
 
 func publisherGrants() []Grant {
 	pkg := objSPre + events.BucketPackages

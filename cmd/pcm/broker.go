@@ -87,6 +87,8 @@ func (f *brokerFlags) hubLink() *broker.HubLink {
 // with --auth or in a cluster.
 func (f *brokerFlags) checkSite(clustered bool) error {
 	switch {
+	case f.leafListen != "" && f.auth:
+		return fmt.Errorf("%w: --leaf-listen with --auth: an authenticated hub does not accept sites yet: a site's own leaf credentials (pcm creds site NAME) are ready, but pcm broker does not run an authenticated site nor tell its reachability yet (docs/sites.md, Authentication); run the hub open on a private network, or the site's clients against the hub", broker.ErrSiteAuth)
 	case f.site == "" && f.hub != "":
 		return fmt.Errorf("--hub needs --site NAME: the name of this branch site")
 	case f.site == "":
@@ -94,7 +96,7 @@ func (f *brokerFlags) checkSite(clustered bool) error {
 	case f.hub == "":
 		return fmt.Errorf("--site needs --hub nats-leaf://HOST:PORT: the hub's --leaf-listen address")
 	case f.auth:
-		return fmt.Errorf("%w: --site with --auth is not supported yet: a site's leaf connection has no credentials of its own and the accounts of the trust boundary are not mirrored at the site; run the site open on its own network, or its clients against the hub (docs/sites.md)", broker.ErrSiteAuth)
+		return fmt.Errorf("%w: --site with --auth is not supported yet: the link with the site's own credentials (pcm creds site NAME), its relay and its forwarder work in the library, but pcm broker does not run them yet (docs/sites.md, Authentication); run the site open on its own network, or its clients against the hub", broker.ErrSiteAuth)
 	case clustered:
 		return fmt.Errorf("--site runs a single-node site broker: drop the --cluster-* flags")
 	case f.leafListen != "":
@@ -157,7 +159,8 @@ nats-leaf://HUB:PORT it runs as the branch broker of site NAME: a leaf node of t
 JetStream domain NAME, which copies the hub's job events (and the packages they use, once per site)
 and keeps its agents' statuses, locks and inventory while the link is down; the hub's PCM_STATUS
 and PCM_AGENTS source the site's. Enroll its clients at the hub with pcm enroll --site NAME and
-point their agents at the site broker. --site does not run with --auth yet.`,
+point their agents at the site broker. --site and --leaf-listen do not run with --auth yet (a
+site's leaf credentials, pcm creds site NAME, are ready; docs/sites.md says what is missing).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return osservice.Run(cmd.Context(), brokerService, stopTimeout, func(ctx context.Context) error {

@@ -14,18 +14,21 @@ func newCredsCmd(g *globals) *cobra.Command {
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "creds ROLE NAME --out FILE --issuer ISSUER",
-		Short: "Issue credentials for a publisher, an auditor or an admin (or an enrolled client's agent or desktop)",
+		Short: "Issue credentials for a publisher, an auditor, a branch site or an admin (or an enrolled client's agent or desktop)",
 		Long: `Mints a NATS user with the permissions of ROLE and writes its credentials (user JWT and nkey
 seed) to FILE, mode 0600. A publisher or an auditor gets an account of its own, made (or brought
 up to date) on every broker first; an admin is a user of the pcm account itself; agent and
 desktop credentials belong to an enrolled client's account (NAME is the client id; pcm enroll
 issues these). The brokers accept the credentials at once, without a restart.
 Roles: publisher (publish and cancel jobs, push packages, read statuses and the inventory),
-auditor (read both streams and the inventory, change nothing), admin (everything: provisioning,
-enrollment, revocation), agent and desktop (one client). See docs/security.md for what each
+auditor (read both streams and the inventory, change nothing), site (the leaf connection of
+branch site NAME's broker: reads the hub's PCM_JOBS and package store and forwards the statuses and
+inventory of the clients enrolled at the site, connects only as a leaf node; docs/sites.md), admin (everything: provisioning, enrollment, revocation), agent and desktop
+(one client). See docs/security.md for what each
 account reaches. Whoever holds the issuer file can mint any of them: keep it with the operators.`,
 		Example: `  pcm creds publisher ci --out ci.creds --issuer ./pcm-data/auth/issuer.json
-  pcm creds auditor audit --out audit.creds --issuer ./pcm-data/auth/issuer.json`,
+  pcm creds auditor audit --out audit.creds --issuer ./pcm-data/auth/issuer.json
+  pcm creds site branch1 --out branch1-site.creds --issuer ./pcm-data/auth/issuer.json`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			role, err := auth.ParseRole(args[0])

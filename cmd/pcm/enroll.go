@@ -104,7 +104,7 @@ back to the hub.`,
 // to one place at a time).
 func enrollAtSite(cmd *cobra.Command, s *adminSession, siteName, client string, groups []string, opts fleet.ConsumerOptions) error {
 	if s.accts != nil {
-		return fmt.Errorf("%w: pcm enroll --site on an authenticated hub is not supported yet (docs/sites.md)", fleet.ErrSiteAuth)
+		return fmt.Errorf("%w: pcm enroll --site on an authenticated hub is not supported yet: an authenticated hub accepts no sites (docs/sites.md, Limits); enroll the client at the hub", fleet.ErrSiteAuth)
 	}
 	enrolled, err := fleet.EnrollAtSite(cmd.Context(), s.js, siteName, client, groups, opts)
 	if err != nil {

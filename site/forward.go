@@ -1,0 +1,154 @@
+package site
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
+)
+
+// ForwardConsumer is the durable consumer of the site's PCM_STATUS and
+// KV_PCM_AGENTS through which a Forwarder keeps its position.
+const ForwardConsumer = "pcm-site-forward"
+
+// forwardAckWait bounds how long one forward may hold a message before
+// the site's stream offers it again (the same one: a forwarder passes one
+// message at a time).
+const forwardAckWait = time.Minute
+
+// Forwarder copies what the site's agents store (their statuses and their
+// inventory) to the hub across an authenticated link, through the site's
+// account at the hub, whose imports take them only for the clients
+// enrolled at the site (docs/sites.md): each status in the site's order,
+// with its Nats-Msg-Id, so the hub stores it once, each inventory value
+// likewise. It keeps its position with a durable consumer of each stream
+// (ForwardConsumer), acks a message only once the hub's stream has
+// acknowledged it, and retries while the link is down. Make one with
+// NewForwarder; Run does the work.
+type Forwarder struct {
+	local     jetstream.JetStream
+	site      string
+	log       *zap.Logger
+	forwarded atomic.Int64
+}
+
+// NewForwarder returns a Forwarder of the site named site, whose
+// JetStream is local (a connection of the site broker that reaches the
+// hub across its leaf connection).
+func NewForwarder(local jetstream.JetStream, site string, log *zap.Logger) *Forwarder {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Forwarder{local: local, site: site, log: log}
+}
+
+// Forwarded counts the messages the hub has acknowledged.
+func (f *Forwarder) Forwarded() int64 { return f.forwarded.Load() }
+
+// Run forwards until ctx ends; it then returns nil.
+func (f *Forwarder) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.loop(ctx, "KV_"+events.BucketAgents, func(subject string) (string, bool) {
+			c, ok := strings.CutPrefix(subject, "$KV."+events.BucketAgents+".")
+			return auth.SiteAgentsPrefix + c, ok
+		})
+	}()
+	f.loop(ctx, events.StreamStatus, func(subject string) (string, bool) {
+		rest, ok := strings.CutPrefix(subject, "pcm.status.")
+		return auth.SiteStatusPrefix + rest, ok
+	})
+	<-done
+	return nil
+}
+
+// loop forwards stream's messages, renamed by name, until ctx ends.
+func (f *Forwarder) loop(ctx context.Context, stream string, name func(string) (string, bool)) {
+	b := backoff.Backoff{Max: 5 * time.Second}
+	for ctx.Err() == nil {
+		err := f.follow(ctx, stream, name)
+		if ctx.Err() != nil {
+			return
+		}
+		f.log.Debug("forwarding again", zap.String("stream", stream), zap.Error(err))
+		if backoff.Sleep(ctx, b.Next()) != nil {
+			return
+		}
+	}
+}
+
+// follow forwards stream's messages one at a time, until an error.
+func (f *Forwarder) follow(ctx context.Context, stream string, name func(string) (string, bool)) error {
+	cons, err := f.local.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable: ForwardConsumer, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: forwardAckWait,
+		MaxDeliver: -1, Description: "pcm: the site's copy to the hub, in order",
+	})
+	if err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return err
+		}
+		for m := range batch.Messages() {
+			if err := f.forward(ctx, stream, m, name); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// forward publishes m to the hub under its forwarded name, retrying until
+// the hub's stream acknowledges it, then acks it at the site.
+func (f *Forwarder) forward(ctx context.Context, stream string, m jetstream.Msg, name func(string) (string, bool)) error {
+	md, err := m.Metadata()
+	if err != nil {
+		return err
+	}
+	subject, ok := name(m.Subject())
+	if !ok {
+		return m.Term()
+	}
+	out := &nats.Msg{Subject: subject, Data: m.Data(), Header: nats.Header{}}
+	for k, v := range m.Headers() {
+		if strings.HasPrefix(k, "Nats-") && k != jetstream.MsgIDHeader {
+			continue
+		}
+		out.Header[k] = v
+	}
+	if out.Header.Get(jetstream.MsgIDHeader) == "" {
+		out.Header.Set(jetstream.MsgIDHeader, "site-"+f.site+"-"+stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
+	}
+	err = backoff.Retry(ctx, backoff.Policy{
+		Backoff:        backoff.Backoff{Max: 2 * time.Second},
+		AttemptTimeout: 5 * time.Second,
+		OnRetry: func(err error, _ time.Duration) {
+			f.log.Debug("the hub does not take the message yet", zap.String("subject", m.Subject()), zap.Error(err))
+		},
+	}, func(ctx context.Context) error {
+		_, err := f.local.PublishMsg(ctx, out)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w: forwarding %s #%d to the hub: %w", ErrLink, stream, md.Sequence.Stream, err)
+	}
+	f.forwarded.Add(1)
+	return m.DoubleAck(ctx)
+}
