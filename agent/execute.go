@@ -16,8 +16,7 @@ import (
 
 // execute runs a job the decision says is due. For each attempt it makes
 // the job's package ready (fetched and verified once, unpacked afresh for
-// each attempt) without the lock, takes the lock (or keeps the one of the
-// job before: keepLock), decides again under it
+// each attempt) without the lock, takes the lock, decides again under it
 // with a fresh read of the job's last status and cancellation (the desktop
 // may have run it, or it may have been cancelled, while the service
 // waited), settles an interrupted attempt, and runs the attempt through the
@@ -48,12 +47,12 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 			return // shutting down, or the lock is unusable; the offer comes back
 		}
 		if !s.brokerFacts(ctx, msg, &f) {
-			s.keepLock(lease)
+			s.release(lease)
 			return
 		}
 		f.Locked = true
 		if d = Decide(f); d.Action != Run {
-			s.keepLock(lease)
+			s.release(lease)
 			s.apply(ctx, msg, f, d)
 			return
 		}
@@ -67,7 +66,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 		if r := d.Report; r != nil {
 			log.Warn("an attempt was started and never finished; it counts as failed", zap.Int("attempt", r.Attempt), zap.String("why", r.Reason))
 			if err := sl.record(ctx, s.reportOf(job, r), r.Ends); err != nil {
-				s.keepLock(lease)
+				s.release(lease)
 				log.Error("cannot settle the interrupted attempt; the offer comes back", zap.Error(err))
 				_ = msg.NakWithDelay(retryLater)
 				return
@@ -78,11 +77,11 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 			// decides whether another attempt runs.
 			f.Journal = &rec
 			if !s.brokerFacts(ctx, msg, &f) {
-				s.keepLock(lease)
+				s.release(lease)
 				return
 			}
 			if d2 := Decide(f); d2.Action != Run || d2.Attempt != d.Attempt {
-				s.keepLock(lease)
+				s.release(lease)
 				s.apply(ctx, msg, f, d2)
 				return
 			}
@@ -90,7 +89,7 @@ func (s *Service) execute(ctx context.Context, msg jetstream.Msg, f Facts, d Dec
 		stop := s.keepAlive(ctx, msg)
 		final, err := s.runAttempt(ctx, sl, job, d.Attempt, lease)
 		stop()
-		s.keepLock(lease)
+		s.release(lease)
 		switch {
 		case errors.Is(err, journal.ErrAlreadyDone):
 			log.Info("job finished meanwhile (desktop); not running it")

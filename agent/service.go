@@ -62,7 +62,6 @@ type Service struct {
 	updateKick   chan struct{}                     // wakes the consume loop for a pending update
 	ready4update *Update                           // the update Run stopped for
 	waiting      waiters                           // held offers waiting for a job they require
-	kept         keptLease                         // the lock, kept between back-to-back jobs
 	started1     atomic.Pointer[startedAck]        // the PubAck of the last started status
 }
 
@@ -154,7 +153,6 @@ func (s *Service) Run(ctx context.Context) error {
 		zap.String("consumer", events.ConsumerName(s.cfg.ClientID)), zap.Duration("ack_wait", s.ackWait))
 	close(s.ready)
 	s.consume(ctx, cons)
-	s.releaseKept()
 	if sub != nil {
 		_ = sub.Unsubscribe()
 	}
