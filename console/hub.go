@@ -173,7 +173,7 @@ func (h *hub) follow(ctx context.Context, c *Console) error {
 				cancel()
 				return err
 			case <-tick.C:
-				if false && nc != nil && nc.Stats().Reconnects != reconnects {
+				if nc != nil && nc.Stats().Reconnects != reconnects {
 					break wait
 				}
 			}
