@@ -2,11 +2,13 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
@@ -118,5 +120,51 @@ func TestStatusLiveOnSecureBroker(t *testing.T) {
 	}
 	if got := desk2.got(); len(got) != 0 {
 		t.Errorf("lf2's desktop heard %v, another client's offer", got)
+	}
+}
+
+// TestStatusFollowAcrossRestarts: an auditor's Follower of the whole of
+// PCM_STATUS delivers each status an agent stores after a restart of the
+// broker, restart after restart, well before its resync (an hour here).
+func TestStatusFollowAcrossRestarts(t *testing.T) {
+	env := testenv.StartBroker(t, testenv.WithAuth())
+	enroll(t, env.JS, "lr1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, ajs := env.ConnectAs(t, auth.User{Role: auth.RoleAuditor, Name: "restarts"})
+	f, err := streamread.Follow(ctx, ajs, events.StreamStatus, streamread.FollowOptions{
+		Subjects: events.StatusStreamSubjects(), Resync: time.Hour, Options: streamread.Options{Timeout: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	var mu sync.Mutex
+	var got []string
+	go func() {
+		for m := range f.Updates() {
+			if m != nil {
+				mu.Lock()
+				got = append(got, m.Subject)
+				mu.Unlock()
+			}
+		}
+	}()
+	_, agent := env.ConnectAs(t, auth.User{Role: auth.RoleAgent, Name: "lr1"})
+	for i := range 4 {
+		if i > 0 {
+			env.Restart(t)
+		}
+		subject := events.StatusSubject("lr1", fmt.Sprintf("j%d", i))
+		pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := agent.Publish(pctx, subject, []byte(`{"status":"x"}`), jetstream.WithRetryAttempts(40))
+		pcancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 5*time.Second, "the status stored after restart "+fmt.Sprint(i), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(got) == i+1 && got[i] == subject
+		})
 	}
 }
