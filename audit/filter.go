@@ -29,9 +29,9 @@ type Filter struct {
 	Follow bool
 	// Resync, when following, is how often the streams are read even when
 	// nothing was heard of a new event (streamread.FollowOptions.Resync;
-	// default streamread.DefaultResync). A reader's account does not hear
-	// the statuses that agents store through their own accounts on a
-	// secured broker: a follower of those learns of them by this read.
+	// default streamread.DefaultResync): it catches an event whose notice
+	// was lost. New events are heard as they are stored, on a secured
+	// broker too (the streams republish them: docs/security.md).
 	Resync time.Duration
 	// Resume, when it names a stream (PCM_JOBS, PCM_STATUS), starts that
 	// stream just after the sequence given (the last one an earlier

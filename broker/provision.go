@@ -132,8 +132,10 @@ func (o ProvisionOptions) Validate() error {
 // JobsStreamConfig is the configuration Provision gives PCM_JOBS.
 func JobsStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
 	o.setDefaults()
-	return eventStreamConfig(o, events.StreamJobs, "pcm job offered and job cancelled events",
+	cfg := eventStreamConfig(o, events.StreamJobs, "pcm job offered and job cancelled events",
 		events.JobsStreamSubjects(), o.JobsMaxAge)
+	cfg.RePublish = liveRePublish(events.SubjectJobsAny)
+	return cfg
 }
 
 // SiteHubJobsStreamConfig is PCM_JOBS_HUB, a branch site's copy of the
@@ -148,6 +150,7 @@ func SiteHubJobsStreamConfig(o ProvisionOptions, hubDomain string) jetstream.Str
 	cfg.Name = events.StreamJobsHub
 	cfg.Description = "pcm job events: this site's copy of the hub's " + events.StreamJobs
 	cfg.Subjects = nil
+	cfg.RePublish = nil // the site's PCM_JOBS republishes what it relays
 	cfg.Sources = []*jetstream.StreamSource{{
 		Name:     events.StreamJobs,
 		External: &jetstream.ExternalStream{APIPrefix: events.DomainAPI(hubDomain)},
@@ -165,6 +168,7 @@ func StatusStreamConfig(o ProvisionOptions) jetstream.StreamConfig {
 	cfg := eventStreamConfig(o, events.StreamStatus, "pcm job status events (the MIFs): the audit record",
 		events.StatusStreamSubjects(), o.StatusMaxAge)
 	cfg.DenyDelete, cfg.DenyPurge = true, true
+	cfg.RePublish = liveRePublish(events.SubjectStatusAny)
 	return cfg
 }
 
@@ -190,6 +194,18 @@ func eventStreamConfig(o ProvisionOptions, name, description string, subjects []
 	}
 }
 
+// liveRePublish republishes every message stored on source on its live
+// subject (events.LiveSubject), which the pcm account exports as a stream
+// to the principals that follow it live. nats-server does not forward a
+// message that reached the pcm account through a service import (an
+// agent's status, a publisher's job, a client's key) to other accounts'
+// stream imports; it does forward what the stream republishes, which its
+// account's JetStream publishes. So followers hear every stored message,
+// whoever wrote it, and only stored ones.
+func liveRePublish(source string) *jetstream.RePublish {
+	return &jetstream.RePublish{Source: source, Destination: events.LiveSubject(source)}
+}
+
 // AgentsBucketConfig is the configuration Provision gives PCM_AGENTS.
 func AgentsBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 	o.setDefaults()
@@ -199,6 +215,7 @@ func AgentsBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
+		RePublish:   liveRePublish("$KV." + events.BucketAgents + ".>"),
 	}
 }
 
@@ -214,6 +231,7 @@ func LocksBucketConfig(o ProvisionOptions) jetstream.KeyValueConfig {
 		Storage:        jetstream.FileStorage,
 		Replicas:       o.Replicas,
 		LimitMarkerTTL: o.LockMarkerTTL,
+		RePublish:      liveRePublish("$KV." + events.BucketLocks + ".>"),
 	}
 }
 

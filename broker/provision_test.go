@@ -313,3 +313,59 @@ func TestProvisionAddsSubjectsToAnExistingStream(t *testing.T) {
 		t.Fatalf("publishing on %s: %v", events.CancelSubject("j1"), err)
 	}
 }
+
+// TestProvisionAddsLiveRePublish: streams and buckets provisioned before
+// they republished what they store (events.LiveSubject) get the republish
+// when provisioned again, their messages kept, and then republish each
+// message they store.
+func TestProvisionAddsLiveRePublish(t *testing.T) {
+	tb := testenv.StartBroker(t, testenv.WithoutProvision())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o := broker.ProvisionOptions{}
+	for _, cfg := range []jetstream.StreamConfig{broker.JobsStreamConfig(o), broker.StatusStreamConfig(o)} {
+		cfg.RePublish = nil
+		if _, err := tb.JS.CreateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, cfg := range []jetstream.KeyValueConfig{broker.AgentsBucketConfig(o), broker.LocksBucketConfig(o)} {
+		cfg.RePublish = nil
+		if _, err := tb.JS.CreateKeyValue(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tb.JS.Publish(ctx, events.StatusSubject("c1", "j1"), []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.Provision(ctx, tb.JS, o); err != nil {
+		t.Fatalf("Provision over streams without republish: %v", err)
+	}
+	for _, name := range []string{events.StreamJobs, events.StreamStatus, "KV_" + events.BucketAgents, "KV_" + events.BucketLocks} {
+		s, err := tb.JS.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rp := s.CachedInfo().Config.RePublish
+		if rp == nil || !strings.HasPrefix(rp.Destination, "pcm.live.") || rp.Destination != events.LiveSubject(rp.Source) {
+			t.Errorf("%s republishes %+v, want its subjects on their live subjects", name, rp)
+		}
+	}
+	if s, err := tb.JS.Stream(ctx, events.StreamStatus); err != nil || s.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("PCM_STATUS after provisioning: %v, want the 1 message it had", err)
+	}
+	sub, err := tb.NC.SubscribeSync("pcm.live.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.JS.Publish(ctx, events.StatusSubject("c1", "j2"), []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no republish of a new status: %v", err)
+	}
+	if want := events.LiveSubject(events.StatusSubject("c1", "j2")); m.Subject != want || string(m.Data) != "new" {
+		t.Fatalf("republished %s %q, want %s %q", m.Subject, m.Data, want, "new")
+	}
+}

@@ -42,9 +42,9 @@ type Config struct {
 	// default 500 (/api/jobs filters them all).
 	MaxJobs int
 	// Resync is how often the console reads the streams it follows when it
-	// heard of nothing new; default 1 s. On a secured broker the console's
-	// account does not hear the statuses agents store through their own
-	// accounts: this read is how they reach its pages.
+	// heard of nothing new (a notice lost); default
+	// streamread.DefaultResync. It hears of each event as it is stored, on
+	// a secured broker too (the streams republish what they store).
 	Resync time.Duration
 }
 
@@ -57,9 +57,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxJobs <= 0 {
 		c.MaxJobs = 500
-	}
-	if c.Resync <= 0 {
-		c.Resync = time.Second
 	}
 	if c.AuditLimit <= 0 {
 		c.AuditLimit = 500

@@ -48,10 +48,20 @@ type jobIndex struct {
 	jobs     map[string]*jobEntry
 	enrolled map[string]fleet.Enrollment
 	agents   map[string]events.AgentInfo
+	// early are statuses of jobs whose offer was not read yet, by job: the
+	// two streams are followed apart, and after a broker restart the
+	// statuses of a job offered during it can be read before its offer.
+	// They count once the offer comes.
+	early  map[string][]events.JobStatus
+	nEarly int
 }
 
+// maxEarly bounds the statuses kept for jobs not offered yet (statuses
+// of jobs whose offer was trimmed from PCM_JOBS stay there for ever).
+const maxEarly = 10000
+
 func newJobIndex() *jobIndex {
-	return &jobIndex{jobs: map[string]*jobEntry{}}
+	return &jobIndex{jobs: map[string]*jobEntry{}, early: map[string][]events.JobStatus{}}
 }
 
 // offered records a copy of an offer stored on subject at seq.
@@ -65,6 +75,13 @@ func (x *jobIndex) offered(job events.JobOffered, publisher, subject string, seq
 	e.subjects[subject] = seq
 	x.expect(e)
 	e.cached = nil
+	if early, ok := x.early[job.JobID]; ok {
+		delete(x.early, job.JobID)
+		x.nEarly -= len(early)
+		for _, st := range early {
+			x.status(st)
+		}
+	}
 	return e
 }
 
@@ -73,6 +90,10 @@ func (x *jobIndex) offered(job events.JobOffered, publisher, subject string, seq
 func (x *jobIndex) status(st events.JobStatus) *jobEntry {
 	e := x.jobs[st.JobID]
 	if e == nil {
+		if x.nEarly < maxEarly {
+			x.early[st.JobID] = append(x.early[st.JobID], st)
+			x.nEarly++
+		}
 		return nil
 	}
 	if cur, ok := e.latest[st.ClientID]; ok && !st.Supersedes(cur) {

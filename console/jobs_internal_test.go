@@ -50,3 +50,24 @@ func TestJobSummaryStates(t *testing.T) {
 		t.Errorf("a halted job counts %d clients halted, want 3", h)
 	}
 }
+
+// TestStatusBeforeItsOffer: a status read before its job's offer (the two
+// streams are followed apart: after a broker restart the statuses of a job
+// offered during it can come first) counts once the offer comes.
+func TestStatusBeforeItsOffer(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	x := newJobIndex()
+	if e := x.status(events.JobStatus{JobID: "j2", ClientID: "c1", State: events.StateSucceeded, Attempt: 1, MaxAttempts: 1}); e != nil {
+		t.Fatalf("a status of an unknown job made an entry")
+	}
+	job := events.JobOffered{JobID: "j2", Targets: []events.Target{{Kind: events.TargetClient, Name: "c1"}},
+		OfferAfter: now.Add(-time.Hour), ExpireAfter: now.Add(time.Hour)}
+	x.offered(job, "ci", "pcm.jobs.client.c1", 3, now.Add(-time.Minute))
+	got := x.list(now, 0)
+	if len(got) != 1 || got[0].Counts[StateSucceeded] != 1 || got[0].Total != 1 {
+		t.Fatalf("after the offer: %+v, want c1 succeeded", got)
+	}
+	if len(x.early) != 0 || x.nEarly != 0 {
+		t.Errorf("%d early statuses kept after their offer came", x.nEarly)
+	}
+}

@@ -43,6 +43,11 @@ const (
 	SubjectJobsCancels = jobsCancelPrefix + "*"
 	// SubjectStatusAll matches every status subject.
 	SubjectStatusAll = statusPrefix + "*.*"
+	// SubjectJobsAny matches every subject of PCM_JOBS (offers,
+	// cancellations, halts).
+	SubjectJobsAny = jobsPrefix + ">"
+	// SubjectStatusAny matches every subject of PCM_STATUS.
+	SubjectStatusAny = statusPrefix + ">"
 )
 
 // JobsStreamSubjects are the subjects the PCM_JOBS stream captures.
@@ -221,3 +226,23 @@ const BucketSites = "PCM_SITES"
 
 // DomainAPI is the JetStream API prefix of domain: $JS.<domain>.API.
 func DomainAPI(domain string) string { return "$JS." + domain + ".API" }
+
+// livePrefix begins the subjects on which the pcm account's streams and
+// buckets republish what they store (see LiveSubject).
+const livePrefix = "pcm.live."
+
+// LiveSubject is the subject on which the stream or bucket that stores
+// subject (a pcm subject, pcm.status.<client>.<job>, or a bucket's key
+// subject, $KV.<bucket>.<key>; wildcards included) republishes each message
+// it stores: pcm.live.status.<client>.<job>, pcm.live.kv.<bucket>.<key>.
+// Principals' accounts hear of stored messages through stream imports of
+// these subjects, under the original subject: a message that reached the
+// pcm account through a service import (an agent's status, a publisher's
+// job) is not forwarded to other accounts' stream imports by nats-server,
+// but the stream's republish is (docs/security.md).
+func LiveSubject(subject string) string {
+	if rest, ok := strings.CutPrefix(subject, "$KV."); ok {
+		return livePrefix + "kv." + rest
+	}
+	return livePrefix + strings.TrimPrefix(subject, "pcm.")
+}

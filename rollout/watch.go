@@ -90,9 +90,9 @@ type WatchOptions struct {
 	// Resync is how often the job's statuses are read even when nothing
 	// was heard of a new one
 	// (streamread.FollowOptions.Resync; default streamread.DefaultResync).
-	// A reader's account does not hear the statuses that agents store
-	// through their own accounts on a secured broker: a Watcher learns of
-	// them by this read.
+	// It catches a status whose notice was lost; new statuses are heard as
+	// they are stored, on a secured broker too (PCM_STATUS republishes
+	// them: docs/security.md).
 	Resync time.Duration
 }
 

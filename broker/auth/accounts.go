@@ -165,6 +165,17 @@ type Import struct {
 	Why string
 }
 
+// liveImport is a stream import of what the pcm account stores on
+// subject, as its stream or bucket republishes it (events.LiveSubject),
+// heard under subject itself. The pcm account's raw traffic would not do:
+// nats-server forwards to a stream import nothing that reached the pcm
+// account through a service import (server/client.go, processMsgResults:
+// "If this message was a service import do not re-export to an exported
+// stream"), so an agent's status or a publisher's job would never be heard.
+func liveImport(subject, why string) Import {
+	return Import{Stream: true, Subject: events.LiveSubject(subject), Local: subject, Why: why + ", as stored"}
+}
+
 // noneSubject is a service of the pcm account that nobody answers. Every
 // principal's account imports it as $JS.API.INFO: nats-server then leaves
 // out its own JetStream API import from the account, so the account's
@@ -207,7 +218,7 @@ func Imports(p Principal) ([]Import, error) {
 	switch p.Kind {
 	case KindClient:
 		for _, s := range events.ConsumerFilters(p.Name, p.Groups) {
-			out = append(out, Import{Stream: true, Subject: s, Why: "its desktop hears of new offers of its client"})
+			out = append(out, liveImport(s, "its desktop hears of new offers of its client"))
 		}
 		out = append(out, Import{Stream: true, Subject: events.ReleaseHintSubject("*"),
 			Why: "its agent hears of new releases on its channel"})
@@ -232,10 +243,10 @@ func Imports(p Principal) ([]Import, error) {
 		}
 	default:
 		out = append(out,
-			Import{Stream: true, Subject: "pcm.jobs.>", Why: "hear of new offers and cancellations"},
-			Import{Stream: true, Subject: events.SubjectStatusAll, Why: "hear of new statuses"},
-			Import{Stream: true, Subject: kvPre + events.BucketAgents + ".>", Why: "hear of inventory changes"},
-			Import{Stream: true, Subject: kvPre + events.BucketLocks + ".>", Why: "hear of lock changes"})
+			liveImport(events.SubjectJobsAny, "hear of new offers and cancellations"),
+			liveImport(events.SubjectStatusAll, "hear of new statuses"),
+			liveImport(kvPre+events.BucketAgents+".>", "hear of inventory changes"),
+			liveImport(kvPre+events.BucketLocks+".>", "hear of lock changes"))
 	}
 	return append(out, Import{Subject: noneSubject, Local: api + "INFO",
 		Why: "keeps nats-server's own JetStream API out of the account: its $JS.API subjects reach only these imports"}), nil
@@ -354,10 +365,10 @@ var exports = []Export{
 	{Subject: api + "STREAM.INFO.*"},
 	{Subject: noneSubject},
 	{Subject: "pcm.view.*.*", Response: jwt.ResponseTypeStream},
-	{Stream: true, Subject: "pcm.jobs.>"},
-	{Stream: true, Subject: "pcm.status.>"},
-	{Stream: true, Subject: kvPre + events.BucketAgents + ".>"},
-	{Stream: true, Subject: kvPre + events.BucketLocks + ".>"},
+	{Stream: true, Subject: events.LiveSubject(events.SubjectJobsAny)},
+	{Stream: true, Subject: events.LiveSubject(events.SubjectStatusAny)},
+	{Stream: true, Subject: events.LiveSubject(kvPre + events.BucketAgents + ".>")},
+	{Stream: true, Subject: events.LiveSubject(kvPre + events.BucketLocks + ".>")},
 	{Stream: true, Subject: events.ReleaseHintSubject(">")},
 }
 

@@ -287,6 +287,7 @@ func TestPermissionsShape(t *testing.T) {
 	for _, im := range imports {
 		switch s := im.Subject; {
 		case strings.Contains(s, "PCM_PACKAGES"), strings.Contains(s, "PCM_RELEASES.channel."), strings.HasPrefix(s, "pcm.releases.channel."), s == "pcm.jobs.all", s == "pcm.jobs.group.g1", s == "pcm.none",
+			s == events.LiveSubject("pcm.jobs.all"), s == events.LiveSubject("pcm.jobs.group.g1"),
 			s == "$JS.API.DIRECT.GET.PCM_JOBS."+events.SubjectJobsCancels, s == "$JS.API.DIRECT.GET.PCM_JOBS."+events.SubjectJobsHalts:
 			// shared content, the release channels' signed manifests, its
 			// group, the cancellation and halt records, the shadow

@@ -281,3 +281,22 @@ func TestClusterRead(t *testing.T) {
 		return err == nil && got == n
 	})
 }
+
+// TestFollowWholeStreamAcrossRestarts: a Follower of a whole stream on a
+// connection of its own hears each message stored after a broker restart,
+// restart after restart, well before its resync.
+func TestFollowWholeStreamAcrossRestarts(t *testing.T) {
+	env := testenv.StartBroker(t)
+	newStream(t, env.JS, false)
+	put(t, env.JS, "sr.a.0", "before")
+	_, js := env.Connect(t)
+	f := follow(t, js, streamread.FollowOptions{Subjects: []string{"sr.>"}, Resync: time.Hour,
+		Options: streamread.Options{Timeout: time.Second}})
+	testenv.WaitFor(t, 5*time.Second, "the history", func() bool { return f.count() == 1 })
+	for i := 1; i <= 5; i++ {
+		env.Restart(t)
+		put(t, env.JS, fmt.Sprintf("sr.a.%d", i), "after")
+		want := i + 1
+		testenv.WaitFor(t, 8*time.Second, fmt.Sprintf("the message stored after restart %d", i), func() bool { return f.count() == want })
+	}
+}
