@@ -2,7 +2,7 @@
 // notifications: a freedesktop notification (notify-send) on Linux and
 // the BSDs, Notification Center (osascript) on macOS, a toast (PowerShell)
 // on Windows. Forward picks the notices worth one: a mandatory job coming
-// with its countdown, the busy notice (which the desktop's --no-busy-notice
+// with its countdown, the busy notice (which the desktop's --busy-notice=false
 // silences), a job finished or failed, a restart coming. Recorder is the
 // fake for tests. It never decides anything about a job.
 package notify

@@ -19,7 +19,6 @@ type desktopFlags struct {
 	clientID, stateDir string
 	lease, grace       time.Duration
 	busyNotice         bool
-	noBusyNotice       bool
 	page, notify       bool
 	trust              trustFlags
 	// onNotice, set before the session starts, gets each notice with its
@@ -34,8 +33,7 @@ func (f *desktopFlags) register(cmd *cobra.Command) {
 	pf.StringVar(&f.clientID, "client-id", "", "this client's id (default: the host name, sanitized)")
 	pf.StringVar(&f.stateDir, "state-dir", "", "directory of the user's job directories and logs (default: per user and client)")
 	pf.DurationVar(&f.lease, "lease", agent.DefaultLease, "lease of the service-versus-desktop lock")
-	pf.BoolVar(&f.busyNotice, "busy-notice", true, "tell the user when a background installation holds the client")
-	pf.BoolVar(&f.noBusyNotice, "no-busy-notice", false, "do not show the busy notice (still waits for the lock)")
+	pf.BoolVar(&f.busyNotice, "busy-notice", true, "tell the user when a background installation holds the client (--busy-notice=false: silent; the desktop still waits for the lock)")
 	f.trust.register(pf)
 }
 
@@ -63,7 +61,7 @@ func (f *desktopFlags) open(cmd *cobra.Command, g *globals) (*agent.Desktop, *na
 	cfg := agent.DesktopConfig{
 		Config: agent.Config{ClientID: f.clientID, StateDir: stateDir, Version: version, Lease: f.lease, Logger: log,
 			TrustedKeys: keys.publishers, ControllerKeys: keys.controllers, Grace: f.grace},
-		NoBusyNotice: f.noBusyNotice || !f.busyNotice,
+		NoBusyNotice: !f.busyNotice,
 		Notify:       func(line string) { fmt.Fprintln(out, line) },
 		OnNotice: func(n agent.Notice) {
 			if f.onNotice != nil {
