@@ -54,7 +54,9 @@ func TestMain(m *testing.M) {
 // README's plain go test -count=1 ./... runs it beside the other
 // packages), and its tests that wait long on timers, processes and
 // elections (those that call t.Parallel) wait side by side, four at a
-// time rather than GOMAXPROCS.
+// time rather than GOMAXPROCS. Tests that compute (builds, many agents)
+// stay sequential: CI runs the secure suite beside this one, and a
+// starved broker failed them.
 func waitBoundDefaults() {
 	flag.Parse()
 	set := map[string]bool{}

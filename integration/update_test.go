@@ -124,7 +124,6 @@ func binaryVersion(t *testing.T, path string) string {
 // does not run again after the restart), and one whose binary exits at
 // start (v1.2.0: rolled back to v1.1.0, the failure reported).
 func TestAgentSelfUpdate(t *testing.T) {
-	t.Parallel() // it builds pcm twice: while others wait
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
 		t.Skip("release platforms are linux/amd64 and linux/arm64 here")
 	}
