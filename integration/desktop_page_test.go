@@ -192,6 +192,16 @@ func TestSelfServicePage(t *testing.T) {
 	ps.waitPage(t, ctx, "the required job with 2 of 2 deferrals left", card(reqID)+` !== null && `+card(reqID)+`.querySelector('.deferrals-left').textContent === '2 of 2' && `+
 		card(reqID)+`.querySelector('.warning') !== null && `+card(reqID)+`.querySelector('.countdown').textContent !== ''`)
 	testenv.WaitFor(t, 30*time.Second, "a notification of the required job", func() bool { return shownKind(ps.shown, agent.NoticeMandatory) })
+	// The notices speak the page's words: its countdown says the job can be
+	// put off, and the Defer button does it; the terminal's hint (pcm
+	// desktop defer ...) is not there, nor in the API's snapshot.
+	ps.waitPage(t, ctx, "the required job's countdown in the notices", `[...document.querySelectorAll('#notices li[data-kind=countdown]')].some((li) => li.textContent.includes('can be put off'))`)
+	if said, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#notices"))); err != nil || strings.Contains(said, "pcm desktop") {
+		t.Fatalf("the page's notices speak of the command line: %q %v", said, err)
+	}
+	if st := ps.state(t); strings.Contains(st, "pcm desktop") {
+		t.Fatalf("the page's snapshot speaks of the command line: %s", st)
+	}
 	browser.Screenshot(ctx, t, "required")
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`article[data-job=%q] button.defer`, reqID)))); err != nil {
 		t.Fatal(err)
