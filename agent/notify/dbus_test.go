@@ -132,6 +132,15 @@ func TestClicksHeardForTheLastNotifications(t *testing.T) {
 	if err := srv.Click(ids[1], "default"); err != nil { // kept
 		t.Fatal(err)
 	}
+	// Opened before the barrier of settle (a 66th notification) forgets it.
+	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if len(o.urls) == 0 {
+			return errors.New("the page was not opened")
+		}
+		return nil
+	})
 	settle(t, n, srv)
 	o.opened(t, 1)
 }
