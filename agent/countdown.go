@@ -51,9 +51,11 @@ func (d *Desktop) countdown(ctx context.Context, job events.JobOffered, queue ch
 		due, rule, _ := unattendedDue(f)
 		switch {
 		case f.Now.Before(due) && rule == RuleGraceAfterOffline:
-			line := fmt.Sprintf("%s was mandatory at %s, while this computer was off: it starts in %s (at %s): save your work%s",
-				describe(job), userTime(*job.MandatoryAfter), left(f.Now, due), userTime(due), d.deferralHint(f))
-			if !d.warn(ctx, job, line, due, due) {
+			off, hint := d.deferralHint(f)
+			n := Notice{Kind: NoticeCountdown, JobID: job.JobID, Hint: hint,
+				Text: fmt.Sprintf("%s was mandatory at %s, while this computer was off: it starts in %s (at %s): save your work%s",
+					describe(job), userTime(*job.MandatoryAfter), left(f.Now, due), userTime(due), off)}
+			if !d.warn(ctx, job, n, due, due) {
 				return
 			}
 			continue
@@ -71,8 +73,10 @@ func (d *Desktop) countdown(ctx context.Context, job events.JobOffered, queue ch
 			continue
 		}
 		end := f.Now.Add(d.cfg.Grace)
-		line := fmt.Sprintf("%s is mandatory and starts in %s: save your work%s", describe(job), left(f.Now, end), d.deferralHint(f))
-		if !d.warn(ctx, job, line, end, due) {
+		off, hint := d.deferralHint(f)
+		n := Notice{Kind: NoticeCountdown, JobID: job.JobID, Hint: hint,
+			Text: fmt.Sprintf("%s is mandatory and starts in %s: save your work%s", describe(job), left(f.Now, end), off)}
+		if !d.warn(ctx, job, n, end, due) {
 			return
 		}
 		if f, dec, err = d.decide(ctx, job, true, false, nil); err != nil || !countingDown(dec) {
@@ -111,13 +115,13 @@ func whyNot(dec Decision, err error) string {
 	return dec.Why
 }
 
-// warn tells the user line, then tells again how long is left at each of
+// warn tells the user first, then tells again how long is left at each of
 // noticeMarks before end, deciding before each notice that the job is
 // still counted down (due unchanged: not deferred meanwhile). It reports
 // false when the countdown stops (ctx ended, the job no longer for the
 // desktop); a deferral ends it early, reporting true.
-func (d *Desktop) warn(ctx context.Context, job events.JobOffered, line string, end, due time.Time) bool {
-	d.tell(NoticeCountdown, job.JobID, line)
+func (d *Desktop) warn(ctx context.Context, job events.JobOffered, first Notice, end, due time.Time) bool {
+	d.tell(first)
 	for _, mark := range noticeMarks {
 		at := end.Add(-mark)
 		if !at.After(d.now()) {
@@ -133,17 +137,19 @@ func (d *Desktop) warn(ctx context.Context, job events.JobOffered, line string, 
 		if now, _, _ := unattendedDue(f); now.After(due) {
 			return true // deferred: counted down again when the deferral ends
 		}
-		d.tell(NoticeCountdown, job.JobID, fmt.Sprintf("%s starts in %s", describe(job), mark))
+		d.tell(Notice{Kind: NoticeCountdown, JobID: job.JobID, Text: fmt.Sprintf("%s starts in %s", describe(job), mark)})
 	}
 	return clock.SleepUntil(ctx, d.cfg.Clock, end)
 }
 
-// deferralHint tells the user how to put a job off, and how often they
-// still may, or why they no longer may; "" for a job that allows no
-// deferral.
-func (d *Desktop) deferralHint(f Facts) string {
+// deferralHint tells the user whether a job may be put off, for how
+// long, how often they still may and until when, or why they no longer
+// may (text, appended to a notice's text), and how to put it off from the
+// command line (hint, the notice's Hint); "" and "" for a job that allows
+// no deferral.
+func (d *Desktop) deferralHint(f Facts) (text, hint string) {
 	if f.Job.Deferrals == nil {
-		return ""
+		return "", ""
 	}
 	off := deferralOffer(f)
 	deadline := ""
@@ -151,10 +157,11 @@ func (d *Desktop) deferralHint(f Facts) string {
 		deadline = ", deadline " + userTime(*off.Deadline)
 	}
 	if !off.Allowed {
-		return fmt.Sprintf(" (it cannot be put off: %s%s)", off.Why, deadline)
+		return fmt.Sprintf(" (it cannot be put off: %s%s)", off.Why, deadline), ""
 	}
-	return fmt.Sprintf("; to put it off for %s, run: pcm desktop defer %s (%d of %d deferrals left%s)",
-		time.Duration(f.Job.Deferrals.Each), f.Job.JobID, off.leftNow(), f.Job.Deferrals.Max, deadline)
+	return fmt.Sprintf("; it can be put off for %s (%d of %d deferrals left%s)",
+			time.Duration(f.Job.Deferrals.Each), off.leftNow(), f.Job.Deferrals.Max, deadline),
+		"put it off with: pcm desktop defer " + f.Job.JobID
 }
 
 // restartCountdown warns the user that the machine restarts for job, as
@@ -173,8 +180,8 @@ func (d *Desktop) restartCountdown(ctx context.Context, st events.JobStatus, job
 	}
 	at := *st.RestartAt
 	go func() {
-		d.tell(NoticeRestart, st.JobID, fmt.Sprintf("this computer restarts at %s (in %s) to finish %s: save your work",
-			userTime(at), left(d.now(), at), describe(job)))
+		d.tell(Notice{Kind: NoticeRestart, JobID: st.JobID, Text: fmt.Sprintf("this computer restarts at %s (in %s) to finish %s: save your work",
+			userTime(at), left(d.now(), at), describe(job))})
 		for i, mark := range noticeMarks {
 			if !at.Add(-mark).After(d.now()) {
 				continue
@@ -186,7 +193,7 @@ func (d *Desktop) restartCountdown(ctx context.Context, st events.JobStatus, job
 			if i == len(noticeMarks)-1 {
 				what = "final warning: this computer restarts in %s to finish %s"
 			}
-			d.tell(NoticeRestart, st.JobID, fmt.Sprintf(what, mark, describe(job)))
+			d.tell(Notice{Kind: NoticeRestart, JobID: st.JobID, Text: fmt.Sprintf(what, mark, describe(job))})
 		}
 	}()
 }

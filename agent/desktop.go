@@ -26,10 +26,13 @@ type DesktopConfig struct {
 	Config
 	// NoBusyNotice silences the busy notice (the desktop still waits).
 	NoBusyNotice bool
-	// Notify receives the lines meant for the user; nil discards them.
+	// Notify receives the lines meant for the user at a terminal (each
+	// notice's Line: its text and how to act on it with pcm desktop); nil
+	// discards them.
 	Notify func(line string)
-	// OnNotice receives each of those lines with what it is about (its
-	// kind and job), for a page or native notifications; nil discards them.
+	// OnNotice receives each notice with what it is about (its kind and
+	// job), for a page or native notifications, which show its Text and
+	// offer their own buttons rather than its Hint; nil discards them.
 	OnNotice func(Notice)
 }
 
@@ -324,7 +327,7 @@ func (d *Desktop) runJob(ctx context.Context, job events.JobOffered, unattended 
 			return
 		}
 		notified = true
-		d.tell(NoticeBusy, job.JobID, d.busyNotice(ctx, h.JobID, job))
+		d.tell(Notice{Kind: NoticeBusy, JobID: job.JobID, Text: d.busyNotice(ctx, h.JobID, job)})
 	})
 	if err != nil {
 		return events.JobStatus{}, err
@@ -463,19 +466,21 @@ func (d *Desktop) Session(ctx context.Context) error {
 		scheduled[job.JobID] = true
 		d.sawAt(job.JobID, f.Now)
 		f.Unattended, f.FirstSeen = true, d.firstSeen(job.JobID)
-		offered := fmt.Sprintf("%s offered; run it with: pcm desktop run %s", describe(job), job.JobID)
+		offered := Notice{JobID: job.JobID, Text: describe(job) + " offered", Hint: "run it with: pcm desktop run " + job.JobID}
 		if pick.Rule == RuleWindow {
-			offered = fmt.Sprintf("%s offered; it runs in a maintenance window: %s", describe(job), pick.Why)
+			offered.Text, offered.Hint = fmt.Sprintf("%s offered; it runs in a maintenance window: %s", describe(job), pick.Why), ""
 		}
 		switch unattended := Decide(f); {
 		case job.Mandatory() && forUser(f):
-			d.tell(NoticeMandatory, job.JobID, offered)
+			offered.Kind = NoticeMandatory
+			d.tell(offered)
 			go d.countdown(ctx, job, queue)
 		case unattended.Rule == RuleAutomated && !f.Now.Before(*job.MandatoryAfter):
 			// The service runs it now: no news for the user.
 			d.log.Info("not announcing a job the service runs now", zap.String("job", job.JobID))
 		default:
-			d.tell(NoticeOffered, job.JobID, offered)
+			offered.Kind = NoticeOffered
+			d.tell(offered)
 		}
 	}
 	followed, err := clientview.Follow(ctx, d.nc, d.cfg.ClientID, clientview.Offers, d.filters, func(err error) {
@@ -537,9 +542,9 @@ func (d *Desktop) Session(ctx context.Context) error {
 			case errors.Is(err, ErrAlreadyDone), errors.Is(err, ErrServiceOnly):
 				d.log.Info("mandatory job not run by the desktop", zap.String("job", job.JobID), zap.String("why", err.Error()))
 			case err != nil:
-				d.tell(NoticeFailed, job.JobID, fmt.Sprintf("%s could not run: %v", describe(job), err))
+				d.tell(Notice{Kind: NoticeFailed, JobID: job.JobID, Text: fmt.Sprintf("%s could not run: %v", describe(job), err)})
 			default:
-				d.tell(finishedKind(st), job.JobID, fmt.Sprintf("%s %s", describe(job), st.State))
+				d.tell(Notice{Kind: finishedKind(st), JobID: job.JobID, Text: fmt.Sprintf("%s %s", describe(job), st.State)})
 			}
 		}
 	}

@@ -31,16 +31,29 @@ type Notice struct {
 	Kind NoticeKind `json:"kind"`
 	// JobID is the job it is about.
 	JobID string `json:"job_id,omitempty"`
-	// Text is the line the user reads.
+	// Text is what the user reads, in words that fit every face (the
+	// terminal, the page, a notification).
 	Text string `json:"text"`
+	// Hint says how to act on it from the command line ("run it with: pcm
+	// desktop run JOB"); the terminal appends it (Line), the page and
+	// notifications have their own buttons instead. "" for none.
+	Hint string `json:"-"`
+}
+
+// Line is the notice as the terminal prints it: its text, then its hint.
+func (n Notice) Line() string {
+	if n.Hint == "" {
+		return n.Text
+	}
+	return n.Text + "; " + n.Hint
 }
 
 // tell gives the user a notice: its line to DesktopConfig.Notify, the
 // whole notice to DesktopConfig.OnNotice.
-func (d *Desktop) tell(kind NoticeKind, jobID, text string) {
-	d.dcfg.Notify(text)
+func (d *Desktop) tell(n Notice) {
+	d.dcfg.Notify(n.Line())
 	if d.dcfg.OnNotice != nil {
-		d.dcfg.OnNotice(Notice{Kind: kind, JobID: jobID, Text: text})
+		d.dcfg.OnNotice(n)
 	}
 }
 

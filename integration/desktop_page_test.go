@@ -23,6 +23,7 @@ import (
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/testenv"
 	"github.com/pcm-project/pcm/testenv/browser"
+	"github.com/pcm-project/pcm/testenv/desktopbus"
 )
 
 // pageSession is a desktop session with its Self Service page and a fake
@@ -35,8 +36,15 @@ type pageSession struct {
 
 func startPageSession(t *testing.T, url, client string) *pageSession {
 	t.Helper()
+	return startPageSessionWith(t, url, client, nil)
+}
+
+// startPageSessionWith is startPageSession with the notifier that
+// notifier returns for the page's address (nil: the fake, ps.shown).
+func startPageSessionWith(t *testing.T, url, client string, notifier func(pageURL string) notify.Notifier) *pageSession {
+	t.Helper()
 	ps := &pageSession{shown: &notify.Recorder{}}
-	forward := notify.Forward(ps.shown, nil)
+	var forward func(agent.Notice) // set before the session starts
 	ps.testDesktop = newTestDesktop(t, url, client, func(c *agent.DesktopConfig) {
 		c.Grace = time.Hour // the required job is counted down, not run, during the test
 		c.OnNotice = func(n agent.Notice) {
@@ -46,11 +54,17 @@ func startPageSession(t *testing.T, url, client string) *pageSession {
 			}
 		}
 	})
-	srv, err := desktopweb.New(desktopweb.Config{Face: ps.Desktop, Client: client, Recheck: 200 * time.Millisecond, Ended: forward})
+	srv, err := desktopweb.New(desktopweb.Config{Face: ps.Desktop, Client: client, Recheck: 200 * time.Millisecond,
+		Ended: func(n agent.Notice) { forward(n) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ps.srv = srv
+	var n notify.Notifier = ps.shown
+	if notifier != nil {
+		n = notifier(srv.URL())
+	}
+	forward = notify.Forward(n, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -192,6 +206,16 @@ func TestSelfServicePage(t *testing.T) {
 	ps.waitPage(t, ctx, "the required job with 2 of 2 deferrals left", card(reqID)+` !== null && `+card(reqID)+`.querySelector('.deferrals-left').textContent === '2 of 2' && `+
 		card(reqID)+`.querySelector('.warning') !== null && `+card(reqID)+`.querySelector('.countdown').textContent !== ''`)
 	testenv.WaitFor(t, 30*time.Second, "a notification of the required job", func() bool { return shownKind(ps.shown, agent.NoticeMandatory) })
+	// The notices speak the page's words: its countdown says the job can be
+	// put off, and the Defer button does it; the terminal's hint (pcm
+	// desktop defer ...) is not there, nor in the API's snapshot.
+	ps.waitPage(t, ctx, "the required job's countdown in the notices", `[...document.querySelectorAll('#notices li[data-kind=countdown]')].some((li) => li.textContent.includes('can be put off'))`)
+	if said, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#notices"))); err != nil || strings.Contains(said, "pcm desktop") {
+		t.Fatalf("the page's notices speak of the command line: %q %v", said, err)
+	}
+	if st := ps.state(t); strings.Contains(st, "pcm desktop") {
+		t.Fatalf("the page's snapshot speaks of the command line: %s", st)
+	}
 	browser.Screenshot(ctx, t, "required")
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`article[data-job=%q] button.defer`, reqID)))); err != nil {
 		t.Fatal(err)
@@ -265,6 +289,55 @@ func TestSelfServicePage(t *testing.T) {
 	if n := markerLines(t, optMarker); n != 1 {
 		t.Fatalf("the optional job ran %d times, want 1", n)
 	}
+}
+
+// TestNotificationClickOpensPage: a real desktop session tells its user
+// of a required job with a native notification, on the freedesktop
+// notification service of a private D-Bus session bus (a real
+// dbus-daemon); the user clicks it, and a real headless Chromium opens the
+// session's Self Service page (through its secret address), which lists
+// the job. Nothing opens the page before the click.
+func TestNotificationClickOpensPage(t *testing.T) {
+	bus := desktopbus.Start(t)
+	notes := desktopbus.StartServer(t, bus)
+	env := testenv.StartBroker(t)
+	const client = "click1"
+	enroll(t, env.JS, client)
+	req := job(appendTo(filepath.Join(t.TempDir(), "req-ran")), toClient(client))
+	req.Name = "Security update"
+	req.Deferrals = &events.Deferrals{Max: 1, Each: events.Duration(time.Hour)}
+	reqID := publish(t, newPublisher(t, env.JS), req)
+
+	ctx := browser.New(t, 2*time.Minute)
+	ps := startPageSessionWith(t, env.URL, client, func(pageURL string) notify.Notifier {
+		n := notify.Native(notify.Config{Bus: bus.Address, PageURL: pageURL, Open: func(_ context.Context, u string) error {
+			return chromedp.Do(ctx, chromedp.Navigate(u))
+		}})
+		t.Cleanup(func() { n.Close() })
+		return n
+	})
+	var shown desktopbus.Notified
+	testenv.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range notes.Notified() {
+			if n.Summary == "Installation required" && strings.Contains(n.Body, "Security update") {
+				shown = n
+				return nil
+			}
+		}
+		return fmt.Errorf("no notification of the required job: %+v", notes.Notified())
+	})
+	if !shown.HasAction("default") || strings.Contains(shown.Body, "pcm desktop") {
+		t.Fatalf("the notification: %+v", shown)
+	}
+	if loc, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`)); err != nil || loc != "about:blank" {
+		t.Fatalf("a page opened before the click: %q %v", loc, err)
+	}
+	if err := notes.Click(shown.ID, "default"); err != nil {
+		t.Fatal(err)
+	}
+	ps.waitPage(t, ctx, "the page opened by the click, listing the required job",
+		fmt.Sprintf(`location.origin !== 'null' && !location.href.includes('token') && document.querySelector('article[data-job=%q]') !== null`, reqID))
+	browser.Screenshot(ctx, t, "opened-by-a-click")
 }
 
 // shownKind reports whether the fake notifier showed a notification of kind.

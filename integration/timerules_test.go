@@ -145,7 +145,7 @@ func TestDeferTwiceRunsAtTheThirdNotice(t *testing.T) {
 	}
 	notice := "is mandatory and starts in"
 	d.waitSaid(t, notice, 1, 20*time.Second)
-	if !d.saidSomething("run: pcm desktop defer " + id + " (2 of 2 deferrals left, deadline ") {
+	if !d.saidSomething("it can be put off for 2h0m0s (2 of 2 deferrals left, deadline ") || !d.saidSomething("; put it off with: pcm desktop defer "+id) {
 		t.Fatalf("the first notice does not say how to defer, and the deadline: %q", d.said)
 	}
 	deferIt(1)

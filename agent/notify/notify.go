@@ -1,18 +1,17 @@
 // Package notify shows the desktop's notices to its user as native
-// notifications: a freedesktop notification (notify-send) on Linux and
-// the BSDs, Notification Center (osascript) on macOS, a toast (PowerShell)
-// on Windows. Forward picks the notices worth one: a mandatory job coming
-// with its countdown, the busy notice (which the desktop's --busy-notice=false
-// silences), a job finished or failed, a restart coming. Recorder is the
-// fake for tests. It never decides anything about a job.
+// notifications, and opens the session's Self Service page when the user
+// clicks one: the freedesktop notification service over the D-Bus session
+// bus on Linux and the BSDs, Notification Center (terminal-notifier, or
+// osascript, whose notifications cannot open anything) on macOS, a toast
+// (PowerShell) on Windows. Forward picks the notices worth one: a
+// mandatory job coming with its countdown, the busy notice (which the
+// desktop's --busy-notice=false silences), a job finished or failed, a
+// restart coming. Recorder is the fake for tests. It never decides
+// anything about a job.
 package notify
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os/exec"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,9 +19,6 @@ import (
 
 	"github.com/pcm-project/pcm/agent"
 )
-
-// ErrUnavailable: the platform's notification command is missing.
-var ErrUnavailable = errors.New("native notifications unavailable")
 
 // Notification is one native notification.
 type Notification struct {
@@ -40,24 +36,6 @@ type Notification struct {
 // Notifier shows notifications.
 type Notifier interface {
 	Notify(ctx context.Context, n Notification) error
-}
-
-// Native returns the platform's notifier.
-func Native() Notifier { return native{} }
-
-type native struct{}
-
-// Notify runs the platform's command (notifyCommand) and waits for it.
-func (native) Notify(ctx context.Context, n Notification) error {
-	name, args := notifyCommand(n)
-	if _, err := exec.LookPath(name); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrUnavailable, name, err)
-	}
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 // Of is the notification of a notice, and whether it is worth one.

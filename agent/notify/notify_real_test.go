@@ -15,7 +15,9 @@ import (
 func TestNativeNotification(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := notify.Native().Notify(ctx, notify.Notification{Title: "pcm test", Body: "A real notification from pcm's tests: \"quotes\", 'apostrophes' & ünïcode."})
+	n := notify.Native(notify.Config{})
+	defer n.Close()
+	err := n.Notify(ctx, notify.Notification{Title: "pcm test", Body: "A real notification from pcm's tests: \"quotes\", 'apostrophes' & ünïcode."})
 	if err != nil {
 		t.Fatal(err)
 	}

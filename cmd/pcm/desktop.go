@@ -106,8 +106,9 @@ the client it says which job it runs and waits; it never gives up because of the
 The session serves the Self Service page on loopback, for this user only (pcm desktop open opens
 it; docs/desktop-api.md describes its API): the jobs the user may install, the required ones with
 their countdown and a Defer button, what ran here, and a banner while a background installation
-holds the computer. It shows native notifications too (--notify). Logs go to desktop.log in the
-state dir, and to stderr only with --log-level or --log-file, or on errors.
+holds the computer. It shows native notifications too (--notify); a click on one opens the page
+(on macOS only with terminal-notifier installed). Logs go to desktop.log in the state dir, and to
+stderr only with --log-level or --log-file, or on errors.
 
 A job published with --deferrals is counted down too, whichever face runs it: each notice says
 how many deferrals are left and the deadline, and pcm desktop defer JOB puts it off. The service
@@ -129,7 +130,7 @@ down, with a final warning.`,
 	f.register(cmd)
 	cmd.Flags().DurationVar(&f.grace, "grace", agent.DefaultGrace, "countdown before a mandatory job that needs the user, or that the user may defer, runs (give the service the same)")
 	cmd.Flags().BoolVar(&f.page, "page", true, "serve the Self Service page on loopback for this user (pcm desktop open opens it)")
-	cmd.Flags().BoolVar(&f.notify, "notify", true, "show native notifications: a mandatory job coming, the busy notice, a job finished or failed, a restart coming")
+	cmd.Flags().BoolVar(&f.notify, "notify", true, "show native notifications: a mandatory job coming, the busy notice, a job finished or failed, a restart coming; a click on one opens the page")
 	cmd.AddCommand(newDesktopListCmd(g, &f), newDesktopRunCmd(g, &f), newDesktopDeferCmd(g, &f), newDesktopOpenCmd(&f))
 	return cmd
 }

@@ -39,20 +39,22 @@ func desktopLogger(cmd *cobra.Command, g *globals, stateDir string) (*zap.Logger
 	return zap.New(zapcore.NewTee(file.Core(), errs.Core())), nil
 }
 
-// runSession runs the desktop session with its page and notifications.
+// runSession runs the desktop session with its page and notifications; a
+// click on a notification opens the page.
 func runSession(cmd *cobra.Command, f *desktopFlags, d *agent.Desktop) error {
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
 	var show []func(agent.Notice)
-	ended := func(agent.Notice) {}
-	if f.notify {
-		forward := notify.Forward(notify.Native(), f.log.Named("notify"))
-		show, ended = append(show, forward), forward
-	}
-	var wg sync.WaitGroup
-	pageErr := make(chan error, 1)
+	var srv *desktopweb.Server
+	var forward func(agent.Notice)
 	if f.page {
-		srv, err := desktopweb.New(desktopweb.Config{Face: d, Client: f.clientID, Logger: f.log.Named("page"), Ended: ended})
+		var err error
+		srv, err = desktopweb.New(desktopweb.Config{Face: d, Client: f.clientID, Logger: f.log.Named("page"),
+			Ended: func(n agent.Notice) { // a job the page installed ended
+				if forward != nil {
+					forward(n)
+				}
+			}})
 		if err != nil {
 			return err
 		}
@@ -62,6 +64,20 @@ func runSession(cmd *cobra.Command, f *desktopFlags, d *agent.Desktop) error {
 		}
 		defer os.Remove(desktopweb.URLFile(f.stateDir))
 		fmt.Fprintf(cmd.OutOrStdout(), "Self Service page: %s (open it with: pcm desktop open)\n", srv.URL())
+	}
+	if f.notify {
+		cfg := notify.Config{Open: desktopweb.Open, Logger: f.log.Named("notify")}
+		if srv != nil {
+			cfg.PageURL = srv.URL()
+		}
+		native := notify.Native(cfg)
+		defer native.Close()
+		forward = notify.Forward(native, cfg.Logger)
+		show = append(show, forward)
+	}
+	var wg sync.WaitGroup
+	pageErr := make(chan error, 1)
+	if srv != nil {
 		wg.Go(func() {
 			if err := srv.Run(ctx); err != nil {
 				pageErr <- err

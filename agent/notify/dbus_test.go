@@ -1,0 +1,178 @@
+//go:build !windows && !darwin
+
+package notify_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pcm-project/pcm/agent/notify"
+	"github.com/pcm-project/pcm/testenv"
+	"github.com/pcm-project/pcm/testenv/desktopbus"
+)
+
+const pageURL = "http://127.0.0.1:1/?token=secret"
+
+// opener records the addresses a notifier opens.
+type opener struct {
+	mu   sync.Mutex
+	urls []string
+}
+
+func (o *opener) open(_ context.Context, url string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.urls = append(o.urls, url)
+	return nil
+}
+
+// opened checks that the page was opened n times, each with pageURL.
+func (o *opener) opened(t *testing.T, n int) {
+	t.Helper()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.urls) != n || slices.ContainsFunc(o.urls, func(u string) bool { return u != pageURL }) {
+		t.Fatalf("opened %q, want %d times %s", o.urls, n, pageURL)
+	}
+}
+
+// settle waits until the notifier has heard every click the server made
+// so far and opened the page for each: a notification sent after them is
+// answered after the server's signals reach the notifier (a bus keeps the
+// order of one sender's messages), and Close returns once those are heard
+// and the page opened.
+func settle(t *testing.T, n notify.NativeNotifier, srv *desktopbus.Server) {
+	t.Helper()
+	show(t, n, srv, notify.Notification{Title: "Barrier", Body: "after the clicks"})
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// show sends one notification and returns what the server recorded of it.
+func show(t *testing.T, n notify.NativeNotifier, srv *desktopbus.Server, note notify.Notification) desktopbus.Notified {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	before := len(srv.Notified())
+	if err := n.Notify(ctx, note); err != nil {
+		t.Fatal(err)
+	}
+	seen := srv.Notified()
+	if len(seen) != before+1 {
+		t.Fatalf("the server saw %d notifications, want %d", len(seen), before+1)
+	}
+	return seen[len(seen)-1]
+}
+
+// TestClickOpensThePage sends notifications to a notification server on a
+// private session bus (a real dbus-daemon) and plays the user clicking
+// them: a click on a notification, or on its Open button, opens the
+// session's page; a click on another application's notification, or on
+// one already closed, does not.
+func TestClickOpensThePage(t *testing.T) {
+	bus := desktopbus.Start(t)
+	srv := desktopbus.StartServer(t, bus)
+	var o opener
+	n := notify.Native(notify.Config{Bus: bus.Address, PageURL: pageURL, Open: o.open})
+	t.Cleanup(func() { n.Close() })
+
+	first := show(t, n, srv, notify.Notification{Title: "Installation required", Body: "job x starts in 5m", Urgent: true})
+	if first.AppName != "pcm" || first.Summary != "Installation required" || first.Body != "job x starts in 5m" || first.Urgency != 2 ||
+		!first.HasAction("default") || !first.HasAction("open") {
+		t.Fatalf("the server was shown %+v", first)
+	}
+	// Signals come in order: the other application's click and the closed
+	// notification's are heard before the click that opens the page.
+	if err := srv.Click(first.ID+1000, "default"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(first.ID, desktopbus.ClosedExpired); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Click(first.ID, "default"); err != nil {
+		t.Fatal(err)
+	}
+	second := show(t, n, srv, notify.Notification{Title: "Installed", Body: "job y succeeded"})
+	if second.Urgency != 1 {
+		t.Fatalf("a notice that is not urgent has urgency %d", second.Urgency)
+	}
+	if err := srv.Click(second.ID, "default"); err != nil {
+		t.Fatal(err)
+	}
+	third := show(t, n, srv, notify.Notification{Title: "Installed", Body: "job z succeeded"})
+	if err := srv.Click(third.ID, "open"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, n, srv)
+	o.opened(t, 2)
+}
+
+// TestClicksHeardForTheLastNotifications: the notifier keeps the ids of
+// its last 64 notifications not closed, no more: a click on an older one
+// opens nothing.
+func TestClicksHeardForTheLastNotifications(t *testing.T) {
+	bus := desktopbus.Start(t)
+	srv := desktopbus.StartServer(t, bus)
+	var o opener
+	n := notify.Native(notify.Config{Bus: bus.Address, PageURL: pageURL, Open: o.open})
+	t.Cleanup(func() { n.Close() })
+	var ids []uint32
+	for i := range 65 {
+		ids = append(ids, show(t, n, srv, notify.Notification{Title: "Installed", Body: fmt.Sprintf("job %d succeeded", i)}).ID)
+	}
+	if err := srv.Click(ids[0], "default"); err != nil { // forgotten
+		t.Fatal(err)
+	}
+	if err := srv.Click(ids[1], "default"); err != nil { // kept
+		t.Fatal(err)
+	}
+	// Opened before the barrier of settle (a 66th notification) forgets it.
+	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if len(o.urls) == 0 {
+			return errors.New("the page was not opened")
+		}
+		return nil
+	})
+	settle(t, n, srv)
+	o.opened(t, 1)
+}
+
+// TestWithoutTheBus: with no session bus, no notification server on it,
+// or once the bus went away, a notification is ErrUnavailable, saying why;
+// it is shown again once a bus answers.
+func TestWithoutTheBus(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	note := notify.Notification{Title: "Installed", Body: "job x succeeded"}
+
+	n := notify.Native(notify.Config{Bus: "unix:path=" + t.TempDir() + "/no-bus", PageURL: pageURL})
+	if err := n.Notify(ctx, note); !errors.Is(err, notify.ErrUnavailable) {
+		t.Fatalf("no bus: %v, want ErrUnavailable", err)
+	}
+	n.Close()
+
+	bus := desktopbus.Start(t)
+	n = notify.Native(notify.Config{Bus: bus.Address, PageURL: pageURL})
+	t.Cleanup(func() { n.Close() })
+	if err := n.Notify(ctx, note); !errors.Is(err, notify.ErrUnavailable) {
+		t.Fatalf("no notification server: %v, want ErrUnavailable", err)
+	}
+	srv := desktopbus.StartServer(t, bus)
+	show(t, n, srv, note)
+
+	bus.Stop()
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if err := n.Notify(ctx, note); !errors.Is(err, notify.ErrUnavailable) {
+			return fmt.Errorf("the bus stopped: %v, want ErrUnavailable", err)
+		}
+		return nil
+	})
+}
