@@ -166,8 +166,13 @@ nats-leaf://HUB:PORT it runs as the branch broker of site NAME: a leaf node of t
 JetStream domain NAME, which copies the hub's job events (and the packages they use, once per site)
 and keeps its agents' statuses, locks and inventory while the link is down; the hub's PCM_STATUS
 and PCM_AGENTS source the site's. Enroll its clients at the hub with pcm enroll --site NAME and
-point their agents at the site broker. --site and --leaf-listen do not run with --auth yet (a
-site's leaf credentials, pcm creds site NAME, are ready; docs/sites.md says what is missing).`,
+point their agents at the site broker.
+With --auth on both: the site trusts the hub's operator (copy operator.jwt, account.jwt and
+system.jwt of the hub's --auth-dir to the site's; it creates no authority), links with the site's
+own credentials (--hub-creds, made at the hub with pcm creds site NAME), runs its services as the
+in-process admin pcm creds site writes next to them (--site-admin-creds), reads the hub's jobs and
+packages with direct gets and forwards its statuses and inventory, changing no stream of the hub's;
+enroll its clients with pcm enroll --site NAME --site-url SITE-URL --issuer ISSUER.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return osservice.Run(cmd.Context(), brokerService, stopTimeout, func(ctx context.Context) error {
