@@ -1555,5 +1555,27 @@ func TestSiteAuthenticatedThroughACut(t *testing.T) {
 	t.Logf("the statuses of the job run during the cut reached the hub %s after the link returned", time.Since(restored).Round(time.Millisecond))
 	ss.checkStatusesOnce(t, clients, second)
 	t.Logf("the job published during the cut ran at the site and its statuses reached the hub %s after the link returned", time.Since(restored).Round(time.Millisecond))
+	// Enrolled back at the hub, a client is no longer the site's to
+	// forward.
+	imports := func() string {
+		ac, err := hubAccts.Lookup(t.Context(), auth.Principal{Kind: auth.KindSite, Name: siteName})
+		if err != nil || ac == nil {
+			t.Fatalf("the site's account at the hub: %v", err)
+		}
+		var subjects []string
+		for _, im := range ac.Imports {
+			subjects = append(subjects, string(im.Subject))
+		}
+		return strings.Join(subjects, " ")
+	}
+	if !strings.Contains(imports(), events.StatusSubjectsOfClient(clients[0])) {
+		t.Fatalf("the site's account at the hub does not import %s's statuses: %s", clients[0], imports())
+	}
+	if out, errOut, code := runPCM(t, plainCLIEnv, "enroll", clients[0], "--group", "branchfleet", "--url", hubURL, "--issuer", issuer, "--no-creds"); code != 0 {
+		t.Fatalf("pcm enroll back at the hub: exit %d: %s%s", code, out, errOut)
+	}
+	if got := imports(); strings.Contains(got, events.StatusSubjectsOfClient(clients[0])) || !strings.Contains(got, events.StatusSubjectsOfClient(clients[1])) {
+		t.Fatalf("the site's account at the hub after %s moved back: imports %s", clients[0], got)
+	}
 	t.Logf("TestSiteAuthenticatedThroughACut took %s", time.Since(start).Round(time.Millisecond))
 }

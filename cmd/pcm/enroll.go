@@ -85,7 +85,7 @@ forwards this client's statuses and inventory, and the credentials are written a
 				if err != nil {
 					return err
 				}
-				if err := fleet.LeaveSite(cmd.Context(), s.js, client); err != nil {
+				if err := leaveSite(cmd, s, client); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "enrolled %s (groups: %s)\n", client, orNone(strings.Join(enrolled, ",")))
@@ -154,6 +154,27 @@ func leftHub(cmd *cobra.Command, s *adminSession, siteName, client string, enrol
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s at site %s (groups: %s): point its agent at the site's broker\n", client, siteName, orNone(strings.Join(enrolled, ",")))
 	return nil
+}
+
+// leaveSite forgets the site client was enrolled at, if any; on an
+// authenticated hub the site's account at the hub is then signed again
+// without it, so that the site no longer forwards its statuses.
+func leaveSite(cmd *cobra.Command, s *adminSession, client string) error {
+	var site string
+	if s.accts != nil {
+		sites, err := fleet.ReadSites(cmd.Context(), s.js)
+		if err != nil {
+			return err
+		}
+		site = sites[client].Site
+	}
+	if err := fleet.LeaveSite(cmd.Context(), s.js, client); err != nil {
+		return err
+	}
+	if site == "" {
+		return nil
+	}
+	return fleet.EnsureSiteAccount(cmd.Context(), s.js, s.accts, site)
 }
 
 // orNone is s, or "none" when s is empty.
