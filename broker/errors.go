@@ -34,8 +34,8 @@ var (
 	// Config.LeafListen, Config.Domain) are incomplete or inconsistent.
 	ErrInvalidSite = errors.New("invalid site config")
 	// ErrSiteAuth: an authenticated site broker lacks what its leaf
-	// connection authenticates with (Config.Hub.Credentials), or cannot
-	// read it.
+	// connection authenticates with (Config.Hub.Credentials) or its
+	// services run as, or cannot read it, or it is not this site's.
 	ErrSiteAuth = errors.New("site authentication")
 	// ErrProvision: a stream or bucket could not be created or updated.
 	ErrProvision = errors.New("provisioning failed")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
@@ -192,3 +193,33 @@ func (b *Broker) LeafURL() string {
 // HubConnected reports whether a site broker's leaf connection to its hub
 // is up.
 func (b *Broker) HubConnected() bool { return b.srv.NumLeafNodes() > 0 }
+
+// SiteLinked reports whether a leaf connection of the branch site whose
+// account at this (authenticated) hub is account is up on this broker.
+func (b *Broker) SiteLinked(account string) bool {
+	lz, err := b.srv.Leafz(&server.LeafzOptions{Account: account})
+	return err == nil && len(lz.Leafs) > 0
+}
+
+// ServeSiteProbes answers, on nc (an in-process admin connection of an
+// authenticated hub), the requests on events.SiteProbeSubject of a site
+// whose leaf connection is up on this broker, and says nothing for the
+// others: in a cluster the member that holds the link answers, and the
+// asker's timeout means unreachable. It is how the hub's views tell a
+// site's reachability when the pcm account cannot reach the site's
+// JetStream (docs/sites.md). Only the pcm account's users (admins) can ask:
+// no other account imports the subject, and the answer says nothing but
+// "up". Unsubscribe the subscription to stop.
+func (b *Broker) ServeSiteProbes(nc *nats.Conn, iss *auth.Issuer) (*nats.Subscription, error) {
+	return nc.Subscribe(events.SiteProbeSubject("*"), func(m *nats.Msg) {
+		tokens := strings.Split(m.Subject, ".") // pcm.admin.site.<site>.reachable
+		if len(tokens) != 5 {
+			return
+		}
+		acct, err := iss.AccountOf(auth.Principal{Kind: auth.KindSite, Name: tokens[3]})
+		if err != nil || !b.SiteLinked(acct) {
+			return
+		}
+		_ = m.Respond([]byte("up"))
+	})
+}

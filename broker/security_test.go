@@ -160,3 +160,53 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestInProcessAdmin: an admin issued InProcess (a site broker's, pcm creds
+// site) connects in process (ConnectAdminCreds) and is refused over the
+// network.
+func TestInProcessAdmin(t *testing.T) {
+	a, _, err := auth.Setup(filepath.Join(t.TempDir(), "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := a.Issuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := iss.Issue(auth.User{Role: auth.RoleAdmin, Name: "site-b", InProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "b-site-admin.creds")
+	if err := auth.WriteCreds(path, creds); err != nil {
+		t.Fatal(err)
+	}
+	trust := a.Trust()
+	b, err := broker.New(broker.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", Auth: &trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Shutdown)
+	nc, err := b.ConnectAdminCreds(path, "test in process")
+	if err != nil {
+		t.Fatalf("the in-process admin in process: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.Provision(t.Context(), js, broker.ProvisionOptions{}); err != nil {
+		t.Fatalf("the in-process admin provisions: %v", err)
+	}
+	if nc, err := nats.Connect(b.ClientURL(), nats.UserCredentials(path)); err == nil {
+		nc.Close()
+		t.Fatal("the in-process admin connected over the network")
+	}
+	if err := (auth.User{Role: auth.RoleSite, Name: "b", InProcess: true}).Validate(); !errors.Is(err, auth.ErrInvalidUser) {
+		t.Errorf("a site's credentials in process only: %v, want %v", err, auth.ErrInvalidUser)
+	}
+}

@@ -87,7 +87,7 @@ var ErrNoIssuer = errors.New("no issuer to mint the broker's own admin")
 // credentials of its own (HubLink.Credentials) it uses their inbox, the
 // only one whose answers cross the link back from the hub.
 func (b *Broker) ConnectAdmin(iss *auth.Issuer, name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.InProcessServer(b.Server()), nats.Name(name), nats.MaxReconnects(-1)}
+	var creds []nats.Option
 	if b.cfg.Auth != nil {
 		if iss == nil {
 			return nil, ErrNoIssuer
@@ -96,8 +96,24 @@ func (b *Broker) ConnectAdmin(iss *auth.Issuer, name string) (*nats.Conn, error)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, o)
+		creds = append(creds, o)
 	}
+	return b.connectInProcess(name, creds...)
+}
+
+// ConnectAdminCreds is ConnectAdmin as the admin of the credentials file
+// path rather than one an issuer mints: how a branch site's broker, which
+// keeps no issuer, runs its services (an admin that may connect in process
+// only, pcm creds site writes it).
+func (b *Broker) ConnectAdminCreds(path, name string) (*nats.Conn, error) {
+	return b.connectInProcess(name, nats.UserCredentials(path))
+}
+
+// connectInProcess opens an in-process connection to b with opts,
+// reconnecting for ever; on a site linked with credentials of its own it
+// uses their inbox.
+func (b *Broker) connectInProcess(name string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(b.Server()), nats.Name(name), nats.MaxReconnects(-1)}, opts...)
 	if b.cfg.Hub != nil && b.cfg.Hub.Credentials != "" {
 		// A site's answers from the hub reach only the inbox of its leaf
 		// credentials.

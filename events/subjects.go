@@ -224,6 +224,12 @@ const StreamJobsHub = "PCM_JOBS_HUB"
 // site, keyed by client id (pcm enroll --site).
 const BucketSites = "PCM_SITES"
 
+// SiteProbeSubject is where an authenticated hub answers its admins that
+// the branch site site's leaf connection is up (and stays silent when it
+// is not): its pcm account does not reach the site's JetStream, which
+// answers only the site's own account at the hub.
+func SiteProbeSubject(site string) string { return "pcm.admin.site." + site + ".reachable" }
+
 // DomainAPI is the JetStream API prefix of domain: $JS.<domain>.API.
 func DomainAPI(domain string) string { return "$JS." + domain + ".API" }
 

@@ -18,8 +18,9 @@ var (
 	// on a broker with the full resolver?).
 	ErrResolver = errors.New("account resolver")
 	// ErrSiteAuth: enrolling a client at a branch site of an
-	// authenticated hub is not supported yet (docs/sites.md).
-	ErrSiteAuth = errors.New("sites are not supported with authentication")
+	// authenticated hub lacks what it needs (the site broker's URL, an
+	// issuer: docs/sites.md).
+	ErrSiteAuth = errors.New("site enrollment on an authenticated hub")
 	// ErrOpenBroker: the broker has no authentication, so there are no
 	// accounts to make or revoke.
 	ErrOpenBroker = errors.New("open broker: no accounts")

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pcm-project/pcm/broker/auth"
 	"github.com/pcm-project/pcm/events"
 	"github.com/pcm-project/pcm/internal/backoff"
 )
@@ -71,17 +74,87 @@ func EnrollAtSite(ctx context.Context, js jetstream.JetStream, site, client stri
 		return nil, fmt.Errorf("at site %s: %w", site, err)
 	}
 	e, _ := enrollmentOf(cons.CachedInfo())
-	rec, _ := json.Marshal(SiteRecord{Client: client, Site: site, Groups: groups, Filters: e.Filters})
+	if err := RecordSite(ctx, js, SiteRecord{Client: client, Site: site, Groups: groups, Filters: e.Filters}); err != nil {
+		return nil, err
+	}
+	return groups, nil
+}
+
+// EnrollAtAuthSite enrolls client at the branch site site of an
+// authenticated hub: hub is an admin's connection to the hub, siteJS and
+// siteAccts an admin's connection to the site's broker (the same
+// authority). Its consumer and its account are made at the site (Enroll:
+// the account is pushed to the site's resolver, so the agent credentials
+// the issuer mints work there), the hub records its site in PCM_SITES,
+// and the site's account at the hub is signed again with every client
+// recorded at the site (EnsureSiteAccount), so that the site forwards
+// this client's statuses and inventory too. It returns the groups as
+// enrolled.
+func EnrollAtAuthSite(ctx context.Context, hub jetstream.JetStream, hubAccts *Accounts,
+	siteJS jetstream.JetStream, siteAccts *Accounts, site, client string, groups []string, opts ConsumerOptions) ([]string, error) {
+	if err := events.ValidID("site", site); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEnroll, err)
+	}
+	enrolled, err := Enroll(ctx, siteJS, siteAccts, client, groups, opts)
+	if err != nil {
+		return nil, fmt.Errorf("at site %s: %w", site, err)
+	}
+	e, ok, err := EnrollmentOf(ctx, siteJS, client)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("%w: reading %s's consumer at site %s: %v", ErrEnroll, client, site, err)
+	}
+	if err := RecordSite(ctx, hub, SiteRecord{Client: client, Site: site, Groups: enrolled, Filters: e.Filters}); err != nil {
+		return nil, err
+	}
+	if err := EnsureSiteAccount(ctx, hub, hubAccts, site); err != nil {
+		return nil, err
+	}
+	return enrolled, nil
+}
+
+// EnsureSiteAccount signs the account of site at the hub again (hub is an
+// admin's connection to it) with the clients PCM_SITES records at the site
+// and the hub's JetStream domain, and pushes it: its imports then forward
+// the statuses and inventory of exactly those clients.
+func EnsureSiteAccount(ctx context.Context, hub jetstream.JetStream, accts *Accounts, site string) error {
+	sites, err := ReadSites(ctx, hub)
+	if err != nil {
+		return err
+	}
+	var clients []string
+	for c, r := range sites {
+		if r.Site == site {
+			clients = append(clients, c)
+		}
+	}
+	slices.Sort(clients)
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
+	defer cancel()
+	info, err := hub.AccountInfo(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: the hub's JetStream domain: %w", ErrEnroll, err)
+	}
+	p := auth.Principal{Kind: auth.KindSite, Name: site, Clients: clients, HubDomain: info.Domain}
+	if err := accts.Ensure(ctx, p); err != nil {
+		return fmt.Errorf("%w: the account of site %s at the hub: %w", ErrEnroll, site, err)
+	}
+	return nil
+}
+
+// RecordSite records in the hub's PCM_SITES (made when missing) that
+// r.Client is enrolled at r.Site, so that the hub's views list it.
+func RecordSite(ctx context.Context, js jetstream.JetStream, r SiteRecord) error {
+	rec, _ := json.Marshal(r)
 	ctx, cancel := backoff.WithDefaultTimeout(ctx, defaultTimeout)
 	defer cancel()
 	kv, err := sitesBucket(ctx, js, true)
 	if err != nil {
-		return nil, fmt.Errorf("%w: bucket %s: %w", ErrEnroll, events.BucketSites, err)
+		return fmt.Errorf("%w: bucket %s: %w", ErrEnroll, events.BucketSites, err)
 	}
-	if _, err := kv.Put(ctx, client, rec); err != nil {
-		return nil, fmt.Errorf("%w: recording the site of %s: %w", ErrEnroll, client, err)
+	if _, err := kv.Put(ctx, r.Client, rec); err != nil {
+		return fmt.Errorf("%w: recording the site of %s: %w", ErrEnroll, r.Client, err)
 	}
-	return groups, nil
+	return nil
 }
 
 // LeaveSite forgets that client is at a site (it was enrolled at the hub);
@@ -103,14 +176,14 @@ func LeaveSite(ctx context.Context, js jetstream.JetStream, client string) error
 }
 
 // ReadSites returns the clients enrolled at sites, by client id: none when
-// the hub has no PCM_SITES, or when js cannot reach it (sites run on open
-// brokers only, and an authenticated principal's account imports no
+// the hub has no PCM_SITES, or when js cannot reach it (on an
+// authenticated hub only its admins can: no principal's account imports
 // PCM_SITES).
 func ReadSites(ctx context.Context, js jetstream.JetStream) (map[string]SiteRecord, error) {
 	ctx, cancel := backoff.WithDefaultTimeout(ctx, readTimeout)
 	defer cancel()
 	out := map[string]SiteRecord{}
-	if authenticated(js.Conn()) {
+	if authenticated(js.Conn()) && !isAdmin(js.Conn()) {
 		return out, nil // not even asked: a denied request fails the connection's user
 	}
 	if _, err := js.KeyValue(ctx, events.BucketSites); err != nil {
@@ -129,17 +202,43 @@ func ReadSites(ctx context.Context, js jetstream.JetStream) (map[string]SiteReco
 }
 
 // authenticated reports whether nc connects with credentials of its own:
-// an authenticated broker, where there are no sites yet.
+// an authenticated broker.
 func authenticated(nc *nats.Conn) bool {
 	o := nc.Opts
 	return o.UserJWT != nil || o.Nkey != "" || o.User != "" || o.Token != "" || o.TokenHandler != nil
 }
 
-// SiteReachable reports whether site's JetStream answers through nc, the
-// hub's connection: false when the site's leaf connection is down.
+// isAdmin reports whether nc connects as an admin of the pcm account (its
+// user JWT says so; pcm issued it).
+func isAdmin(nc *nats.Conn) bool {
+	if nc.Opts.UserJWT == nil {
+		return false
+	}
+	tok, err := nc.Opts.UserJWT()
+	if err != nil {
+		return false
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return false
+	}
+	role, ok := auth.RoleOf(uc)
+	return ok && role == auth.RoleAdmin
+}
+
+// SiteReachable reports whether site answers through nc, the hub's
+// connection: false when the site's leaf connection is down. On an open
+// hub it asks the site's JetStream; on an authenticated one, whose pcm
+// account does not reach the site's JetStream, it asks the hub broker
+// whether the site's leaf connection is up (events.SiteProbeSubject,
+// broker.ServeSiteProbes).
 func SiteReachable(ctx context.Context, nc *nats.Conn, site string) bool {
 	ctx, cancel := context.WithTimeout(ctx, siteProbeTimeout)
 	defer cancel()
-	_, err := nc.RequestWithContext(ctx, events.DomainAPI(site)+".INFO", nil)
+	subject := events.DomainAPI(site) + ".INFO"
+	if authenticated(nc) {
+		subject = events.SiteProbeSubject(site)
+	}
+	_, err := nc.RequestWithContext(ctx, subject, nil)
 	return err == nil
 }

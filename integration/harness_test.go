@@ -96,8 +96,14 @@ func startAgent(t testing.TB, url, client, stateDir string, opts ...agentOpts) *
 	t.Helper()
 	// With a secure broker (PCM_TEST_SECURE=1), the agent runs with its own
 	// agent credentials, as in production.
-	nc, err := nats.Connect(url, append(agent.ConnectOptions("test agent "+client),
-		testenv.ClientOptions(t, url, auth.User{Role: auth.RoleAgent, Name: client})...)...)
+	return startAgentWith(t, url, client, stateDir, testenv.ClientOptions(t, url, auth.User{Role: auth.RoleAgent, Name: client}), opts...)
+}
+
+// startAgentWith is startAgent connecting with creds (the agent's own
+// credentials, TLS) rather than the test environment's.
+func startAgentWith(t testing.TB, url, client, stateDir string, creds []nats.Option, opts ...agentOpts) *runningAgent {
+	t.Helper()
+	nc, err := nats.Connect(url, append(agent.ConnectOptions("test agent "+client), creds...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

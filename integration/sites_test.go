@@ -617,12 +617,13 @@ func TestSiteRefusals(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--site", "b", "--hub", "nats-leaf://127.0.0.1:7422", "--auth"}, "--site with --auth is not supported yet"},
+		{[]string{"--site", "b", "--hub", "nats-leaf://127.0.0.1:7422", "--auth"}, "--site with --auth needs --hub-creds FILE"},
+		{[]string{"--site", "b", "--hub", "nats-leaf://127.0.0.1:7422", "--hub-creds", "b.creds"}, "--hub-creds and --site-admin-creds need --auth"},
+		{[]string{"--hub-creds", "b.creds"}, "need --site NAME"},
 		{[]string{"--site", "b"}, "--site needs --hub"},
 		{[]string{"--hub", "nats-leaf://127.0.0.1:7422"}, "--hub needs --site"},
 		{[]string{"--site", "hub", "--hub", "nats-leaf://127.0.0.1:7422"}, "named like the hub's domain"},
 		{[]string{"--site", "b.c", "--hub", "nats-leaf://127.0.0.1:7422"}, "site name"},
-		{[]string{"--leaf-listen", "127.0.0.1:-1", "--auth"}, "an authenticated hub does not accept sites yet"},
 	} {
 		args := append([]string{"broker", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:-1"}, tc.args...)
 		_, errOut, code := runPCM(t, plainCLIEnv, args...)
@@ -1379,4 +1380,202 @@ func (l *rawLeaf) errors() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.errs...)
+}
+
+// TestSiteAuthenticatedThroughACut: TestSiteWorksThroughACut with
+// authentication, through pcm processes only: a hub started with --auth
+// and --leaf-listen, the site's credentials made with pcm creds site, a
+// site broker started with --site --auth --hub-creds and the hub's public
+// JWTs, its clients enrolled with pcm enroll --site --site-url and their
+// agents connected with their own credentials. A job with a package
+// published at the hub is offered at the site; the link is cut before its
+// mandatory time; the hub's pcm status and pcm agents say the site is
+// unreachable; the job runs on every client during the cut, and a job is
+// published at the hub; when the link returns every status reaches the hub
+// once, in the site's order, and the new job runs at the site.
+func TestSiteAuthenticatedThroughACut(t *testing.T) {
+	testenv.SameInBothModes(t)
+	t.Parallel() // it mostly waits on processes, the cut and the mandatory time
+	start := time.Now()
+	dir := t.TempDir()
+	h := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1", "--auth")
+	hubURL := h.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
+	leaf := h.stdout.waitLine(t, hubLeafLine, 5*time.Second)[1]
+	hubAuth := filepath.Join(dir, "hub", "auth")
+	issuer, adminCreds := filepath.Join(hubAuth, auth.IssuerFile), filepath.Join(hubAuth, auth.AdminCredsFile)
+
+	// The site's credentials, made at the hub; the hub's public JWTs, copied
+	// to the site.
+	siteCreds := filepath.Join(dir, "branch-site.creds")
+	if out, errOut, code := runPCM(t, plainCLIEnv, "creds", "site", siteName, "--out", siteCreds, "--issuer", issuer, "--url", hubURL); code != 0 {
+		t.Fatalf("pcm creds site: exit %d: %s%s", code, out, errOut)
+	}
+	siteAuth := filepath.Join(dir, "site", "auth")
+	if err := os.MkdirAll(siteAuth, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
+		b, err := os.ReadFile(filepath.Join(hubAuth, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(siteAuth, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := startLinkProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
+	sp := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "site"), "--listen", freeAddr(t),
+		"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms", "--auth", "--hub-creds", siteCreds)
+	siteURL := sp.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
+
+	iss, err := auth.LoadIssuer(issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAt := func(url string) jetstream.JetStream {
+		opt, err := iss.Option(auth.User{Role: auth.RoleAdmin, Name: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(url, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	ss := &siteSetup{dir: dir, hubURL: hubURL, siteURL: siteURL, hub: adminAt(hubURL), site: adminAt(siteURL), link: link}
+	testenv.WaitFor(t, 15*time.Second, "the hub to see the site's authenticated link", func() bool {
+		return fleet.SiteReachable(t.Context(), ss.hub.Conn(), siteName)
+	})
+
+	// The clients: the first enrolled with pcm enroll, the others through
+	// package fleet; each agent with its own credentials.
+	clients := siteClients(3)
+	credsDir := filepath.Join(dir, "creds")
+	out, errOut, code := runPCM(t, plainCLIEnv, "enroll", clients[0], "--site", siteName, "--site-url", siteURL, "--group", "branchfleet",
+		"--ack-wait", testAckWait.String(), "--url", hubURL, "--issuer", issuer, "--out-dir", credsDir)
+	if code != 0 || !strings.Contains(out, "at site "+siteName) {
+		t.Fatalf("pcm enroll --site --site-url: exit %d, %s%s", code, out, errOut)
+	}
+	hubAccts, siteAccts := fleet.NewAccounts(ss.hub.Conn(), iss), fleet.NewAccounts(ss.site.Conn(), iss)
+	for _, c := range clients[1:] {
+		if _, err := fleet.EnrollAtAuthSite(t.Context(), ss.hub, hubAccts, ss.site, siteAccts, siteName, c, []string{"branchfleet"},
+			fleet.ConsumerOptions{AckWait: testAckWait}); err != nil {
+			t.Fatal(err)
+		}
+		creds, err := siteAccts.Issue(t.Context(), auth.User{Role: auth.RoleAgent, Name: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := auth.WriteCreds(filepath.Join(credsDir, c+"-agent.creds"), creds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var agents []*runningAgent
+	for _, c := range clients {
+		a := startAgentWith(t, siteURL, c, filepath.Join(dir, "agents", c), []nats.Option{nats.UserCredentials(filepath.Join(credsDir, c+"-agent.creds"))})
+		agents = append(agents, a)
+	}
+	for _, a := range agents {
+		a.waitReady(t)
+	}
+	if _, err := ss.hub.Consumer(t.Context(), events.StreamJobs, events.ConsumerName(clients[0])); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("%s has a consumer at the hub (%v): it is enrolled at the site", clients[0], err)
+	}
+
+	ss.pushPayload(t, 64<<10)
+	const window = 6 * time.Second // until the mandatory time: room to see the offer and the package at the site
+	first := publish(t, newPublisher(t, ss.hub), ss.markerJob(window))
+	mandatory := time.Now().Add(window)
+	ss.waitOffered(t, clients)
+	testenv.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		obs, err := ss.site.ObjectStore(t.Context(), events.BucketPackages)
+		if err != nil {
+			return err
+		}
+		_, err = obs.GetInfo(t.Context(), events.PackageObjectName("payload", "1"))
+		return err
+	})
+	// The hub's PCM_AGENTS holds the site's clients' heartbeats, forwarded.
+	testenv.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		out, errOut, code := runPCM(t, plainCLIEnv, "agents", "--url", hubURL, "--creds", adminCreds)
+		if code != 0 || strings.Count(out, "online") < len(clients) {
+			return fmt.Errorf("pcm agents at the hub: exit %d, want the site's clients online:\n%s%s", code, out, errOut)
+		}
+		return nil
+	})
+
+	link.cut()
+	cutAt := time.Now()
+	if !cutAt.Before(mandatory) {
+		t.Fatalf("the site took %s to receive the offer and its package: the link was cut after the mandatory time", window)
+	}
+	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		out, errOut, code := runPCM(t, plainCLIEnv, "status", first, "--url", hubURL, "--creds", adminCreds)
+		if code != 0 || strings.Count(out, "site "+siteName+" unreachable since") != len(clients) {
+			return fmt.Errorf("pcm status at the hub during the cut: exit %d: %s%s", code, out, errOut)
+		}
+		return nil
+	})
+	testenv.CheckFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		out, errOut, code := runPCM(t, plainCLIEnv, "agents", "--url", hubURL, "--creds", adminCreds)
+		if code != 0 || strings.Count(out, "site "+siteName+" unreachable") != len(clients) {
+			return fmt.Errorf("pcm agents at the hub during the cut: exit %d, want every site client behind an unreachable site:\n%s%s", code, out, errOut)
+		}
+		return nil
+	})
+	testenv.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		for _, c := range clients {
+			if markerLines(t, ss.marker(c, first)) == 0 {
+				return fmt.Errorf("%s has not run it", c)
+			}
+		}
+		return nil
+	})
+	for _, c := range clients {
+		if fin := finals(readStatuses(t, ss.site, c, first)); len(fin) != 1 {
+			t.Fatalf("%s: final statuses %+v at the site, want one", c, fin)
+		}
+		if atHub := readStatuses(t, ss.hub, c, first); len(atHub) != 0 {
+			t.Fatalf("%s: %d statuses at the hub during the cut", c, len(atHub))
+		}
+	}
+	t.Logf("every site client ran the job %s after the cut", time.Since(cutAt).Round(time.Millisecond))
+
+	second := publish(t, newPublisher(t, ss.hub), ss.markerJob(0))
+
+	link.restore()
+	restored := time.Now()
+	ss.checkStatusesOnce(t, clients, first)
+	t.Logf("the statuses of the job run during the cut reached the hub %s after the link returned", time.Since(restored).Round(time.Millisecond))
+	ss.checkStatusesOnce(t, clients, second)
+	t.Logf("the job published during the cut ran at the site and its statuses reached the hub %s after the link returned", time.Since(restored).Round(time.Millisecond))
+	// Enrolled back at the hub, a client is no longer the site's to
+	// forward.
+	imports := func() string {
+		ac, err := hubAccts.Lookup(t.Context(), auth.Principal{Kind: auth.KindSite, Name: siteName})
+		if err != nil || ac == nil {
+			t.Fatalf("the site's account at the hub: %v", err)
+		}
+		var subjects []string
+		for _, im := range ac.Imports {
+			subjects = append(subjects, string(im.Subject))
+		}
+		return strings.Join(subjects, " ")
+	}
+	if !strings.Contains(imports(), events.StatusSubjectsOfClient(clients[0])) {
+		t.Fatalf("the site's account at the hub does not import %s's statuses: %s", clients[0], imports())
+	}
+	if out, errOut, code := runPCM(t, plainCLIEnv, "enroll", clients[0], "--group", "branchfleet", "--url", hubURL, "--issuer", issuer, "--no-creds"); code != 0 {
+		t.Fatalf("pcm enroll back at the hub: exit %d: %s%s", code, out, errOut)
+	}
+	if got := imports(); strings.Contains(got, events.StatusSubjectsOfClient(clients[0])) || !strings.Contains(got, events.StatusSubjectsOfClient(clients[1])) {
+		t.Fatalf("the site's account at the hub after %s moved back: imports %s", clients[0], got)
+	}
+	t.Logf("TestSiteAuthenticatedThroughACut took %s", time.Since(start).Round(time.Millisecond))
 }

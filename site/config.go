@@ -29,6 +29,11 @@ type Config struct {
 	// Relink is how often the link is checked once made. Default
 	// DefaultRelink.
 	Relink time.Duration
+	// Authenticated: the site's link authenticates with the site's own
+	// credentials (broker.HubLink.Credentials), so Run reads the hub with
+	// direct gets and forwards statuses and inventory instead of sourcing
+	// (docs/sites.md, Authentication).
+	Authenticated bool
 	// Logger receives the site's logs; nil discards them.
 	Logger *zap.Logger
 }

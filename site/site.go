@@ -6,10 +6,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Run links the site to its hub (Link, kept up) and runs the relay of
-// its job events (Relay) until ctx ends. local is the site's JetStream, on a connection of
-// the site broker that reaches the hub's domain across its leaf
-// connection.
+// Run runs what the site does besides serving its agents, until ctx ends.
+// local is the site's JetStream, on a connection of the site broker that
+// reaches the hub's domain across its leaf connection.
+//
+// An open site (cfg.Authenticated false) links its streams to the hub's
+// (Link, kept up: the hub's PCM_STATUS and PCM_AGENTS source the site's)
+// and relays the job events its PCM_JOBS_HUB sources (NewRelay). An
+// authenticated site, whose link carries only its own account at the hub,
+// reads the hub with direct gets (NewDirectRelay) and forwards its
+// statuses and inventory through its account (NewForwarder): it changes no
+// stream of the hub's and makes no consumer there.
 func Run(ctx context.Context, local jetstream.JetStream, cfg Config) (*Relay, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -18,6 +25,13 @@ func Run(ctx context.Context, local jetstream.JetStream, cfg Config) (*Relay, er
 	hub, err := jetstream.NewWithDomain(local.Conn(), cfg.HubDomain)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Authenticated {
+		r := NewDirectRelay(local, hub, cfg.Logger.Named("relay"))
+		fw := NewForwarder(local, cfg.Name, cfg.Logger.Named("forward"))
+		go func() { _ = r.Run(ctx) }()
+		go func() { _ = fw.Run(ctx) }()
+		return r, nil
 	}
 	c := NewRelay(local, hub, cfg.Logger.Named("relay"))
 	go keepLinked(ctx, local, hub, cfg)

@@ -232,6 +232,9 @@ func (i *Issuer) Issue(u User) ([]byte, error) {
 		// client's.
 		uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeLeafnode)
 	}
+	if u.InProcess {
+		uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeInProcess)
+	}
 	signer := i.accSigner
 	uc.IssuerAccount = i.file.Account
 	if u.Role != RoleAdmin {

@@ -83,6 +83,11 @@ type User struct {
 	// TTL makes the credentials expire that long after they are issued;
 	// zero: they never expire.
 	TTL time.Duration
+	// InProcess limits the credentials to connections made inside a
+	// broker's own process (nats.InProcessServer): stolen, they open no
+	// network connection to any broker. A branch site's broker runs its
+	// services as such an admin (pcm creds site writes it).
+	InProcess bool
 }
 
 // Validate checks the role, the name and the TTL.
@@ -102,6 +107,9 @@ func (u User) Validate() error {
 	}
 	if u.TTL < 0 {
 		return fmt.Errorf("%w: TTL %s is negative: use 0 for credentials that never expire", ErrInvalidUser, u.TTL)
+	}
+	if u.InProcess && u.Role == RoleSite {
+		return fmt.Errorf("%w: a site's credentials are a leaf connection's: they cannot be in-process only", ErrInvalidUser)
 	}
 	return nil
 }

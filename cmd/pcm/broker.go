@@ -28,6 +28,8 @@ type brokerFlags struct {
 	// sites: a hub's leaf listener and domain, a site's name and hub.
 	leafListen, domain, site, hub, hubDomain string
 	hubReconnect                             time.Duration
+	// an authenticated site's leaf credentials and in-process admin.
+	hubCreds, siteAdminCreds string
 	// security: pcm broker only (pcm up stays open, on loopback).
 	auth    bool
 	authDir string
@@ -61,6 +63,8 @@ func (f *brokerFlags) registerSites(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.hub, "hub", "", "with --site: the hub's leaf address, nats-leaf://host:port (its --leaf-listen; several members comma-separated)")
 	cmd.Flags().StringVar(&f.hubDomain, "hub-domain", site.DefaultHubDomain, "with --site: the hub's JetStream domain (its --domain)")
 	cmd.Flags().DurationVar(&f.hubReconnect, "hub-reconnect", broker.DefaultHubReconnect, "with --site: how soon the site dials the hub again after the link drops")
+	cmd.Flags().StringVar(&f.hubCreds, "hub-creds", "", "with --site and --auth: the site's leaf credentials, made at the hub with pcm creds site NAME")
+	cmd.Flags().StringVar(&f.siteAdminCreds, "site-admin-creds", "", "with --site and --auth: the site broker's in-process admin, which runs its services (default: --hub-creds without .creds, then -admin.creds, as pcm creds site writes it)")
 }
 
 // jsDomain is the broker's JetStream domain: a site's name, or a hub's
@@ -80,23 +84,26 @@ func (f *brokerFlags) hubLink() *broker.HubLink {
 	if f.site == "" {
 		return nil
 	}
-	return &broker.HubLink{URL: f.hub, Reconnect: f.hubReconnect}
+	return &broker.HubLink{URL: f.hub, Reconnect: f.hubReconnect, Credentials: f.hubCreds}
 }
 
-// checkSite refuses --site without --hub (or the reverse), and --site
-// with --auth or in a cluster.
+// checkSite refuses --site without --hub (or the reverse), a site's
+// credentials without --site and --auth (or --site --auth without them),
+// and a site in a cluster.
 func (f *brokerFlags) checkSite(clustered bool) error {
 	switch {
-	case f.leafListen != "" && f.auth:
-		return fmt.Errorf("%w: --leaf-listen with --auth: an authenticated hub does not accept sites yet: a site's own leaf credentials (pcm creds site NAME) are ready, but pcm broker does not run an authenticated site nor tell its reachability yet (docs/sites.md, Authentication); run the hub open on a private network, or the site's clients against the hub", broker.ErrSiteAuth)
 	case f.site == "" && f.hub != "":
 		return fmt.Errorf("--hub needs --site NAME: the name of this branch site")
+	case f.site == "" && (f.hubCreds != "" || f.siteAdminCreds != ""):
+		return fmt.Errorf("--hub-creds and --site-admin-creds are a branch site's: they need --site NAME --hub URL --auth")
 	case f.site == "":
 		return nil
 	case f.hub == "":
 		return fmt.Errorf("--site needs --hub nats-leaf://HOST:PORT: the hub's --leaf-listen address")
-	case f.auth:
-		return fmt.Errorf("%w: --site with --auth is not supported yet: the link with the site's own credentials (pcm creds site NAME), its relay and its forwarder work in the library, but pcm broker does not run them yet (docs/sites.md, Authentication); run the site open on its own network, or its clients against the hub", broker.ErrSiteAuth)
+	case f.auth && f.hubCreds == "":
+		return fmt.Errorf("%w: --site with --auth needs --hub-creds FILE: the site's leaf credentials, made at the hub with pcm creds site %s --out FILE --issuer ISSUER", broker.ErrSiteAuth, f.site)
+	case !f.auth && (f.hubCreds != "" || f.siteAdminCreds != ""):
+		return fmt.Errorf("%w: --hub-creds and --site-admin-creds need --auth: an authenticated hub's site trusts the hub's operator too", broker.ErrSiteAuth)
 	case clustered:
 		return fmt.Errorf("--site runs a single-node site broker: drop the --cluster-* flags")
 	case f.leafListen != "":
@@ -159,8 +166,13 @@ nats-leaf://HUB:PORT it runs as the branch broker of site NAME: a leaf node of t
 JetStream domain NAME, which copies the hub's job events (and the packages they use, once per site)
 and keeps its agents' statuses, locks and inventory while the link is down; the hub's PCM_STATUS
 and PCM_AGENTS source the site's. Enroll its clients at the hub with pcm enroll --site NAME and
-point their agents at the site broker. --site and --leaf-listen do not run with --auth yet (a
-site's leaf credentials, pcm creds site NAME, are ready; docs/sites.md says what is missing).`,
+point their agents at the site broker.
+With --auth on both: the site trusts the hub's operator (copy operator.jwt, account.jwt and
+system.jwt of the hub's --auth-dir to the site's; it creates no authority), links with the site's
+own credentials (--hub-creds, made at the hub with pcm creds site NAME), runs its services as the
+in-process admin pcm creds site writes next to them (--site-admin-creds), reads the hub's jobs and
+packages with direct gets and forwards its statuses and inventory, changing no stream of the hub's;
+enroll its clients with pcm enroll --site NAME --site-url SITE-URL --issuer ISSUER.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return osservice.Run(cmd.Context(), brokerService, stopTimeout, func(ctx context.Context) error {
@@ -278,11 +290,26 @@ func runBroker(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFl
 }
 
 // runSite runs a branch site's broker until ctx ends: a leaf node of the
-// hub with the site's own JetStream domain, provisioned as a site (its
-// PCM_JOBS sources the hub's), serving the client view, linked to the hub
-// and caching its jobs' packages (package site).
+// hub with the site's own JetStream domain, provisioned as a site, serving
+// the client view, linked to the hub and caching its jobs' packages
+// (package site). An open site's PCM_JOBS_HUB sources the hub's PCM_JOBS
+// and the hub's streams source the site's; an authenticated one (--auth)
+// trusts the hub's operator, links with the site's own credentials
+// (--hub-creds), runs its services as its in-process admin
+// (--site-admin-creds), reads the hub with direct gets and forwards its
+// statuses and inventory.
 func runSite(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlags, pf *provisionFlags) error {
-	b, err := broker.New(bf.config(g.log))
+	cfg := bf.config(g.log)
+	cfg.TLS = bf.tls
+	var adminCreds string
+	if bf.auth {
+		trust, admin, err := bf.siteTrust()
+		if err != nil {
+			return err
+		}
+		cfg.Auth, adminCreds = &trust, admin
+	}
+	b, err := broker.New(cfg)
 	if err == nil {
 		err = b.Start(ctx)
 	}
@@ -290,7 +317,12 @@ func runSite(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlag
 		return err
 	}
 	defer b.Shutdown()
-	nc, err := b.ConnectAdmin(nil, "pcm site services")
+	var nc *nats.Conn
+	if bf.auth {
+		nc, err = b.ConnectAdminCreds(adminCreds, "pcm site services")
+	} else {
+		nc, err = b.ConnectAdmin(nil, "pcm site services")
+	}
 	if err != nil {
 		return err
 	}
@@ -300,19 +332,25 @@ func runSite(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlag
 		return err
 	}
 	popts := pf.options()
-	popts.HubDomain = bf.hubDomain
+	if !bf.auth {
+		popts.HubDomain = bf.hubDomain // PCM_JOBS_HUB sources the hub's PCM_JOBS
+	}
 	svc, err := broker.StartServices(ctx, js, broker.ServicesConfig{Provision: &popts, Logger: g.log.Named("view")})
 	if err != nil {
 		return err
 	}
 	defer svc.Stop()
-	if _, err := site.Run(ctx, js, site.Config{Name: bf.site, HubDomain: bf.hubDomain, Logger: g.log.Named("site")}); err != nil {
+	if _, err := site.Run(ctx, js, site.Config{Name: bf.site, HubDomain: bf.hubDomain, Authenticated: bf.auth, Logger: g.log.Named("site")}); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "pcm broker ready: %s\n", b.ClientURL())
 	fmt.Fprintf(out, "site %s of the hub %s (domain %s): point this site's agents at %s\n", bf.site, bf.hub, bf.hubDomain, b.ClientURL())
-	g.log.Info("site broker running", zap.String("url", b.ClientURL()), zap.String("site", bf.site), zap.String("hub", bf.hub))
+	if bf.auth {
+		fmt.Fprintf(out, "authentication on: the hub's operator from %s, the link as %s, the services as %s; enroll this site's clients at the hub with pcm enroll CLIENT --site %s --site-url %s --issuer ISSUER\n",
+			bf.authDirOrDefault(), bf.hubCreds, adminCreds, bf.site, b.ClientURL())
+	}
+	g.log.Info("site broker running", zap.String("url", b.ClientURL()), zap.String("site", bf.site), zap.String("hub", bf.hub), zap.Bool("auth", bf.auth))
 	<-ctx.Done()
 	g.log.Info("shutting down the site broker")
 	return nil

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -47,6 +49,53 @@ func (f *brokerFlags) setupAuth(clustered bool) (*auth.Authority, bool, error) {
 	return auth.Open(f.authDirOrDefault(), clustered)
 }
 
+// siteTrust is what an authenticated site broker (--site --auth) runs
+// with: the hub's operator and accounts, copied to --auth-dir (no secret,
+// nothing created), and the file of its in-process admin, after checking
+// that --hub-creds are the leaf credentials of this very site and that
+// the admin is in-process only and of the same authority.
+func (f *brokerFlags) siteTrust() (auth.Trust, string, error) {
+	dir := f.authDirOrDefault()
+	trust, err := auth.LoadTrust(dir)
+	if err != nil {
+		return auth.Trust{}, "", fmt.Errorf("%w: --site with --auth trusts the hub's operator: copy %s, %s and %s of the hub's --auth-dir to %s (--auth-dir; they hold no secret): %w",
+			broker.ErrSiteAuth, auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile, dir, err)
+	}
+	leaf, err := auth.CredsUser(f.hubCreds)
+	if err != nil {
+		return auth.Trust{}, "", fmt.Errorf("%w: --hub-creds: %w", broker.ErrSiteAuth, err)
+	}
+	if role, _ := auth.RoleOf(leaf); role != auth.RoleSite {
+		return auth.Trust{}, "", fmt.Errorf("%w: --hub-creds %s holds the credentials of %q, not a site's: make them at the hub with pcm creds site %s --out FILE --issuer ISSUER",
+			broker.ErrSiteAuth, f.hubCreds, leaf.Name, f.site)
+	}
+	if want := (auth.User{Role: auth.RoleSite, Name: f.site}).UserName(); leaf.Name != want {
+		return auth.Trust{}, "", fmt.Errorf("%w: --hub-creds %s are the credentials of %s, not of --site %s: give the site its own (pcm creds site %s) or its own name",
+			broker.ErrSiteAuth, f.hubCreds, strings.TrimPrefix(leaf.Name, string(auth.RoleSite)+"-"), f.site, f.site)
+	}
+	path := f.siteAdminCreds
+	if path == "" {
+		path = siteAdminCreds(f.hubCreds)
+	}
+	admin, err := auth.CredsUser(path)
+	if err != nil {
+		return auth.Trust{}, "", fmt.Errorf("%w: --site-admin-creds: %w (pcm creds site %s writes it next to the site's credentials)", broker.ErrSiteAuth, err, f.site)
+	}
+	role, _ := auth.RoleOf(admin)
+	types := admin.AllowedConnectionTypes
+	switch {
+	case role != auth.RoleAdmin:
+		return auth.Trust{}, "", fmt.Errorf("%w: --site-admin-creds %s holds the credentials of %q, not an admin's: use the file pcm creds site %s writes next to the site's credentials",
+			broker.ErrSiteAuth, path, admin.Name, f.site)
+	case len(types) != 1 || !types.Contains(jwt.ConnectionTypeInProcess):
+		return auth.Trust{}, "", fmt.Errorf("%w: --site-admin-creds %s may connect over the network: a site broker runs its services as an admin that connects only in process, which a thief could not use elsewhere; use the file pcm creds site %s writes",
+			broker.ErrSiteAuth, path, f.site)
+	case admin.IssuerAccount != trust.Account():
+		return auth.Trust{}, "", fmt.Errorf("%w: --site-admin-creds %s are of another authority than the operator in %s", broker.ErrSiteAuth, path, dir)
+	}
+	return trust, path, nil
+}
+
 // sayAuth tells the operator how the broker authenticates.
 func (f *brokerFlags) sayAuth(w io.Writer, log *zap.Logger, a *auth.Authority, created bool) {
 	if a == nil {
@@ -71,7 +120,9 @@ func (f *brokerFlags) sayAuth(w io.Writer, log *zap.Logger, a *auth.Authority, c
 
 // startServices runs the broker's own services (broker.StartServices)
 // over an in-process admin connection: the provisioning, when popts is
-// set, and the client view; then the rollout controller as cf says. An
+// set, and the client view; then the rollout controller as cf says; and on
+// an authenticated hub the answers to its admins' site probes
+// (broker.ServeSiteProbes). An
 // authenticated broker without the issuer file (a cluster member) cannot
 // mint that admin: it provisions nothing (an error when asked to), serves
 // no client view and runs no controller, and says so.
@@ -96,7 +147,16 @@ func startServices(ctx context.Context, w io.Writer, b *broker.Broker, a *auth.A
 		if svc, err = broker.StartServices(ctx, js, broker.ServicesConfig{Provision: popts, Logger: log.Named("view")}); err == nil {
 			var stopCtl func()
 			if stopCtl, err = cf.start(ctx, w, js, log); err == nil {
-				return func() { stopCtl(); svc.Stop(); nc.Close() }, nil
+				if iss == nil || b.LeafURL() == "" {
+					return func() { stopCtl(); svc.Stop(); nc.Close() }, nil
+				}
+				// An authenticated hub tells its admins whether a site's
+				// link is up (fleet.SiteReachable).
+				var probes *nats.Subscription
+				if probes, err = b.ServeSiteProbes(nc, iss); err == nil {
+					return func() { _ = probes.Unsubscribe(); stopCtl(); svc.Stop(); nc.Close() }, nil
+				}
+				stopCtl()
 			}
 			svc.Stop()
 		}

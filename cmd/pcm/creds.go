@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pcm-project/pcm/broker/auth"
+	"github.com/pcm-project/pcm/fleet"
 )
 
 func newCredsCmd(g *globals) *cobra.Command {
@@ -20,6 +22,10 @@ seed) to FILE, mode 0600. A publisher or an auditor gets an account of its own, 
 up to date) on every broker first; an admin is a user of the pcm account itself; agent and
 desktop credentials belong to an enrolled client's account (NAME is the client id; pcm enroll
 issues these). The brokers accept the credentials at once, without a restart.
+For a site, it also writes NAME's in-process admin next to FILE (FILE without .creds, then
+-admin.creds): an admin of the pcm account that connects only inside a broker's own process, which
+the site's broker runs its services as (pcm broker --site NAME --auth --hub-creds FILE); and it
+keeps the clients already enrolled at the site in the site's account.
 Roles: publisher (publish and cancel jobs, push packages, read statuses and the inventory),
 auditor (read both streams and the inventory, change nothing), site (the leaf connection of
 branch site NAME's broker: reads the hub's PCM_JOBS and package store and forwards the statuses and
@@ -58,6 +64,9 @@ account reaches. Whoever holds the issuer file can mint any of them: keep it wit
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s credentials for %s to %s (mode 0600)\n", role, args[1], out)
+			if role == auth.RoleSite {
+				return writeSiteAdmin(cmd, s, args[1], out)
+			}
 			return nil
 		},
 	}
@@ -65,4 +74,32 @@ account reaches. Whoever holds the issuer file can mint any of them: keep it wit
 	registerIssuer(cmd, &issuer)
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "expire the credentials after this long (0: never)")
 	return cmd
+}
+
+// siteAdminCreds is where pcm creds site writes the site broker's
+// in-process admin, next to the site's leaf credentials hubCreds, and
+// where pcm broker --site looks for it by default.
+func siteAdminCreds(hubCreds string) string {
+	return strings.TrimSuffix(hubCreds, ".creds") + "-admin.creds"
+}
+
+// writeSiteAdmin writes the in-process admin of site next to its leaf
+// credentials (siteAdminCreds), and signs the site's account at the hub
+// again with the clients enrolled at it (issuing the credentials made it
+// with none).
+func writeSiteAdmin(cmd *cobra.Command, s *adminSession, site, out string) error {
+	if err := fleet.EnsureSiteAccount(cmd.Context(), s.js, s.accts, site); err != nil {
+		return err
+	}
+	creds, err := s.accts.Issue(cmd.Context(), auth.User{Role: auth.RoleAdmin, Name: "site-" + site, InProcess: true})
+	if err != nil {
+		return err
+	}
+	path := siteAdminCreds(out)
+	if err := auth.WriteCreds(path, creds); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "wrote the in-process admin of site %s's broker to %s (mode 0600): copy both files to the site broker, with %s, %s and %s\n",
+		site, path, auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile)
+	return nil
 }

@@ -17,7 +17,7 @@ import (
 func newEnrollCmd(g *globals) *cobra.Command {
 	var groups, keys []string
 	var ackWait time.Duration
-	var issuer, outDir, keysFile, siteName string
+	var issuer, outDir, keysFile, siteName, siteURL string
 	var controllers []string
 	var noCreds bool
 	cmd := &cobra.Command{
@@ -40,7 +40,10 @@ With --site NAME the client belongs to the branch site NAME (docs/sites.md): its
 in the site's PCM_JOBS through the hub (the site must be connected), the hub records its site and
 groups in PCM_SITES so that pcm status and pcm agents list it, and its consumer at the hub, if
 any, is removed. Its agent then runs against the site's broker. Enrolling without --site moves it
-back to the hub.`,
+back to the hub. On an authenticated hub give --issuer and --site-url, the site broker's URL:
+the consumer and the client's account are made there (the site trusts the hub's operator), the
+hub records the client's site and signs the site's account at the hub again so that the site
+forwards this client's statuses and inventory, and the credentials are written as above.`,
 		Example: `  pcm enroll ws-042 --group lab --group windows
   pcm enroll ws-042 --group lab --issuer ./pcm-data/auth/issuer.json --out-dir ./creds \
     --trusted-keys "$(pcm keys public signing.nk)"`,
@@ -57,23 +60,42 @@ back to the hub.`,
 			}
 			defer s.Close()
 			out := cmd.OutOrStdout()
-			if siteName != "" {
-				return enrollAtSite(cmd, s, siteName, client, groups, fleet.ConsumerOptions{AckWait: ackWait})
+			copts := fleet.ConsumerOptions{AckWait: ackWait}
+			accts := s.accts // where the client's account lives
+			switch {
+			case siteName != "" && s.accts != nil:
+				if siteURL == "" {
+					return fmt.Errorf("%w: --site %s on an authenticated hub needs --site-url nats://HOST:PORT: the site's broker, where the client's consumer and account are made", fleet.ErrSiteAuth, siteName)
+				}
+				site, err := g.adminSessionAt(siteURL, "pcm enroll (site)", s.accts.Issuer(), false)
+				if err != nil {
+					return err
+				}
+				defer site.Close()
+				if err := enrollAtAuthSite(cmd, s, site, siteName, client, groups, copts); err != nil {
+					return err
+				}
+				accts = site.accts
+			case siteName != "" && g.sec.creds != "":
+				return requireIssuer("enroll a client at a site of an authenticated hub")
+			case siteName != "":
+				return enrollAtSite(cmd, s, siteName, client, groups, copts)
+			default:
+				enrolled, err := fleet.Enroll(cmd.Context(), s.js, s.accts, client, groups, copts)
+				if err != nil {
+					return err
+				}
+				if err := leaveSite(cmd, s, client); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "enrolled %s (groups: %s)\n", client, orNone(strings.Join(enrolled, ",")))
 			}
-			enrolled, err := fleet.Enroll(cmd.Context(), s.js, s.accts, client, groups, fleet.ConsumerOptions{AckWait: ackWait})
-			if err != nil {
-				return err
-			}
-			if err := fleet.LeaveSite(cmd.Context(), s.js, client); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "enrolled %s (groups: %s)\n", client, orNone(strings.Join(enrolled, ",")))
-			if s.accts == nil || noCreds {
+			if accts == nil || noCreds {
 				return nil
 			}
 			for _, role := range []auth.Role{auth.RoleAgent, auth.RoleDesktop} {
 				path := filepath.Join(outDir, client+"-"+string(role)+".creds")
-				creds, err := s.accts.Issue(cmd.Context(), auth.User{Role: role, Name: client})
+				creds, err := accts.Issue(cmd.Context(), auth.User{Role: role, Name: client})
 				if err != nil {
 					return err
 				}
@@ -88,6 +110,7 @@ back to the hub.`,
 	}
 	cmd.Flags().StringSliceVar(&groups, "group", nil, "group of the client (repeatable or comma-separated)")
 	cmd.Flags().StringVar(&siteName, "site", "", "enroll the client at the branch site NAME (its consumer in the site's PCM_JOBS; the site must be connected): its agent runs against the site's broker (docs/sites.md)")
+	cmd.Flags().StringVar(&siteURL, "site-url", "", "with --site on an authenticated hub: the site broker's client URL, where the client's consumer and account are made (as an admin minted from --issuer)")
 	cmd.Flags().DurationVar(&ackWait, "ack-wait", fleet.DefaultAckWait, "redeliver an offer the agent has not acked after this long")
 	registerIssuer(cmd, &issuer)
 	cmd.Flags().StringVar(&outDir, "out-dir", ".", "with --issuer: directory to write CLIENT-agent.creds, CLIENT-desktop.creds and CLIENT-trusted.keys to")
@@ -103,13 +126,27 @@ back to the hub.`,
 // site, and its consumer at the hub, if any, is removed (a client belongs
 // to one place at a time).
 func enrollAtSite(cmd *cobra.Command, s *adminSession, siteName, client string, groups []string, opts fleet.ConsumerOptions) error {
-	if s.accts != nil {
-		return fmt.Errorf("%w: pcm enroll --site on an authenticated hub is not supported yet: an authenticated hub accepts no sites (docs/sites.md, Limits); enroll the client at the hub", fleet.ErrSiteAuth)
-	}
 	enrolled, err := fleet.EnrollAtSite(cmd.Context(), s.js, siteName, client, groups, opts)
 	if err != nil {
 		return err
 	}
+	return leftHub(cmd, s, siteName, client, enrolled)
+}
+
+// enrollAtAuthSite is enrollAtSite on an authenticated hub (hub), through
+// an admin's connection to the site's broker (site):
+// fleet.EnrollAtAuthSite.
+func enrollAtAuthSite(cmd *cobra.Command, hub, site *adminSession, siteName, client string, groups []string, opts fleet.ConsumerOptions) error {
+	enrolled, err := fleet.EnrollAtAuthSite(cmd.Context(), hub.js, hub.accts, site.js, site.accts, siteName, client, groups, opts)
+	if err != nil {
+		return err
+	}
+	return leftHub(cmd, hub, siteName, client, enrolled)
+}
+
+// leftHub removes the consumer at the hub of client, now enrolled at
+// siteName in groups enrolled, if it had one, and says so.
+func leftHub(cmd *cobra.Command, s *adminSession, siteName, client string, enrolled []string) error {
 	if _, ok, err := fleet.EnrollmentOf(cmd.Context(), s.js, client); err == nil && ok {
 		if err := fleet.Unenroll(cmd.Context(), s.js, client); err != nil {
 			return err
@@ -117,6 +154,27 @@ func enrollAtSite(cmd *cobra.Command, s *adminSession, siteName, client string, 
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s at site %s (groups: %s): point its agent at the site's broker\n", client, siteName, orNone(strings.Join(enrolled, ",")))
 	return nil
+}
+
+// leaveSite forgets the site client was enrolled at, if any; on an
+// authenticated hub the site's account at the hub is then signed again
+// without it, so that the site no longer forwards its statuses.
+func leaveSite(cmd *cobra.Command, s *adminSession, client string) error {
+	var site string
+	if s.accts != nil {
+		sites, err := fleet.ReadSites(cmd.Context(), s.js)
+		if err != nil {
+			return err
+		}
+		site = sites[client].Site
+	}
+	if err := fleet.LeaveSite(cmd.Context(), s.js, client); err != nil {
+		return err
+	}
+	if site == "" {
+		return nil
+	}
+	return fleet.EnsureSiteAccount(cmd.Context(), s.js, s.accts, site)
 }
 
 // orNone is s, or "none" when s is empty.

@@ -52,6 +52,12 @@ func (g *globals) adminSession(name, issuerPath string, longLived bool) (*adminS
 			return nil, err
 		}
 	}
+	return g.adminSessionAt(g.url, name, iss, longLived)
+}
+
+// adminSessionAt is adminSession to the broker at url, with the issuer
+// iss already loaded (nil: none).
+func (g *globals) adminSessionAt(url, name string, iss *auth.Issuer, longLived bool) (*adminSession, error) {
 	var extra []nats.Option
 	ttl := adminTTL
 	if longLived {
@@ -65,7 +71,7 @@ func (g *globals) adminSession(name, issuerPath string, longLived bool) (*adminS
 		}
 		extra = append(extra, o)
 	}
-	nc, js, err := g.connectWith(name, extra...)
+	nc, js, err := g.connectAt(url, name, extra...)
 	if err != nil {
 		return nil, err
 	}

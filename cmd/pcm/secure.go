@@ -90,6 +90,11 @@ func (g *globals) identity() string {
 // connectWith is connect with extra options after the user's (credentials
 // minted in memory, say).
 func (g *globals) connectWith(name string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	return g.connectAt(g.url, name, extra...)
+}
+
+// connectAt is connectWith to the broker at url rather than --url.
+func (g *globals) connectAt(url, name string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts, err := g.sec.options()
 	if err != nil {
 		return nil, nil, err
@@ -105,7 +110,7 @@ func (g *globals) connectWith(name string, extra ...nats.Option) (*nats.Conn, je
 			}
 		}
 	}
-	return connect(g.url, name, append(opts, nats.ErrorHandler(refused))...)
+	return connect(url, name, append(opts, nats.ErrorHandler(refused))...)
 }
 
 // asyncError records what the broker refused (without it, a request the
