@@ -27,9 +27,9 @@ func touch(t testing.TB, path string) {
 	}
 }
 
-func dial(t testing.TB, url string) jetstream.JetStream {
+func dial(t testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

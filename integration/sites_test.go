@@ -1410,18 +1410,8 @@ func TestSiteAuthenticatedThroughACut(t *testing.T) {
 	if out, errOut, code := runPCM(t, plainCLIEnv, "creds", "site", siteName, "--out", siteCreds, "--issuer", issuer, "--url", hubURL); code != 0 {
 		t.Fatalf("pcm creds site: exit %d: %s%s", code, out, errOut)
 	}
-	siteAuth := filepath.Join(dir, "site", "auth")
-	if err := os.MkdirAll(siteAuth, 0o700); err != nil {
+	if err := auth.CopyPublic(hubAuth, filepath.Join(dir, "site", "auth")); err != nil {
 		t.Fatal(err)
-	}
-	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
-		b, err := os.ReadFile(filepath.Join(hubAuth, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(siteAuth, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 	link := startLinkProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
 	sp := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "site"), "--listen", freeAddr(t),
@@ -1432,22 +1422,11 @@ func TestSiteAuthenticatedThroughACut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminAt := func(url string) jetstream.JetStream {
-		opt, err := iss.Option(auth.User{Role: auth.RoleAdmin, Name: "test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := nats.Connect(url, opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js
+	opt, err := iss.Option(auth.User{Role: auth.RoleAdmin, Name: "test"})
+	if err != nil {
+		t.Fatal(err)
 	}
+	adminAt := func(url string) jetstream.JetStream { return dial(t, url, opt) }
 	ss := &siteSetup{dir: dir, hubURL: hubURL, siteURL: siteURL, hub: adminAt(hubURL), site: adminAt(siteURL), link: link}
 	testenv.WaitFor(t, 15*time.Second, "the hub to see the site's authenticated link", func() bool {
 		return fleet.SiteReachable(t.Context(), ss.hub.Conn(), siteName)

@@ -75,8 +75,8 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	mixed := t.TempDir()
-	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
-		copyFile(t, filepath.Join(good, f), filepath.Join(mixed, f))
+	if err := auth.CopyPublic(good, mixed); err != nil {
+		t.Fatal(err)
 	}
 	copyFile(t, filepath.Join(other, auth.IssuerFile), filepath.Join(mixed, auth.IssuerFile))
 	foreignAccount := t.TempDir()
@@ -84,7 +84,7 @@ func TestLoadErrors(t *testing.T) {
 	copyFile(t, filepath.Join(other, auth.AccountJWTFile), filepath.Join(foreignAccount, auth.AccountJWTFile))
 	copyFile(t, filepath.Join(good, auth.SystemJWTFile), filepath.Join(foreignAccount, auth.SystemJWTFile))
 	garbage := t.TempDir()
-	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
+	for _, f := range auth.PublicFiles {
 		if err := os.WriteFile(filepath.Join(garbage, f), []byte("not a jwt"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -110,8 +110,8 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	noKey := t.TempDir()
-	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
-		copyFile(t, filepath.Join(good, f), filepath.Join(noKey, f))
+	if err := auth.CopyPublic(good, noKey); err != nil {
+		t.Fatal(err)
 	}
 	b, err := auth.Load(noKey)
 	if err != nil {

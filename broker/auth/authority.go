@@ -39,6 +39,29 @@ const (
 	AdminCredsFile = "admin.creds"
 )
 
+// PublicFiles are the authority's public JWTs, which hold no secret: what
+// a cluster member without the issuer or a branch site's broker copies
+// (CopyPublic) to trust the authority.
+var PublicFiles = []string{OperatorJWTFile, AccountJWTFile, SystemJWTFile}
+
+// CopyPublic copies the authority's PublicFiles from the directory from
+// to the directory to (made 0700 when missing; the files 0644).
+func CopyPublic(from, to string) error {
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		return fmt.Errorf("copying the authority's public JWTs: %w", err)
+	}
+	for _, f := range PublicFiles {
+		b, err := os.ReadFile(filepath.Join(from, f))
+		if err != nil {
+			return fmt.Errorf("copying the authority's public JWTs: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(to, f), b, 0o644); err != nil {
+			return fmt.Errorf("copying the authority's public JWTs: %w", err)
+		}
+	}
+	return nil
+}
+
 // AccountName is the name in the pcm account's JWT.
 const AccountName = "pcm"
 

@@ -58,8 +58,8 @@ func (f *brokerFlags) siteTrust() (auth.Trust, string, error) {
 	dir := f.authDirOrDefault()
 	trust, err := auth.LoadTrust(dir)
 	if err != nil {
-		return auth.Trust{}, "", fmt.Errorf("%w: --site with --auth trusts the hub's operator: copy %s, %s and %s of the hub's --auth-dir to %s (--auth-dir; they hold no secret): %w",
-			broker.ErrSiteAuth, auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile, dir, err)
+		return auth.Trust{}, "", fmt.Errorf("%w: --site with --auth trusts the hub's operator: copy %s of the hub's --auth-dir to %s (--auth-dir; they hold no secret): %w",
+			broker.ErrSiteAuth, strings.Join(auth.PublicFiles, ", "), dir, err)
 	}
 	leaf, err := auth.CredsUser(f.hubCreds)
 	if err != nil {

@@ -99,7 +99,7 @@ func writeSiteAdmin(cmd *cobra.Command, s *adminSession, site, out string) error
 	if err := auth.WriteCreds(path, creds); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "wrote the in-process admin of site %s's broker to %s (mode 0600): copy both files to the site broker, with %s, %s and %s\n",
-		site, path, auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile)
+	fmt.Fprintf(cmd.OutOrStdout(), "wrote the in-process admin of site %s's broker to %s (mode 0600): copy both files to the site broker, with %s\n",
+		site, path, strings.Join(auth.PublicFiles, ", "))
 	return nil
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,17 +46,8 @@ func TestSiteTrustRefusals(t *testing.T) {
 	netAdmin := write("net-admin.creds", auth.User{Role: auth.RoleAdmin, Name: "ops"})
 	lone := write(filepath.Join("lone", "b-site.creds"), auth.User{Role: auth.RoleSite, Name: "b"})
 	siteAuth := filepath.Join(dir, "site")
-	if err := os.MkdirAll(siteAuth, 0o700); err != nil {
+	if err := auth.CopyPublic(hubAuth, siteAuth); err != nil {
 		t.Fatal(err)
-	}
-	for _, f := range []string{auth.OperatorJWTFile, auth.AccountJWTFile, auth.SystemJWTFile} {
-		b, err := os.ReadFile(filepath.Join(hubAuth, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(siteAuth, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 	for _, tc := range []struct {
 		name                         string
@@ -65,7 +55,7 @@ func TestSiteTrustRefusals(t *testing.T) {
 		want                         string // "" : accepted
 	}{
 		{"the files pcm creds site writes", siteAuth, siteCreds, "", ""},
-		{"no hub JWTs", filepath.Join(dir, "empty"), siteCreds, "", "copy operator.jwt, account.jwt and system.jwt"},
+		{"no hub JWTs", filepath.Join(dir, "empty"), siteCreds, "", "copy operator.jwt, account.jwt, system.jwt"},
 		{"an agent's credentials", siteAuth, agent, "", `--hub-creds ` + agent + ` holds the credentials of "agent-ws1", not a site's`},
 		{"another site's credentials", siteAuth, otherSite, "", "are the credentials of c, not of --site b"},
 		{"no admin next to them", siteAuth, lone, "", "--site-admin-creds: "},
