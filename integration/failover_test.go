@@ -133,9 +133,10 @@ func TestClusterFailover(t *testing.T) {
 		}
 		return true
 	})
+	statuses := readAllStatuses(t, js)
 	for _, cl := range clients {
 		for _, id := range all {
-			fin := finals(readStatuses(t, js, cl, id))
+			fin := finals(statuses[[2]string{cl, id}])
 			if len(fin) != 1 || fin[0].State != events.StateSucceeded {
 				t.Fatalf("job %s on %s: finals %+v", id, cl, fin)
 			}

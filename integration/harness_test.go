@@ -224,10 +224,35 @@ func readStatuses(t testing.TB, js jetstream.JetStream, client, job string) []ev
 }
 
 func tryReadStatuses(js jetstream.JetStream, client, job string) ([]events.JobStatus, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return tryReadStatusesOn(js, events.StatusSubject(client, job))
+}
+
+// readAllStatuses reads the whole of PCM_STATUS in one pass, by client
+// and job: what checking every pair of a big rollout needs, without a
+// consumer per pair.
+func readAllStatuses(t testing.TB, js jetstream.JetStream) map[[2]string][]events.JobStatus {
+	t.Helper()
+	var all []events.JobStatus
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() (err error) {
+		if all, err = tryReadStatusesOn(js, events.StatusSubject("*", "*")); err != nil {
+			return fmt.Errorf("reading PCM_STATUS: %w", err)
+		}
+		return nil
+	})
+	out := map[[2]string][]events.JobStatus{}
+	for _, st := range all {
+		k := [2]string{st.ClientID, st.JobID}
+		out[k] = append(out[k], st)
+	}
+	return out
+}
+
+// tryReadStatusesOn reads the statuses stored on subject (a filter).
+func tryReadStatusesOn(js jetstream.JetStream, subject string) ([]events.JobStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, events.StreamStatus, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.StatusSubject(client, job)},
+		FilterSubjects: []string{subject},
 	})
 	if err != nil {
 		return nil, err
