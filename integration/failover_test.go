@@ -2,11 +2,15 @@ package integration_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/agent"
 	"github.com/pcm-project/pcm/agent/runner"
@@ -149,4 +153,54 @@ func TestClusterFailover(t *testing.T) {
 	// exactly what the streams hold.
 	n := checkAuditWhole(t, urls, js)
 	t.Logf("a full audit printed the %d events the streams hold", n)
+}
+
+// TestPullHeartbeatFollowsTheCluster: an idle agent's pull request asks
+// the broker for a heartbeat every 55 s on a single server, but every 10 s
+// on a cluster member, where a pull request sent as its consumer's leader
+// stops is lost without a reconnection and only missing heartbeats tell
+// (TestClusterFailover waited 110 s for one). The pull requests are read
+// off the wire.
+func TestPullHeartbeatFollowsTheCluster(t *testing.T) {
+	testenv.SameInBothModes(t)
+	t.Parallel()
+	heartbeatOf := func(t *testing.T, url string, spy *nats.Conn, js jetstream.JetStream) time.Duration {
+		reqs := make(chan *nats.Msg, 16)
+		sub, err := spy.ChanSubscribe("$JS.API.CONSUMER.MSG.NEXT."+events.StreamJobs+"."+events.ConsumerName("idle"), reqs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := spy.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		enroll(t, js, "idle", "lab")
+		startAgent(t, url, "idle", t.TempDir()).waitReady(t)
+		select {
+		case m := <-reqs:
+			var req struct {
+				Heartbeat time.Duration `json:"idle_heartbeat"`
+			}
+			if err := json.Unmarshal(m.Data, &req); err != nil {
+				t.Fatalf("pull request %q: %v", m.Data, err)
+			}
+			return req.Heartbeat
+		case <-time.After(15 * time.Second):
+			t.Fatal("no pull request from the agent within 15 s")
+		}
+		return 0
+	}
+	t.Run("single server", func(t *testing.T) {
+		env := testenv.StartBroker(t)
+		if hb := heartbeatOf(t, env.URL, env.NC, env.JS); hb != 55*time.Second {
+			t.Fatalf("pull heartbeat %s on a single server, want 55s", hb)
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := testenv.StartCluster(t, 3)
+		nc, js := c.Connect(t)
+		if hb := heartbeatOf(t, strings.Join(c.URLs(), ","), nc, js); hb != 10*time.Second {
+			t.Fatalf("pull heartbeat %s on a cluster, want 10s", hb)
+		}
+	})
 }
