@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/backoff"
 )
 
 // Defaults applied by ProvisionOptions when a field is left zero.
@@ -318,6 +319,12 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 		return err
 	}
 	opts.setDefaults()
+	// Each step is idempotent and retried while the broker is passing
+	// through a state that refuses it for a moment (a server just started
+	// under load answered a stream create with no responders; a cluster
+	// electing its leader).
+	ctx, cancel := backoff.WithDefaultTimeout(ctx, provisionTimeout)
+	defer cancel()
 	streams := []jetstream.StreamConfig{JobsStreamConfig(opts), StatusStreamConfig(opts)}
 	if opts.HubDomain != "" {
 		streams = append(streams, SiteHubJobsStreamConfig(opts, opts.HubDomain))
@@ -330,16 +337,21 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOption
 				cfg.Sources = s.CachedInfo().Config.Sources
 			}
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := backoff.RetryBroker(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		}); err != nil {
 			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
 		}
 	}
 	for _, cfg := range []jetstream.KeyValueConfig{AgentsBucketConfig(opts), LocksBucketConfig(opts), ControllerBucketConfig(opts), WindowsBucketConfig(opts), ReleasesBucketConfig(opts)} {
-		if err := provisionBucket(ctx, js, cfg, opts.MaxConsumers); err != nil {
+		if err := backoff.RetryBroker(ctx, func(ctx context.Context) error { return provisionBucket(ctx, js, cfg, opts.MaxConsumers) }); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}
 	}
-	if err := provisionObjectStore(ctx, js, PackagesBucketConfig(opts), opts.MaxConsumers); err != nil {
+	if err := backoff.RetryBroker(ctx, func(ctx context.Context) error {
+		return provisionObjectStore(ctx, js, PackagesBucketConfig(opts), opts.MaxConsumers)
+	}); err != nil {
 		return fmt.Errorf("%w: object store %s: %w", ErrProvision, events.BucketPackages, err)
 	}
 	return nil
