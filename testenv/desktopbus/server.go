@@ -54,6 +54,28 @@ type Server struct {
 	mu   sync.Mutex
 	last uint32
 	seen []Notified
+	// onNotify and onCaps play a server that is slow or refuses (OnNotify,
+	// OnGetCapabilities).
+	onNotify func(Notified) error
+	onCaps   func()
+}
+
+// OnNotify has f called on each Notify call, once it is recorded and
+// before it is answered (on the call's goroutine; the call is answered
+// when f returns): f may click the notification before its id is
+// known, hold the call, or refuse it (an error). nil: none.
+func (s *Server) OnNotify(f func(Notified) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onNotify = f
+}
+
+// OnGetCapabilities has f called on each GetCapabilities call before it is
+// answered: f may hold it, as a server that hangs. nil: none.
+func (s *Server) OnGetCapabilities(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onCaps = f
 }
 
 // StartServer starts a notification server on bus for t, with the
@@ -107,6 +129,12 @@ type methods struct{ s *Server }
 
 // GetCapabilities answers what the server can show.
 func (m methods) GetCapabilities() ([]string, *dbus.Error) {
+	m.s.mu.Lock()
+	f := m.s.onCaps
+	m.s.mu.Unlock()
+	if f != nil {
+		f()
+	}
 	return []string{"actions", "body"}, nil
 }
 
@@ -120,7 +148,6 @@ func (m methods) Notify(app string, replaces uint32, icon, summary, body string,
 	hints map[string]dbus.Variant, timeout int32) (uint32, *dbus.Error) {
 	s := m.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	id := replaces
 	if id == 0 {
 		s.last++
@@ -132,7 +159,15 @@ func (m methods) Notify(app string, replaces uint32, icon, summary, body string,
 			urgency = int(u)
 		}
 	}
-	s.seen = append(s.seen, Notified{ID: id, AppName: app, Summary: summary, Body: body, Actions: actions, Urgency: urgency})
+	n := Notified{ID: id, AppName: app, Summary: summary, Body: body, Actions: actions, Urgency: urgency}
+	s.seen = append(s.seen, n)
+	f := s.onNotify
+	s.mu.Unlock()
+	if f != nil {
+		if err := f(n); err != nil {
+			return 0, dbus.MakeFailedError(err)
+		}
+	}
 	return id, nil
 }
 
