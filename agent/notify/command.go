@@ -27,7 +27,7 @@ func (c *command) Notify(ctx context.Context, n Notification) error {
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
-		return fmt.Errorf("%w: the notifier is closed", ErrUnavailable)
+		return errClosed
 	}
 	name, args, env := notifyCommand(n, c.cfg.PageURL)
 	if _, err := exec.LookPath(name); err != nil {

@@ -42,13 +42,22 @@ const (
 	openFor = 30 * time.Second
 )
 
+// connectFor bounds one connection to the bus: the dial, the
+// authentication and the first queries. A connection that takes longer has
+// hung: the callers waiting for it give up (ErrUnavailable) and later ones
+// fail at once until it ends.
+const connectFor = 15 * time.Second
+
 // bus is the notifier on the freedesktop notification service. It
 // connects on the first notification (and again after the bus went away),
-// hears which of its notifications the user clicks (ActionInvoked) and
-// which close (NotificationClosed) on one goroutine per connection, and
-// opens the page for each click, in order, on another (opener).
+// one connection at a time and outside b.mu (dialing), hears which of its
+// notifications the user clicks (ActionInvoked) and which close
+// (NotificationClosed) on one goroutine per connection, and opens the page
+// for each click, in order, on another (opener).
 type bus struct {
 	cfg       Config
+	ctx       context.Context    // the notifier's life: done once Close starts
+	stop      context.CancelFunc // ends ctx
 	listeners sync.WaitGroup
 	opens     chan struct{} // a click each, to opener
 	openerEnd chan struct{} // closed when opener returns
@@ -56,6 +65,7 @@ type bus struct {
 	mu       sync.Mutex
 	conn     *dbus.Conn
 	actions  bool            // the server shows actions
+	dialing  *dialing        // the connection being made; nil when none
 	sent     map[uint32]bool // ids of the notifications sent and not closed
 	order    []uint32        // sent's ids, oldest first
 	inFlight int             // Notify calls not answered yet
@@ -66,8 +76,18 @@ type bus struct {
 	closed   bool
 }
 
+// dialing is a connection to the bus being made (bus.dial): there is at
+// most one, which every Notify call needing the bus waits for.
+type dialing struct {
+	addr  string
+	since time.Time
+	done  chan struct{} // closed once it is installed, or failed
+	err   error         // why it failed; read once done is closed
+}
+
 func newNative(cfg Config) NativeNotifier {
-	b := &bus{cfg: cfg, sent: map[uint32]bool{}, opens: make(chan struct{}, queuedOpens), openerEnd: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	b := &bus{cfg: cfg, ctx: ctx, stop: stop, sent: map[uint32]bool{}, opens: make(chan struct{}, queuedOpens), openerEnd: make(chan struct{})}
 	go b.opener()
 	return b
 }
@@ -96,15 +116,16 @@ func (b *bus) Notify(ctx context.Context, n Notification) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.inFlight--
-	if err != nil {
-		b.early = b.early[:0]
-		return b.callErr(conn, "Notify", err)
-	}
-	if acts != nil && b.conn == conn {
+	if err == nil && acts != nil && b.conn == conn {
 		b.keep(id)
 	}
+	// The clicks heard early may be on the notifications of the calls still
+	// in flight (a failed call has none): kept until the last is answered.
 	if b.inFlight == 0 {
 		b.early = b.early[:0]
+	}
+	if err != nil {
+		return callErr(conn, "Notify", err)
 	}
 	return nil
 }
@@ -133,8 +154,8 @@ func (b *bus) forget(id uint32) {
 }
 
 // callErr is the error of a call on conn: ErrUnavailable when the bus or
-// the notification service is gone. b.mu is held.
-func (b *bus) callErr(conn *dbus.Conn, method string, err error) error {
+// the notification service is gone.
+func callErr(conn *dbus.Conn, method string, err error) error {
 	var derr dbus.Error
 	switch {
 	case !conn.Connected():
@@ -145,74 +166,129 @@ func (b *bus) callErr(conn *dbus.Conn, method string, err error) error {
 	return fmt.Errorf("%s.%s: %w", serviceIntf, method, err)
 }
 
-// connect returns the connection to the session bus, connecting first if
-// there is none (the first time, or after the bus went away), and whether
-// the notification service shows actions.
+// connect returns the connection to the session bus, and whether the
+// notification service shows actions. When there is none (the first
+// time, or after the bus went away) it starts one (dial) unless one is
+// being made already, and waits for it within ctx; a connection being made
+// for longer than connectFor has hung: it fails at once.
 func (b *bus) connect(ctx context.Context) (*dbus.Conn, bool, error) {
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, false, errClosed
+		}
+		if b.conn != nil {
+			conn, actions := b.conn, b.actions
+			b.mu.Unlock()
+			return conn, actions, nil
+		}
+		d := b.dialing
+		if d == nil {
+			addr, err := sessionBus(b.cfg.Bus)
+			if err != nil {
+				b.mu.Unlock()
+				return nil, false, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			d = &dialing{addr: addr, since: time.Now(), done: make(chan struct{})}
+			b.dialing = d
+			go b.dial(d)
+		}
+		b.mu.Unlock()
+		wait, cancel := context.WithDeadline(ctx, d.since.Add(connectFor))
+		select {
+		case <-d.done:
+		case <-wait.Done():
+		}
+		cancel()
+		select {
+		case <-d.done:
+			if d.err != nil {
+				return nil, false, d.err
+			}
+			continue // installed: take it (or connect again if it went away already)
+		default:
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, false, fmt.Errorf("%w: connecting to the D-Bus session bus at %s: %w", ErrUnavailable, d.addr, err)
+		}
+		return nil, false, fmt.Errorf("%w: connecting to the D-Bus session bus at %s has hung for %s", ErrUnavailable, d.addr, time.Since(d.since).Round(time.Second))
+	}
+}
+
+// dial makes the connection of d and installs it as b.conn with its
+// listener, or says in d.err why it could not. It holds b.mu only to
+// install it. Close ends it (b.ctx): the authentication and the queries
+// are cancelled, and a connection made after Close is closed.
+func (b *bus) dial(d *dialing) {
+	ctx, cancel := context.WithDeadline(b.ctx, d.since.Add(connectFor))
+	defer cancel()
+	conn, signals, actions, err := b.handshake(ctx, d.addr)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, false, fmt.Errorf("%w: the notifier is closed", ErrUnavailable)
+	defer close(d.done)
+	b.dialing = nil
+	if err == nil && b.closed {
+		conn.Close()
+		err = errClosed
 	}
-	if b.conn != nil {
-		return b.conn, b.actions, nil
-	}
-	addr, err := sessionBus(b.cfg.Bus)
-	if err != nil {
-		return nil, false, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	conn, err := dial(ctx, addr)
 	if err != nil {
 		if b.lostWhy != nil {
 			err = fmt.Errorf("%w (before: %w)", err, b.lostWhy)
 		}
-		return nil, false, fmt.Errorf("%w: no D-Bus session bus at %s: %w", ErrUnavailable, addr, err)
+		d.err = err
+		return
+	}
+	b.conn, b.actions, b.lostWhy = conn, actions, nil
+	b.listeners.Go(func() { b.listen(conn, signals) })
+}
+
+// handshake connects to the bus at addr (authenticated, named; b.ctx
+// closes the connection), listens to the notification service's signals
+// and asks whether it shows actions, within ctx. Only the dial itself (a
+// socket's connect) has no deadline; the rest ends with ctx.
+func (b *bus) handshake(ctx context.Context, addr string) (*dbus.Conn, <-chan *dbus.Signal, bool, error) {
+	conn, err := dbus.Dial(addr, dbus.WithContext(b.ctx))
+	if err == nil {
+		// What dbus.Connect does, where closing conn ends a bus that does
+		// not answer.
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		err = conn.Auth(nil)
+		if err == nil {
+			err = conn.Hello()
+		}
+		if !stop() { // ctx ended first: conn is closed
+			err = ctx.Err()
+		}
+		if err != nil {
+			conn.Close()
+		}
+	}
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("%w: no D-Bus session bus at %s: %w", ErrUnavailable, addr, err)
 	}
 	signals := make(chan *dbus.Signal, 64)
 	conn.Signal(signals)
 	match := []dbus.MatchOption{dbus.WithMatchSender(serviceName), dbus.WithMatchObjectPath(servicePath), dbus.WithMatchInterface(serviceIntf)}
 	if err := conn.AddMatchSignalContext(ctx, match...); err != nil {
 		conn.Close()
-		return nil, false, fmt.Errorf("%w: listening to the notification service: %w", ErrUnavailable, err)
+		return nil, nil, false, fmt.Errorf("%w: listening to the notification service: %w", ErrUnavailable, err)
 	}
 	var caps []string
 	if err := conn.Object(serviceName, servicePath).CallWithContext(ctx, serviceIntf+".GetCapabilities", 0).Store(&caps); err != nil {
-		err = b.callErr(conn, "GetCapabilities", err)
+		err = callErr(conn, "GetCapabilities", err)
 		conn.Close()
-		return nil, false, err
+		if !errors.Is(err, ErrUnavailable) && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return nil, nil, false, err
 	}
 	var name, vendor, version, spec string
 	if err := conn.Object(serviceName, servicePath).CallWithContext(ctx, serviceIntf+".GetServerInformation", 0).Store(&name, &vendor, &version, &spec); err == nil {
 		b.cfg.Logger.Debug("notification service", zap.String("name", name), zap.String("vendor", vendor), zap.String("version", version),
 			zap.String("spec", spec), zap.Strings("capabilities", caps))
 	}
-	b.conn, b.actions, b.lostWhy = conn, slices.Contains(caps, "actions"), nil
-	b.listeners.Go(func() { b.listen(conn, signals) })
-	return conn, b.actions, nil
-}
-
-// dial connects to the bus at addr (authenticated, named), within ctx.
-func dial(ctx context.Context, addr string) (*dbus.Conn, error) {
-	type dialed struct {
-		conn *dbus.Conn
-		err  error
-	}
-	done := make(chan dialed, 1)
-	go func() {
-		conn, err := dbus.Connect(addr)
-		done <- dialed{conn, err}
-	}()
-	select {
-	case d := <-done:
-		return d.conn, d.err
-	case <-ctx.Done():
-		go func() {
-			if d := <-done; d.conn != nil {
-				d.conn.Close()
-			}
-		}()
-		return nil, ctx.Err()
-	}
+	return conn, signals, slices.Contains(caps, "actions"), nil
 }
 
 // sessionBus is the address of the session bus: addr, else
@@ -296,20 +372,26 @@ func (b *bus) open() {
 	}
 }
 
-// opener opens the page once for each click, until Close.
+// opener opens the page once for each click, until Close, within b.ctx:
+// Close cancels the opening under way and drops the clicks queued.
 func (b *bus) opener() {
 	defer close(b.openerEnd)
 	for range b.opens {
-		ctx, cancel := context.WithTimeout(context.Background(), openFor)
-		if err := b.cfg.Open(ctx, b.cfg.PageURL); err != nil {
+		if b.ctx.Err() != nil {
+			continue // closing: the page is going away too
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, openFor)
+		if err := b.cfg.Open(ctx, b.cfg.PageURL); err != nil && b.ctx.Err() == nil {
 			b.cfg.Logger.Warn("a notification was clicked, but the Self Service page cannot be opened", zap.Error(err))
 		}
 		cancel()
 	}
 }
 
-// Close disconnects from the bus, after the clicks it heard: it returns
-// once the page has opened for each.
+// Close disconnects from the bus and returns promptly: a connection being
+// made is abandoned, the page opening under way is cancelled and the
+// clicks still queued open nothing (the session, and its page, are
+// ending).
 func (b *bus) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -319,6 +401,7 @@ func (b *bus) Close() error {
 	b.closed = true
 	conn := b.conn
 	b.mu.Unlock()
+	b.stop()
 	var err error
 	if conn != nil {
 		err = conn.Close() // the listener hears what was received, then ends

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -175,4 +177,189 @@ func TestWithoutTheBus(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// within fails t unless done is closed within d: what a test waits for
+// returns promptly.
+func within(t *testing.T, d time.Duration, what string, done <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s: still waiting after %s", what, d)
+	}
+}
+
+// TestCloseWhileConnecting: while the notification server hangs in the
+// first queries of a connection, a notification with a short deadline
+// fails at once (ErrUnavailable) without connecting again, and Close
+// returns promptly, failing the notification waiting for the connection.
+func TestCloseWhileConnecting(t *testing.T) {
+	bus := desktopbus.Start(t)
+	srv := desktopbus.StartServer(t, bus)
+	asked, release := make(chan struct{}), make(chan struct{})
+	var askedOnce sync.Once
+	var mu sync.Mutex
+	calls := 0
+	srv.OnGetCapabilities(func() {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		askedOnce.Do(func() { close(asked) })
+		<-release
+	})
+	t.Cleanup(func() { close(release) })
+	n := notify.Native(notify.Config{Bus: bus.Address, PageURL: pageURL})
+	t.Cleanup(func() { n.Close() })
+	note := notify.Notification{Title: "Installed", Body: "job x succeeded"}
+
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		first <- n.Notify(ctx, note)
+	}()
+	within(t, 10*time.Second, "GetCapabilities", asked)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := n.Notify(ctx, note); !errors.Is(err, notify.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a notification while connecting: %v, want ErrUnavailable (its deadline)", err)
+	}
+
+	closed := make(chan struct{})
+	go func() {
+		n.Close()
+		close(closed)
+	}()
+	within(t, 5*time.Second, "Close", closed)
+	select {
+	case err := <-first:
+		if !errors.Is(err, notify.ErrUnavailable) {
+			t.Fatalf("the notification waiting for the connection: %v, want ErrUnavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the notification waiting for the connection did not end with Close")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls != 1 {
+		t.Fatalf("%d connections queried the server, want 1", calls)
+	}
+}
+
+// TestHungBusOneDial: a bus that accepts connections and never answers
+// (authentication hangs) is dialled once, however many notifications time
+// out meanwhile; Close ends that dial.
+func TestHungBusOneDial(t *testing.T) {
+	sock := t.TempDir() + "/bus"
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var mu sync.Mutex
+	accepted, ended := 0, 0
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted++
+			mu.Unlock()
+			go func() { // reads what the client says, answers nothing
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+				mu.Lock()
+				ended++
+				mu.Unlock()
+			}()
+		}
+	}()
+	count := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return accepted, ended
+	}
+	n := notify.Native(notify.Config{Bus: "unix:path=" + sock, PageURL: pageURL})
+	t.Cleanup(func() { n.Close() })
+	note := notify.Notification{Title: "Installed", Body: "job x succeeded"}
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := n.Notify(ctx, note)
+		cancel()
+		if !errors.Is(err, notify.ErrUnavailable) {
+			t.Fatalf("notification %d on a hung bus: %v, want ErrUnavailable", i, err)
+		}
+		if i == 0 {
+			testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+				if a, _ := count(); a != 1 {
+					return fmt.Errorf("%d connections accepted, want 1", a)
+				}
+				return nil
+			})
+		}
+	}
+	if a, _ := count(); a != 1 {
+		t.Fatalf("%d connections to the hung bus, want 1", a)
+	}
+	n.Close()
+	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if _, e := count(); e != 1 {
+			return fmt.Errorf("%d connections ended, want 1", e)
+		}
+		return nil
+	})
+}
+
+// TestCloseDropsQueuedOpenings: Close cancels the page opening under way
+// and opens nothing for the clicks still queued: the session's page is
+// going away.
+func TestCloseDropsQueuedOpenings(t *testing.T) {
+	bus := desktopbus.Start(t)
+	srv := desktopbus.StartServer(t, bus)
+	started := make(chan struct{}, 10)
+	var mu sync.Mutex
+	var errs []error
+	open := func(ctx context.Context, _ string) error {
+		started <- struct{}{}
+		<-ctx.Done() // a browser that takes its time
+		mu.Lock()
+		errs = append(errs, ctx.Err())
+		mu.Unlock()
+		return ctx.Err()
+	}
+	n := notify.Native(notify.Config{Bus: bus.Address, PageURL: pageURL, Open: open})
+	t.Cleanup(func() { n.Close() })
+	var ids []uint32
+	for i := range 3 {
+		ids = append(ids, show(t, n, srv, notify.Notification{Title: "Installed", Body: fmt.Sprintf("job %d succeeded", i)}).ID)
+	}
+	if err := srv.Click(ids[0], "default"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the page was not opened")
+	}
+	for _, id := range ids[1:] {
+		if err := srv.Click(id, "default"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	show(t, n, srv, notify.Notification{Title: "Barrier", Body: "after the clicks"})
+	closed := make(chan struct{})
+	go func() {
+		n.Close()
+		close(closed)
+	}()
+	within(t, 5*time.Second, "Close", closed)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) != 1 || !errors.Is(errs[0], context.Canceled) || len(started) != 0 {
+		t.Fatalf("openings ended with %v (%d more started), want one, cancelled", errs, len(started))
+	}
 }
