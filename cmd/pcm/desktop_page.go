@@ -65,12 +65,14 @@ func runSession(cmd *cobra.Command, f *desktopFlags, d *agent.Desktop) error {
 		defer os.Remove(desktopweb.URLFile(f.stateDir))
 		fmt.Fprintf(cmd.OutOrStdout(), "Self Service page: %s (open it with: pcm desktop open)\n", srv.URL())
 	}
+	closeNotify := func() error { return nil }
 	if f.notify {
 		cfg := notify.Config{Open: desktopweb.Open, Logger: f.log.Named("notify")}
 		if srv != nil {
 			cfg.PageURL = srv.URL()
 		}
 		native := notify.Native(cfg)
+		closeNotify = native.Close // idempotent
 		defer native.Close()
 		forward = notify.Forward(native, cfg.Logger)
 		show = append(show, forward)
@@ -91,6 +93,9 @@ func runSession(cmd *cobra.Command, f *desktopFlags, d *agent.Desktop) error {
 		}
 	}
 	err := d.Session(ctx)
+	// Notifications first: a click no longer opens the page, which ends
+	// next; an opening under way is cancelled.
+	_ = closeNotify()
 	cancel()
 	wg.Wait()
 	select {
