@@ -12,6 +12,7 @@ package notify
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,34 +62,92 @@ func Of(n agent.Notice) (Notification, bool) {
 // showFor bounds one notification command.
 const showFor = 15 * time.Second
 
+// queuedNotices bounds the notifications waiting to be shown: when the
+// platform is slow (a bus that hangs), the oldest are dropped, as the
+// newest say best where the jobs are now.
+const queuedNotices = 8
+
 // Forward returns a function for agent.DesktopConfig.OnNotice that shows
 // each notice worth a notification (Of) through n, in the background and
-// in order; a failure is logged once at warn level (then at debug).
+// in order, one at a time, on one goroutine that runs while some wait.
+// At most queuedNotices wait: beyond, the oldest is dropped. A failure,
+// and notifications dropped, are logged once at warn level (then at
+// debug).
 func Forward(n Notifier, log *zap.Logger) func(agent.Notice) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	var mu sync.Mutex // in order, one at a time
-	var warned bool
+	f := &forwarder{n: n, log: log}
 	return func(notice agent.Notice) {
-		note, ok := Of(notice)
-		if !ok {
+		if note, ok := Of(notice); ok {
+			f.add(note)
+		}
+	}
+}
+
+// forwarder is Forward's queue and its worker.
+type forwarder struct {
+	n   Notifier
+	log *zap.Logger
+
+	mu         sync.Mutex
+	queue      []Notification // waiting, oldest first
+	running    bool           // a worker (run) is showing them
+	warned     bool           // a failure was logged at warn level
+	dropWarned bool           // a drop was logged at warn level
+	dropped    int            // notifications dropped so far
+}
+
+// add queues note, dropping the oldest waiting beyond queuedNotices, and
+// starts the worker if none runs.
+func (f *forwarder) add(note Notification) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.queue) == queuedNotices {
+		f.dropped++
+		f.logOnce(&f.dropWarned, "notifications are shown too slowly: the oldest waiting is dropped",
+			zap.String("title", f.queue[0].Title), zap.String("job_id", f.queue[0].JobID), zap.Int("dropped", f.dropped))
+		f.queue = slices.Delete(f.queue, 0, 1)
+	}
+	f.queue = append(f.queue, note)
+	if !f.running {
+		f.running = true
+		go f.run()
+	}
+}
+
+// run shows the notifications queued, in order, and returns once none
+// waits.
+func (f *forwarder) run() {
+	for {
+		f.mu.Lock()
+		if len(f.queue) == 0 {
+			f.running = false
+			f.mu.Unlock()
 			return
 		}
-		go func() {
-			mu.Lock()
-			defer mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), showFor)
-			defer cancel()
-			if err := n.Notify(ctx, note); err != nil {
-				level := zap.DebugLevel
-				if !warned {
-					warned, level = true, zap.WarnLevel
-				}
-				log.Log(level, "cannot show a notification", zap.Error(err))
-			}
-		}()
+		note := f.queue[0]
+		f.queue = slices.Delete(f.queue, 0, 1)
+		f.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), showFor)
+		err := f.n.Notify(ctx, note)
+		cancel()
+		if err != nil {
+			f.mu.Lock()
+			f.logOnce(&f.warned, "cannot show a notification", zap.Error(err))
+			f.mu.Unlock()
+		}
 	}
+}
+
+// logOnce logs msg at warn level the first time (*warned false), then at
+// debug. f.mu is held.
+func (f *forwarder) logOnce(warned *bool, msg string, fields ...zap.Field) {
+	level := zap.DebugLevel
+	if !*warned {
+		*warned, level = true, zap.WarnLevel
+	}
+	f.log.Log(level, msg, fields...)
 }
 
 // Recorder is a Notifier that keeps what it is asked to show: the fake
