@@ -43,17 +43,30 @@ func (o *opener) opened(t *testing.T, n int) {
 	}
 }
 
-// settle waits until the notifier has heard every click the server made
-// so far and opened the page for each: a notification sent after them is
-// answered after the server's signals reach the notifier (a bus keeps the
-// order of one sender's messages), and Close returns once those are heard
-// and the page opened.
-func settle(t *testing.T, n notify.NativeNotifier, srv *desktopbus.Server) {
+// settle checks that the notifier opened the page want times, each with
+// pageURL, for the clicks the server played so far, then closes it. It
+// plays a click on one more notification and waits for the page to open
+// want+1 times: the notifier hears the server's signals in order and opens
+// the page in order, so every click played before has been heard and its
+// opening done by then (Close drops the openings still queued).
+func settle(t *testing.T, n notify.NativeNotifier, srv *desktopbus.Server, o *opener, want int) {
 	t.Helper()
-	show(t, n, srv, notify.Notification{Title: "Barrier", Body: "after the clicks"})
+	barrier := show(t, n, srv, notify.Notification{Title: "Barrier", Body: "after the clicks"})
+	if err := srv.Click(barrier.ID, "default"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if len(o.urls) < want+1 {
+			return fmt.Errorf("the page opened %d times, want %d", len(o.urls), want+1)
+		}
+		return nil
+	})
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
+	o.opened(t, want+1)
 }
 
 // show sends one notification and returns what the server recorded of it.
@@ -111,8 +124,7 @@ func TestClickOpensThePage(t *testing.T) {
 	if err := srv.Click(third.ID, "open"); err != nil {
 		t.Fatal(err)
 	}
-	settle(t, n, srv)
-	o.opened(t, 2)
+	settle(t, n, srv, &o, 2)
 }
 
 // TestClicksHeardForTheLastNotifications: the notifier keeps the ids of
@@ -143,8 +155,7 @@ func TestClicksHeardForTheLastNotifications(t *testing.T) {
 		}
 		return nil
 	})
-	settle(t, n, srv)
-	o.opened(t, 1)
+	settle(t, n, srv, &o, 1)
 }
 
 // TestWithoutTheBus: with no session bus, no notification server on it,
