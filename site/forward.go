@@ -22,6 +22,13 @@ import (
 // KV_PCM_AGENTS through which a Forwarder keeps its position.
 const ForwardConsumer = "pcm-site-forward"
 
+// refusedAfter is how many attempts in a row the hub must refuse a
+// message (no one takes its forwarded name while the hub answers the
+// site) before the forwarder drops it: a refusal during a change of the
+// site's account at the hub (its imports are made again) is not taken for
+// the hub's word.
+const refusedAfter = 3
+
 // forwardAckWait bounds how long one forward may hold a message before
 // the site's stream offers it again (the same one: a forwarder passes one
 // message at a time).
@@ -34,27 +41,42 @@ const forwardAckWait = time.Minute
 // with its Nats-Msg-Id, so the hub stores it once, each inventory value
 // likewise. It keeps its position with a durable consumer of each stream
 // (ForwardConsumer), acks a message only once the hub's stream has
-// acknowledged it, and retries while the link is down. Make one with
-// NewForwarder; Run does the work.
+// acknowledged it, and retries while the link is down. A message of a
+// client the hub no longer takes from the site (its account at the hub
+// does not import the client: it was enrolled back at the hub or at
+// another site) is dropped, terminated at the site and logged, so that it
+// does not hold back the other clients' messages: the forwarder tells it
+// from a cut by asking the hub (the state of its PCM_JOBS) while nobody
+// takes the message (ErrRefused). Make one with NewForwarder; Run does
+// the work.
 type Forwarder struct {
 	local     jetstream.JetStream
+	hub       jetstream.JetStream
 	site      string
 	log       *zap.Logger
 	forwarded atomic.Int64
+	dropped   atomic.Int64
 }
 
 // NewForwarder returns a Forwarder of the site named site, whose
 // JetStream is local (a connection of the site broker that reaches the
-// hub across its leaf connection).
-func NewForwarder(local jetstream.JetStream, site string, log *zap.Logger) *Forwarder {
+// hub across its leaf connection); hub is the hub's JetStream over the
+// same connection (jetstream.NewWithDomain with the hub's domain), which
+// the forwarder asks whether the link is up when the hub refuses a
+// message.
+func NewForwarder(local, hub jetstream.JetStream, site string, log *zap.Logger) *Forwarder {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Forwarder{local: local, site: site, log: log}
+	return &Forwarder{local: local, hub: hub, site: site, log: log}
 }
 
 // Forwarded counts the messages the hub has acknowledged.
 func (f *Forwarder) Forwarded() int64 { return f.forwarded.Load() }
+
+// Dropped counts the messages dropped because the hub refused them
+// (ErrRefused): those of clients no longer enrolled at the site.
+func (f *Forwarder) Dropped() int64 { return f.dropped.Load() }
 
 // Run forwards until ctx ends; it then returns nil.
 func (f *Forwarder) Run(ctx context.Context) error {
@@ -136,6 +158,7 @@ func (f *Forwarder) forward(ctx context.Context, stream string, m jetstream.Msg,
 	if out.Header.Get(jetstream.MsgIDHeader) == "" {
 		out.Header.Set(jetstream.MsgIDHeader, "site-"+f.site+"-"+stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
 	}
+	refusals := 0
 	err = backoff.Retry(ctx, backoff.Policy{
 		Backoff:        backoff.Backoff{Max: 2 * time.Second},
 		AttemptTimeout: 5 * time.Second,
@@ -144,11 +167,35 @@ func (f *Forwarder) forward(ctx context.Context, stream string, m jetstream.Msg,
 		},
 	}, func(ctx context.Context) error {
 		_, err := f.local.PublishMsg(ctx, out)
+		if !f.refused(ctx, err) {
+			refusals = 0
+			return err
+		}
+		if refusals++; refusals >= refusedAfter {
+			return backoff.Permanent(fmt.Errorf("%w: %s: %w", ErrRefused, subject, err))
+		}
 		return err
 	})
+	if errors.Is(err, ErrRefused) {
+		f.dropped.Add(1)
+		f.log.Warn("dropped a message of a client the site no longer holds: the hub refuses it (the site's account at the hub does not import the client: it was enrolled at the hub or at another site)",
+			zap.String("stream", stream), zap.Uint64("seq", md.Sequence.Stream), zap.String("subject", m.Subject()), zap.Error(err))
+		return m.Term()
+	}
 	if err != nil {
 		return fmt.Errorf("%w: forwarding %s #%d to the hub: %w", ErrLink, stream, md.Sequence.Stream, err)
 	}
 	f.forwarded.Add(1)
 	return m.DoubleAck(ctx)
+}
+
+// refused reports whether err, a publish's, is the hub's refusal: nobody
+// takes the message while the hub answers across the same link (during a
+// cut, nobody takes it either, and the hub does not answer).
+func (f *Forwarder) refused(ctx context.Context, err error) bool {
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
+		return false
+	}
+	_, err = f.hub.Stream(ctx, events.StreamJobs)
+	return err == nil
 }
