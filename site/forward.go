@@ -165,8 +165,8 @@ func (f *Forwarder) forward(ctx context.Context, stream string, m jetstream.Msg,
 		OnRetry: func(err error, _ time.Duration) {
 			f.log.Debug("the hub does not take the message yet", zap.String("subject", m.Subject()), zap.Error(err))
 		},
-	}, func(ctx context.Context) error {
-		_, err := f.local.PublishMsg(ctx, out)
+	}, func(actx context.Context) error {
+		_, err := f.local.PublishMsg(actx, out)
 		if !f.refused(ctx, err) {
 			refusals = 0
 			return err
@@ -189,13 +189,22 @@ func (f *Forwarder) forward(ctx context.Context, stream string, m jetstream.Msg,
 	return m.DoubleAck(ctx)
 }
 
+// hubProbeTimeout bounds how long refused waits for the hub's answer.
+const hubProbeTimeout = 2 * time.Second
+
 // refused reports whether err, a publish's, is the hub's refusal: nobody
-// takes the message while the hub answers across the same link (during a
-// cut, nobody takes it either, and the hub does not answer).
+// takes the message (no responders, or no answer when the site still
+// believes the hub takes the name) while the hub answers across the same
+// link; during a cut, nobody takes it either, and the hub does not answer.
+// ctx is the forward's, not the expired attempt's.
 func (f *Forwarder) refused(ctx context.Context, err error) bool {
-	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 		return false
 	}
+	f.log.Debug("the hub does not take the message: asking whether it answers", zap.Error(err))
+	ctx, cancel := context.WithTimeout(ctx, hubProbeTimeout)
+	defer cancel()
 	_, err = f.hub.Stream(ctx, events.StreamJobs)
 	return err == nil
 }
