@@ -87,6 +87,7 @@ func TestSiteClientLeavesTheSite(t *testing.T) {
 		t.Fatal(err)
 	}
 	fw := site.NewForwarder(f.siteJS, viaSite, "branch1", zaptest.NewLogger(t))
+	fw.DropAfter = 3 * time.Second
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { _ = fw.Run(fctx) }()

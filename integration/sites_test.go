@@ -1415,7 +1415,7 @@ func TestSiteAuthenticatedThroughACut(t *testing.T) {
 	}
 	link := startLinkProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
 	sp := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "site"), "--listen", freeAddr(t),
-		"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms", "--auth", "--hub-creds", siteCreds)
+		"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms", "--auth", "--hub-creds", siteCreds, "--drop-refused-after", "3s")
 	siteURL := sp.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
 
 	iss, err := auth.LoadIssuer(issuer)

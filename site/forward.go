@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,12 +23,14 @@ import (
 // KV_PCM_AGENTS through which a Forwarder keeps its position.
 const ForwardConsumer = "pcm-site-forward"
 
-// refusedAfter is how many attempts in a row the hub must refuse a
-// message (no one takes its forwarded name while the hub answers the
-// site) before the forwarder drops it: a refusal during a change of the
-// site's account at the hub (its imports are made again) is not taken for
-// the hub's word.
-const refusedAfter = 3
+// DefaultDropAfter is how long the hub must go on refusing a client's
+// message while it answers the site before the forwarder drops it, when
+// nothing the forwarder knows says the client has left the site: longer
+// than a leader election of the hub's PCM_STATUS (seen up to 10 s on a
+// stock cluster), during which nobody takes the message either. Once one
+// message of a client was dropped, the next ones of that client are
+// dropped at the first refusal, until one of its messages is taken again.
+const DefaultDropAfter = 2 * time.Minute
 
 // forwardAckWait bounds how long one forward may hold a message before
 // the site's stream offers it again (the same one: a forwarder passes one
@@ -50,12 +53,20 @@ const forwardAckWait = time.Minute
 // takes the message (ErrRefused). Make one with NewForwarder; Run does
 // the work.
 type Forwarder struct {
+	// DropAfter is how long the hub must refuse a message before it is
+	// dropped (DefaultDropAfter when zero). Set it before Run.
+	DropAfter time.Duration
+
 	local     jetstream.JetStream
 	hub       jetstream.JetStream
 	site      string
 	log       *zap.Logger
 	forwarded atomic.Int64
 	dropped   atomic.Int64
+	// departed are the clients a message of which was dropped, and none
+	// taken since: their next messages are dropped at the first refusal.
+	departedMu sync.Mutex
+	departed   map[string]bool
 }
 
 // NewForwarder returns a Forwarder of the site named site, whose
@@ -68,7 +79,7 @@ func NewForwarder(local, hub jetstream.JetStream, site string, log *zap.Logger) 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Forwarder{local: local, hub: hub, site: site, log: log}
+	return &Forwarder{local: local, hub: hub, site: site, log: log, departed: map[string]bool{}}
 }
 
 // Forwarded counts the messages the hub has acknowledged.
@@ -158,7 +169,12 @@ func (f *Forwarder) forward(ctx context.Context, stream string, m jetstream.Msg,
 	if out.Header.Get(jetstream.MsgIDHeader) == "" {
 		out.Header.Set(jetstream.MsgIDHeader, "site-"+f.site+"-"+stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
 	}
-	refusals := 0
+	client := clientOf(m.Subject())
+	dropAfter := f.DropAfter
+	if dropAfter <= 0 {
+		dropAfter = DefaultDropAfter
+	}
+	var refusedSince time.Time
 	err = backoff.Retry(ctx, backoff.Policy{
 		Backoff:        backoff.Backoff{Max: 2 * time.Second},
 		AttemptTimeout: 5 * time.Second,
@@ -168,14 +184,18 @@ func (f *Forwarder) forward(ctx context.Context, stream string, m jetstream.Msg,
 	}, func(actx context.Context) error {
 		_, err := f.local.PublishMsg(actx, out)
 		if !f.refused(ctx, err) {
-			refusals = 0
+			refusedSince = time.Time{}
 			return err
 		}
-		if refusals++; refusals >= refusedAfter {
+		if refusedSince.IsZero() {
+			refusedSince = time.Now()
+		}
+		if f.isDeparted(client) || time.Since(refusedSince) >= dropAfter {
 			return backoff.Permanent(fmt.Errorf("%w: %s: %w", ErrRefused, subject, err))
 		}
 		return err
 	})
+	f.setDeparted(client, errors.Is(err, ErrRefused))
 	if errors.Is(err, ErrRefused) {
 		f.dropped.Add(1)
 		f.log.Warn("dropped a message of a client the site no longer holds: the hub refuses it (the site's account at the hub does not import the client: it was enrolled at the hub or at another site)",
@@ -187,6 +207,33 @@ func (f *Forwarder) forward(ctx context.Context, stream string, m jetstream.Msg,
 	}
 	f.forwarded.Add(1)
 	return m.DoubleAck(ctx)
+}
+
+// clientOf is the client of a status subject (pcm.status.<client>.<job>)
+// or an inventory key's subject ($KV.PCM_AGENTS.<client>).
+func clientOf(subject string) string {
+	if tokens := strings.Split(subject, "."); len(tokens) > 2 {
+		return tokens[2]
+	}
+	return ""
+}
+
+func (f *Forwarder) isDeparted(client string) bool {
+	f.departedMu.Lock()
+	defer f.departedMu.Unlock()
+	return f.departed[client]
+}
+
+// setDeparted records whether client's last message was dropped as
+// refused (false: it was taken, or failed otherwise).
+func (f *Forwarder) setDeparted(client string, dropped bool) {
+	f.departedMu.Lock()
+	defer f.departedMu.Unlock()
+	if dropped {
+		f.departed[client] = true
+	} else {
+		delete(f.departed, client)
+	}
 }
 
 // hubProbeTimeout bounds how long refused waits for the hub's answer.
