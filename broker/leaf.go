@@ -204,8 +204,10 @@ func (b *Broker) SiteLinked(account string) bool {
 // ServeSiteProbes answers, on nc (an in-process admin connection of an
 // authenticated hub), the requests on events.SiteProbeSubject of a site
 // whose leaf connection is up on this broker, and says nothing for the
-// others: in a cluster the member that holds the link answers, and the
-// asker's timeout means unreachable. It is how the hub's views tell a
+// others: the asker's timeout means unreachable. Only the members that
+// serve probes answer: those that run the broker's services (which have
+// the issuer file); in a cluster, a site linked to a member without it
+// does not answer, and seems unreachable. It is how the hub's views tell a
 // site's reachability when the pcm account cannot reach the site's
 // JetStream (docs/sites.md). Only the pcm account's users (admins) can ask:
 // no other account imports the subject, and the answer says nothing but

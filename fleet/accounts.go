@@ -151,7 +151,10 @@ func (a *Accounts) Ensure(ctx context.Context, p auth.Principal) error {
 
 // Issue mints credentials for u. An admin is a user of the pcm account. A
 // publisher's or an auditor's account is made (or brought up to date)
-// first. A client's account must exist: it is made when the client is
+// first; a site's is made when missing, and an existing one is kept as it
+// is (its clients and its hub domain, which EnsureSiteAccount signs: a
+// site's forwarding never loses its imports while its credentials are
+// issued). A client's account must exist: it is made when the client is
 // enrolled. After a revocation of the account, Issue waits until the
 // clock has moved past it (at most a second), so the new credentials are
 // not revoked with the old.
@@ -173,11 +176,18 @@ func (a *Accounts) Issue(ctx context.Context, u auth.User) ([]byte, error) {
 			return nil, fmt.Errorf("%w: client %s has no account on the brokers: enroll it first (pcm enroll %s --group ... --issuer ...)", ErrNotEnrolled, p.Name, p.Name)
 		}
 	} else {
-		if err := a.Ensure(ctx, p); err != nil {
-			return nil, err
+		if p.Kind == auth.KindSite {
+			if cur, err = a.Lookup(ctx, p); err != nil {
+				return nil, err
+			}
 		}
-		if cur, err = a.Lookup(ctx, p); err != nil {
-			return nil, err
+		if cur == nil {
+			if err := a.Ensure(ctx, p); err != nil {
+				return nil, err
+			}
+			if cur, err = a.Lookup(ctx, p); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if cur != nil {

@@ -88,8 +88,9 @@ func EnrollAtSite(ctx context.Context, js jetstream.JetStream, site, client stri
 // the issuer mints work there), the hub records its site in PCM_SITES,
 // and the site's account at the hub is signed again with every client
 // recorded at the site (EnsureSiteAccount), so that the site forwards
-// this client's statuses and inventory too. It returns the groups as
-// enrolled.
+// this client's statuses and inventory too. A client moved from another
+// site leaves that site's account at the hub too (signed again without
+// it). It returns the groups as enrolled.
 func EnrollAtAuthSite(ctx context.Context, hub jetstream.JetStream, hubAccts *Accounts,
 	siteJS jetstream.JetStream, siteAccts *Accounts, site, client string, groups []string, opts ConsumerOptions) ([]string, error) {
 	if err := events.ValidID("site", site); err != nil {
@@ -100,14 +101,27 @@ func EnrollAtAuthSite(ctx context.Context, hub jetstream.JetStream, hubAccts *Ac
 		return nil, fmt.Errorf("at site %s: %w", site, err)
 	}
 	e, ok, err := EnrollmentOf(ctx, siteJS, client)
-	if err != nil || !ok {
-		return nil, fmt.Errorf("%w: reading %s's consumer at site %s: %v", ErrEnroll, client, site, err)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s's consumer at site %s: %w", ErrEnroll, client, site, err)
 	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %s has no consumer at site %s after its enrollment there", ErrEnroll, client, site)
+	}
+	sites, err := ReadSites(ctx, hub)
+	if err != nil {
+		return nil, err
+	}
+	before := sites[client].Site
 	if err := RecordSite(ctx, hub, SiteRecord{Client: client, Site: site, Groups: enrolled, Filters: e.Filters}); err != nil {
 		return nil, err
 	}
 	if err := EnsureSiteAccount(ctx, hub, hubAccts, site); err != nil {
 		return nil, err
+	}
+	if before != "" && before != site {
+		if err := EnsureSiteAccount(ctx, hub, hubAccts, before); err != nil {
+			return nil, fmt.Errorf("%s left site %s: %w", client, before, err)
+		}
 	}
 	return enrolled, nil
 }
@@ -117,13 +131,19 @@ func EnrollAtAuthSite(ctx context.Context, hub jetstream.JetStream, hubAccts *Ac
 // and the hub's JetStream domain, and pushes it: its imports then forward
 // the statuses and inventory of exactly those clients.
 func EnsureSiteAccount(ctx context.Context, hub jetstream.JetStream, accts *Accounts, site string) error {
+	return ensureSiteAccount(ctx, hub, accts, site, "")
+}
+
+// ensureSiteAccount is EnsureSiteAccount, leaving out the client except
+// (none when empty).
+func ensureSiteAccount(ctx context.Context, hub jetstream.JetStream, accts *Accounts, site, except string) error {
 	sites, err := ReadSites(ctx, hub)
 	if err != nil {
 		return err
 	}
 	var clients []string
 	for c, r := range sites {
-		if r.Site == site {
+		if r.Site == site && c != except {
 			clients = append(clients, c)
 		}
 	}
@@ -139,6 +159,28 @@ func EnsureSiteAccount(ctx context.Context, hub jetstream.JetStream, accts *Acco
 		return fmt.Errorf("%w: the account of site %s at the hub: %w", ErrEnroll, site, err)
 	}
 	return nil
+}
+
+// LeaveAuthSite is LeaveSite on an authenticated hub (hub is an admin's
+// connection to it, accts its accounts): the account at the hub of the
+// site client was enrolled at is first signed again without it, so that
+// the site no longer forwards its statuses and inventory, and only then
+// is its record removed (a failed signature leaves the record, and running
+// it again finds the site). It returns the site client left, "" when it
+// was at none.
+func LeaveAuthSite(ctx context.Context, hub jetstream.JetStream, accts *Accounts, client string) (string, error) {
+	sites, err := ReadSites(ctx, hub)
+	if err != nil {
+		return "", err
+	}
+	site := sites[client].Site
+	if site == "" {
+		return "", nil
+	}
+	if err := ensureSiteAccount(ctx, hub, accts, site, client); err != nil {
+		return "", err
+	}
+	return site, LeaveSite(ctx, hub, client)
 }
 
 // RecordSite records in the hub's PCM_SITES (made when missing) that

@@ -786,7 +786,7 @@ func TestSiteAuthenticatedCut(t *testing.T) {
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	relay := site.NewDirectRelay(f.siteJS, viaSite, zaptest.NewLogger(t))
-	fw := site.NewForwarder(f.siteJS, "branch1", nil)
+	fw := site.NewForwarder(f.siteJS, viaSite, "branch1", nil)
 	go func() { _ = relay.Run(rctx) }()
 	go func() { _ = fw.Run(rctx) }()
 	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
@@ -1007,7 +1007,7 @@ func TestSiteAuthenticatedLink(t *testing.T) {
 	}
 	fctx, stopF := context.WithCancel(ctx)
 	defer stopF()
-	fw := site.NewForwarder(f.siteJS, "branch1", nil)
+	fw := site.NewForwarder(f.siteJS, viaSite, "branch1", nil)
 	fwDone := make(chan struct{})
 	go func() { _ = fw.Run(fctx); close(fwDone) }()
 	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
@@ -1028,7 +1028,7 @@ func TestSiteAuthenticatedLink(t *testing.T) {
 	}
 	fctx, stopF = context.WithCancel(ctx)
 	defer stopF()
-	fw = site.NewForwarder(f.siteJS, "branch1", nil)
+	fw = site.NewForwarder(f.siteJS, viaSite, "branch1", nil)
 	go func() { _ = fw.Run(fctx) }()
 	testenv.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
 		if n := fw.Forwarded(); n < 3 {
@@ -1415,7 +1415,7 @@ func TestSiteAuthenticatedThroughACut(t *testing.T) {
 	}
 	link := startLinkProxy(t, strings.TrimPrefix(leaf, "nats-leaf://"))
 	sp := startPCM(t, dir, plainCLIEnv, "broker", "--data", filepath.Join(dir, "site"), "--listen", freeAddr(t),
-		"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms", "--auth", "--hub-creds", siteCreds)
+		"--site", siteName, "--hub", link.URL(), "--hub-reconnect", "200ms", "--auth", "--hub-creds", siteCreds, "--drop-refused-after", "3s")
 	siteURL := sp.stdout.waitLine(t, brokerReadyLine, 15*time.Second)[1]
 
 	iss, err := auth.LoadIssuer(issuer)
@@ -1555,6 +1555,20 @@ func TestSiteAuthenticatedThroughACut(t *testing.T) {
 	}
 	if got := imports(); strings.Contains(got, events.StatusSubjectsOfClient(clients[0])) || !strings.Contains(got, events.StatusSubjectsOfClient(clients[1])) {
 		t.Fatalf("the site's account at the hub after %s moved back: imports %s", clients[0], got)
+	}
+	// Its agent, still at the site, runs one more job and writes its
+	// statuses there: the hub refuses them, the forwarder drops them, and
+	// the other clients' statuses still reach the hub.
+	third := publish(t, newPublisher(t, ss.hub), ss.markerJob(0))
+	testenv.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if markerLines(t, ss.marker(clients[0], third)) == 0 {
+			return fmt.Errorf("%s has not run %s at the site", clients[0], third)
+		}
+		return nil
+	})
+	ss.checkStatusesOnce(t, clients[1:], third)
+	if atHub := readStatuses(t, ss.hub, clients[0], third); len(atHub) != 0 {
+		t.Errorf("%s, enrolled back at the hub, has %d statuses of %s at the hub from the site", clients[0], len(atHub), third)
 	}
 	t.Logf("TestSiteAuthenticatedThroughACut took %s", time.Since(start).Round(time.Millisecond))
 }

@@ -34,6 +34,10 @@ type Config struct {
 	// direct gets and forwards statuses and inventory instead of sourcing
 	// (docs/sites.md, Authentication).
 	Authenticated bool
+	// DropAfter is how long the hub must refuse a forwarded message while
+	// it answers before the forwarder drops it (Forwarder.DropAfter).
+	// Default DefaultDropAfter.
+	DropAfter time.Duration
 	// Logger receives the site's logs; nil discards them.
 	Logger *zap.Logger
 }

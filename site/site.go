@@ -28,7 +28,8 @@ func Run(ctx context.Context, local jetstream.JetStream, cfg Config) (*Relay, er
 	}
 	if cfg.Authenticated {
 		r := NewDirectRelay(local, hub, cfg.Logger.Named("relay"))
-		fw := NewForwarder(local, cfg.Name, cfg.Logger.Named("forward"))
+		fw := NewForwarder(local, hub, cfg.Name, cfg.Logger.Named("forward"))
+		fw.DropAfter = cfg.DropAfter
 		go func() { _ = r.Run(ctx) }()
 		go func() { _ = fw.Run(ctx) }()
 		return r, nil

@@ -30,6 +30,7 @@ type brokerFlags struct {
 	hubReconnect                             time.Duration
 	// an authenticated site's leaf credentials and in-process admin.
 	hubCreds, siteAdminCreds string
+	dropRefusedAfter         time.Duration
 	// security: pcm broker only (pcm up stays open, on loopback).
 	auth    bool
 	authDir string
@@ -64,6 +65,7 @@ func (f *brokerFlags) registerSites(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.hubDomain, "hub-domain", site.DefaultHubDomain, "with --site: the hub's JetStream domain (its --domain)")
 	cmd.Flags().DurationVar(&f.hubReconnect, "hub-reconnect", broker.DefaultHubReconnect, "with --site: how soon the site dials the hub again after the link drops")
 	cmd.Flags().StringVar(&f.hubCreds, "hub-creds", "", "with --site and --auth: the site's leaf credentials, made at the hub with pcm creds site NAME")
+	cmd.Flags().DurationVar(&f.dropRefusedAfter, "drop-refused-after", site.DefaultDropAfter, "with --site and --auth: how long the hub may refuse a client's status or inventory while it answers the site before the site stops forwarding it (the client was enrolled elsewhere; it stays in the site's own streams)")
 	cmd.Flags().StringVar(&f.siteAdminCreds, "site-admin-creds", "", "with --site and --auth: the site broker's in-process admin, which runs its services (default: --hub-creds without .creds, then -admin.creds, as pcm creds site writes it)")
 }
 
@@ -340,7 +342,7 @@ func runSite(ctx context.Context, cmd *cobra.Command, g *globals, bf *brokerFlag
 		return err
 	}
 	defer svc.Stop()
-	if _, err := site.Run(ctx, js, site.Config{Name: bf.site, HubDomain: bf.hubDomain, Authenticated: bf.auth, Logger: g.log.Named("site")}); err != nil {
+	if _, err := site.Run(ctx, js, site.Config{Name: bf.site, HubDomain: bf.hubDomain, Authenticated: bf.auth, DropAfter: bf.dropRefusedAfter, Logger: g.log.Named("site")}); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()

@@ -56,6 +56,13 @@ account reaches. Whoever holds the issuer file can mint any of them: keep it wit
 				return err
 			}
 			defer s.Close()
+			if role == auth.RoleSite {
+				// Its account first, with the clients enrolled at it and
+				// the hub's domain: Issue then keeps it as it is.
+				if err := fleet.EnsureSiteAccount(cmd.Context(), s.js, s.accts, u.Name); err != nil {
+					return err
+				}
+			}
 			creds, err := s.accts.Issue(cmd.Context(), u)
 			if err != nil {
 				return err
@@ -84,13 +91,8 @@ func siteAdminCreds(hubCreds string) string {
 }
 
 // writeSiteAdmin writes the in-process admin of site next to its leaf
-// credentials (siteAdminCreds), and signs the site's account at the hub
-// again with the clients enrolled at it (issuing the credentials made it
-// with none).
+// credentials (siteAdminCreds).
 func writeSiteAdmin(cmd *cobra.Command, s *adminSession, site, out string) error {
-	if err := fleet.EnsureSiteAccount(cmd.Context(), s.js, s.accts, site); err != nil {
-		return err
-	}
 	creds, err := s.accts.Issue(cmd.Context(), auth.User{Role: auth.RoleAdmin, Name: "site-" + site, InProcess: true})
 	if err != nil {
 		return err

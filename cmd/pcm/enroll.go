@@ -157,24 +157,15 @@ func leftHub(cmd *cobra.Command, s *adminSession, siteName, client string, enrol
 }
 
 // leaveSite forgets the site client was enrolled at, if any; on an
-// authenticated hub the site's account at the hub is then signed again
-// without it, so that the site no longer forwards its statuses.
+// authenticated hub the site's account at the hub is first signed again
+// without it, so that the site no longer forwards its statuses
+// (fleet.LeaveAuthSite).
 func leaveSite(cmd *cobra.Command, s *adminSession, client string) error {
-	var site string
-	if s.accts != nil {
-		sites, err := fleet.ReadSites(cmd.Context(), s.js)
-		if err != nil {
-			return err
-		}
-		site = sites[client].Site
+	if s.accts == nil {
+		return fleet.LeaveSite(cmd.Context(), s.js, client)
 	}
-	if err := fleet.LeaveSite(cmd.Context(), s.js, client); err != nil {
-		return err
-	}
-	if site == "" {
-		return nil
-	}
-	return fleet.EnsureSiteAccount(cmd.Context(), s.js, s.accts, site)
+	_, err := fleet.LeaveAuthSite(cmd.Context(), s.js, s.accts, client)
+	return err
 }
 
 // orNone is s, or "none" when s is empty.
