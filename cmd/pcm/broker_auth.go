@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -57,6 +58,12 @@ func (f *brokerFlags) setupAuth(clustered bool) (*auth.Authority, bool, error) {
 func (f *brokerFlags) siteTrust() (auth.Trust, string, error) {
 	dir := f.authDirOrDefault()
 	trust, err := auth.LoadTrust(dir)
+	if errors.Is(err, auth.ErrNoAuthority) {
+		// Not auth.ErrNoAuthority's own advice (create one with pcm broker
+		// --auth): a site must trust the hub's.
+		return auth.Trust{}, "", fmt.Errorf("%w: --site with --auth trusts the hub's operator, and %s holds none of its JWTs: copy %s of the hub's --auth-dir there (or point --auth-dir at a copy; they hold no secret)",
+			broker.ErrSiteAuth, dir, strings.Join(auth.PublicFiles, ", "))
+	}
 	if err != nil {
 		return auth.Trust{}, "", fmt.Errorf("%w: --site with --auth trusts the hub's operator: copy %s of the hub's --auth-dir to %s (--auth-dir; they hold no secret): %w",
 			broker.ErrSiteAuth, strings.Join(auth.PublicFiles, ", "), dir, err)

@@ -79,6 +79,9 @@ func TestSiteTrustRefusals(t *testing.T) {
 			if err == nil || !errors.Is(err, broker.ErrSiteAuth) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("siteTrust: %v; want %v saying %q", err, broker.ErrSiteAuth, tc.want)
 			}
+			if strings.Contains(err.Error(), "create the operator") {
+				t.Fatalf("siteTrust: %v: a site trusts the hub's operator, it must not be told to create one", err)
+			}
 		})
 	}
 }
