@@ -14,6 +14,7 @@ import (
 
 	"github.com/pcm-project/pcm/agent/lock"
 	"github.com/pcm-project/pcm/events"
+	"github.com/pcm-project/pcm/internal/atomicfile"
 	"github.com/pcm-project/pcm/internal/kvkey"
 )
 
@@ -97,12 +98,7 @@ func WriteUpdateRecord(stateDir string, rec UpdateRecord) error {
 	if err != nil {
 		return err
 	}
-	path := UpdateRecordPath(stateDir)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(UpdateRecordPath(stateDir), b, 0o600)
 }
 
 // updateInfo is the inventory's view of the last update: a refusal heard

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/pcm-project/pcm/internal/atomicfile"
 )
 
 // ErrNoSession: no desktop session has written its page's address.
@@ -23,7 +25,9 @@ func WriteURL(stateDir, url string) error {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("keeping the page's address: %w", err)
 	}
-	if err := os.WriteFile(URLFile(stateDir), []byte(url+"\n"), 0o600); err != nil {
+	// Atomically: pcm desktop open (and a test) reading it as it is
+	// written read it empty.
+	if err := atomicfile.Write(URLFile(stateDir), []byte(url+"\n"), 0o600); err != nil {
 		return fmt.Errorf("keeping the page's address: %w", err)
 	}
 	return nil
