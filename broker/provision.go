@@ -306,13 +306,17 @@ func PackagesBucketConfig(o ProvisionOptions) jetstream.ObjectStoreConfig {
 	}
 }
 
+// provisionTimeout bounds Provision when its ctx has no deadline.
+const provisionTimeout = time.Minute
+
 // Provision creates the pcm streams, KV buckets and the PCM_PACKAGES object
 // store, or updates them to opts if they exist: it is idempotent and safe to run on every start. It needs only
 // a jetstream.JetStream, so it works against the embedded broker and against
 // an external nats-server or cluster (whose meta leader must be elected).
 // The buckets' streams get opts.MaxConsumers too, since lock watchers and
-// package downloads are consumers. If ctx has no deadline, each call gets the jetstream package's
-// default timeout. Errors wrap ErrProvision (or ErrInvalidProvisionOptions)
+// package downloads are consumers. Each step is retried while the broker
+// answers as a passing state does (backoff.Transient), until ctx's deadline
+// or, without one, provisionTimeout. Errors wrap ErrProvision (or ErrInvalidProvisionOptions)
 // and name the resource.
 func Provision(ctx context.Context, js jetstream.JetStream, opts ProvisionOptions) error {
 	if err := opts.Validate(); err != nil {

@@ -4,20 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/pcm-project/pcm/broker/auth"
-	"github.com/pcm-project/pcm/internal/backoff"
 	"github.com/pcm-project/pcm/internal/clientview"
 )
-
-// provisionTimeout bounds StartServices's provisioning when its ctx has no
-// deadline.
-const provisionTimeout = time.Minute
 
 // ServicesConfig says what StartServices runs.
 type ServicesConfig struct {
@@ -48,10 +42,7 @@ type Services struct {
 // starts nothing.
 func StartServices(ctx context.Context, js jetstream.JetStream, cfg ServicesConfig) (*Services, error) {
 	if cfg.Provision != nil {
-		pctx, cancel := backoff.WithDefaultTimeout(ctx, provisionTimeout)
-		err := Provision(pctx, js, *cfg.Provision)
-		cancel()
-		if err != nil {
+		if err := Provision(ctx, js, *cfg.Provision); err != nil {
 			return nil, fmt.Errorf("provisioning %s: %w", js.Conn().ConnectedUrlRedacted(), err)
 		}
 	}
