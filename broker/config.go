@@ -81,6 +81,13 @@ type Config struct {
 	// connect to this hub. Empty: no sites. Port -1 (or 0) picks a free
 	// port; LeafURL tells which. It needs Domain.
 	LeafListen string
+	// Relays lets leaf nodes without JetStream connect to LeafListen and
+	// carry clients to this broker, which use its JetStream by the plain
+	// API ($JS.API, $KV) as if connected to it: connection concentrators
+	// for more clients than one process has descriptors (the fan-out
+	// benchmark's 20,000 agents). Open brokers only, and not beside sites
+	// (a site's own JetStream would answer its clients' requests too).
+	Relays bool
 	// Hub, when set, makes this broker a branch site connected to the hub
 	// as a leaf node (HubLink). It needs Domain.
 	Hub *HubLink

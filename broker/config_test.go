@@ -46,6 +46,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "site", cfg: broker.Config{StoreDir: dir, Domain: "branch1", Hub: &broker.HubLink{URL: "nats-leaf://hub:7422"}}},
 		{name: "site of a hub cluster", cfg: broker.Config{StoreDir: dir, Domain: "branch1", Hub: &broker.HubLink{URL: "nats-leaf://h1:7422,nats-leaf://h2:7422"}}},
 		{name: "hub without domain", cfg: broker.Config{StoreDir: dir, LeafListen: "127.0.0.1:7422"}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
+		{name: "hub of relays", cfg: broker.Config{StoreDir: dir, Domain: "hub", LeafListen: "127.0.0.1:-1", Relays: true}},
+		{name: "relays without a leaf listener", cfg: broker.Config{StoreDir: dir, Relays: true}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
 		{name: "hub bad leaf listen", cfg: broker.Config{StoreDir: dir, Domain: "hub", LeafListen: "7422"}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidListen}},
 		{name: "domain with a dot", cfg: broker.Config{StoreDir: dir, Domain: "a.b"}, wantErr: []error{broker.ErrInvalidConfig}},
 		{name: "site without domain", cfg: broker.Config{StoreDir: dir, Hub: &broker.HubLink{URL: "nats-leaf://hub:7422"}}, wantErr: []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},

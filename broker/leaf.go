@@ -73,6 +73,9 @@ func (c Config) validateLeaf() error {
 			return fmt.Errorf("%w: %w: Config.LeafListen needs Config.Domain: sites address the hub's JetStream by its domain", ErrInvalidConfig, ErrInvalidSite)
 		}
 	}
+	if c.Relays && (c.LeafListen == "" || c.Auth != nil || c.Hub != nil) {
+		return fmt.Errorf("%w: %w: Config.Relays needs Config.LeafListen, on an open broker that is not a site", ErrInvalidConfig, ErrInvalidSite)
+	}
 	if c.Hub == nil {
 		return nil
 	}
@@ -149,6 +152,11 @@ func applyLeaf(cfg Config, opts *server.Options) error {
 		// Sites dial the address they are given (a proxy, a NAT):
 		// never the hub's own listener addresses.
 		opts.LeafNode.NoAdvertise = true
+		if cfg.Relays {
+			// nats-server otherwise denies JetStream's API and $KV to
+			// a leaf node of another (here: no) domain.
+			opts.JsAccDefaultDomain = map[string]string{server.DEFAULT_GLOBAL_ACCOUNT: ""}
+		}
 	}
 	if cfg.Hub != nil {
 		urls, err := parseLeafURLs(cfg.Hub.URL)

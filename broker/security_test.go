@@ -44,6 +44,7 @@ func TestSecurityConfigValidate(t *testing.T) {
 		{"tls with client verification", broker.Config{StoreDir: dir, TLS: broker.TLSConfig{CertFile: certs.CertFile, KeyFile: certs.KeyFile, CAFile: certs.CAFile, VerifyClients: true}}, nil},
 		{"tls cluster", broker.Config{StoreDir: dir, Cluster: cluster, TLS: broker.TLSConfig{CertFile: certs.CertFile, KeyFile: certs.KeyFile, CAFile: certs.CAFile}}, nil},
 		{"hub of sites with auth", broker.Config{StoreDir: dir, Auth: &trust, Domain: "hub", LeafListen: "127.0.0.1:-1"}, nil},
+		{"relays with auth", broker.Config{StoreDir: dir, Auth: &trust, Domain: "hub", LeafListen: "127.0.0.1:-1", Relays: true}, []error{broker.ErrInvalidConfig, broker.ErrInvalidSite}},
 		{"site with auth", broker.Config{StoreDir: dir, Auth: &trust, Domain: "b", Hub: &broker.HubLink{URL: "nats-leaf://hub:7422"}}, []error{broker.ErrInvalidConfig, broker.ErrSiteAuth}},
 		{"site with unreadable credentials", broker.Config{StoreDir: dir, Auth: &trust, Domain: "b", Hub: &broker.HubLink{URL: "nats-leaf://hub:7422", Credentials: filepath.Join(dir, "none.creds")}}, []error{broker.ErrInvalidConfig, broker.ErrSiteAuth}},
 		{"bad account JWT", broker.Config{StoreDir: dir, Auth: &bad}, []error{broker.ErrInvalidConfig, auth.ErrBadAuthority}},

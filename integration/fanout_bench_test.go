@@ -28,6 +28,14 @@ import (
 // agents stay well inside a 20,000 open-file limit.
 const fanHostSize = 5000
 
+// fanRelaySize is how many clients one relay serves (PCM_BENCH_RELAY): a
+// relay holds one descriptor per connection, and a fleet whose
+// connections do not fit beside the broker's in this process's open-file
+// limit (N = 20,000 here) is spread over relays: nats-servers without
+// JetStream joined to the broker's leaf node listener, while the broker
+// keeps every consumer, stream and lock (BENCHMARKS.md, "20,000 agents").
+const fanRelaySize = 10000
+
 // BenchmarkFanout publishes one offer to pcm.jobs.all and measures the time
 // until every client has persisted its final status and acked the offer,
 // for a fleet of real pcm agents (agent.New and Run, no-op runner, each with
@@ -54,6 +62,8 @@ const fanHostSize = 5000
 // broker's idle CPU with every agent connected, then restarts its broker
 // and times the agents' reconnection, with an offer published as soon as
 // the broker is back (every agent must run and ack it: no offer lost).
+// PCM_BENCH_RELAY=1 connects the clients through relays (fanRelaySize
+// clients each), as a fleet too large for the open-file limit is anyway.
 // PCM_BENCH_FLEETS=pcms (a comma-separated list) runs only those fleets
 // besides the baseline. PCM_BENCH_NOSYNC=1 runs the agents' journals without fsync and
 // PCM_BENCH_NOECHO=1 connects them with nats.NoEcho, to measure what those
@@ -90,22 +100,25 @@ func BenchmarkFanout(b *testing.B) {
 // PCM_BENCH_OVERLAY) of n clients for rounds rounds each and reports.
 func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds int, limit uint64) {
 	profDir := os.Getenv("PCM_BENCH_PROFILE")
+	// Clients beyond what this process can hold beside the brokers'
+	// files connect through relays.
+	relayed := uint64(n+1000) > limit || os.Getenv("PCM_BENCH_RELAY") == "1"
 	var fleets []*fanFleet
 	for _, name := range names {
-		fleets = append(fleets, newFanFleet(b, name, n, bins[name]))
+		fleets = append(fleets, newFanFleet(b, name, n, bins[name], relayed))
 	}
 	// This process holds the server side of every connection of the
 	// fleets that are up at once.
-	together := uint64(len(fleets)*n+1000) <= limit && profDir == ""
+	together := uint64(len(fleets)*n+1000) <= limit && profDir == "" && !relayed
 	var res = map[string][]fanRound{}
 	run := func(f *fanFleet) { res[f.name] = append(res[f.name], f.round(b)) }
 	if together {
 		for _, f := range fleets {
 			f.start(b)
 		}
-		idle := benchIdleRate()
+		idle := fleets[0].idleRate()
 		for _, f := range fleets {
-			f.idleRate = idle
+			f.idle = idle
 			f.round(b) // warm-up: first delivery, first status, first lock
 		}
 		for i := range rounds { // rotate which fleet goes first
@@ -120,10 +133,10 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 			f.stop(b)
 		}
 	} else {
-		b.Logf("N=%d: %d open files allowed; running the fleets one after the other", n, limit)
+		b.Logf("N=%d: %d open files allowed, relays %v; running the fleets one after the other", n, limit, relayed)
 		for _, f := range fleets {
 			f.start(b)
-			f.idleRate = benchIdleRate()
+			f.idle = f.idleRate()
 			f.round(b)
 			if profDir != "" {
 				f.startProfile(b, profDir)
@@ -188,7 +201,7 @@ func fanCompare(b *testing.B, bins map[string]string, names []string, n, rounds 
 			float64(f.heapPerConsumer)/1024, float64(f.heapPerClient)/1024, float64(fleets[0].heapPerClient)/1024)
 	}
 	benchSay(b, "N=%d: this process idle at %.1f ms CPU per second (subtracted from the broker CPU of each round); load average: %s",
-		n, fleets[0].idleRate*1e3, benchLoad())
+		n, fleets[0].idle*1e3, benchLoad())
 }
 
 // fanSettle is the pause at the end of every round, before its CPU is
@@ -202,7 +215,7 @@ func perJob(d time.Duration, n int) float64 { return float64(d) / 1e3 / float64(
 // fanRound is one measured round.
 type fanRound struct {
 	elapsed   time.Duration // publish until the last ack
-	brokerCPU time.Duration // this process (the brokers) during the round, less its idle CPU (fanFleet.idleRate)
+	brokerCPU time.Duration // this process (the brokers) and the fleet's relays during the round, less their idle CPU (fanFleet.idle)
 	fleetCPU  time.Duration // the fleet's host processes during the round
 }
 
@@ -220,24 +233,95 @@ type fanFleet struct {
 	hosts  []*benchHost
 	offers int // offers published so far (their stream sequences are 1..offers)
 
+	// relayed fleets connect through relays (PCM_BENCH_RELAY), a
+	// broker's part: their CPU counts as the broker's.
+	relayed   bool
+	relays    []*benchHost
+	relayURLs []string // the relays' client URLs, kept across a restart
+
 	heapPerConsumer, heapPerClient int64
-	// idleRate is this process's CPU per wall second while every fleet up
-	// waits: subtracted from each round's broker CPU (at N = 100 it would
-	// otherwise be most of it).
-	idleRate float64
+	relayRSSPerClient              int64 // the relays' resident memory per connected client
+	// idle is this process's (and the relays') CPU per wall second while
+	// every fleet up waits: subtracted from each round's broker CPU (at
+	// N = 100 it would otherwise be most of it).
+	idle float64
 }
 
-// benchIdleRate is this process's CPU per second over 2 s of waiting.
-func benchIdleRate() float64 {
-	t0, c0 := time.Now(), benchSelfCPU()
+// brokerCPU is the CPU time used so far by this process and the fleet's
+// relays.
+func (f *fanFleet) brokerCPU(b *testing.B) time.Duration {
+	return benchSelfCPU() + benchHostsCPU(b, f.relays)
+}
+
+// idleRate is the broker's CPU per second over 2 s of waiting.
+func (f *fanFleet) idleRate() float64 {
+	t0, c0 := time.Now(), benchSelfCPU()+benchHostsCPU(nil, f.relays)
 	time.Sleep(2 * time.Second)
-	return float64(benchSelfCPU()-c0) / float64(time.Since(t0))
+	return float64(benchSelfCPU()+benchHostsCPU(nil, f.relays)-c0) / float64(time.Since(t0))
 }
 
-func newFanFleet(b *testing.B, name string, n int, bin string) *fanFleet {
+// benchHostsCPU is the CPU time used so far by hosts (failing b, when not
+// nil, on an error; otherwise counting what it can read).
+func benchHostsCPU(b *testing.B, hosts []*benchHost) time.Duration {
+	var total time.Duration
+	for _, h := range hosts {
+		d, err := benchProcCPU(h.cmd.Process.Pid)
+		if err != nil && b != nil {
+			b.Fatal(err)
+		}
+		total += d
+	}
+	return total
+}
+
+// startRelays starts the fleet's relays (on the same addresses as before
+// after a restart) and waits for each to be joined to the broker.
+func (f *fanFleet) startRelays(b *testing.B) {
+	if !f.relayed {
+		return
+	}
+	k := (f.n + fanRelaySize - 1) / fanRelaySize
+	f.relays = make([]*benchHost, k)
+	for i := range f.relays {
+		listen := "127.0.0.1:-1"
+		if i < len(f.relayURLs) {
+			listen = strings.TrimPrefix(f.relayURLs[i], "nats://")
+		}
+		f.relays[i] = benchStartHost(b, f.bin, f.dir, "-mode", "relay", "-url", f.env.LeafURL, "-listen", listen)
+	}
+	f.relayURLs = f.relayURLs[:0]
+	for _, r := range f.relays {
+		f.relayURLs = append(f.relayURLs, strings.TrimSpace(strings.TrimPrefix(r.waitLine(b, "ready", time.Minute), "ready")))
+	}
+}
+
+// stopRelays stops the fleet's relays.
+func (f *fanFleet) stopRelays(b *testing.B) {
+	for _, r := range f.relays {
+		r.stop(b, time.Minute)
+	}
+}
+
+// relaysRSS is the relays' resident memory.
+func (f *fanFleet) relaysRSS(b *testing.B) int64 {
+	var total int64
+	for _, r := range f.relays {
+		rss, _, _, err := benchProcMem(r.cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += rss
+	}
+	return total
+}
+
+func newFanFleet(b *testing.B, name string, n int, bin string, relayed bool) *fanFleet {
 	var opts []testenv.Option
 	if name == "pcms" {
 		opts = append(opts, testenv.WithAuth())
+	}
+	if relayed {
+		opts = append(opts, testenv.WithRelays())
 	}
 	env := testenv.StartBroker(b, opts...)
 	benchDropJobsOnCleanup(b, env)
@@ -245,7 +329,7 @@ func newFanFleet(b *testing.B, name string, n int, bin string) *fanFleet {
 	if name == "bare" {
 		mode = "bare"
 	}
-	f := &fanFleet{name: name, mode: mode, bin: bin, n: n, env: env, dir: b.TempDir()}
+	f := &fanFleet{name: name, mode: mode, bin: bin, n: n, env: env, dir: b.TempDir(), relayed: relayed}
 	f.pub = newPublisher(b, env.JS)
 	if _, err := f.pub.Prepare(context.Background(), fanJob()); err != nil { // reads the retention once
 		b.Fatal(err)
@@ -268,10 +352,16 @@ func (f *fanFleet) start(b *testing.B) {
 	f.writeHeapProfile(b, "enrolled")
 	heap := benchHeap()
 	began := time.Now()
+	f.startRelays(b)
+	rss := f.relaysRSS(b)
 	hosts := make([]*benchHost, (f.n+fanHostSize-1)/fanHostSize)
 	for i := range hosts {
 		from, to := i*fanHostSize, min((i+1)*fanHostSize, f.n)
-		args := []string{"-mode", f.mode, "-url", f.env.URL, "-prefix", f.name,
+		url := f.env.URL
+		if f.relayed {
+			url = f.relayURLs[from/fanRelaySize]
+		}
+		args := []string{"-mode", f.mode, "-url", url, "-prefix", f.name,
 			"-from", strconv.Itoa(from), "-to", strconv.Itoa(to), "-state", filepath.Join(f.dir, "agents")}
 		if os.Getenv("PCM_BENCH_NOSYNC") == "1" {
 			args = append(args, "-nosync")
@@ -291,6 +381,10 @@ func (f *fanFleet) start(b *testing.B) {
 	benchWaitConsumers(b, f.env.Server().Server(), 5*time.Minute, "every client to wait for offers",
 		func(s benchConsumers) bool { return s.waiting == f.n })
 	f.heapPerClient = (int64(benchHeap()) - int64(heap)) / int64(f.n)
+	if f.relayed {
+		f.relayRSSPerClient = (f.relaysRSS(b) - rss) / int64(f.n)
+		benchSay(b, "N=%d %s: relays' resident memory %.1f KiB per connected client", f.n, f.name, float64(f.relayRSSPerClient)/1024)
+	}
 	f.writeHeapProfile(b, "ready")
 	benchSay(b, "N=%d %s: %d clients ready in %s", f.n, f.name, f.n, time.Since(began).Round(time.Millisecond))
 }
@@ -301,7 +395,7 @@ func (f *fanFleet) round(b *testing.B) fanRound {
 	f.offers++
 	seq := uint64(f.offers)
 	done := f.acks.expect(seq)
-	w0, cpu0, fleet0 := time.Now(), benchSelfCPU(), f.fleetCPU(b)
+	w0, cpu0, fleet0 := time.Now(), f.brokerCPU(b), f.fleetCPU(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var msg *nats.Msg // the baseline's offer, encoded before the clock starts
@@ -336,22 +430,12 @@ func (f *fanFleet) round(b *testing.B) fanRound {
 	// its ack (pcm: the lock released lockKeep after the job, the journal's
 	// sent marks written after their delay) is in the round it belongs to.
 	time.Sleep(fanSettle)
-	busy := benchSelfCPU() - cpu0 - time.Duration(f.idleRate*float64(time.Since(w0)))
+	busy := f.brokerCPU(b) - cpu0 - time.Duration(f.idle*float64(time.Since(w0)))
 	return fanRound{elapsed: last.Sub(t0), brokerCPU: max(busy, 0), fleetCPU: f.fleetCPU(b) - fleet0}
 }
 
 // fleetCPU is the CPU time used so far by the fleet's hosts.
-func (f *fanFleet) fleetCPU(b *testing.B) time.Duration {
-	var total time.Duration
-	for _, h := range f.hosts {
-		d, err := benchProcCPU(h.cmd.Process.Pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		total += d
-	}
-	return total
-}
+func (f *fanFleet) fleetCPU(b *testing.B) time.Duration { return benchHostsCPU(b, f.hosts) }
 
 // startProfile starts CPU profiles of this process (the broker) and of the
 // hosts, written to dir.
@@ -404,6 +488,7 @@ func (f *fanFleet) stop(b *testing.B) {
 		wg.Go(func() { h.stop(b, 2*time.Minute) })
 	}
 	wg.Wait()
+	f.stopRelays(b)
 }
 
 // verify checks that every offer was acked by every client and that the
@@ -539,19 +624,23 @@ func (f *fanFleet) idleAndRestart(b *testing.B) {
 	if os.Getenv("PCM_BENCH_RESTART") != "1" || f.name != "pcm" {
 		return
 	}
-	cpu0, fleet0 := benchSelfCPU(), f.fleetCPU(b)
+	cpu0, fleet0 := f.brokerCPU(b), f.fleetCPU(b)
 	time.Sleep(fanIdle)
-	brokerIdle, fleetIdle := benchSelfCPU()-cpu0, f.fleetCPU(b)-fleet0
+	brokerIdle, fleetIdle := f.brokerCPU(b)-cpu0, f.fleetCPU(b)-fleet0
 	runtime.GC()
-	benchSay(b, "N=%d %s idle, every agent connected: broker (this process) %.1f ms CPU per second, %.2f µs per agent per second; fleet %.1f ms per second; broker heap %s MiB, %.1f KiB per enrolled and connected agent",
+	benchSay(b, "N=%d %s idle, every agent connected: broker (this process and the relays) %.1f ms CPU per second, %.2f µs per agent per second; fleet %.1f ms per second; broker heap %s MiB, %.1f KiB per enrolled and connected agent, and the relays' %.1f KiB",
 		f.n, f.name, float64(brokerIdle)/1e6/fanIdle.Seconds(), float64(brokerIdle)/1e3/fanIdle.Seconds()/float64(f.n),
-		float64(fleetIdle)/1e6/fanIdle.Seconds(), benchMiB(benchHeap()), float64(f.heapPerConsumer+f.heapPerClient)/1024)
+		float64(fleetIdle)/1e6/fanIdle.Seconds(), benchMiB(benchHeap()), float64(f.heapPerConsumer+f.heapPerClient)/1024,
+		float64(f.relayRSSPerClient)/1024)
 
+	// A relayed fleet's broker is the broker and its relays: all restart.
 	t0 := time.Now()
+	f.stopRelays(b)
 	f.env.Stop()
 	stopped := time.Since(t0)
 	t1 := time.Now()
 	f.env.Restart(b)
+	f.startRelays(b)
 	up := time.Now()
 	f.offers++
 	seq := uint64(f.offers)

@@ -24,6 +24,9 @@ const startTimeout = 30 * time.Second
 type Broker struct {
 	// URL is the client URL, stable across Restart (same port).
 	URL string
+	// LeafURL is the leaf node URL (WithLeafListen), stable across Restart;
+	// empty otherwise.
+	LeafURL string
 	// Dir is the store directory (a t.TempDir()).
 	Dir string
 	// NC is a connection owned by the helper; it reconnects across Restart.
@@ -59,16 +62,23 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 		ServerName: "pcm-test",
 		Logger:     o.logger,
 	}
+	if o.leaf {
+		tb.cfg.Domain, tb.cfg.LeafListen, tb.cfg.Relays = "hub", "127.0.0.1:-1", o.relays
+	}
 	tb.Sec.apply(&tb.cfg)
 	tb.cfg.FeatureFlags = o.flags
 	b := startOne(t, tb.cfg)
 	tb.b = b
 	t.Cleanup(tb.Stop)
 
-	// Pin the port so that Restart comes back where clients look.
+	// Pin the ports so that Restart comes back where clients look.
 	port := portOf(t, b.ClientURL())
 	tb.cfg.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	tb.URL = b.ClientURL()
+	if o.leaf {
+		tb.LeafURL = b.LeafURL()
+		tb.cfg.LeafListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(portOf(t, tb.LeafURL)))
+	}
 	register(t, tb.Sec, tb.URL)
 
 	tb.NC, tb.JS = connect(t, "testenv", []string{tb.URL}, tb.Sec.adminOptions(t)...)

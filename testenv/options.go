@@ -15,6 +15,7 @@ type options struct {
 	auth, tls    bool
 	flags        map[string]bool
 	noView       bool
+	leaf, relays bool
 }
 
 // Option changes how StartBroker or StartCluster sets things up.
@@ -46,6 +47,15 @@ func WithLogger(l *zap.Logger) Option { return func(o *options) { o.logger = l }
 // cluster member (for example {"js_ack_fc_v2": true}, the v2 ack subject
 // format).
 func WithFeatureFlags(flags map[string]bool) Option { return func(o *options) { o.flags = flags } }
+
+// WithLeafListen gives the broker a JetStream domain ("hub") and a leaf
+// node listener on a random loopback port (Broker.LeafURL), kept across
+// Restart.
+func WithLeafListen() Option { return func(o *options) { o.leaf = true } }
+
+// WithRelays is WithLeafListen for relays (broker.Config.Relays): leaf
+// nodes without JetStream whose clients use the broker's JetStream.
+func WithRelays() Option { return func(o *options) { o.leaf, o.relays = true, true } }
 
 // buildOptions applies opts over the defaults.
 func buildOptions(opts []Option) options {

@@ -40,8 +40,9 @@ import (
 
 func main() {
 	var (
-		mode     = flag.String("mode", "pcm", "pcm (real agents), bare (the nats.go baseline) or idle (connections that subscribe as an agent does and wait; with -parallel 1 the ready line says what the last tenth of the connections took)")
-		url      = flag.String("url", "", "broker URL")
+		mode     = flag.String("mode", "pcm", "pcm (real agents), bare (the nats.go baseline), idle (connections that subscribe as an agent does and wait; with -parallel 1 the ready line says what the last tenth of the connections took) or relay (a server without JetStream joined to the broker's leaf node URL -url, listening on -listen, for clients beyond one process's open-file limit)")
+		url      = flag.String("url", "", "broker URL (relay mode: the broker's leaf node URL)")
+		listen   = flag.String("listen", "127.0.0.1:-1", "relay mode: the client listener, host:port (-1: any free port)")
 		prefix   = flag.String("prefix", "c", "client id prefix; clients are PREFIX-000000 ...")
 		from     = flag.Int("from", 0, "first client number")
 		to       = flag.Int("to", 1, "one past the last client number")
@@ -91,6 +92,14 @@ func main() {
 		}
 		cancel()
 	}()
+
+	if *mode == "relay" {
+		if err := runRelay(ctx, *url, *listen); err != nil {
+			fail("%v", err)
+		}
+		fmt.Println("stopped")
+		return
+	}
 
 	ids := make([]string, 0, *to-*from)
 	for i := *from; i < *to; i++ {
