@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -29,7 +30,9 @@ func runRelay(ctx context.Context, hub, listen string) error {
 		return fmt.Errorf("relay: -listen %q: %w", listen, err)
 	}
 	opts := &server.Options{
-		ServerName: "bench-relay-" + listen,
+		// Unique: a hub replaces a leaf connection from a server of the
+		// same name.
+		ServerName: fmt.Sprintf("bench-relay-%d", os.Getpid()),
 		Host:       host,
 		Port:       port,
 		NoLog:      true,
